@@ -1,0 +1,15 @@
+//! Everything `bci2tokend` and `bci2tokenctl` share: the control-socket messages, their framing,
+//! the event stream of `follow`, error codes and well-known paths. Nothing else lives here.
+//! The wire protocol is documented in `docs/control-protocol.md`.
+
+pub mod event;
+pub mod framing;
+pub mod message;
+pub mod paths;
+
+pub use event::{ChannelMajor, ChannelStats, Event, SessionState};
+pub use framing::{read_frame, write_frame, FrameError, MAX_FRAME_BYTES};
+pub use message::*;
+
+/// Version of the control-socket protocol; reported by `status`. Bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,200 @@
+//! Requests, replies and error codes of the control socket.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::SessionState;
+
+pub type ConfigMap = serde_json::Map<String, serde_json::Value>;
+
+/// A request: `{"method": "...", "params": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Drivers,
+    Devices {
+        #[serde(default)]
+        driver: Option<String>,
+    },
+    /// Starts a session. With `follow`, the reply is followed on the same connection by the
+    /// session's events from its very first block (see [`crate::Event`]).
+    SessionStart {
+        driver: String,
+        #[serde(default)]
+        config: ConfigMap,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        follow: Option<FollowOptions>,
+    },
+    SessionList,
+    SessionShow {
+        id: String,
+    },
+    SessionStop {
+        id: String,
+    },
+    /// Subscribes to a running session; the reply is followed by events until the session ends.
+    Follow {
+        id: String,
+        #[serde(default)]
+        options: FollowOptions,
+    },
+}
+
+impl Request {
+    /// Short name for logs and errors.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Drivers => "drivers",
+            Request::Devices { .. } => "devices",
+            Request::SessionStart { .. } => "session_start",
+            Request::SessionList => "session_list",
+            Request::SessionShow { .. } => "session_show",
+            Request::SessionStop { .. } => "session_stop",
+            Request::Follow { .. } => "follow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FollowOptions {
+    /// Include sample blocks with their data (otherwise only annotations, stats, gaps, states).
+    #[serde(default)]
+    pub samples: bool,
+}
+
+/// A reply: `{"ok": <result>}` or `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok(serde_json::Value),
+    Error(ApiError),
+}
+
+/// Machine-readable error classes; `message` says what failed, on which input, and what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    NotFound,
+    PermissionDenied,
+    InvalidConfig,
+    DriverError,
+    LimitReached,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Reply to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub version: String,
+    pub protocol: u32,
+    /// `system` or `user`.
+    pub mode: String,
+    pub pid: u32,
+    pub uptime_seconds: f64,
+    pub sessions_active: usize,
+    pub sessions_total: usize,
+    pub max_sessions: usize,
+    pub drivers: usize,
+    pub data_dir: String,
+    pub socket: String,
+    /// What the caller may do: `admin`, `operator` or `reader`.
+    pub caller_role: String,
+}
+
+/// One loaded driver plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverInfo {
+    pub name: String,
+    pub version: String,
+    /// `major.minor`
+    pub abi: String,
+    pub file: String,
+}
+
+/// A file in the driver path that could not be loaded, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginFailure {
+    pub file: String,
+    pub error: String,
+}
+
+/// Reply to `drivers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverList {
+    pub drivers: Vec<DriverInfo>,
+    pub failed: Vec<PluginFailure>,
+}
+
+/// Something a driver can open now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    pub driver: String,
+    pub id: String,
+    pub description: String,
+    /// `--set` keys that open this device.
+    pub config: ConfigMap,
+}
+
+/// Reply to `devices`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceEntry>,
+    /// Drivers whose probe failed, with the message.
+    pub errors: Vec<PluginFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelDesc {
+    pub label: String,
+    pub unit: String,
+}
+
+/// Who asked for something, as the kernel reported it (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+/// A session as `session list/show` and `session start` report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub driver: String,
+    pub config: ConfigMap,
+    pub model: Option<String>,
+    pub state: SessionState,
+    /// Why the session failed or stopped, when there is something to say.
+    pub message: Option<String>,
+    pub description: String,
+    pub channels: Vec<ChannelDesc>,
+    pub sample_rate: f64,
+    /// Unix time in seconds.
+    pub created: f64,
+    pub started_by: Caller,
+    pub blocks: u64,
+    pub frames: u64,
+    pub gaps: u64,
+    pub annotations: u64,
+    /// Events that slow subscribers lost (summed over subscribers).
+    pub events_dropped: u64,
+    pub subscribers: usize,
+}

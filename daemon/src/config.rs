@@ -1,0 +1,399 @@
+//! Daemon configuration: defaults per mode, the TOML file, then `BCI2TOKEN_*` environment
+//! variables, each key validated with an error that names it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the daemon runs: as the system service or as a user's own process (`--user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    System,
+    User,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::System => "system",
+            Mode::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    Syslog,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub mode: Mode,
+    /// The file the config was read from, if any.
+    pub file: Option<PathBuf>,
+    pub log_level: log::LevelFilter,
+    pub log_target: LogTarget,
+    pub data_dir: PathBuf,
+    /// Holds the control socket.
+    pub runtime_dir: PathBuf,
+    /// Directories searched for driver plugins, in order.
+    pub driver_path: Vec<PathBuf>,
+    pub max_sessions: usize,
+    /// A running session that delivers nothing for this long fails (seconds, 0 = never).
+    pub session_timeout: f64,
+    /// Window of the per-channel statistics (seconds).
+    pub stats_interval: f64,
+    /// Mains frequency for line-noise measurements (50 or 60 Hz).
+    pub line_frequency: f64,
+    /// Events buffered per subscriber before a slow one starts losing events.
+    pub subscriber_queue: usize,
+    /// Group that owns the control socket in system mode (members may start and follow sessions).
+    pub socket_group: String,
+    /// Group whose members may do everything, like root.
+    pub admin_group: String,
+}
+
+/// Every key the config file and the environment accept. Environment names are
+/// `BCI2TOKEN_` + the key in upper case.
+pub const KEYS: &[&str] = &[
+    "log_level",
+    "log_target",
+    "data_dir",
+    "runtime_dir",
+    "driver_path",
+    "max_sessions",
+    "session_timeout",
+    "stats_interval",
+    "line_frequency",
+    "subscriber_queue",
+    "socket_group",
+    "admin_group",
+];
+
+pub const SYSTEM_CONFIG_FILE: &str = "/etc/bci2token/bci2tokend.toml";
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/bci2token";
+pub const SYSTEM_DRIVER_DIR: &str = "/usr/lib/bci2token/drivers";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {}: unknown key `{key}`; valid keys: {}", path.display(), KEYS.join(", "))]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("{source_name}: {message}")]
+    Invalid { source_name: String, message: String },
+    #[error("--user mode needs $HOME or the XDG base directory variables to find its directories")]
+    NoHome,
+}
+
+/// One value as it was given: from the file (typed TOML) or the environment (a string).
+enum Raw {
+    Toml(toml::Value),
+    Env(String),
+}
+
+struct Source<'a> {
+    name: String,
+    raw: &'a Raw,
+}
+
+impl Source<'_> {
+    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { source_name: self.name.clone(), message: message.into() }
+    }
+
+    fn string(&self) -> Result<String, ConfigError> {
+        match self.raw {
+            Raw::Env(s) => Ok(s.clone()),
+            Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
+            Raw::Toml(v) => Err(self.invalid(format!("expected a string, got {v}"))),
+        }
+    }
+
+    fn number(&self) -> Result<f64, ConfigError> {
+        match self.raw {
+            Raw::Env(s) => s.trim().parse().map_err(|_| self.invalid(format!("{s:?} is not a number"))),
+            Raw::Toml(toml::Value::Integer(i)) => Ok(*i as f64),
+            Raw::Toml(toml::Value::Float(f)) => Ok(*f),
+            Raw::Toml(v) => Err(self.invalid(format!("expected a number, got {v}"))),
+        }
+    }
+
+    fn integer(&self, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let n = match self.raw {
+            Raw::Env(s) => s.trim().parse::<u64>().map_err(|_| self.invalid(format!("{s:?} is not a whole number")))?,
+            Raw::Toml(toml::Value::Integer(i)) => {
+                u64::try_from(*i).map_err(|_| self.invalid(format!("{i} is negative")))?
+            }
+            Raw::Toml(v) => return Err(self.invalid(format!("expected a whole number, got {v}"))),
+        };
+        if n < min || n > max {
+            return Err(self.invalid(format!("{n} is out of range {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    fn path(&self) -> Result<PathBuf, ConfigError> {
+        let s = self.string()?;
+        if s.is_empty() || !Path::new(&s).is_absolute() {
+            return Err(self.invalid(format!("{s:?} is not an absolute path")));
+        }
+        Ok(PathBuf::from(s))
+    }
+
+    /// A list of directories: a TOML array, or a colon-separated string (as in `$PATH`).
+    fn path_list(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        let items: Vec<String> = match self.raw {
+            Raw::Toml(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.invalid(format!("{v} is not a string"))))
+                .collect::<Result<_, _>>()?,
+            _ => self.string()?.split(':').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        };
+        items
+            .into_iter()
+            .map(|s| {
+                if Path::new(&s).is_absolute() {
+                    Ok(PathBuf::from(s))
+                } else {
+                    Err(self.invalid(format!("{s:?} is not an absolute path")))
+                }
+            })
+            .collect()
+    }
+}
+
+fn env_name(key: &str) -> String {
+    format!("BCI2TOKEN_{}", key.to_ascii_uppercase())
+}
+
+fn parse_level(s: &str) -> Option<log::LevelFilter> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "off" => Some(log::LevelFilter::Off),
+        "error" | "err" => Some(log::LevelFilter::Error),
+        "warn" | "warning" => Some(log::LevelFilter::Warn),
+        "info" => Some(log::LevelFilter::Info),
+        "debug" => Some(log::LevelFilter::Debug),
+        "trace" => Some(log::LevelFilter::Trace),
+        _ => None,
+    }
+}
+
+/// Directories a `--user` daemon uses, from the XDG base directory specification.
+fn user_dirs(env: &dyn Fn(&str) -> Option<String>) -> Result<(PathBuf, PathBuf, PathBuf), ConfigError> {
+    let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let xdg = |var: &str, fallback: &str| -> Result<PathBuf, ConfigError> {
+        match env(var).filter(|v| Path::new(v).is_absolute()) {
+            Some(v) => Ok(PathBuf::from(v)),
+            None => home.as_ref().map(|h| h.join(fallback)).ok_or(ConfigError::NoHome),
+        }
+    };
+    let config = xdg("XDG_CONFIG_HOME", ".config")?.join("bci2token/bci2tokend.toml");
+    let data = xdg("XDG_DATA_HOME", ".local/share")?.join("bci2token");
+    // Without XDG_RUNTIME_DIR (no logind session) fall back to a private directory in the state dir.
+    let runtime = match env("XDG_RUNTIME_DIR").filter(|v| Path::new(v).is_absolute()) {
+        Some(dir) => PathBuf::from(dir).join("bci2token"),
+        None => xdg("XDG_STATE_HOME", ".local/state")?.join("bci2token/run"),
+    };
+    Ok((config, data, runtime))
+}
+
+/// Where plugins are looked for when `driver_path` is not set: the installed location when the
+/// daemon runs from /usr, otherwise (a development build) the directory of the executable, where
+/// cargo puts the driver cdylibs.
+fn default_driver_path() -> Vec<PathBuf> {
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    match exe_dir {
+        Some(dir) if !dir.starts_with("/usr") => vec![dir],
+        _ => vec![PathBuf::from(SYSTEM_DRIVER_DIR)],
+    }
+}
+
+impl Config {
+    /// Loads the configuration for `mode`: defaults, then `file` (or the mode's default file if it
+    /// exists), then `BCI2TOKEN_*` variables from `env`.
+    pub fn load(
+        mode: Mode,
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (default_file, data_dir, runtime_dir) = match mode {
+            Mode::System => (
+                PathBuf::from(SYSTEM_CONFIG_FILE),
+                PathBuf::from(SYSTEM_DATA_DIR),
+                PathBuf::from(bci2token_api::paths::SYSTEM_RUNTIME_DIR),
+            ),
+            Mode::User => user_dirs(env)?,
+        };
+        let mut cfg = Config {
+            mode,
+            file: None,
+            log_level: log::LevelFilter::Info,
+            log_target: LogTarget::Stderr,
+            data_dir,
+            runtime_dir,
+            driver_path: default_driver_path(),
+            max_sessions: 8,
+            session_timeout: 10.0,
+            stats_interval: 1.0,
+            line_frequency: 50.0,
+            subscriber_queue: 1024,
+            socket_group: "bci2token".into(),
+            admin_group: "bci2token-admin".into(),
+        };
+
+        // An explicitly named file must exist; the default one is optional.
+        let (path, required) = match file {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_file, false),
+        };
+        let mut values: BTreeMap<String, (String, Raw)> = BTreeMap::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let table: toml::Table = text
+                    .parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.clone(), message: e.to_string() })?;
+                for (key, value) in table {
+                    if !KEYS.contains(&key.as_str()) {
+                        return Err(ConfigError::UnknownKey { path, key });
+                    }
+                    values.insert(key.clone(), (format!("{} key `{key}`", path.display()), Raw::Toml(value)));
+                }
+                cfg.file = Some(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        }
+        for key in KEYS {
+            let var = env_name(key);
+            if let Some(v) = env(&var) {
+                values.insert((*key).to_string(), (format!("environment variable {var}"), Raw::Env(v)));
+            }
+        }
+        for (key, (name, raw)) in &values {
+            cfg.apply(key, &Source { name: name.clone(), raw })?;
+        }
+        Ok(cfg)
+    }
+
+    fn apply(&mut self, key: &str, src: &Source<'_>) -> Result<(), ConfigError> {
+        match key {
+            "log_level" => {
+                let s = src.string()?;
+                self.log_level = parse_level(&s)
+                    .ok_or_else(|| src.invalid(format!("{s:?} is not a log level (error, warn, info, debug, trace)")))?;
+            }
+            "log_target" => {
+                self.log_target = match src.string()?.as_str() {
+                    "stderr" => LogTarget::Stderr,
+                    "syslog" => LogTarget::Syslog,
+                    other => return Err(src.invalid(format!("{other:?} is not a log target (stderr or syslog)"))),
+                }
+            }
+            "data_dir" => self.data_dir = src.path()?,
+            "runtime_dir" => self.runtime_dir = src.path()?,
+            "driver_path" => self.driver_path = src.path_list()?,
+            "max_sessions" => self.max_sessions = src.integer(1, 1024)? as usize,
+            "session_timeout" => {
+                let v = src.number()?;
+                if !(0.0..=86_400.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 0..=86400 seconds (0 = never)")));
+                }
+                self.session_timeout = v;
+            }
+            "stats_interval" => {
+                let v = src.number()?;
+                if !(0.1..=60.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 0.1..=60 seconds")));
+                }
+                self.stats_interval = v;
+            }
+            "line_frequency" => {
+                let v = src.number()?;
+                if v != 50.0 && v != 60.0 {
+                    return Err(src.invalid(format!("{v} is not a mains frequency (50 or 60)")));
+                }
+                self.line_frequency = v;
+            }
+            "subscriber_queue" => self.subscriber_queue = src.integer(16, 1 << 20)? as usize,
+            "socket_group" => self.socket_group = src.string()?,
+            "admin_group" => self.admin_group = src.string()?,
+            _ => unreachable!("key {key} is in KEYS but has no parser"),
+        }
+        Ok(())
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir.join(bci2token_api::paths::SOCKET_NAME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bci2token-config-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bci2tokend.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn user_mode_uses_xdg_directories() {
+        let env = env_of(&[("HOME", "/home/ada"), ("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        let cfg = Config::load(Mode::User, None, &env).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/home/ada/.local/share/bci2token"));
+        assert_eq!(cfg.socket_path(), PathBuf::from("/run/user/1000/bci2token/control.sock"));
+        assert_eq!(cfg.file, None);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let path = temp_file("override", "max_sessions = 3\nlog_level = \"debug\"\ndriver_path = [\"/a\", \"/b\"]\n");
+        let env = env_of(&[("HOME", "/h"), ("BCI2TOKEN_MAX_SESSIONS", "5"), ("BCI2TOKEN_DRIVER_PATH", "/x:/y")]);
+        let cfg = Config::load(Mode::User, Some(&path), &env).unwrap();
+        assert_eq!(cfg.max_sessions, 5);
+        assert_eq!(cfg.log_level, log::LevelFilter::Debug);
+        assert_eq!(cfg.driver_path, vec![PathBuf::from("/x"), PathBuf::from("/y")]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let path = temp_file("unknown", "max_session = 3\n");
+        let err = Config::load(Mode::User, Some(&path), &env_of(&[("HOME", "/h")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown key `max_session`"), "{msg}");
+        assert!(msg.contains("max_sessions"), "lists valid keys: {msg}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_source() {
+        let env = env_of(&[("HOME", "/h"), ("BCI2TOKEN_MAX_SESSIONS", "many")]);
+        let msg = Config::load(Mode::User, None, &env).unwrap_err().to_string();
+        assert!(msg.contains("BCI2TOKEN_MAX_SESSIONS") && msg.contains("\"many\""), "{msg}");
+
+        let path = temp_file("badlevel", "log_level = \"loud\"\n");
+        let msg = Config::load(Mode::User, Some(&path), &env_of(&[("HOME", "/h")])).unwrap_err().to_string();
+        assert!(msg.contains("key `log_level`") && msg.contains("loud"), "{msg}");
+
+        let env = env_of(&[("HOME", "/h"), ("BCI2TOKEN_DATA_DIR", "relative/dir")]);
+        let msg = Config::load(Mode::User, None, &env).unwrap_err().to_string();
+        assert!(msg.contains("BCI2TOKEN_DATA_DIR") && msg.contains("absolute"), "{msg}");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let err = Config::load(Mode::User, Some(Path::new("/nonexistent/b.toml")), &env_of(&[("HOME", "/h")]));
+        assert!(matches!(err, Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,214 @@
+//! Fan-out of a session's events to its subscribers through bounded queues.
+//!
+//! Acquisition must never wait for a reader: when a subscriber's queue is full, the event is
+//! dropped for that subscriber and counted; the count reaches the subscriber as a `lost` notice
+//! in the position of the gap. The one exception is a *lossless* subscriber of a source that is
+//! not real time (file replay at `speed=0`): there the source may wait, so that a `session start
+//! --follow` of a replay gets every block however fast the file is read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bci2token_api::Event;
+use tokio::sync::mpsc;
+
+/// What a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Event(Arc<Event>),
+    /// `n` events were dropped here because the subscriber was too slow.
+    Lost(u64),
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<Delivery>,
+    samples: bool,
+    lossless: bool,
+    /// Dropped since the last `Lost` notice that got through.
+    pending_lost: u64,
+}
+
+pub struct Hub {
+    subscribers: Mutex<Vec<Subscriber>>,
+    capacity: usize,
+    dropped: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// The receiving end handed to a transport.
+pub type Subscription = mpsc::Receiver<Delivery>;
+
+impl Hub {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            subscribers: Mutex::new(Vec::new()),
+            capacity,
+            dropped: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Adds a subscriber. `samples`: also deliver sample blocks. `lossless`: the publisher waits
+    /// instead of dropping (only honoured by the caller for non-real-time sources).
+    /// Returns `None` once the hub is closed (the session has ended).
+    pub fn subscribe(&self, samples: bool, lossless: bool) -> Option<Subscription> {
+        let mut subs = self.subscribers.lock().unwrap();
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(self.capacity);
+        subs.push(Subscriber { tx, samples, lossless, pending_lost: 0 });
+        Some(rx)
+    }
+
+    /// True if any subscriber wants sample blocks (so the session only copies them when needed).
+    pub fn wants_samples(&self) -> bool {
+        self.subscribers.lock().unwrap().iter().any(|s| s.samples)
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.lock().unwrap().len()
+    }
+
+    /// Events dropped for slow subscribers so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Delivers `event` to every subscriber. Called from the session's acquisition thread only
+    /// (never from the async runtime: a lossless subscriber can make this block).
+    pub fn publish(&self, event: Event) {
+        let is_samples = matches!(event, Event::Samples { .. });
+        let event = Arc::new(event);
+        let mut must_wait = Vec::new();
+        {
+            let mut subs = self.subscribers.lock().unwrap();
+            subs.retain_mut(|sub| {
+                if is_samples && !sub.samples {
+                    return true;
+                }
+                if sub.pending_lost > 0 {
+                    match sub.tx.try_send(Delivery::Lost(sub.pending_lost)) {
+                        Ok(()) => sub.pending_lost = 0,
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    }
+                }
+                if sub.pending_lost > 0 {
+                    // Still full: this event is lost too.
+                    sub.pending_lost += 1;
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                match sub.tx.try_send(Delivery::Event(Arc::clone(&event))) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) if sub.lossless => {
+                        must_wait.push(sub.tx.clone());
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        sub.pending_lost += 1;
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            });
+        }
+        // Outside the lock, so that new subscribers and status queries are not held up.
+        for tx in must_wait {
+            // An error means the subscriber went away; it is removed on the next publish.
+            let _ = tx.blocking_send(Delivery::Event(Arc::clone(&event)));
+        }
+    }
+
+    /// Ends every subscription after what is queued (receivers see the channel close).
+    pub fn close(&self) {
+        let mut subs = self.subscribers.lock().unwrap();
+        self.closed.store(true, Ordering::Release);
+        subs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotation(i: usize) -> Event {
+        Event::Annotation { session: "s".into(), onset: i as f64, duration: None, text: format!("{i}") }
+    }
+
+    fn drain(rx: &mut Subscription) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            out.push(d);
+        }
+        out
+    }
+
+    #[test]
+    fn slow_subscriber_is_told_how_many_it_lost_where_it_lost_them() {
+        let hub = Hub::new(4);
+        let mut slow = hub.subscribe(false, false).unwrap();
+        for i in 0..10 {
+            hub.publish(annotation(i));
+        }
+        // Queue held 0..3; 4..9 were dropped (6 events).
+        assert_eq!(hub.dropped(), 6);
+        let first = drain(&mut slow);
+        assert_eq!(first.len(), 4);
+        hub.publish(annotation(10));
+        let next = drain(&mut slow);
+        assert!(matches!(next[0], Delivery::Lost(6)), "{next:?}");
+        assert!(matches!(&next[1], Delivery::Event(e) if matches!(&**e, Event::Annotation{text, ..} if text == "10")));
+    }
+
+    #[test]
+    fn samples_only_reach_subscribers_that_asked() {
+        let hub = Hub::new(8);
+        let mut plain = hub.subscribe(false, false).unwrap();
+        assert!(!hub.wants_samples());
+        let mut with = hub.subscribe(true, false).unwrap();
+        assert!(hub.wants_samples());
+        let block = Event::Samples {
+            session: "s".into(),
+            seq: 0,
+            t: 0.0,
+            frames: 1,
+            flags: 0,
+            data: bci2token_api::ChannelMajor { channels: 1, frames: 1, values: vec![1.0].into() },
+        };
+        hub.publish(block);
+        assert_eq!(drain(&mut plain).len(), 0);
+        assert_eq!(drain(&mut with).len(), 1);
+    }
+
+    #[test]
+    fn lossless_subscriber_gets_everything() {
+        let hub = Arc::new(Hub::new(2));
+        let mut rx = hub.subscribe(false, true).unwrap();
+        let publisher = {
+            let hub = Arc::clone(&hub);
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    hub.publish(annotation(i));
+                }
+                hub.close();
+            })
+        };
+        let mut got = Vec::new();
+        while let Some(d) = rx.blocking_recv() {
+            got.push(d);
+        }
+        publisher.join().unwrap();
+        assert_eq!(got.len(), 100);
+        assert_eq!(hub.dropped(), 0);
+    }
+
+    #[test]
+    fn closed_hub_refuses_new_subscribers() {
+        let hub = Hub::new(2);
+        hub.close();
+        assert!(hub.subscribe(false, false).is_none());
+    }
+}

@@ -1,0 +1,165 @@
+//! bci2tokend: acquires EEG through driver plugins, processes it and publishes events to clients.
+
+mod auth;
+mod config;
+mod control;
+mod hub;
+mod logging;
+mod notify;
+mod plugins;
+mod service;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, Mode};
+use crate::plugins::Registry;
+use crate::service::Service;
+
+/// Exit status for configuration errors (sysexits EX_CONFIG), so a unit can refuse to restart on it.
+const EXIT_CONFIG: u8 = 78;
+
+/// The bci2token daemon: EEG in, events and tokens out.
+#[derive(Parser, Debug)]
+#[command(name = "bci2tokend", version, about, long_about = None, after_help = "\
+Configuration: /etc/bci2token/bci2tokend.toml (system) or $XDG_CONFIG_HOME/bci2token/bci2tokend.toml (--user).
+Every key can be overridden by BCI2TOKEN_<KEY> in the environment, e.g. BCI2TOKEN_DATA_DIR,
+BCI2TOKEN_RUNTIME_DIR, BCI2TOKEN_DRIVER_PATH (colon-separated), BCI2TOKEN_LOG_LEVEL, BCI2TOKEN_MAX_SESSIONS.
+Signals: SIGTERM/SIGINT stop all sessions and exit 0; SIGHUP reloads the configuration.")]
+struct Args {
+    /// Configuration file (default: the mode's standard location, if it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Run as the calling user with XDG directories (no root needed).
+    #[arg(long)]
+    user: bool,
+    /// Check the configuration and the driver plugins, print what was found, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
+    let mode = if args.user { Mode::User } else { Mode::System };
+    Config::load(mode, args.config.as_deref(), &|k| std::env::var(k).ok())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match load_config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("bci2tokend: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = logging::init(cfg.log_target, cfg.log_level) {
+        eprintln!("bci2tokend: cannot set up logging: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut registry = Registry::default();
+    registry.scan(&cfg.driver_path);
+    if args.check {
+        println!("configuration OK ({})", cfg.file.as_ref().map_or("defaults".into(), |f| f.display().to_string()));
+        for d in registry.infos() {
+            println!("driver {} {} (ABI {}) {}", d.name, d.version, d.abi, d.file);
+        }
+        for f in registry.failures() {
+            println!("not loaded: {}", f.error);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args, cfg, registry))
+}
+
+async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
+    let socket = cfg.socket_path();
+    // Signal handlers first, so a SIGTERM right after READY=1 is handled, not fatal.
+    let (Ok(mut sigterm), Ok(mut sigint), Ok(mut sighup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        log::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let listener = match control::bind(&socket, cfg.mode, &cfg.socket_group) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let drivers = registry.names();
+    let service = Arc::new(Service::new(cfg, registry));
+    let server = tokio::spawn(control::serve(listener, Arc::clone(&service)));
+    log::info!("listening on {} with drivers: {}", socket.display(), drivers.join(", "));
+    notify::ready(&format!("ready: {} drivers, no sessions", drivers.len()));
+
+    if let Some(interval) = notify::watchdog_interval() {
+        log::debug!("systemd watchdog: pinging every {interval:?}");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                notify::watchdog();
+            }
+        });
+    }
+    let status_service = Arc::clone(&service);
+    tokio::spawn(async move {
+        let mut last = usize::MAX;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let active = status_service.active_sessions();
+            if active != last {
+                notify::status(&format!("{active} active session(s)"));
+                last = active;
+            }
+        }
+    });
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                notify::reloading();
+                match load_config(&args) {
+                    Ok(new) => {
+                        let not_applied = service.reload(new);
+                        if not_applied.is_empty() {
+                            log::info!("configuration reloaded");
+                        } else {
+                            log::warn!("configuration reloaded; these keys need a restart to change: {}", not_applied.join(", "));
+                        }
+                    }
+                    Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                }
+                notify::ready("reloaded");
+            }
+        }
+    }
+    notify::stopping();
+    log::info!("stopping: ending {} active session(s)", service.active_sessions());
+    server.abort();
+    let svc = Arc::clone(&service);
+    if let Err(e) = tokio::task::spawn_blocking(move || svc.stop_all()).await {
+        log::error!("stopping sessions: {e}");
+    }
+    if let Err(e) = std::fs::remove_file(&socket) {
+        log::debug!("removing {}: {e}", socket.display());
+    }
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

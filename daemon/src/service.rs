@@ -1,0 +1,318 @@
+//! The service layer: every operation of the daemon, once, whatever transport calls it.
+//! Methods may block (opening a device, probing hardware): transports call them off the async
+//! runtime's worker threads.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use bci2token_api::{
+    ApiError, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FollowOptions, PluginFailure, Request,
+    SessionInfo, StatusInfo,
+};
+
+use crate::auth::{role_of, Role};
+use crate::config::Config;
+use crate::hub::Subscription;
+use crate::plugins::Registry;
+use crate::session::{new_id, PipelineSettings, Session};
+
+/// Ended sessions kept in memory for `session list/show` (the oldest are forgotten first).
+const ENDED_SESSIONS_KEPT: usize = 256;
+
+/// What a request produced: the reply, and for follow requests the stream that comes after it.
+pub struct Outcome {
+    pub reply: Result<serde_json::Value, ApiError>,
+    /// The session id and its event stream.
+    pub stream: Option<(String, Subscription)>,
+}
+
+impl Outcome {
+    fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Self {
+        Outcome { reply: result.and_then(to_value), stream: None }
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot encode reply: {e}")))
+}
+
+pub struct Service {
+    config: RwLock<Config>,
+    registry: RwLock<Registry>,
+    sessions: Mutex<Vec<Arc<Session>>>,
+    started: Instant,
+}
+
+impl Service {
+    pub fn new(config: Config, registry: Registry) -> Self {
+        Service { config: RwLock::new(config), registry: RwLock::new(registry), sessions: Mutex::new(Vec::new()), started: Instant::now() }
+    }
+
+    pub fn config(&self) -> Config {
+        self.config.read().unwrap().clone()
+    }
+
+    fn role(&self, caller: &Caller) -> Role {
+        let cfg = self.config.read().unwrap();
+        role_of(caller, cfg.mode, &cfg.admin_group, &cfg.socket_group)
+    }
+
+    fn require(&self, caller: &Caller, needed: Role, method: &str) -> Result<(), ApiError> {
+        let role = self.role(caller);
+        if role >= needed {
+            return Ok(());
+        }
+        let cfg = self.config.read().unwrap();
+        let group = if needed == Role::Admin { &cfg.admin_group } else { &cfg.socket_group };
+        log::warn!(
+            "refused {method} for uid {} pid {}: role {} needs {}",
+            caller.uid,
+            caller.pid.unwrap_or(0),
+            role.as_str(),
+            needed.as_str()
+        );
+        Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!("{method} needs the {} role; add the user to the `{group}` group", needed.as_str()),
+        ))
+    }
+
+    /// Runs one request for `caller`.
+    pub fn handle(&self, caller: &Caller, request: Request) -> Outcome {
+        let method = request.method();
+        let needed = if matches!(request, Request::Status) { Role::Reader } else { Role::Operator };
+        if let Err(e) = self.require(caller, needed, method) {
+            return Outcome { reply: Err(e), stream: None };
+        }
+        match request {
+            Request::Status => Outcome::reply(Ok(self.status(caller))),
+            Request::Drivers => Outcome::reply(Ok(self.drivers())),
+            Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
+            Request::SessionStart { driver, config, model, follow } => {
+                match self.start_session(caller, &driver, config, model, follow.as_ref()) {
+                    Ok((info, stream)) => {
+                        let stream = stream.map(|s| (info.id.clone(), s));
+                        Outcome { reply: to_value(info), stream }
+                    }
+                    Err(e) => Outcome { reply: Err(e), stream: None },
+                }
+            }
+            Request::SessionList => {
+                Outcome::reply(Ok(self.sessions.lock().unwrap().iter().map(|s| s.info()).collect::<Vec<_>>()))
+            }
+            Request::SessionShow { id } => Outcome::reply(self.find(&id).map(|s| s.info())),
+            Request::SessionStop { id } => Outcome::reply(self.stop_session(caller, &id)),
+            Request::Follow { id, options } => match self.follow(&id, &options) {
+                Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
+                Err(e) => Outcome { reply: Err(e), stream: None },
+            },
+        }
+    }
+
+    pub fn status(&self, caller: &Caller) -> StatusInfo {
+        let cfg = self.config.read().unwrap();
+        let sessions = self.sessions.lock().unwrap();
+        StatusInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol: bci2token_api::PROTOCOL_VERSION,
+            mode: cfg.mode.as_str().to_string(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            sessions_active: sessions.iter().filter(|s| s.is_active()).count(),
+            sessions_total: sessions.len(),
+            max_sessions: cfg.max_sessions,
+            drivers: self.registry.read().unwrap().len(),
+            data_dir: cfg.data_dir.display().to_string(),
+            socket: cfg.socket_path().display().to_string(),
+            caller_role: role_of(caller, cfg.mode, &cfg.admin_group, &cfg.socket_group).as_str().to_string(),
+        }
+    }
+
+    pub fn drivers(&self) -> DriverList {
+        let reg = self.registry.read().unwrap();
+        DriverList { drivers: reg.infos(), failed: reg.failures().to_vec() }
+    }
+
+    fn devices(&self, only: Option<&str>) -> Result<DeviceList, ApiError> {
+        let reg = self.registry.read().unwrap();
+        if let Some(name) = only {
+            if reg.get(name).is_none() {
+                return Err(unknown_driver(name, &reg));
+            }
+        }
+        let mut list = DeviceList { devices: Vec::new(), errors: Vec::new() };
+        for plugin in reg.plugins().filter(|p| only.is_none_or(|n| n == p.name())) {
+            match plugin.probe() {
+                Ok(devices) => list.devices.extend(devices.into_iter().map(|d| DeviceEntry {
+                    driver: plugin.name().to_string(),
+                    id: d.id,
+                    description: d.description,
+                    config: d.config,
+                })),
+                Err(e) => list.errors.push(PluginFailure { file: plugin.path().display().to_string(), error: e.to_string() }),
+            }
+        }
+        Ok(list)
+    }
+
+    fn find(&self, id: &str) -> Result<Arc<Session>, ApiError> {
+        self.sessions.lock().unwrap().iter().find(|s| s.id == id).cloned().ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("no session `{id}`; `bci2tokenctl session list` shows the sessions"))
+        })
+    }
+
+    fn start_session(
+        &self,
+        caller: &Caller,
+        driver: &str,
+        config: bci2token_api::ConfigMap,
+        model: Option<String>,
+        follow: Option<&FollowOptions>,
+    ) -> Result<(SessionInfo, Option<Subscription>), ApiError> {
+        if let Some(dir) = &model {
+            return Err(ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("cannot attach model {dir}: this bci2tokend has no decoder yet; start the session without --model"),
+            ));
+        }
+        let cfg = self.config();
+        let active = self.sessions.lock().unwrap().iter().filter(|s| s.is_active()).count();
+        if active >= cfg.max_sessions {
+            return Err(ApiError::new(
+                ErrorCode::LimitReached,
+                format!("{active} sessions are running, the limit is max_sessions = {}; stop one first", cfg.max_sessions),
+            ));
+        }
+        let plugin = {
+            let reg = self.registry.read().unwrap();
+            Arc::clone(reg.get(driver).ok_or_else(|| unknown_driver(driver, &reg))?)
+        };
+        let device = plugin.open(&config).map_err(|e| {
+            let code = if e.panicked { ErrorCode::DriverError } else { ErrorCode::InvalidConfig };
+            ApiError::new(code, e.to_string())
+        })?;
+        let id = {
+            let sessions = self.sessions.lock().unwrap();
+            loop {
+                let id = new_id();
+                if !sessions.iter().any(|s| s.id == id) {
+                    break id;
+                }
+            }
+        };
+        let session = Arc::new(Session::new(id, driver.to_string(), config, model, *caller, &device, cfg.subscriber_queue));
+        // Subscribe before the first block exists, so `start --follow` misses nothing. A source
+        // that is not real time may wait for this first follower.
+        let stream = follow.and_then(|f| session.hub.subscribe(f.samples, !session.realtime));
+        let settings = PipelineSettings {
+            stats_interval: cfg.stats_interval,
+            line_frequency: cfg.line_frequency,
+            stall_timeout: cfg.session_timeout,
+        };
+        session
+            .spawn(device, settings)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start the acquisition thread: {e}")))?;
+        log::info!(
+            "session {}: started with driver `{driver}` by uid {} pid {} ({} channels at {} Hz)",
+            session.id,
+            caller.uid,
+            caller.pid.unwrap_or(0),
+            session.channels.len(),
+            session.sample_rate
+        );
+        let info = session.info();
+        let mut sessions = self.sessions.lock().unwrap();
+        sessions.push(session);
+        forget_old_sessions(&mut sessions);
+        Ok((info, stream))
+    }
+
+    fn stop_session(&self, caller: &Caller, id: &str) -> Result<SessionInfo, ApiError> {
+        let session = self.find(id)?;
+        if session.started_by.uid != caller.uid {
+            self.require(caller, Role::Admin, "stopping another user's session")?;
+        }
+        if session.is_active() {
+            log::info!("session {id}: stop requested by uid {} pid {}", caller.uid, caller.pid.unwrap_or(0));
+            session.request_stop();
+            session.join();
+        }
+        Ok(session.info())
+    }
+
+    fn follow(&self, id: &str, options: &FollowOptions) -> Result<(SessionInfo, Subscription), ApiError> {
+        let session = self.find(id)?;
+        let stream = session.hub.subscribe(options.samples, false).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("session `{id}` has ended ({}); there is nothing to follow", session.state().as_str()),
+            )
+        })?;
+        Ok((session.info(), stream))
+    }
+
+    /// Stops every session and waits for their threads (shutdown).
+    pub fn stop_all(&self) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().clone();
+        for s in &sessions {
+            s.request_stop();
+        }
+        for s in &sessions {
+            s.join();
+        }
+    }
+
+    pub fn active_sessions(&self) -> usize {
+        self.sessions.lock().unwrap().iter().filter(|s| s.is_active()).count()
+    }
+
+    /// Applies a re-read configuration (SIGHUP). Returns what could not be applied without a restart.
+    pub fn reload(&self, new: Config) -> Vec<String> {
+        let mut cfg = self.config.write().unwrap();
+        let mut not_applied = Vec::new();
+        if new.data_dir != cfg.data_dir {
+            not_applied.push("data_dir".to_string());
+        }
+        if new.runtime_dir != cfg.runtime_dir {
+            not_applied.push("runtime_dir".to_string());
+        }
+        if new.log_target != cfg.log_target {
+            not_applied.push("log_target".to_string());
+        }
+        log::set_max_level(new.log_level);
+        let added = self.registry.write().unwrap().scan(&new.driver_path);
+        if !added.is_empty() {
+            log::info!("reload: loaded new drivers: {}", added.join(", "));
+        }
+        // Keys that need a restart keep their running values so status stays truthful.
+        let keep = (cfg.data_dir.clone(), cfg.runtime_dir.clone(), cfg.log_target);
+        *cfg = new;
+        (cfg.data_dir, cfg.runtime_dir, cfg.log_target) = keep;
+        not_applied
+    }
+}
+
+fn unknown_driver(name: &str, reg: &Registry) -> ApiError {
+    let names = reg.names();
+    ApiError::new(
+        ErrorCode::NotFound,
+        if names.is_empty() {
+            format!("no driver `{name}`: no driver plugins are loaded (check driver_path)")
+        } else {
+            format!("no driver `{name}`; loaded drivers: {}", names.join(", "))
+        },
+    )
+}
+
+fn forget_old_sessions(sessions: &mut Vec<Arc<Session>>) {
+    let ended = sessions.iter().filter(|s| !s.is_active()).count();
+    let mut excess = ended.saturating_sub(ENDED_SESSIONS_KEPT);
+    sessions.retain(|s| {
+        if excess > 0 && !s.is_active() {
+            excess -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}

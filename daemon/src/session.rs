@@ -1,0 +1,275 @@
+//! A session binds one open device to a processing pipeline and a hub of subscribers. Its
+//! acquisition runs on its own OS thread, never on the async runtime.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bci2token_api::{Caller, ChannelDesc, ChannelMajor, ChannelStats, ConfigMap, Event, SessionInfo, SessionState};
+use bci2token_driver_abi::ffi::block_flags;
+use bci2token_driver_abi::host::{Device, Read};
+use bci2token_driver_abi::types::DriverEvent;
+use bci2token_dsp::stats::WindowStats;
+
+use crate::hub::Hub;
+
+/// How long one `read` may wait before the thread checks its stop flag again.
+const READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Settings a session takes from the daemon config when it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    pub stats_interval: f64,
+    pub line_frequency: f64,
+    /// Fail the session when the device delivers nothing for this long (0 = never).
+    pub stall_timeout: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    blocks: AtomicU64,
+    frames: AtomicU64,
+    gaps: AtomicU64,
+    annotations: AtomicU64,
+}
+
+pub struct Session {
+    pub id: String,
+    pub driver: String,
+    pub config: ConfigMap,
+    pub model: Option<String>,
+    pub created: f64,
+    pub started_by: Caller,
+    pub description: String,
+    pub channels: Vec<ChannelDesc>,
+    pub sample_rate: f64,
+    /// The source can wait for a lossless subscriber (file replay at full speed).
+    pub realtime: bool,
+    pub hub: Hub,
+    state: Mutex<(SessionState, Option<String>)>,
+    counters: Counters,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A fresh random session id: 12 hex digits.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 6];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)) {
+        // Not secret, only unique: fall back to time and pid.
+        log::debug!("/dev/urandom: {e}");
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let mix = t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 40);
+        bytes.copy_from_slice(&mix.to_le_bytes()[..6]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Session {
+    pub fn new(
+        id: String,
+        driver: String,
+        config: ConfigMap,
+        model: Option<String>,
+        started_by: Caller,
+        device: &Device,
+        subscriber_queue: usize,
+    ) -> Self {
+        let info = device.info();
+        Session {
+            id,
+            driver,
+            config,
+            model,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            started_by,
+            description: info.description.clone(),
+            channels: info.channels.iter().map(|c| ChannelDesc { label: c.label.clone(), unit: c.unit.clone() }).collect(),
+            sample_rate: info.sample_rate,
+            realtime: info.realtime,
+            hub: Hub::new(subscriber_queue),
+            state: Mutex::new((SessionState::Starting, None)),
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        }
+    }
+
+    pub fn state(&self) -> SessionState {
+        self.state.lock().unwrap().0
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.state().is_final()
+    }
+
+    fn set_state(&self, state: SessionState, message: Option<String>) {
+        *self.state.lock().unwrap() = (state, message.clone());
+        self.hub.publish(Event::State { session: self.id.clone(), state, message });
+    }
+
+    pub fn info(&self) -> SessionInfo {
+        let (state, message) = self.state.lock().unwrap().clone();
+        SessionInfo {
+            id: self.id.clone(),
+            driver: self.driver.clone(),
+            config: self.config.clone(),
+            model: self.model.clone(),
+            state,
+            message,
+            description: self.description.clone(),
+            channels: self.channels.clone(),
+            sample_rate: self.sample_rate,
+            created: self.created,
+            started_by: self.started_by,
+            blocks: self.counters.blocks.load(Ordering::Relaxed),
+            frames: self.counters.frames.load(Ordering::Relaxed),
+            gaps: self.counters.gaps.load(Ordering::Relaxed),
+            annotations: self.counters.annotations.load(Ordering::Relaxed),
+            events_dropped: self.hub.dropped(),
+            subscribers: self.hub.subscriber_count(),
+        }
+    }
+
+    /// Starts acquisition on a new thread named after the session.
+    pub fn spawn(self: &Arc<Self>, device: Device, settings: PipelineSettings) -> std::io::Result<()> {
+        let session = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name(format!("acq-{}", self.id))
+            .spawn(move || session.run(device, settings))?;
+        *self.thread.lock().unwrap() = Some(handle);
+        Ok(())
+    }
+
+    /// Asks the acquisition thread to stop; it publishes the final state itself.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits for the acquisition thread to finish.
+    pub fn join(&self) {
+        let handle = self.thread.lock().unwrap().take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                log::error!("session {}: acquisition thread panicked", self.id);
+            }
+        }
+    }
+
+    fn run(self: Arc<Self>, mut device: Device, settings: PipelineSettings) {
+        let (state, message) = match self.acquire(&mut device, settings) {
+            Ok(state) => (state, None),
+            Err(message) => {
+                log::error!("session {}: {message}", self.id);
+                (SessionState::Failed, Some(message))
+            }
+        };
+        if let Err(e) = device.stop() {
+            log::warn!("session {}: stopping the device: {e}", self.id);
+        }
+        drop(device);
+        log::info!(
+            "session {}: {} after {} blocks ({} frames)",
+            self.id,
+            state.as_str(),
+            self.counters.blocks.load(Ordering::Relaxed),
+            self.counters.frames.load(Ordering::Relaxed)
+        );
+        self.set_state(state, message);
+        self.hub.close();
+    }
+
+    /// The acquisition loop. Returns the final state, or the failure message.
+    fn acquire(&self, device: &mut Device, settings: PipelineSettings) -> Result<SessionState, String> {
+        device.start().map_err(|e| e.to_string())?;
+        self.set_state(SessionState::Running, None);
+        log::info!("session {}: running ({})", self.id, self.description);
+
+        let channels = self.channels.len();
+        let rate = self.sample_rate;
+        let mut buf = vec![0f32; device.buffer_len()];
+        let mut stats = WindowStats::new(channels, rate, settings.stats_interval, settings.line_frequency);
+        let mut last_data = Instant::now();
+        let mut seq: u64 = 0;
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(SessionState::Stopped);
+            }
+            match device.read(READ_TIMEOUT, &mut buf).map_err(|e| e.to_string())? {
+                Read::Block { frames, t, flags } => {
+                    last_data = Instant::now();
+                    let data = &buf[..channels * frames];
+                    if flags & block_flags::GAP != 0 {
+                        self.counters.gaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if self.hub.wants_samples() {
+                        self.hub.publish(Event::Samples {
+                            session: self.id.clone(),
+                            seq,
+                            t,
+                            frames,
+                            flags,
+                            data: ChannelMajor { channels, frames, values: Arc::from(data) },
+                        });
+                    }
+                    stats.push(data, frames, |at, window| {
+                        let channels = window
+                            .iter()
+                            .zip(&self.channels)
+                            .map(|(s, c)| ChannelStats {
+                                label: c.label.clone(),
+                                mean: s.mean,
+                                rms: s.rms,
+                                line_noise: s.line_power,
+                            })
+                            .collect();
+                        self.hub.publish(Event::Stats {
+                            session: self.id.clone(),
+                            t: t + at as f64 / rate,
+                            window: settings.stats_interval,
+                            channels,
+                        });
+                    });
+                    seq += 1;
+                    self.counters.blocks.fetch_add(1, Ordering::Relaxed);
+                    self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed);
+                }
+                Read::Event(event) => self.publish_driver_event(event),
+                Read::Timeout => {
+                    let idle = last_data.elapsed().as_secs_f64();
+                    if settings.stall_timeout > 0.0 && idle > settings.stall_timeout {
+                        return Err(format!(
+                            "the device delivered no data for {idle:.1} s (session_timeout is {} s)",
+                            settings.stall_timeout
+                        ));
+                    }
+                }
+                Read::End => return Ok(SessionState::Finished),
+            }
+        }
+    }
+
+    fn publish_driver_event(&self, event: DriverEvent) {
+        let session = self.id.clone();
+        let event = match event {
+            DriverEvent::Annotation { onset, duration, text } => {
+                self.counters.annotations.fetch_add(1, Ordering::Relaxed);
+                Event::Annotation { session, onset, duration, text }
+            }
+            DriverEvent::Gap { t, seconds, lost_samples } => {
+                self.counters.gaps.fetch_add(1, Ordering::Relaxed);
+                log::warn!("session {session}: gap of {seconds:.3} s at t={t:.3} s");
+                Event::Gap { session, t, seconds, lost_samples }
+            }
+            DriverEvent::Warning { message } => {
+                log::warn!("session {session}: {message}");
+                Event::Warning { session, message }
+            }
+        };
+        self.hub.publish(event);
+    }
+}

@@ -1,0 +1,314 @@
+//! The daemon's side: load plugins with `libloading`, check the ABI, and drive devices safely.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ffi::{read_kind, status, AbiBuf, AbiStr, DriverVTable, EntryFn, ReadOut};
+use crate::types::{DeviceInfo, DriverEvent, StreamInfo};
+use crate::{ABI_MAJOR, ABI_MINOR, ENTRY_SYMBOL};
+
+/// Why a file in the driver path could not be used as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: cannot be loaded as a shared library: {reason}", path.display())]
+    NotALibrary { path: PathBuf, reason: String },
+    #[error("{}: not a bci2token driver plugin (it does not export `{ENTRY_SYMBOL}`)", path.display())]
+    MissingEntry { path: PathBuf },
+    #[error("{}: {problem}", path.display())]
+    BadTable { path: PathBuf, problem: String },
+    #[error(
+        "{}: driver ABI {found_major}.{found_minor} is not supported; this bci2tokend speaks ABI {ABI_MAJOR}.x \
+         (up to {ABI_MAJOR}.{ABI_MINOR}). Rebuild the plugin against bci2token-driver-abi {ABI_MAJOR}.x or install \
+         the matching driver package",
+        path.display()
+    )]
+    AbiMismatch { path: PathBuf, found_major: u32, found_minor: u32 },
+}
+
+/// A failed call into a loaded driver.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("driver `{driver}`: {message}")]
+pub struct DriverError {
+    pub driver: String,
+    pub message: String,
+    /// True when the plugin caught a panic at the boundary.
+    pub panicked: bool,
+}
+
+/// A loaded plugin. The library stays mapped as long as the `Plugin` or any of its devices lives.
+pub struct Plugin {
+    // Field order matters for drop: the table points into the library.
+    vtable: *const DriverVTable,
+    name: String,
+    version: String,
+    abi: (u32, u32),
+    path: PathBuf,
+    _library: libloading::Library,
+}
+
+// SAFETY: the table is immutable static data of the library, which lives as long as `Plugin`;
+// the plugin functions without a handle (probe, open) are thread-safe by contract.
+unsafe impl Send for Plugin {}
+unsafe impl Sync for Plugin {}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("path", &self.path).finish()
+    }
+}
+
+fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
+    // SAFETY: the table's strings are static data of the loaded library.
+    let bytes = unsafe { s.as_bytes() };
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.is_empty() => Ok(text.to_string()),
+        _ => Err(LoadError::BadTable { path: path.to_path_buf(), problem: format!("the driver {what} is empty or not UTF-8") }),
+    }
+}
+
+impl Plugin {
+    /// Loads `path`, checks the ABI header before reading anything else, and reads name and version.
+    pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        // SAFETY: loading a library runs its initialisers; the driver path is trusted configuration
+        // (root-owned directories in a system install).
+        let library = unsafe { libloading::Library::new(path) }
+            .map_err(|e| LoadError::NotALibrary { path: path.to_path_buf(), reason: e.to_string() })?;
+        // SAFETY: the symbol's type is fixed by the ABI.
+        let entry: EntryFn = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }
+            .map(|sym| *sym)
+            .map_err(|_| LoadError::MissingEntry { path: path.to_path_buf() })?;
+        // SAFETY: the entry point takes no arguments and returns a pointer to a static table.
+        let vtable = unsafe { entry() };
+        if vtable.is_null() {
+            return Err(LoadError::BadTable { path: path.to_path_buf(), problem: "the entry point returned no table".into() });
+        }
+        // SAFETY: every ABI version starts with the frozen AbiHeader.
+        let header = unsafe { (*vtable).header };
+        if header.abi_major != ABI_MAJOR {
+            return Err(LoadError::AbiMismatch {
+                path: path.to_path_buf(),
+                found_major: header.abi_major,
+                found_minor: header.abi_minor,
+            });
+        }
+        if (header.struct_size as usize) < std::mem::size_of::<DriverVTable>() {
+            return Err(LoadError::BadTable {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "the function table is {} bytes, ABI {ABI_MAJOR}.0 needs at least {}",
+                    header.struct_size,
+                    std::mem::size_of::<DriverVTable>()
+                ),
+            });
+        }
+        // SAFETY: the size check above proves the table has every field of this version.
+        let table = unsafe { &*vtable };
+        let name = static_str(path, "name", table.name)?;
+        let version = static_str(path, "version", table.version)?;
+        Ok(Arc::new(Plugin {
+            vtable,
+            name,
+            version,
+            abi: (header.abi_major, header.abi_minor),
+            path: path.to_path_buf(),
+            _library: library,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+    /// (major, minor) the plugin was built with.
+    pub fn abi(&self) -> (u32, u32) {
+        self.abi
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn table(&self) -> &DriverVTable {
+        // SAFETY: checked in `load`; valid while the library is loaded, i.e. while self lives.
+        unsafe { &*self.vtable }
+    }
+
+    /// Takes ownership of a plugin buffer: copies it out and hands it back to the plugin's allocator.
+    fn take_buf(&self, buf: AbiBuf) -> Vec<u8> {
+        let bytes = if buf.ptr.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: the plugin filled ptr/len with a live allocation.
+            unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec()
+        };
+        // SAFETY: the buffer came from this plugin and is freed exactly once.
+        unsafe { (self.table().free_buf)(buf) };
+        bytes
+    }
+
+    fn error(&self, code: i32, message: String) -> DriverError {
+        DriverError { driver: self.name.clone(), message, panicked: code == status::PANIC }
+    }
+
+    /// Lists what the driver can open now.
+    pub fn probe(&self) -> Result<Vec<DeviceInfo>, DriverError> {
+        let mut out = AbiBuf::EMPTY;
+        // SAFETY: `out` is a valid slot.
+        let code = unsafe { (self.table().probe)(&mut out) };
+        let bytes = self.take_buf(out);
+        if code != status::OK {
+            return Err(self.error(code, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.error(status::ERROR, format!("the device list is not valid JSON: {e}")))
+    }
+
+    /// Opens a device with a JSON object of config keys and reads its stream description.
+    pub fn open(self: &Arc<Self>, config: &serde_json::Map<String, serde_json::Value>) -> Result<Device, DriverError> {
+        let json = serde_json::Value::Object(config.clone()).to_string();
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        let mut err = AbiBuf::EMPTY;
+        // SAFETY: the config string outlives the call; handle and err are valid slots.
+        let code = unsafe { (self.table().open)(AbiStr::from_str(&json), &mut handle, &mut err) };
+        let message = self.take_buf(err);
+        if code != status::OK || handle.is_null() {
+            let text = String::from_utf8_lossy(&message).into_owned();
+            return Err(self.error(code, if text.is_empty() { "open failed without a message".into() } else { text }));
+        }
+        let mut device = Device { plugin: Arc::clone(self), handle, info: None };
+        let mut out = AbiBuf::EMPTY;
+        // SAFETY: live handle, valid slot.
+        let code = unsafe { (self.table().describe)(handle, &mut out) };
+        let bytes = self.take_buf(out);
+        if code != status::OK {
+            return Err(device.last_error(code));
+        }
+        let info: StreamInfo = serde_json::from_slice(&bytes)
+            .map_err(|e| self.error(status::ERROR, format!("the stream description is not valid JSON: {e}")))?;
+        if info.channels.is_empty() || !(info.sample_rate > 0.0) || info.max_block_frames == 0 {
+            return Err(self.error(
+                status::ERROR,
+                format!(
+                    "the device describes an unusable stream ({} channels, {} Hz, {} frames per block)",
+                    info.channels.len(),
+                    info.sample_rate,
+                    info.max_block_frames
+                ),
+            ));
+        }
+        device.info = Some(info);
+        Ok(device)
+    }
+}
+
+/// What [`Device::read`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    /// `frames` frames are in the buffer (channel-major), the first at stream time `t`.
+    Block { frames: usize, t: f64, flags: u32 },
+    Event(DriverEvent),
+    Timeout,
+    End,
+}
+
+/// An open device of a loaded plugin. Closed on drop.
+pub struct Device {
+    plugin: Arc<Plugin>,
+    handle: *mut c_void,
+    info: Option<StreamInfo>,
+}
+
+// SAFETY: a device handle is used by one thread at a time (enforced by `&mut self`), which the ABI allows.
+unsafe impl Send for Device {}
+
+impl Device {
+    pub fn info(&self) -> &StreamInfo {
+        self.info.as_ref().expect("Device is only handed out after describe succeeded")
+    }
+
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Floats a read buffer must hold: channels × max_block_frames.
+    pub fn buffer_len(&self) -> usize {
+        let info = self.info();
+        info.channels.len() * info.max_block_frames as usize
+    }
+
+    fn last_error(&self, code: i32) -> DriverError {
+        let mut out = AbiBuf::EMPTY;
+        // SAFETY: live handle, valid slot.
+        unsafe { (self.plugin.table().last_error)(self.handle, &mut out) };
+        let text = String::from_utf8_lossy(&self.plugin.take_buf(out)).into_owned();
+        self.plugin.error(code, if text.is_empty() { format!("call failed with status {code}") } else { text })
+    }
+
+    pub fn start(&mut self) -> Result<(), DriverError> {
+        // SAFETY: live handle.
+        match unsafe { (self.plugin.table().start)(self.handle) } {
+            status::OK => Ok(()),
+            code => Err(self.last_error(code)),
+        }
+    }
+
+    pub fn stop(&mut self) -> Result<(), DriverError> {
+        // SAFETY: live handle.
+        match unsafe { (self.plugin.table().stop)(self.handle) } {
+            status::OK => Ok(()),
+            code => Err(self.last_error(code)),
+        }
+    }
+
+    /// Waits at most `timeout` for a block (written into `buf`) or an event.
+    pub fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<Read, DriverError> {
+        assert!(buf.len() >= self.buffer_len(), "read buffer smaller than channels × max_block_frames");
+        let mut out = ReadOut {
+            data: buf.as_mut_ptr(),
+            capacity: buf.len(),
+            kind: 0,
+            frames: 0,
+            flags: 0,
+            t: 0.0,
+            event: AbiBuf::EMPTY,
+        };
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        // SAFETY: live handle; `out.data` points at `buf`, which outlives the call.
+        let code = unsafe { (self.plugin.table().read)(self.handle, timeout_ms, &mut out) };
+        match code {
+            status::OK => match out.kind {
+                read_kind::BLOCK => {
+                    let frames = out.frames as usize;
+                    let max = self.info().max_block_frames as usize;
+                    if frames > max {
+                        return Err(self.plugin.error(
+                            status::ERROR,
+                            format!("the driver returned {frames} frames, more than its maximum {max}"),
+                        ));
+                    }
+                    Ok(Read::Block { frames, t: out.t, flags: out.flags })
+                }
+                read_kind::EVENT => {
+                    let bytes = self.plugin.take_buf(out.event);
+                    serde_json::from_slice(&bytes).map(Read::Event).map_err(|e| {
+                        self.plugin.error(status::ERROR, format!("the driver sent an invalid event: {e}"))
+                    })
+                }
+                other => Err(self.plugin.error(status::ERROR, format!("the driver returned unknown read kind {other}"))),
+            },
+            status::TIMEOUT => Ok(Read::Timeout),
+            status::END => Ok(Read::End),
+            code => Err(self.last_error(code)),
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // SAFETY: the handle is live and closed exactly once.
+        unsafe { (self.plugin.table().close)(self.handle) };
+    }
+}
