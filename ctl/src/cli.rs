@@ -1,0 +1,241 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::EXIT_CODES_HELP;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bci2tokenctl",
+    version,
+    about = "Control the bci2tokend EEG daemon",
+    long_about = "Control the bci2tokend EEG daemon over its control socket: status, driver plugins, \
+                  devices, sessions, and following a session's live events.",
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Control socket [default: $BCI2TOKEN_SOCKET, else the per-user daemon's
+    /// $XDG_RUNTIME_DIR/bci2token/control.sock if it exists and we are not root,
+    /// else /run/bci2token/control.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Print results as JSON (one document per line) instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the daemon's version, mode, sessions and your role
+    Status,
+    /// List loaded driver plugins (name, version, ABI, file) and files that failed to load
+    Drivers,
+    /// List what each driver can open now
+    Devices {
+        /// Only ask this driver
+        #[arg(long, value_name = "NAME")]
+        driver: Option<String>,
+    },
+    /// Start, list, show and stop sessions
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Stream a running session's events until it ends
+    Follow(FollowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session; prints its id (with --json the session object)
+    Start(StartArgs),
+    /// List sessions
+    List,
+    /// Show one session and its channels
+    Show {
+        /// Session id
+        id: String,
+    },
+    /// Stop a running session
+    Stop {
+        /// Session id
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Driver to open (see `bci2tokenctl drivers`)
+    #[arg(long, value_name = "NAME")]
+    pub driver: String,
+
+    /// Driver configuration; repeatable. VALUE is sent as a string, unless it starts with
+    /// '[' or '{', then it is sent as parsed JSON (e.g. --set 'script=[{"label":"13Hz","seconds":3}]').
+    /// A later --set of the same KEY wins.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, serde_json::Value)>,
+
+    /// Model package directory (sent as an absolute path)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+
+    /// After starting, stream the session's events from its first block until it ends
+    #[arg(long)]
+    pub follow: bool,
+
+    /// With --follow: include sample blocks and their values
+    #[arg(long, requires = "follow")]
+    pub samples: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Session id
+    pub id: String,
+
+    /// Include sample blocks and their values
+    #[arg(long)]
+    pub samples: bool,
+
+    /// Stop after N events (not counting the initial reply) and exit 0
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// Parses one `--set KEY=VALUE`.
+pub fn parse_set(arg: &str) -> Result<(String, serde_json::Value), String> {
+    let Some((key, value)) = arg.split_once('=') else {
+        return Err(format!("'{arg}' is not KEY=VALUE (missing '=')"));
+    };
+    if key.is_empty() {
+        return Err(format!("'{arg}' has an empty KEY"));
+    }
+    let trimmed = value.trim_start();
+    let value = if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        serde_json::from_str(value)
+            .map_err(|e| format!("the value of '{key}' starts like JSON but does not parse: {e}"))?
+    } else {
+        serde_json::Value::String(value.to_string())
+    };
+    Ok((key.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use serde_json::json;
+
+    #[test]
+    fn set_values() {
+        assert_eq!(parse_set("seed=7").unwrap(), ("seed".into(), json!("7")));
+        assert_eq!(
+            parse_set("file=/a=b.edf").unwrap(),
+            ("file".into(), json!("/a=b.edf"))
+        );
+        assert_eq!(parse_set("empty=").unwrap(), ("empty".into(), json!("")));
+        assert_eq!(
+            parse_set("flag=true").unwrap(),
+            ("flag".into(), json!("true"))
+        );
+        assert_eq!(
+            parse_set(r#"script=[{"label":"13Hz","seconds":3}]"#).unwrap(),
+            ("script".into(), json!([{"label": "13Hz", "seconds": 3}]))
+        );
+        assert_eq!(
+            parse_set(r#"o={"a":1.5}"#).unwrap(),
+            ("o".into(), json!({"a": 1.5}))
+        );
+    }
+
+    #[test]
+    fn set_errors() {
+        let e = parse_set("seed").unwrap_err();
+        assert!(e.contains("'seed'") && e.contains("missing '='"), "{e}");
+        assert!(parse_set("=x").unwrap_err().contains("empty KEY"));
+        assert!(parse_set("script=[1,").unwrap_err().contains("'script'"));
+    }
+
+    #[test]
+    fn set_without_equals_is_a_usage_error_naming_it() {
+        let err = Cli::try_parse_from([
+            "bci2tokenctl",
+            "session",
+            "start",
+            "--driver",
+            "x",
+            "--set",
+            "seed",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("seed"), "{err}");
+    }
+
+    #[test]
+    fn command_line_parses() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "bci2tokenctl",
+            "session",
+            "start",
+            "--driver",
+            "synthetic",
+            "--set",
+            "a=1",
+            "--set",
+            "b=[2]",
+            "--follow",
+            "--samples",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Session(SessionCommand::Start(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            a.set,
+            vec![("a".into(), json!("1")), ("b".into(), json!([2]))]
+        );
+        assert!(a.follow && a.samples);
+
+        assert!(Cli::try_parse_from([
+            "bci2tokenctl",
+            "session",
+            "start",
+            "--driver",
+            "x",
+            "--samples"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["bci2tokenctl", "follow", "s", "--count", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "bci2tokenctl",
+            "--socket",
+            "/x",
+            "follow",
+            "s",
+            "--count",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/x")));
+        let Command::Follow(f) = cli.command else {
+            panic!()
+        };
+        assert_eq!(f.count, Some(3));
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("3  the daemon is not running"), "{help}");
+        assert!(help.contains("BCI2TOKEN_SOCKET"));
+    }
+}
