@@ -115,11 +115,20 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             print_value(out, json, &reply, |_| Ok(String::new()))
         }
         Command::Session(SessionCommand::Start(a)) => {
-            let info: SessionInfo = reply.decode(method)?;
+            // Only the id is needed; the rest (channel labels) is used when it decodes.
+            let info: Option<SessionInfo> = reply.decode(method).ok();
+            let id = match reply.value.get("id").and_then(|v| v.as_str()) {
+                Some(id) => id.to_string(),
+                None => {
+                    return Err(CtlError::protocol(
+                        "the reply of bci2tokend to 'session_start' has no session \"id\"",
+                    ))
+                }
+            };
             if json {
                 write_out(out, &reply.json_line())?;
             } else {
-                write_out(out, format!("{}\n", info.id).as_bytes())?;
+                write_out(out, format!("{id}\n").as_bytes())?;
             }
             if !a.follow {
                 return out.flush().map_err(CtlError::from_stdout);
@@ -128,9 +137,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             let opts = StreamOptions {
                 json,
                 count: None,
-                ctx: EventContext::from_session(Some(&info)),
+                ctx: EventContext::from_session(info.as_ref()),
             };
-            stream::follow(&mut conn.reader, out, &opts, &conn.socket, &info.id)
+            stream::follow(&mut conn.reader, out, &opts, &conn.socket, &id)
         }
         Command::Follow(f) => {
             let info: Option<SessionInfo> = reply.decode(method).ok();

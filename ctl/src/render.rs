@@ -5,12 +5,7 @@ use bci2token_api::{ConfigMap, DeviceList, DriverList, Event, SessionInfo, Statu
 
 use crate::table::{key_values, Align, Table};
 
-/// Block flags (mirrors `bci2token_driver_abi::ffi::block_flags`, which ctl may not depend on).
-pub mod block_flags {
-    pub const GAP: u32 = 1;
-    pub const SATURATED: u32 = 2;
-    pub const RECONNECTED: u32 = 4;
-}
+use bci2token_api::event::block_flags;
 
 /// At most this many channels and values per channel are shown for `--samples` in human mode.
 pub const SHOW_CHANNELS: usize = 8;

@@ -14,6 +14,14 @@ use bci2token_dsp::stats::WindowStats;
 
 use crate::hub::Hub;
 
+// The daemon passes driver block flags through to clients unchanged: the two sets must agree.
+const _: () = {
+    use bci2token_api::event::block_flags as api;
+    assert!(block_flags::GAP == api::GAP);
+    assert!(block_flags::SATURATED == api::SATURATED);
+    assert!(block_flags::RECONNECTED == api::RECONNECTED);
+};
+
 /// How long one `read` may wait before the thread checks its stop flag again.
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 

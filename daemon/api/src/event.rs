@@ -36,6 +36,16 @@ impl SessionState {
     }
 }
 
+/// Bits of a sample block's `flags` (the same values as the driver ABI's, which the daemon checks).
+pub mod block_flags {
+    /// Samples were lost immediately before this block.
+    pub const GAP: u32 = 1;
+    /// At least one value in the block is at the amplifier's rail.
+    pub const SATURATED: u32 = 2;
+    /// The device was reconnected immediately before this block.
+    pub const RECONNECTED: u32 = 4;
+}
+
 /// Samples of a block, channel-major: `values[ch * frames + i]`. On the wire an array of
 /// `channels` arrays of `frames` numbers (µV). Shared (`Arc`) so fan-out does not copy.
 #[derive(Debug, Clone, PartialEq)]
