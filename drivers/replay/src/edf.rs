@@ -812,7 +812,18 @@ pub struct Annotation {
 /// f64. Decodes `min(out.len(), bytes.len() / 2)` samples and returns that count.
 pub fn decode_i16_f32(bytes: &[u8], gain: f64, offset: f64, out: &mut [f32]) -> usize {
     let n = out.len().min(bytes.len() / 2);
-    for (o, b) in out[..n].iter_mut().zip(bytes.chunks_exact(2)) {
+    let (bytes, out) = (&bytes[..n * 2], &mut out[..n]);
+    let mut oc = out.chunks_exact_mut(8);
+    let mut bc = bytes.chunks_exact(16);
+    for (o, b) in (&mut oc).zip(&mut bc) {
+        if let (Ok(o), Ok(b)) = (<&mut [f32; 8]>::try_from(o), <&[u8; 16]>::try_from(b)) {
+            for j in 0..8 {
+                let d = i16::from_le_bytes([b[2 * j], b[2 * j + 1]]);
+                o[j] = (f64::from(d) * gain + offset) as f32;
+            }
+        }
+    }
+    for (o, b) in oc.into_remainder().iter_mut().zip(bc.remainder().chunks_exact(2)) {
         *o = (f64::from(i16::from_le_bytes([b[0], b[1]])) * gain + offset) as f32;
     }
     n
