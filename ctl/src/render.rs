@@ -429,6 +429,9 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
             channels,
             ..
         } => {
+            if channels.len() > STATS_TABLE_MAX_CHANNELS {
+                return stats_summary(*t, *window, channels);
+            }
             let mut out = format!("t={t:.3}s  stats over {} s\n", fmt_num(*window));
             let mut table = Table::new(&[
                 ("LABEL", Align::Left),
@@ -451,6 +454,31 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
         Event::Warning { message, .. } => format!("warning: {message}\n"),
         Event::Lost { count, .. } => format!("lost {count} events (you are reading too slowly)\n"),
     }
+}
+
+/// Above this many channels a stats event is summarised on one line instead of a table
+/// (`--json` always has every channel).
+const STATS_TABLE_MAX_CHANNELS: usize = 8;
+
+/// One line for a stats event of many channels: the median RMS with its extremes, and the
+/// channel with the most mains noise.
+fn stats_summary(t: f64, window: f64, channels: &[bci2token_api::ChannelStats]) -> String {
+    let mut by_rms: Vec<&bci2token_api::ChannelStats> = channels.iter().collect();
+    by_rms.sort_by(|a, b| a.rms.total_cmp(&b.rms));
+    let (low, mid, high) = (by_rms[0], by_rms[by_rms.len() / 2], by_rms[by_rms.len() - 1]);
+    let noisiest = channels.iter().max_by(|a, b| a.line_noise.total_cmp(&b.line_noise)).unwrap_or(low);
+    format!(
+        "t={t:.3}s  stats over {} s, {} channels: RMS median {} µV (lowest {} {}, highest {} {}); most line noise {} µV² on {}\n",
+        fmt_num(window),
+        channels.len(),
+        fmt_num(mid.rms),
+        fmt_num(low.rms),
+        low.label,
+        fmt_num(high.rms),
+        high.label,
+        fmt_num(noisiest.line_noise),
+        noisiest.label
+    )
 }
 
 /// A line for an event type this ctl does not know (a newer daemon).
@@ -734,6 +762,25 @@ mod tests {
             event(&lost, &ctx),
             "lost 5 events (you are reading too slowly)\n"
         );
+    }
+
+    #[test]
+    fn stats_of_many_channels_are_one_line() {
+        let ctx = EventContext::default();
+        let channels = (0..10)
+            .map(|i| ChannelStats {
+                label: format!("C{i}"),
+                mean: 0.0,
+                rms: f64::from(i) + 1.0,
+                line_noise: if i == 3 { 9.0 } else { 0.5 },
+            })
+            .collect();
+        let stats = Event::Stats { session: "s".into(), t: 2.0, window: 1.0, channels };
+        let line = event(&stats, &ctx);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains("10 channels") && line.contains("RMS median 6.000 µV"), "{line}");
+        assert!(line.contains("lowest 1.000 C0") && line.contains("highest 10.00 C9"), "{line}");
+        assert!(line.contains("9.000 µV² on C3"), "{line}");
     }
 
     #[test]

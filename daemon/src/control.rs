@@ -155,7 +155,7 @@ async fn stream_events(
                 Delivery::Lost(count) => encode(&Event::Lost { session: session.to_string(), count })?,
             };
             out.write_all(&frame).await?;
-            next = subscription.try_recv().ok();
+            next = subscription.try_recv();
         }
         out.flush().await?;
     }

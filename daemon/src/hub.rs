@@ -7,7 +7,7 @@
 //! --follow` of a replay gets every block however fast the file is read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bci2token_api::Event;
 use tokio::sync::mpsc;
@@ -24,19 +24,94 @@ struct Subscriber {
     tx: mpsc::Sender<Delivery>,
     samples: bool,
     lossless: bool,
-    /// Dropped since the last `Lost` notice that got through.
-    pending_lost: u64,
+    /// Dropped since the last `Lost` notice that got through; shared with the [`Subscription`]
+    /// so that a count still pending when the session ends is reported too.
+    pending_lost: Arc<AtomicU64>,
 }
 
 pub struct Hub {
     subscribers: Mutex<Vec<Subscriber>>,
     capacity: usize,
     dropped: AtomicU64,
-    closed: std::sync::atomic::AtomicBool,
+    /// The session's final state event, once it has ended. Every subscription delivers it last,
+    /// even one whose queue was full when it was published.
+    final_event: Arc<OnceLock<Arc<Event>>>,
 }
 
 /// The receiving end handed to a transport.
-pub type Subscription = mpsc::Receiver<Delivery>;
+pub struct Subscription {
+    rx: mpsc::Receiver<Delivery>,
+    pending_lost: Arc<AtomicU64>,
+    final_event: Arc<OnceLock<Arc<Event>>>,
+    /// Deliveries that come after the channel closed: the last lost count and the final event.
+    tail: Option<std::vec::IntoIter<Delivery>>,
+    final_seen: bool,
+}
+
+impl Subscription {
+    fn note(&mut self, d: &Delivery) {
+        if matches!(d, Delivery::Event(e) if e.is_final()) {
+            self.final_seen = true;
+        }
+    }
+
+    /// What comes after the queue: a lost count still pending, then the final state event if
+    /// the queue did not carry it.
+    fn tail(&mut self) -> Option<Delivery> {
+        if self.tail.is_none() {
+            let mut rest = Vec::new();
+            let lost = self.pending_lost.swap(0, Ordering::AcqRel);
+            if lost > 0 {
+                rest.push(Delivery::Lost(lost));
+            }
+            if !self.final_seen {
+                if let Some(event) = self.final_event.get() {
+                    rest.push(Delivery::Event(Arc::clone(event)));
+                }
+            }
+            self.tail = Some(rest.into_iter());
+        }
+        self.tail.as_mut().and_then(Iterator::next)
+    }
+
+    /// The next delivery; `None` once the session has ended and everything was delivered.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        if self.tail.is_none() {
+            if let Some(d) = self.rx.recv().await {
+                self.note(&d);
+                return Some(d);
+            }
+        }
+        self.tail()
+    }
+
+    /// A delivery that is ready now, without waiting.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        if self.tail.is_some() {
+            return self.tail();
+        }
+        match self.rx.try_recv() {
+            Ok(d) => {
+                self.note(&d);
+                Some(d)
+            }
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => self.tail(),
+        }
+    }
+
+    /// Blocking form of [`Subscription::recv`], for threads outside the runtime (tests).
+    #[cfg(test)]
+    pub fn blocking_recv(&mut self) -> Option<Delivery> {
+        if self.tail.is_none() {
+            if let Some(d) = self.rx.blocking_recv() {
+                self.note(&d);
+                return Some(d);
+            }
+        }
+        self.tail()
+    }
+}
 
 impl Hub {
     pub fn new(capacity: usize) -> Self {
@@ -44,7 +119,7 @@ impl Hub {
             subscribers: Mutex::new(Vec::new()),
             capacity,
             dropped: AtomicU64::new(0),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            final_event: Arc::new(OnceLock::new()),
         }
     }
 
@@ -53,12 +128,13 @@ impl Hub {
     /// Returns `None` once the hub is closed (the session has ended).
     pub fn subscribe(&self, samples: bool, lossless: bool) -> Option<Subscription> {
         let mut subs = self.subscribers.lock().unwrap();
-        if self.closed.load(Ordering::Acquire) {
+        if self.final_event.get().is_some() {
             return None;
         }
         let (tx, rx) = mpsc::channel(self.capacity);
-        subs.push(Subscriber { tx, samples, lossless, pending_lost: 0 });
-        Some(rx)
+        let pending_lost = Arc::new(AtomicU64::new(0));
+        subs.push(Subscriber { tx, samples, lossless, pending_lost: Arc::clone(&pending_lost) });
+        Some(Subscription { rx, pending_lost, final_event: Arc::clone(&self.final_event), tail: None, final_seen: false })
     }
 
     /// True if any subscriber wants sample blocks (so the session only copies them when needed).
@@ -87,18 +163,18 @@ impl Hub {
                 if is_samples && !sub.samples {
                     return true;
                 }
-                if sub.pending_lost > 0 {
-                    match sub.tx.try_send(Delivery::Lost(sub.pending_lost)) {
-                        Ok(()) => sub.pending_lost = 0,
-                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                let lost = sub.pending_lost.load(Ordering::Acquire);
+                if lost > 0 {
+                    match sub.tx.try_send(Delivery::Lost(lost)) {
+                        Ok(()) => sub.pending_lost.store(0, Ordering::Release),
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // Still full: this event is lost too.
+                            sub.pending_lost.fetch_add(1, Ordering::AcqRel);
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                            return true;
+                        }
                         Err(mpsc::error::TrySendError::Closed(_)) => return false,
                     }
-                }
-                if sub.pending_lost > 0 {
-                    // Still full: this event is lost too.
-                    sub.pending_lost += 1;
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    return true;
                 }
                 match sub.tx.try_send(Delivery::Event(Arc::clone(&event))) {
                     Ok(()) => true,
@@ -107,7 +183,7 @@ impl Hub {
                         true
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        sub.pending_lost += 1;
+                        sub.pending_lost.fetch_add(1, Ordering::AcqRel);
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                         true
                     }
@@ -122,11 +198,13 @@ impl Hub {
         }
     }
 
-    /// Ends every subscription after what is queued (receivers see the channel close).
-    pub fn close(&self) {
-        let mut subs = self.subscribers.lock().unwrap();
-        self.closed.store(true, Ordering::Release);
-        subs.clear();
+    /// Publishes the session's final state event and ends every subscription after it. A
+    /// subscriber whose queue is full still gets the event (and its lost count) after the queue.
+    pub fn finish(&self, event: Event) {
+        debug_assert!(event.is_final());
+        let _ = self.final_event.set(Arc::new(event.clone()));
+        self.publish(event);
+        self.subscribers.lock().unwrap().clear();
     }
 }
 
@@ -140,10 +218,14 @@ mod tests {
 
     fn drain(rx: &mut Subscription) -> Vec<Delivery> {
         let mut out = Vec::new();
-        while let Ok(d) = rx.try_recv() {
+        while let Some(d) = rx.try_recv() {
             out.push(d);
         }
         out
+    }
+
+    fn final_state() -> Event {
+        Event::State { session: "s".into(), state: bci2token_api::SessionState::Finished, message: None }
     }
 
     #[test]
@@ -193,7 +275,7 @@ mod tests {
                 for i in 0..100 {
                     hub.publish(annotation(i));
                 }
-                hub.close();
+                hub.finish(final_state());
             })
         };
         let mut got = Vec::new();
@@ -201,14 +283,29 @@ mod tests {
             got.push(d);
         }
         publisher.join().unwrap();
-        assert_eq!(got.len(), 100);
+        assert_eq!(got.len(), 101);
         assert_eq!(hub.dropped(), 0);
     }
 
     #[test]
-    fn closed_hub_refuses_new_subscribers() {
+    fn finished_hub_refuses_new_subscribers() {
         let hub = Hub::new(2);
-        hub.close();
+        hub.finish(final_state());
         assert!(hub.subscribe(false, false).is_none());
+    }
+
+    #[test]
+    fn a_full_queue_still_ends_with_the_lost_count_and_the_final_state() {
+        let hub = Hub::new(2);
+        let mut rx = hub.subscribe(false, false).unwrap();
+        for i in 0..5 {
+            hub.publish(annotation(i));
+        }
+        hub.finish(final_state());
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(matches!(got[2], Delivery::Lost(4)), "3 annotations and the state were dropped: {got:?}");
+        assert!(matches!(&got[3], Delivery::Event(e) if e.is_final()));
+        assert!(rx.try_recv().is_none());
     }
 }

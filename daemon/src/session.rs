@@ -117,7 +117,12 @@ impl Session {
 
     fn set_state(&self, state: SessionState, message: Option<String>) {
         *self.state.lock().unwrap() = (state, message.clone());
-        self.hub.publish(Event::State { session: self.id.clone(), state, message });
+        let event = Event::State { session: self.id.clone(), state, message };
+        if state.is_final() {
+            self.hub.finish(event);
+        } else {
+            self.hub.publish(event);
+        }
     }
 
     pub fn info(&self) -> SessionInfo {
@@ -188,7 +193,6 @@ impl Session {
             self.counters.frames.load(Ordering::Relaxed)
         );
         self.set_state(state, message);
-        self.hub.close();
     }
 
     /// The acquisition loop. Returns the final state, or the failure message.

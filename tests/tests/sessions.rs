@@ -78,3 +78,47 @@ fn max_sessions_is_enforced() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_sessions = 1"), "{err}");
 }
+
+#[test]
+fn a_stalled_follower_loses_events_and_is_told_how_many_while_acquisition_goes_on() {
+    let daemon = start_daemon(DaemonOptions {
+        env: vec![("BCI2TOKEN_SUBSCRIBER_QUEUE".into(), "16".into())],
+        ..Default::default()
+    });
+    // 20 s of signal at 20× real time: 500 blocks in about one second of wall time.
+    let info = daemon.ctl_json(&[
+        "session", "start", "--driver", "synthetic", "--set", "script=13Hz:10,rest:10", "--set", "loop=false",
+        "--set", "speed=20",
+    ]);
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut follower = daemon
+        .ctl_command(&["--json", "follow", &id, "--samples"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(follower.id() as i32);
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+    // The session runs to its end while the follower sleeps.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while daemon.ctl_json(&["session", "show", &id])["state"] == "running" {
+        assert!(std::time::Instant::now() < deadline, "the session did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
+    let lines = bci2token_tests::read_lines(&mut follower);
+    let status = follower.wait().unwrap();
+    assert!(status.success(), "follow exited with {status:?}");
+
+    let show = daemon.ctl_json(&["session", "show", &id]);
+    assert_eq!(show["state"], "finished");
+    assert_eq!(show["frames"], 5000, "acquisition delivered everything to the pipeline");
+    let events: Vec<Value> = lines[1..].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lost: u64 = events.iter().filter(|e| e["type"] == "lost").map(|e| e["count"].as_u64().unwrap()).sum();
+    assert!(lost > 0, "the follower was told it lost events");
+    assert_eq!(show["events_dropped"], lost, "every dropped event was reported");
+    let received = events.iter().filter(|e| e["type"] == "samples").count() as u64;
+    let blocks = show["blocks"].as_u64().unwrap();
+    assert!(received < blocks, "received {received} of {blocks}");
+    assert_eq!(events.last().unwrap()["state"], "finished", "the final state still arrives");
+}

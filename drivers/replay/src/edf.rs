@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use crate::format_error::FormatError;
 use crate::recording::{
-    decode_text, describe_bytes, fmt_num, output_unit, push_warning, select_channels,
-    trim_bytes, unit_scale_to_uv, Candidate, Channel, Chunk, Recording, RecordingEvent,
+    decode_text, describe_bytes, fmt_num, output_unit, push_warning, select_channels, trim_bytes,
+    unit_scale_to_uv, Candidate, Channel, Chunk, Recording, RecordingEvent,
 };
 
 /// The fixed part of the header: (name, offset, width).
@@ -100,7 +100,10 @@ pub enum EdfVariant {
 
 impl EdfVariant {
     pub fn is_bdf(self) -> bool {
-        matches!(self, EdfVariant::Bdf | EdfVariant::BdfPlusC | EdfVariant::BdfPlusD)
+        matches!(
+            self,
+            EdfVariant::Bdf | EdfVariant::BdfPlusC | EdfVariant::BdfPlusD
+        )
     }
     /// EDF+ or BDF+ (annotation signals, time-keeping).
     pub fn is_plus(self) -> bool {
@@ -178,8 +181,7 @@ impl SignalInfo {
     pub fn output_coefficients(&self) -> (f64, f64) {
         let scale = self.uv_scale.unwrap_or(1.0);
         let gain = self.digital_step * scale;
-        let offset =
-            (self.physical_min - f64::from(self.digital_min) * self.digital_step) * scale;
+        let offset = (self.physical_min - f64::from(self.digital_min) * self.digital_step) * scale;
         (gain, offset)
     }
 }
@@ -217,7 +219,10 @@ impl EdfHeader {
         let mut fixed = [0u8; 256];
         read_header_bytes(path, input, &mut fixed, 0, file_size, 0)?;
         let f = |name: &str| -> (&[u8], u64) {
-            let &(_, off, width) = FIXED_FIELDS.iter().find(|f| f.0 == name).unwrap_or(&FIXED_FIELDS[0]);
+            let &(_, off, width) = FIXED_FIELDS
+                .iter()
+                .find(|f| f.0 == name)
+                .unwrap_or(&FIXED_FIELDS[0]);
             (&fixed[off as usize..off as usize + width], off)
         };
 
@@ -360,7 +365,11 @@ impl EdfHeader {
 
         let bps = variant.bytes_per_sample();
         let (dig_lo, dig_hi) = variant.digital_range();
-        let annotation_label = if variant.is_bdf() { "BDF Annotations" } else { "EDF Annotations" };
+        let annotation_label = if variant.is_bdf() {
+            "BDF Annotations"
+        } else {
+            "EDF Annotations"
+        };
         let mut signals = Vec::with_capacity(ns);
         let mut record_offset = 0usize;
         for i in 0..ns {
@@ -370,12 +379,15 @@ impl EdfHeader {
             let unit_raw = sf(2, i).0;
             let unit = decode_text(unit_raw);
             let prefilter = decode_text(sf(7, i).0);
-            let is_annotation = variant.is_plus()
-                && (label == "EDF Annotations" || label == "BDF Annotations");
+            let is_annotation =
+                variant.is_plus() && (label == "EDF Annotations" || label == "BDF Annotations");
             if is_annotation && label != annotation_label {
                 push_warning(
                     &mut warnings,
-                    format!("{sig_desc} is labelled \"{label}\" in a {} file; read as annotations", variant.name()),
+                    format!(
+                        "{sig_desc} is labelled \"{label}\" in a {} file; read as annotations",
+                        variant.name()
+                    ),
                 );
             }
 
@@ -429,7 +441,10 @@ impl EdfHeader {
                 let (raw, off_max) = sf(6, i);
                 let dmax = parse_int(path, "digital maximum", off_max, raw)
                     .map_err(|e| with_signal(e, &sig_desc))?;
-                for (name, v, o) in [("digital minimum", dmin, off_min), ("digital maximum", dmax, off_max)] {
+                for (name, v, o) in [
+                    ("digital minimum", dmin, off_min),
+                    ("digital maximum", dmax, off_max),
+                ] {
                     if v < dig_lo || v > dig_hi {
                         return Err(FormatError::new(
                             path,
@@ -475,7 +490,11 @@ impl EdfHeader {
                 digital_max,
                 prefilter,
                 samples_per_record: spr,
-                sample_rate: if record_duration > 0.0 { spr as f64 / record_duration } else { 0.0 },
+                sample_rate: if record_duration > 0.0 {
+                    spr as f64 / record_duration
+                } else {
+                    0.0
+                },
                 digital_step,
                 uv_scale,
                 output_unit: output_unit(unit_raw),
@@ -590,7 +609,8 @@ impl EdfHeader {
 
     /// Byte offset of data record `k`.
     pub fn record_offset(&self, k: u64) -> u64 {
-        self.header_bytes.saturating_add(k.saturating_mul(self.record_bytes))
+        self.header_bytes
+            .saturating_add(k.saturating_mul(self.record_bytes))
     }
 }
 
@@ -616,7 +636,11 @@ fn read_header_bytes<R: Read>(
             Some(i) => format!(" of signal {}", i + 1),
             None => String::new(),
         };
-        let need = if ns > 0 { format!("{} bytes", 256 * (ns + 1)) } else { "256 bytes".to_string() };
+        let need = if ns > 0 {
+            format!("{} bytes", 256 * (ns + 1))
+        } else {
+            "256 bytes".to_string()
+        };
         return Err(FormatError::new(
             path,
             field,
@@ -641,10 +665,20 @@ fn field_str<'a>(
 ) -> Result<&'a str, FormatError> {
     let t = trim_bytes(raw);
     if t.is_empty() {
-        return Err(FormatError::new(path, field, offset, format!("is empty; expected {what}")));
+        return Err(FormatError::new(
+            path,
+            field,
+            offset,
+            format!("is empty; expected {what}"),
+        ));
     }
     std::str::from_utf8(t).map_err(|_| {
-        FormatError::new(path, field, offset, format!("{} is not a number", describe_bytes(t)))
+        FormatError::new(
+            path,
+            field,
+            offset,
+            format!("{} is not a number", describe_bytes(t)),
+        )
     })
 }
 
@@ -671,7 +705,12 @@ fn parse_float(path: &Path, field: &str, offset: u64, raw: &[u8]) -> Result<f64,
             } else {
                 ""
             };
-            Err(FormatError::new(path, field, offset, format!("\"{s}\" is not a number{hint}")))
+            Err(FormatError::new(
+                path,
+                field,
+                offset,
+                format!("\"{s}\" is not a number{hint}"),
+            ))
         }
     }
 }
@@ -728,9 +767,20 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
                 "a TAL's onset must be followed by 0x14 (or 0x15 and a duration)".to_string(),
             ));
         }
-        let onset_abs = parse_decimal(&bytes[start + 1..pos])
-            .ok_or_else(|| err(start, format!("onset {} is not a decimal number", describe_bytes(&bytes[start..pos]))))?;
-        let onset = if bytes[start] == b'-' { -onset_abs } else { onset_abs };
+        let onset_abs = parse_decimal(&bytes[start + 1..pos]).ok_or_else(|| {
+            err(
+                start,
+                format!(
+                    "onset {} is not a decimal number",
+                    describe_bytes(&bytes[start..pos])
+                ),
+            )
+        })?;
+        let onset = if bytes[start] == b'-' {
+            -onset_abs
+        } else {
+            onset_abs
+        };
         let mut duration = None;
         if bytes[pos] == 0x15 {
             pos += 1;
@@ -745,7 +795,13 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
                 ));
             }
             duration = Some(parse_decimal(&bytes[dstart..pos]).ok_or_else(|| {
-                err(dstart, format!("duration {} is not a decimal number", describe_bytes(&bytes[dstart..pos])))
+                err(
+                    dstart,
+                    format!(
+                        "duration {} is not a decimal number",
+                        describe_bytes(&bytes[dstart..pos])
+                    ),
+                )
             })?);
         }
         pos += 1; // the 0x14 after onset/duration
@@ -775,7 +831,11 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
                 break;
             }
         }
-        tals.push(Tal { onset, duration, texts });
+        tals.push(Tal {
+            onset,
+            duration,
+            texts,
+        });
     }
     Ok(tals)
 }
@@ -810,54 +870,81 @@ pub struct Annotation {
 
 /// Decodes 16-bit little-endian samples: `out[i] = (digital * gain + offset) as f32` computed in
 /// f64. Decodes `min(out.len(), bytes.len() / 2)` samples and returns that count.
+///
+/// (A plain `chunks_exact(2)` loop: the compiler vectorises it; hand-unrolled 8-sample or u64-load
+/// variants measured 10–25 % slower.)
 pub fn decode_i16_f32(bytes: &[u8], gain: f64, offset: f64, out: &mut [f32]) -> usize {
     let n = out.len().min(bytes.len() / 2);
-    let (bytes, out) = (&bytes[..n * 2], &mut out[..n]);
+    for (o, b) in out[..n].iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = (f64::from(i16::from_le_bytes([b[0], b[1]])) * gain + offset) as f32;
+    }
+    n
+}
+
+/// The 8 sign-extended 24-bit little-endian samples of 24 bytes, read as three u64 words
+/// (about 1.5x faster than assembling each sample from 3 bytes). `b` must hold 24 bytes; missing
+/// bytes read as 0.
+#[inline(always)]
+fn split_i24x8(b: &[u8]) -> [i32; 8] {
+    let word = |k: usize| {
+        let mut w = [0u8; 8];
+        if let Some(src) = b.get(8 * k..8 * k + 8) {
+            w.copy_from_slice(src);
+        }
+        u64::from_le_bytes(w)
+    };
+    let (a, bb, c) = (word(0), word(1), word(2));
+    let s = [
+        a,
+        a >> 24,
+        (a >> 48) | (bb << 16),
+        bb >> 8,
+        bb >> 32,
+        (bb >> 56) | (c << 8),
+        c >> 16,
+        c >> 40,
+    ];
+    // Keep the low 24 bits of each and sign-extend them.
+    s.map(|v| ((v as u32) << 8) as i32 >> 8)
+}
+
+#[inline(always)]
+fn i24(b: &[u8]) -> i32 {
+    i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8
+}
+
+/// Applies `f` to every 24-bit sample of `bytes` and writes the results to `out` (as many as fit
+/// in both); returns the count. Works 8 samples (24 bytes) at a time.
+#[inline(always)]
+fn map_i24<T>(bytes: &[u8], out: &mut [T], f: impl Fn(i32) -> T) -> usize {
+    let n = out.len().min(bytes.len() / 3);
+    let (bytes, out) = (&bytes[..n * 3], &mut out[..n]);
     let mut oc = out.chunks_exact_mut(8);
-    let mut bc = bytes.chunks_exact(16);
+    let mut bc = bytes.chunks_exact(24);
     for (o, b) in (&mut oc).zip(&mut bc) {
-        if let (Ok(o), Ok(b)) = (<&mut [f32; 8]>::try_from(o), <&[u8; 16]>::try_from(b)) {
-            for j in 0..8 {
-                let d = i16::from_le_bytes([b[2 * j], b[2 * j + 1]]);
-                o[j] = (f64::from(d) * gain + offset) as f32;
-            }
+        for (o, d) in o.iter_mut().zip(split_i24x8(b)) {
+            *o = f(d);
         }
     }
-    for (o, b) in oc.into_remainder().iter_mut().zip(bc.remainder().chunks_exact(2)) {
-        *o = (f64::from(i16::from_le_bytes([b[0], b[1]])) * gain + offset) as f32;
+    for (o, b) in oc
+        .into_remainder()
+        .iter_mut()
+        .zip(bc.remainder().chunks_exact(3))
+    {
+        *o = f(i24(b));
     }
     n
 }
 
 /// As [`decode_i16_f32`] for 24-bit little-endian (BDF) samples.
 pub fn decode_i24_f32(bytes: &[u8], gain: f64, offset: f64, out: &mut [f32]) -> usize {
-    let n = out.len().min(bytes.len() / 3);
-    let (bytes, out) = (&bytes[..n * 3], &mut out[..n]);
-    let mut oc = out.chunks_exact_mut(8);
-    let mut bc = bytes.chunks_exact(24);
-    for (o, b) in (&mut oc).zip(&mut bc) {
-        if let (Ok(o), Ok(b)) = (<&mut [f32; 8]>::try_from(o), <&[u8; 24]>::try_from(b)) {
-            for j in 0..8 {
-                let d = i32::from_le_bytes([0, b[3 * j], b[3 * j + 1], b[3 * j + 2]]) >> 8;
-                o[j] = (f64::from(d) * gain + offset) as f32;
-            }
-        }
-    }
-    for (o, b) in oc.into_remainder().iter_mut().zip(bc.remainder().chunks_exact(3)) {
-        let d = i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8;
-        *o = (f64::from(d) * gain + offset) as f32;
-    }
-    n
+    map_i24(bytes, out, |d| (f64::from(d) * gain + offset) as f32)
 }
 
 /// Digital values of 16-bit (`bytes_per_sample` 2) or 24-bit (3) samples; returns the count.
 pub fn decode_digital(bytes: &[u8], bytes_per_sample: usize, out: &mut [i32]) -> usize {
     if bytes_per_sample == 3 {
-        let n = out.len().min(bytes.len() / 3);
-        for (o, b) in out[..n].iter_mut().zip(bytes.chunks_exact(3)) {
-            *o = i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8;
-        }
-        n
+        map_i24(bytes, out, |d| d)
     } else {
         let n = out.len().min(bytes.len() / 2);
         for (o, b) in out[..n].iter_mut().zip(bytes.chunks_exact(2)) {
@@ -900,7 +987,14 @@ impl EdfReader {
         let mut input = BufReader::with_capacity(1 << 16, file);
         let (header, warnings) = EdfHeader::read(path, &mut input, file_size)?;
         let timekeeping_signal = header.signals.iter().position(|s| s.is_annotation);
-        let buf = vec![0u8; if header.num_records > 0 { header.record_bytes as usize } else { 0 }];
+        let buf = vec![
+            0u8;
+            if header.num_records > 0 {
+                header.record_bytes as usize
+            } else {
+                0
+            }
+        ];
         let mut reader = EdfReader {
             path: path.to_path_buf(),
             header,
@@ -996,22 +1090,26 @@ impl EdfReader {
 
     /// Digital values of `signal` in the current record; returns the count written.
     pub fn decode_digital(&self, signal: usize, out: &mut [i32]) -> usize {
-        decode_digital(self.signal_bytes(signal), self.header.variant.bytes_per_sample(), out)
+        decode_digital(
+            self.signal_bytes(signal),
+            self.header.variant.bytes_per_sample(),
+            out,
+        )
     }
 
     /// Physical values (f64, the file's unit) of `signal` in the current record; returns the
     /// count written.
     pub fn decode_physical(&self, signal: usize, out: &mut [f64]) -> usize {
-        let Some(s) = self.header.signals.get(signal) else { return 0 };
+        let Some(s) = self.header.signals.get(signal) else {
+            return 0;
+        };
         let bytes = self.signal_bytes(signal);
         let bps = self.header.variant.bytes_per_sample();
         let n = out.len().min(bytes.len() / bps);
         let offset = s.physical_min - f64::from(s.digital_min) * s.digital_step;
         if bps == 3 {
-            for (o, b) in out[..n].iter_mut().zip(bytes.chunks_exact(3)) {
-                let d = i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8;
-                *o = f64::from(d) * s.digital_step + offset;
-            }
+            let step = s.digital_step;
+            map_i24(bytes, &mut out[..n], |d| f64::from(d) * step + offset);
         } else {
             for (o, b) in out[..n].iter_mut().zip(bytes.chunks_exact(2)) {
                 *o = f64::from(i16::from_le_bytes([b[0], b[1]])) * s.digital_step + offset;
@@ -1090,8 +1188,7 @@ impl EdfReader {
                     continue;
                 }
                 let bytes = &self.buf[s.record_offset..s.record_offset + s.record_len];
-                let tals = parse_tals(bytes)
-                    .map_err(|e| tal_error(&self.path, s, off, k, e))?;
+                let tals = parse_tals(bytes).map_err(|e| tal_error(&self.path, s, off, k, e))?;
                 let is_tk = Some(si) == self.timekeeping_signal;
                 for (ti, tal) in tals.iter().enumerate() {
                     let skip = if is_tk && ti == 0 {
@@ -1127,7 +1224,11 @@ impl EdfReader {
                         fmt_num(nominal),
                         self.header.variant.name()
                     );
-                    if !self.warnings.iter().any(|x| x.contains("per its time-keeping TAL")) {
+                    if !self
+                        .warnings
+                        .iter()
+                        .any(|x| x.contains("per its time-keeping TAL"))
+                    {
                         self.warnings.push(w);
                     }
                 }
@@ -1161,7 +1262,10 @@ impl EdfReader {
         let mut events = Vec::new();
         while self.read_record()? {
             if let Some(seconds) = self.gap_before {
-                events.push(RecordingEvent::Gap { at: self.record_start - seconds, seconds });
+                events.push(RecordingEvent::Gap {
+                    at: self.record_start - seconds,
+                    seconds,
+                });
             }
             for a in &self.annotations {
                 events.push(RecordingEvent::Annotation {
@@ -1181,9 +1285,15 @@ impl EdfReader {
             .read_all_events()?
             .into_iter()
             .filter_map(|e| match e {
-                RecordingEvent::Annotation { onset, duration, text } => {
-                    Some(Annotation { onset, duration, text })
-                }
+                RecordingEvent::Annotation {
+                    onset,
+                    duration,
+                    text,
+                } => Some(Annotation {
+                    onset,
+                    duration,
+                    text,
+                }),
                 RecordingEvent::Gap { .. } => None,
             })
             .collect())
@@ -1192,7 +1302,9 @@ impl EdfReader {
     /// The time-keeping onset (relative to the header start time) of record `k`, read without
     /// disturbing the buffer; the caller repositions the reader afterwards.
     fn timekeeping_of(&mut self, k: u64) -> Result<Option<f64>, FormatError> {
-        let Some(si) = self.timekeeping_signal else { return Ok(None) };
+        let Some(si) = self.timekeeping_signal else {
+            return Ok(None);
+        };
         let s = &self.header.signals[si];
         let off = self.header.record_offset(k);
         let pos = off + s.record_offset as u64;
@@ -1200,16 +1312,19 @@ impl EdfReader {
             .seek(SeekFrom::Start(pos))
             .map_err(|e| FormatError::io(&self.path, pos, "seeking", &e))?;
         let mut bytes = vec![0u8; s.record_len];
-        self.input
-            .read_exact(&mut bytes)
-            .map_err(|e| FormatError::io(&self.path, pos, &format!("reading data record {k}"), &e))?;
+        self.input.read_exact(&mut bytes).map_err(|e| {
+            FormatError::io(&self.path, pos, &format!("reading data record {k}"), &e)
+        })?;
         let tals = parse_tals(&bytes).map_err(|e| tal_error(&self.path, s, off, k, e))?;
         Ok(tals.first().map(|t| t.onset))
     }
 
     fn missing_timekeeping(&self, k: u64) -> FormatError {
         let (label, rel) = match self.timekeeping_signal {
-            Some(si) => (self.header.signals[si].label.clone(), self.header.signals[si].record_offset),
+            Some(si) => (
+                self.header.signals[si].label.clone(),
+                self.header.signals[si].record_offset,
+            ),
             None => ("EDF Annotations".to_string(), 0),
         };
         FormatError::new(
@@ -1261,15 +1376,23 @@ impl EdfRecording {
                 rate: reader.header.signals[i].sample_rate,
             })
             .collect();
-        let not_data: Vec<&str> =
-            reader.header.annotation_signals().map(|s| s.label.as_str()).collect();
+        let not_data: Vec<&str> = reader
+            .header
+            .annotation_signals()
+            .map(|s| s.label.as_str())
+            .collect();
         let mut warnings = std::mem::take(&mut reader.warnings);
         let chosen = select_channels(path, &candidates, selection, 256, &not_data, &mut warnings);
         drop(candidates);
         reader.warnings = warnings;
         let selected: Vec<usize> = chosen?.into_iter().map(|i| ordinary[i]).collect();
         let Some(first) = selected.first().map(|&i| &reader.header.signals[i]) else {
-            return Err(FormatError::new(path, "channels", 256, "no channel selected"));
+            return Err(FormatError::new(
+                path,
+                "channels",
+                256,
+                "no channel selected",
+            ));
         };
         let frames = first.samples_per_record;
         let rate = first.sample_rate;
@@ -1280,8 +1403,10 @@ impl EdfRecording {
                 unit: reader.header.signals[i].output_unit.clone(),
             })
             .collect();
-        let coefficients =
-            selected.iter().map(|&i| reader.header.signals[i].output_coefficients()).collect();
+        let coefficients = selected
+            .iter()
+            .map(|&i| reader.header.signals[i].output_coefficients())
+            .collect();
         Ok(EdfRecording {
             reader,
             selected,
@@ -1342,16 +1467,21 @@ impl Recording for EdfRecording {
             return Ok(None);
         }
         for (c, (&s, &(gain, offset))) in self.selected.iter().zip(&self.coefficients).enumerate() {
-            self.reader.decode_f32(s, gain, offset, &mut out[c * frames..(c + 1) * frames]);
+            self.reader
+                .decode_f32(s, gain, offset, &mut out[c * frames..(c + 1) * frames]);
         }
         let t = self.reader.record_start();
         let end = t + self.reader.header.record_duration;
         let last = self.reader.next_record >= self.reader.header.num_records;
         let mut events = Vec::new();
         if let Some(seconds) = self.reader.gap_before() {
-            events.push(RecordingEvent::Gap { at: t - seconds, seconds });
+            events.push(RecordingEvent::Gap {
+                at: t - seconds,
+                seconds,
+            });
         }
-        self.pending.extend(self.reader.annotations().iter().cloned());
+        self.pending
+            .extend(self.reader.annotations().iter().cloned());
         for a in self.pending.drain(..) {
             if a.onset < end || last {
                 events.push(RecordingEvent::Annotation {
