@@ -68,7 +68,8 @@ impl NotifySocket {
     pub fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        // Non-blocking: draining must end even while a watchdog keeps pinging.
+        socket.set_nonblocking(true).unwrap();
         NotifySocket { socket, path, received: Vec::new() }
     }
 
@@ -91,6 +92,7 @@ impl NotifySocket {
             if Instant::now() > deadline {
                 return false;
             }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
