@@ -105,3 +105,47 @@ fn replay_at_full_speed_delivers_every_sample_and_annotation() {
     assert!(daemon.notify.lines().iter().any(|l| l == "STOPPING=1"), "notify: {:?}", daemon.notify.lines());
     assert!(!daemon.socket.exists(), "the control socket is removed on exit");
 }
+
+/// Every format the replay driver reads goes through the daemon with the reader's channels, rate
+/// and frame count: BDF (24-bit, with its Status channel), EDF+ from another lab, and the OpenBCI
+/// GUI text format. `channels` selects and orders channels by label.
+#[test]
+fn every_format_replays_through_the_daemon() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let cases = [
+        data_dir().join("bdf/Newtest17-256.bdf"),
+        data_dir().join("ssvep/subject01_2012.07.06-19.02.16.edf"),
+        data_dir().join("openbci/OpenBCI_GUI-v6-blinks-jawClench-alpha.txt"),
+    ];
+    for file in &cases {
+        let (labels, want, annotations) = expected(file);
+        let path_arg = format!("path={}", file.display());
+        let mut child = daemon
+            .ctl_command(&["--json", "session", "start", "--driver", "replay", "--set", &path_arg, "--set", "speed=0", "--follow"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = read_lines(&mut child);
+        assert!(child.wait().unwrap().success(), "{}: {}", file.display(), daemon.log());
+        let info: Value = serde_json::from_str(&lines[0]).unwrap();
+        let id = info["id"].as_str().unwrap();
+        let got_labels: Vec<&str> = info["channels"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+        assert_eq!(got_labels, labels, "{}", file.display());
+        let events: Vec<Value> = lines[1..].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(events.last().unwrap()["state"], "finished", "{}", file.display());
+        assert_eq!(events.iter().filter(|e| e["type"] == "annotation").count(), annotations.len());
+        let show = daemon.ctl_json(&["session", "show", id]);
+        assert_eq!(show["frames"].as_u64().unwrap() as usize, want[0].len(), "{}", file.display());
+    }
+
+    let file = data_dir().join("ssvep/subject01_2012.07.06-19.02.16.edf");
+    let info = daemon.ctl_json(&[
+        "session", "start", "--driver", "replay", "--set", &format!("path={}", file.display()), "--set", "channels=Oz,O1",
+        "--set", "speed=0",
+    ]);
+    let labels: Vec<&str> = info["channels"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["Oz", "O1"]);
+    let out = daemon.ctl(&["session", "start", "--driver", "replay", "--set", &format!("path={}", file.display()), "--set", "channels=Cz"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Cz") && err.contains("Oz"), "names the unknown label and the choices: {err}");
+}
