@@ -103,6 +103,7 @@ impl NotifySocket {
 }
 
 /// How to start a daemon for a test.
+#[derive(Default)]
 pub struct DaemonOptions {
     /// Driver plugin directories (default: the build's bin dir).
     pub driver_path: Option<String>,
@@ -112,12 +113,6 @@ pub struct DaemonOptions {
     pub config: Option<String>,
     /// Runtime dir to use instead of a fresh one (to test a socket path that is taken).
     pub runtime_dir: Option<PathBuf>,
-}
-
-impl Default for DaemonOptions {
-    fn default() -> Self {
-        DaemonOptions { driver_path: None, env: Vec::new(), config: None, runtime_dir: None }
-    }
 }
 
 /// A running `bci2tokend --user`.
@@ -209,8 +204,15 @@ impl Daemon {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
         let out = self.ctl(&full);
-        assert!(out.status.success(), "bci2tokenctl {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bci2tokenctl {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        assert!(
+            out.status.success(),
+            "bci2tokenctl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("bci2tokenctl {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

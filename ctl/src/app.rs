@@ -2,9 +2,7 @@
 
 use std::io::Write;
 
-use bci2token_api::{
-    ConfigMap, DeviceList, DriverList, FollowOptions, Request, SessionInfo, StatusInfo,
-};
+use bci2token_api::{ConfigMap, DeviceList, DriverList, FollowOptions, Request, SessionInfo, StatusInfo};
 
 use crate::cli::{Cli, Command, SessionCommand, StartArgs};
 use crate::client::{Conn, OkReply};
@@ -27,19 +25,10 @@ pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
         None => None,
         Some(dir) => {
             let abs = std::path::absolute(dir).map_err(|e| {
-                CtlError::new(
-                    Kind::Usage,
-                    format!(
-                        "--model {}: cannot make the path absolute: {e}",
-                        dir.display()
-                    ),
-                )
+                CtlError::new(Kind::Usage, format!("--model {}: cannot make the path absolute: {e}", dir.display()))
             })?;
             let s = abs.to_str().ok_or_else(|| {
-                CtlError::new(
-                    Kind::Usage,
-                    format!("--model {}: the path is not valid UTF-8", abs.display()),
-                )
+                CtlError::new(Kind::Usage, format!("--model {}: the path is not valid UTF-8", abs.display()))
             })?;
             Some(s.to_string())
         }
@@ -48,7 +37,7 @@ pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
         driver: a.driver.clone(),
         config,
         model,
-        follow: a.follow.then(|| FollowOptions { samples: a.samples }),
+        follow: a.follow.then_some(FollowOptions { samples: a.samples }),
     })
 }
 
@@ -58,27 +47,14 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
     let (request, follow_count) = match &cli.command {
         Command::Status => (Request::Status, None),
         Command::Drivers => (Request::Drivers, None),
-        Command::Devices { driver } => (
-            Request::Devices {
-                driver: driver.clone(),
-            },
-            None,
-        ),
+        Command::Devices { driver } => (Request::Devices { driver: driver.clone() }, None),
         Command::Session(SessionCommand::Start(a)) => (start_request(a)?, None),
         Command::Session(SessionCommand::List) => (Request::SessionList, None),
-        Command::Session(SessionCommand::Show { id }) => {
-            (Request::SessionShow { id: id.clone() }, None)
+        Command::Session(SessionCommand::Show { id }) => (Request::SessionShow { id: id.clone() }, None),
+        Command::Session(SessionCommand::Stop { id }) => (Request::SessionStop { id: id.clone() }, None),
+        Command::Follow(f) => {
+            (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
-        Command::Session(SessionCommand::Stop { id }) => {
-            (Request::SessionStop { id: id.clone() }, None)
-        }
-        Command::Follow(f) => (
-            Request::Follow {
-                id: f.id.clone(),
-                options: FollowOptions { samples: f.samples },
-            },
-            f.count,
-        ),
     };
 
     let resolved = socket::resolve(cli.socket.as_deref(), env, |p| p.exists());
@@ -89,40 +65,26 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
     let json = cli.json;
 
     match &cli.command {
-        Command::Status => print_value(out, json, &reply, |r| {
-            Ok(render::status(&r.decode::<StatusInfo>(method)?))
-        }),
-        Command::Drivers => print_value(out, json, &reply, |r| {
-            Ok(render::drivers(&r.decode::<DriverList>(method)?))
-        }),
-        Command::Devices { .. } => print_value(out, json, &reply, |r| {
-            Ok(render::devices(&r.decode::<DeviceList>(method)?))
-        }),
+        Command::Status => print_value(out, json, &reply, |r| Ok(render::status(&r.decode::<StatusInfo>(method)?))),
+        Command::Drivers => print_value(out, json, &reply, |r| Ok(render::drivers(&r.decode::<DriverList>(method)?))),
+        Command::Devices { .. } => {
+            print_value(out, json, &reply, |r| Ok(render::devices(&r.decode::<DeviceList>(method)?)))
+        }
         Command::Session(SessionCommand::List) => print_value(out, json, &reply, |r| {
-            Ok(render::session_list(
-                &r.decode::<Vec<SessionInfo>>(method)?,
-                render::now_unix(),
-            ))
+            Ok(render::session_list(&r.decode::<Vec<SessionInfo>>(method)?, render::now_unix()))
         }),
         Command::Session(SessionCommand::Show { .. }) => print_value(out, json, &reply, |r| {
-            Ok(render::session_show(
-                &r.decode::<SessionInfo>(method)?,
-                render::now_unix(),
-            ))
+            Ok(render::session_show(&r.decode::<SessionInfo>(method)?, render::now_unix()))
         }),
         // Stopping prints nothing in human mode (like systemctl stop); --json prints the reply.
-        Command::Session(SessionCommand::Stop { .. }) => {
-            print_value(out, json, &reply, |_| Ok(String::new()))
-        }
+        Command::Session(SessionCommand::Stop { .. }) => print_value(out, json, &reply, |_| Ok(String::new())),
         Command::Session(SessionCommand::Start(a)) => {
             // Only the id is needed; the rest (channel labels) is used when it decodes.
             let info: Option<SessionInfo> = reply.decode(method).ok();
             let id = match reply.value.get("id").and_then(|v| v.as_str()) {
                 Some(id) => id.to_string(),
                 None => {
-                    return Err(CtlError::protocol(
-                        "the reply of bci2tokend to 'session_start' has no session \"id\"",
-                    ))
+                    return Err(CtlError::protocol("the reply of bci2tokend to 'session_start' has no session \"id\""))
                 }
             };
             if json {
@@ -134,11 +96,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
                 return out.flush().map_err(CtlError::from_stdout);
             }
             out.flush().map_err(CtlError::from_stdout)?;
-            let opts = StreamOptions {
-                json,
-                count: None,
-                ctx: EventContext::from_session(info.as_ref()),
-            };
+            let opts = StreamOptions { json, count: None, ctx: EventContext::from_session(info.as_ref()) };
             stream::follow(&mut conn.reader, out, &opts, &conn.socket, &id)
         }
         Command::Follow(f) => {
@@ -147,11 +105,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
                 write_out(out, &reply.json_line())?;
                 out.flush().map_err(CtlError::from_stdout)?;
             }
-            let opts = StreamOptions {
-                json,
-                count: follow_count,
-                ctx: EventContext::from_session(info.as_ref()),
-            };
+            let opts = StreamOptions { json, count: follow_count, ctx: EventContext::from_session(info.as_ref()) };
             stream::follow(&mut conn.reader, out, &opts, &conn.socket, &f.id)
         }
     }
@@ -201,37 +155,24 @@ mod tests {
 
     fn temp_dir() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "b2tctl-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("b2tctl-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
 
     /// Serves one connection: reads one request frame (returned by the join handle), writes
     /// `frames`, then keeps the connection open until the client hangs up.
-    fn fake_daemon(
-        dir: &TempDir,
-        frames: Vec<Vec<u8>>,
-    ) -> (PathBuf, JoinHandle<serde_json::Value>) {
+    fn fake_daemon(dir: &TempDir, frames: Vec<Vec<u8>>) -> (PathBuf, JoinHandle<serde_json::Value>) {
         serve(dir, frames, true)
     }
 
     /// Like [`fake_daemon`], but closes the connection right after the canned frames.
-    fn fake_daemon_closing(
-        dir: &TempDir,
-        frames: Vec<Vec<u8>>,
-    ) -> (PathBuf, JoinHandle<serde_json::Value>) {
+    fn fake_daemon_closing(dir: &TempDir, frames: Vec<Vec<u8>>) -> (PathBuf, JoinHandle<serde_json::Value>) {
         serve(dir, frames, false)
     }
 
-    fn serve(
-        dir: &TempDir,
-        frames: Vec<Vec<u8>>,
-        hold_open: bool,
-    ) -> (PathBuf, JoinHandle<serde_json::Value>) {
+    fn serve(dir: &TempDir, frames: Vec<Vec<u8>>, hold_open: bool) -> (PathBuf, JoinHandle<serde_json::Value>) {
         let path = dir.0.join("control.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let handle = std::thread::spawn(move || {
@@ -286,21 +227,11 @@ mod tests {
     fn json_follow_writes_frames_byte_exact_and_stops_at_final_state() {
         let dir = temp_dir();
         let (path, server) = fake_daemon(&dir, canned(SESSION, &events()));
-        let (r, out) = run_args(&[
-            "bci2tokenctl",
-            "--socket",
-            path.to_str().unwrap(),
-            "--json",
-            "follow",
-            "s-1",
-            "--samples",
-        ]);
+        let (r, out) =
+            run_args(&["bci2tokenctl", "--socket", path.to_str().unwrap(), "--json", "follow", "s-1", "--samples"]);
         r.unwrap();
         let request = server.join().unwrap();
-        assert_eq!(
-            request,
-            serde_json::json!({"method":"follow","params":{"id":"s-1","options":{"samples":true}}})
-        );
+        assert_eq!(request, serde_json::json!({"method":"follow","params":{"id":"s-1","options":{"samples":true}}}));
         let mut expected = format!("{SESSION}\n");
         for e in &events()[..5] {
             expected.push_str(e);
@@ -313,16 +244,8 @@ mod tests {
     fn count_stops_early_with_success() {
         let dir = temp_dir();
         let (path, server) = fake_daemon(&dir, canned(SESSION, &events()));
-        let (r, out) = run_args(&[
-            "bci2tokenctl",
-            "--json",
-            "--socket",
-            path.to_str().unwrap(),
-            "follow",
-            "s-1",
-            "--count",
-            "2",
-        ]);
+        let (r, out) =
+            run_args(&["bci2tokenctl", "--json", "--socket", path.to_str().unwrap(), "follow", "s-1", "--count", "2"]);
         r.unwrap();
         server.join().unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -333,38 +256,21 @@ mod tests {
     #[test]
     fn failed_session_is_exit_7_with_message() {
         let dir = temp_dir();
-        let evs =
-            [r#"{"type":"state","session":"s-1","state":"failed","message":"device unplugged"}"#];
+        let evs = [r#"{"type":"state","session":"s-1","state":"failed","message":"device unplugged"}"#];
         let (path, server) = fake_daemon(&dir, canned(SESSION, &evs));
-        let (r, out) = run_args(&[
-            "bci2tokenctl",
-            "--socket",
-            path.to_str().unwrap(),
-            "follow",
-            "s-1",
-        ]);
+        let (r, out) = run_args(&["bci2tokenctl", "--socket", path.to_str().unwrap(), "follow", "s-1"]);
         server.join().unwrap();
         let e = r.unwrap_err();
         assert_eq!(e.exit_code(), 7);
         assert!(e.message.contains("device unplugged"), "{}", e.message);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "state failed: device unplugged\n"
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "state failed: device unplugged\n");
     }
 
     #[test]
     fn stream_closed_before_the_end_is_an_error() {
         let dir = temp_dir();
         let (path, server) = fake_daemon_closing(&dir, canned(SESSION, &events()[..2]));
-        let (r, out) = run_args(&[
-            "bci2tokenctl",
-            "--json",
-            "--socket",
-            path.to_str().unwrap(),
-            "follow",
-            "s-1",
-        ]);
+        let (r, out) = run_args(&["bci2tokenctl", "--json", "--socket", path.to_str().unwrap(), "follow", "s-1"]);
         server.join().unwrap();
         let e = r.unwrap_err();
         assert_eq!(e.kind, Kind::Protocol);
@@ -400,15 +306,9 @@ mod tests {
             request["params"]["config"],
             serde_json::json!({"seed":"7","script":[{"label":"13Hz","seconds":3}]})
         );
-        assert_eq!(
-            request["params"]["follow"],
-            serde_json::json!({"samples": false})
-        );
+        assert_eq!(request["params"]["follow"], serde_json::json!({"samples": false}));
         let model = request["params"]["model"].as_str().unwrap();
-        assert!(
-            model.starts_with('/') && model.ends_with("rel/model"),
-            "{model}"
-        );
+        assert!(model.starts_with('/') && model.ends_with("rel/model"), "{model}");
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "s-1");
@@ -432,11 +332,7 @@ mod tests {
             r.unwrap();
             let request = server.join().unwrap();
             assert_eq!(request["params"]["follow"], serde_json::Value::Null);
-            let expected = if json {
-                format!("{SESSION}\n")
-            } else {
-                "s-1\n".to_string()
-            };
+            let expected = if json { format!("{SESSION}\n") } else { "s-1\n".to_string() };
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
     }
@@ -446,21 +342,11 @@ mod tests {
         let dir = temp_dir();
         let err = frame(br#"{"error":{"code":"limit_reached","message":"at most 8 sessions"}}"#);
         let (path, server) = fake_daemon(&dir, vec![err]);
-        let (r, out) = run_args(&[
-            "bci2tokenctl",
-            "--socket",
-            path.to_str().unwrap(),
-            "session",
-            "start",
-            "--driver",
-            "x",
-        ]);
+        let (r, out) =
+            run_args(&["bci2tokenctl", "--socket", path.to_str().unwrap(), "session", "start", "--driver", "x"]);
         server.join().unwrap();
         let e = r.unwrap_err();
-        assert_eq!(
-            (e.exit_code(), e.message.as_str()),
-            (8, "at most 8 sessions")
-        );
+        assert_eq!((e.exit_code(), e.message.as_str()), (8, "at most 8 sessions"));
         assert!(out.is_empty());
     }
 
@@ -469,36 +355,19 @@ mod tests {
         for json in [false, true] {
             let dir = temp_dir();
             let (path, server) = fake_daemon(&dir, canned(&format!("[{SESSION}]"), &[]));
-            let mut args = vec![
-                "bci2tokenctl",
-                "--socket",
-                path.to_str().unwrap(),
-                "session",
-                "list",
-            ];
+            let mut args = vec!["bci2tokenctl", "--socket", path.to_str().unwrap(), "session", "list"];
             if json {
                 args.push("--json");
             }
             let (r, out) = run_args(&args);
             r.unwrap();
-            assert_eq!(
-                server.join().unwrap(),
-                serde_json::json!({"method": "session_list"})
-            );
+            assert_eq!(server.join().unwrap(), serde_json::json!({"method": "session_list"}));
             let text = String::from_utf8(out).unwrap();
             if json {
                 assert_eq!(text, format!("[{SESSION}]\n"));
             } else {
-                assert!(
-                    text.starts_with(
-                        "ID   DRIVER     STATE    CHANNELS    RATE  FRAMES  CREATED\n"
-                    ),
-                    "{text}"
-                );
-                assert!(
-                    text.contains("s-1  synthetic  running         1  250 Hz       0  "),
-                    "{text}"
-                );
+                assert!(text.starts_with("ID   DRIVER     STATE    CHANNELS    RATE  FRAMES  CREATED\n"), "{text}");
+                assert!(text.contains("s-1  synthetic  running         1  250 Hz       0  "), "{text}");
             }
         }
     }
@@ -535,19 +404,9 @@ mod tests {
     fn closed_stdout_is_a_quiet_success() {
         let dir = temp_dir();
         let (path, server) = fake_daemon(&dir, canned(SESSION, &events()));
-        let cli = Cli::try_parse_from([
-            "bci2tokenctl",
-            "--json",
-            "--socket",
-            path.to_str().unwrap(),
-            "follow",
-            "s-1",
-        ])
-        .unwrap();
-        let mut out = ClosedPipe {
-            limit: 10,
-            written: 0,
-        };
+        let cli = Cli::try_parse_from(["bci2tokenctl", "--json", "--socket", path.to_str().unwrap(), "follow", "s-1"])
+            .unwrap();
+        let mut out = ClosedPipe { limit: 10, written: 0 };
         let e = run(&cli, &Env::default(), &mut out).unwrap_err();
         server.join().unwrap();
         assert_eq!(e.kind, Kind::StdoutClosed);
@@ -565,11 +424,7 @@ mod tests {
         let mut evs = Vec::new();
         for b in 0..blocks {
             let data: Vec<Vec<f32>> = (0..channels)
-                .map(|c| {
-                    (0..frames_per_block)
-                        .map(|i| ((b * 7 + c * 13 + i) as f32 * 0.731).sin() * 50.0)
-                        .collect()
-                })
+                .map(|c| (0..frames_per_block).map(|i| ((b * 7 + c * 13 + i) as f32 * 0.731).sin() * 50.0).collect())
                 .collect();
             let ev = serde_json::json!({"type":"samples","session":"s-1","seq":b,"t":b as f64 * 0.64,"frames":frames_per_block,"flags":0,"data":data});
             evs.push(serde_json::to_string(&ev).unwrap());

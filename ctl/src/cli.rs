@@ -134,23 +134,14 @@ mod tests {
     #[test]
     fn set_values() {
         assert_eq!(parse_set("seed=7").unwrap(), ("seed".into(), json!("7")));
-        assert_eq!(
-            parse_set("file=/a=b.edf").unwrap(),
-            ("file".into(), json!("/a=b.edf"))
-        );
+        assert_eq!(parse_set("file=/a=b.edf").unwrap(), ("file".into(), json!("/a=b.edf")));
         assert_eq!(parse_set("empty=").unwrap(), ("empty".into(), json!("")));
-        assert_eq!(
-            parse_set("flag=true").unwrap(),
-            ("flag".into(), json!("true"))
-        );
+        assert_eq!(parse_set("flag=true").unwrap(), ("flag".into(), json!("true")));
         assert_eq!(
             parse_set(r#"script=[{"label":"13Hz","seconds":3}]"#).unwrap(),
             ("script".into(), json!([{"label": "13Hz", "seconds": 3}]))
         );
-        assert_eq!(
-            parse_set(r#"o={"a":1.5}"#).unwrap(),
-            ("o".into(), json!({"a": 1.5}))
-        );
+        assert_eq!(parse_set(r#"o={"a":1.5}"#).unwrap(), ("o".into(), json!({"a": 1.5})));
     }
 
     #[test]
@@ -163,16 +154,8 @@ mod tests {
 
     #[test]
     fn set_without_equals_is_a_usage_error_naming_it() {
-        let err = Cli::try_parse_from([
-            "bci2tokenctl",
-            "session",
-            "start",
-            "--driver",
-            "x",
-            "--set",
-            "seed",
-        ])
-        .unwrap_err();
+        let err =
+            Cli::try_parse_from(["bci2tokenctl", "session", "start", "--driver", "x", "--set", "seed"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("seed"), "{err}");
     }
@@ -196,39 +179,15 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.json);
-        let Command::Session(SessionCommand::Start(a)) = cli.command else {
-            panic!()
-        };
-        assert_eq!(
-            a.set,
-            vec![("a".into(), json!("1")), ("b".into(), json!([2]))]
-        );
+        let Command::Session(SessionCommand::Start(a)) = cli.command else { panic!() };
+        assert_eq!(a.set, vec![("a".into(), json!("1")), ("b".into(), json!([2]))]);
         assert!(a.follow && a.samples);
 
-        assert!(Cli::try_parse_from([
-            "bci2tokenctl",
-            "session",
-            "start",
-            "--driver",
-            "x",
-            "--samples"
-        ])
-        .is_err());
+        assert!(Cli::try_parse_from(["bci2tokenctl", "session", "start", "--driver", "x", "--samples"]).is_err());
         assert!(Cli::try_parse_from(["bci2tokenctl", "follow", "s", "--count", "0"]).is_err());
-        let cli = Cli::try_parse_from([
-            "bci2tokenctl",
-            "--socket",
-            "/x",
-            "follow",
-            "s",
-            "--count",
-            "3",
-        ])
-        .unwrap();
+        let cli = Cli::try_parse_from(["bci2tokenctl", "--socket", "/x", "follow", "s", "--count", "3"]).unwrap();
         assert_eq!(cli.socket, Some(PathBuf::from("/x")));
-        let Command::Follow(f) = cli.command else {
-            panic!()
-        };
+        let Command::Follow(f) = cli.command else { panic!() };
         assert_eq!(f.count, Some(3));
     }
 

@@ -26,10 +26,7 @@ pub struct FrameReader<R> {
 
 impl<R: Read> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        FrameReader {
-            inner: BufReader::with_capacity(READ_BUFFER, inner),
-            body: Vec::new(),
-        }
+        FrameReader { inner: BufReader::with_capacity(READ_BUFFER, inner), body: Vec::new() }
     }
 
     /// The next frame body; `Ok(None)` when the peer closed the connection between frames.
@@ -107,10 +104,7 @@ impl OkReply {
 
 impl Conn {
     pub fn new(stream: UnixStream, socket: PathBuf) -> Self {
-        Conn {
-            socket,
-            reader: FrameReader::new(stream),
-        }
+        Conn { socket, reader: FrameReader::new(stream) }
     }
 
     fn frame_error(&self, e: FrameError) -> CtlError {
@@ -143,45 +137,23 @@ impl Conn {
 
 pub fn frame_error(e: FrameError, socket: &std::path::Path) -> CtlError {
     match e {
+        FrameError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => CtlError::new(
+            Kind::Timeout,
+            format!("no reply from bci2tokend on {} within {} s", socket.display(), REPLY_TIMEOUT.as_secs()),
+        ),
         FrameError::Io(e)
             if matches!(
                 e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            CtlError::new(
-                Kind::Timeout,
-                format!(
-                    "no reply from bci2tokend on {} within {} s",
-                    socket.display(),
-                    REPLY_TIMEOUT.as_secs()
-                ),
-            )
-        }
-        FrameError::Io(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::BrokenPipe
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
             ) =>
         {
             CtlError::new(
                 Kind::Io,
-                format!(
-                    "bci2tokend closed the connection on {} unexpectedly ({e})",
-                    socket.display()
-                ),
+                format!("bci2tokend closed the connection on {} unexpectedly ({e})", socket.display()),
             )
         }
-        FrameError::Io(e) => CtlError::new(
-            Kind::Io,
-            format!("error on the control socket {}: {e}", socket.display()),
-        ),
-        other => CtlError::protocol(format!(
-            "bad message from bci2tokend on {}: {other}",
-            socket.display()
-        )),
+        FrameError::Io(e) => CtlError::new(Kind::Io, format!("error on the control socket {}: {e}", socket.display())),
+        other => CtlError::protocol(format!("bad message from bci2tokend on {}: {other}", socket.display())),
     }
 }
 
@@ -199,9 +171,7 @@ pub(crate) struct LooseErrorBody {
 
 impl LooseErrorBody {
     pub(crate) fn into_ctl_error(self) -> CtlError {
-        match serde_json::from_value::<bci2token_api::ErrorCode>(serde_json::Value::String(
-            self.code.clone(),
-        )) {
+        match serde_json::from_value::<bci2token_api::ErrorCode>(serde_json::Value::String(self.code.clone())) {
             Ok(code) => CtlError::api(ApiError::new(code, self.message)),
             Err(_) => CtlError::unknown_api(self.code, self.message),
         }
@@ -211,16 +181,11 @@ impl LooseErrorBody {
 /// Decodes a reply frame: the `ok` value, or the daemon's error as a [`CtlError`].
 pub fn parse_reply(body: &[u8]) -> Result<OkReply, CtlError> {
     match serde_json::from_slice::<Response>(body) {
-        Ok(Response::Ok(value)) => Ok(OkReply {
-            value,
-            raw: ok_bytes(body).map(<[u8]>::to_vec),
-        }),
+        Ok(Response::Ok(value)) => Ok(OkReply { value, raw: ok_bytes(body).map(<[u8]>::to_vec) }),
         Ok(Response::Error(e)) => Err(CtlError::api(e)),
         Err(e) => match serde_json::from_slice::<LooseError>(body) {
             Ok(loose) => Err(loose.error.into_ctl_error()),
-            Err(_) => Err(CtlError::protocol(format!(
-                "malformed reply from bci2tokend: {e}"
-            ))),
+            Err(_) => Err(CtlError::protocol(format!("malformed reply from bci2tokend: {e}"))),
         },
     }
 }
@@ -251,17 +216,10 @@ mod tests {
 
     #[test]
     fn error_replies() {
-        let e = parse_reply(br#"{"error":{"code":"not_found","message":"no session s-9"}}"#)
-            .unwrap_err();
-        assert_eq!(
-            (e.kind, e.message.as_str(), e.exit_code()),
-            (Kind::Api(ErrorCode::NotFound), "no session s-9", 4)
-        );
+        let e = parse_reply(br#"{"error":{"code":"not_found","message":"no session s-9"}}"#).unwrap_err();
+        assert_eq!((e.kind, e.message.as_str(), e.exit_code()), (Kind::Api(ErrorCode::NotFound), "no session s-9", 4));
         let e = parse_reply(br#"{"error":{"code":"brand_new","message":"m"}}"#).unwrap_err();
-        assert_eq!(
-            (e.kind, e.code(), e.exit_code()),
-            (Kind::UnknownApi, "brand_new".to_string(), 1)
-        );
+        assert_eq!((e.kind, e.code(), e.exit_code()), (Kind::UnknownApi, "brand_new".to_string(), 1));
         let e = parse_reply(b"nonsense").unwrap_err();
         assert_eq!(e.kind, Kind::Protocol);
     }

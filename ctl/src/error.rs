@@ -85,11 +85,7 @@ pub struct CtlError {
 
 impl CtlError {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            code: None,
-            message: message.into(),
-        }
+        Self { kind, code: None, message: message.into() }
     }
 
     pub fn api(err: bci2token_api::ApiError) -> Self {
@@ -97,11 +93,7 @@ impl CtlError {
     }
 
     pub fn unknown_api(code: String, message: String) -> Self {
-        Self {
-            kind: Kind::UnknownApi,
-            code: Some(code),
-            message,
-        }
+        Self { kind: Kind::UnknownApi, code: Some(code), message }
     }
 
     pub fn protocol(message: impl Into<String>) -> Self {
@@ -227,10 +219,7 @@ mod tests {
     fn json_error_line() {
         let e = CtlError::api(ApiError::new(ErrorCode::NotFound, "no session \"x\""));
         let v: serde_json::Value = serde_json::from_str(&e.to_json_line()).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"error": {"code": "not_found", "message": "no session \"x\""}})
-        );
+        assert_eq!(v, serde_json::json!({"error": {"code": "not_found", "message": "no session \"x\""}}));
         let u = CtlError::unknown_api("quota_exceeded".into(), "m".into());
         assert_eq!(u.code(), "quota_exceeded");
         assert_eq!(u.exit_code(), 1);

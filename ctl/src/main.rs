@@ -22,8 +22,7 @@ fn main() -> ExitCode {
     let env = socket::Env::from_process();
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let result =
-        app::run(&cli, &env, &mut out).and_then(|()| out.flush().map_err(CtlError::from_stdout));
+    let result = app::run(&cli, &env, &mut out).and_then(|()| out.flush().map_err(CtlError::from_stdout));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -40,9 +39,5 @@ fn main() -> ExitCode {
 
 fn report(e: &CtlError, json: bool) {
     let mut err = io::stderr().lock();
-    let _ = if json {
-        writeln!(err, "{}", e.to_json_line())
-    } else {
-        writeln!(err, "bci2tokenctl: {}", e.message)
-    };
+    let _ = if json { writeln!(err, "{}", e.to_json_line()) } else { writeln!(err, "bci2tokenctl: {}", e.message) };
 }

@@ -38,11 +38,7 @@ pub fn fmt_rate(hz: f64) -> String {
 
 /// `3h 2m 5s`, `42s`, `1d 2h 0m 3s`; fractions are dropped.
 pub fn fmt_duration(secs: f64) -> String {
-    let mut s = if secs.is_finite() && secs > 0.0 {
-        secs as u64
-    } else {
-        0
-    };
+    let mut s = if secs.is_finite() && secs > 0.0 { secs as u64 } else { 0 };
     let d = s / 86_400;
     s %= 86_400;
     let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
@@ -93,19 +89,11 @@ pub fn fmt_utc(unix: f64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        tod / 3600,
-        (tod % 3600) / 60,
-        tod % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", tod / 3600, (tod % 3600) / 60, tod % 60)
 }
 
 pub fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// `key=value` pairs as `--set` would take them (strings bare, anything else as JSON).
@@ -123,11 +111,9 @@ pub fn fmt_config(config: &ConfigMap) -> String {
 pub fn fmt_flags(flags: u32) -> String {
     let mut names = Vec::new();
     let mut rest = flags;
-    for (bit, name) in [
-        (block_flags::GAP, "gap"),
-        (block_flags::SATURATED, "saturated"),
-        (block_flags::RECONNECTED, "reconnected"),
-    ] {
+    for (bit, name) in
+        [(block_flags::GAP, "gap"), (block_flags::SATURATED, "saturated"), (block_flags::RECONNECTED, "reconnected")]
+    {
         if flags & bit != 0 {
             names.push(name.to_string());
             rest &= !bit;
@@ -149,20 +135,11 @@ fn or_dash(s: &str) -> String {
 
 pub fn status(s: &StatusInfo) -> String {
     key_values(&[
-        (
-            "Version",
-            format!("{} (protocol {})", s.version, s.protocol),
-        ),
+        ("Version", format!("{} (protocol {})", s.version, s.protocol)),
         ("Mode", s.mode.clone()),
         ("PID", s.pid.to_string()),
         ("Uptime", fmt_duration(s.uptime_seconds)),
-        (
-            "Sessions",
-            format!(
-                "{} active, {} total, at most {}",
-                s.sessions_active, s.sessions_total, s.max_sessions
-            ),
-        ),
+        ("Sessions", format!("{} active, {} total, at most {}", s.sessions_active, s.sessions_total, s.max_sessions)),
         ("Drivers", s.drivers.to_string()),
         ("Data dir", s.data_dir.clone()),
         ("Socket", s.socket.clone()),
@@ -175,19 +152,10 @@ pub fn drivers(d: &DriverList) -> String {
     if d.drivers.is_empty() {
         out.push_str("No drivers loaded.\n");
     } else {
-        let mut t = Table::new(&[
-            ("NAME", Align::Left),
-            ("VERSION", Align::Left),
-            ("ABI", Align::Left),
-            ("FILE", Align::Left),
-        ]);
+        let mut t =
+            Table::new(&[("NAME", Align::Left), ("VERSION", Align::Left), ("ABI", Align::Left), ("FILE", Align::Left)]);
         for drv in &d.drivers {
-            t.row(vec![
-                drv.name.clone(),
-                drv.version.clone(),
-                drv.abi.clone(),
-                drv.file.clone(),
-            ]);
+            t.row(vec![drv.name.clone(), drv.version.clone(), drv.abi.clone(), drv.file.clone()]);
         }
         out.push_str(&t.render());
     }
@@ -224,10 +192,7 @@ pub fn devices(d: &DeviceList) -> String {
         out.push_str(&t.render());
     }
     if !d.errors.is_empty() {
-        out.push_str(&format!(
-            "\n{} driver(s) could not probe for devices:\n",
-            d.errors.len()
-        ));
+        out.push_str(&format!("\n{} driver(s) could not probe for devices:\n", d.errors.len()));
         let mut t = Table::new(&[("DRIVER", Align::Left), ("ERROR", Align::Left)]).indent(2);
         for f in &d.errors {
             t.row(vec![f.file.clone(), f.error.clone()]);
@@ -262,11 +227,7 @@ pub fn session_list(sessions: &[SessionInfo], now: f64) -> String {
         ]);
     }
     let n = sessions.len();
-    format!(
-        "{}\n{n} session{} listed.\n",
-        t.render(),
-        if n == 1 { "" } else { "s" }
-    )
+    format!("{}\n{n} session{} listed.\n", t.render(), if n == 1 { "" } else { "s" })
 }
 
 pub fn session_show(s: &SessionInfo, now: f64) -> String {
@@ -275,19 +236,12 @@ pub fn session_show(s: &SessionInfo, now: f64) -> String {
         _ => s.state.as_str().into(),
     };
     let recorded = if s.sample_rate > 0.0 {
-        format!(
-            "{} ({})",
-            s.frames,
-            fmt_duration(s.frames as f64 / s.sample_rate)
-        )
+        format!("{} ({})", s.frames, fmt_duration(s.frames as f64 / s.sample_rate))
     } else {
         s.frames.to_string()
     };
     let started_by = match s.started_by.pid {
-        Some(pid) => format!(
-            "uid {} gid {} (pid {pid})",
-            s.started_by.uid, s.started_by.gid
-        ),
+        Some(pid) => format!("uid {} gid {} (pid {pid})", s.started_by.uid, s.started_by.gid),
         None => format!("uid {} gid {}", s.started_by.uid, s.started_by.gid),
     };
     let mut out = key_values(&[
@@ -297,14 +251,8 @@ pub fn session_show(s: &SessionInfo, now: f64) -> String {
         ("State", state),
         ("Model", s.model.clone().unwrap_or_else(|| "-".into())),
         ("Config", or_dash(&fmt_config(&s.config))),
-        (
-            "Channels",
-            format!("{} @ {}", s.channels.len(), fmt_rate(s.sample_rate)),
-        ),
-        (
-            "Created",
-            format!("{} ({})", fmt_utc(s.created), fmt_age(now, s.created)),
-        ),
+        ("Channels", format!("{} @ {}", s.channels.len(), fmt_rate(s.sample_rate))),
+        ("Created", format!("{} ({})", fmt_utc(s.created), fmt_age(now, s.created))),
         ("Started by", started_by),
         ("Blocks", s.blocks.to_string()),
         ("Frames", recorded),
@@ -315,12 +263,7 @@ pub fn session_show(s: &SessionInfo, now: f64) -> String {
     ]);
     if !s.channels.is_empty() {
         out.push_str("\nChannels:\n");
-        let mut t = Table::new(&[
-            ("#", Align::Right),
-            ("LABEL", Align::Left),
-            ("UNIT", Align::Left),
-        ])
-        .indent(2);
+        let mut t = Table::new(&[("#", Align::Right), ("LABEL", Align::Left), ("UNIT", Align::Left)]).indent(2);
         for (i, c) in s.channels.iter().enumerate() {
             t.row(vec![i.to_string(), c.label.clone(), c.unit.clone()]);
         }
@@ -337,18 +280,11 @@ pub struct EventContext {
 
 impl EventContext {
     pub fn from_session(s: Option<&SessionInfo>) -> Self {
-        EventContext {
-            labels: s
-                .map(|s| s.channels.iter().map(|c| c.label.clone()).collect())
-                .unwrap_or_default(),
-        }
+        EventContext { labels: s.map(|s| s.channels.iter().map(|c| c.label.clone()).collect()).unwrap_or_default() }
     }
 
     fn label(&self, ch: usize) -> String {
-        self.labels
-            .get(ch)
-            .cloned()
-            .unwrap_or_else(|| format!("ch{ch}"))
+        self.labels.get(ch).cloned().unwrap_or_else(|| format!("ch{ch}"))
     }
 }
 
@@ -359,14 +295,7 @@ fn quoted(s: &str) -> String {
 /// One event as text: one line, plus indented detail lines for sample values and stats.
 pub fn event(ev: &Event, ctx: &EventContext) -> String {
     match ev {
-        Event::Samples {
-            seq,
-            t,
-            frames,
-            flags,
-            data,
-            ..
-        } => {
+        Event::Samples { seq, t, frames, flags, data, .. } => {
             let mut out = format!("seq {seq}  t={t:.3}s  {frames} frames");
             if *flags != 0 {
                 out.push_str(&format!("  [{}]", fmt_flags(*flags)));
@@ -394,41 +323,19 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
             }
             out
         }
-        Event::Annotation {
-            onset,
-            duration,
-            text,
-            ..
-        } => match duration {
-            Some(d) => format!(
-                "t={onset:.3}s  annotation {} ({} s)\n",
-                quoted(text),
-                fmt_num(*d)
-            ),
+        Event::Annotation { onset, duration, text, .. } => match duration {
+            Some(d) => format!("t={onset:.3}s  annotation {} ({} s)\n", quoted(text), fmt_num(*d)),
             None => format!("t={onset:.3}s  annotation {}\n", quoted(text)),
         },
-        Event::Gap {
-            t,
-            seconds,
-            lost_samples,
-            ..
-        } => match lost_samples {
-            Some(n) => format!(
-                "t={t:.3}s  gap of {} s ({n} samples lost)\n",
-                fmt_num(*seconds)
-            ),
+        Event::Gap { t, seconds, lost_samples, .. } => match lost_samples {
+            Some(n) => format!("t={t:.3}s  gap of {} s ({n} samples lost)\n", fmt_num(*seconds)),
             None => format!("t={t:.3}s  gap of {} s\n", fmt_num(*seconds)),
         },
         Event::State { state, message, .. } => match message {
             Some(m) if !m.is_empty() => format!("state {}: {m}\n", state.as_str()),
             _ => format!("state {}\n", state.as_str()),
         },
-        Event::Stats {
-            t,
-            window,
-            channels,
-            ..
-        } => {
+        Event::Stats { t, window, channels, .. } => {
             if channels.len() > STATS_TABLE_MAX_CHANNELS {
                 return stats_summary(*t, *window, channels);
             }
@@ -441,12 +348,7 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
             ])
             .indent(2);
             for c in channels {
-                table.row(vec![
-                    c.label.clone(),
-                    fmt_num(c.mean),
-                    fmt_num(c.rms),
-                    fmt_num(c.line_noise),
-                ]);
+                table.row(vec![c.label.clone(), fmt_num(c.mean), fmt_num(c.rms), fmt_num(c.line_noise)]);
             }
             out.push_str(&table.render());
             out
@@ -490,8 +392,7 @@ pub fn unknown_event(kind: &str) -> String {
 mod tests {
     use super::*;
     use bci2token_api::{
-        Caller, ChannelDesc, ChannelMajor, ChannelStats, DeviceEntry, DriverInfo, PluginFailure,
-        SessionState,
+        Caller, ChannelDesc, ChannelMajor, ChannelStats, DeviceEntry, DriverInfo, PluginFailure, SessionState,
     };
 
     fn session() -> SessionInfo {
@@ -504,22 +405,12 @@ mod tests {
             message: None,
             description: "synthetic board".into(),
             channels: vec![
-                ChannelDesc {
-                    label: "Fp1".into(),
-                    unit: "µV".into(),
-                },
-                ChannelDesc {
-                    label: "Fp2".into(),
-                    unit: "µV".into(),
-                },
+                ChannelDesc { label: "Fp1".into(), unit: "µV".into() },
+                ChannelDesc { label: "Fp2".into(), unit: "µV".into() },
             ],
             sample_rate: 250.0,
             created: 1_000_000.0,
-            started_by: Caller {
-                uid: 1000,
-                gid: 1000,
-                pid: Some(42),
-            },
+            started_by: Caller { uid: 1000, gid: 1000, pid: Some(42) },
             blocks: 10,
             frames: 1500,
             gaps: 0,
@@ -568,10 +459,7 @@ mod tests {
         };
         let out = status(&s);
         assert!(out.contains("  Version: 0.1.0 (protocol 1)\n"), "{out}");
-        assert!(
-            out.contains(" Sessions: 1 active, 3 total, at most 8\n"),
-            "{out}"
-        );
+        assert!(out.contains(" Sessions: 1 active, 3 total, at most 8\n"), "{out}");
         assert!(out.contains("Your role: admin\n"), "{out}");
     }
 
@@ -584,10 +472,7 @@ mod tests {
                 abi: "1.0".into(),
                 file: "/x/libs.so".into(),
             }],
-            failed: vec![PluginFailure {
-                file: "/x/libbad.so".into(),
-                error: "ABI 2.0, expected 1.x".into(),
-            }],
+            failed: vec![PluginFailure { file: "/x/libbad.so".into(), error: "ABI 2.0, expected 1.x".into() }],
         };
         assert_eq!(
             drivers(&d),
@@ -597,10 +482,7 @@ mod tests {
              FILE          ERROR\n  \
              /x/libbad.so  ABI 2.0, expected 1.x\n"
         );
-        let empty = DriverList {
-            drivers: vec![],
-            failed: vec![],
-        };
+        let empty = DriverList { drivers: vec![], failed: vec![] };
         assert_eq!(drivers(&empty), "No drivers loaded.\n");
     }
 
@@ -615,10 +497,7 @@ mod tests {
             }],
             errors: vec![],
         };
-        assert_eq!(
-            drivers_header(&devices(&d)),
-            "DRIVER  ID     DESCRIPTION  CONFIG"
-        );
+        assert_eq!(drivers_header(&devices(&d)), "DRIVER  ID     DESCRIPTION  CONFIG");
         assert!(devices(&d).contains("replay  a.edf  -            file=/data/a.edf\n"));
     }
 
@@ -640,15 +519,9 @@ mod tests {
         assert!(show.contains("     Channels: 2 @ 250 Hz\n"), "{show}");
         // Key order follows serde_json's map (sorted unless its preserve_order feature is on).
         let config = show.lines().find(|l| l.contains("Config:")).unwrap();
-        assert!(
-            config.contains("seed=7") && config.contains(r#"script=[{"label":"13Hz"}]"#),
-            "{show}"
-        );
+        assert!(config.contains("seed=7") && config.contains(r#"script=[{"label":"13Hz"}]"#), "{show}");
         assert!(show.contains("       Frames: 1500 (6s)\n"), "{show}");
-        assert!(
-            show.contains("\nChannels:\n  #  LABEL  UNIT\n  0  Fp1    µV\n  1  Fp2    µV\n"),
-            "{show}"
-        );
+        assert!(show.contains("\nChannels:\n  #  LABEL  UNIT\n  0  Fp1    µV\n  1  Fp2    µV\n"), "{show}");
     }
 
     #[test]
@@ -660,16 +533,9 @@ mod tests {
             t: 1.5,
             frames: 160,
             flags: 1,
-            data: ChannelMajor {
-                channels: 0,
-                frames: 0,
-                values: Vec::new().into(),
-            },
+            data: ChannelMajor { channels: 0, frames: 0, values: Vec::new().into() },
         };
-        assert_eq!(
-            event(&samples, &ctx),
-            "seq 12  t=1.500s  160 frames  [gap]\n"
-        );
+        assert_eq!(event(&samples, &ctx), "seq 12  t=1.500s  160 frames  [gap]\n");
 
         let values: Vec<f32> = (0..12).map(|i| i as f32 * 1.5).collect();
         let with_data = Event::Samples {
@@ -678,11 +544,7 @@ mod tests {
             t: 0.0,
             frames: 6,
             flags: 0,
-            data: ChannelMajor {
-                channels: 2,
-                frames: 6,
-                values: values.into(),
-            },
+            data: ChannelMajor { channels: 2, frames: 6, values: values.into() },
         };
         assert_eq!(
             event(&with_data, &ctx),
@@ -691,77 +553,34 @@ mod tests {
              Fp2     9.000     10.50     12.00     13.50     15.00  … (6 values)\n"
         );
 
-        let ann = Event::Annotation {
-            session: "s".into(),
-            onset: 12.3,
-            duration: Some(4.2),
-            text: "T1".into(),
-        };
-        assert_eq!(
-            event(&ann, &ctx),
-            "t=12.300s  annotation \"T1\" (4.200 s)\n"
-        );
-        let ann = Event::Annotation {
-            session: "s".into(),
-            onset: 1.0,
-            duration: None,
-            text: "x".into(),
-        };
+        let ann = Event::Annotation { session: "s".into(), onset: 12.3, duration: Some(4.2), text: "T1".into() };
+        assert_eq!(event(&ann, &ctx), "t=12.300s  annotation \"T1\" (4.200 s)\n");
+        let ann = Event::Annotation { session: "s".into(), onset: 1.0, duration: None, text: "x".into() };
         assert_eq!(event(&ann, &ctx), "t=1.000s  annotation \"x\"\n");
 
-        let gap = Event::Gap {
-            session: "s".into(),
-            t: 3.0,
-            seconds: 0.25,
-            lost_samples: Some(62),
-        };
-        assert_eq!(
-            event(&gap, &ctx),
-            "t=3.000s  gap of 0.2500 s (62 samples lost)\n"
-        );
+        let gap = Event::Gap { session: "s".into(), t: 3.0, seconds: 0.25, lost_samples: Some(62) };
+        assert_eq!(event(&gap, &ctx), "t=3.000s  gap of 0.2500 s (62 samples lost)\n");
 
-        let st = Event::State {
-            session: "s".into(),
-            state: SessionState::Failed,
-            message: Some("unplugged".into()),
-        };
+        let st = Event::State { session: "s".into(), state: SessionState::Failed, message: Some("unplugged".into()) };
         assert_eq!(event(&st, &ctx), "state failed: unplugged\n");
-        let st = Event::State {
-            session: "s".into(),
-            state: SessionState::Running,
-            message: None,
-        };
+        let st = Event::State { session: "s".into(), state: SessionState::Running, message: None };
         assert_eq!(event(&st, &ctx), "state running\n");
 
         let stats = Event::Stats {
             session: "s".into(),
             t: 5.0,
             window: 1.0,
-            channels: vec![ChannelStats {
-                label: "Fp1".into(),
-                mean: 0.5,
-                rms: 10.25,
-                line_noise: 0.003,
-            }],
+            channels: vec![ChannelStats { label: "Fp1".into(), mean: 0.5, rms: 10.25, line_noise: 0.003 }],
         };
         assert_eq!(
             event(&stats, &ctx),
             "t=5.000s  stats over 1.000 s\n  LABEL  MEAN µV  RMS µV  LINE NOISE µV²\n  Fp1     0.5000   10.25        0.003000\n"
         );
 
-        let warn = Event::Warning {
-            session: "s".into(),
-            message: "railed".into(),
-        };
+        let warn = Event::Warning { session: "s".into(), message: "railed".into() };
         assert_eq!(event(&warn, &ctx), "warning: railed\n");
-        let lost = Event::Lost {
-            session: "s".into(),
-            count: 5,
-        };
-        assert_eq!(
-            event(&lost, &ctx),
-            "lost 5 events (you are reading too slowly)\n"
-        );
+        let lost = Event::Lost { session: "s".into(), count: 5 };
+        assert_eq!(event(&lost, &ctx), "lost 5 events (you are reading too slowly)\n");
     }
 
     #[test]
@@ -792,11 +611,7 @@ mod tests {
             t: 0.0,
             frames: 1,
             flags: 0,
-            data: ChannelMajor {
-                channels: 10,
-                frames: 1,
-                values: vec![1.0; 10].into(),
-            },
+            data: ChannelMajor { channels: 10, frames: 1, values: vec![1.0; 10].into() },
         };
         let out = event(&ev, &ctx);
         assert!(out.contains("  ch0     1.000\n"), "{out}");

@@ -54,37 +54,18 @@ impl Env {
 /// we are not root, else the system daemon's socket.
 pub fn resolve(flag: Option<&Path>, env: &Env, exists: impl Fn(&Path) -> bool) -> Resolved {
     if let Some(p) = flag {
-        return Resolved {
-            path: p.to_path_buf(),
-            source: Source::Flag,
-            user_candidate: None,
-        };
+        return Resolved { path: p.to_path_buf(), source: Source::Flag, user_candidate: None };
     }
     if let Some(p) = env.socket.as_ref().filter(|s| !s.is_empty()) {
-        return Resolved {
-            path: PathBuf::from(p),
-            source: Source::Env,
-            user_candidate: None,
-        };
+        return Resolved { path: PathBuf::from(p), source: Source::Env, user_candidate: None };
     }
-    let user = env
-        .user_runtime_dir
-        .as_ref()
-        .map(|d| d.join(paths::SOCKET_NAME));
+    let user = env.user_runtime_dir.as_ref().map(|d| d.join(paths::SOCKET_NAME));
     if let Some(u) = &user {
         if !env.is_root && exists(u) {
-            return Resolved {
-                path: u.clone(),
-                source: Source::User,
-                user_candidate: None,
-            };
+            return Resolved { path: u.clone(), source: Source::User, user_candidate: None };
         }
     }
-    Resolved {
-        path: paths::system_socket(),
-        source: Source::System,
-        user_candidate: user,
-    }
+    Resolved { path: paths::system_socket(), source: Source::System, user_candidate: user }
 }
 
 /// The effective uid, from /proc (no libc dependency); `None` if it cannot be read.
@@ -110,10 +91,7 @@ pub fn connect_error(r: &Resolved, e: &io::Error) -> CtlError {
         let mut msg = format!("bci2tokend is not running: {what}.");
         if let Some(u) = &r.user_candidate {
             if r.source == Source::System {
-                msg.push_str(&format!(
-                    " (No per-user daemon socket at {} either.)",
-                    u.display()
-                ));
+                msg.push_str(&format!(" (No per-user daemon socket at {} either.)", u.display()));
             }
         }
         msg.push_str(
@@ -126,9 +104,9 @@ pub fn connect_error(r: &Resolved, e: &io::Error) -> CtlError {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
             not_running(format!("no control socket at {path}{origin}"))
         }
-        io::ErrorKind::ConnectionRefused => not_running(format!(
-            "nothing accepts connections on {path}{origin}, the socket is stale"
-        )),
+        io::ErrorKind::ConnectionRefused => {
+            not_running(format!("nothing accepts connections on {path}{origin}, the socket is stale"))
+        }
         io::ErrorKind::PermissionDenied => {
             let mut msg = format!(
                 "permission denied on the control socket {path}{origin}: using the daemon needs \
@@ -141,10 +119,7 @@ pub fn connect_error(r: &Resolved, e: &io::Error) -> CtlError {
             msg.push('.');
             CtlError::new(Kind::SocketPermission, msg)
         }
-        _ => CtlError::new(
-            Kind::Io,
-            format!("cannot connect to the control socket {path}{origin}: {e}"),
-        ),
+        _ => CtlError::new(Kind::Io, format!("cannot connect to the control socket {path}{origin}: {e}")),
     }
 }
 
@@ -162,26 +137,16 @@ mod tests {
 
     #[test]
     fn flag_wins_over_everything() {
-        let r = resolve(
-            Some(Path::new("/tmp/a.sock")),
-            &env(Some("/tmp/b.sock"), Some("/run/user/1"), false),
-            |_| true,
-        );
+        let r =
+            resolve(Some(Path::new("/tmp/a.sock")), &env(Some("/tmp/b.sock"), Some("/run/user/1"), false), |_| true);
         assert_eq!(r.path, PathBuf::from("/tmp/a.sock"));
         assert_eq!(r.source, Source::Flag);
     }
 
     #[test]
     fn env_var_comes_next_and_empty_is_ignored() {
-        let r = resolve(
-            None,
-            &env(Some("/tmp/b.sock"), Some("/run/user/1"), false),
-            |_| true,
-        );
-        assert_eq!(
-            (r.path, r.source),
-            (PathBuf::from("/tmp/b.sock"), Source::Env)
-        );
+        let r = resolve(None, &env(Some("/tmp/b.sock"), Some("/run/user/1"), false), |_| true);
+        assert_eq!((r.path, r.source), (PathBuf::from("/tmp/b.sock"), Source::Env));
         let r = resolve(None, &env(Some(""), None, false), |_| true);
         assert_eq!(r.source, Source::System);
     }
@@ -189,16 +154,11 @@ mod tests {
     #[test]
     fn user_socket_only_if_it_exists_and_not_root() {
         let user = PathBuf::from("/run/user/1000/bci2token/control.sock");
-        let r = resolve(None, &env(None, Some("/run/user/1000"), false), |p| {
-            p == user
-        });
+        let r = resolve(None, &env(None, Some("/run/user/1000"), false), |p| p == user);
         assert_eq!((r.path.clone(), r.source), (user.clone(), Source::User));
 
         let r = resolve(None, &env(None, Some("/run/user/1000"), false), |_| false);
-        assert_eq!(
-            (r.path.clone(), r.source),
-            (PathBuf::from("/run/bci2token/control.sock"), Source::System)
-        );
+        assert_eq!((r.path.clone(), r.source), (PathBuf::from("/run/bci2token/control.sock"), Source::System));
         assert_eq!(r.user_candidate, Some(user.clone()));
 
         let r = resolve(None, &env(None, Some("/run/user/0"), true), |_| true);
@@ -207,21 +167,13 @@ mod tests {
         let r = resolve(None, &env(None, None, false), |_| true);
         assert_eq!(
             (r.path, r.source, r.user_candidate),
-            (
-                PathBuf::from("/run/bci2token/control.sock"),
-                Source::System,
-                None
-            )
+            (PathBuf::from("/run/bci2token/control.sock"), Source::System, None)
         );
     }
 
     #[test]
     fn connect_errors_say_what_to_do() {
-        let r = Resolved {
-            path: "/nonexistent/x.sock".into(),
-            source: Source::System,
-            user_candidate: None,
-        };
+        let r = Resolved { path: "/nonexistent/x.sock".into(), source: Source::System, user_candidate: None };
         let e = connect(&r).unwrap_err();
         assert_eq!(e.kind, Kind::NotRunning);
         assert!(e.message.contains("/nonexistent/x.sock"), "{}", e.message);

@@ -29,10 +29,7 @@ pub enum Class {
     /// Not the end of the stream.
     Event,
     /// A final `state` event (`stopped`, `finished` or `failed`).
-    Final {
-        state: String,
-        message: Option<String>,
-    },
+    Final { state: String, message: Option<String> },
 }
 
 #[derive(Deserialize)]
@@ -63,17 +60,12 @@ pub fn classify(frame: &[u8]) -> Result<Class, CtlError> {
         .map_err(|e| CtlError::protocol(format!("malformed event from bci2tokend: {e}")))?;
     match (peek.kind.as_deref(), peek.error) {
         (Some("state"), _) => match peek.state {
-            Some(state) if FINAL_STATES.contains(&state.as_str()) => Ok(Class::Final {
-                state,
-                message: peek.message,
-            }),
+            Some(state) if FINAL_STATES.contains(&state.as_str()) => Ok(Class::Final { state, message: peek.message }),
             _ => Ok(Class::Event),
         },
         (Some(_), _) => Ok(Class::Event),
         (None, Some(err)) => Err(err.into_ctl_error()),
-        (None, None) => Err(CtlError::protocol(
-            "event from bci2tokend without a \"type\"",
-        )),
+        (None, None) => Err(CtlError::protocol("event from bci2tokend without a \"type\"")),
     }
 }
 
@@ -117,25 +109,17 @@ pub fn follow<R: Read, W: Write>(
             let text = match serde_json::from_slice::<Event>(frame) {
                 Ok(ev) => render::event(&ev, &opts.ctx),
                 Err(_) => {
-                    let kind = serde_json::from_slice::<Peek>(frame)
-                        .ok()
-                        .and_then(|p| p.kind);
+                    let kind = serde_json::from_slice::<Peek>(frame).ok().and_then(|p| p.kind);
                     render::unknown_event(kind.as_deref().unwrap_or("unknown"))
                 }
             };
-            out.write_all(text.as_bytes())
-                .map_err(CtlError::from_stdout)?;
+            out.write_all(text.as_bytes()).map_err(CtlError::from_stdout)?;
         }
         if let Class::Final { state, message } = class {
             out.flush().map_err(CtlError::from_stdout)?;
             if state == "failed" {
-                let why = message
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| "no reason given".into());
-                return Err(CtlError::new(
-                    Kind::SessionFailed,
-                    format!("session {session_id} failed: {why}"),
-                ));
+                let why = message.filter(|m| !m.is_empty()).unwrap_or_else(|| "no reason given".into());
+                return Err(CtlError::new(Kind::SessionFailed, format!("session {session_id} failed: {why}")));
             }
             return Ok(());
         }
@@ -151,35 +135,21 @@ mod tests {
 
     #[test]
     fn classify_fast_and_slow_paths() {
+        assert_eq!(classify(br#"{"type":"samples","data":[[1,2]]}"#).unwrap(), Class::Event);
         assert_eq!(
-            classify(br#"{"type":"samples","data":[[1,2]]}"#).unwrap(),
+            classify(br#"{"type":"state","session":"s","state":"running","message":null}"#).unwrap(),
             Class::Event
         );
         assert_eq!(
-            classify(br#"{"type":"state","session":"s","state":"running","message":null}"#)
-                .unwrap(),
-            Class::Event
-        );
-        assert_eq!(
-            classify(br#"{"type":"state","session":"s","state":"failed","message":"boom"}"#)
-                .unwrap(),
-            Class::Final {
-                state: "failed".into(),
-                message: Some("boom".into())
-            }
+            classify(br#"{"type":"state","session":"s","state":"failed","message":"boom"}"#).unwrap(),
+            Class::Final { state: "failed".into(), message: Some("boom".into()) }
         );
         // Other field order and whitespace still work.
         assert_eq!(
             classify(br#"{ "state": "finished", "type": "state" }"#).unwrap(),
-            Class::Final {
-                state: "finished".into(),
-                message: None
-            }
+            Class::Final { state: "finished".into(), message: None }
         );
-        assert_eq!(
-            classify(br#"{"session":"s","type":"brand_new"}"#).unwrap(),
-            Class::Event
-        );
+        assert_eq!(classify(br#"{"session":"s","type":"brand_new"}"#).unwrap(), Class::Event);
         let e = classify(br#"{"error":{"code":"not_found","message":"gone"}}"#).unwrap_err();
         assert_eq!(e.exit_code(), 4);
         assert_eq!(classify(b"{}").unwrap_err().kind, Kind::Protocol);

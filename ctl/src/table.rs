@@ -104,11 +104,7 @@ mod tests {
 
     #[test]
     fn columns_are_aligned_without_trailing_spaces() {
-        let mut t = Table::new(&[
-            ("ID", Align::Left),
-            ("STATE", Align::Left),
-            ("FRAMES", Align::Right),
-        ]);
+        let mut t = Table::new(&[("ID", Align::Left), ("STATE", Align::Left), ("FRAMES", Align::Right)]);
         t.row(vec!["s-1".into(), "running".into(), "12".into()]);
         t.row(vec!["s-long-id".into(), "failed".into(), "123456".into()]);
         assert_eq!(
@@ -129,11 +125,7 @@ mod tests {
 
     #[test]
     fn key_value_block() {
-        let s = key_values(&[
-            ("Version", "1.0".into()),
-            ("PID", "42".into()),
-            ("Empty", String::new()),
-        ]);
+        let s = key_values(&[("Version", "1.0".into()), ("PID", "42".into()), ("Empty", String::new())]);
         assert_eq!(s, "Version: 1.0\n    PID: 42\n  Empty:\n");
     }
 }

@@ -31,7 +31,7 @@ fn in_group(uid: u32, gid: u32, group: &str) -> bool {
         return true;
     }
     let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else { return false };
-    g.mem.iter().any(|m| *m == user.name)
+    g.mem.contains(&user.name)
 }
 
 pub fn role_of(caller: &Caller, mode: Mode, admin_group: &str, operator_group: &str) -> Role {

@@ -214,11 +214,7 @@ fn default_driver_path() -> Vec<PathBuf> {
 impl Config {
     /// Loads the configuration for `mode`: defaults, then `file` (or the mode's default file if it
     /// exists), then `BCI2TOKEN_*` variables from `env`.
-    pub fn load(
-        mode: Mode,
-        file: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(mode: Mode, file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let (default_file, data_dir, runtime_dir) = match mode {
             Mode::System => (
                 PathBuf::from(SYSTEM_CONFIG_FILE),
@@ -282,8 +278,9 @@ impl Config {
         match key {
             "log_level" => {
                 let s = src.string()?;
-                self.log_level = parse_level(&s)
-                    .ok_or_else(|| src.invalid(format!("{s:?} is not a log level (error, warn, info, debug, trace)")))?;
+                self.log_level = parse_level(&s).ok_or_else(|| {
+                    src.invalid(format!("{s:?} is not a log level (error, warn, info, debug, trace)"))
+                })?;
             }
             "log_target" => {
                 self.log_target = match src.string()?.as_str() {

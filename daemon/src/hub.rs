@@ -134,7 +134,13 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.capacity);
         let pending_lost = Arc::new(AtomicU64::new(0));
         subs.push(Subscriber { tx, samples, lossless, pending_lost: Arc::clone(&pending_lost) });
-        Some(Subscription { rx, pending_lost, final_event: Arc::clone(&self.final_event), tail: None, final_seen: false })
+        Some(Subscription {
+            rx,
+            pending_lost,
+            final_event: Arc::clone(&self.final_event),
+            tail: None,
+            final_seen: false,
+        })
     }
 
     /// True if any subscriber wants sample blocks (so the session only copies them when needed).

@@ -45,7 +45,12 @@ pub struct Service {
 
 impl Service {
     pub fn new(config: Config, registry: Registry) -> Self {
-        Service { config: RwLock::new(config), registry: RwLock::new(registry), sessions: Mutex::new(Vec::new()), started: Instant::now() }
+        Service {
+            config: RwLock::new(config),
+            registry: RwLock::new(registry),
+            sessions: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -149,7 +154,9 @@ impl Service {
                     description: d.description,
                     config: d.config,
                 })),
-                Err(e) => list.errors.push(PluginFailure { file: plugin.path().display().to_string(), error: e.to_string() }),
+                Err(e) => {
+                    list.errors.push(PluginFailure { file: plugin.path().display().to_string(), error: e.to_string() })
+                }
             }
         }
         Ok(list)
@@ -157,7 +164,10 @@ impl Service {
 
     fn find(&self, id: &str) -> Result<Arc<Session>, ApiError> {
         self.sessions.lock().unwrap().iter().find(|s| s.id == id).cloned().ok_or_else(|| {
-            ApiError::new(ErrorCode::NotFound, format!("no session `{id}`; `bci2tokenctl session list` shows the sessions"))
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no session `{id}`; `bci2tokenctl session list` shows the sessions"),
+            )
         })
     }
 
@@ -172,7 +182,9 @@ impl Service {
         if let Some(dir) = &model {
             return Err(ApiError::new(
                 ErrorCode::InvalidConfig,
-                format!("cannot attach model {dir}: this bci2tokend has no decoder yet; start the session without --model"),
+                format!(
+                    "cannot attach model {dir}: this bci2tokend has no decoder yet; start the session without --model"
+                ),
             ));
         }
         let cfg = self.config();
@@ -180,7 +192,10 @@ impl Service {
         if active >= cfg.max_sessions {
             return Err(ApiError::new(
                 ErrorCode::LimitReached,
-                format!("{active} sessions are running, the limit is max_sessions = {}; stop one first", cfg.max_sessions),
+                format!(
+                    "{active} sessions are running, the limit is max_sessions = {}; stop one first",
+                    cfg.max_sessions
+                ),
             ));
         }
         let plugin = {
@@ -200,7 +215,8 @@ impl Service {
                 }
             }
         };
-        let session = Arc::new(Session::new(id, driver.to_string(), config, model, *caller, &device, cfg.subscriber_queue));
+        let session =
+            Arc::new(Session::new(id, driver.to_string(), config, model, *caller, &device, cfg.subscriber_queue));
         // Subscribe before the first block exists, so `start --follow` misses nothing. A source
         // that is not real time may wait for this first follower.
         let stream = follow.and_then(|f| session.hub.subscribe(f.samples, !session.realtime));

@@ -64,7 +64,8 @@ pub struct Session {
 /// A fresh random session id: 12 hex digits.
 pub fn new_id() -> String {
     let mut bytes = [0u8; 6];
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)) {
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+    {
         // Not secret, only unique: fall back to time and pid.
         log::debug!("/dev/urandom: {e}");
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -96,7 +97,11 @@ impl Session {
                 .unwrap_or(0.0),
             started_by,
             description: info.description.clone(),
-            channels: info.channels.iter().map(|c| ChannelDesc { label: c.label.clone(), unit: c.unit.clone() }).collect(),
+            channels: info
+                .channels
+                .iter()
+                .map(|c| ChannelDesc { label: c.label.clone(), unit: c.unit.clone() })
+                .collect(),
             sample_rate: info.sample_rate,
             realtime: info.realtime,
             hub: Hub::new(subscriber_queue),

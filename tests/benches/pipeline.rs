@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use bci2token_tests::{data_dir, start_daemon, DaemonOptions};
 
 fn run_once(daemon: &bci2token_tests::Daemon, path_arg: &str, samples: bool) -> (Duration, usize) {
-    let mut args = vec!["--json", "session", "start", "--driver", "replay", "--set", path_arg, "--set", "speed=0", "--follow"];
+    let mut args =
+        vec!["--json", "session", "start", "--driver", "replay", "--set", path_arg, "--set", "speed=0", "--follow"];
     if samples {
         args.push("--samples");
     }
@@ -35,7 +36,10 @@ fn main() {
     });
     let path_arg = format!("path={}", file.display());
     let rounds = 15;
-    println!("replay of {} ({real_time} s of 64-channel EEG) at speed=0 through bci2tokend, median of {rounds}", file.display());
+    println!(
+        "replay of {} ({real_time} s of 64-channel EEG) at speed=0 through bci2tokend, median of {rounds}",
+        file.display()
+    );
     for samples in [false, true] {
         run_once(&daemon, &path_arg, samples); // warm the page cache and the plugin
         let mut times = Vec::new();

@@ -28,7 +28,8 @@ fn plugin_dir_with_impostors() -> TempDir {
 #[test]
 fn wrong_abi_and_non_plugins_are_refused_and_the_rest_load() {
     let plugins = plugin_dir_with_impostors();
-    let daemon = start_daemon(DaemonOptions { driver_path: Some(plugins.path().display().to_string()), ..Default::default() });
+    let daemon =
+        start_daemon(DaemonOptions { driver_path: Some(plugins.path().display().to_string()), ..Default::default() });
     let list = daemon.ctl_json(&["drivers"]);
     let names: Vec<&str> = list["drivers"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["replay", "synthetic"]);
@@ -79,7 +80,11 @@ fn a_taken_socket_path_is_refused() {
     let mut third = spawn_daemon(DaemonOptions { runtime_dir: Some(dir.path().to_path_buf()), ..Default::default() });
     assert_eq!(third.wait_exit(Duration::from_secs(10)).code(), Some(1));
     assert!(third.log().contains("exists and is not a socket"), "{}", third.log());
-    assert_eq!(std::fs::read_to_string(dir.path().join("control.sock")).unwrap(), "a regular file", "nothing is deleted");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("control.sock")).unwrap(),
+        "a regular file",
+        "nothing is deleted"
+    );
 }
 
 #[test]
@@ -135,5 +140,8 @@ fn ctl_says_when_the_daemon_is_not_running() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not running") && err.contains(&sock.display().to_string()) && err.contains("bci2tokend --user"), "{err}");
+    assert!(
+        err.contains("not running") && err.contains(&sock.display().to_string()) && err.contains("bci2tokend --user"),
+        "{err}"
+    );
 }

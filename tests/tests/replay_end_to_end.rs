@@ -9,8 +9,11 @@ use bci2token_tests::{data_dir, read_lines, start_daemon, DaemonOptions};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+/// What a recording holds: channel labels, samples per channel, annotations (onset, text).
+type Contents = (Vec<String>, Vec<Vec<f32>>, Vec<(f64, String)>);
+
 /// Every sample and annotation of a file, read with the replay driver's own reader.
-fn expected(path: &std::path::Path) -> (Vec<String>, Vec<Vec<f32>>, Vec<(f64, String)>) {
+fn expected(path: &std::path::Path) -> Contents {
     let mut rec = open_recording(path, None).unwrap();
     let labels: Vec<String> = rec.channels().iter().map(|c| c.label.clone()).collect();
     let mut buf = vec![0f32; labels.len() * rec.max_chunk_frames()];
@@ -45,7 +48,19 @@ fn replay_at_full_speed_delivers_every_sample_and_annotation() {
 
     let path_arg = format!("path={}", file.display());
     let mut child = daemon
-        .ctl_command(&["--json", "session", "start", "--driver", "replay", "--set", &path_arg, "--set", "speed=0", "--follow", "--samples"])
+        .ctl_command(&[
+            "--json",
+            "session",
+            "start",
+            "--driver",
+            "replay",
+            "--set",
+            &path_arg,
+            "--set",
+            "speed=0",
+            "--follow",
+            "--samples",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -55,10 +70,11 @@ fn replay_at_full_speed_delivers_every_sample_and_annotation() {
 
     let info: Value = serde_json::from_str(&lines[0]).unwrap();
     let id = info["id"].as_str().unwrap().to_string();
-    let got_labels: Vec<&str> = info["channels"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    let got_labels: Vec<&str> =
+        info["channels"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
     assert_eq!(got_labels, labels);
 
-    let mut got = vec![Vec::with_capacity(20_000); 64];
+    let mut got: Vec<Vec<f32>> = (0..64).map(|_| Vec::with_capacity(20_000)).collect();
     let mut annotations = Vec::new();
     let mut next_seq = 0;
     let mut last_state = String::new();
@@ -121,7 +137,9 @@ fn every_format_replays_through_the_daemon() {
         let (labels, want, annotations) = expected(file);
         let path_arg = format!("path={}", file.display());
         let mut child = daemon
-            .ctl_command(&["--json", "session", "start", "--driver", "replay", "--set", &path_arg, "--set", "speed=0", "--follow"])
+            .ctl_command(&[
+                "--json", "session", "start", "--driver", "replay", "--set", &path_arg, "--set", "speed=0", "--follow",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -129,7 +147,8 @@ fn every_format_replays_through_the_daemon() {
         assert!(child.wait().unwrap().success(), "{}: {}", file.display(), daemon.log());
         let info: Value = serde_json::from_str(&lines[0]).unwrap();
         let id = info["id"].as_str().unwrap();
-        let got_labels: Vec<&str> = info["channels"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+        let got_labels: Vec<&str> =
+            info["channels"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
         assert_eq!(got_labels, labels, "{}", file.display());
         let events: Vec<Value> = lines[1..].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(events.last().unwrap()["state"], "finished", "{}", file.display());
@@ -140,12 +159,32 @@ fn every_format_replays_through_the_daemon() {
 
     let file = data_dir().join("ssvep/subject01_2012.07.06-19.02.16.edf");
     let info = daemon.ctl_json(&[
-        "session", "start", "--driver", "replay", "--set", &format!("path={}", file.display()), "--set", "channels=Oz,O1",
-        "--set", "speed=0",
+        "session",
+        "start",
+        "--driver",
+        "replay",
+        "--set",
+        &format!("path={}", file.display()),
+        "--set",
+        "channels=Oz,O1",
+        "--set",
+        "speed=0",
     ]);
     let labels: Vec<&str> = info["channels"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
     assert_eq!(labels, ["Oz", "O1"]);
-    let out = daemon.ctl(&["session", "start", "--driver", "replay", "--set", &format!("path={}", file.display()), "--set", "channels=Cz"]);
+    let out = daemon.ctl(&[
+        "session",
+        "start",
+        "--driver",
+        "replay",
+        "--set",
+        &format!("path={}", file.display()),
+        "--set",
+        "channels=Cz",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Cz") && err.contains("Oz"), "names the unknown label and the choices: {err}");
+    assert!(
+        !out.status.success() && err.contains("Cz") && err.contains("Oz"),
+        "names the unknown label and the choices: {err}"
+    );
 }

@@ -71,7 +71,8 @@ fn sighup_reloads_what_it_can_and_says_what_it_cannot() {
 
 #[test]
 fn max_sessions_is_enforced() {
-    let daemon = start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_MAX_SESSIONS".into(), "1".into())], ..Default::default() });
+    let daemon =
+        start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_MAX_SESSIONS".into(), "1".into())], ..Default::default() });
     daemon.ctl_json(&["session", "start", "--driver", "synthetic"]);
     let out = daemon.ctl(&["session", "start", "--driver", "synthetic"]);
     assert!(!out.status.success());
@@ -87,8 +88,16 @@ fn a_stalled_follower_loses_events_and_is_told_how_many_while_acquisition_goes_o
     });
     // 20 s of signal at 20× real time: 500 blocks in about one second of wall time.
     let info = daemon.ctl_json(&[
-        "session", "start", "--driver", "synthetic", "--set", "script=13Hz:10,rest:10", "--set", "loop=false",
-        "--set", "speed=20",
+        "session",
+        "start",
+        "--driver",
+        "synthetic",
+        "--set",
+        "script=13Hz:10,rest:10",
+        "--set",
+        "loop=false",
+        "--set",
+        "speed=20",
     ]);
     let id = info["id"].as_str().unwrap().to_string();
     let mut follower = daemon

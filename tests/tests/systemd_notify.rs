@@ -23,7 +23,11 @@ fn ready_status_and_socket_permissions() {
     let info = daemon.ctl_json(&["session", "start", "--driver", "synthetic"]);
     assert_eq!(info["started_by"]["uid"], nix::unistd::Uid::current().as_raw());
     assert!(info["started_by"]["pid"].as_i64().unwrap() > 0);
-    assert!(daemon.notify.wait_for("STATUS=1 active session(s)", Duration::from_secs(5)), "{:?}", daemon.notify.lines());
+    assert!(
+        daemon.notify.wait_for("STATUS=1 active session(s)", Duration::from_secs(5)),
+        "{:?}",
+        daemon.notify.lines()
+    );
 
     daemon.signal(Signal::SIGINT);
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
@@ -33,10 +37,8 @@ fn ready_status_and_socket_permissions() {
 #[test]
 fn watchdog_pings_at_half_the_interval_only_for_its_own_pid() {
     // 200 ms watchdog, no WATCHDOG_PID (as some service managers do): pings every 100 ms.
-    let mut daemon = start_daemon(DaemonOptions {
-        env: vec![("WATCHDOG_USEC".into(), "200000".into())],
-        ..Default::default()
-    });
+    let mut daemon =
+        start_daemon(DaemonOptions { env: vec![("WATCHDOG_USEC".into(), "200000".into())], ..Default::default() });
     std::thread::sleep(Duration::from_millis(1000));
     let pings = daemon.notify.lines().iter().filter(|l| *l == "WATCHDOG=1").count();
     assert!(pings >= 4, "expected about 10 pings in 1 s, got {pings}");

@@ -16,7 +16,5 @@ pub fn system_socket() -> PathBuf {
 
 /// The `--user` daemon's runtime directory: `$XDG_RUNTIME_DIR/bci2token`, if XDG_RUNTIME_DIR is set.
 pub fn user_runtime_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .filter(|v| !v.is_empty())
-        .map(|dir| PathBuf::from(dir).join("bci2token"))
+    std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()).map(|dir| PathBuf::from(dir).join("bci2token"))
 }

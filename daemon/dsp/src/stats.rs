@@ -39,7 +39,13 @@ impl WindowStats {
     pub fn new(channels: usize, sample_rate: f64, window_seconds: f64, line_frequency: f64) -> Self {
         let window_frames = ((window_seconds * sample_rate).round() as usize).max(1);
         let coeff = 2.0 * (2.0 * std::f64::consts::PI * line_frequency / sample_rate).cos();
-        Self { window_frames, coeff, filled: 0, acc: vec![Acc::default(); channels], out: vec![Stat::default(); channels] }
+        Self {
+            window_frames,
+            coeff,
+            filled: 0,
+            acc: vec![Acc::default(); channels],
+            out: vec![Stat::default(); channels],
+        }
     }
 
     pub fn window_frames(&self) -> usize {
@@ -97,7 +103,8 @@ mod tests {
         for ch in 0..channels {
             for i in 0..frames {
                 let t = (offset + i) as f64 / fs;
-                data[ch * frames + i] = (dc + (ch as f64 + 1.0) * amp * (2.0 * std::f64::consts::PI * f * t).sin()) as f32;
+                data[ch * frames + i] =
+                    (dc + (ch as f64 + 1.0) * amp * (2.0 * std::f64::consts::PI * f * t).sin()) as f32;
             }
         }
         data

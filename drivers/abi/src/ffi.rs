@@ -50,7 +50,7 @@ impl AbiStr {
         Self { ptr: s.as_ptr(), len: s.len() }
     }
 
-    pub fn from_str(s: &str) -> Self {
+    pub fn borrowed(s: &str) -> Self {
         Self { ptr: s.as_ptr(), len: s.len() }
     }
 

@@ -64,7 +64,10 @@ fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
     let bytes = unsafe { s.as_bytes() };
     match std::str::from_utf8(bytes) {
         Ok(text) if !text.is_empty() => Ok(text.to_string()),
-        _ => Err(LoadError::BadTable { path: path.to_path_buf(), problem: format!("the driver {what} is empty or not UTF-8") }),
+        _ => Err(LoadError::BadTable {
+            path: path.to_path_buf(),
+            problem: format!("the driver {what} is empty or not UTF-8"),
+        }),
     }
 }
 
@@ -82,7 +85,10 @@ impl Plugin {
         // SAFETY: the entry point takes no arguments and returns a pointer to a static table.
         let vtable = unsafe { entry() };
         if vtable.is_null() {
-            return Err(LoadError::BadTable { path: path.to_path_buf(), problem: "the entry point returned no table".into() });
+            return Err(LoadError::BadTable {
+                path: path.to_path_buf(),
+                problem: "the entry point returned no table".into(),
+            });
         }
         // SAFETY: every ABI version starts with the frozen AbiHeader.
         let header = unsafe { (*vtable).header };
@@ -172,7 +178,7 @@ impl Plugin {
         let mut handle: *mut c_void = std::ptr::null_mut();
         let mut err = AbiBuf::EMPTY;
         // SAFETY: the config string outlives the call; handle and err are valid slots.
-        let code = unsafe { (self.table().open)(AbiStr::from_str(&json), &mut handle, &mut err) };
+        let code = unsafe { (self.table().open)(AbiStr::borrowed(&json), &mut handle, &mut err) };
         let message = self.take_buf(err);
         if code != status::OK || handle.is_null() {
             let text = String::from_utf8_lossy(&message).into_owned();
@@ -188,7 +194,11 @@ impl Plugin {
         }
         let info: StreamInfo = serde_json::from_slice(&bytes)
             .map_err(|e| self.error(status::ERROR, format!("the stream description is not valid JSON: {e}")))?;
-        if info.channels.is_empty() || !(info.sample_rate > 0.0) || info.max_block_frames == 0 {
+        if info.channels.is_empty()
+            || info.sample_rate.is_nan()
+            || info.sample_rate <= 0.0
+            || info.max_block_frames == 0
+        {
             return Err(self.error(
                 status::ERROR,
                 format!(
@@ -208,7 +218,11 @@ impl Plugin {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Read {
     /// `frames` frames are in the buffer (channel-major), the first at stream time `t`.
-    Block { frames: usize, t: f64, flags: u32 },
+    Block {
+        frames: usize,
+        t: f64,
+        flags: u32,
+    },
     Event(DriverEvent),
     Timeout,
     End,
@@ -293,11 +307,13 @@ impl Device {
                 }
                 read_kind::EVENT => {
                     let bytes = self.plugin.take_buf(out.event);
-                    serde_json::from_slice(&bytes).map(Read::Event).map_err(|e| {
-                        self.plugin.error(status::ERROR, format!("the driver sent an invalid event: {e}"))
-                    })
+                    serde_json::from_slice(&bytes)
+                        .map(Read::Event)
+                        .map_err(|e| self.plugin.error(status::ERROR, format!("the driver sent an invalid event: {e}")))
                 }
-                other => Err(self.plugin.error(status::ERROR, format!("the driver returned unknown read kind {other}"))),
+                other => {
+                    Err(self.plugin.error(status::ERROR, format!("the driver returned unknown read kind {other}")))
+                }
             },
             status::TIMEOUT => Ok(Read::Timeout),
             status::END => Ok(Read::End),

@@ -33,7 +33,11 @@ pub trait Driver: 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadOutcome {
     /// `frames` frames were written channel-major to the buffer, the first at stream time `t`.
-    Block { frames: usize, t: f64, flags: u32 },
+    Block {
+        frames: usize,
+        t: f64,
+        flags: u32,
+    },
     Event(DriverEvent),
     Timeout,
     End,
@@ -100,8 +104,8 @@ unsafe extern "C" fn open_shim<D: Driver>(config: AbiStr, handle: *mut *mut c_vo
     // SAFETY: the host keeps the config string alive for the call.
     let bytes = unsafe { config.as_bytes() };
     let result = guarded(|| {
-        let config: Config = serde_json::from_slice(bytes)
-            .map_err(|e| format!("the driver config is not a JSON object: {e}"))?;
+        let config: Config =
+            serde_json::from_slice(bytes).map_err(|e| format!("the driver config is not a JSON object: {e}"))?;
         let device = D::open(&config)?;
         Ok(Box::into_raw(Box::new(Handle { device, last_error: String::new() })))
     });
@@ -119,10 +123,7 @@ unsafe extern "C" fn open_shim<D: Driver>(config: AbiStr, handle: *mut *mut c_vo
 }
 
 /// Runs `f` on the handle's device, recording a failure as the handle's last error.
-fn with_device<D: Device, T>(
-    handle: *mut c_void,
-    f: impl FnOnce(&mut D) -> Result<T, String>,
-) -> Result<T, i32> {
+fn with_device<D: Device, T>(handle: *mut c_void, f: impl FnOnce(&mut D) -> Result<T, String>) -> Result<T, i32> {
     if handle.is_null() {
         return Err(status::ERROR);
     }
@@ -253,16 +254,39 @@ macro_rules! export_driver {
     };
 }
 
+/// For sources that simulate a live device (file replay, the synthetic board): waits until the
+/// stream time `due_seconds` (the end of the next block, scaled by the replay speed) has passed on
+/// the wall clock since `started`. Returns false, after sleeping `timeout`, when that is further
+/// away than `timeout`; the caller then reports [`ReadOutcome::Timeout`].
+pub fn wait_until_due(started: std::time::Instant, due_seconds: f64, timeout: Duration) -> bool {
+    let due = Duration::from_secs_f64(due_seconds.max(0.0));
+    let wait = due.saturating_sub(started.elapsed());
+    if wait > timeout {
+        std::thread::sleep(timeout);
+        return false;
+    }
+    std::thread::sleep(wait);
+    true
+}
+
+/// Copies a channel-major block of `channels * frames` values into the host's read buffer.
+pub fn copy_block(block: &[f32], buf: &mut [f32]) -> Result<(), String> {
+    let n = block.len();
+    if buf.len() < n {
+        return Err(format!("the read buffer of {} values is smaller than a block of {n}", buf.len()));
+    }
+    buf[..n].copy_from_slice(block);
+    Ok(())
+}
+
 /// Reads a config value that users may give as a JSON string (`--set speed=0`) or a number.
 pub fn config_f64(config: &Config, key: &str) -> Result<Option<f64>, String> {
     match config.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Number(n)) => Ok(n.as_f64()),
-        Some(serde_json::Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .map(Some)
-            .map_err(|_| format!("config key `{key}`: {s:?} is not a number")),
+        Some(serde_json::Value::String(s)) => {
+            s.trim().parse::<f64>().map(Some).map_err(|_| format!("config key `{key}`: {s:?} is not a number"))
+        }
         Some(other) => Err(format!("config key `{key}`: expected a number, got {other}")),
     }
 }
@@ -284,10 +308,7 @@ pub fn config_bool(config: &Config, key: &str) -> Result<Option<bool>, String> {
 /// Fails with a message naming the first key not in `known`.
 pub fn reject_unknown_keys(driver: &str, config: &Config, known: &[&str]) -> Result<(), String> {
     match config.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(format!(
-            "driver `{driver}` has no config key `{k}`; valid keys: {}",
-            known.join(", ")
-        )),
+        Some(k) => Err(format!("driver `{driver}` has no config key `{k}`; valid keys: {}", known.join(", "))),
         None => Ok(()),
     }
 }

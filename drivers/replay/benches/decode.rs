@@ -61,13 +61,7 @@ fn rust_recording_pass(path: &Path) -> u64 {
 fn rust_f64_pass(path: &Path) -> u64 {
     let mut r = EdfReader::open(path).expect("open");
     let sigs: Vec<usize> = r.header().ordinary_signals().map(|s| s.index).collect();
-    let max = r
-        .header()
-        .signals
-        .iter()
-        .map(|s| s.samples_per_record)
-        .max()
-        .unwrap_or(0);
+    let max = r.header().signals.iter().map(|s| s.samples_per_record).max().unwrap_or(0);
     let mut buf = vec![0f64; max];
     let mut samples = 0u64;
     while r.read_record().expect("read") {
@@ -99,8 +93,7 @@ struct Peer {
 }
 
 fn pyedflib_passes(py: &str, path: &Path, reps: usize) -> Result<Peer, String> {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/reference/edf_decode_bench.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/reference/edf_decode_bench.py");
     let o = Command::new(py)
         .arg(&script)
         .arg(path)
@@ -116,14 +109,9 @@ fn pyedflib_passes(py: &str, path: &Path, reps: usize) -> Result<Peer, String> {
             String::from_utf8_lossy(&o.stderr).trim()
         ));
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(&o.stdout).map_err(|e| format!("bad output: {e}"))?;
-    let passes: Vec<f64> = v["passes"]
-        .as_array()
-        .ok_or("no passes")?
-        .iter()
-        .filter_map(serde_json::Value::as_f64)
-        .collect();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| format!("bad output: {e}"))?;
+    let passes: Vec<f64> =
+        v["passes"].as_array().ok_or("no passes")?.iter().filter_map(serde_json::Value::as_f64).collect();
     Ok(Peer {
         name: v["reader"].as_str().unwrap_or("pyedflib").to_string(),
         seconds: median(passes),
@@ -143,35 +131,19 @@ fn line(what: &str, bytes: u64, samples: u64, seconds: f64) {
 fn main() {
     // `cargo test --benches`/`--all-targets` runs bench targets without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "decode benchmark: run with `cargo bench -p bci2token-driver-replay --bench decode`"
-        );
+        println!("decode benchmark: run with `cargo bench -p bci2token-driver-replay --bench decode`");
         return;
     }
-    let reps: usize = std::env::var("BCI2TOKEN_BENCH_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let reps: usize = std::env::var("BCI2TOKEN_BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let py = std::env::var("BCI2TOKEN_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let data = data_dir();
-    let files = [
-        data.join("eegmmidb/S001R04.edf"),
-        data.join("bdf/Newtest17-256.bdf"),
-    ];
+    let files = [data.join("eegmmidb/S001R04.edf"), data.join("bdf/Newtest17-256.bdf")];
     println!("decode benchmark: {reps} passes per reader, median pass; Python: {py}");
     for path in &files {
         let bytes = std::fs::metadata(path)
             .map(|m| m.len())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (set BCI2TOKEN_DATA to the shared data directory)",
-                    path.display()
-                )
-            });
-        println!(
-            "{} ({bytes} bytes)",
-            path.file_name().unwrap().to_string_lossy()
-        );
+            .unwrap_or_else(|e| panic!("{}: {e} (set BCI2TOKEN_DATA to the shared data directory)", path.display()));
+        println!("{} ({bytes} bytes)", path.file_name().unwrap().to_string_lossy());
         let (rec_passes, rec_samples) = time_passes(reps, || rust_recording_pass(path));
         let (f64_passes, f64_samples) = time_passes(reps, || rust_f64_pass(path));
         let rec_s = median(rec_passes);
@@ -180,17 +152,9 @@ fn main() {
         line("Rust EdfReader (f64 physical)", bytes, f64_samples, f64_s);
         match pyedflib_passes(&py, path, reps) {
             Ok(p) => {
-                line(
-                    &format!("{} readSignal (f64)", p.name),
-                    bytes,
-                    p.samples,
-                    p.seconds,
-                );
+                line(&format!("{} readSignal (f64)", p.name), bytes, p.samples, p.seconds);
                 if p.samples != f64_samples {
-                    println!(
-                        "  note: sample counts differ (Rust {f64_samples}, pyedflib {})",
-                        p.samples
-                    );
+                    println!("  note: sample counts differ (Rust {f64_samples}, pyedflib {})", p.samples);
                 }
                 println!(
                     "  ratio: Rust Recording is {:.1}x pyedflib's speed, Rust f64 reader {:.1}x",

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bci2token_driver_abi::plugin::{config_bool, config_f64, reject_unknown_keys, Config, Device, Driver, ReadOutcome};
+use bci2token_driver_abi::plugin::{
+    config_bool, config_f64, copy_block, reject_unknown_keys, wait_until_due, Config, Device, Driver, ReadOutcome,
+};
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 
 use crate::recording::{open_recording, Recording, RecordingEvent};
@@ -48,7 +50,9 @@ impl Driver for ReplayDriver {
         };
         let speed = config_f64(config, "speed")?.unwrap_or(1.0);
         if !(speed.is_finite() && speed >= 0.0) {
-            return Err(format!("config key `speed`: {speed} must be 0 (as fast as possible) or positive (1 = real time)"));
+            return Err(format!(
+                "config key `speed`: {speed} must be 0 (as fast as possible) or positive (1 = real time)"
+            ));
         }
         let looping = config_bool(config, "loop")?.unwrap_or(false);
         let selection = channel_selection(config)?;
@@ -119,7 +123,9 @@ impl ReplayDevice {
                 RecordingEvent::Annotation { onset, duration, text } => {
                     DriverEvent::Annotation { onset: onset + self.offset, duration, text }
                 }
-                RecordingEvent::Gap { at, seconds } => DriverEvent::Gap { t: at + self.offset, seconds, lost_samples: None },
+                RecordingEvent::Gap { at, seconds } => {
+                    DriverEvent::Gap { t: at + self.offset, seconds, lost_samples: None }
+                }
             });
         }
         self.end_of_last = chunk.t + chunk.frames as f64 / rate;
@@ -169,19 +175,11 @@ impl Device for ReplayDevice {
         if self.speed > 0.0 {
             // A live amplifier hands over a block once its last frame has been sampled.
             let due = (t + frames as f64 / self.recording.sample_rate()) / self.speed;
-            let wait = Duration::from_secs_f64(due.max(0.0)).saturating_sub(started.elapsed());
-            if wait > timeout {
-                std::thread::sleep(timeout);
+            if !wait_until_due(started, due, timeout) {
                 return Ok(ReadOutcome::Timeout);
             }
-            std::thread::sleep(wait);
         }
-        let channels = self.recording.channels().len();
-        let n = channels * frames;
-        if buf.len() < n {
-            return Err(format!("read buffer of {} values is smaller than a block of {n}", buf.len()));
-        }
-        buf[..n].copy_from_slice(&self.chunk[..n]);
+        copy_block(&self.chunk[..self.recording.channels().len() * frames], buf)?;
         self.pending = None;
         Ok(ReadOutcome::Block { frames, t, flags: 0 })
     }

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use crate::format_error::FormatError;
 use crate::recording::{
-    decode_text, describe_bytes, fmt_num, output_unit, push_warning, select_channels, trim_bytes,
-    unit_scale_to_uv, Candidate, Channel, Chunk, Recording, RecordingEvent,
+    decode_text, describe_bytes, fmt_num, output_unit, push_warning, select_channels, trim_bytes, unit_scale_to_uv,
+    Candidate, Channel, Chunk, Recording, RecordingEvent,
 };
 
 /// The fixed part of the header: (name, offset, width).
@@ -100,10 +100,7 @@ pub enum EdfVariant {
 
 impl EdfVariant {
     pub fn is_bdf(self) -> bool {
-        matches!(
-            self,
-            EdfVariant::Bdf | EdfVariant::BdfPlusC | EdfVariant::BdfPlusD
-        )
+        matches!(self, EdfVariant::Bdf | EdfVariant::BdfPlusC | EdfVariant::BdfPlusD)
     }
     /// EDF+ or BDF+ (annotation signals, time-keeping).
     pub fn is_plus(self) -> bool {
@@ -210,19 +207,12 @@ pub struct EdfHeader {
 impl EdfHeader {
     /// Reads and validates the header from the start of `input`; `file_size` is the size of the
     /// whole file. Returns the header and the warnings found.
-    pub fn read<R: Read>(
-        path: &Path,
-        input: &mut R,
-        file_size: u64,
-    ) -> Result<(EdfHeader, Vec<String>), FormatError> {
+    pub fn read<R: Read>(path: &Path, input: &mut R, file_size: u64) -> Result<(EdfHeader, Vec<String>), FormatError> {
         let mut warnings = Vec::new();
         let mut fixed = [0u8; 256];
         read_header_bytes(path, input, &mut fixed, 0, file_size, 0)?;
         let f = |name: &str| -> (&[u8], u64) {
-            let &(_, off, width) = FIXED_FIELDS
-                .iter()
-                .find(|f| f.0 == name)
-                .unwrap_or(&FIXED_FIELDS[0]);
+            let &(_, off, width) = FIXED_FIELDS.iter().find(|f| f.0 == name).unwrap_or(&FIXED_FIELDS[0]);
             (&fixed[off as usize..off as usize + width], off)
         };
 
@@ -365,11 +355,7 @@ impl EdfHeader {
 
         let bps = variant.bytes_per_sample();
         let (dig_lo, dig_hi) = variant.digital_range();
-        let annotation_label = if variant.is_bdf() {
-            "BDF Annotations"
-        } else {
-            "EDF Annotations"
-        };
+        let annotation_label = if variant.is_bdf() { "BDF Annotations" } else { "EDF Annotations" };
         let mut signals = Vec::with_capacity(ns);
         let mut record_offset = 0usize;
         for i in 0..ns {
@@ -379,15 +365,11 @@ impl EdfHeader {
             let unit_raw = sf(2, i).0;
             let unit = decode_text(unit_raw);
             let prefilter = decode_text(sf(7, i).0);
-            let is_annotation =
-                variant.is_plus() && (label == "EDF Annotations" || label == "BDF Annotations");
+            let is_annotation = variant.is_plus() && (label == "EDF Annotations" || label == "BDF Annotations");
             if is_annotation && label != annotation_label {
                 push_warning(
                     &mut warnings,
-                    format!(
-                        "{sig_desc} is labelled \"{label}\" in a {} file; read as annotations",
-                        variant.name()
-                    ),
+                    format!("{sig_desc} is labelled \"{label}\" in a {} file; read as annotations", variant.name()),
                 );
             }
 
@@ -418,11 +400,9 @@ impl EdfHeader {
                 )
             } else {
                 let (raw, off) = sf(3, i);
-                let pmin = parse_float(path, "physical minimum", off, raw)
-                    .map_err(|e| with_signal(e, &sig_desc))?;
+                let pmin = parse_float(path, "physical minimum", off, raw).map_err(|e| with_signal(e, &sig_desc))?;
                 let (raw, off) = sf(4, i);
-                let pmax = parse_float(path, "physical maximum", off, raw)
-                    .map_err(|e| with_signal(e, &sig_desc))?;
+                let pmax = parse_float(path, "physical maximum", off, raw).map_err(|e| with_signal(e, &sig_desc))?;
                 if pmax == pmin {
                     return Err(FormatError::new(
                         path,
@@ -436,15 +416,10 @@ impl EdfHeader {
                     ));
                 }
                 let (raw, off_min) = sf(5, i);
-                let dmin = parse_int(path, "digital minimum", off_min, raw)
-                    .map_err(|e| with_signal(e, &sig_desc))?;
+                let dmin = parse_int(path, "digital minimum", off_min, raw).map_err(|e| with_signal(e, &sig_desc))?;
                 let (raw, off_max) = sf(6, i);
-                let dmax = parse_int(path, "digital maximum", off_max, raw)
-                    .map_err(|e| with_signal(e, &sig_desc))?;
-                for (name, v, o) in [
-                    ("digital minimum", dmin, off_min),
-                    ("digital maximum", dmax, off_max),
-                ] {
+                let dmax = parse_int(path, "digital maximum", off_max, raw).map_err(|e| with_signal(e, &sig_desc))?;
+                for (name, v, o) in [("digital minimum", dmin, off_min), ("digital maximum", dmax, off_max)] {
                     if v < dig_lo || v > dig_hi {
                         return Err(FormatError::new(
                             path,
@@ -490,11 +465,7 @@ impl EdfHeader {
                 digital_max,
                 prefilter,
                 samples_per_record: spr,
-                sample_rate: if record_duration > 0.0 {
-                    spr as f64 / record_duration
-                } else {
-                    0.0
-                },
+                sample_rate: if record_duration > 0.0 { spr as f64 / record_duration } else { 0.0 },
                 digital_step,
                 uv_scale,
                 output_unit: output_unit(unit_raw),
@@ -539,10 +510,7 @@ impl EdfHeader {
             n
         } else {
             let n = records_in_header as u64;
-            let expected = n
-                .checked_mul(record_bytes)
-                .and_then(|d| d.checked_add(expected_header))
-                .unwrap_or(u64::MAX);
+            let expected = n.checked_mul(record_bytes).and_then(|d| d.checked_add(expected_header)).unwrap_or(u64::MAX);
             if file_size < expected {
                 let complete = data_bytes / record_bytes;
                 let at = expected_header + complete * record_bytes;
@@ -609,8 +577,7 @@ impl EdfHeader {
 
     /// Byte offset of data record `k`.
     pub fn record_offset(&self, k: u64) -> u64 {
-        self.header_bytes
-            .saturating_add(k.saturating_mul(self.record_bytes))
+        self.header_bytes.saturating_add(k.saturating_mul(self.record_bytes))
     }
 }
 
@@ -636,11 +603,7 @@ fn read_header_bytes<R: Read>(
             Some(i) => format!(" of signal {}", i + 1),
             None => String::new(),
         };
-        let need = if ns > 0 {
-            format!("{} bytes", 256 * (ns + 1))
-        } else {
-            "256 bytes".to_string()
-        };
+        let need = if ns > 0 { format!("{} bytes", 256 * (ns + 1)) } else { "256 bytes".to_string() };
         return Err(FormatError::new(
             path,
             field,
@@ -651,35 +614,16 @@ fn read_header_bytes<R: Read>(
             ),
         ));
     }
-    input
-        .read_exact(buf)
-        .map_err(|e| FormatError::io(path, start, "reading the header", &e))
+    input.read_exact(buf).map_err(|e| FormatError::io(path, start, "reading the header", &e))
 }
 
-fn field_str<'a>(
-    path: &Path,
-    field: &str,
-    offset: u64,
-    raw: &'a [u8],
-    what: &str,
-) -> Result<&'a str, FormatError> {
+fn field_str<'a>(path: &Path, field: &str, offset: u64, raw: &'a [u8], what: &str) -> Result<&'a str, FormatError> {
     let t = trim_bytes(raw);
     if t.is_empty() {
-        return Err(FormatError::new(
-            path,
-            field,
-            offset,
-            format!("is empty; expected {what}"),
-        ));
+        return Err(FormatError::new(path, field, offset, format!("is empty; expected {what}")));
     }
-    std::str::from_utf8(t).map_err(|_| {
-        FormatError::new(
-            path,
-            field,
-            offset,
-            format!("{} is not a number", describe_bytes(t)),
-        )
-    })
+    std::str::from_utf8(t)
+        .map_err(|_| FormatError::new(path, field, offset, format!("{} is not a number", describe_bytes(t))))
 }
 
 fn parse_int(path: &Path, field: &str, offset: u64, raw: &[u8]) -> Result<i64, FormatError> {
@@ -705,12 +649,7 @@ fn parse_float(path: &Path, field: &str, offset: u64, raw: &[u8]) -> Result<f64,
             } else {
                 ""
             };
-            Err(FormatError::new(
-                path,
-                field,
-                offset,
-                format!("\"{s}\" is not a number{hint}"),
-            ))
+            Err(FormatError::new(path, field, offset, format!("\"{s}\" is not a number{hint}")))
         }
     }
 }
@@ -751,10 +690,7 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
         if bytes[pos] != b'+' && bytes[pos] != b'-' {
             return Err(err(
                 pos,
-                format!(
-                    "a TAL must start with '+' or '-' (its onset), found {}",
-                    describe_bytes(&bytes[pos..pos + 1])
-                ),
+                format!("a TAL must start with '+' or '-' (its onset), found {}", describe_bytes(&bytes[pos..pos + 1])),
             ));
         }
         pos += 1;
@@ -768,19 +704,9 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
             ));
         }
         let onset_abs = parse_decimal(&bytes[start + 1..pos]).ok_or_else(|| {
-            err(
-                start,
-                format!(
-                    "onset {} is not a decimal number",
-                    describe_bytes(&bytes[start..pos])
-                ),
-            )
+            err(start, format!("onset {} is not a decimal number", describe_bytes(&bytes[start..pos])))
         })?;
-        let onset = if bytes[start] == b'-' {
-            -onset_abs
-        } else {
-            onset_abs
-        };
+        let onset = if bytes[start] == b'-' { -onset_abs } else { onset_abs };
         let mut duration = None;
         if bytes[pos] == 0x15 {
             pos += 1;
@@ -789,19 +715,10 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
                 pos += 1;
             }
             if pos >= n || bytes[pos] != 0x14 {
-                return Err(err(
-                    pos.min(n.saturating_sub(1)),
-                    "a TAL's duration must be followed by 0x14".to_string(),
-                ));
+                return Err(err(pos.min(n.saturating_sub(1)), "a TAL's duration must be followed by 0x14".to_string()));
             }
             duration = Some(parse_decimal(&bytes[dstart..pos]).ok_or_else(|| {
-                err(
-                    dstart,
-                    format!(
-                        "duration {} is not a decimal number",
-                        describe_bytes(&bytes[dstart..pos])
-                    ),
-                )
+                err(dstart, format!("duration {} is not a decimal number", describe_bytes(&bytes[dstart..pos])))
             })?);
         }
         pos += 1; // the 0x14 after onset/duration
@@ -831,11 +748,7 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
                 break;
             }
         }
-        tals.push(Tal {
-            onset,
-            duration,
-            texts,
-        });
+        tals.push(Tal { onset, duration, texts });
     }
     Ok(tals)
 }
@@ -894,16 +807,7 @@ fn split_i24x8(b: &[u8]) -> [i32; 8] {
         u64::from_le_bytes(w)
     };
     let (a, bb, c) = (word(0), word(1), word(2));
-    let s = [
-        a,
-        a >> 24,
-        (a >> 48) | (bb << 16),
-        bb >> 8,
-        bb >> 32,
-        (bb >> 56) | (c << 8),
-        c >> 16,
-        c >> 40,
-    ];
+    let s = [a, a >> 24, (a >> 48) | (bb << 16), bb >> 8, bb >> 32, (bb >> 56) | (c << 8), c >> 16, c >> 40];
     // Keep the low 24 bits of each and sign-extend them.
     s.map(|v| ((v as u32) << 8) as i32 >> 8)
 }
@@ -926,11 +830,7 @@ fn map_i24<T>(bytes: &[u8], out: &mut [T], f: impl Fn(i32) -> T) -> usize {
             *o = f(d);
         }
     }
-    for (o, b) in oc
-        .into_remainder()
-        .iter_mut()
-        .zip(bc.remainder().chunks_exact(3))
-    {
+    for (o, b) in oc.into_remainder().iter_mut().zip(bc.remainder().chunks_exact(3)) {
         *o = f(i24(b));
     }
     n
@@ -980,21 +880,11 @@ impl EdfReader {
     /// record's time-keeping start.
     pub fn open(path: &Path) -> Result<EdfReader, FormatError> {
         let file = File::open(path).map_err(|e| FormatError::io(path, 0, "cannot open", &e))?;
-        let file_size = file
-            .metadata()
-            .map_err(|e| FormatError::io(path, 0, "cannot read the file size", &e))?
-            .len();
+        let file_size = file.metadata().map_err(|e| FormatError::io(path, 0, "cannot read the file size", &e))?.len();
         let mut input = BufReader::with_capacity(1 << 16, file);
         let (header, warnings) = EdfHeader::read(path, &mut input, file_size)?;
         let timekeeping_signal = header.signals.iter().position(|s| s.is_annotation);
-        let buf = vec![
-            0u8;
-            if header.num_records > 0 {
-                header.record_bytes as usize
-            } else {
-                0
-            }
-        ];
+        let buf = vec![0u8; if header.num_records > 0 { header.record_bytes as usize } else { 0 }];
         let mut reader = EdfReader {
             path: path.to_path_buf(),
             header,
@@ -1022,8 +912,7 @@ impl EdfReader {
                 }
                 None => push_warning(
                     &mut reader.warnings,
-                    "data record 0 has no time-keeping TAL; records are timed from their index"
-                        .to_string(),
+                    "data record 0 has no time-keeping TAL; records are timed from their index".to_string(),
                 ),
             }
             if reader.header.variant.is_discontinuous() {
@@ -1080,21 +969,16 @@ impl EdfReader {
     }
     fn signal_bytes(&self, signal: usize) -> &[u8] {
         match self.header.signals.get(signal) {
-            Some(s) if self.current.is_some() => self
-                .buf
-                .get(s.record_offset..s.record_offset + s.record_len)
-                .unwrap_or(&[]),
+            Some(s) if self.current.is_some() => {
+                self.buf.get(s.record_offset..s.record_offset + s.record_len).unwrap_or(&[])
+            }
             _ => &[],
         }
     }
 
     /// Digital values of `signal` in the current record; returns the count written.
     pub fn decode_digital(&self, signal: usize, out: &mut [i32]) -> usize {
-        decode_digital(
-            self.signal_bytes(signal),
-            self.header.variant.bytes_per_sample(),
-            out,
-        )
+        decode_digital(self.signal_bytes(signal), self.header.variant.bytes_per_sample(), out)
     }
 
     /// Physical values (f64, the file's unit) of `signal` in the current record; returns the
@@ -1132,9 +1016,7 @@ impl EdfReader {
     pub fn seek_record(&mut self, k: u64) -> Result<(), FormatError> {
         let k = k.min(self.header.num_records);
         let off = self.header.record_offset(k);
-        self.input
-            .seek(SeekFrom::Start(off))
-            .map_err(|e| FormatError::io(&self.path, off, "seeking", &e))?;
+        self.input.seek(SeekFrom::Start(off)).map_err(|e| FormatError::io(&self.path, off, "seeking", &e))?;
         self.next_record = k;
         self.current = None;
         self.prev_end = None;
@@ -1224,11 +1106,7 @@ impl EdfReader {
                         fmt_num(nominal),
                         self.header.variant.name()
                     );
-                    if !self
-                        .warnings
-                        .iter()
-                        .any(|x| x.contains("per its time-keeping TAL"))
-                    {
+                    if !self.warnings.iter().any(|x| x.contains("per its time-keeping TAL")) {
                         self.warnings.push(w);
                     }
                 }
@@ -1262,17 +1140,10 @@ impl EdfReader {
         let mut events = Vec::new();
         while self.read_record()? {
             if let Some(seconds) = self.gap_before {
-                events.push(RecordingEvent::Gap {
-                    at: self.record_start - seconds,
-                    seconds,
-                });
+                events.push(RecordingEvent::Gap { at: self.record_start - seconds, seconds });
             }
             for a in &self.annotations {
-                events.push(RecordingEvent::Annotation {
-                    onset: a.onset,
-                    duration: a.duration,
-                    text: a.text.clone(),
-                });
+                events.push(RecordingEvent::Annotation { onset: a.onset, duration: a.duration, text: a.text.clone() });
             }
         }
         self.rewind()?;
@@ -1285,15 +1156,7 @@ impl EdfReader {
             .read_all_events()?
             .into_iter()
             .filter_map(|e| match e {
-                RecordingEvent::Annotation {
-                    onset,
-                    duration,
-                    text,
-                } => Some(Annotation {
-                    onset,
-                    duration,
-                    text,
-                }),
+                RecordingEvent::Annotation { onset, duration, text } => Some(Annotation { onset, duration, text }),
                 RecordingEvent::Gap { .. } => None,
             })
             .collect())
@@ -1308,23 +1171,18 @@ impl EdfReader {
         let s = &self.header.signals[si];
         let off = self.header.record_offset(k);
         let pos = off + s.record_offset as u64;
-        self.input
-            .seek(SeekFrom::Start(pos))
-            .map_err(|e| FormatError::io(&self.path, pos, "seeking", &e))?;
+        self.input.seek(SeekFrom::Start(pos)).map_err(|e| FormatError::io(&self.path, pos, "seeking", &e))?;
         let mut bytes = vec![0u8; s.record_len];
-        self.input.read_exact(&mut bytes).map_err(|e| {
-            FormatError::io(&self.path, pos, &format!("reading data record {k}"), &e)
-        })?;
+        self.input
+            .read_exact(&mut bytes)
+            .map_err(|e| FormatError::io(&self.path, pos, &format!("reading data record {k}"), &e))?;
         let tals = parse_tals(&bytes).map_err(|e| tal_error(&self.path, s, off, k, e))?;
         Ok(tals.first().map(|t| t.onset))
     }
 
     fn missing_timekeeping(&self, k: u64) -> FormatError {
         let (label, rel) = match self.timekeeping_signal {
-            Some(si) => (
-                self.header.signals[si].label.clone(),
-                self.header.signals[si].record_offset,
-            ),
+            Some(si) => (self.header.signals[si].label.clone(), self.header.signals[si].record_offset),
             None => ("EDF Annotations".to_string(), 0),
         };
         FormatError::new(
@@ -1371,28 +1229,16 @@ impl EdfRecording {
         let ordinary: Vec<usize> = reader.header.ordinary_signals().map(|s| s.index).collect();
         let candidates: Vec<Candidate<'_>> = ordinary
             .iter()
-            .map(|&i| Candidate {
-                label: &reader.header.signals[i].label,
-                rate: reader.header.signals[i].sample_rate,
-            })
+            .map(|&i| Candidate { label: &reader.header.signals[i].label, rate: reader.header.signals[i].sample_rate })
             .collect();
-        let not_data: Vec<&str> = reader
-            .header
-            .annotation_signals()
-            .map(|s| s.label.as_str())
-            .collect();
+        let not_data: Vec<&str> = reader.header.annotation_signals().map(|s| s.label.as_str()).collect();
         let mut warnings = std::mem::take(&mut reader.warnings);
         let chosen = select_channels(path, &candidates, selection, 256, &not_data, &mut warnings);
         drop(candidates);
         reader.warnings = warnings;
         let selected: Vec<usize> = chosen?.into_iter().map(|i| ordinary[i]).collect();
         let Some(first) = selected.first().map(|&i| &reader.header.signals[i]) else {
-            return Err(FormatError::new(
-                path,
-                "channels",
-                256,
-                "no channel selected",
-            ));
+            return Err(FormatError::new(path, "channels", 256, "no channel selected"));
         };
         let frames = first.samples_per_record;
         let rate = first.sample_rate;
@@ -1403,10 +1249,7 @@ impl EdfRecording {
                 unit: reader.header.signals[i].output_unit.clone(),
             })
             .collect();
-        let coefficients = selected
-            .iter()
-            .map(|&i| reader.header.signals[i].output_coefficients())
-            .collect();
+        let coefficients = selected.iter().map(|&i| reader.header.signals[i].output_coefficients()).collect();
         Ok(EdfRecording {
             reader,
             selected,
@@ -1467,28 +1310,19 @@ impl Recording for EdfRecording {
             return Ok(None);
         }
         for (c, (&s, &(gain, offset))) in self.selected.iter().zip(&self.coefficients).enumerate() {
-            self.reader
-                .decode_f32(s, gain, offset, &mut out[c * frames..(c + 1) * frames]);
+            self.reader.decode_f32(s, gain, offset, &mut out[c * frames..(c + 1) * frames]);
         }
         let t = self.reader.record_start();
         let end = t + self.reader.header.record_duration;
         let last = self.reader.next_record >= self.reader.header.num_records;
         let mut events = Vec::new();
         if let Some(seconds) = self.reader.gap_before() {
-            events.push(RecordingEvent::Gap {
-                at: t - seconds,
-                seconds,
-            });
+            events.push(RecordingEvent::Gap { at: t - seconds, seconds });
         }
-        self.pending
-            .extend(self.reader.annotations().iter().cloned());
+        self.pending.extend(self.reader.annotations().iter().cloned());
         for a in self.pending.drain(..) {
             if a.onset < end || last {
-                events.push(RecordingEvent::Annotation {
-                    onset: a.onset,
-                    duration: a.duration,
-                    text: a.text,
-                });
+                events.push(RecordingEvent::Annotation { onset: a.onset, duration: a.duration, text: a.text });
             } else {
                 self.keep.push_back(a);
             }

@@ -49,18 +49,8 @@ const EDF_HEADER_FIELDS: &[&str] = &[
 ];
 
 impl FormatError {
-    pub fn new(
-        file: &Path,
-        field: impl Into<String>,
-        offset: u64,
-        problem: impl Into<String>,
-    ) -> Self {
-        FormatError {
-            file: file.to_path_buf(),
-            field: field.into(),
-            offset,
-            problem: problem.into(),
-        }
+    pub fn new(file: &Path, field: impl Into<String>, offset: u64, problem: impl Into<String>) -> Self {
+        FormatError { file: file.to_path_buf(), field: field.into(), offset, problem: problem.into() }
     }
 
     /// An I/O error (field `"file"`) at `offset`, with what was being done.
@@ -78,29 +68,13 @@ impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = self.file.display();
         if self.field == "file" {
-            write!(
-                f,
-                "{file}: at byte offset {}: {}",
-                self.offset, self.problem
-            )
+            write!(f, "{file}: at byte offset {}: {}", self.offset, self.problem)
         } else if self.field == "data record" {
-            write!(
-                f,
-                "{file}: data record at byte offset {}: {}",
-                self.offset, self.problem
-            )
+            write!(f, "{file}: data record at byte offset {}: {}", self.offset, self.problem)
         } else if self.is_header_field() {
-            write!(
-                f,
-                "{file}: header field \"{}\" at byte offset {}: {}",
-                self.field, self.offset, self.problem
-            )
+            write!(f, "{file}: header field \"{}\" at byte offset {}: {}", self.field, self.offset, self.problem)
         } else {
-            write!(
-                f,
-                "{file}: field \"{}\" at byte offset {}: {}",
-                self.field, self.offset, self.problem
-            )
+            write!(f, "{file}: field \"{}\" at byte offset {}: {}", self.field, self.offset, self.problem)
         }
     }
 }
@@ -113,33 +87,18 @@ mod tests {
 
     #[test]
     fn display_names_file_field_offset_problem() {
-        let e = FormatError::new(
-            Path::new("/path/S001R04.edf"),
-            "number of data records",
-            236,
-            "\"abc\" is not a number",
-        );
+        let e =
+            FormatError::new(Path::new("/path/S001R04.edf"), "number of data records", 236, "\"abc\" is not a number");
         assert_eq!(
             e.to_string(),
             "/path/S001R04.edf: header field \"number of data records\" at byte offset 236: \"abc\" is not a number"
         );
-        let e = FormatError::new(
-            Path::new("/x.txt"),
-            "EXG Channel 2",
-            999,
-            "line 7: \"q\" is not a number",
-        );
-        assert_eq!(
-            e.to_string(),
-            "/x.txt: field \"EXG Channel 2\" at byte offset 999: line 7: \"q\" is not a number"
-        );
+        let e = FormatError::new(Path::new("/x.txt"), "EXG Channel 2", 999, "line 7: \"q\" is not a number");
+        assert_eq!(e.to_string(), "/x.txt: field \"EXG Channel 2\" at byte offset 999: line 7: \"q\" is not a number");
         let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof");
         let e = FormatError::io(Path::new("/x.edf"), 12, "reading data record 3", &io);
         assert_eq!(e.field, "file");
-        assert_eq!(
-            e.to_string(),
-            "/x.edf: at byte offset 12: reading data record 3: eof"
-        );
+        assert_eq!(e.to_string(), "/x.edf: at byte offset 12: reading data record 3: eof");
         let boxed: Box<dyn std::error::Error> = Box::new(e);
         assert!(boxed.to_string().contains("/x.edf"));
     }

@@ -12,9 +12,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::format_error::FormatError;
-use crate::recording::{
-    describe_bytes, fmt_num, push_warning, select_channels, Candidate, Channel, Chunk, Recording,
-};
+use crate::recording::{describe_bytes, fmt_num, push_warning, select_channels, Candidate, Channel, Chunk, Recording};
 
 /// [`Recording`] over an OpenBCI GUI text file.
 pub struct OpenBciRecording {
@@ -39,27 +37,16 @@ pub struct OpenBciRecording {
 }
 
 fn is_exg(label: &str) -> bool {
-    label
-        .strip_prefix("EXG Channel ")
-        .is_some_and(|n| n.parse::<u32>().is_ok())
+    label.strip_prefix("EXG Channel ").is_some_and(|n| n.parse::<u32>().is_ok())
 }
 fn is_accel(label: &str) -> bool {
-    label
-        .strip_prefix("Accel Channel ")
-        .is_some_and(|n| n.parse::<u32>().is_ok())
+    label.strip_prefix("Accel Channel ").is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
 /// Reads one line (with its terminator) into `line`; returns the bytes consumed (0 at EOF).
-fn read_line(
-    path: &Path,
-    input: &mut BufReader<File>,
-    line: &mut Vec<u8>,
-    offset: u64,
-) -> Result<usize, FormatError> {
+fn read_line(path: &Path, input: &mut BufReader<File>, line: &mut Vec<u8>, offset: u64) -> Result<usize, FormatError> {
     line.clear();
-    input
-        .read_until(b'\n', line)
-        .map_err(|e| FormatError::io(path, offset, "reading a line", &e))
+    input.read_until(b'\n', line).map_err(|e| FormatError::io(path, offset, "reading a line", &e))
 }
 
 fn strip_eol(mut l: &[u8]) -> &[u8] {
@@ -75,10 +62,7 @@ fn trim(l: &[u8]) -> &[u8] {
 
 impl OpenBciRecording {
     /// Opens `path`, parses the header and counts the data rows.
-    pub fn open(
-        path: &Path,
-        selection: Option<&[String]>,
-    ) -> Result<OpenBciRecording, FormatError> {
+    pub fn open(path: &Path, selection: Option<&[String]>) -> Result<OpenBciRecording, FormatError> {
         let file = File::open(path).map_err(|e| FormatError::io(path, 0, "cannot open", &e))?;
         let mut input = BufReader::with_capacity(1 << 16, file);
         let mut warnings = Vec::new();
@@ -140,9 +124,9 @@ impl OpenBciRecording {
                                     field,
                                     offset,
                                     format!(
-                                    "line {line_no}: \"{value}\" is not a sample rate (expected \
+                                        "line {line_no}: \"{value}\" is not a sample rate (expected \
                                          e.g. \"%Sample Rate = 250 Hz\")"
-                                ),
+                                    ),
                                 ))
                             }
                         }
@@ -183,9 +167,7 @@ impl OpenBciRecording {
         // Column header line, or (GUI v4/v5) none.
         let l = strip_eol(&line);
         let first_cell = trim(l.split(|&b| b == b',').next().unwrap_or(&[]));
-        let looks_numeric = std::str::from_utf8(first_cell)
-            .ok()
-            .is_some_and(|s| s.parse::<f64>().is_ok());
+        let looks_numeric = std::str::from_utf8(first_cell).ok().is_some_and(|s| s.parse::<f64>().is_ok());
         let (columns, data_offset, data_line) = if looks_numeric {
             let Some(n) = declared_channels else {
                 return Err(FormatError::new(
@@ -210,23 +192,13 @@ impl OpenBciRecording {
             cols.extend((0..3).map(|i| format!("Accel Channel {i}")));
             (cols, first_data_offset, first_data_line)
         } else {
-            let cols: Vec<String> = l
-                .split(|&b| b == b',')
-                .map(|c| String::from_utf8_lossy(trim(c)).into_owned())
-                .collect();
-            (
-                cols,
-                first_data_offset + line.len() as u64,
-                first_data_line + 1,
-            )
+            let cols: Vec<String> =
+                l.split(|&b| b == b',').map(|c| String::from_utf8_lossy(trim(c)).into_owned()).collect();
+            (cols, first_data_offset + line.len() as u64, first_data_line + 1)
         };
 
-        let exg: Vec<usize> = (0..columns.len())
-            .filter(|&i| is_exg(&columns[i]))
-            .collect();
-        let accel: Vec<usize> = (0..columns.len())
-            .filter(|&i| is_accel(&columns[i]))
-            .collect();
+        let exg: Vec<usize> = (0..columns.len()).filter(|&i| is_exg(&columns[i])).collect();
+        let accel: Vec<usize> = (0..columns.len()).filter(|&i| is_accel(&columns[i])).collect();
         if exg.is_empty() {
             return Err(FormatError::new(
                 path,
@@ -252,53 +224,28 @@ impl OpenBciRecording {
             }
         }
         let eligible: Vec<usize> = exg.iter().chain(&accel).copied().collect();
-        let candidates: Vec<Candidate<'_>> = eligible
-            .iter()
-            .map(|&i| Candidate {
-                label: &columns[i],
-                rate,
-            })
-            .collect();
-        let not_data: Vec<&str> = columns
-            .iter()
-            .filter(|c| !is_exg(c) && !is_accel(c))
-            .map(String::as_str)
-            .collect();
+        let candidates: Vec<Candidate<'_>> = eligible.iter().map(|&i| Candidate { label: &columns[i], rate }).collect();
+        let not_data: Vec<&str> = columns.iter().filter(|c| !is_exg(c) && !is_accel(c)).map(String::as_str).collect();
         let selected_cols: Vec<usize> = match selection {
             None | Some([]) => exg.clone(),
-            Some(_) => select_channels(
-                path,
-                &candidates,
-                selection,
-                first_data_offset,
-                &not_data,
-                &mut warnings,
-            )?
-            .into_iter()
-            .map(|i| eligible[i])
-            .collect(),
+            Some(_) => select_channels(path, &candidates, selection, first_data_offset, &not_data, &mut warnings)?
+                .into_iter()
+                .map(|i| eligible[i])
+                .collect(),
         };
         drop(candidates);
         let channels = selected_cols
             .iter()
             .map(|&c| Channel {
                 label: columns[c].clone(),
-                unit: if is_accel(&columns[c]) {
-                    "g".to_string()
-                } else {
-                    "uV".to_string()
-                },
+                unit: if is_accel(&columns[c]) { "g".to_string() } else { "uV".to_string() },
             })
             .collect();
 
         // Count the data rows (for duration_seconds), then go back to the first one.
-        input
-            .seek(SeekFrom::Start(data_offset))
-            .map_err(|e| FormatError::io(path, data_offset, "seeking", &e))?;
+        input.seek(SeekFrom::Start(data_offset)).map_err(|e| FormatError::io(path, data_offset, "seeking", &e))?;
         let total_rows = count_rows(path, &mut input, data_offset)?;
-        input
-            .seek(SeekFrom::Start(data_offset))
-            .map_err(|e| FormatError::io(path, data_offset, "seeking", &e))?;
+        input.seek(SeekFrom::Start(data_offset)).map_err(|e| FormatError::io(path, data_offset, "seeking", &e))?;
 
         let chunk_frames = ((rate / 10.0).round() as usize).max(1);
         Ok(OpenBciRecording {
@@ -459,10 +406,7 @@ impl Recording for OpenBciRecording {
                     break;
                 };
                 let cell = trim(&l[a..b]);
-                match std::str::from_utf8(cell)
-                    .ok()
-                    .and_then(|s| s.parse::<f32>().ok())
-                {
+                match std::str::from_utf8(cell).ok().and_then(|s| s.parse::<f32>().ok()) {
                     Some(v) if v.is_finite() => out[ch * stride + frames] = v,
                     _ => {
                         let what = if cell.is_empty() {
@@ -506,11 +450,7 @@ impl Recording for OpenBciRecording {
         }
         let t = self.frames_done as f64 / self.rate;
         self.frames_done += frames as u64;
-        Ok(Some(Chunk {
-            frames,
-            t,
-            events: Vec::new(),
-        }))
+        Ok(Some(Chunk { frames, t, events: Vec::new() }))
     }
 
     fn rewind(&mut self) -> Result<(), FormatError> {
@@ -546,10 +486,7 @@ mod tests {
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(name: &str) -> TempDir {
-            let d = std::env::temp_dir().join(format!(
-                "bci2token-replay-obci-{name}-{}",
-                std::process::id()
-            ));
+            let d = std::env::temp_dir().join(format!("bci2token-replay-obci-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&d);
             std::fs::create_dir_all(&d).unwrap();
             TempDir(d)
@@ -582,12 +519,7 @@ Sample Index, EXG Channel 0, EXG Channel 1, Accel Channel 0, Accel Channel 1, Ac
         assert_eq!(r.sample_rate(), 250.0);
         assert_eq!(r.board(), Some("OpenBCI_GUI$BoardCytonSerial"));
         let labels: Vec<&str> = r.channels().iter().map(|c| c.label.as_str()).collect();
-        assert_eq!(
-            labels,
-            (0..8)
-                .map(|i| format!("EXG Channel {i}"))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(labels, (0..8).map(|i| format!("EXG Channel {i}")).collect::<Vec<_>>());
         assert!(r.channels().iter().all(|c| c.unit == "uV"));
         assert!(r.warnings().is_empty(), "{:?}", r.warnings());
         let mut out = vec![0f32; 8 * r.max_chunk_frames()];
@@ -614,13 +546,7 @@ Sample Index, EXG Channel 0, EXG Channel 1, Accel Channel 0, Accel Channel 1, Ac
         // Accelerometer by selection, via open_recording (content detection).
         let sel = vec!["accel channel 1".to_string(), "EXG Channel 7".to_string()];
         let mut r = open_recording(&path, Some(&sel)).unwrap();
-        assert_eq!(
-            r.channels()[0],
-            Channel {
-                label: "Accel Channel 1".into(),
-                unit: "g".into()
-            }
-        );
+        assert_eq!(r.channels()[0], Channel { label: "Accel Channel 1".into(), unit: "g".into() });
         assert_eq!(r.channels()[1].unit, "uV");
         let c = r.next_chunk(&mut out).unwrap().unwrap();
         assert_eq!(out[0], 0.420f32);
@@ -663,17 +589,10 @@ Sample Index, EXG Channel 0, EXG Channel 1, Accel Channel 0, Accel Channel 1, Ac
         let path = real_file();
         let text = std::fs::read(&path).unwrap();
         // Damage EXG Channel 3 in data row 1000 (the 6th line of the file is data row 1).
-        let mut lines: Vec<Vec<u8>> = text
-            .split_inclusive(|&b| b == b'\n')
-            .map(<[u8]>::to_vec)
-            .collect();
+        let mut lines: Vec<Vec<u8>> = text.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
         let idx = 5 + 999; // 0-based line index
         let line_offset: usize = lines[..idx].iter().map(Vec::len).sum();
-        let cols: Vec<String> = String::from_utf8(lines[idx].clone())
-            .unwrap()
-            .split(',')
-            .map(str::to_string)
-            .collect();
+        let cols: Vec<String> = String::from_utf8(lines[idx].clone()).unwrap().split(',').map(str::to_string).collect();
         let mut cols2 = cols.clone();
         cols2[4] = " 12x.5".to_string();
         lines[idx] = cols2.join(",").into_bytes();
@@ -691,11 +610,7 @@ Sample Index, EXG Channel 0, EXG Channel 1, Accel Channel 0, Accel Channel 1, Ac
         };
         assert_eq!(e.field, "EXG Channel 3");
         assert_eq!(e.offset, line_offset as u64);
-        assert!(
-            e.problem
-                .starts_with(&format!("line {}: \"12x.5\" is not a number", idx + 1)),
-            "{e}"
-        );
+        assert!(e.problem.starts_with(&format!("line {}: \"12x.5\" is not a number", idx + 1)), "{e}");
 
         // A row with too few columns.
         let mut lines2 = lines.clone();
@@ -727,11 +642,7 @@ Sample Index, EXG Channel 0, EXG Channel 1, Accel Channel 0, Accel Channel 1, Ac
         }
         assert_eq!(n, 3);
         assert_eq!(r.warnings().len(), 1);
-        assert!(
-            r.warnings()[0].contains("incomplete last line 9"),
-            "{:?}",
-            r.warnings()
-        );
+        assert!(r.warnings()[0].contains("incomplete last line 9"), "{:?}", r.warnings());
     }
 
     #[test]
@@ -761,11 +672,7 @@ Sample Index, EXG Channel 0, EXG Channel 1, Accel Channel 0, Accel Channel 1, Ac
         std::fs::write(&p, SMALL).unwrap();
         let e = OpenBciRecording::open(&p, Some(&["Timestamp".to_string()])).unwrap_err();
         assert_eq!(e.field, "channels");
-        assert!(
-            e.problem
-                .contains("\"EXG Channel 0\", \"EXG Channel 1\", \"Accel Channel 0\""),
-            "{e}"
-        );
+        assert!(e.problem.contains("\"EXG Channel 0\", \"EXG Channel 1\", \"Accel Channel 0\""), "{e}");
         assert!(e.problem.contains("cannot be replayed"), "{e}");
     }
 
@@ -797,9 +704,7 @@ Sample Index, EXG Channel 0, EXG Channel 1, Accel Channel 0, Accel Channel 1, Ac
         for _ in 0..300 {
             let mut b = base.clone();
             for _ in 0..4 {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let i = (seed >> 33) as usize % b.len();
                 b[i] = (seed >> 20) as u8;
             }

@@ -22,11 +22,7 @@ pub struct Channel {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordingEvent {
     /// An annotation; `onset` in seconds from file start (the first sample).
-    Annotation {
-        onset: f64,
-        duration: Option<f64>,
-        text: String,
-    },
+    Annotation { onset: f64, duration: Option<f64>, text: String },
     /// EDF+D discontinuity: no samples were recorded from `at` for `seconds`.
     Gap { at: f64, seconds: f64 },
 }
@@ -84,14 +80,7 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, FormatError> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(FormatError::io(
-                    path,
-                    n as u64,
-                    "reading the first bytes",
-                    &e,
-                ))
-            }
+            Err(e) => return Err(FormatError::io(path, n as u64, "reading the first bytes", &e)),
         }
     }
     let head = &head[..n];
@@ -105,11 +94,7 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, FormatError> {
     if text.starts_with(b"%OpenBCI") {
         return Ok(FileFormat::OpenBciTxt);
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     match ext.as_str() {
         "edf" | "rec" => Ok(FileFormat::Edf),
         "bdf" => Ok(FileFormat::Bdf),
@@ -133,10 +118,7 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, FormatError> {
 /// one): every ordinary (non-annotation) signal; if signals have different sample rates, keep those
 /// at the rate of the first ordinary signal and add a warning naming the skipped ones; a selection
 /// mixing rates is an error naming them.
-pub fn open_recording(
-    path: &Path,
-    channels: Option<&[String]>,
-) -> Result<Box<dyn Recording>, FormatError> {
+pub fn open_recording(path: &Path, channels: Option<&[String]>) -> Result<Box<dyn Recording>, FormatError> {
     match detect_format(path)? {
         FileFormat::Edf | FileFormat::Bdf => Ok(Box::new(EdfRecording::open(path, channels)?)),
         FileFormat::OpenBciTxt => Ok(Box::new(OpenBciRecording::open(path, channels)?)),
@@ -223,15 +205,9 @@ pub(crate) fn select_channels(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<usize>, FormatError> {
     let list = |idx: &mut dyn Iterator<Item = usize>| -> String {
-        idx.map(|i| {
-            format!(
-                "\"{}\" ({} Hz)",
-                candidates[i].label,
-                fmt_num(candidates[i].rate)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+        idx.map(|i| format!("\"{}\" ({} Hz)", candidates[i].label, fmt_num(candidates[i].rate)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let Some(first) = candidates.first() else {
         return Err(FormatError::new(
@@ -244,12 +220,9 @@ pub(crate) fn select_channels(
     match selection {
         None | Some([]) => {
             let rate = first.rate;
-            let keep: Vec<usize> = (0..candidates.len())
-                .filter(|&i| candidates[i].rate == rate)
-                .collect();
+            let keep: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].rate == rate).collect();
             if keep.len() < candidates.len() {
-                let skipped =
-                    list(&mut (0..candidates.len()).filter(|&i| candidates[i].rate != rate));
+                let skipped = list(&mut (0..candidates.len()).filter(|&i| candidates[i].rate != rate));
                 let w = format!(
                     "signals have different sample rates; replaying the {} at {} Hz (the rate of \
                      the first signal \"{}\") and skipping {}; select channels of one rate \
@@ -273,25 +246,16 @@ pub(crate) fn select_channels(
                     .or_else(|| candidates.iter().position(|c| c.label.trim() == trimmed))
                     .or_else(|| {
                         let lower = trimmed.to_lowercase();
-                        candidates
-                            .iter()
-                            .position(|c| c.label.trim().to_lowercase() == lower)
+                        candidates.iter().position(|c| c.label.trim().to_lowercase() == lower)
                     });
                 match found {
                     Some(i) => chosen.push(i),
                     None => {
-                        let available = candidates
-                            .iter()
-                            .map(|c| format!("\"{}\"", c.label))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        let mut problem = format!(
-                            "no data channel labelled \"{name}\" in this file; available: {available}"
-                        );
-                        if let Some(nd) = not_data
-                            .iter()
-                            .find(|l| l.trim().eq_ignore_ascii_case(trimmed))
-                        {
+                        let available =
+                            candidates.iter().map(|c| format!("\"{}\"", c.label)).collect::<Vec<_>>().join(", ");
+                        let mut problem =
+                            format!("no data channel labelled \"{name}\" in this file; available: {available}");
+                        if let Some(nd) = not_data.iter().find(|l| l.trim().eq_ignore_ascii_case(trimmed)) {
                             problem.push_str(&format!(
                                 " (\"{nd}\" holds annotations or other non-signal data and \
                                  cannot be replayed as a channel)"
@@ -368,72 +332,30 @@ mod tests {
     fn selection_rules() {
         let p = Path::new("/x.edf");
         let c = [
-            Candidate {
-                label: "Fp1",
-                rate: 256.0,
-            },
-            Candidate {
-                label: "Fp2",
-                rate: 256.0,
-            },
-            Candidate {
-                label: "Resp",
-                rate: 32.0,
-            },
+            Candidate { label: "Fp1", rate: 256.0 },
+            Candidate { label: "Fp2", rate: 256.0 },
+            Candidate { label: "Resp", rate: 32.0 },
         ];
         let mut w = Vec::new();
-        assert_eq!(
-            select_channels(p, &c, None, 256, &[], &mut w).unwrap(),
-            vec![0, 1]
-        );
+        assert_eq!(select_channels(p, &c, None, 256, &[], &mut w).unwrap(), vec![0, 1]);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("\"Resp\" (32 Hz)"), "{}", w[0]);
         let sel = vec![" fp2 ".to_string(), "Fp1".to_string()];
-        assert_eq!(
-            select_channels(p, &c, Some(&sel), 256, &[], &mut w).unwrap(),
-            vec![1, 0]
-        );
-        let e = select_channels(
-            p,
-            &c,
-            Some(&["Cz".to_string()]),
-            256,
-            &["EDF Annotations"],
-            &mut w,
-        )
-        .unwrap_err();
+        assert_eq!(select_channels(p, &c, Some(&sel), 256, &[], &mut w).unwrap(), vec![1, 0]);
+        let e = select_channels(p, &c, Some(&["Cz".to_string()]), 256, &["EDF Annotations"], &mut w).unwrap_err();
         assert_eq!(e.field, "channels");
         assert!(e.problem.contains("\"Fp1\", \"Fp2\", \"Resp\""), "{e}");
-        let e = select_channels(
-            p,
-            &c,
-            Some(&["Fp1".into(), "Resp".into()]),
-            256,
-            &[],
-            &mut w,
-        )
-        .unwrap_err();
-        assert!(
-            e.problem.contains("\"Fp1\" (256 Hz), \"Resp\" (32 Hz)"),
-            "{e}"
-        );
-        let e = select_channels(
-            p,
-            &c,
-            Some(&["edf annotations".into()]),
-            256,
-            &["EDF Annotations"],
-            &mut w,
-        )
-        .unwrap_err();
+        let e = select_channels(p, &c, Some(&["Fp1".into(), "Resp".into()]), 256, &[], &mut w).unwrap_err();
+        assert!(e.problem.contains("\"Fp1\" (256 Hz), \"Resp\" (32 Hz)"), "{e}");
+        let e =
+            select_channels(p, &c, Some(&["edf annotations".into()]), 256, &["EDF Annotations"], &mut w).unwrap_err();
         assert!(e.problem.contains("cannot be replayed"), "{e}");
         assert!(select_channels(p, &[], None, 256, &[], &mut w).is_err());
     }
 
     #[test]
     fn detect_unknown_format_is_an_error() {
-        let dir =
-            std::env::temp_dir().join(format!("bci2token-replay-detect-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("bci2token-replay-detect-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("x.dat");
         std::fs::write(&f, b"hello world").unwrap();

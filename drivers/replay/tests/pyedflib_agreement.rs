@@ -31,9 +31,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn data_dir() -> PathBuf {
-    std::env::var_os("BCI2TOKEN_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/data"))
+    std::env::var_os("BCI2TOKEN_DATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"))
 }
 
 fn python() -> String {
@@ -41,9 +39,7 @@ fn python() -> String {
 }
 
 fn require_pyedflib(py: &str) {
-    let out = Command::new(py)
-        .args(["-c", "import pyedflib, numpy; print(pyedflib.__version__)"])
-        .output();
+    let out = Command::new(py).args(["-c", "import pyedflib, numpy; print(pyedflib.__version__)"]).output();
     match out {
         Ok(o) if o.status.success() => {
             eprintln!("pyedflib {}", String::from_utf8_lossy(&o.stdout).trim());
@@ -66,11 +62,7 @@ fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e} (set BCI2TOKEN_DATA?)", dir.display()))
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| e.eq_ignore_ascii_case(ext))
-        })
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case(ext)))
         .collect();
     v.sort();
     v
@@ -93,12 +85,7 @@ fn compare_file(py: &str, file: &Path, tmp: &Path) -> Counts {
     let name = file.file_name().unwrap().to_string_lossy().to_string();
     let out = tmp.join(&name);
     let script = workspace_root().join("tools/reference/edf_reference.py");
-    let o = Command::new(py)
-        .arg(&script)
-        .arg(file)
-        .arg(&out)
-        .output()
-        .expect("run python");
+    let o = Command::new(py).arg(&script).arg(file).arg(&out).output().expect("run python");
     assert!(
         o.status.success(),
         "{} {} failed ({}): {}",
@@ -107,42 +94,19 @@ fn compare_file(py: &str, file: &Path, tmp: &Path) -> Counts {
         o.status,
         String::from_utf8_lossy(&o.stderr)
     );
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
+    let json: Value = serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
     let ref_sigs = json["signals"].as_array().unwrap();
 
     // Header facts.
     let mut reader = EdfReader::open(file).unwrap_or_else(|e| panic!("{e}"));
     let h = reader.header().clone();
     let ours: Vec<_> = h.ordinary_signals().cloned().collect();
-    assert_eq!(
-        ours.len(),
-        ref_sigs.len(),
-        "{name}: number of ordinary signals"
-    );
-    assert_eq!(
-        h.num_records,
-        json["n_records"].as_u64().unwrap(),
-        "{name}: records"
-    );
-    assert_eq!(
-        h.record_duration,
-        json["record_duration"].as_f64().unwrap(),
-        "{name}: record duration"
-    );
+    assert_eq!(ours.len(), ref_sigs.len(), "{name}: number of ordinary signals");
+    assert_eq!(h.num_records, json["n_records"].as_u64().unwrap(), "{name}: records");
+    assert_eq!(h.record_duration, json["record_duration"].as_f64().unwrap(), "{name}: record duration");
     for (s, r) in ours.iter().zip(ref_sigs) {
-        assert_eq!(
-            s.label,
-            r["label"].as_str().unwrap(),
-            "{name}: label of signal {}",
-            s.index
-        );
-        assert_eq!(
-            s.unit,
-            r["unit"].as_str().unwrap(),
-            "{name}: unit of {}",
-            s.label
-        );
+        assert_eq!(s.label, r["label"].as_str().unwrap(), "{name}: label of signal {}", s.index);
+        assert_eq!(s.unit, r["unit"].as_str().unwrap(), "{name}: unit of {}", s.label);
         let rate = r["sample_rate"].as_f64().unwrap();
         assert!(
             (s.sample_rate - rate).abs() <= 1e-9 * rate,
@@ -167,37 +131,21 @@ fn compare_file(py: &str, file: &Path, tmp: &Path) -> Counts {
 
     // Annotations.
     let ref_ann = json["annotations"].as_array().unwrap();
-    let anns = reader
-        .read_all_annotations()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let anns = reader.read_all_annotations().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(anns.len(), ref_ann.len(), "{name}: number of annotations");
     for (i, (a, r)) in anns.iter().zip(ref_ann).enumerate() {
         let onset = r["onset"].as_f64().unwrap();
-        assert!(
-            (a.onset - onset).abs() <= 1e-6,
-            "{name}: annotation {i} onset {} vs {onset}",
-            a.onset
-        );
+        assert!((a.onset - onset).abs() <= 1e-6, "{name}: annotation {i} onset {} vs {onset}", a.onset);
         match (a.duration, r["duration"].as_f64()) {
             (None, None) => {}
-            (Some(d), Some(rd)) => assert!(
-                (d - rd).abs() <= 1e-6,
-                "{name}: annotation {i} duration {d} vs {rd}"
-            ),
+            (Some(d), Some(rd)) => assert!((d - rd).abs() <= 1e-6, "{name}: annotation {i} duration {d} vs {rd}"),
             (d, rd) => panic!("{name}: annotation {i} duration {d:?} vs {rd:?}"),
         }
-        assert_eq!(
-            a.text,
-            r["text"].as_str().unwrap(),
-            "{name}: annotation {i} text"
-        );
+        assert_eq!(a.text, r["text"].as_str().unwrap(), "{name}: annotation {i} text");
     }
 
     // Samples: the f64 physical path of EdfReader ...
-    let refs: Vec<Vec<f64>> = ref_sigs
-        .iter()
-        .map(|r| read_f64(&out.join(r["file"].as_str().unwrap())))
-        .collect();
+    let refs: Vec<Vec<f64>> = ref_sigs.iter().map(|r| read_f64(&out.join(r["file"].as_str().unwrap()))).collect();
     let mut pos = vec![0usize; ours.len()];
     let mut buf = vec![0f64; ours.iter().map(|s| s.samples_per_record).max().unwrap()];
     while reader.read_record().unwrap() {
@@ -223,30 +171,15 @@ fn compare_file(py: &str, file: &Path, tmp: &Path) -> Counts {
 
     // ... and the f32 µV values the plugin delivers, with the events it delivers.
     let mut rec = open_recording(file, None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        rec.channels().len(),
-        ours.len(),
-        "{name}: channels (one rate in these files)"
-    );
-    assert!(
-        rec.warnings().is_empty(),
-        "{name}: warnings {:?}",
-        rec.warnings()
-    );
+    assert_eq!(rec.channels().len(), ours.len(), "{name}: channels (one rate in these files)");
+    assert!(rec.warnings().is_empty(), "{name}: warnings {:?}", rec.warnings());
     let mut out_buf = vec![0f32; rec.channels().len() * rec.max_chunk_frames()];
     let mut pos = 0usize;
     let mut samples = 0u64;
     let mut delivered = Vec::new();
     let mut expect_t = 0.0;
-    while let Some(chunk) = rec
-        .next_chunk(&mut out_buf)
-        .unwrap_or_else(|e| panic!("{e}"))
-    {
-        assert!(
-            (chunk.t - expect_t).abs() < 1e-9,
-            "{name}: chunk time {} vs {expect_t}",
-            chunk.t
-        );
+    while let Some(chunk) = rec.next_chunk(&mut out_buf).unwrap_or_else(|e| panic!("{e}")) {
+        assert!((chunk.t - expect_t).abs() < 1e-9, "{name}: chunk time {} vs {expect_t}", chunk.t);
         expect_t += chunk.frames as f64 / rec.sample_rate();
         let end = chunk.t + chunk.frames as f64 / rec.sample_rate();
         for e in &chunk.events {
@@ -283,10 +216,7 @@ fn compare_file(py: &str, file: &Path, tmp: &Path) -> Counts {
     got.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert_eq!(got, expected, "{name}: every annotation is delivered once");
     let _ = std::fs::remove_dir_all(&out);
-    Counts {
-        samples,
-        annotations: anns.len(),
-    }
+    Counts { samples, annotations: anns.len() }
 }
 
 #[test]
@@ -322,8 +252,5 @@ fn rust_reader_agrees_with_pyedflib_on_every_edf_and_bdf_file() {
         total_annotations += c.annotations;
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    eprintln!(
-        "{} files, {total_samples} samples, {total_annotations} annotations agree with pyedflib",
-        files.len()
-    );
+    eprintln!("{} files, {total_samples} samples, {total_annotations} annotations agree with pyedflib", files.len());
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bci2token_driver_abi::plugin::{Config, Device, Driver, ReadOutcome};
+use bci2token_driver_abi::plugin::{copy_block, wait_until_due, Config, Device, Driver, ReadOutcome};
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 
 use crate::generator::{Generator, SyntheticConfig, CONFIG_KEYS};
@@ -120,20 +120,10 @@ impl Device for SyntheticDevice {
         };
         let speed = self.generator.config().speed;
         // generator.time() is the end of the pending block: it is "sampled" once that time has passed.
-        if speed > 0.0 {
-            let due = Duration::from_secs_f64(self.generator.time() / speed);
-            let wait = due.saturating_sub(started.elapsed());
-            if wait > timeout {
-                std::thread::sleep(timeout);
-                return Ok(ReadOutcome::Timeout);
-            }
-            std::thread::sleep(wait);
+        if speed > 0.0 && !wait_until_due(started, self.generator.time() / speed, timeout) {
+            return Ok(ReadOutcome::Timeout);
         }
-        let n = self.generator.channel_count() * frames;
-        if buf.len() < n {
-            return Err(format!("read buffer of {} values is smaller than a block of {n}", buf.len()));
-        }
-        buf[..n].copy_from_slice(&self.block[..n]);
+        copy_block(&self.block[..self.generator.channel_count() * frames], buf)?;
         self.pending = None;
         Ok(ReadOutcome::Block { frames, t, flags: 0 })
     }

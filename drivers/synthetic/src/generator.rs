@@ -91,30 +91,20 @@ const PINK_WARMUP: usize = 8192;
 /// The label of channel `index` (0-based): `O1, Oz, O2, PO3, POz, PO4, PO7,
 /// PO8`, then `Ch9`, `Ch10`, ... (1-based numbers).
 pub fn channel_label(index: usize) -> String {
-    STANDARD_LABELS
-        .get(index)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| format!("Ch{}", index + 1))
+    STANDARD_LABELS.get(index).map(|s| s.to_string()).unwrap_or_else(|| format!("Ch{}", index + 1))
 }
 
 /// The SSVEP amplitude weight of channel `index`: 1.0 at Oz, 0.95 at O1/O2,
 /// 0.8–0.85 at PO3/POz/PO4, 0.7 at PO7/PO8, 0.5 for `Ch9` and beyond.
 pub fn ssvep_weight(index: usize) -> f64 {
-    STANDARD_SSVEP_WEIGHTS
-        .get(index)
-        .copied()
-        .unwrap_or(OTHER_SSVEP_WEIGHT)
+    STANDARD_SSVEP_WEIGHTS.get(index).copied().unwrap_or(OTHER_SSVEP_WEIGHT)
 }
 
 /// The SSVEP delay of channel `index` in seconds (0 at Oz, 2 ms at O1/O2,
 /// 4–6 ms at the PO channels, 8 ms beyond): at frequency `f` the phase lag is
 /// `2π f delay` (and `2π 2f delay` for the harmonic).
 pub fn ssvep_delay_s(index: usize) -> f64 {
-    STANDARD_SSVEP_DELAYS_MS
-        .get(index)
-        .copied()
-        .unwrap_or(OTHER_SSVEP_DELAY_MS)
-        / 1000.0
+    STANDARD_SSVEP_DELAYS_MS.get(index).copied().unwrap_or(OTHER_SSVEP_DELAY_MS) / 1000.0
 }
 
 /// Settings of the synthetic board. `Default` gives the documented defaults.
@@ -216,11 +206,7 @@ pub enum ConfigError {
 }
 
 fn bad(key: &str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
-    ConfigError::BadValue {
-        key: key.to_string(),
-        value: value.to_string(),
-        expected: expected.into(),
-    }
+    ConfigError::BadValue { key: key.to_string(), value: value.to_string(), expected: expected.into() }
 }
 
 fn amplitude_range() -> String {
@@ -228,9 +214,7 @@ fn amplitude_range() -> String {
 }
 
 fn json_f64(key: &str, v: &Value, expected: &str) -> Result<f64, ConfigError> {
-    json_number(v)
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| bad(key, v, expected))
+    json_number(v).filter(|x| x.is_finite()).ok_or_else(|| bad(key, v, expected))
 }
 
 fn json_u64(key: &str, v: &Value, expected: &str) -> Result<u64, ConfigError> {
@@ -241,9 +225,7 @@ fn json_u64(key: &str, v: &Value, expected: &str) -> Result<u64, ConfigError> {
                 return Ok(u);
             }
             match n.as_f64() {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 => {
-                    Ok(f as u64)
-                }
+                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 => Ok(f as u64),
                 _ => Err(err()),
             }
         }
@@ -253,9 +235,7 @@ fn json_u64(key: &str, v: &Value, expected: &str) -> Result<u64, ConfigError> {
                 return Ok(u);
             }
             match parse_number(t) {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 => {
-                    Ok(f as u64)
-                }
+                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 => Ok(f as u64),
                 _ => Err(err()),
             }
         }
@@ -293,17 +273,10 @@ impl SyntheticConfig {
         let map = match v {
             Value::Null => return Ok(Self::default()),
             Value::Object(map) => map,
-            other => {
-                return Err(ConfigError::NotAnObject {
-                    got: other.to_string(),
-                })
-            }
+            other => return Err(ConfigError::NotAnObject { got: other.to_string() }),
         };
         if let Some(key) = map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
-            return Err(ConfigError::UnknownKey {
-                key: key.clone(),
-                valid: CONFIG_KEYS.join(", "),
-            });
+            return Err(ConfigError::UnknownKey { key: key.clone(), valid: CONFIG_KEYS.join(", ") });
         }
         let mut cfg = Self::default();
         let mut block_frames_given = false;
@@ -319,10 +292,7 @@ impl SyntheticConfig {
                     cfg.channels = n as usize;
                 }
                 "sample_rate" => {
-                    let expected = format!(
-                        "a number of Hz from {} to {}",
-                        SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1
-                    );
+                    let expected = format!("a number of Hz from {} to {}", SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1);
                     cfg.sample_rate = json_f64(k, value, &expected)?;
                 }
                 "seed" => {
@@ -341,24 +311,15 @@ impl SyntheticConfig {
                 "alpha_uv" => cfg.alpha_uv = json_f64(k, value, &amplitude_range())?,
                 "line_uv" => cfg.line_uv = json_f64(k, value, &amplitude_range())?,
                 "ssvep_uv" => cfg.ssvep_uv = json_f64(k, value, &amplitude_range())?,
-                "alpha_hz" => {
-                    cfg.alpha_hz =
-                        json_f64(k, value, "a frequency in Hz above 0 and below Nyquist")?
-                }
+                "alpha_hz" => cfg.alpha_hz = json_f64(k, value, "a frequency in Hz above 0 and below Nyquist")?,
                 "line_hz" => {
-                    cfg.line_hz = json_f64(
-                        k,
-                        value,
-                        "0 (no mains) or a frequency in Hz below Nyquist, like 50 or 60",
-                    )?
+                    cfg.line_hz = json_f64(k, value, "0 (no mains) or a frequency in Hz below Nyquist, like 50 or 60")?
                 }
                 "speed" => {
                     cfg.speed = json_f64(
                         k,
                         value,
-                        &format!(
-                            "a number from 0 (as fast as possible) to {MAX_SPEED} (1 = real time)"
-                        ),
+                        &format!("a number from 0 (as fast as possible) to {MAX_SPEED} (1 = real time)"),
                     )?
                 }
                 "loop" => cfg.loop_script = json_bool(k, value)?,
@@ -383,26 +344,14 @@ impl SyntheticConfig {
     /// every script item at least one sample long.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.channels == 0 || self.channels > MAX_CHANNELS {
-            return Err(bad(
-                "channels",
-                self.channels,
-                format!("an integer from 1 to {MAX_CHANNELS}"),
-            ));
+            return Err(bad("channels", self.channels, format!("an integer from 1 to {MAX_CHANNELS}")));
         }
         let (lo, hi) = SAMPLE_RATE_RANGE;
         if !(self.sample_rate.is_finite() && self.sample_rate >= lo && self.sample_rate <= hi) {
-            return Err(bad(
-                "sample_rate",
-                self.sample_rate,
-                format!("a number of Hz from {lo} to {hi}"),
-            ));
+            return Err(bad("sample_rate", self.sample_rate, format!("a number of Hz from {lo} to {hi}")));
         }
         if self.block_frames == 0 || self.block_frames > MAX_BLOCK_FRAMES {
-            return Err(bad(
-                "block_frames",
-                self.block_frames,
-                format!("an integer from 1 to {MAX_BLOCK_FRAMES}"),
-            ));
+            return Err(bad("block_frames", self.block_frames, format!("an integer from 1 to {MAX_BLOCK_FRAMES}")));
         }
         for (key, v) in [
             ("noise_uv", self.noise_uv),
@@ -420,18 +369,14 @@ impl SyntheticConfig {
             return Err(bad(
                 "alpha_hz",
                 self.alpha_hz,
-                format!(
-                    "a frequency above 0 and below the Nyquist frequency {nyq} Hz (half of sample_rate {fs})"
-                ),
+                format!("a frequency above 0 and below the Nyquist frequency {nyq} Hz (half of sample_rate {fs})"),
             ));
         }
         if !(self.line_hz.is_finite() && self.line_hz >= 0.0 && self.line_hz < nyq) {
             return Err(bad(
                 "line_hz",
                 self.line_hz,
-                format!(
-                    "0 (no mains) or a frequency below the Nyquist frequency {nyq} Hz (half of sample_rate {fs})"
-                ),
+                format!("0 (no mains) or a frequency below the Nyquist frequency {nyq} Hz (half of sample_rate {fs})"),
             ));
         }
         if !(self.speed.is_finite() && (0.0..=MAX_SPEED).contains(&self.speed)) {
@@ -445,23 +390,14 @@ impl SyntheticConfig {
         let mut prev_boundary = 0u64;
         for (i, intent) in self.script.iter().enumerate() {
             let item = |problem: String| {
-                ConfigError::Script(ScriptError::Item {
-                    index: i + 1,
-                    text: intent.to_string(),
-                    problem,
-                })
+                ConfigError::Script(ScriptError::Item { index: i + 1, text: intent.to_string(), problem })
             };
             if !(intent.seconds.is_finite() && intent.seconds > 0.0) {
-                return Err(item(format!(
-                    "seconds {} must be a finite number greater than 0",
-                    intent.seconds
-                )));
+                return Err(item(format!("seconds {} must be a finite number greater than 0", intent.seconds)));
             }
             if let Some(f) = intent.frequency {
                 if !(f.is_finite() && f > 0.0) {
-                    return Err(item(format!(
-                        "frequency {f} Hz must be a finite number greater than 0"
-                    )));
+                    return Err(item(format!("frequency {f} Hz must be a finite number greater than 0")));
                 }
                 if f >= nyq {
                     return Err(item(format!(
@@ -517,9 +453,7 @@ struct Segment {
 /// plus a direct and a one-sample delayed path; within 0.05 dB of 1/f over
 /// about nine octaves (0.06 Hz to 110 Hz at 250 Hz sampling).
 const PINK_POLES: [f64; 6] = [0.99886, 0.99332, 0.96900, 0.86650, 0.55000, -0.7616];
-const PINK_GAINS: [f64; 6] = [
-    0.0555179, 0.0750759, 0.1538520, 0.3104856, 0.5329522, -0.0168980,
-];
+const PINK_GAINS: [f64; 6] = [0.0555179, 0.0750759, 0.1538520, 0.3104856, 0.5329522, -0.0168980];
 const PINK_DIRECT: f64 = 0.5362;
 const PINK_DELAYED: f64 = 0.115926;
 
@@ -637,11 +571,7 @@ impl Generator {
         for (i, intent) in cfg.script.iter().enumerate() {
             elapsed += intent.seconds;
             let end = frame_of(elapsed, fs);
-            segments.push(Segment {
-                start,
-                end,
-                intent: i,
-            });
+            segments.push(Segment { start, end, intent: i });
             start = end;
         }
         let cycle_frames = start;
@@ -650,19 +580,13 @@ impl Generator {
         let line_phase = TAU * common.next_f64();
         let channels = (0..cfg.channels)
             .map(|c| {
-                let mut params = Xoshiro256StarStar::seed_from_u64(derive_seed(
-                    cfg.seed,
-                    &[STREAM_PARAMS, c as u64],
-                ));
+                let mut params = Xoshiro256StarStar::seed_from_u64(derive_seed(cfg.seed, &[STREAM_PARAMS, c as u64]));
                 let alpha_phase = TAU * params.next_f64();
                 let line_offset = 0.2 * (params.next_f64() - 0.5);
                 let (sa, ca) = alpha_phase.sin_cos();
                 let (sl, cl) = (line_phase + line_offset).sin_cos();
                 let mut ch = ChannelState {
-                    noise: Xoshiro256StarStar::seed_from_u64(derive_seed(
-                        cfg.seed,
-                        &[STREAM_NOISE, c as u64],
-                    )),
+                    noise: Xoshiro256StarStar::seed_from_u64(derive_seed(cfg.seed, &[STREAM_NOISE, c as u64])),
                     pink: PinkFilter::default(),
                     alpha_cs: (ca, sa),
                     line_cs: (cl, sl),
@@ -677,14 +601,7 @@ impl Generator {
             })
             .collect();
         let pink_gain = cfg.noise_uv / PinkFilter::unit_variance().sqrt();
-        Ok(Self {
-            cfg,
-            segments,
-            cycle_frames,
-            frame: 0,
-            pink_gain,
-            channels,
-        })
+        Ok(Self { cfg, segments, cycle_frames, frame: 0, pink_gain, channels })
     }
 
     /// The configuration this generator runs.
@@ -773,14 +690,8 @@ impl Generator {
             let intent = self.intent_at(n);
             let alpha_amp = self.cfg.alpha_uv * (1.0 + intent.rest_boost);
             let (sa, ca) = sin_cos_at(self.cfg.alpha_hz, n, fs);
-            let (sl, cl) = if line_on {
-                sin_cos_at(self.cfg.line_hz, n, fs)
-            } else {
-                (0.0, 0.0)
-            };
-            let ssvep = intent
-                .ssvep
-                .filter(|&(_, _, env)| env > 0.0 && ssvep_uv > 0.0);
+            let (sl, cl) = if line_on { sin_cos_at(self.cfg.line_hz, n, fs) } else { (0.0, 0.0) };
+            let ssvep = intent.ssvep.filter(|&(_, _, env)| env > 0.0 && ssvep_uv > 0.0);
             for (c, ch) in self.channels.iter_mut().enumerate() {
                 let white = ch.noise.gaussian();
                 let mut v = self.pink_gain * ch.pink.step(white);
@@ -807,15 +718,9 @@ impl Generator {
     /// What the script asks for at absolute frame `n`.
     fn intent_at(&self, n: u64) -> FrameIntent {
         if self.segments.is_empty() {
-            return FrameIntent {
-                rest_boost: 1.0,
-                ssvep: None,
-            };
+            return FrameIntent { rest_boost: 1.0, ssvep: None };
         }
-        let after_end = FrameIntent {
-            rest_boost: 0.0,
-            ssvep: None,
-        };
+        let after_end = FrameIntent { rest_boost: 0.0, ssvep: None };
         if !self.cfg.loop_script && n >= self.cycle_frames {
             return after_end;
         }
@@ -829,20 +734,10 @@ impl Generator {
         let since = since_frames as f64 / fs;
         let until = (seg.end - pos) as f64 / fs;
         let r = RAMP_S.min((seg.end - seg.start) as f64 / fs / 4.0);
-        let env = if r > 0.0 {
-            ramp(since.min(until) / r)
-        } else {
-            1.0
-        };
+        let env = if r > 0.0 { ramp(since.min(until) / r) } else { 1.0 };
         match self.cfg.script[seg.intent].frequency {
-            None => FrameIntent {
-                rest_boost: env,
-                ssvep: None,
-            },
-            Some(f) => FrameIntent {
-                rest_boost: 0.0,
-                ssvep: Some((f, since, env)),
-            },
+            None => FrameIntent { rest_boost: env, ssvep: None },
+            Some(f) => FrameIntent { rest_boost: 0.0, ssvep: Some((f, since, env)) },
         }
     }
 
@@ -888,10 +783,7 @@ mod tests {
 
     /// Config with a script, everything else default.
     fn cfg_with(script: &str) -> SyntheticConfig {
-        SyntheticConfig {
-            script: parse_script(script).unwrap(),
-            ..SyntheticConfig::default()
-        }
+        SyntheticConfig { script: parse_script(script).unwrap(), ..SyntheticConfig::default() }
     }
 
     /// Runs `g` with the given block sizes; returns per-channel series and
@@ -932,18 +824,12 @@ mod tests {
             splits.push(frames % block);
         }
         let (series, events) = run_splits(&mut g, &splits);
-        let series = series
-            .into_iter()
-            .map(|s| s.into_iter().map(f64::from).collect())
-            .collect();
+        let series = series.into_iter().map(|s| s.into_iter().map(f64::from).collect()).collect();
         (series, events)
     }
 
     fn bits(series: &[Vec<f32>]) -> Vec<Vec<u32>> {
-        series
-            .iter()
-            .map(|s| s.iter().map(|x| x.to_bits()).collect())
-            .collect()
+        series.iter().map(|s| s.iter().map(|x| x.to_bits()).collect()).collect()
     }
 
     /// Power at `f` of a Hann-windowed, mean-removed segment (single-bin DFT).
@@ -964,11 +850,7 @@ mod tests {
     fn mean_power(series: &[Vec<f64>], fs: f64, start_s: f64, len_s: f64, f: f64) -> f64 {
         let a = (start_s * fs).round() as usize;
         let b = a + (len_s * fs).round() as usize;
-        series
-            .iter()
-            .map(|s| power_at(&s[a..b], fs, f))
-            .sum::<f64>()
-            / series.len() as f64
+        series.iter().map(|s| power_at(&s[a..b], fs, f)).sum::<f64>() / series.len() as f64
     }
 
     // ---------- determinism ----------
@@ -985,10 +867,7 @@ mod tests {
         assert_eq!(ea, ec, "events depend on the script only");
         for ch in 0..a.len() {
             let differing = a[ch].iter().zip(&c[ch]).filter(|(x, y)| x != y).count();
-            assert!(
-                differing > 590,
-                "channel {ch}: only {differing} of 600 samples differ"
-            );
+            assert!(differing > 590, "channel {ch}: only {differing} of 600 samples differ");
         }
     }
 
@@ -1014,23 +893,14 @@ mod tests {
 
     #[test]
     fn channels_do_not_depend_on_channel_count_and_are_independent() {
-        let cfg = SyntheticConfig {
-            alpha_uv: 0.0,
-            line_uv: 0.0,
-            ..SyntheticConfig::default()
-        };
+        let cfg = SyntheticConfig { alpha_uv: 0.0, line_uv: 0.0, ..SyntheticConfig::default() };
         let (eight, _) = run_splits(&mut Generator::new(cfg.clone()), &[500]);
         let two_cfg = SyntheticConfig { channels: 2, ..cfg };
         let (two, _) = run_splits(&mut Generator::new(two_cfg), &[500]);
         assert_eq!(bits(&eight[..2]), bits(&two));
         // Noise of different channels is uncorrelated.
         let (x, y) = (&eight[0], &eight[1]);
-        let dot = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(p, q)| (*p as f64) * (*q as f64))
-                .sum::<f64>()
-        };
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (*p as f64) * (*q as f64)).sum::<f64>();
         let r = dot(x, y) / (dot(x, x) * dot(y, y)).sqrt();
         assert!(r.abs() < 0.3, "correlation {r}");
         assert_ne!(bits(&eight[..1]), bits(&eight[1..2]));
@@ -1069,10 +939,7 @@ mod tests {
             for (n, &got) in ch.iter().enumerate().take(950).skip(300) {
                 let tau = (n - 250) as f64 / fs - d;
                 let want = w * 4.0 * ((TAU * 13.0 * tau).sin() + 0.5 * (TAU * 26.0 * tau).sin());
-                assert!(
-                    (got - want).abs() < 1e-3,
-                    "channel {c} frame {n}: {got} vs {want}"
-                );
+                assert!((got - want).abs() < 1e-3, "channel {c} frame {n}: {got} vs {want}");
             }
         }
         // Weights in [0.5, 1], Oz strongest.
@@ -1101,16 +968,10 @@ mod tests {
         let peak = |x: &[f64]| x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let target_peak = peak(&s[0][50..450]);
         let rest_peak = peak(&s[0][550..950]);
-        assert!(
-            target_peak <= 13.0 + 1e-3 && target_peak > 10.0,
-            "{target_peak}"
-        );
+        assert!(target_peak <= 13.0 + 1e-3 && target_peak > 10.0, "{target_peak}");
         assert!(rest_peak > 18.0 && rest_peak <= 21.0 + 1e-3, "{rest_peak}");
         // Without line noise and alpha only: amplitude exactly alpha_uv.
-        let only_alpha = SyntheticConfig {
-            line_uv: 0.0,
-            ..cfg
-        };
+        let only_alpha = SyntheticConfig { line_uv: 0.0, ..cfg };
         let (a, _) = record(only_alpha, 4.0);
         let p = peak(&a[1][50..450]);
         assert!((p - 8.0).abs() < 0.05, "{p}");
@@ -1124,9 +985,7 @@ mod tests {
     /// combine channels): the SSVEP adds up, independent noise averages out.
     fn channel_mean(series: &[Vec<f64>]) -> Vec<Vec<f64>> {
         let n = series[0].len();
-        let m = (0..n)
-            .map(|i| series.iter().map(|s| s[i]).sum::<f64>() / series.len() as f64)
-            .collect();
+        let m = (0..n).map(|i| series.iter().map(|s| s[i]).sum::<f64>() / series.len() as f64).collect();
         vec![m]
     }
 
@@ -1136,18 +995,12 @@ mod tests {
         // 2 s windows taken from the middle of an intent (and over channels).
         const CYCLES: usize = 10;
         for seed in [1, 2, 3, 99, 2024] {
-            let cfg = SyntheticConfig {
-                seed,
-                ..cfg_with("rest:4,13Hz:4,17Hz:4")
-            };
+            let cfg = SyntheticConfig { seed, ..cfg_with("rest:4,13Hz:4,17Hz:4") };
             let fs = cfg.sample_rate;
             let (s, _) = record(cfg, 12.0 * CYCLES as f64);
             let (rest, t13, t17) = (1.0, 5.0, 9.0);
             let avg = |x: &[Vec<f64>], start: f64, f: f64| {
-                (0..CYCLES)
-                    .map(|k| mean_power(x, fs, 12.0 * k as f64 + start, 2.0, f))
-                    .sum::<f64>()
-                    / CYCLES as f64
+                (0..CYCLES).map(|k| mean_power(x, fs, 12.0 * k as f64 + start, 2.0, f)).sum::<f64>() / CYCLES as f64
             };
             // Per channel (power averaged over the 8 channels).
             let p = |start: f64, f: f64| avg(&s, start, f);
@@ -1155,66 +1008,22 @@ mod tests {
             let m = channel_mean(&s);
             let pm = |start: f64, f: f64| avg(&m, start, f);
             let ratios = [
-                (
-                    "13 Hz vs 17 Hz during 13 Hz intent, per channel",
-                    p(t13, 13.0) / p(t13, 17.0),
-                    5.0,
-                ),
-                (
-                    "13 Hz during 13 Hz intent vs rest, per channel",
-                    p(t13, 13.0) / p(rest, 13.0),
-                    5.0,
-                ),
-                (
-                    "17 Hz vs 13 Hz during 17 Hz intent, per channel",
-                    p(t17, 17.0) / p(t17, 13.0),
-                    5.0,
-                ),
-                (
-                    "13 Hz vs 17 Hz during 13 Hz intent, channel mean",
-                    pm(t13, 13.0) / pm(t13, 17.0),
-                    20.0,
-                ),
-                (
-                    "13 Hz during 13 Hz intent vs rest, channel mean",
-                    pm(t13, 13.0) / pm(rest, 13.0),
-                    20.0,
-                ),
-                (
-                    "17 Hz vs 13 Hz during 17 Hz intent, channel mean",
-                    pm(t17, 17.0) / pm(t17, 13.0),
-                    20.0,
-                ),
-                (
-                    "26 Hz harmonic during 13 Hz intent vs rest, channel mean",
-                    pm(t13, 26.0) / pm(rest, 26.0),
-                    5.0,
-                ),
-                (
-                    "26 Hz harmonic vs 23 Hz during 13 Hz intent, channel mean",
-                    pm(t13, 26.0) / pm(t13, 23.0),
-                    5.0,
-                ),
+                ("13 Hz vs 17 Hz during 13 Hz intent, per channel", p(t13, 13.0) / p(t13, 17.0), 5.0),
+                ("13 Hz during 13 Hz intent vs rest, per channel", p(t13, 13.0) / p(rest, 13.0), 5.0),
+                ("17 Hz vs 13 Hz during 17 Hz intent, per channel", p(t17, 17.0) / p(t17, 13.0), 5.0),
+                ("13 Hz vs 17 Hz during 13 Hz intent, channel mean", pm(t13, 13.0) / pm(t13, 17.0), 20.0),
+                ("13 Hz during 13 Hz intent vs rest, channel mean", pm(t13, 13.0) / pm(rest, 13.0), 20.0),
+                ("17 Hz vs 13 Hz during 17 Hz intent, channel mean", pm(t17, 17.0) / pm(t17, 13.0), 20.0),
+                ("26 Hz harmonic during 13 Hz intent vs rest, channel mean", pm(t13, 26.0) / pm(rest, 26.0), 5.0),
+                ("26 Hz harmonic vs 23 Hz during 13 Hz intent, channel mean", pm(t13, 26.0) / pm(t13, 23.0), 5.0),
                 (
                     "34 Hz harmonic during 17 Hz intent vs 13 Hz intent, channel mean",
                     pm(t17, 34.0) / pm(t13, 34.0),
                     5.0,
                 ),
-                (
-                    "26 Hz harmonic during 13 Hz intent vs rest, per channel",
-                    p(t13, 26.0) / p(rest, 26.0),
-                    2.0,
-                ),
-                (
-                    "10 Hz alpha during rest vs 13 Hz intent, per channel",
-                    p(rest, 10.0) / p(t13, 10.0),
-                    2.5,
-                ),
-                (
-                    "10 Hz alpha during rest vs 17 Hz intent, per channel",
-                    p(rest, 10.0) / p(t17, 10.0),
-                    2.5,
-                ),
+                ("26 Hz harmonic during 13 Hz intent vs rest, per channel", p(t13, 26.0) / p(rest, 26.0), 2.0),
+                ("10 Hz alpha during rest vs 13 Hz intent, per channel", p(rest, 10.0) / p(t13, 10.0), 2.5),
+                ("10 Hz alpha during rest vs 17 Hz intent, per channel", p(rest, 10.0) / p(t17, 10.0), 2.5),
             ];
             for (what, r, min) in ratios {
                 eprintln!("seed {seed}: {what}: {r:.1} (min {min})");
@@ -1226,28 +1035,18 @@ mod tests {
     #[test]
     fn spectrum_line_noise_present_only_when_enabled() {
         let on = SyntheticConfig::default();
-        let off = SyntheticConfig {
-            line_uv: 0.0,
-            ..SyntheticConfig::default()
-        };
+        let off = SyntheticConfig { line_uv: 0.0, ..SyntheticConfig::default() };
         let fs = on.sample_rate;
         let (son, _) = record(on, 4.0);
         let (soff, _) = record(off, 4.0);
         let pon = mean_power(&son, fs, 1.0, 2.0, 50.0);
         let poff = mean_power(&soff, fs, 1.0, 2.0, 50.0);
         assert!(pon > 20.0 * poff, "50 Hz with line {pon} vs without {poff}");
-        let neighbours =
-            (mean_power(&soff, fs, 1.0, 2.0, 46.0) + mean_power(&soff, fs, 1.0, 2.0, 54.0)) / 2.0;
-        assert!(
-            poff < 3.0 * neighbours,
-            "50 Hz without line {poff} vs neighbours {neighbours}"
-        );
+        let neighbours = (mean_power(&soff, fs, 1.0, 2.0, 46.0) + mean_power(&soff, fs, 1.0, 2.0, 54.0)) / 2.0;
+        assert!(poff < 3.0 * neighbours, "50 Hz without line {poff} vs neighbours {neighbours}");
         assert!(pon > 20.0 * neighbours);
         // 60 Hz mains works too.
-        let sixty = SyntheticConfig {
-            line_hz: 60.0,
-            ..SyntheticConfig::default()
-        };
+        let sixty = SyntheticConfig { line_hz: 60.0, ..SyntheticConfig::default() };
         let (s60, _) = record(sixty, 4.0);
         assert!(mean_power(&s60, fs, 1.0, 2.0, 60.0) > 20.0 * mean_power(&s60, fs, 1.0, 2.0, 50.0));
     }
@@ -1310,18 +1109,12 @@ mod tests {
     #[test]
     fn noise_rms_matches_noise_uv() {
         for (noise_uv, seed) in [(10.0, 1), (25.0, 7), (3.0, 12345)] {
-            let cfg = SyntheticConfig {
-                seed,
-                ..noise_only(noise_uv)
-            };
+            let cfg = SyntheticConfig { seed, ..noise_only(noise_uv) };
             let (s, _) = record(cfg, 60.0);
             let n: usize = s.iter().map(Vec::len).sum();
             let rms = (s.iter().flatten().map(|v| v * v).sum::<f64>() / n as f64).sqrt();
             eprintln!("noise_uv {noise_uv} seed {seed}: RMS {rms:.3}");
-            assert!(
-                (rms / noise_uv - 1.0).abs() < 0.2,
-                "noise_uv {noise_uv} seed {seed}: RMS {rms}"
-            );
+            assert!((rms / noise_uv - 1.0).abs() < 0.2, "noise_uv {noise_uv} seed {seed}: RMS {rms}");
         }
         let (silent, _) = record(noise_only(0.0), 1.0);
         assert!(silent.iter().flatten().all(|&v| v == 0.0));
@@ -1342,15 +1135,9 @@ mod tests {
         assert_eq!(onsets, [0.0, 1.0, 1.5, 2.5, 3.0, 4.0, 4.5]);
         for (i, e) in events.iter().enumerate() {
             if i % 2 == 0 {
-                assert_eq!(
-                    (e.label.as_str(), e.frequency, e.duration),
-                    ("13Hz", Some(13.0), 1.0)
-                );
+                assert_eq!((e.label.as_str(), e.frequency, e.duration), ("13Hz", Some(13.0), 1.0));
             } else {
-                assert_eq!(
-                    (e.label.as_str(), e.frequency, e.duration),
-                    ("rest", None, 0.5)
-                );
+                assert_eq!((e.label.as_str(), e.frequency, e.duration), ("rest", None, 0.5));
             }
         }
         // The 1376th frame starts the next rest: one block that spans two events.
@@ -1363,8 +1150,7 @@ mod tests {
     #[test]
     fn events_use_cumulative_rounding() {
         // Thirds of a second at 250 Hz: boundaries at 83, 167, 250, no drift.
-        let cfg =
-            cfg_with("rest:0.3333333333333333,13Hz:0.3333333333333333,rest:0.3333333333333333");
+        let cfg = cfg_with("rest:0.3333333333333333,13Hz:0.3333333333333333,rest:0.3333333333333333");
         let (_, events) = record(cfg, 4.0);
         let frames: Vec<u64> = events.iter().map(|e| e.frame).take(7).collect();
         assert_eq!(frames, [0, 83, 167, 250, 333, 417, 500]);
@@ -1375,10 +1161,7 @@ mod tests {
 
     #[test]
     fn non_looping_script_ends() {
-        let cfg = SyntheticConfig {
-            loop_script: false,
-            ..cfg_with("13Hz:1,rest:0.5")
-        };
+        let cfg = SyntheticConfig { loop_script: false, ..cfg_with("13Hz:1,rest:0.5") };
         let mut g = Generator::new(cfg.clone());
         assert_eq!(g.frames_remaining(), Some(375));
         let mut buf = vec![0.0; 8 * 100];
@@ -1417,10 +1200,7 @@ mod tests {
         let (_, events) = run_splits(&mut g, &[1000; 5]);
         assert!(events.is_empty());
         // Even with loop=false an empty script never ends.
-        let mut g = Generator::new(SyntheticConfig {
-            loop_script: false,
-            ..SyntheticConfig::default()
-        });
+        let mut g = Generator::new(SyntheticConfig { loop_script: false, ..SyntheticConfig::default() });
         let (_, events) = run_splits(&mut g, &[1000; 5]);
         assert!(events.is_empty());
     }
@@ -1429,18 +1209,9 @@ mod tests {
 
     #[test]
     fn channel_labels() {
-        let g = Generator::new(SyntheticConfig {
-            channels: 10,
-            ..SyntheticConfig::default()
-        });
-        assert_eq!(
-            g.channel_labels(),
-            ["O1", "Oz", "O2", "PO3", "POz", "PO4", "PO7", "PO8", "Ch9", "Ch10"]
-        );
-        let g = Generator::new(SyntheticConfig {
-            channels: 3,
-            ..SyntheticConfig::default()
-        });
+        let g = Generator::new(SyntheticConfig { channels: 10, ..SyntheticConfig::default() });
+        assert_eq!(g.channel_labels(), ["O1", "Oz", "O2", "PO3", "POz", "PO4", "PO7", "PO8", "Ch9", "Ch10"]);
+        let g = Generator::new(SyntheticConfig { channels: 3, ..SyntheticConfig::default() });
         assert_eq!(g.channel_labels(), ["O1", "Oz", "O2"]);
     }
 
@@ -1502,10 +1273,7 @@ mod tests {
     fn config_unknown_key() {
         let e = SyntheticConfig::from_json(&json!({"channels": 8, "chanels": 8})).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            matches!(&e, ConfigError::UnknownKey { key, .. } if key == "chanels"),
-            "{msg}"
-        );
+        assert!(matches!(&e, ConfigError::UnknownKey { key, .. } if key == "chanels"), "{msg}");
         assert!(msg.contains("\"chanels\""), "{msg}");
         for k in CONFIG_KEYS {
             assert!(msg.contains(k), "{msg} lacks {k}");
@@ -1522,36 +1290,21 @@ mod tests {
         let e = err(json!({"channels": 300}));
         assert!(e.contains("300") && e.contains("1 to 256"), "{e}");
         let e = err(json!({"channels": "eight"}));
-        assert!(
-            e.contains("\"channels\"") && e.contains("\"eight\"") && e.contains("1 to 256"),
-            "{e}"
-        );
+        assert!(e.contains("\"channels\"") && e.contains("\"eight\"") && e.contains("1 to 256"), "{e}");
         let e = err(json!({"channels": 2.5}));
         assert!(e.contains("2.5"), "{e}");
         let e = err(json!({"sample_rate": -5}));
-        assert!(
-            e.contains("\"sample_rate\"") && e.contains("-5") && e.contains("from 1 to 100000"),
-            "{e}"
-        );
+        assert!(e.contains("\"sample_rate\"") && e.contains("-5") && e.contains("from 1 to 100000"), "{e}");
         let e = err(json!({"sample_rate": "fast"}));
         assert!(e.contains("\"fast\""), "{e}");
         let e = err(json!({"noise_uv": -1}));
-        assert!(
-            e.contains("\"noise_uv\"") && e.contains("-1") && e.contains("from 0 to"),
-            "{e}"
-        );
+        assert!(e.contains("\"noise_uv\"") && e.contains("-1") && e.contains("from 0 to"), "{e}");
         let e = err(json!({"block_frames": 0}));
-        assert!(
-            e.contains("\"block_frames\"") && e.contains("1 to 65536"),
-            "{e}"
-        );
+        assert!(e.contains("\"block_frames\"") && e.contains("1 to 65536"), "{e}");
         let e = err(json!({"seed": -1}));
         assert!(e.contains("\"seed\"") && e.contains("-1"), "{e}");
         let e = err(json!({"loop": "maybe"}));
-        assert!(
-            e.contains("\"loop\"") && e.contains("\"maybe\"") && e.contains("true or false"),
-            "{e}"
-        );
+        assert!(e.contains("\"loop\"") && e.contains("\"maybe\"") && e.contains("true or false"), "{e}");
         let e = err(json!({"speed": -1}));
         assert!(e.contains("\"speed\"") && e.contains("-1"), "{e}");
         let e = err(json!({"script": "13Hz:abc"}));
@@ -1567,10 +1320,7 @@ mod tests {
     fn config_frequencies_below_nyquist() {
         let err = |v: Value| SyntheticConfig::from_json(&v).unwrap_err().to_string();
         let e = err(json!({"sample_rate": 100, "line_hz": 0, "script": "rest:1,60Hz:1"}));
-        assert!(
-            e.contains("script item 2 (\"60Hz:1\")") && e.contains("Nyquist frequency 50 Hz"),
-            "{e}"
-        );
+        assert!(e.contains("script item 2 (\"60Hz:1\")") && e.contains("Nyquist frequency 50 Hz"), "{e}");
         let e = err(json!({"sample_rate": 100, "line_hz": "0", "script": "50Hz:1"}));
         assert!(e.contains("item 1") && e.contains("not below"), "{e}");
         assert!(SyntheticConfig::from_json(
@@ -1579,32 +1329,17 @@ mod tests {
         .is_ok());
         // The default mains (50 Hz) does not fit 100 Hz sampling.
         let e = err(json!({"sample_rate": 100}));
-        assert!(
-            e.contains("\"line_hz\"") && e.contains("50") && e.contains("Nyquist"),
-            "{e}"
-        );
+        assert!(e.contains("\"line_hz\"") && e.contains("50") && e.contains("Nyquist"), "{e}");
         let e = err(json!({"sample_rate": 16, "line_hz": 0}));
-        assert!(
-            e.contains("\"alpha_hz\"") && e.contains("Nyquist frequency 8 Hz"),
-            "{e}"
-        );
+        assert!(e.contains("\"alpha_hz\"") && e.contains("Nyquist frequency 8 Hz"), "{e}");
         let e = err(json!({"alpha_hz": 0}));
         assert!(e.contains("\"alpha_hz\""), "{e}");
         // An item shorter than one sample.
         let e = err(json!({"script": "13Hz:1,rest:0.001"}));
-        assert!(
-            e.contains("item 2") && e.contains("shorter than one sample"),
-            "{e}"
-        );
+        assert!(e.contains("item 2") && e.contains("shorter than one sample"), "{e}");
         // Configs built in code are checked too.
-        let bad = SyntheticConfig {
-            script: vec![Intent::target(200.0, 1.0)],
-            ..SyntheticConfig::default()
-        };
+        let bad = SyntheticConfig { script: vec![Intent::target(200.0, 1.0)], ..SyntheticConfig::default() };
         let e = Generator::try_new(bad).unwrap_err().to_string();
-        assert!(
-            e.contains("200 Hz") && e.contains("Nyquist frequency 125 Hz"),
-            "{e}"
-        );
+        assert!(e.contains("200 Hz") && e.contains("Nyquist frequency 125 Hz"), "{e}");
     }
 }

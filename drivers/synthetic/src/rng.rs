@@ -62,10 +62,7 @@ impl Xoshiro256StarStar {
     pub fn seed_from_u64(seed: u64) -> Self {
         let mut sm = SplitMix64::new(seed);
         let s = [sm.next_u64(), sm.next_u64(), sm.next_u64(), sm.next_u64()];
-        Self {
-            s,
-            spare_gaussian: None,
-        }
+        Self { s, spare_gaussian: None }
     }
 
     /// The next 64 random bits.
@@ -123,10 +120,7 @@ mod tests {
     #[test]
     fn xoshiro_reference_values() {
         // xoshiro256** with state [1, 2, 3, 4]: reference outputs.
-        let mut x = Xoshiro256StarStar {
-            s: [1, 2, 3, 4],
-            spare_gaussian: None,
-        };
+        let mut x = Xoshiro256StarStar { s: [1, 2, 3, 4], spare_gaussian: None };
         assert_eq!(x.next_u64(), 11520);
         assert_eq!(x.next_u64(), 0);
         assert_eq!(x.next_u64(), 1509978240);

@@ -49,20 +49,12 @@ pub struct Intent {
 impl Intent {
     /// A resting intent of `seconds`.
     pub fn rest(seconds: f64) -> Self {
-        Self {
-            label: REST_LABEL.to_string(),
-            frequency: None,
-            seconds,
-        }
+        Self { label: REST_LABEL.to_string(), frequency: None, seconds }
     }
 
     /// Attending a target flickering at `frequency` Hz, labelled like `13Hz`.
     pub fn target(frequency: f64, seconds: f64) -> Self {
-        Self {
-            label: frequency_label(frequency),
-            frequency: Some(frequency),
-            seconds,
-        }
+        Self { label: frequency_label(frequency), frequency: Some(frequency), seconds }
     }
 
     /// True for a resting intent (no target frequency).
@@ -77,13 +69,7 @@ impl fmt::Display for Intent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.frequency {
             Some(freq) if self.label != frequency_label(freq) => {
-                write!(
-                    f,
-                    "{} ({}):{}",
-                    self.label,
-                    frequency_label(freq),
-                    self.seconds
-                )
+                write!(f, "{} ({}):{}", self.label, frequency_label(freq), self.seconds)
             }
             _ => write!(f, "{}:{}", self.label, self.seconds),
         }
@@ -120,8 +106,7 @@ pub enum ScriptError {
 }
 
 const COMPACT_HINT: &str = "write LABEL:SECONDS like 13Hz:3 or rest:2";
-const JSON_HINT: &str =
-    r#"write items like {"label":"13Hz","seconds":3} or {"frequency":17,"seconds":3,"label":"B"}"#;
+const JSON_HINT: &str = r#"write items like {"label":"13Hz","seconds":3} or {"frequency":17,"seconds":3,"label":"B"}"#;
 
 /// Parses a script in the compact form or, when it starts with `[`, the
 /// JSON form. Surrounding whitespace is ignored; an empty string is an empty
@@ -143,17 +128,11 @@ pub fn parse_script(text: &str) -> Result<Vec<Intent>, ScriptError> {
 pub fn parse_script_value(value: &Value) -> Result<Vec<Intent>, ScriptError> {
     match value {
         Value::String(s) => parse_script(s),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| parse_json_item(i + 1, item))
-            .collect(),
+        Value::Array(items) => items.iter().enumerate().map(|(i, item)| parse_json_item(i + 1, item)).collect(),
         Value::Null => Ok(Vec::new()),
         other => Err(ScriptError::Whole {
             text: shorten(&other.to_string()),
-            problem: format!(
-                "a script is a string like \"13Hz:3,rest:2\" or a JSON array of items; {JSON_HINT}"
-            ),
+            problem: format!("a script is a string like \"13Hz:3,rest:2\" or a JSON array of items; {JSON_HINT}"),
         }),
     }
 }
@@ -163,40 +142,23 @@ pub fn parse_compact(text: &str) -> Result<Vec<Intent>, ScriptError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    text.split(',')
-        .enumerate()
-        .map(|(i, item)| parse_compact_item(i + 1, item.trim()))
-        .collect()
+    text.split(',').enumerate().map(|(i, item)| parse_compact_item(i + 1, item.trim())).collect()
 }
 
 fn parse_compact_item(index: usize, item: &str) -> Result<Intent, ScriptError> {
-    let err = |problem: String| ScriptError::Item {
-        index,
-        text: item.to_string(),
-        problem,
-    };
+    let err = |problem: String| ScriptError::Item { index, text: item.to_string(), problem };
     if item.is_empty() {
-        return Err(err(format!(
-            "the item is empty (stray comma?); {COMPACT_HINT}"
-        )));
+        return Err(err(format!("the item is empty (stray comma?); {COMPACT_HINT}")));
     }
     let Some((label, seconds)) = item.rsplit_once(':') else {
-        return Err(err(format!(
-            "no \":\" between label and seconds; {COMPACT_HINT}"
-        )));
+        return Err(err(format!("no \":\" between label and seconds; {COMPACT_HINT}")));
     };
     let label = label.trim();
     let seconds_text = seconds.trim();
     let frequency = label_frequency(label).map_err(|p| err(format!("{p}; {COMPACT_HINT}")))?;
-    let seconds_number = seconds_text
-        .strip_suffix(['s', 'S'])
-        .unwrap_or(seconds_text)
-        .trim();
-    let seconds = parse_number(seconds_number).ok_or_else(|| {
-        err(format!(
-            "seconds {seconds_text:?} is not a number; {COMPACT_HINT}"
-        ))
-    })?;
+    let seconds_number = seconds_text.strip_suffix(['s', 'S']).unwrap_or(seconds_text).trim();
+    let seconds = parse_number(seconds_number)
+        .ok_or_else(|| err(format!("seconds {seconds_text:?} is not a number; {COMPACT_HINT}")))?;
     check_seconds(seconds).map_err(|p| err(format!("{p}; {COMPACT_HINT}")))?;
     Ok(match frequency {
         None => Intent::rest(seconds),
@@ -205,34 +167,26 @@ fn parse_compact_item(index: usize, item: &str) -> Result<Intent, ScriptError> {
 }
 
 fn parse_json_item(index: usize, item: &Value) -> Result<Intent, ScriptError> {
-    let err = |problem: String| ScriptError::Item {
-        index,
-        text: shorten(&item.to_string()),
-        problem,
-    };
+    let err = |problem: String| ScriptError::Item { index, text: shorten(&item.to_string()), problem };
     let Value::Object(map) = item else {
         return Err(err(format!("an item must be a JSON object; {JSON_HINT}")));
     };
     for key in map.keys() {
         if !matches!(key.as_str(), "label" | "frequency" | "seconds") {
-            return Err(err(format!(
-                "unknown key {key:?}; an item has the keys label, frequency and seconds"
-            )));
+            return Err(err(format!("unknown key {key:?}; an item has the keys label, frequency and seconds")));
         }
     }
     let seconds = match map.get("seconds") {
         None | Some(Value::Null) => {
             return Err(err(format!("\"seconds\" is missing; {JSON_HINT}")));
         }
-        Some(v) => json_number(v)
-            .ok_or_else(|| err(format!("seconds {v} is not a number; {JSON_HINT}")))?,
+        Some(v) => json_number(v).ok_or_else(|| err(format!("seconds {v} is not a number; {JSON_HINT}")))?,
     };
     check_seconds(seconds).map_err(&err)?;
     let frequency = match map.get("frequency") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let f = json_number(v)
-                .ok_or_else(|| err(format!("frequency {v} is not a number of Hz; {JSON_HINT}")))?;
+            let f = json_number(v).ok_or_else(|| err(format!("frequency {v} is not a number of Hz; {JSON_HINT}")))?;
             check_frequency(f).map_err(&err)?;
             Some(f)
         }
@@ -252,29 +206,18 @@ fn parse_json_item(index: usize, item: &Value) -> Result<Intent, ScriptError> {
             Ok(lf) => lf,
             Err(_) => frequency,
         },
-        Some(l) => label_frequency(l)
-            .map_err(|p| err(format!("{p}, or give a \"frequency\" with the label")))?,
+        Some(l) => label_frequency(l).map_err(|p| err(format!("{p}, or give a \"frequency\" with the label")))?,
         None => None,
     };
     match (label, frequency, label_freq) {
-        (None, None, _) => Err(err(format!(
-            "give a \"label\" (\"rest\" or \"13Hz\") or a \"frequency\"; {JSON_HINT}"
-        ))),
+        (None, None, _) => Err(err(format!("give a \"label\" (\"rest\" or \"13Hz\") or a \"frequency\"; {JSON_HINT}"))),
         (None, Some(f), _) => Ok(Intent::target(f, seconds)),
-        (Some(l), None, lf) => Ok(Intent {
-            label: if lf.is_none() {
-                REST_LABEL.to_string()
-            } else {
-                l
-            },
-            frequency: lf,
-            seconds,
-        }),
+        (Some(l), None, lf) => {
+            Ok(Intent { label: if lf.is_none() { REST_LABEL.to_string() } else { l }, frequency: lf, seconds })
+        }
         (Some(l), Some(f), lf) => {
             if l.eq_ignore_ascii_case(REST_LABEL) {
-                return Err(err(format!(
-                    "label \"rest\" cannot have a frequency ({f} Hz); drop one of them"
-                )));
+                return Err(err(format!("label \"rest\" cannot have a frequency ({f} Hz); drop one of them")));
             }
             if let Some(lf) = lf {
                 if lf != f {
@@ -283,11 +226,7 @@ fn parse_json_item(index: usize, item: &Value) -> Result<Intent, ScriptError> {
                     )));
                 }
             }
-            Ok(Intent {
-                label: l,
-                frequency: Some(f),
-                seconds,
-            })
+            Ok(Intent { label: l, frequency: Some(f), seconds })
         }
     }
 }
@@ -299,31 +238,24 @@ fn label_frequency(label: &str) -> Result<Option<f64>, String> {
     }
     let lower = label.to_ascii_lowercase();
     let Some(number) = lower.strip_suffix("hz") else {
-        return Err(format!(
-            "label {label:?} is neither \"rest\" nor a frequency like \"13Hz\""
-        ));
+        return Err(format!("label {label:?} is neither \"rest\" nor a frequency like \"13Hz\""));
     };
     let number = number.trim();
-    let f = parse_number(number)
-        .ok_or_else(|| format!("frequency {number:?} in label {label:?} is not a number"))?;
+    let f = parse_number(number).ok_or_else(|| format!("frequency {number:?} in label {label:?} is not a number"))?;
     check_frequency(f)?;
     Ok(Some(f))
 }
 
 fn check_seconds(seconds: f64) -> Result<(), String> {
     if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(format!(
-            "seconds {seconds} must be a finite number greater than 0"
-        ));
+        return Err(format!("seconds {seconds} must be a finite number greater than 0"));
     }
     Ok(())
 }
 
 fn check_frequency(f: f64) -> Result<(), String> {
     if !f.is_finite() || f <= 0.0 {
-        return Err(format!(
-            "frequency {f} Hz must be a finite number greater than 0"
-        ));
+        return Err(format!("frequency {f} Hz must be a finite number greater than 0"));
     }
     Ok(())
 }
@@ -332,10 +264,7 @@ fn check_frequency(f: f64) -> Result<(), String> {
 /// words Rust's parser also accepts (`inf`, `nan`), which are never meant.
 pub(crate) fn parse_number(text: &str) -> Option<f64> {
     let t = text.trim();
-    if t.is_empty()
-        || t.chars()
-            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-    {
+    if t.is_empty() || t.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') {
         return None;
     }
     t.parse::<f64>().ok()
@@ -369,14 +298,7 @@ mod tests {
     #[test]
     fn compact_form() {
         let s = parse_script("13Hz:3,rest:2,17Hz:3").unwrap();
-        assert_eq!(
-            s,
-            vec![
-                Intent::target(13.0, 3.0),
-                Intent::rest(2.0),
-                Intent::target(17.0, 3.0)
-            ]
-        );
+        assert_eq!(s, vec![Intent::target(13.0, 3.0), Intent::rest(2.0), Intent::target(17.0, 3.0)]);
         assert_eq!(s[0].label, "13Hz");
         assert_eq!(s[0].frequency, Some(13.0));
         assert!(s[1].is_rest());
@@ -406,14 +328,7 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert_eq!(s[0], Intent::target(13.0, 3.0));
         assert_eq!(s[1], Intent::rest(2.0));
-        assert_eq!(
-            s[2],
-            Intent {
-                label: "B".into(),
-                frequency: Some(17.0),
-                seconds: 3.0
-            }
-        );
+        assert_eq!(s[2], Intent { label: "B".into(), frequency: Some(17.0), seconds: 3.0 });
         assert_eq!(s[3], Intent::target(9.5, 1.0));
         // Same through a parsed value.
         let v: Value = serde_json::from_str(text).unwrap();
@@ -436,10 +351,7 @@ mod tests {
         assert!(e.starts_with("script item 1 (\"13Hz\"): no \":\""), "{e}");
 
         let e = parse_script("rest:1,blink:2").unwrap_err().to_string();
-        assert!(
-            e.contains("item 2") && e.contains("\"blink\"") && e.contains("neither"),
-            "{e}"
-        );
+        assert!(e.contains("item 2") && e.contains("\"blink\"") && e.contains("neither"), "{e}");
 
         let e = parse_script("13Hz:-1").unwrap_err().to_string();
         assert!(e.contains("item 1") && e.contains("greater than 0"), "{e}");
@@ -451,72 +363,40 @@ mod tests {
         assert!(e.contains("not a number"), "{e}");
 
         let e = parse_script("0Hz:1").unwrap_err().to_string();
-        assert!(
-            e.contains("frequency 0 Hz") && e.contains("greater than 0"),
-            "{e}"
-        );
+        assert!(e.contains("frequency 0 Hz") && e.contains("greater than 0"), "{e}");
 
         let e = parse_script("xHz:1").unwrap_err().to_string();
         assert!(e.contains("\"x\"") && e.contains("not a number"), "{e}");
 
         let e = parse_script("13Hz:1,").unwrap_err().to_string();
-        assert!(
-            e.starts_with("script item 2 (\"\"): the item is empty"),
-            "{e}"
-        );
+        assert!(e.starts_with("script item 2 (\"\"): the item is empty"), "{e}");
     }
 
     #[test]
     fn json_errors_name_item_text_and_problem() {
-        let e = parse_script_value(&json!([{"label":"13Hz","seconds":1}, {"label":"13Hz"}]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with(r#"script item 2 ("{\"label\":\"13Hz\"}"): "seconds" is missing"#),
-            "{e}"
-        );
+        let e = parse_script_value(&json!([{"label":"13Hz","seconds":1}, {"label":"13Hz"}])).unwrap_err().to_string();
+        assert!(e.starts_with(r#"script item 2 ("{\"label\":\"13Hz\"}"): "seconds" is missing"#), "{e}");
 
-        let e = parse_script_value(&json!([{"label":"13Hz","frequency":17,"seconds":1}]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("item 1") && e.contains("says 13 Hz but frequency is 17 Hz"),
-            "{e}"
-        );
+        let e = parse_script_value(&json!([{"label":"13Hz","frequency":17,"seconds":1}])).unwrap_err().to_string();
+        assert!(e.contains("item 1") && e.contains("says 13 Hz but frequency is 17 Hz"), "{e}");
 
-        let e = parse_script_value(&json!([{"label":"rest","frequency":17,"seconds":1}]))
-            .unwrap_err()
-            .to_string();
+        let e = parse_script_value(&json!([{"label":"rest","frequency":17,"seconds":1}])).unwrap_err().to_string();
         assert!(e.contains("cannot have a frequency"), "{e}");
 
-        let e = parse_script_value(&json!([{"label":"B","seconds":1}]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("\"B\"") && e.contains("give a \"frequency\" with the label"),
-            "{e}"
-        );
+        let e = parse_script_value(&json!([{"label":"B","seconds":1}])).unwrap_err().to_string();
+        assert!(e.contains("\"B\"") && e.contains("give a \"frequency\" with the label"), "{e}");
 
-        let e = parse_script_value(&json!([{"seconds":1}]))
-            .unwrap_err()
-            .to_string();
+        let e = parse_script_value(&json!([{"seconds":1}])).unwrap_err().to_string();
         assert!(e.contains("give a \"label\""), "{e}");
 
-        let e = parse_script_value(&json!([{"frequency":"abc","seconds":1}]))
-            .unwrap_err()
-            .to_string();
+        let e = parse_script_value(&json!([{"frequency":"abc","seconds":1}])).unwrap_err().to_string();
         assert!(e.contains("frequency \"abc\" is not a number"), "{e}");
 
-        let e = parse_script_value(&json!([{"frequency":13,"seconds":1,"sec":2}]))
-            .unwrap_err()
-            .to_string();
+        let e = parse_script_value(&json!([{"frequency":13,"seconds":1,"sec":2}])).unwrap_err().to_string();
         assert!(e.contains("unknown key \"sec\""), "{e}");
 
         let e = parse_script_value(&json!([3])).unwrap_err().to_string();
-        assert!(
-            e.starts_with("script item 1 (\"3\"): an item must be a JSON object"),
-            "{e}"
-        );
+        assert!(e.starts_with("script item 1 (\"3\"): an item must be a JSON object"), "{e}");
 
         let e = parse_script_value(&json!(5)).unwrap_err().to_string();
         assert!(e.contains("JSON array"), "{e}");
@@ -531,11 +411,7 @@ mod tests {
         let text: Vec<String> = s.iter().map(|i| i.to_string()).collect();
         assert_eq!(text, ["13Hz:3", "rest:2.5"]);
         assert_eq!(parse_script(&text.join(",")).unwrap(), s);
-        let b = Intent {
-            label: "B".into(),
-            frequency: Some(17.0),
-            seconds: 3.0,
-        };
+        let b = Intent { label: "B".into(), frequency: Some(17.0), seconds: 3.0 };
         assert_eq!(b.to_string(), "B (17Hz):3");
     }
 }

@@ -46,11 +46,7 @@ impl Drop for TempDir {
 }
 
 /// Copies `src` into a temp dir after `f` changed its bytes, then opens it with `EdfReader`.
-fn open_mutated(
-    name: &str,
-    src: &Path,
-    f: impl FnOnce(&mut Vec<u8>),
-) -> Result<EdfReader, FormatError> {
+fn open_mutated(name: &str, src: &Path, f: impl FnOnce(&mut Vec<u8>)) -> Result<EdfReader, FormatError> {
     let mut bytes = std::fs::read(src).unwrap();
     f(&mut bytes);
     let dir = TempDir::new(name);
@@ -84,11 +80,7 @@ struct Sig {
 
 fn ann_sig(spr: usize, bdf: bool) -> Sig {
     Sig {
-        label: if bdf {
-            "BDF Annotations"
-        } else {
-            "EDF Annotations"
-        },
+        label: if bdf { "BDF Annotations" } else { "EDF Annotations" },
         unit: b"",
         pmin: -1.0,
         pmax: 1.0,
@@ -104,14 +96,7 @@ enum Data {
     Tal(Vec<u8>),
 }
 
-fn build(
-    bdf: bool,
-    reserved: &str,
-    nrec: i64,
-    dur: &str,
-    sigs: &[Sig],
-    records: &[Vec<Data>],
-) -> Vec<u8> {
+fn build(bdf: bool, reserved: &str, nrec: i64, dur: &str, sigs: &[Sig], records: &[Vec<Data>]) -> Vec<u8> {
     let ns = sigs.len();
     let mut h = Vec::new();
     let mut field = |s: &[u8], w: usize| {
@@ -185,15 +170,7 @@ fn build(
 }
 
 fn eeg(label: &'static str, unit: &'static [u8], spr: usize) -> Sig {
-    Sig {
-        label,
-        unit,
-        pmin: -3276.8,
-        pmax: 3276.7,
-        dmin: -32768,
-        dmax: 32767,
-        spr,
-    }
+    Sig { label, unit, pmin: -3276.8, pmax: 3276.7, dmin: -32768, dmax: 32767, spr }
 }
 
 fn chunks(r: &mut dyn Recording) -> Vec<(Chunk, Vec<f32>)> {
@@ -213,14 +190,7 @@ fn chunks(r: &mut dyn Recording) -> Vec<(Chunk, Vec<f32>)> {
 #[test]
 fn tal_without_duration() {
     let t = parse_tals(b"+0\x14\x14\x00").unwrap();
-    assert_eq!(
-        t,
-        vec![Tal {
-            onset: 0.0,
-            duration: None,
-            texts: vec![String::new()]
-        }]
-    );
+    assert_eq!(t, vec![Tal { onset: 0.0, duration: None, texts: vec![String::new()] }]);
     let t = parse_tals(b"+12.9844\x14experiment_start\x14\x00\x00\x00\x00").unwrap();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].onset, 12.9844);
@@ -230,8 +200,7 @@ fn tal_without_duration() {
 
 #[test]
 fn tal_with_duration_and_several_tals() {
-    let t = parse_tals(b"+0\x14\x14\x00+0\x1560.2\x14T0\x14\x00+4.2\x154.1\x14T2\x14\x00\x00\x00")
-        .unwrap();
+    let t = parse_tals(b"+0\x14\x14\x00+0\x1560.2\x14T0\x14\x00+4.2\x154.1\x14T2\x14\x00\x00\x00").unwrap();
     assert_eq!(t.len(), 3);
     assert_eq!(t[0].texts, vec![""]);
     assert_eq!((t[1].onset, t[1].duration), (0.0, Some(60.2)));
@@ -277,9 +246,7 @@ fn tal_errors_point_at_the_byte() {
     for len in 0..200 {
         let b: Vec<u8> = (0..len)
             .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 [b'+', b'-', b'1', b'.', 0x14, 0x15, 0, b'a'][(seed >> 61) as usize]
             })
             .collect();
@@ -293,20 +260,14 @@ fn tal_errors_point_at_the_byte() {
 #[test]
 fn decode_16_and_24_bit() {
     let vals = [-32768i32, -1, 0, 1, 32767, 12345, -12345, 7, 8, 9, -9];
-    let bytes: Vec<u8> = vals
-        .iter()
-        .flat_map(|v| (*v as i16).to_le_bytes())
-        .collect();
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| (*v as i16).to_le_bytes()).collect();
     let mut out = vec![0f32; vals.len()];
     assert_eq!(decode_i16_f32(&bytes, 0.5, 1.0, &mut out), vals.len());
     for (o, v) in out.iter().zip(vals) {
         assert_eq!(*o, (v as f64 * 0.5 + 1.0) as f32);
     }
     let vals = [-8388608i32, -1, 0, 1, 8388607, 1234567, -1234567, 3, 4, 5];
-    let bytes: Vec<u8> = vals
-        .iter()
-        .flat_map(|v| v.to_le_bytes()[..3].to_vec())
-        .collect();
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()[..3].to_vec()).collect();
     let mut out = vec![0f32; vals.len()];
     assert_eq!(decode_i24_f32(&bytes, 1.0, 0.0, &mut out), vals.len());
     for (o, v) in out.iter().zip(vals) {
@@ -323,64 +284,14 @@ fn decode_16_and_24_bit() {
 #[test]
 fn units_are_converted_to_microvolts() {
     let sigs = [
-        Sig {
-            label: "A",
-            unit: b"mV",
-            pmin: -1.0,
-            pmax: 1.0,
-            dmin: -1000,
-            dmax: 1000,
-            spr: 2,
-        },
-        Sig {
-            label: "B",
-            unit: b"\xB5V",
-            pmin: -1.0,
-            pmax: 1.0,
-            dmin: -1000,
-            dmax: 1000,
-            spr: 2,
-        },
-        Sig {
-            label: "C",
-            unit: b"V",
-            pmin: -1.0,
-            pmax: 1.0,
-            dmin: -1000,
-            dmax: 1000,
-            spr: 2,
-        },
-        Sig {
-            label: "D",
-            unit: b"nV",
-            pmin: -1.0,
-            pmax: 1.0,
-            dmin: -1000,
-            dmax: 1000,
-            spr: 2,
-        },
-        Sig {
-            label: "E",
-            unit: b"degC",
-            pmin: -1.0,
-            pmax: 1.0,
-            dmin: -1000,
-            dmax: 1000,
-            spr: 2,
-        },
-        Sig {
-            label: "F",
-            unit: "µV".as_bytes(),
-            pmin: -1.0,
-            pmax: 1.0,
-            dmin: -1000,
-            dmax: 1000,
-            spr: 2,
-        },
+        Sig { label: "A", unit: b"mV", pmin: -1.0, pmax: 1.0, dmin: -1000, dmax: 1000, spr: 2 },
+        Sig { label: "B", unit: b"\xB5V", pmin: -1.0, pmax: 1.0, dmin: -1000, dmax: 1000, spr: 2 },
+        Sig { label: "C", unit: b"V", pmin: -1.0, pmax: 1.0, dmin: -1000, dmax: 1000, spr: 2 },
+        Sig { label: "D", unit: b"nV", pmin: -1.0, pmax: 1.0, dmin: -1000, dmax: 1000, spr: 2 },
+        Sig { label: "E", unit: b"degC", pmin: -1.0, pmax: 1.0, dmin: -1000, dmax: 1000, spr: 2 },
+        Sig { label: "F", unit: "µV".as_bytes(), pmin: -1.0, pmax: 1.0, dmin: -1000, dmax: 1000, spr: 2 },
     ];
-    let rec = vec![(0..6)
-        .map(|_| Data::Samples(vec![500, -1000]))
-        .collect::<Vec<_>>()];
+    let rec = vec![(0..6).map(|_| Data::Samples(vec![500, -1000])).collect::<Vec<_>>()];
     let dir = TempDir::new("units");
     let p = dir.file("u.edf", &build(false, "", 1, "1", &sigs, &rec));
     let mut r = open_recording(&p, None).unwrap();
@@ -417,11 +328,7 @@ fn edf_plus_d_gaps_annotations_and_chunk_times() {
         ]
     };
     let records = vec![
-        rec(
-            "+10",
-            b"+12.5\x14late\x14\x00+10.25\x150.5\x14A\x14B\x14\x00",
-            0,
-        ),
+        rec("+10", b"+12.5\x14late\x14\x00+10.25\x150.5\x14A\x14B\x14\x00", 0),
         rec("+11", b"", 10),
         rec("+15", b"+14.5\x14back\x14\x00", 20), // gap of 3 s (11+1 .. 15)
         rec("+16", b"+99\x14end\x14\x00", 30),
@@ -436,35 +343,12 @@ fn edf_plus_d_gaps_annotations_and_chunk_times() {
     assert_eq!(
         events,
         vec![
-            RecordingEvent::Annotation {
-                onset: 2.5,
-                duration: None,
-                text: "late".into()
-            },
-            RecordingEvent::Annotation {
-                onset: 0.25,
-                duration: Some(0.5),
-                text: "A".into()
-            },
-            RecordingEvent::Annotation {
-                onset: 0.25,
-                duration: Some(0.5),
-                text: "B".into()
-            },
-            RecordingEvent::Gap {
-                at: 2.0,
-                seconds: 3.0
-            },
-            RecordingEvent::Annotation {
-                onset: 4.5,
-                duration: None,
-                text: "back".into()
-            },
-            RecordingEvent::Annotation {
-                onset: 89.0,
-                duration: None,
-                text: "end".into()
-            },
+            RecordingEvent::Annotation { onset: 2.5, duration: None, text: "late".into() },
+            RecordingEvent::Annotation { onset: 0.25, duration: Some(0.5), text: "A".into() },
+            RecordingEvent::Annotation { onset: 0.25, duration: Some(0.5), text: "B".into() },
+            RecordingEvent::Gap { at: 2.0, seconds: 3.0 },
+            RecordingEvent::Annotation { onset: 4.5, duration: None, text: "back".into() },
+            RecordingEvent::Annotation { onset: 89.0, duration: None, text: "end".into() },
         ]
     );
 
@@ -501,15 +385,9 @@ fn edf_plus_d_gaps_annotations_and_chunk_times() {
 fn edf_plus_d_without_timekeeping_is_an_error() {
     let sigs = [eeg("Cz", b"uV", 2), ann_sig(8, false)];
     let records = vec![
-        vec![
-            Data::Samples(vec![0, 0]),
-            Data::Tal(b"+0\x14\x14\x00".to_vec()),
-        ],
+        vec![Data::Samples(vec![0, 0]), Data::Tal(b"+0\x14\x14\x00".to_vec())],
         vec![Data::Samples(vec![0, 0]), Data::Tal(Vec::new())],
-        vec![
-            Data::Samples(vec![0, 0]),
-            Data::Tal(b"+5\x14\x14\x00".to_vec()),
-        ],
+        vec![Data::Samples(vec![0, 0]), Data::Tal(b"+5\x14\x14\x00".to_vec())],
     ];
     let dir = TempDir::new("edfd-tk");
     let p = dir.file("d.edf", &build(false, "EDF+D", 3, "1", &sigs, &records));
@@ -525,15 +403,7 @@ fn edf_plus_d_without_timekeeping_is_an_error() {
 #[test]
 fn bdf_plus_c_24_bit_values_and_annotations() {
     let sigs = [
-        Sig {
-            label: "EXG1",
-            unit: b"uV",
-            pmin: -262144.0,
-            pmax: 262143.0,
-            dmin: -8388608,
-            dmax: 8388607,
-            spr: 3,
-        },
+        Sig { label: "EXG1", unit: b"uV", pmin: -262144.0, pmax: 262143.0, dmin: -8388608, dmax: 8388607, spr: 3 },
         Sig {
             label: "Status",
             unit: b"Boolean",
@@ -551,11 +421,7 @@ fn bdf_plus_c_24_bit_values_and_annotations() {
             Data::Samples(vec![-1, 65535, 1]),
             Data::Tal(b"+0\x14\x14\x00+0.5\x14stim\x14\x00".to_vec()),
         ],
-        vec![
-            Data::Samples(vec![1, -1, 2]),
-            Data::Samples(vec![0, 0, 0]),
-            Data::Tal(b"+1\x14\x14\x00".to_vec()),
-        ],
+        vec![Data::Samples(vec![1, -1, 2]), Data::Samples(vec![0, 0, 0]), Data::Tal(b"+1\x14\x14\x00".to_vec())],
     ];
     let dir = TempDir::new("bdfc");
     let p = dir.file("b.bdf", &build(true, "BDF+C", 2, "1", &sigs, &records));
@@ -570,27 +436,14 @@ fn bdf_plus_c_24_bit_values_and_annotations() {
     let mut dig = [0i32; 3];
     rd.decode_digital(1, &mut dig);
     assert_eq!(dig, [-1, 65535, 1]);
-    assert_eq!(
-        rd.annotations(),
-        &[Annotation {
-            onset: 0.5,
-            duration: None,
-            text: "stim".into()
-        }]
-    );
+    assert_eq!(rd.annotations(), &[Annotation { onset: 0.5, duration: None, text: "stim".into() }]);
 
     let mut r = open_recording(&p, None).unwrap();
     assert_eq!(
         r.channels(),
         &[
-            Channel {
-                label: "EXG1".into(),
-                unit: "uV".into()
-            },
-            Channel {
-                label: "Status".into(),
-                unit: "Boolean".into()
-            }
+            Channel { label: "EXG1".into(), unit: "uV".into() },
+            Channel { label: "Status".into(), unit: "Boolean".into() }
         ]
     );
     let c = chunks(r.as_mut());
@@ -601,50 +454,25 @@ fn bdf_plus_c_24_bit_values_and_annotations() {
 
 #[test]
 fn mixed_sample_rates() {
-    let sigs = [
-        eeg("Fp1", b"uV", 4),
-        eeg("Resp", b"uV", 2),
-        eeg("Fp2", b"uV", 4),
-    ];
-    let records = vec![vec![
-        Data::Samples(vec![1, 2, 3, 4]),
-        Data::Samples(vec![5, 6]),
-        Data::Samples(vec![7, 8, 9, 10]),
-    ]];
+    let sigs = [eeg("Fp1", b"uV", 4), eeg("Resp", b"uV", 2), eeg("Fp2", b"uV", 4)];
+    let records =
+        vec![vec![Data::Samples(vec![1, 2, 3, 4]), Data::Samples(vec![5, 6]), Data::Samples(vec![7, 8, 9, 10])]];
     let dir = TempDir::new("rates");
     let p = dir.file("m.edf", &build(false, "", 1, "0.5", &sigs, &records));
     let mut r = open_recording(&p, None).unwrap();
-    assert_eq!(
-        r.channels()
-            .iter()
-            .map(|c| c.label.as_str())
-            .collect::<Vec<_>>(),
-        ["Fp1", "Fp2"]
-    );
+    assert_eq!(r.channels().iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["Fp1", "Fp2"]);
     assert_eq!(r.sample_rate(), 8.0);
     assert_eq!(r.warnings().len(), 1);
-    assert!(
-        r.warnings()[0].contains("\"Resp\" (4 Hz)"),
-        "{:?}",
-        r.warnings()
-    );
-    assert_eq!(
-        chunks(r.as_mut())[0].1,
-        vec![0.1, 0.2, 0.3, 0.4, 0.7, 0.8, 0.9, 1.0]
-    );
+    assert!(r.warnings()[0].contains("\"Resp\" (4 Hz)"), "{:?}", r.warnings());
+    assert_eq!(chunks(r.as_mut())[0].1, vec![0.1, 0.2, 0.3, 0.4, 0.7, 0.8, 0.9, 1.0]);
     let r = open_recording(&p, Some(&["resp".to_string()])).unwrap();
     assert_eq!(r.sample_rate(), 4.0);
     assert_eq!(r.max_chunk_frames(), 2);
-    let e = open_recording(&p, Some(&["Fp1".to_string(), "Resp".to_string()]))
-        .err()
-        .unwrap();
+    let e = open_recording(&p, Some(&["Fp1".to_string(), "Resp".to_string()])).err().unwrap();
     assert_eq!(e.field, "channels");
     assert!(e.problem.contains("\"Fp1\" (8 Hz), \"Resp\" (4 Hz)"), "{e}");
     let e = open_recording(&p, Some(&["Cz".to_string()])).err().unwrap();
-    assert!(
-        e.problem.contains("available: \"Fp1\", \"Resp\", \"Fp2\""),
-        "{e}"
-    );
+    assert!(e.problem.contains("available: \"Fp1\", \"Resp\", \"Fp2\""), "{e}");
 }
 
 #[test]
@@ -661,11 +489,7 @@ fn unknown_record_count_drops_a_partial_record_with_a_warning() {
     assert_eq!(r.header().records_in_header, -1);
     assert_eq!(r.header().num_records, 124);
     assert_eq!(r.warnings().len(), 1);
-    assert!(
-        r.warnings()[0].contains("partial record"),
-        "{:?}",
-        r.warnings()
-    );
+    assert!(r.warnings()[0].contains("partial record"), "{:?}", r.warnings());
     // Without the partial record: no warning, all records.
     let r = open_mutated("minus1-exact", &path, |b| put(b, 236, "-1", 8)).unwrap();
     assert_eq!(r.header().num_records, 125);
@@ -688,9 +512,7 @@ fn random_damage_never_panics() {
     let p = dir.0.join("f.edf");
     let mut seed = 42u64;
     let mut next = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         seed >> 24
     };
     for i in 0..600 {
@@ -734,14 +556,7 @@ fn s001r04_header_and_first_records() {
     assert!(r.warnings().is_empty());
     let anns = r.read_all_annotations().unwrap();
     assert_eq!(anns.len(), 30);
-    assert_eq!(
-        anns[0],
-        Annotation {
-            onset: 0.0,
-            duration: Some(4.2),
-            text: "T0".into()
-        }
-    );
+    assert_eq!(anns[0], Annotation { onset: 0.0, duration: Some(4.2), text: "T0".into() });
     assert_eq!(anns[1].text, "T2");
     assert!((anns[1].onset - 4.2).abs() < 1e-12);
 
@@ -772,97 +587,52 @@ fn truncated_data_is_an_error_at_the_incomplete_record() {
     assert_eq!(e.field, "data record");
     assert_eq!(e.offset, 16896 + 124 * rb);
     assert!(e.problem.starts_with("truncated"), "{e}");
-    assert!(
-        e.to_string().contains("S001R04") || e.to_string().contains("trunc.edf"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("S001R04") || e.to_string().contains("trunc.edf"), "{e}");
 }
 
 #[test]
 fn truncated_header_names_the_field_where_the_file_ends() {
-    let e = open_mutated("trunc-hdr", &s001r04(), |b| b.truncate(240))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("number of data records", 240)
-    );
+    let e = open_mutated("trunc-hdr", &s001r04(), |b| b.truncate(240)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("number of data records", 240));
     assert!(e.problem.contains("truncated header"), "{e}");
     // Inside the signal headers: 256 + 65 * 16 (labels) + 65 * 80 (transducer) + 3 units.
     let at = 256 + 65 * 96 + 3 * 8 + 2;
-    let e = open_mutated("trunc-hdr2", &s001r04(), |b| b.truncate(at))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("physical dimension", at as u64)
-    );
+    let e = open_mutated("trunc-hdr2", &s001r04(), |b| b.truncate(at)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("physical dimension", at as u64));
     assert!(e.problem.contains("of signal 4"), "{e}");
 }
 
 #[test]
 fn wrong_header_bytes_field() {
-    let e = open_mutated("hdrbytes", &s001r04(), |b| put(b, 184, "16640", 8))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("number of bytes in header", 184)
-    );
+    let e = open_mutated("hdrbytes", &s001r04(), |b| put(b, 184, "16640", 8)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("number of bytes in header", 184));
     assert!(e.problem.contains("256 × (65 + 1) = 16896"), "{e}");
 }
 
 #[test]
 fn non_numeric_fields() {
-    let e = open_mutated("nan-records", &s001r04(), |b| put(b, 236, "abc", 8))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("number of data records", 236)
-    );
-    assert!(e.to_string().ends_with(
-        "header field \"number of data records\" at byte offset 236: \"abc\" is not a number"
-    ));
-    let e = open_mutated("nan-dur", &s001r04(), |b| put(b, 244, "1,5", 8))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("duration of a data record", 244)
-    );
+    let e = open_mutated("nan-records", &s001r04(), |b| put(b, 236, "abc", 8)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("number of data records", 236));
+    assert!(e
+        .to_string()
+        .ends_with("header field \"number of data records\" at byte offset 236: \"abc\" is not a number"));
+    let e = open_mutated("nan-dur", &s001r04(), |b| put(b, 244, "1,5", 8)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("duration of a data record", 244));
     assert!(e.problem.contains("decimal separator"), "{e}");
-    let e = open_mutated("nan-ns", &s001r04(), |b| put(b, 252, "6x", 4))
-        .err()
-        .unwrap();
+    let e = open_mutated("nan-ns", &s001r04(), |b| put(b, 252, "6x", 4)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("number of signals", 252));
     // Per-signal fields: physical minimum of signal index 3, samples per record of signal 10.
     let off = header_field_offset(65, "physical minimum", 3).unwrap();
     assert_eq!(off, 256 + 104 * 65 + 8 * 3);
-    let e = open_mutated("nan-pmin", &s001r04(), |b| put(b, off, "-8O92", 8))
-        .err()
-        .unwrap();
+    let e = open_mutated("nan-pmin", &s001r04(), |b| put(b, off, "-8O92", 8)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("physical minimum", off));
-    assert!(
-        e.problem.contains("signal 4 (\"Fcz.\")") && e.problem.contains("\"-8O92\""),
-        "{e}"
-    );
+    assert!(e.problem.contains("signal 4 (\"Fcz.\")") && e.problem.contains("\"-8O92\""), "{e}");
     let off = header_field_offset(65, "number of samples per data record", 10).unwrap();
-    let e = open_mutated("nan-spr", &s001r04(), |b| put(b, off, "160.5", 8))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("number of samples per data record", off)
-    );
+    let e = open_mutated("nan-spr", &s001r04(), |b| put(b, off, "160.5", 8)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("number of samples per data record", off));
     assert!(e.problem.contains("not a whole number"), "{e}");
     let e = open_mutated("empty-dmax", &s001r04(), |b| {
-        put(
-            b,
-            header_field_offset(65, "digital maximum", 0).unwrap(),
-            "",
-            8,
-        )
+        put(b, header_field_offset(65, "digital maximum", 0).unwrap(), "", 8)
     })
     .err()
     .unwrap();
@@ -875,27 +645,15 @@ fn record_size_inconsistent_with_file_size() {
     // One sample fewer per record for signal 0: the records are 2 bytes shorter, so the file is
     // 250 bytes longer than the header says.
     let off = header_field_offset(65, "number of samples per data record", 0).unwrap();
-    let e = open_mutated("recsize", &s001r04(), |b| put(b, off, "159", 8))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("number of data records", 236)
-    );
+    let e = open_mutated("recsize", &s001r04(), |b| put(b, off, "159", 8)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("number of data records", 236));
     assert!(e.problem.contains("250 bytes too many"), "{e}");
     // Extra bytes at the end.
-    let e = open_mutated("extra", &s001r04(), |b| b.extend_from_slice(&[0; 7]))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("number of data records", 236)
-    );
+    let e = open_mutated("extra", &s001r04(), |b| b.extend_from_slice(&[0; 7])).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("number of data records", 236));
     assert!(e.problem.contains("7 bytes too many"), "{e}");
     // One sample more per record: the file is too short for 125 records.
-    let e = open_mutated("recsize2", &s001r04(), |b| put(b, off, "161", 8))
-        .err()
-        .unwrap();
+    let e = open_mutated("recsize2", &s001r04(), |b| put(b, off, "161", 8)).err().unwrap();
     // Records are 64 * 160 * 2 + 80 * 2 (annotations) = 20640 bytes, 20642 with the extra sample;
     // 125 of them do not fit in the 2580000 data bytes: the 124 complete ones end here.
     assert_eq!(e.field, "data record");
@@ -907,22 +665,13 @@ fn record_size_inconsistent_with_file_size() {
 fn digital_max_not_above_digital_min() {
     let off = header_field_offset(65, "digital maximum", 2).unwrap();
     assert_eq!(off, 256 + 128 * 65 + 16);
-    let e = open_mutated("dmax", &s001r04(), |b| put(b, off, "-8092", 8))
-        .err()
-        .unwrap();
+    let e = open_mutated("dmax", &s001r04(), |b| put(b, off, "-8092", 8)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("digital maximum", off));
-    assert!(
-        e.problem.contains("not greater than digital minimum -8092"),
-        "{e}"
-    );
-    let e = open_mutated("dmax2", &s001r04(), |b| put(b, off, "-9000", 8))
-        .err()
-        .unwrap();
+    assert!(e.problem.contains("not greater than digital minimum -8092"), "{e}");
+    let e = open_mutated("dmax2", &s001r04(), |b| put(b, off, "-9000", 8)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("digital maximum", off));
     // Out of the 16-bit range.
-    let e = open_mutated("dmax3", &s001r04(), |b| put(b, off, "40000", 8))
-        .err()
-        .unwrap();
+    let e = open_mutated("dmax3", &s001r04(), |b| put(b, off, "40000", 8)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("digital maximum", off));
     assert!(e.problem.contains("16-bit"), "{e}");
 }
@@ -930,31 +679,20 @@ fn digital_max_not_above_digital_min() {
 #[test]
 fn physical_max_equal_to_min() {
     let off = header_field_offset(65, "physical maximum", 5).unwrap();
-    let e = open_mutated("pmax", &s001r04(), |b| put(b, off, "-8092", 8))
-        .err()
-        .unwrap();
+    let e = open_mutated("pmax", &s001r04(), |b| put(b, off, "-8092", 8)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("physical maximum", off));
 }
 
 #[test]
 fn zero_samples_per_record() {
     let off = header_field_offset(65, "number of samples per data record", 7).unwrap();
-    let e = open_mutated("spr0", &s001r04(), |b| put(b, off, "0", 8))
-        .err()
-        .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("number of samples per data record", off)
-    );
+    let e = open_mutated("spr0", &s001r04(), |b| put(b, off, "0", 8)).err().unwrap();
+    assert_eq!((e.field.as_str(), e.offset), ("number of samples per data record", off));
 }
 
 #[test]
 fn bad_version_and_bdf_magic() {
-    let e = open_mutated("badbdf", &newtest_bdf(), |b| {
-        b[1..8].copy_from_slice(b"BIOSEMX")
-    })
-    .err()
-    .unwrap();
+    let e = open_mutated("badbdf", &newtest_bdf(), |b| b[1..8].copy_from_slice(b"BIOSEMX")).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("version", 0));
     assert!(e.problem.contains("\"BIOSEMX\""), "{e}");
     // Through open_recording (detected as BDF by the 0xFF byte).
@@ -965,14 +703,10 @@ fn bad_version_and_bdf_magic() {
     let e = open_recording(&p, None).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("version", 0));
     // EDF with a broken version.
-    let e = open_mutated("badedf", &s001r04(), |b| b[0] = b'1')
-        .err()
-        .unwrap();
+    let e = open_mutated("badedf", &s001r04(), |b| b[0] = b'1').err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("version", 0));
     // 24BIT in an EDF.
-    let e = open_mutated("24bit-edf", &s001r04(), |b| put(b, 192, "24BIT", 44))
-        .err()
-        .unwrap();
+    let e = open_mutated("24bit-edf", &s001r04(), |b| put(b, 192, "24BIT", 44)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("reserved", 192));
 }
 
@@ -984,9 +718,7 @@ fn bdf_digital_range_and_truncation() {
     assert_eq!(r.header().signals[16].label, "Status");
     assert!(r.read_record().unwrap());
     let off = header_field_offset(17, "digital minimum", 0).unwrap();
-    let e = open_mutated("bdf-dmin", &newtest_bdf(), |b| put(b, off, "-9388608", 8))
-        .err()
-        .unwrap();
+    let e = open_mutated("bdf-dmin", &newtest_bdf(), |b| put(b, off, "-9388608", 8)).err().unwrap();
     assert_eq!((e.field.as_str(), e.offset), ("digital minimum", off));
     assert!(e.problem.contains("24-bit"), "{e}");
     let rb = r.header().record_bytes;
@@ -996,10 +728,7 @@ fn bdf_digital_range_and_truncation() {
     })
     .err()
     .unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.offset),
-        ("data record", 256 * 18 + 58 * rb)
-    );
+    assert_eq!((e.field.as_str(), e.offset), ("data record", 256 * 18 + 58 * rb));
 }
 
 #[test]
