@@ -19,6 +19,27 @@ pub fn data_dir() -> PathBuf {
     std::env::var_os("BCI2TOKEN_DATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"))
 }
 
+/// The Python interpreter of the reference tools (`$BCI2TOKEN_PYTHON`, else `python3`), checked
+/// to import `modules`. Fails the test with what to do when it cannot: the reference peers
+/// (pyedflib, scipy, ...) are installed in `.venv` by the project's test command.
+pub fn reference_python(modules: &[&str]) -> String {
+    let py = std::env::var("BCI2TOKEN_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let import = format!("import {}", modules.join(", "));
+    match Command::new(&py).args(["-c", &import]).output() {
+        Ok(o) if o.status.success() => py,
+        Ok(o) => panic!(
+            "the Python interpreter `{py}` cannot `{import}` ({}).\nRun the project's test command, tools/test-all, \
+             which installs the reference tools in .venv, or set BCI2TOKEN_PYTHON=$PWD/.venv/bin/python after \
+             running tools/setup.",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "cannot run the Python interpreter `{py}`: {e}.\nRun tools/test-all, or set BCI2TOKEN_PYTHON \
+             to the .venv that tools/setup creates."
+        ),
+    }
+}
+
 /// The directory holding the built binaries and driver plugins (`target/debug` for a dev build):
 /// the test executable lives in `<that dir>/deps`.
 pub fn bin_dir() -> PathBuf {

@@ -24,39 +24,8 @@ use std::process::Command;
 
 use bci2token_driver_replay::edf::EdfReader;
 use bci2token_driver_replay::recording::{open_recording, RecordingEvent};
+use bci2token_tests::{data_dir, reference_python, workspace_root};
 use serde_json::Value;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("BCI2TOKEN_DATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"))
-}
-
-fn python() -> String {
-    std::env::var("BCI2TOKEN_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
-fn require_pyedflib(py: &str) {
-    let out = Command::new(py).args(["-c", "import pyedflib, numpy; print(pyedflib.__version__)"]).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            eprintln!("pyedflib {}", String::from_utf8_lossy(&o.stdout).trim());
-        }
-        Ok(o) => panic!(
-            "the Python interpreter `{py}` cannot import pyedflib/numpy ({}).\nRun the project's \
-             test command, tools/test-all, which installs them in a venv, or set BCI2TOKEN_PYTHON \
-             to a Python that has them (e.g. `python3 -m venv .venv && .venv/bin/pip install \
-             pyedflib numpy`, then BCI2TOKEN_PYTHON=$PWD/.venv/bin/python).",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => panic!(
-            "cannot run the Python interpreter `{py}`: {e}.\nRun the project's test command, \
-             tools/test-all, which installs pyedflib in a venv, or set BCI2TOKEN_PYTHON."
-        ),
-    }
-}
 
 fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -221,8 +190,7 @@ fn compare_file(py: &str, file: &Path, tmp: &Path) -> Counts {
 
 #[test]
 fn rust_reader_agrees_with_pyedflib_on_every_edf_and_bdf_file() {
-    let py = python();
-    require_pyedflib(&py);
+    let py = reference_python(&["pyedflib", "numpy"]);
     let data = data_dir();
     let mut files = files_in(&data.join("eegmmidb"), "edf");
     let n_eeg = files.len();
