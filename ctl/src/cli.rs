@@ -119,6 +119,10 @@ pub fn parse_set(arg: &str) -> Result<(String, serde_json::Value), String> {
     let value = if trimmed.starts_with('[') || trimmed.starts_with('{') {
         serde_json::from_str(value)
             .map_err(|e| format!("the value of '{key}' starts like JSON but does not parse: {e}"))?
+    } else if key == "path" && !value.is_empty() && std::path::Path::new(value).is_relative() {
+        // File paths are resolved here: the daemon's working directory means nothing to the user.
+        let abs = std::path::absolute(value).map_err(|e| format!("path={value}: cannot make it absolute: {e}"))?;
+        serde_json::Value::String(abs.display().to_string())
     } else {
         serde_json::Value::String(value.to_string())
     };
@@ -136,6 +140,9 @@ mod tests {
         assert_eq!(parse_set("seed=7").unwrap(), ("seed".into(), json!("7")));
         assert_eq!(parse_set("file=/a=b.edf").unwrap(), ("file".into(), json!("/a=b.edf")));
         assert_eq!(parse_set("empty=").unwrap(), ("empty".into(), json!("")));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(parse_set("path=rec.edf").unwrap(), ("path".into(), json!(cwd.join("rec.edf").display().to_string())));
+        assert_eq!(parse_set("path=/abs.edf").unwrap(), ("path".into(), json!("/abs.edf")));
         assert_eq!(parse_set("flag=true").unwrap(), ("flag".into(), json!("true")));
         assert_eq!(
             parse_set(r#"script=[{"label":"13Hz","seconds":3}]"#).unwrap(),

@@ -192,11 +192,8 @@ fn user_dirs(env: &dyn Fn(&str) -> Option<String>) -> Result<(PathBuf, PathBuf, 
     };
     let config = xdg("XDG_CONFIG_HOME", ".config")?.join("bci2token/bci2tokend.toml");
     let data = xdg("XDG_DATA_HOME", ".local/share")?.join("bci2token");
-    // Without XDG_RUNTIME_DIR (no logind session) fall back to a private directory in the state dir.
-    let runtime = match env("XDG_RUNTIME_DIR").filter(|v| Path::new(v).is_absolute()) {
-        Some(dir) => PathBuf::from(dir).join("bci2token"),
-        None => xdg("XDG_STATE_HOME", ".local/state")?.join("bci2token/run"),
-    };
+    // The same rule bci2tokenctl uses to find the socket.
+    let runtime = bci2token_api::paths::user_runtime_dir_with(env).ok_or(ConfigError::NoHome)?;
     Ok((config, data, runtime))
 }
 
@@ -279,7 +276,7 @@ impl Config {
             "log_level" => {
                 let s = src.string()?;
                 self.log_level = parse_level(&s).ok_or_else(|| {
-                    src.invalid(format!("{s:?} is not a log level (error, warn, info, debug, trace)"))
+                    src.invalid(format!("{s:?} is not a log level (off, error, warn, info, debug, trace)"))
                 })?;
             }
             "log_target" => {

@@ -6,7 +6,7 @@
 //! not real time (file replay at `speed=0`): there the source may wait, so that a `session start
 //! --follow` of a replay gets every block however fast the file is read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bci2token_api::Event;
@@ -36,7 +36,12 @@ pub struct Hub {
     /// The session's final state event, once it has ended. Every subscription delivers it last,
     /// even one whose queue was full when it was published.
     final_event: Arc<OnceLock<Arc<Event>>>,
+    /// Set when the session is being stopped: lossless subscribers stop holding up the source.
+    abort_waits: AtomicBool,
 }
+
+/// How often a publisher waiting for a full lossless subscriber checks whether it should give up.
+const LOSSLESS_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// The receiving end handed to a transport.
 pub struct Subscription {
@@ -120,6 +125,7 @@ impl Hub {
             capacity,
             dropped: AtomicU64::new(0),
             final_event: Arc::new(OnceLock::new()),
+            abort_waits: AtomicBool::new(false),
         }
     }
 
@@ -185,7 +191,7 @@ impl Hub {
                 match sub.tx.try_send(Delivery::Event(Arc::clone(&event))) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) if sub.lossless => {
-                        must_wait.push(sub.tx.clone());
+                        must_wait.push((sub.tx.clone(), Arc::clone(&sub.pending_lost)));
                         true
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -197,20 +203,52 @@ impl Hub {
                 }
             });
         }
-        // Outside the lock, so that new subscribers and status queries are not held up.
-        for tx in must_wait {
-            // An error means the subscriber went away; it is removed on the next publish.
-            let _ = tx.blocking_send(Delivery::Event(Arc::clone(&event)));
+        // Outside the lock, so that new subscribers and status queries are not held up. Polled
+        // rather than blocking, so that a stop request is never held up by a reader.
+        for (tx, pending_lost) in must_wait {
+            let mut delivery = Delivery::Event(Arc::clone(&event));
+            loop {
+                match tx.try_send(delivery) {
+                    Ok(()) => break,
+                    Err(mpsc::error::TrySendError::Closed(_)) => break, // removed on the next publish
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        if self.abort_waits.load(Ordering::Acquire) {
+                            pending_lost.fetch_add(1, Ordering::AcqRel);
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        delivery = back;
+                        std::thread::sleep(LOSSLESS_POLL);
+                    }
+                }
+            }
         }
+    }
+
+    /// From now on nobody may hold up the publisher: lossless subscribers lose events like the
+    /// others (the session is stopping).
+    pub fn abort_waits(&self) {
+        self.abort_waits.store(true, Ordering::Release);
     }
 
     /// Publishes the session's final state event and ends every subscription after it. A
     /// subscriber whose queue is full still gets the event (and its lost count) after the queue.
     pub fn finish(&self, event: Event) {
         debug_assert!(event.is_final());
-        let _ = self.final_event.set(Arc::new(event.clone()));
-        self.publish(event);
-        self.subscribers.lock().unwrap().clear();
+        let event = Arc::clone(self.final_event.get_or_init(|| Arc::new(event)));
+        let mut subs = self.subscribers.lock().unwrap();
+        for sub in subs.iter() {
+            let lost = sub.pending_lost.load(Ordering::Acquire);
+            if lost > 0 {
+                if sub.tx.try_send(Delivery::Lost(lost)).is_err() {
+                    continue; // the subscription's tail reports the count, then the final event
+                }
+                sub.pending_lost.store(0, Ordering::Release);
+            }
+            // When the queue is full the tail delivers the final event; it is not lost.
+            let _ = sub.tx.try_send(Delivery::Event(Arc::clone(&event)));
+        }
+        subs.clear();
     }
 }
 
@@ -310,8 +348,25 @@ mod tests {
         hub.finish(final_state());
         let got = drain(&mut rx);
         assert_eq!(got.len(), 4, "{got:?}");
-        assert!(matches!(got[2], Delivery::Lost(4)), "3 annotations and the state were dropped: {got:?}");
+        assert!(matches!(got[2], Delivery::Lost(3)), "3 annotations were dropped, the state was not: {got:?}");
+        assert_eq!(hub.dropped(), 3);
         assert!(matches!(&got[3], Delivery::Event(e) if e.is_final()));
         assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn a_stop_releases_a_publisher_held_up_by_a_lossless_subscriber() {
+        let hub = Arc::new(Hub::new(1));
+        let _stalled = hub.subscribe(false, true).unwrap();
+        hub.publish(annotation(0)); // fills the queue
+        let publisher = {
+            let hub = Arc::clone(&hub);
+            std::thread::spawn(move || hub.publish(annotation(1)))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!publisher.is_finished(), "the lossless subscriber holds the publisher");
+        hub.abort_waits();
+        publisher.join().unwrap();
+        assert_eq!(hub.dropped(), 1);
     }
 }

@@ -71,7 +71,8 @@ fn main() -> ExitCode {
         for f in registry.failures() {
             println!("not loaded: {}", f.error);
         }
-        return ExitCode::SUCCESS;
+        let ok = registry.len() > 0 && registry.failures().is_empty();
+        return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

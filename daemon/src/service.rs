@@ -295,15 +295,18 @@ impl Service {
         if new.log_target != cfg.log_target {
             not_applied.push("log_target".to_string());
         }
+        if new.socket_group != cfg.socket_group {
+            not_applied.push("socket_group".to_string());
+        }
         log::set_max_level(new.log_level);
         let added = self.registry.write().unwrap().scan(&new.driver_path);
         if !added.is_empty() {
             log::info!("reload: loaded new drivers: {}", added.join(", "));
         }
         // Keys that need a restart keep their running values so status stays truthful.
-        let keep = (cfg.data_dir.clone(), cfg.runtime_dir.clone(), cfg.log_target);
+        let keep = (cfg.data_dir.clone(), cfg.runtime_dir.clone(), cfg.log_target, cfg.socket_group.clone());
         *cfg = new;
-        (cfg.data_dir, cfg.runtime_dir, cfg.log_target) = keep;
+        (cfg.data_dir, cfg.runtime_dir, cfg.log_target, cfg.socket_group) = keep;
         not_applied
     }
 }

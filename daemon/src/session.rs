@@ -166,6 +166,7 @@ impl Session {
     /// Asks the acquisition thread to stop; it publishes the final state itself.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.hub.abort_waits();
     }
 
     /// Waits for the acquisition thread to finish.

@@ -73,12 +73,14 @@ impl Serialize for ChannelMajor {
 
 impl<'de> Deserialize<'de> for ChannelMajor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let rows: Vec<Vec<f32>> = Vec::deserialize(d)?;
+        // JSON has no NaN: serde_json writes a non-finite sample as null; read it back as NaN.
+        let rows: Vec<Vec<Option<f32>>> = Vec::deserialize(d)?;
         let frames = rows.first().map_or(0, Vec::len);
         if rows.iter().any(|r| r.len() != frames) {
             return Err(D::Error::custom("sample rows of different lengths"));
         }
-        Ok(ChannelMajor { channels: rows.len(), frames, values: rows.concat().into() })
+        let values: Vec<f32> = rows.iter().flatten().map(|v| v.unwrap_or(f32::NAN)).collect();
+        Ok(ChannelMajor { channels: rows.len(), frames, values: values.into() })
     }
 }
 
@@ -139,6 +141,15 @@ mod tests {
         assert_eq!(json["data"], serde_json::json!([[1.0, 2.0], [-3.5, 4.25]]));
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn non_finite_samples_travel_as_null_and_come_back_as_nan() {
+        let data = ChannelMajor { channels: 1, frames: 2, values: vec![f32::NAN, 1.5].into() };
+        let json = serde_json::to_string(&data).unwrap();
+        assert_eq!(json, "[[null,1.5]]");
+        let back: ChannelMajor = serde_json::from_str(&json).unwrap();
+        assert!(back.values[0].is_nan() && back.values[1] == 1.5);
     }
 
     #[test]

@@ -71,13 +71,25 @@ fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
     }
 }
 
+/// An error with its causes (libloading puts dlopen's own message in the source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 impl Plugin {
     /// Loads `path`, checks the ABI header before reading anything else, and reads name and version.
     pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
         // SAFETY: loading a library runs its initialisers; the driver path is trusted configuration
         // (root-owned directories in a system install).
         let library = unsafe { libloading::Library::new(path) }
-            .map_err(|e| LoadError::NotALibrary { path: path.to_path_buf(), reason: e.to_string() })?;
+            .map_err(|e| LoadError::NotALibrary { path: path.to_path_buf(), reason: error_chain(&e) })?;
         // SAFETY: the symbol's type is fixed by the ABI.
         let entry: EntryFn = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }
             .map(|sym| *sym)

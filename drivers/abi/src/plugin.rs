@@ -308,7 +308,8 @@ pub fn config_bool(config: &Config, key: &str) -> Result<Option<bool>, String> {
 /// Fails with a message naming the first key not in `known`.
 pub fn reject_unknown_keys(driver: &str, config: &Config, known: &[&str]) -> Result<(), String> {
     match config.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(format!("driver `{driver}` has no config key `{k}`; valid keys: {}", known.join(", "))),
+        // The host prefixes "driver `NAME`: " to every driver error.
+        Some(k) => Err(format!("no config key `{k}` (valid keys for {driver}: {})", known.join(", "))),
         None => Ok(()),
     }
 }

@@ -46,8 +46,12 @@ impl Driver for ReplayDriver {
         reject_unknown_keys(Self::NAME, config, KEYS)?;
         let path = match config.get("path") {
             Some(serde_json::Value::String(p)) if !p.is_empty() => PathBuf::from(p),
-            _ => return Err("driver `replay` needs `path`: --set path=/path/to/recording.edf".into()),
+            _ => return Err("needs `path`: --set path=/path/to/recording.edf".into()),
         };
+        if path.is_relative() {
+            // The daemon's working directory means nothing to the caller.
+            return Err(format!("`path` must be absolute, got {}", path.display()));
+        }
         let speed = config_f64(config, "speed")?.unwrap_or(1.0);
         if !(speed.is_finite() && speed >= 0.0) {
             return Err(format!(
@@ -76,29 +80,41 @@ pub struct ReplayDevice {
     end_of_last: f64,
     started: Option<Instant>,
     finished: bool,
+    /// Reader warnings already handed out as events (the reader may add more while reading).
+    warnings_sent: usize,
 }
 
 impl ReplayDevice {
     fn new(recording: Box<dyn Recording>, speed: f64, looping: bool) -> Self {
         let len = recording.channels().len() * recording.max_chunk_frames();
-        let events = recording.warnings().iter().map(|w| DriverEvent::Warning { message: w.clone() }).collect();
         ReplayDevice {
             recording,
             speed,
             looping,
             chunk: vec![0.0; len],
-            events,
+            events: VecDeque::new(),
             pending: None,
             offset: 0.0,
             end_of_last: 0.0,
             started: None,
             finished: false,
+            warnings_sent: 0,
         }
+    }
+
+    /// Queues reader warnings not yet reported.
+    fn queue_warnings(&mut self) {
+        let warnings = self.recording.warnings();
+        for w in &warnings[self.warnings_sent.min(warnings.len())..] {
+            self.events.push_back(DriverEvent::Warning { message: w.clone() });
+        }
+        self.warnings_sent = warnings.len();
     }
 
     /// Reads the next chunk from the file (rewinding when looping) and queues its events.
     fn fill(&mut self) -> Result<(), String> {
         let rate = self.recording.sample_rate();
+        self.queue_warnings();
         let chunk = match self.recording.next_chunk(&mut self.chunk).map_err(|e| e.to_string())? {
             Some(c) => c,
             None if self.looping && self.end_of_last > 0.0 => {
@@ -118,6 +134,7 @@ impl ReplayDevice {
                 return Ok(());
             }
         };
+        self.queue_warnings();
         for event in chunk.events {
             self.events.push_back(match event {
                 RecordingEvent::Annotation { onset, duration, text } => {

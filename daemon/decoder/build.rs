@@ -1,0 +1,5 @@
+include!("libtorch_link.rs");
+
+fn main() {
+    link_libtorch();
+}

@@ -1,0 +1,16 @@
+//! Model packages and the TorchScript decoder of bci2tokend.
+//!
+//! - [`manifest`]: `model.toml`, validated, with errors that name the file and the key.
+//! - [`model`]: a loaded TorchScript model (libtorch through `tch`) on CPU or CUDA, warmed up.
+//! - [`fit`]: whether a model fits a device's stream (channels, rate) and how to map channels.
+//! - [`engine`]: the decode thread that batches windows from many sessions into one forward pass.
+//! - [`vectors`]: the test vectors shipped beside each model.
+
+pub mod engine;
+pub mod fit;
+pub mod manifest;
+pub mod model;
+pub mod vectors;
+
+pub use manifest::{Manifest, ManifestError};
+pub use model::{DevicePreference, Model, ModelError};

@@ -1,0 +1,204 @@
+//! A loaded model: its manifest and its TorchScript module on a device, warmed up and checked.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::manifest::{Manifest, ManifestError, OutputKind, MODEL_FILE};
+
+/// Where a model runs, as configured (`device = "auto" | "cpu" | "cuda"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePreference {
+    /// CUDA when available, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DevicePreference {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DevicePreference::Auto),
+            "cpu" => Ok(DevicePreference::Cpu),
+            "cuda" => Ok(DevicePreference::Cuda),
+            other => Err(format!("{other:?} is not a device (auto, cpu or cuda)")),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{}: cannot load the TorchScript model: {message}; re-export it with torch.jit.save", path.display())]
+    Load { path: PathBuf, message: String },
+    #[error("model `{model}`: {message}")]
+    Shape { model: String, message: String },
+    #[error("model `{model}` failed while decoding: {message}")]
+    Forward { model: String, message: String },
+    #[error("device `cuda` was asked for, but CUDA is not available here: {0}")]
+    NoCuda(String),
+    #[error("model `{model}`: {message}")]
+    Unsupported { model: String, message: String },
+}
+
+/// libtorch's CUDA library, loaded at run time: nothing in the binary references it, so the
+/// linker drops it, and without it libtorch never sees a GPU (see DESIGN.md). Kept loaded for
+/// the life of the process.
+static CUDA_LIBRARY: OnceLock<Result<libloading::Library, String>> = OnceLock::new();
+
+/// Loads libtorch_cuda once and says whether CUDA is usable.
+pub fn cuda_available() -> Result<(), String> {
+    let loaded = CUDA_LIBRARY.get_or_init(|| {
+        // The build's libtorch first (its lib dir is also in our RUNPATH), then the search path.
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(root) = option_env!("LIBTORCH") {
+            candidates.push(Path::new(root).join("lib/libtorch_cuda.so"));
+        }
+        candidates.push(PathBuf::from("libtorch_cuda.so"));
+        let mut errors = Vec::new();
+        for candidate in candidates {
+            // SAFETY: loading libtorch's own CUDA backend; its initialisers register CUDA with libtorch.
+            match unsafe { libloading::Library::new(&candidate) } {
+                Ok(lib) => return Ok(lib),
+                Err(e) => errors.push(format!("{}: {}", candidate.display(), error_chain(&e))),
+            }
+        }
+        Err(errors.join("; "))
+    });
+    match loaded {
+        Ok(_) if tch::Cuda::is_available() => Ok(()),
+        Ok(_) => Err("libtorch_cuda loaded but no CUDA device is visible".into()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Chooses the torch device for a preference.
+pub fn choose_device(pref: DevicePreference) -> Result<Device, ModelError> {
+    match pref {
+        DevicePreference::Cpu => Ok(Device::Cpu),
+        DevicePreference::Cuda => cuda_available().map(|()| Device::Cuda(0)).map_err(ModelError::NoCuda),
+        DevicePreference::Auto => match cuda_available() {
+            Ok(()) => Ok(Device::Cuda(0)),
+            Err(why) => {
+                log::debug!("decoding on CPU: {why}");
+                Ok(Device::Cpu)
+            }
+        },
+    }
+}
+
+/// A model package loaded for decoding.
+pub struct Model {
+    pub manifest: Manifest,
+    module: CModule,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.manifest.name).field("device", &self.device).finish()
+    }
+}
+
+impl Model {
+    /// Loads `DIR/model.toml` and `DIR/model.pt` onto `device`, runs a warm-up window, and checks
+    /// that the output has one logit per label.
+    pub fn load(dir: &Path, device: Device) -> Result<Model, ModelError> {
+        let manifest = Manifest::load(dir)?;
+        if manifest.output.kind != OutputKind::Classes {
+            return Err(ModelError::Unsupported {
+                model: manifest.name.clone(),
+                message: "output.kind = \"ctc\" is not supported by this bci2tokend yet".into(),
+            });
+        }
+        let path = dir.join(MODEL_FILE);
+        let mut module = CModule::load_on_device(&path, device)
+            .map_err(|e| ModelError::Load { path: path.clone(), message: first_line(&e.to_string()) })?;
+        module.f_set_eval().map_err(|e| ModelError::Load { path: path.clone(), message: first_line(&e.to_string()) })?;
+        let model = Model { manifest, module, device };
+        let zeros = vec![0f32; model.input_len()];
+        model.forward(&zeros, 1)?;
+        Ok(model)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn channels(&self) -> usize {
+        self.manifest.input.channels.len()
+    }
+
+    pub fn classes(&self) -> usize {
+        self.manifest.output.labels.len()
+    }
+
+    /// Floats in one input window: channels × window frames.
+    pub fn input_len(&self) -> usize {
+        self.channels() * self.manifest.window_frames()
+    }
+
+    /// Runs `batch` windows (`input` holds `batch * input_len()` floats, each window channel-major)
+    /// and returns `batch * classes()` logits.
+    pub fn forward(&self, input: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+        let (c, t, k) = (self.channels(), self.manifest.window_frames(), self.classes());
+        assert_eq!(input.len(), batch * c * t, "input holds {batch} windows of {c}×{t}");
+        let forward_error = |e: tch::TchError| ModelError::Forward { model: self.name().into(), message: first_line(&e.to_string()) };
+        let _guard = tch::no_grad_guard();
+        let x = Tensor::f_from_slice(input)
+            .and_then(|x| x.f_reshape([batch as i64, c as i64, t as i64]))
+            .and_then(|x| x.f_to_device(self.device))
+            .map_err(forward_error)?;
+        let y = self.module.forward_ts(&[x]).map_err(forward_error)?;
+        let size = y.size();
+        if size != [batch as i64, k as i64] {
+            return Err(ModelError::Shape {
+                model: self.name().into(),
+                message: format!(
+                    "the model returned a tensor of shape {size:?} for {batch} window(s); the manifest lists {k} labels, \
+                     so it must return [{batch}, {k}]"
+                ),
+            });
+        }
+        let y = y.f_to_kind(Kind::Float).and_then(|y| y.f_to_device(Device::Cpu)).map_err(forward_error)?;
+        let mut out = vec![0f32; batch * k];
+        y.f_copy_data(&mut out, batch * k).map_err(forward_error)?;
+        Ok(out)
+    }
+}
+
+/// The line of a libtorch error a person needs: TorchScript failures end with the Python-style
+/// `SomethingError: what happened` after a traceback; other errors say it on their first line
+/// (C++ frames follow).
+fn first_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let python_style = lines.iter().rev().find(|l| {
+        l.split_once(": ").is_some_and(|(kind, _)| kind.ends_with("Error") && !kind.contains(' '))
+    });
+    python_style.or(lines.first()).map_or_else(|| text.trim().to_string(), |l| l.to_string())
+}
+
+/// Sets the number of threads libtorch uses for intra-op parallelism (0 = libtorch's default).
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+}

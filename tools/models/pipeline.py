@@ -1,0 +1,96 @@
+"""What the daemon does around a model, in scipy/numpy, as docs/models.md specifies it:
+preprocessing from the manifest's [preprocessing] table, sliding windows from [input], softmax,
+and the emission policy from [policy]. Used by the evaluation scripts to measure the shipped
+models the way the daemon will run them (this is a Python mirror for model authors, not the
+reference for the Rust tests, which use scipy directly).
+"""
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from scipy import signal
+
+
+def preprocessing_sos(pre: Dict, fs: float) -> np.ndarray:
+    """The cascade of second-order sections the daemon applies, in order: notches (notch_hz and
+    its multiples, notch_harmonics of them counting the fundamental, those below Nyquist), then
+    high-pass, low-pass, band-pass (Butterworth of filter_order, scipy.signal.butter)."""
+    sections = []
+    notch = float(pre.get("notch_hz", 0) or 0)
+    if notch > 0:
+        q = float(pre.get("notch_q", 30.0))
+        for h in range(1, int(pre.get("notch_harmonics", 1)) + 1):
+            f0 = notch * h
+            if f0 >= fs / 2:
+                break
+            b, a = signal.iirnotch(f0, q, fs=fs)
+            sections.append(signal.tf2sos(b, a))
+    order = int(pre.get("filter_order", 4))
+    if pre.get("highpass_hz"):
+        sections.append(signal.butter(order, float(pre["highpass_hz"]), "highpass", fs=fs, output="sos"))
+    if pre.get("lowpass_hz"):
+        sections.append(signal.butter(order, float(pre["lowpass_hz"]), "lowpass", fs=fs, output="sos"))
+    if pre.get("bandpass_hz"):
+        lo, hi = pre["bandpass_hz"]
+        sections.append(signal.butter(order, [float(lo), float(hi)], "bandpass", fs=fs, output="sos"))
+    if not sections:
+        return np.zeros((0, 6))
+    return np.concatenate(sections, axis=0)
+
+
+def preprocess(x: np.ndarray, fs: float, pre: Dict) -> np.ndarray:
+    """Causal filtering of a whole recording [channels, frames] from a zero filter state at the
+    first frame (as a session does from its start), then common average reference when car."""
+    sos = preprocessing_sos(pre, fs)
+    y = signal.sosfilt(sos, x, axis=-1) if len(sos) else np.array(x, dtype=np.float64)
+    if pre.get("car", False):
+        y = y - y.mean(axis=0, keepdims=True)
+    return y
+
+
+def window_ends(frames: int, win: int, hop: int) -> np.ndarray:
+    """End frames (exclusive) of the daemon's sliding windows: the first window ends when `win`
+    frames have arrived, then every `hop` frames."""
+    return np.arange(win, frames + 1, hop)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def emit_tokens(
+    probs: np.ndarray,
+    times: np.ndarray,
+    labels: List[str],
+    threshold: float,
+    consecutive: int,
+    refractory: float,
+    null_label: str = "",
+) -> List[Tuple[float, str, float]]:
+    """The emission policy (docs/models.md): a window votes for its arg-max label when that
+    label's probability reaches `threshold` (else it votes for nothing and breaks the run); a
+    label is emitted when `consecutive` windows in a row vote for it, unless it is the null
+    label or less than `refractory` seconds have passed since the last emission; after an
+    emission the run starts again from zero. Returns (time, label, confidence) triples."""
+    out = []
+    run_label: Optional[int] = None
+    run = 0
+    last = -math.inf
+    for p, t in zip(probs, times):
+        k = int(np.argmax(p))
+        if p[k] < threshold:
+            run_label, run = None, 0
+            continue
+        if k == run_label:
+            run += 1
+        else:
+            run_label, run = k, 1
+        if run >= consecutive:
+            if t - last >= refractory and labels[k] != null_label:
+                out.append((float(t), labels[k], float(p[k])))
+                last = t
+                run_label, run = None, 0
+    return out
