@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use bci2token_api::{ConfigMap, DeviceList, DriverList, FollowOptions, Request, SessionInfo, StatusInfo};
+use bci2token_api::{ConfigMap, DeviceList, DriverList, FollowOptions, ModelList, Request, SessionInfo, StatusInfo};
 
 use crate::cli::{Cli, Command, SessionCommand, StartArgs};
 use crate::client::{Conn, OkReply};
@@ -48,6 +48,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Status => (Request::Status, None),
         Command::Drivers => (Request::Drivers, None),
         Command::Devices { driver } => (Request::Devices { driver: driver.clone() }, None),
+        Command::Models => (Request::Models, None),
         Command::Session(SessionCommand::Start(a)) => (start_request(a)?, None),
         Command::Session(SessionCommand::List) => (Request::SessionList, None),
         Command::Session(SessionCommand::Show { id }) => (Request::SessionShow { id: id.clone() }, None),
@@ -70,6 +71,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Devices { .. } => {
             print_value(out, json, &reply, |r| Ok(render::devices(&r.decode::<DeviceList>(method)?)))
         }
+        Command::Models => print_value(out, json, &reply, |r| Ok(render::models(&r.decode::<ModelList>(method)?))),
         Command::Session(SessionCommand::List) => print_value(out, json, &reply, |r| {
             Ok(render::session_list(&r.decode::<Vec<SessionInfo>>(method)?, render::now_unix()))
         }),

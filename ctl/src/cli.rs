@@ -43,6 +43,8 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         driver: Option<String>,
     },
+    /// List the model packages the daemon can attach (`session start --model NAME|DIR`)
+    Models,
     /// Start, list, show and stop sessions
     #[command(subcommand)]
     Session(SessionCommand),
@@ -141,7 +143,10 @@ mod tests {
         assert_eq!(parse_set("file=/a=b.edf").unwrap(), ("file".into(), json!("/a=b.edf")));
         assert_eq!(parse_set("empty=").unwrap(), ("empty".into(), json!("")));
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(parse_set("path=rec.edf").unwrap(), ("path".into(), json!(cwd.join("rec.edf").display().to_string())));
+        assert_eq!(
+            parse_set("path=rec.edf").unwrap(),
+            ("path".into(), json!(cwd.join("rec.edf").display().to_string()))
+        );
         assert_eq!(parse_set("path=/abs.edf").unwrap(), ("path".into(), json!("/abs.edf")));
         assert_eq!(parse_set("flag=true").unwrap(), ("flag".into(), json!("true")));
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Human-readable rendering of replies and events. Pure functions returning strings, so they are
 //! easy to test; no colors.
 
-use bci2token_api::{ConfigMap, DeviceList, DriverList, Event, SessionInfo, StatusInfo};
+use bci2token_api::{ConfigMap, DeviceList, DriverList, Event, ModelList, SessionInfo, StatusInfo};
 
 use crate::table::{key_values, Align, Table};
 
@@ -163,6 +163,46 @@ pub fn drivers(d: &DriverList) -> String {
         out.push_str(&format!("\n{} file(s) failed to load:\n", d.failed.len()));
         let mut t = Table::new(&[("FILE", Align::Left), ("ERROR", Align::Left)]).indent(2);
         for f in &d.failed {
+            t.row(vec![f.file.clone(), f.error.clone()]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+pub fn models(m: &ModelList) -> String {
+    let mut out = String::new();
+    if m.models.is_empty() {
+        out.push_str("No models found.\n");
+    } else {
+        let mut t = Table::new(&[
+            ("NAME", Align::Left),
+            ("VERSION", Align::Left),
+            ("CHANNELS", Align::Right),
+            ("RATE", Align::Right),
+            ("WINDOW", Align::Right),
+            ("LABELS", Align::Right),
+            ("TOKENIZER", Align::Left),
+            ("DIR", Align::Left),
+        ]);
+        for model in &m.models {
+            t.row(vec![
+                model.name.clone(),
+                model.version.clone(),
+                model.channels.len().to_string(),
+                format!("{} Hz", fmt_num(model.sample_rate)),
+                format!("{} s", fmt_num(model.window_seconds)),
+                model.labels.len().to_string(),
+                model.tokenizer.clone(),
+                model.dir.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if !m.errors.is_empty() {
+        out.push_str(&format!("\n{} package(s) could not be read:\n", m.errors.len()));
+        let mut t = Table::new(&[("DIR", Align::Left), ("ERROR", Align::Left)]).indent(2);
+        for f in &m.errors {
             t.row(vec![f.file.clone(), f.error.clone()]);
         }
         out.push_str(&t.render());
@@ -353,6 +393,12 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
             out.push_str(&table.render());
             out
         }
+        Event::Token { t, label, text, confidence, latency_us, .. } => format!(
+            "t={t:.3}s  token {text:?}  ({label}, {:.0}%, {:.2} ms)\n",
+            confidence * 100.0,
+            *latency_us as f64 / 1000.0
+        ),
+        Event::DecoderError { t, message, .. } => format!("t={t:.3}s  decoder error: {message}\n"),
         Event::Warning { message, .. } => format!("warning: {message}\n"),
         Event::Lost { count, .. } => format!("lost {count} events (you are reading too slowly)\n"),
     }
@@ -577,6 +623,22 @@ mod tests {
             "t=5.000s  stats over 1.000 s\n  LABEL  MEAN µV  RMS µV  LINE NOISE µV²\n  Fp1     0.5000   10.25        0.003000\n"
         );
 
+        let token = Event::Token {
+            session: "s".into(),
+            seq: 3,
+            t: 12.3,
+            label: "yes".into(),
+            text: " yes".into(),
+            tokenizer: "gpt2".into(),
+            token_ids: vec![3763],
+            confidence: 0.93,
+            probabilities: Default::default(),
+            logit_bias: Default::default(),
+            latency_us: 850,
+        };
+        assert_eq!(event(&token, &ctx), "t=12.300s  token \" yes\"  (yes, 93%, 0.85 ms)\n");
+        let failed = Event::DecoderError { session: "s".into(), t: 1.0, message: "boom".into() };
+        assert_eq!(event(&failed, &ctx), "t=1.000s  decoder error: boom\n");
         let warn = Event::Warning { session: "s".into(), message: "railed".into() };
         assert_eq!(event(&warn, &ctx), "warning: railed\n");
         let lost = Event::Lost { session: "s".into(), count: 5 };

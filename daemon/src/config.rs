@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bci2token_decoder::DevicePreference;
+
 /// Where the daemon runs: as the system service or as a user's own process (`--user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -51,6 +53,18 @@ pub struct Config {
     pub socket_group: String,
     /// Group whose members may do everything, like root.
     pub admin_group: String,
+    /// Where models run: `auto` (CUDA when available), `cpu` or `cuda`.
+    pub decoder_device: DevicePreference,
+    /// libtorch intra-op threads (0 = libtorch's default).
+    pub decoder_threads: usize,
+    /// Most windows in one forward pass.
+    pub decoder_max_batch: usize,
+    /// Windows waiting for the decoder before live sessions start dropping them.
+    pub decoder_queue: usize,
+    /// Directories searched for model packages by name (`bci2tokenctl models`, `--model NAME`).
+    pub model_path: Vec<PathBuf>,
+    /// Model attached to sessions started without `--model` (a name or a directory; empty = none).
+    pub default_model: String,
 }
 
 /// Every key the config file and the environment accept. Environment names are
@@ -68,7 +82,15 @@ pub const KEYS: &[&str] = &[
     "subscriber_queue",
     "socket_group",
     "admin_group",
+    "decoder_device",
+    "decoder_threads",
+    "decoder_max_batch",
+    "decoder_queue",
+    "model_path",
+    "default_model",
 ];
+
+pub const SYSTEM_MODEL_DIRS: &[&str] = &["/usr/share/bci2token/models", "/var/lib/bci2token/models"];
 
 pub const SYSTEM_CONFIG_FILE: &str = "/etc/bci2token/bci2tokend.toml";
 pub const SYSTEM_DATA_DIR: &str = "/var/lib/bci2token";
@@ -208,6 +230,23 @@ fn default_driver_path() -> Vec<PathBuf> {
     }
 }
 
+/// Model directories when `model_path` is not set: the data directory's `models`, the installed
+/// packages, and in a development build the workspace's `models/` (two levels above target/<profile>).
+fn default_model_path(mode: Mode, data_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![data_dir.join("models")];
+    if mode == Mode::System {
+        dirs = SYSTEM_MODEL_DIRS.iter().map(PathBuf::from).collect();
+    }
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    if let Some(dir) = exe_dir.filter(|d| !d.starts_with("/usr")) {
+        let dev = dir.join("../../models");
+        if dev.is_dir() {
+            dirs.push(dev);
+        }
+    }
+    dirs
+}
+
 impl Config {
     /// Loads the configuration for `mode`: defaults, then `file` (or the mode's default file if it
     /// exists), then `BCI2TOKEN_*` variables from `env`.
@@ -235,6 +274,12 @@ impl Config {
             subscriber_queue: 1024,
             socket_group: "bci2token".into(),
             admin_group: "bci2token-admin".into(),
+            decoder_device: DevicePreference::Auto,
+            decoder_threads: 0,
+            decoder_max_batch: 256,
+            decoder_queue: 4096,
+            model_path: Vec::new(),
+            default_model: String::new(),
         };
 
         // An explicitly named file must exist; the default one is optional.
@@ -267,6 +312,9 @@ impl Config {
         }
         for (key, (name, raw)) in &values {
             cfg.apply(key, &Source { name: name.clone(), raw })?;
+        }
+        if !values.contains_key("model_path") {
+            cfg.model_path = default_model_path(mode, &cfg.data_dir);
         }
         Ok(cfg)
     }
@@ -314,6 +362,12 @@ impl Config {
             "subscriber_queue" => self.subscriber_queue = src.integer(16, 1 << 20)? as usize,
             "socket_group" => self.socket_group = src.string()?,
             "admin_group" => self.admin_group = src.string()?,
+            "decoder_device" => self.decoder_device = src.string()?.parse().map_err(|e: String| src.invalid(e))?,
+            "decoder_threads" => self.decoder_threads = src.integer(0, 256)? as usize,
+            "decoder_max_batch" => self.decoder_max_batch = src.integer(1, 65_536)? as usize,
+            "decoder_queue" => self.decoder_queue = src.integer(1, 1 << 20)? as usize,
+            "model_path" => self.model_path = src.path_list()?,
+            "default_model" => self.default_model = src.string()?,
             _ => unreachable!("key {key} is in KEYS but has no parser"),
         }
         Ok(())

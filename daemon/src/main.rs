@@ -3,6 +3,7 @@
 mod auth;
 mod config;
 mod control;
+mod decoding;
 mod hub;
 mod logging;
 mod notify;
@@ -101,7 +102,13 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
         }
     };
     let drivers = registry.names();
-    let service = Arc::new(Service::new(cfg, registry));
+    let service = match Service::new(cfg, registry) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::error!("cannot start the decode thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = tokio::spawn(control::serve(listener, Arc::clone(&service)));
     log::info!("listening on {} with drivers: {}", socket.display(), drivers.join(", "));
     notify::ready(&format!("ready: {} drivers, no sessions", drivers.len()));

@@ -2,16 +2,22 @@
 //! Methods may block (opening a device, probing hardware): transports call them off the async
 //! runtime's worker threads.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use bci2token_api::{
-    ApiError, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FollowOptions, PluginFailure, Request,
-    SessionInfo, StatusInfo,
+    ApiError, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FollowOptions, ModelInfo, ModelList,
+    PluginFailure, Request, SessionInfo, StatusInfo,
 };
+use bci2token_decoder::engine::Engine;
+use bci2token_decoder::manifest::MANIFEST_FILE;
+use bci2token_decoder::{Manifest, Model};
 
 use crate::auth::{role_of, Role};
 use crate::config::Config;
+use crate::decoding::Decoding;
 use crate::hub::Subscription;
 use crate::plugins::Registry;
 use crate::session::{new_id, PipelineSettings, Session};
@@ -41,16 +47,26 @@ pub struct Service {
     registry: RwLock<Registry>,
     sessions: Mutex<Vec<Arc<Session>>>,
     started: Instant,
+    /// The decode thread shared by every session (so windows of several sessions batch together).
+    engine: Arc<Engine>,
+    /// Loaded models by package directory: sessions with the same model share it.
+    models: Mutex<HashMap<PathBuf, Arc<Model>>>,
+    /// The torch device, chosen at the first model load (loading CUDA is not free).
+    torch_device: OnceLock<Result<tch::Device, String>>,
 }
 
 impl Service {
-    pub fn new(config: Config, registry: Registry) -> Self {
-        Service {
+    pub fn new(config: Config, registry: Registry) -> std::io::Result<Self> {
+        let engine = Arc::new(Engine::start(config.decoder_max_batch, config.decoder_queue)?);
+        Ok(Service {
             config: RwLock::new(config),
             registry: RwLock::new(registry),
             sessions: Mutex::new(Vec::new()),
             started: Instant::now(),
-        }
+            engine,
+            models: Mutex::new(HashMap::new()),
+            torch_device: OnceLock::new(),
+        })
     }
 
     pub fn config(&self) -> Config {
@@ -93,6 +109,7 @@ impl Service {
             Request::Status => Outcome::reply(Ok(self.status(caller))),
             Request::Drivers => Outcome::reply(Ok(self.drivers())),
             Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
+            Request::Models => Outcome::reply(Ok(self.list_models())),
             Request::SessionStart { driver, config, model, follow } => {
                 match self.start_session(caller, &driver, config, model, follow.as_ref()) {
                     Ok((info, stream)) => {
@@ -179,15 +196,9 @@ impl Service {
         model: Option<String>,
         follow: Option<&FollowOptions>,
     ) -> Result<(SessionInfo, Option<Subscription>), ApiError> {
-        if let Some(dir) = &model {
-            return Err(ApiError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "cannot attach model {dir}: this bci2tokend has no decoder yet; start the session without --model"
-                ),
-            ));
-        }
         let cfg = self.config();
+        let model = model.or_else(|| Some(cfg.default_model.clone()).filter(|m| !m.is_empty()));
+        let loaded = model.as_deref().map(|spec| self.load_model(spec)).transpose()?;
         let active = self.sessions.lock().unwrap().iter().filter(|s| s.is_active()).count();
         if active >= cfg.max_sessions {
             return Err(ApiError::new(
@@ -215,8 +226,33 @@ impl Service {
                 }
             }
         };
+        let fitted = match &loaded {
+            Some(m) => {
+                let labels: Vec<String> = device.info().channels.iter().map(|c| c.label.clone()).collect();
+                let map = bci2token_decoder::fit::fit(&m.manifest, &labels, device.info().sample_rate)
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+                Some((Arc::clone(m), map))
+            }
+            None => None,
+        };
+        let model_name = loaded.as_ref().map(|m| m.name().to_string());
         let session =
-            Arc::new(Session::new(id, driver.to_string(), config, model, *caller, &device, cfg.subscriber_queue));
+            Arc::new(Session::new(id, driver.to_string(), config, model_name, *caller, &device, cfg.subscriber_queue));
+        let decoding = match fitted {
+            Some((m, map)) => Some(
+                Decoding::new(
+                    &session.id,
+                    Arc::clone(&session.hub),
+                    m,
+                    map,
+                    session.sample_rate,
+                    Arc::clone(&self.engine),
+                    !session.realtime,
+                )
+                .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?,
+            ),
+            None => None,
+        };
         // Subscribe before the first block exists, so `start --follow` misses nothing. A source
         // that is not real time may wait for this first follower.
         let stream = follow.and_then(|f| session.hub.subscribe(f.samples, !session.realtime));
@@ -226,7 +262,7 @@ impl Service {
             stall_timeout: cfg.session_timeout,
         };
         session
-            .spawn(device, settings)
+            .spawn(device, settings, decoding)
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start the acquisition thread: {e}")))?;
         log::info!(
             "session {}: started with driver `{driver}` by uid {} pid {} ({} channels at {} Hz)",
@@ -265,6 +301,86 @@ impl Service {
             )
         })?;
         Ok((session.info(), stream))
+    }
+
+    /// Finds a model package: a directory holding `model.toml`, or a name looked up in model_path
+    /// (a subdirectory of that name, or a package whose manifest has that name).
+    fn find_model(&self, spec: &str) -> Result<PathBuf, ApiError> {
+        let direct = Path::new(spec);
+        if direct.join(MANIFEST_FILE).is_file() {
+            return Ok(direct.to_path_buf());
+        }
+        let dirs = self.config.read().unwrap().model_path.clone();
+        for dir in &dirs {
+            if dir.join(spec).join(MANIFEST_FILE).is_file() {
+                return Ok(dir.join(spec));
+            }
+        }
+        if let Some(found) = model_dirs(&dirs).into_iter().find(|d| Manifest::load(d).is_ok_and(|m| m.name == spec)) {
+            return Ok(found);
+        }
+        let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no model `{spec}`: not a directory with {MANIFEST_FILE}, nor a model in {}; `bci2tokenctl models` lists them",
+                searched.join(":")
+            ),
+        ))
+    }
+
+    /// Loads a model once (later sessions share it), on the configured device.
+    fn load_model(&self, spec: &str) -> Result<Arc<Model>, ApiError> {
+        let dir = self.find_model(spec)?;
+        let key = dir.canonicalize().unwrap_or(dir.clone());
+        if let Some(m) = self.models.lock().unwrap().get(&key) {
+            return Ok(Arc::clone(m));
+        }
+        let cfg = self.config();
+        let device = self
+            .torch_device
+            .get_or_init(|| {
+                bci2token_decoder::model::set_threads(cfg.decoder_threads);
+                bci2token_decoder::model::choose_device(cfg.decoder_device).map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+        let started = Instant::now();
+        let model = Model::load(&dir, device).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        log::info!(
+            "loaded model `{}` {} from {} on {device:?} in {:.0} ms",
+            model.name(),
+            model.manifest.version,
+            dir.display(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        let model = Arc::new(model);
+        self.models.lock().unwrap().insert(key, Arc::clone(&model));
+        Ok(model)
+    }
+
+    pub fn list_models(&self) -> ModelList {
+        let dirs = self.config.read().unwrap().model_path.clone();
+        let mut list = ModelList { models: Vec::new(), errors: Vec::new() };
+        for dir in model_dirs(&dirs) {
+            match Manifest::load(&dir) {
+                Ok(m) => list.models.push(ModelInfo {
+                    dir: dir.display().to_string(),
+                    name: m.name,
+                    version: m.version,
+                    description: m.description,
+                    channels: m.input.channels,
+                    sample_rate: m.input.sample_rate,
+                    window_seconds: m.input.window_seconds,
+                    hop_seconds: m.input.hop_seconds,
+                    labels: m.output.labels,
+                    tokenizer: m.tokens.tokenizer,
+                    trained_on: m.provenance.trained_on,
+                }),
+                Err(e) => list.errors.push(PluginFailure { file: dir.display().to_string(), error: e.to_string() }),
+            }
+        }
+        list
     }
 
     /// Stops every session and waits for their threads (shutdown).
@@ -321,6 +437,19 @@ fn unknown_driver(name: &str, reg: &Registry) -> ApiError {
             format!("no driver `{name}`; loaded drivers: {}", names.join(", "))
         },
     )
+}
+
+/// Package directories (holding model.toml) directly inside each of `dirs`, sorted.
+fn model_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut here: Vec<PathBuf> =
+            entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join(MANIFEST_FILE).is_file()).collect();
+        here.sort();
+        found.extend(here);
+    }
+    found
 }
 
 fn forget_old_sessions(sessions: &mut Vec<Arc<Session>>) {

@@ -12,6 +12,7 @@ use bci2token_driver_abi::host::{Device, Read};
 use bci2token_driver_abi::types::DriverEvent;
 use bci2token_dsp::stats::WindowStats;
 
+use crate::decoding::Decoding;
 use crate::hub::Hub;
 
 // The daemon passes driver block flags through to clients unchanged: the two sets must agree.
@@ -54,7 +55,7 @@ pub struct Session {
     pub sample_rate: f64,
     /// The source can wait for a lossless subscriber (file replay at full speed).
     pub realtime: bool,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     state: Mutex<(SessionState, Option<String>)>,
     counters: Counters,
     stop: AtomicBool,
@@ -104,7 +105,7 @@ impl Session {
                 .collect(),
             sample_rate: info.sample_rate,
             realtime: info.realtime,
-            hub: Hub::new(subscriber_queue),
+            hub: Arc::new(Hub::new(subscriber_queue)),
             state: Mutex::new((SessionState::Starting, None)),
             counters: Counters::default(),
             stop: AtomicBool::new(false),
@@ -154,11 +155,16 @@ impl Session {
     }
 
     /// Starts acquisition on a new thread named after the session.
-    pub fn spawn(self: &Arc<Self>, device: Device, settings: PipelineSettings) -> std::io::Result<()> {
+    pub fn spawn(
+        self: &Arc<Self>,
+        device: Device,
+        settings: PipelineSettings,
+        decoding: Option<Decoding>,
+    ) -> std::io::Result<()> {
         let session = Arc::clone(self);
         let handle = std::thread::Builder::new()
             .name(format!("acq-{}", self.id))
-            .spawn(move || session.run(device, settings))?;
+            .spawn(move || session.run(device, settings, decoding))?;
         *self.thread.lock().unwrap() = Some(handle);
         Ok(())
     }
@@ -179,8 +185,8 @@ impl Session {
         }
     }
 
-    fn run(self: Arc<Self>, mut device: Device, settings: PipelineSettings) {
-        let (state, message) = match self.acquire(&mut device, settings) {
+    fn run(self: Arc<Self>, mut device: Device, settings: PipelineSettings, mut decoding: Option<Decoding>) {
+        let (state, message) = match self.acquire(&mut device, settings, decoding.as_mut()) {
             Ok(state) => (state, None),
             Err(message) => {
                 log::error!("session {}: {message}", self.id);
@@ -191,6 +197,11 @@ impl Session {
             log::warn!("session {}: stopping the device: {e}", self.id);
         }
         drop(device);
+        if let Some(d) = &decoding {
+            // Tokens of the last windows still belong to this session.
+            d.drain();
+            log::info!("session {}: {} token(s) decoded", self.id, d.tokens());
+        }
         log::info!(
             "session {}: {} after {} blocks ({} frames)",
             self.id,
@@ -202,7 +213,12 @@ impl Session {
     }
 
     /// The acquisition loop. Returns the final state, or the failure message.
-    fn acquire(&self, device: &mut Device, settings: PipelineSettings) -> Result<SessionState, String> {
+    fn acquire(
+        &self,
+        device: &mut Device,
+        settings: PipelineSettings,
+        mut decoding: Option<&mut Decoding>,
+    ) -> Result<SessionState, String> {
         device.start().map_err(|e| e.to_string())?;
         self.set_state(SessionState::Running, None);
         log::info!("session {}: running ({})", self.id, self.description);
@@ -220,6 +236,7 @@ impl Session {
             match device.read(READ_TIMEOUT, &mut buf).map_err(|e| e.to_string())? {
                 Read::Block { frames, t, flags } => {
                     last_data = Instant::now();
+                    let received = last_data;
                     let data = &buf[..channels * frames];
                     if flags & block_flags::GAP != 0 {
                         self.counters.gaps.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +269,9 @@ impl Session {
                             channels,
                         });
                     });
+                    if let Some(d) = decoding.as_deref_mut() {
+                        d.push(data, frames, t, rate, received);
+                    }
                     seq += 1;
                     self.counters.blocks.fetch_add(1, Ordering::Relaxed);
                     self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! Events of a session as `follow` streams them: one JSON object per frame with a `type` field.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::Error as _;
@@ -109,6 +110,26 @@ pub enum Event {
     State { session: String, state: SessionState, message: Option<String> },
     /// Per-channel statistics of the `window` seconds ending at `t`.
     Stats { session: String, t: f64, window: f64, channels: Vec<ChannelStats> },
+    /// A decoded token. `t` is the stream time of the last sample of the window it was decoded
+    /// from; `latency_us` the time from that sample entering the daemon to this event.
+    Token {
+        session: String,
+        seq: u64,
+        t: f64,
+        label: String,
+        text: String,
+        tokenizer: String,
+        token_ids: Vec<u32>,
+        confidence: f32,
+        /// Label → probability.
+        probabilities: BTreeMap<String, f32>,
+        /// Token id (as a string, JSON keys are strings) → bias to add to an LLM's next-token logits.
+        logit_bias: BTreeMap<String, f32>,
+        latency_us: u64,
+    },
+    /// The decoder failed on the window ending at `t`; no token is invented and the session keeps
+    /// recording.
+    DecoderError { session: String, t: f64, message: String },
     /// A warning about the session that does not stop it.
     Warning { session: String, message: String },
     /// This subscriber fell behind and missed `count` events here.

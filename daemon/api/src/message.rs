@@ -16,6 +16,8 @@ pub enum Request {
         #[serde(default)]
         driver: Option<String>,
     },
+    /// Model packages found in the daemon's model path.
+    Models,
     /// Starts a session. With `follow`, the reply is followed on the same connection by the
     /// session's events from its very first block (see [`crate::Event`]).
     SessionStart {
@@ -49,6 +51,7 @@ impl Request {
             Request::Status => "status",
             Request::Drivers => "drivers",
             Request::Devices { .. } => "devices",
+            Request::Models => "models",
             Request::SessionStart { .. } => "session_start",
             Request::SessionList => "session_list",
             Request::SessionShow { .. } => "session_show",
@@ -157,6 +160,32 @@ pub struct DeviceEntry {
 pub struct DeviceList {
     pub devices: Vec<DeviceEntry>,
     /// Drivers whose probe failed, with the message.
+    pub errors: Vec<PluginFailure>,
+}
+
+/// A model package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// The package directory (what `--model` takes, as does the name).
+    pub dir: String,
+    pub channels: Vec<String>,
+    pub sample_rate: f64,
+    pub window_seconds: f64,
+    pub hop_seconds: f64,
+    pub labels: Vec<String>,
+    pub tokenizer: String,
+    /// Data a learned model was trained on (empty for analytic models).
+    pub trained_on: Vec<String>,
+}
+
+/// Reply to `models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub models: Vec<ModelInfo>,
+    /// Directories with a `model.toml` that could not be read, and why.
     pub errors: Vec<PluginFailure>,
 }
 

@@ -104,7 +104,11 @@ fn decode_group(model: &Model, group: Vec<Job>, input: &mut Vec<f32>, stats: &En
     if input.len() != batch * model.input_len() {
         for job in group {
             let got = job.window.len();
-            (job.done)(Err(format!("a window of {got} values was submitted; model `{}` takes {}", model.name(), model.input_len())));
+            (job.done)(Err(format!(
+                "a window of {got} values was submitted; model `{}` takes {}",
+                model.name(),
+                model.input_len()
+            )));
         }
         return;
     }

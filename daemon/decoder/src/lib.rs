@@ -6,6 +6,7 @@
 //! - [`engine`]: the decode thread that batches windows from many sessions into one forward pass.
 //! - [`vectors`]: the test vectors shipped beside each model.
 
+pub mod bridge;
 pub mod engine;
 pub mod fit;
 pub mod manifest;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bci2token_dsp::pipeline::PreprocessConfig;
 use serde::Deserialize;
 
 pub const MANIFEST_FILE: &str = "model.toml";
@@ -100,9 +101,9 @@ pub struct Manifest {
     #[serde(default)]
     pub description: String,
     pub input: Input,
-    /// Checked against the DSP crate's preprocessing configuration when a session uses the model.
+    /// Applied by the daemon before the model (notch, band, CAR), as in training.
     #[serde(default)]
-    pub preprocessing: toml::Table,
+    pub preprocessing: PreprocessConfig,
     pub output: Output,
     pub tokens: Tokens,
     pub policy: Policy,
@@ -121,7 +122,8 @@ impl Manifest {
     /// Reads and validates `DIR/model.toml`.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
         let mut manifest: Manifest =
             toml::from_str(&text).map_err(|e| ManifestError::Parse { path: path.clone(), message: e.to_string() })?;
         manifest.path = path;
@@ -155,6 +157,7 @@ impl Manifest {
         if !(i.hop_seconds.is_finite() && i.hop_seconds > 0.0) || self.hop_frames() < 1 {
             return Err(self.invalid("input.hop_seconds", format!("{} is not a positive hop", i.hop_seconds)));
         }
+        self.preprocessing.validate(i.sample_rate).map_err(|e| self.invalid("preprocessing", e.to_string()))?;
         let o = &self.output;
         if o.labels.is_empty() {
             return Err(self.invalid("output.labels", "lists no labels"));
@@ -176,10 +179,9 @@ impl Manifest {
         }
         let p = &self.policy;
         if !(p.confidence_threshold > 0.0 && p.confidence_threshold <= 1.0) {
-            return Err(self.invalid(
-                "policy.confidence_threshold",
-                format!("{} is not in (0, 1]", p.confidence_threshold),
-            ));
+            return Err(
+                self.invalid("policy.confidence_threshold", format!("{} is not in (0, 1]", p.confidence_threshold))
+            );
         }
         if p.consecutive == 0 {
             return Err(self.invalid("policy.consecutive", "must be at least 1"));
@@ -284,6 +286,7 @@ refractory_seconds = 0.5
             (GOOD.replace("0.7", "1.5"), "`policy.confidence_threshold`"),
             (GOOD.replace("consecutive = 2", "consecutive = 0"), "`policy.consecutive`"),
             (GOOD.replace("window_seconds = 1.0", "window_seconds = 0.0"), "`input.window_seconds`"),
+            (GOOD.replace("notch_hz = 50", "notch_hz = 55"), "`preprocessing`: preprocessing: notch_hz = 55"),
         ];
         for (text, want) in cases {
             let msg = load_text(&text).unwrap_err().to_string();

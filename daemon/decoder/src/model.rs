@@ -128,7 +128,9 @@ impl Model {
         let path = dir.join(MODEL_FILE);
         let mut module = CModule::load_on_device(&path, device)
             .map_err(|e| ModelError::Load { path: path.clone(), message: first_line(&e.to_string()) })?;
-        module.f_set_eval().map_err(|e| ModelError::Load { path: path.clone(), message: first_line(&e.to_string()) })?;
+        module
+            .f_set_eval()
+            .map_err(|e| ModelError::Load { path: path.clone(), message: first_line(&e.to_string()) })?;
         let model = Model { manifest, module, device };
         let zeros = vec![0f32; model.input_len()];
         model.forward(&zeros, 1)?;
@@ -161,7 +163,8 @@ impl Model {
     pub fn forward(&self, input: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
         let (c, t, k) = (self.channels(), self.manifest.window_frames(), self.classes());
         assert_eq!(input.len(), batch * c * t, "input holds {batch} windows of {c}×{t}");
-        let forward_error = |e: tch::TchError| ModelError::Forward { model: self.name().into(), message: first_line(&e.to_string()) };
+        let forward_error =
+            |e: tch::TchError| ModelError::Forward { model: self.name().into(), message: first_line(&e.to_string()) };
         let _guard = tch::no_grad_guard();
         let x = Tensor::f_from_slice(input)
             .and_then(|x| x.f_reshape([batch as i64, c as i64, t as i64]))
@@ -190,9 +193,10 @@ impl Model {
 /// (C++ frames follow).
 fn first_line(text: &str) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let python_style = lines.iter().rev().find(|l| {
-        l.split_once(": ").is_some_and(|(kind, _)| kind.ends_with("Error") && !kind.contains(' '))
-    });
+    let python_style = lines
+        .iter()
+        .rev()
+        .find(|l| l.split_once(": ").is_some_and(|(kind, _)| kind.ends_with("Error") && !kind.contains(' ')));
     python_style.or(lines.first()).map_or_else(|| text.trim().to_string(), |l| l.to_string())
 }
 

@@ -49,7 +49,12 @@ pub fn check(model: &Model) -> Result<Option<VectorCheck>, ModelError> {
         )));
     }
     if v.output_shape != [b, model.classes()] || v.output.len() != b * model.classes() {
-        return Err(bad(format!("{}: output shape {:?} is not [{b}, {}]", file.display(), v.output_shape, model.classes())));
+        return Err(bad(format!(
+            "{}: output shape {:?} is not [{b}, {}]",
+            file.display(),
+            v.output_shape,
+            model.classes()
+        )));
     }
     let got = model.forward(&v.input, b)?;
     let max_abs_diff = got.iter().zip(&v.output).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

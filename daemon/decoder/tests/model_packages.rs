@@ -178,4 +178,3 @@ fn the_engine_batches_windows_from_many_sessions() {
     assert!(batches <= 1 + 200u64.div_ceil(64), "{batches} passes for 201 windows");
     assert_eq!(stats.largest_batch.load(std::sync::atomic::Ordering::Relaxed), 64);
 }
-

@@ -305,7 +305,10 @@ mod tests {
         check(PreprocessConfig { bandpass_hz: Some([1.0, 130.0]), ..base() }, &["bandpass_hz", "130 Hz", "125 Hz"]);
         check(PreprocessConfig { highpass_hz: Some(0.0), ..base() }, &["highpass_hz", "0 Hz"]);
         check(PreprocessConfig { lowpass_hz: Some(200.0), ..base() }, &["lowpass_hz", "200 Hz"]);
-        check(PreprocessConfig { highpass_hz: Some(30.0), lowpass_hz: Some(10.0), ..base() }, &["highpass_hz = 30", "lowpass_hz = 10"]);
+        check(
+            PreprocessConfig { highpass_hz: Some(30.0), lowpass_hz: Some(10.0), ..base() },
+            &["highpass_hz = 30", "lowpass_hz = 10"],
+        );
         check(PreprocessConfig { highpass_hz: Some(1.0), filter_order: 0, ..base() }, &["filter_order", "order 0"]);
         check(PreprocessConfig { lowpass_hz: Some(30.0), filter_order: 9, ..base() }, &["filter_order", "order 9"]);
         // The same notch harmonics are fine at a higher rate.
@@ -333,7 +336,8 @@ mod tests {
                 .flat_map(|c| {
                     (0..25).map(move |i| {
                         let t = (b * 25 + i) as f64 / fs;
-                        (100.0 * (2.0 * std::f64::consts::PI * 50.0 * t).sin() + 10.0 * c as f64 * (t * 60.0).sin()) as f32
+                        (100.0 * (2.0 * std::f64::consts::PI * 50.0 * t).sin() + 10.0 * c as f64 * (t * 60.0).sin())
+                            as f32
                     })
                 })
                 .collect();

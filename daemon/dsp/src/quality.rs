@@ -304,7 +304,8 @@ mod tests {
             data[2 * N + i] = (3.0 * good).clamp(-40.0, 40.0) as f32; // 2: clipped at its own extremes
             data[3 * N + i] = (eeg(i, 3) + 30.0 * (2.0 * PI * 50.0 * i as f64 / FS).sin()) as f32; // 3: mains
             data[4 * N + i] = (eeg(i, 4) + 400.0 * (2.0 * PI * 0.5 * i as f64 / FS).sin()) as f32; // 4: drift
-            data[5 * N + i] = if i % 50 < 10 { 187_500.0 } else { eeg(i, 5) as f32 }; // 5: hits the rail
+            data[5 * N + i] = if i % 50 < 10 { 187_500.0 } else { eeg(i, 5) as f32 };
+            // 5: hits the rail
         }
         let mut m = meter(channels, QualityConfig { rail_uv: Some(187_500.0), ..QualityConfig::default() });
         let q = m.assess_block(&data).to_vec();
@@ -320,7 +321,9 @@ mod tests {
         assert!(q[4].ptp_uv > 800.0);
         assert!(flags(&q[5]).1 && flags(&q[5]).3, "rail: {:?}", q[5]);
         assert!((q[5].railed_fraction - 0.2).abs() < 1e-6);
-        assert!((q[0].std_uv - 16.3).abs() < 1.0, "std {}", q[0].std_uv);
+        // 20 µV alpha and eleven 2 µV components: sqrt(20²/2 + 11 · 2²/2).
+        let std = (200.0f32 + 22.0).sqrt();
+        assert!((q[0].std_uv - std).abs() < 0.02 * std, "std {}", q[0].std_uv);
     }
 
     #[test]
@@ -349,7 +352,8 @@ mod tests {
         let q50 = meter(1, QualityConfig::default()).assess_block(&data)[0];
         let q60 = meter(1, QualityConfig { line_hz: 60.0, ..QualityConfig::default() }).assess_block(&data)[0];
         assert!(q50.line_ratio < 0.01 && q60.line_ratio > 0.1, "{} {}", q50.line_ratio, q60.line_ratio);
-        let strict = QualityConfig { line_hz: 60.0, line_ratio_max: 0.05, max_ptp_uv: 20.0, ..QualityConfig::default() };
+        let strict =
+            QualityConfig { line_hz: 60.0, line_ratio_max: 0.05, max_ptp_uv: 20.0, ..QualityConfig::default() };
         let q = meter(1, strict).assess_block(&data)[0];
         assert!(q.line_noise && q.out_of_range);
     }

@@ -58,7 +58,8 @@ mod tests {
     #[test]
     fn channels_sum_to_zero_at_every_frame() {
         let (channels, frames) = (7, 150);
-        let mut data: Vec<f64> = (0..channels * frames).map(|k| ((k * 31) % 97) as f64 - 20.0 + k as f64 * 0.01).collect();
+        let mut data: Vec<f64> =
+            (0..channels * frames).map(|k| ((k * 31) % 97) as f64 - 20.0 + k as f64 * 0.01).collect();
         let orig = data.clone();
         common_average_reference(&mut data, channels, frames);
         for i in 0..frames {
