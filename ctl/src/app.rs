@@ -23,6 +23,8 @@ pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
     }
     let model = match &a.model {
         None => None,
+        // A bare name that is not a directory here is a model name the daemon looks up.
+        Some(name) if !name.exists() && name.components().count() == 1 => Some(name.display().to_string()),
         Some(dir) => {
             let abs = std::path::absolute(dir).map_err(|e| {
                 CtlError::new(Kind::Usage, format!("--model {}: cannot make the path absolute: {e}", dir.display()))

@@ -82,8 +82,9 @@ pub struct StartArgs {
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     pub set: Vec<(String, serde_json::Value)>,
 
-    /// Model package directory (sent as an absolute path)
-    #[arg(long, value_name = "DIR")]
+    /// Model package: a directory (sent as an absolute path) or the name of a model in the
+    /// daemon's model path (see `bci2tokenctl models`)
+    #[arg(long, value_name = "NAME|DIR")]
     pub model: Option<PathBuf>,
 
     /// After starting, stream the session's events from its first block until it ends

@@ -239,8 +239,7 @@ fn default_model_path(mode: Mode, data_dir: &Path) -> Vec<PathBuf> {
     }
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
     if let Some(dir) = exe_dir.filter(|d| !d.starts_with("/usr")) {
-        let dev = dir.join("../../models");
-        if dev.is_dir() {
+        if let Ok(dev) = dir.join("../../models").canonicalize() {
             dirs.push(dev);
         }
     }

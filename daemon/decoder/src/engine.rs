@@ -119,10 +119,15 @@ fn decode_group(model: &Model, group: Vec<Job>, input: &mut Vec<f32>, stats: &En
                 (job.done)(Ok(out.to_vec()));
             }
         }
-        Err(e) => {
-            let message = e.to_string();
+        Err(e) if batch == 1 => {
+            let job = group.into_iter().next().expect("one job");
+            (job.done)(Err(e.to_string()));
+        }
+        Err(_) => {
+            // One bad window must not cost the others their result (they may belong to other
+            // sessions): decode them one by one, so only the failing ones fail.
             for job in group {
-                (job.done)(Err(message.clone()));
+                decode_group(model, vec![job], input, stats);
             }
         }
     }

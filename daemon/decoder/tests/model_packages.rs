@@ -178,3 +178,35 @@ fn the_engine_batches_windows_from_many_sessions() {
     assert!(batches <= 1 + 200u64.div_ceil(64), "{batches} passes for 201 windows");
     assert_eq!(stats.largest_batch.load(std::sync::atomic::Ordering::Relaxed), 64);
 }
+
+#[test]
+fn a_failing_window_does_not_fail_the_others_in_its_batch() {
+    // Traced with a batch of one, the model throws for any larger batch: the engine must retry
+    // the windows one by one, and every one of them then succeeds.
+    let w = Tensor::ones([CHANNELS * FRAMES, CLASSES], (Kind::Float, Device::Cpu));
+    let dir = package("isolate", CLASSES, move |x| x.reshape([1, CHANNELS * FRAMES]).matmul(&w));
+    let model = Arc::new(Model::load(&dir, Device::Cpu).unwrap());
+    let engine = Engine::start(16, 64).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let first_tx = tx.clone();
+    let gate = Job {
+        model: Arc::clone(&model),
+        window: window(0),
+        done: Box::new(move |r| {
+            gate_rx.recv().unwrap();
+            first_tx.send(r).unwrap();
+        }),
+    };
+    assert!(engine.submit(gate).is_ok());
+    for i in 1..=8 {
+        let tx = tx.clone();
+        let job = Job { model: Arc::clone(&model), window: window(i), done: Box::new(move |r| tx.send(r).unwrap()) };
+        assert!(engine.submit(job).is_ok());
+    }
+    gate_tx.send(()).unwrap();
+    drop(tx);
+    let results: Vec<_> = (0..9).map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap()).collect();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(engine.stats().largest_batch.load(std::sync::atomic::Ordering::Relaxed) > 1, "a batch was tried");
+}

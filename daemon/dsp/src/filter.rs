@@ -63,7 +63,7 @@ impl SosFilter {
         let mut groups = Vec::new();
         let (mut c, mut off) = (0, 0);
         while c < channels {
-            let width = [16, 8, 4, 2, 1].into_iter().find(|&w| channels - c >= w).unwrap_or(1);
+            let width = [8, 4, 2, 1].into_iter().find(|&w| channels - c >= w).unwrap_or(1);
             groups.push(Group { first_channel: c, width, state_offset: off });
             c += width;
             off += 2 * width * sections.len();
@@ -199,7 +199,7 @@ fn run_group<T: Sample, const L: usize>(
 }
 
 /// Sections run together in one pass over a chunk.
-const PASS: usize = 2;
+const PASS: usize = 3;
 
 /// Runs `K` consecutive sections over `buf` (`[frame][lane]`), frame by frame.
 #[inline(always)]
