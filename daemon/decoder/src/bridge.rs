@@ -5,7 +5,8 @@
 
 use tiktoken_rs::CoreBPE;
 
-use crate::manifest::Manifest;
+use crate::ctc;
+use crate::manifest::{Manifest, OutputKind};
 
 /// Bias values are clipped to this magnitude so one window cannot dominate an LLM's logits.
 const MAX_BIAS: f32 = 10.0;
@@ -42,6 +43,11 @@ pub struct Emission {
 }
 
 pub struct TokenBridge {
+    tokenizer: String,
+    /// CTC: the blank label and the beam width (1 = greedy); `None` for a classes model.
+    ctc: Option<(usize, usize)>,
+    /// CTC: per-frame probabilities of the current window.
+    frame_probs: Vec<f32>,
     labels: Vec<String>,
     texts: Vec<String>,
     token_ids: Vec<Vec<u32>>,
@@ -65,7 +71,17 @@ impl TokenBridge {
             .map(|t| if t.is_empty() { Ok(Vec::new()) } else { encode(&manifest.tokens.tokenizer, t) })
             .collect::<Result<_, _>>()?;
         let null = labels.iter().position(|l| *l == manifest.output.null_label);
+        let ctc = match manifest.output.kind {
+            OutputKind::Classes => None,
+            OutputKind::Ctc => {
+                let blank = labels.iter().position(|l| *l == manifest.output.blank_label).ok_or("no blank label")?;
+                Some((blank, manifest.output.beam_width))
+            }
+        };
         Ok(TokenBridge {
+            tokenizer: manifest.tokens.tokenizer.clone(),
+            ctc,
+            frame_probs: Vec::new(),
             probabilities: vec![0.0; labels.len()],
             labels,
             texts,
@@ -82,6 +98,9 @@ impl TokenBridge {
     /// Takes the logits of the window ending at stream time `t`; returns a token when the policy
     /// says so. Non-finite logits (a failing model) emit nothing and break the run.
     pub fn push(&mut self, t: f64, logits: &[f32]) -> Option<Emission> {
+        if let Some((blank, width)) = self.ctc {
+            return self.push_ctc(t, logits, blank, width);
+        }
         assert_eq!(logits.len(), self.labels.len(), "one logit per label");
         if !softmax(logits, &mut self.probabilities) {
             self.run = None;
@@ -113,6 +132,46 @@ impl TokenBridge {
         // A new token needs a fresh run of agreement.
         self.run = None;
         Some(self.emission(best, confidence))
+    }
+
+    /// A CTC window (frames × labels logits) is a segment of its own: its decoded label sequence
+    /// becomes one emission whose text is the labels' texts joined. Confidence is the decoded
+    /// sequence's probability per frame (its geometric mean), so it does not shrink with length.
+    /// `consecutive` does not apply (windows do not overlap); the threshold and refractory do.
+    fn push_ctc(&mut self, t: f64, logits: &[f32], blank: usize, width: usize) -> Option<Emission> {
+        let k = self.labels.len();
+        assert_eq!(logits.len() % k, 0, "frames × labels logits");
+        let frames = logits.len() / k;
+        self.frame_probs.resize(logits.len(), 0.0);
+        for (l, p) in logits.chunks_exact(k).zip(self.frame_probs.chunks_exact_mut(k)) {
+            if !softmax(l, p) {
+                return None;
+            }
+        }
+        let decoded = if width <= 1 {
+            ctc::greedy(&self.frame_probs, k, blank)
+        } else {
+            ctc::beam(&self.frame_probs, k, blank, width)
+        };
+        let confidence = decoded.probability.powf(1.0 / frames as f64) as f32;
+        let labels: Vec<usize> = decoded.labels.into_iter().filter(|&l| Some(l) != self.null).collect();
+        let text: String = labels.iter().map(|&l| self.texts[l].as_str()).collect();
+        if text.is_empty() || confidence < self.threshold {
+            return None;
+        }
+        if self.last_emission.is_some_and(|last| t - last < self.refractory) {
+            return None;
+        }
+        self.last_emission = Some(t);
+        // Mean posterior of each label over the window's frames.
+        for (i, p) in self.probabilities.iter_mut().enumerate() {
+            *p = self.frame_probs.iter().skip(i).step_by(k).sum::<f32>() / frames as f32;
+        }
+        let label = labels.iter().map(|&l| self.labels[l].as_str()).collect::<Vec<_>>().join(" ");
+        let token_ids = encode(&self.tokenizer, &text).unwrap_or_default();
+        let mut e = self.emission(labels[0], confidence);
+        (e.label, e.text, e.token_ids) = (label, text, token_ids);
+        Some(e)
     }
 
     fn emission(&self, best: usize, confidence: f32) -> Emission {
@@ -174,6 +233,8 @@ mod tests {
                 kind: OutputKind::Classes,
                 labels: vec!["rest".into(), "yes".into(), "no".into()],
                 null_label: "rest".into(),
+                blank_label: String::new(),
+                beam_width: 1,
             },
             tokens: Tokens {
                 tokenizer: "gpt2".into(),
@@ -236,5 +297,25 @@ mod tests {
         let no = e.logit_bias.iter().find(|(id, _)| *id == 645).unwrap().1;
         assert!((yes - (p[1] * 3.0).ln()).abs() < 1e-5 && yes > 0.0);
         assert!((no - (p[2] * 3.0).ln()).abs() < 1e-5 && no < 0.0);
+    }
+
+    #[test]
+    fn ctc_windows_become_words() {
+        let mut b = bridge(1, 0.0);
+        // Labels: rest (used as blank), yes, no. Frames: yes yes blank no no → " yes no".
+        b.ctc = Some((0, 1));
+        let frame = |l: usize| {
+            let mut f = vec![0.0f32; 3];
+            f[l] = 6.0;
+            f
+        };
+        let logits: Vec<f32> = [frame(1), frame(1), frame(0), frame(2), frame(2)].concat();
+        let e = b.push(0.0, &logits).unwrap();
+        assert_eq!(e.text, " yes no");
+        assert_eq!(e.label, "yes no");
+        assert_eq!(e.token_ids, encode("gpt2", " yes no").unwrap());
+        assert!(e.confidence > 0.99, "{}", e.confidence);
+        let blank_only: Vec<f32> = [frame(0), frame(0)].concat();
+        assert!(b.push(1.0, &blank_only).is_none(), "nothing decoded, nothing emitted");
     }
 }

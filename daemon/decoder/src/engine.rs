@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use crate::model::Model;
 
-/// Called on the decode thread with the window's logits (`classes()` floats) or the failure.
+/// Called on the decode thread with the window's logits (`output_len()` floats) or the failure.
 pub type Done = Box<dyn FnOnce(Result<Vec<f32>, String>) + Send>;
 
 /// One window to decode.
@@ -114,8 +114,7 @@ fn decode_group(model: &Model, group: Vec<Job>, input: &mut Vec<f32>, stats: &En
     }
     match model.forward(input, batch) {
         Ok(logits) => {
-            let k = model.classes();
-            for (job, out) in group.into_iter().zip(logits.chunks_exact(k)) {
+            for (job, out) in group.into_iter().zip(logits.chunks_exact(model.output_len())) {
                 (job.done)(Ok(out.to_vec()));
             }
         }

@@ -7,6 +7,7 @@
 //! - [`vectors`]: the test vectors shipped beside each model.
 
 pub mod bridge;
+pub mod ctc;
 pub mod engine;
 pub mod fit;
 pub mod manifest;

@@ -49,6 +49,16 @@ pub struct Output {
     /// A label that emits nothing (rest); empty for none.
     #[serde(default)]
     pub null_label: String,
+    /// CTC only: the blank label.
+    #[serde(default)]
+    pub blank_label: String,
+    /// CTC only: prefix beam search width (1 = greedy decoding).
+    #[serde(default = "one_usize")]
+    pub beam_width: usize,
+}
+
+fn one_usize() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -164,6 +174,20 @@ impl Manifest {
         }
         if let Some(dup) = duplicate(&o.labels) {
             return Err(self.invalid("output.labels", format!("{dup:?} is listed twice")));
+        }
+        if o.kind == OutputKind::Ctc {
+            if !o.labels.contains(&o.blank_label) {
+                return Err(self.invalid("output.blank_label", format!("{:?} is not one of output.labels", o.blank_label)));
+            }
+            if (i.hop_seconds - i.window_seconds).abs() > 1e-9 {
+                return Err(self.invalid(
+                    "input.hop_seconds",
+                    "a CTC model decodes non-overlapping segments: set hop_seconds = window_seconds",
+                ));
+            }
+        }
+        if o.beam_width == 0 {
+            return Err(self.invalid("output.beam_width", "must be at least 1 (1 = greedy)"));
         }
         if !o.null_label.is_empty() && !o.labels.contains(&o.null_label) {
             return Err(self.invalid("output.null_label", format!("{:?} is not one of output.labels", o.null_label)));

@@ -40,8 +40,6 @@ pub enum ModelError {
     Forward { model: String, message: String },
     #[error("device `cuda` was asked for, but CUDA is not available here: {0}")]
     NoCuda(String),
-    #[error("model `{model}`: {message}")]
-    Unsupported { model: String, message: String },
 }
 
 /// libtorch's CUDA library, loaded at run time: nothing in the binary references it, so the
@@ -106,6 +104,8 @@ pub struct Model {
     pub manifest: Manifest,
     module: CModule,
     device: Device,
+    /// Frames per window in the output: 1 for classes, T' for CTC (measured at warm-up).
+    output_frames: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -119,20 +119,22 @@ impl Model {
     /// that the output has one logit per label.
     pub fn load(dir: &Path, device: Device) -> Result<Model, ModelError> {
         let manifest = Manifest::load(dir)?;
-        if manifest.output.kind != OutputKind::Classes {
-            return Err(ModelError::Unsupported {
-                model: manifest.name.clone(),
-                message: "output.kind = \"ctc\" is not supported by this bci2tokend yet".into(),
-            });
-        }
         let path = dir.join(MODEL_FILE);
         let mut module = CModule::load_on_device(&path, device)
             .map_err(|e| ModelError::Load { path: path.clone(), message: first_line(&e.to_string()) })?;
         module
             .f_set_eval()
             .map_err(|e| ModelError::Load { path: path.clone(), message: first_line(&e.to_string()) })?;
-        let model = Model { manifest, module, device };
+        let mut model = Model { manifest, module, device, output_frames: 1 };
+        // The warm-up run also measures how many output frames a CTC model gives per window.
         let zeros = vec![0f32; model.input_len()];
+        let size = model.run(&zeros, 1)?.size();
+        if model.manifest.output.kind == OutputKind::Ctc {
+            match size.as_slice() {
+                [1, frames, _] if *frames > 0 => model.output_frames = *frames as usize,
+                _ => {}
+            }
+        }
         model.forward(&zeros, 1)?;
         Ok(model)
     }
@@ -153,6 +155,16 @@ impl Model {
         self.manifest.output.labels.len()
     }
 
+    /// Output frames per window (1 for a classes model).
+    pub fn output_frames(&self) -> usize {
+        self.output_frames
+    }
+
+    /// Logits per window: output frames × classes.
+    pub fn output_len(&self) -> usize {
+        self.output_frames * self.classes()
+    }
+
     /// Floats in one input window: channels × window frames.
     pub fn input_len(&self) -> usize {
         self.channels() * self.manifest.window_frames()
@@ -161,30 +173,43 @@ impl Model {
     /// Runs `batch` windows (`input` holds `batch * input_len()` floats, each window channel-major)
     /// and returns `batch * classes()` logits.
     pub fn forward(&self, input: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
-        let (c, t, k) = (self.channels(), self.manifest.window_frames(), self.classes());
-        assert_eq!(input.len(), batch * c * t, "input holds {batch} windows of {c}×{t}");
-        let forward_error =
-            |e: tch::TchError| ModelError::Forward { model: self.name().into(), message: first_line(&e.to_string()) };
-        let _guard = tch::no_grad_guard();
-        let x = Tensor::f_from_slice(input)
-            .and_then(|x| x.f_reshape([batch as i64, c as i64, t as i64]))
-            .and_then(|x| x.f_to_device(self.device))
-            .map_err(forward_error)?;
-        let y = self.module.forward_ts(&[x]).map_err(forward_error)?;
+        let y = self.run(input, batch)?;
+        let (k, frames) = (self.classes() as i64, self.output_frames() as i64);
+        let (want, shape) = match self.manifest.output.kind {
+            OutputKind::Classes => (vec![batch as i64, k], format!("[{batch}, {k}]")),
+            OutputKind::Ctc => (vec![batch as i64, frames, k], format!("[{batch}, frames, {k}]")),
+        };
         let size = y.size();
-        if size != [batch as i64, k as i64] {
+        if size != want {
             return Err(ModelError::Shape {
                 model: self.name().into(),
                 message: format!(
                     "the model returned a tensor of shape {size:?} for {batch} window(s); the manifest lists {k} labels, \
-                     so it must return [{batch}, {k}]"
+                     so it must return {shape}"
                 ),
             });
         }
-        let y = y.f_to_kind(Kind::Float).and_then(|y| y.f_to_device(Device::Cpu)).map_err(forward_error)?;
-        let mut out = vec![0f32; batch * k];
-        y.f_copy_data(&mut out, batch * k).map_err(forward_error)?;
+        let n = batch * self.output_len();
+        let y = y.f_to_kind(Kind::Float).and_then(|y| y.f_to_device(Device::Cpu)).map_err(|e| self.forward_error(e))?;
+        let mut out = vec![0f32; n];
+        y.f_copy_data(&mut out, n).map_err(|e| self.forward_error(e))?;
         Ok(out)
+    }
+
+    fn forward_error(&self, e: tch::TchError) -> ModelError {
+        ModelError::Forward { model: self.name().into(), message: first_line(&e.to_string()) }
+    }
+
+    /// The module's raw output for `batch` windows.
+    fn run(&self, input: &[f32], batch: usize) -> Result<Tensor, ModelError> {
+        let (c, t) = (self.channels(), self.manifest.window_frames());
+        assert_eq!(input.len(), batch * c * t, "input holds {batch} windows of {c}×{t}");
+        let _guard = tch::no_grad_guard();
+        let x = Tensor::f_from_slice(input)
+            .and_then(|x| x.f_reshape([batch as i64, c as i64, t as i64]))
+            .and_then(|x| x.f_to_device(self.device))
+            .map_err(|e| self.forward_error(e))?;
+        self.module.forward_ts(&[x]).map_err(|e| self.forward_error(e))
     }
 }
 

@@ -48,6 +48,9 @@ pub fn check(model: &Model) -> Result<Option<VectorCheck>, ModelError> {
             model.manifest.window_frames()
         )));
     }
+    if model.output_frames() != 1 {
+        return Err(bad(format!("{}: test vectors for CTC models are not supported yet", file.display())));
+    }
     if v.output_shape != [b, model.classes()] || v.output.len() != b * model.classes() {
         return Err(bad(format!(
             "{}: output shape {:?} is not [{b}, {}]",

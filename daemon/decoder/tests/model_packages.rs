@@ -210,3 +210,24 @@ fn a_failing_window_does_not_fail_the_others_in_its_batch() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(engine.stats().largest_batch.load(std::sync::atomic::Ordering::Relaxed) > 1, "a batch was tried");
 }
+
+#[test]
+fn a_ctc_model_reports_its_output_frames() {
+    let dir = package("ctc", CLASSES, |x| {
+        x.mean_dim(Some([1i64].as_slice()), false, Kind::Float).reshape([-1, 5, 10]).narrow(2, 0, CLASSES)
+    });
+    let manifest = std::fs::read_to_string(dir.join("model.toml")).unwrap();
+    let manifest = manifest
+        .replace("kind = \"classes\"", "kind = \"ctc\"\nblank_label = \"c0\"\nbeam_width = 4")
+        .replace("hop_seconds = 0.5", "hop_seconds = 1.0");
+    std::fs::write(dir.join("model.toml"), &manifest).unwrap();
+    let model = Model::load(&dir, Device::Cpu).unwrap();
+    assert_eq!((model.output_frames(), model.output_len()), (5, 20));
+    let two: Vec<f32> = window(1).into_iter().chain(window(2)).collect();
+    assert_eq!(model.forward(&two, 2).unwrap().len(), 40);
+
+    // Overlapping windows make no sense for CTC segments: refused with the key named.
+    std::fs::write(dir.join("model.toml"), manifest.replace("hop_seconds = 1.0", "hop_seconds = 0.5")).unwrap();
+    let msg = Model::load(&dir, Device::Cpu).unwrap_err().to_string();
+    assert!(msg.contains("`input.hop_seconds`") && msg.contains("CTC"), "{msg}");
+}

@@ -113,17 +113,34 @@ impl SosFilter {
     /// Filters a channel-major block (`data[ch * frames + i]`) in place, continuing from the
     /// previous block. Panics if `data.len() != channels * frames`.
     pub fn process<T: Sample>(&mut self, data: &mut [T], frames: usize) {
+        self.run(data, frames, false);
+    }
+
+    /// [`process`](Self::process) followed by the common average reference
+    /// ([`crate::reference::common_average_reference`]), with the same result, in one pass over
+    /// the block: the channel sums are taken while the filtered samples are written back.
+    pub fn process_and_reference<T: Sample>(&mut self, data: &mut [T], frames: usize) {
+        self.run(data, frames, true);
+    }
+
+    fn run<T: Sample>(&mut self, data: &mut [T], frames: usize, car: bool) {
         check_block(data.len(), self.channels, frames);
-        if frames == 0 || self.sections.is_empty() {
+        if frames == 0 || self.channels == 0 {
+            return;
+        }
+        if self.sections.is_empty() {
+            if car {
+                crate::reference::common_average_reference(data, self.channels, frames);
+            }
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor supports AVX2 (checked just above).
-            unsafe { process_avx2(&self.sections, &self.groups, &mut self.state, data, frames) };
+            unsafe { process_avx2(self, data, frames, car) };
             return;
         }
-        process_groups(&self.sections, &self.groups, &mut self.state, data, frames);
+        process_chunks(self, data, frames, car);
     }
 }
 
@@ -131,75 +148,110 @@ impl SosFilter {
 /// fuses a multiply and an add by itself, so the results are the same to the bit.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn process_avx2<T: Sample>(
-    sections: &[Coeffs],
-    groups: &[Group],
-    state: &mut [f64],
-    data: &mut [T],
-    frames: usize,
-) {
-    process_groups(sections, groups, state, data, frames);
+unsafe fn process_avx2<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize, car: bool) {
+    process_chunks(f, data, frames, car);
 }
 
+/// `CHUNK` frames at a time: every channel group is filtered over the chunk, then (with `car`) the
+/// mean over channels, summed while the groups wrote their output, is subtracted while the chunk
+/// is still in the cache.
 #[inline(always)]
-fn process_groups<T: Sample>(sections: &[Coeffs], groups: &[Group], state: &mut [f64], data: &mut [T], frames: usize) {
-    let n_sec = sections.len();
-    for g in groups {
-        let state = &mut state[g.state_offset..g.state_offset + 2 * g.width * n_sec];
-        match g.width {
-            16 => run_group::<T, 16>(sections, state, data, frames, g.first_channel),
-            8 => run_group::<T, 8>(sections, state, data, frames, g.first_channel),
-            4 => run_group::<T, 4>(sections, state, data, frames, g.first_channel),
-            2 => run_group::<T, 2>(sections, state, data, frames, g.first_channel),
-            _ => run_group::<T, 1>(sections, state, data, frames, g.first_channel),
-        }
-    }
-}
-
-/// Filters channels `c0..c0 + L` of a block, `CHUNK` frames at a time: the chunk is gathered into
-/// `[frame][lane]` order on the stack, the sections run over it `PASS` at a time (each frame goes
-/// through the pass's sections before the next frame, so the recursions of different sections
-/// overlap in the pipeline instead of waiting on each other), with their state in registers, and
-/// it is scattered back.
-#[inline(always)]
-fn run_group<T: Sample, const L: usize>(
-    sections: &[Coeffs],
-    state: &mut [f64],
-    data: &mut [T],
-    frames: usize,
-    c0: usize,
-) {
-    let mut buf = [[0.0f64; L]; CHUNK];
+fn process_chunks<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize, car: bool) {
+    let n_sec = f.sections.len();
+    let channels = f.channels;
     let mut start = 0;
     while start < frames {
         let n = CHUNK.min(frames - start);
-        let buf = &mut buf[..n];
-        for lane in 0..L {
-            let row = &data[(c0 + lane) * frames + start..][..n];
-            for (b, &x) in buf.iter_mut().zip(row) {
-                b[lane] = x.to_f64();
+        let mut sums = [0.0f64; CHUNK];
+        let sums = car.then_some(&mut sums[..n]);
+        let mut sums = sums;
+        for g in &f.groups {
+            let state = &mut f.state[g.state_offset..g.state_offset + 2 * g.width * n_sec];
+            let chunk = Chunk { frames, start, n, c0: g.first_channel };
+            let sums = sums.as_deref_mut();
+            match g.width {
+                8 => run_group::<T, 8>(&f.sections, state, data, chunk, sums),
+                4 => run_group::<T, 4>(&f.sections, state, data, chunk, sums),
+                2 => run_group::<T, 2>(&f.sections, state, data, chunk, sums),
+                _ => run_group::<T, 1>(&f.sections, state, data, chunk, sums),
             }
         }
-        let mut passes = sections.chunks_exact(PASS);
-        let mut states = state.chunks_exact_mut(2 * L * PASS);
-        for (secs, st) in (&mut passes).zip(&mut states) {
-            run_pass::<L, PASS>(secs, st, buf);
-        }
-        for (c, st) in passes.remainder().iter().zip(states.into_remainder().chunks_exact_mut(2 * L)) {
-            run_pass::<L, 1>(std::slice::from_ref(c), st, buf);
-        }
-        for lane in 0..L {
-            let row = &mut data[(c0 + lane) * frames + start..][..n];
-            for (x, b) in row.iter_mut().zip(buf.iter()) {
-                *x = T::from_f64(b[lane]);
+        if let Some(sums) = sums {
+            for m in sums.iter_mut() {
+                *m /= channels as f64;
+            }
+            for ch in 0..channels {
+                for (x, m) in data[ch * frames + start..][..n].iter_mut().zip(sums.iter()) {
+                    *x = T::from_f64(x.to_f64() - m);
+                }
             }
         }
         start += n;
     }
 }
 
+/// Frames `start..start + n` of a block of `frames` frames, channels from `c0`.
+#[derive(Clone, Copy)]
+struct Chunk {
+    frames: usize,
+    start: usize,
+    n: usize,
+    c0: usize,
+}
+
+/// Filters channels `c0..c0 + L` over one chunk: the chunk is gathered into `[frame][lane]` order
+/// on the stack, the sections run over it `PASS` at a time (each frame goes through the pass's
+/// sections before the next frame, so the recursions of different sections overlap in the
+/// pipeline instead of waiting on each other) with their state in registers, and it is scattered
+/// back, adding the written samples to `sums` (per frame, in channel order) if given.
+#[inline(always)]
+fn run_group<T: Sample, const L: usize>(
+    sections: &[Coeffs],
+    state: &mut [f64],
+    data: &mut [T],
+    chunk: Chunk,
+    sums: Option<&mut [f64]>,
+) {
+    let Chunk { frames, start, n, c0 } = chunk;
+    let mut buf = [[0.0f64; L]; CHUNK];
+    let buf = &mut buf[..n];
+    for lane in 0..L {
+        let row = &data[(c0 + lane) * frames + start..][..n];
+        for (b, &x) in buf.iter_mut().zip(row) {
+            b[lane] = x.to_f64();
+        }
+    }
+    let mut passes = sections.chunks_exact(PASS);
+    let mut states = state.chunks_exact_mut(2 * L * PASS);
+    for (secs, st) in (&mut passes).zip(&mut states) {
+        run_pass::<L, PASS>(secs, st, buf);
+    }
+    for (c, st) in passes.remainder().iter().zip(states.into_remainder().chunks_exact_mut(2 * L)) {
+        run_pass::<L, 1>(std::slice::from_ref(c), st, buf);
+    }
+    match sums {
+        None => {
+            for lane in 0..L {
+                let row = &mut data[(c0 + lane) * frames + start..][..n];
+                for (x, b) in row.iter_mut().zip(buf.iter()) {
+                    *x = T::from_f64(b[lane]);
+                }
+            }
+        }
+        Some(sums) => {
+            for lane in 0..L {
+                let row = &mut data[(c0 + lane) * frames + start..][..n];
+                for ((x, b), s) in row.iter_mut().zip(buf.iter()).zip(sums.iter_mut()) {
+                    *x = T::from_f64(b[lane]);
+                    *s += x.to_f64();
+                }
+            }
+        }
+    }
+}
+
 /// Sections run together in one pass over a chunk.
-const PASS: usize = 3;
+const PASS: usize = 2;
 
 /// Runs `K` consecutive sections over `buf` (`[frame][lane]`), frame by frame.
 #[inline(always)]

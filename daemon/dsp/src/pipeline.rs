@@ -7,7 +7,6 @@ use thiserror::Error;
 
 use crate::design::{butter, check_butter, iirnotch, Band, DesignError, Sos};
 use crate::filter::SosFilter;
-use crate::reference::common_average_reference;
 use crate::sample::{check_block, Sample};
 use crate::window::{SlidingWindow, WindowError, WindowInfo};
 
@@ -189,9 +188,10 @@ impl Preprocessor {
     /// Filters (notch → band) and re-references (CAR) a block in place.
     pub fn process<T: Sample>(&mut self, data: &mut [T], frames: usize) {
         check_block(data.len(), self.channels, frames);
-        self.filter.process(data, frames);
         if self.car {
-            common_average_reference(data, self.channels, frames);
+            self.filter.process_and_reference(data, frames);
+        } else {
+            self.filter.process(data, frames);
         }
     }
 
