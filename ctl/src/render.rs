@@ -635,6 +635,7 @@ mod tests {
             probabilities: Default::default(),
             logit_bias: Default::default(),
             latency_us: 850,
+            entered_ns: 1,
         };
         assert_eq!(event(&token, &ctx), "t=12.300s  token \" yes\"  (yes, 93%, 0.85 ms)\n");
         let failed = Event::DecoderError { session: "s".into(), t: 1.0, message: "boom".into() };

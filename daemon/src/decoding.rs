@@ -135,6 +135,14 @@ impl Decoding {
     }
 }
 
+/// `at` on CLOCK_MONOTONIC in nanoseconds (std's Instant is that clock on Linux, but opaque).
+fn monotonic_ns(at: Instant) -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0);
+    now.saturating_sub(at.elapsed().as_nanos() as u64)
+}
+
 impl Output {
     /// On the decode thread: logits through the bridge to a token event, or a decoder error.
     fn deliver(&self, t: f64, result: Result<Vec<f32>, String>, received: Instant) {
@@ -166,6 +174,7 @@ impl Output {
             probabilities: e.probabilities.into_iter().collect(),
             logit_bias: e.logit_bias.into_iter().map(|(id, b)| (id.to_string(), b)).collect(),
             latency_us: received.elapsed().as_micros() as u64,
+            entered_ns: monotonic_ns(received),
         });
     }
 }

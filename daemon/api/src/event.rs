@@ -126,6 +126,9 @@ pub enum Event {
         /// Token id (as a string, JSON keys are strings) → bias to add to an LLM's next-token logits.
         logit_bias: BTreeMap<String, f32>,
         latency_us: u64,
+        /// CLOCK_MONOTONIC (ns) when that last sample entered the daemon: a subscriber on the same
+        /// machine measures the whole path by comparing it with its own monotonic clock.
+        entered_ns: u64,
     },
     /// The decoder failed on the window ending at `t`; no token is invented and the session keeps
     /// recording.
