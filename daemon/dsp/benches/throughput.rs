@@ -110,7 +110,8 @@ fn row(what: &str, samples: f64, rust: (f64, f64), peer: Option<(f64, f64)>) {
     let rate = |t: f64| samples / t / 1e6;
     match peer {
         Some(p) => println!(
-            "  {what:<44} {:>8.1} M samples/s (median {:>7.1})   scipy {:>7.1} (median {:>7.1})   ratio {:>5.1}x (median {:>5.1}x)",
+            "  {what:<44} {:>8.1} M samples/s (median {:>7.1})   scipy {:>7.1} (median {:>7.1})   \
+             ratio {:>5.1}x (median {:>5.1}x)",
             rate(rust.0),
             rate(rust.1),
             rate(p.0),
@@ -140,7 +141,10 @@ fn main() {
         ),
         Err(e) => println!("bci2token-dsp alone ({e}): {CHANNELS} ch × {SECONDS} s at {FS} Hz"),
     }
-    println!("filtering: notch 50 Hz + butter(4, [1, 40]) band-pass (5 sections); Rust in {BLOCK}-frame blocks, scipy whole array");
+    println!(
+        "filtering: notch 50 Hz + butter(4, [1, 40]) band-pass (5 sections); Rust in {BLOCK}-frame blocks, scipy \
+         on the whole array"
+    );
     row("notch + band-pass + CAR, f32 blocks", samples, time_blocks::<f32>(&with_car, &x, frames), p("filter"));
     row("notch + band-pass + CAR, f64 blocks", samples, time_blocks::<f64>(&with_car, &x, frames), p("filter"));
     row("notch + band-pass, f32 blocks", samples, time_blocks::<f32>(&without_car, &x, frames), p("filter_only"));

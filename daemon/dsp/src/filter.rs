@@ -5,14 +5,16 @@
 //! kept per channel and carried from one block to the next: feeding a signal in blocks of any size
 //! gives the same output as filtering it in one piece.
 //!
-//! Channels are filtered several at a time (groups of 8, 4, 2 and 1 channels in lock-step) so that
-//! the independent recursions of different channels fill the processor's pipelines; the result
-//! does not depend on the grouping.
+//! Channels are filtered several at a time (groups of 8, 4, 2 and 1 channels in lock-step, two
+//! sections per pass) so that independent recursions fill the processor's pipelines, with an AVX2
+//! build of the same code chosen at run time where the processor has it; none of this changes the
+//! result by a bit. With [`SosFilter::process_and_reference`] the common average reference is
+//! applied in the same pass over memory.
 
 use crate::design::Sos;
-use crate::sample::{check_block, Sample};
+use crate::sample::{check_block, subtract, Sample};
 
-/// Frames copied to the stack per pass (a group's chunk stays in L1).
+/// Frames processed at a time (a chunk of every channel stays in L1).
 const CHUNK: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,9 +164,8 @@ fn process_chunks<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize, c
     let mut start = 0;
     while start < frames {
         let n = CHUNK.min(frames - start);
-        let mut sums = [0.0f64; CHUNK];
-        let sums = car.then_some(&mut sums[..n]);
-        let mut sums = sums;
+        let mut sum_buf = [0.0f64; CHUNK];
+        let mut sums = car.then_some(&mut sum_buf[..n]);
         for g in &f.groups {
             let state = &mut f.state[g.state_offset..g.state_offset + 2 * g.width * n_sec];
             let chunk = Chunk { frames, start, n, c0: g.first_channel };
@@ -181,9 +182,7 @@ fn process_chunks<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize, c
                 *m /= channels as f64;
             }
             for ch in 0..channels {
-                for (x, m) in data[ch * frames + start..][..n].iter_mut().zip(sums.iter()) {
-                    *x = T::from_f64(x.to_f64() - m);
-                }
+                subtract(&mut data[ch * frames + start..][..n], sums);
             }
         }
         start += n;
@@ -215,10 +214,10 @@ fn run_group<T: Sample, const L: usize>(
     let Chunk { frames, start, n, c0 } = chunk;
     let mut buf = [[0.0f64; L]; CHUNK];
     let buf = &mut buf[..n];
-    for lane in 0..L {
-        let row = &data[(c0 + lane) * frames + start..][..n];
-        for (b, &x) in buf.iter_mut().zip(row) {
-            b[lane] = x.to_f64();
+    let rows: [&[T]; L] = std::array::from_fn(|lane| &data[(c0 + lane) * frames + start..][..n]);
+    for (i, b) in buf.iter_mut().enumerate() {
+        for lane in 0..L {
+            b[lane] = rows[lane][i].to_f64();
         }
     }
     let mut passes = sections.chunks_exact(PASS);
@@ -335,6 +334,36 @@ mod tests {
                 assert_eq!(&out[c * n..(c + 1) * n], &want[..], "{channels} channels, channel {c}");
             }
         }
+    }
+
+    #[test]
+    fn fused_reference_equals_filter_then_car() {
+        use crate::reference::common_average_reference;
+        let sos = butter(3, Band::Bandpass(2.0, 30.0), 160.0).unwrap();
+        for channels in [1, 3, 8, 11, 64] {
+            for frames in [1, 25, 64, 65, 300] {
+                let x = signal(channels, frames);
+                let (mut a, mut b) = (x.clone(), x.clone());
+                let (mut fa, mut fb) = (SosFilter::new(&sos, channels), SosFilter::new(&sos, channels));
+                for _ in 0..3 {
+                    fa.process(&mut a, frames);
+                    common_average_reference(&mut a, channels, frames);
+                    fb.process_and_reference(&mut b, frames);
+                    assert_eq!(a, b, "f64, {channels} channels, {frames} frames");
+                }
+                let (mut a, mut b): (Vec<f32>, Vec<f32>) =
+                    (x.iter().map(|&v| v as f32).collect(), x.iter().map(|&v| v as f32).collect());
+                let (mut fa, mut fb) = (SosFilter::new(&sos, channels), SosFilter::new(&sos, channels));
+                fa.process(&mut a, frames);
+                common_average_reference(&mut a, channels, frames);
+                fb.process_and_reference(&mut b, frames);
+                assert_eq!(a, b, "f32, {channels} channels, {frames} frames");
+            }
+        }
+        // Without sections it is the plain CAR.
+        let mut c = vec![1.0f64, 2.0, 3.0, 5.0];
+        SosFilter::new(&[], 2).process_and_reference(&mut c, 2);
+        assert_eq!(c, vec![-1.0, -1.5, 1.0, 1.5]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! processors that apply it: notch → Butterworth band → common average reference, then windows.
 
 use ndarray::Array2;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::design::{butter, check_butter, iirnotch, Band, DesignError, Sos};
@@ -21,7 +21,7 @@ use crate::window::{SlidingWindow, WindowError, WindowInfo};
 /// filter_order = 4       # Butterworth order, 1-8 (default 4)
 /// car = true             # common average reference (default false)
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PreprocessConfig {
     pub notch_hz: f64,

@@ -1,6 +1,6 @@
 //! Re-referencing: common average reference (CAR), in place on channel-major blocks.
 
-use crate::sample::{check_block, Sample};
+use crate::sample::{check_block, subtract, Sample};
 
 /// Frames whose channel sums are accumulated on the stack at a time.
 const CHUNK: usize = 64;
@@ -60,9 +60,7 @@ fn car_impl<T: Sample>(data: &mut [T], channels: usize, frames: usize, include: 
             *m /= inv;
         }
         for ch in 0..channels {
-            for (x, m) in data[ch * frames + start..][..len].iter_mut().zip(mean.iter()) {
-                *x = T::from_f64(x.to_f64() - m);
-            }
+            subtract(&mut data[ch * frames + start..][..len], mean);
         }
         start += len;
     }

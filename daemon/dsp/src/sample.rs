@@ -45,3 +45,19 @@ pub(crate) fn check_block(len: usize, channels: usize, frames: usize) {
         "block of {len} samples is not {channels} channels × {frames} frames (channel-major)"
     );
 }
+
+/// `x[i] -= m[i]`, computed in `f64`, 8 at a time (which the compiler turns into vector code for
+/// `f32` too).
+#[inline(always)]
+pub(crate) fn subtract<T: Sample>(x: &mut [T], m: &[f64]) {
+    let mut xs = x.chunks_exact_mut(8);
+    let mut ms = m.chunks_exact(8);
+    for (x, m) in (&mut xs).zip(&mut ms) {
+        for k in 0..8 {
+            x[k] = T::from_f64(x[k].to_f64() - m[k]);
+        }
+    }
+    for (x, m) in xs.into_remainder().iter_mut().zip(ms.remainder()) {
+        *x = T::from_f64(x.to_f64() - m);
+    }
+}
