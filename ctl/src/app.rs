@@ -7,6 +7,7 @@ use bci2token_api::{ConfigMap, DeviceList, DriverList, FollowOptions, ModelList,
 use crate::cli::{Cli, Command, SessionCommand, StartArgs};
 use crate::client::{Conn, OkReply};
 use crate::error::{CtlError, Kind};
+use crate::evaluate;
 use crate::render::{self, EventContext};
 use crate::socket::{self, Env};
 use crate::stream::{self, StreamOptions};
@@ -45,6 +46,11 @@ pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
 
 /// Runs the command, writing results to `out`. Errors are returned, not printed.
 pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> {
+    if let Command::Evaluate(a) = &cli.command {
+        // Many requests, one file at a time: see crate::evaluate.
+        let resolved = socket::resolve(cli.socket.as_deref(), env, |p| p.exists());
+        return evaluate::run(a, cli.json, &resolved, out);
+    }
     // Build the request first, so usage errors do not depend on a running daemon.
     let (request, follow_count) = match &cli.command {
         Command::Status => (Request::Status, None),
@@ -58,6 +64,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
+        Command::Evaluate(_) => unreachable!("handled above"),
     };
 
     let resolved = socket::resolve(cli.socket.as_deref(), env, |p| p.exists());
@@ -112,6 +119,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             let opts = StreamOptions { json, count: follow_count, ctx: EventContext::from_session(info.as_ref()) };
             stream::follow(&mut conn.reader, out, &opts, &conn.socket, &f.id)
         }
+        Command::Evaluate(_) => unreachable!("handled above"),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::EXIT_CODES_HELP;
+use crate::evaluate::score::Decision;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +51,18 @@ pub enum Command {
     Session(SessionCommand),
     /// Stream a running session's events until it ends
     Follow(FollowArgs),
+    /// Replay annotated recordings through the daemon with a model and score its tokens
+    /// (accuracy, confusion matrix, decision time, Wolpaw ITR)
+    #[command(long_about = "Replays each FILE through the daemon at full speed (replay driver, speed=0) with \
+    the model attached, collects the annotations and tokens of the session, and scores the tokens against \
+    the annotations.\n\n\
+    Trials: every annotation whose text is one of --classes is a cue. The trial starts at the cue, or with \
+    --trial-start MARKER at the first MARKER annotation after the cue and before the next cue (a cue without \
+    one is skipped with a note), and lasts --trial-length seconds, or the cue's own duration. A token counts for \
+    a trial when start <= t <= end (t: the stream time of the last sample of the token's window).\n\n\
+    Accuracy counts an undecided trial as wrong. ITR is Wolpaw's with T = the mean decision time \
+    (token t - trial start); the ITR with T = the trial length is printed beside it.")]
+    Evaluate(EvaluateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +121,66 @@ pub struct FollowArgs {
     /// Stop after N events (not counting the initial reply) and exit 0
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Model package: a directory, or a name from `bci2tokenctl models`
+    #[arg(long, value_name = "NAME|DIR")]
+    pub model: String,
+
+    /// Annotation texts that are class cues, in the order of the confusion matrix
+    /// [default: the model's labels except its null label, as the texts --map maps to them]
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+
+    /// Annotation text → model label (e.g. T1=hands,T2=feet); repeatable; texts not mapped are
+    /// their own label
+    #[arg(long = "map", value_name = "TEXT=LABEL,...", value_delimiter = ',', value_parser = parse_map)]
+    pub map: Vec<(String, String)>,
+
+    /// A trial starts at the first MARKER annotation after its cue (e.g. stim_start) instead of at the cue
+    #[arg(long, value_name = "MARKER")]
+    pub trial_start: Option<String>,
+
+    /// Trial length in seconds [default: the cue annotation's duration]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub trial_length: Option<f64>,
+
+    /// Which token decides a trial: the first in it, or the most frequent label (ties: the earliest)
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Decision::First)]
+    pub decision: Decision,
+
+    /// Also count tokens decoded from windows that begin before the trial (by default a token counts
+    /// only when its whole window lies in the trial: t − the model's window length ≥ trial start, as
+    /// in a synchronous BCI; decision times are t − trial start either way)
+    #[arg(long)]
+    pub partial_windows: bool,
+
+    /// Replay driver configuration (e.g. channels=O1,Oz,O2); repeatable; `path` and `speed` are set
+    /// by evaluate
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, serde_json::Value)>,
+
+    /// Annotated recordings (EDF+, BDF, ... as the replay driver reads them)
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Parses one `TEXT=LABEL` of `--map`.
+pub fn parse_map(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((text, label)) if !text.is_empty() && !label.is_empty() => Ok((text.to_string(), label.to_string())),
+        _ => Err(format!("'{arg}' is not TEXT=LABEL")),
+    }
+}
+
+/// Parses a positive, finite number of seconds.
+pub fn parse_seconds(arg: &str) -> Result<f64, String> {
+    match arg.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{arg}' is not a positive number of seconds")),
+    }
 }
 
 /// Parses one `--set KEY=VALUE`.
@@ -202,6 +275,59 @@ mod tests {
         assert_eq!(cli.socket, Some(PathBuf::from("/x")));
         let Command::Follow(f) = cli.command else { panic!() };
         assert_eq!(f.count, Some(3));
+    }
+
+    #[test]
+    fn evaluate_command_line() {
+        let cli = Cli::try_parse_from([
+            "bci2tokenctl",
+            "evaluate",
+            "--model",
+            "mi",
+            "--map",
+            "T1=hands,T2=feet",
+            "--map",
+            "T0=rest",
+            "--classes",
+            "T1,T2",
+            "--trial-length",
+            "4",
+            "--decision",
+            "majority",
+            "--set",
+            "channels=C3,C4",
+            "a.edf",
+            "b.edf",
+        ])
+        .unwrap();
+        let Command::Evaluate(e) = cli.command else { panic!() };
+        assert_eq!(e.model, "mi");
+        assert_eq!(
+            e.map,
+            vec![("T1".into(), "hands".into()), ("T2".into(), "feet".into()), ("T0".into(), "rest".into())]
+        );
+        assert_eq!(e.classes, Some(vec!["T1".to_string(), "T2".to_string()]));
+        assert_eq!((e.trial_length, e.decision, e.trial_start), (Some(4.0), Decision::Majority, None));
+        assert_eq!(e.set, vec![("channels".into(), json!("C3,C4"))]);
+        assert_eq!(e.files, vec![PathBuf::from("a.edf"), PathBuf::from("b.edf")]);
+
+        let cli = Cli::try_parse_from(["bci2tokenctl", "evaluate", "--model", "m", "x.edf"]).unwrap();
+        let Command::Evaluate(e) = cli.command else { panic!() };
+        assert_eq!((e.classes, e.decision, e.map.len()), (None, Decision::First, 0));
+
+        for bad in [
+            &["evaluate", "--model", "m"][..],
+            &["evaluate", "x.edf"],
+            &["evaluate", "--model", "m", "--map", "T1", "x.edf"],
+            &["evaluate", "--model", "m", "--map", "T1=", "x.edf"],
+            &["evaluate", "--model", "m", "--trial-length", "0", "x.edf"],
+            &["evaluate", "--model", "m", "--trial-length", "inf", "x.edf"],
+            &["evaluate", "--model", "m", "--decision", "last", "x.edf"],
+        ] {
+            let args = std::iter::once("bci2tokenctl").chain(bad.iter().copied());
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

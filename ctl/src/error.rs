@@ -100,6 +100,12 @@ impl CtlError {
         Self::new(Kind::Protocol, message)
     }
 
+    /// The same error with `prefix: ` in front of its message (e.g. the file it happened on).
+    pub fn context(mut self, prefix: impl fmt::Display) -> Self {
+        self.message = format!("{prefix}: {}", self.message);
+        self
+    }
+
     pub fn stdout_closed() -> Self {
         Self::new(Kind::StdoutClosed, "stdout was closed")
     }
@@ -213,6 +219,14 @@ mod tests {
         assert_eq!(pipe.kind, Kind::StdoutClosed);
         let other = CtlError::from_stdout(io::Error::other("disk full"));
         assert_eq!(other.exit_code(), 1);
+    }
+
+    #[test]
+    fn context_keeps_the_class_and_code() {
+        let e = CtlError::unknown_api("quota_exceeded".into(), "m".into()).context("a.edf");
+        assert_eq!((e.code(), e.message.as_str()), ("quota_exceeded".to_string(), "a.edf: m"));
+        let e = CtlError::api(ApiError::new(ErrorCode::InvalidConfig, "8 channels, model wants 64")).context("b.edf");
+        assert_eq!((e.exit_code(), e.message.as_str()), (6, "b.edf: 8 channels, model wants 64"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod app;
 mod cli;
 mod client;
 mod error;
+mod evaluate;
 mod render;
 mod socket;
 mod stream;

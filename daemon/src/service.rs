@@ -110,6 +110,7 @@ impl Service {
             Request::Drivers => Outcome::reply(Ok(self.drivers())),
             Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
             Request::Models => Outcome::reply(Ok(self.list_models())),
+            Request::ModelShow { model } => Outcome::reply(self.show_model(&model)),
             Request::SessionStart { driver, config, model, follow } => {
                 match self.start_session(caller, &driver, config, model, follow.as_ref()) {
                     Ok((info, stream)) => {
@@ -359,24 +360,18 @@ impl Service {
         Ok(model)
     }
 
+    fn show_model(&self, spec: &str) -> Result<ModelInfo, ApiError> {
+        let dir = self.find_model(spec)?;
+        let manifest = Manifest::load(&dir).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        Ok(model_info(&dir, manifest))
+    }
+
     pub fn list_models(&self) -> ModelList {
         let dirs = self.config.read().unwrap().model_path.clone();
         let mut list = ModelList { models: Vec::new(), errors: Vec::new() };
         for dir in model_dirs(&dirs) {
             match Manifest::load(&dir) {
-                Ok(m) => list.models.push(ModelInfo {
-                    dir: dir.display().to_string(),
-                    name: m.name,
-                    version: m.version,
-                    description: m.description,
-                    channels: m.input.channels,
-                    sample_rate: m.input.sample_rate,
-                    window_seconds: m.input.window_seconds,
-                    hop_seconds: m.input.hop_seconds,
-                    labels: m.output.labels,
-                    tokenizer: m.tokens.tokenizer,
-                    trained_on: m.provenance.trained_on,
-                }),
+                Ok(m) => list.models.push(model_info(&dir, m)),
                 Err(e) => list.errors.push(PluginFailure { file: dir.display().to_string(), error: e.to_string() }),
             }
         }
@@ -437,6 +432,23 @@ fn unknown_driver(name: &str, reg: &Registry) -> ApiError {
             format!("no driver `{name}`; loaded drivers: {}", names.join(", "))
         },
     )
+}
+
+fn model_info(dir: &Path, m: Manifest) -> ModelInfo {
+    ModelInfo {
+        dir: dir.display().to_string(),
+        name: m.name,
+        version: m.version,
+        description: m.description,
+        channels: m.input.channels,
+        sample_rate: m.input.sample_rate,
+        window_seconds: m.input.window_seconds,
+        hop_seconds: m.input.hop_seconds,
+        labels: m.output.labels,
+        null_label: m.output.null_label,
+        tokenizer: m.tokens.tokenizer,
+        trained_on: m.provenance.trained_on,
+    }
 }
 
 /// Package directories (holding model.toml) directly inside each of `dirs`, sorted.

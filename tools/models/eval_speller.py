@@ -10,6 +10,9 @@ numpy twin of drivers/synthetic), the way the daemon runs it.
    [speller.board] settings, except ssvep_uv which is swept; the stream is preprocessed causally
    as the manifest says, cut into the daemon's sliding windows, and every window lying entirely
    inside a letter's intent is classified by model.pt (arg-max). Chance is 1/40.
+With --plugin the signal comes from the real synthetic driver (synthetic_plugin.py, through its
+C ABI) instead of the numpy twin synthetic_board.py.
+
 2. Demo: the phrase is spelled with the manifest's timing (each character dwell_seconds at its
    frequency, then gap_seconds of rest), the emission policy of [policy] turns windows into
    tokens, and the emitted text is compared with the phrase, for several seeds.
@@ -41,15 +44,23 @@ def run_model(model, y: np.ndarray, ends: np.ndarray, win: int, batch: int = 256
     return np.concatenate(out).astype(np.float64)
 
 
+# The real synthetic driver plugin to render with instead of the numpy twin (--plugin).
+PLUGIN = None
+
+
 def stream(manifest: dict, model, script: list, board_settings: dict, seed: int):
     """Renders a script, preprocesses, windows and decodes it. Returns (segments, window ends in
     frames, logits)."""
     inp = manifest["input"]
     fs = inp["sample_rate"]
-    board = Board(seed=seed, **board_settings)
-    if board.sample_rate != fs:
-        raise SystemExit(f"board sample rate {board.sample_rate} != model {fs}")
-    x, segs = board.render(script)
+    if board_settings.get("sample_rate", 250.0) != fs:
+        raise SystemExit(f"board sample rate {board_settings.get('sample_rate')} != model {fs}")
+    if PLUGIN:
+        import synthetic_plugin
+
+        x, segs = synthetic_plugin.render(PLUGIN, script, board_settings, seed)
+    else:
+        x, segs = Board(seed=seed, **board_settings).render(script)
     y = pipeline.preprocess(x, fs, manifest.get("preprocessing", {}))
     win = int(round(inp["window_seconds"] * fs))
     hop = int(round(inp["hop_seconds"] * fs))
@@ -132,8 +143,16 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3, help="board seeds per measurement")
     ap.add_argument("--reps", type=int, default=2, help="passes over all 40 letters per seed (separability)")
     ap.add_argument("--uv", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0], help="ssvep_uv values to sweep")
+    ap.add_argument(
+        "--plugin",
+        metavar="SO",
+        help="render with the real synthetic driver (e.g. target/release/libbci2token_driver_synthetic.so) "
+        "instead of the numpy twin synthetic_board.py",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    global PLUGIN
+    PLUGIN = args.plugin
     torch.set_num_threads(1)
     with open(os.path.join(args.model, "model.toml"), "rb") as f:
         manifest = tomllib.load(f)
@@ -145,7 +164,7 @@ def main() -> int:
         return 0
     sp = manifest["speller"]
     print(
-        f"{manifest['name']}: board {sp['board']}, dwell {sp['dwell_seconds']} s + gap {sp['gap_seconds']} s, "
+        f"{manifest['name']}: {'driver plugin ' + args.plugin if args.plugin else 'numpy board twin'}, board {sp['board']}, dwell {sp['dwell_seconds']} s + gap {sp['gap_seconds']} s, "
         f"{manifest['input']['window_seconds']} s windows every {manifest['input']['hop_seconds']} s"
     )
     print("window accuracy on windows entirely inside a letter (40 classes, chance 0.025):")

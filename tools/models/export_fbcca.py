@@ -16,14 +16,12 @@ nothing is read from the recordings except the four test-vector windows of ssvep
 
 import argparse
 import filecmp
-import io
 import json
 import os
 import re
 import sys
 import tempfile
 import tomllib
-import zipfile
 
 import numpy as np
 import torch
@@ -32,7 +30,32 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from fbcca import FBCCA, fbcca_numpy  # noqa: E402
+
+
+def _import_fbcca():
+    """Imports fbcca.py under the repository-relative file name tools/models/fbcca.py, so that the
+    source locations TorchScript stores in model.pt (code/*.debug_pkl) do not depend on where
+    the repository is checked out: model.pt is then the same bytes from any clone."""
+    import importlib.util
+    import linecache
+
+    if "fbcca" in sys.modules:
+        return sys.modules["fbcca"]
+    rel = "tools/models/fbcca.py"
+    with open(os.path.join(HERE, "fbcca.py")) as f:
+        src = f.read()
+    # Pre-seeded and never re-checked (mtime None): inspect.getsource finds the lines under rel.
+    linecache.cache[rel] = (len(src), None, src.splitlines(True), rel)
+    spec = importlib.util.spec_from_loader("fbcca", loader=None, origin=rel)
+    mod = importlib.util.module_from_spec(spec)
+    mod.__file__ = rel
+    sys.modules["fbcca"] = mod
+    exec(compile(src, rel, "exec"), mod.__dict__)
+    return mod
+
+
+_fbcca = _import_fbcca()
+FBCCA, fbcca_numpy = _fbcca.FBCCA, _fbcca.fbcca_numpy
 import pipeline  # noqa: E402
 
 DATA = os.environ.get("BCI2TOKEN_DATA", os.path.join(ROOT, "..", "shared", "data"))
@@ -73,7 +96,7 @@ SSVEP3 = {
     "labels": ["13Hz", "17Hz", "21Hz"],
     "text": {"13Hz": " yes", "17Hz": " no", "21Hz": " help"},
     "tokenizer": "gpt2",
-    "policy": {"confidence_threshold": 0.6, "consecutive": 3, "refractory_seconds": 1.0},
+    "policy": {"confidence_threshold": 0.6, "consecutive": 2, "refractory_seconds": 1.0},
     "fbcca": {
         "frequencies": [13.0, 17.0, 21.0],
         "harmonics": 5,
@@ -83,7 +106,7 @@ SSVEP3 = {
         "weight_a": 1.25,
         "weight_b": 0.25,
         "decimate": 1,
-        "scale": 25.0,
+        "scale": 30.0,
     },
 }
 
@@ -120,7 +143,7 @@ SPELLER40 = {
     "labels": SPELLER_LABELS,
     "text": {lab: (" " if lab == "_" else lab) for lab in SPELLER_LABELS},
     "tokenizer": "gpt2",
-    "policy": {"confidence_threshold": 0.6, "consecutive": 3, "refractory_seconds": 1.0},
+    "policy": {"confidence_threshold": 0.7, "consecutive": 3, "refractory_seconds": 3.5},
     "fbcca": {
         "frequencies": SPELLER_FREQS,
         "harmonics": 2,
@@ -130,7 +153,7 @@ SPELLER40 = {
         "weight_a": 1.25,
         "weight_b": 0.25,
         "decimate": 1,
-        "scale": 10.0,
+        "scale": 30.0,
     },
     # Settings of the synthetic board the demo uses (its defaults), and the script timing.
     "board": {
@@ -270,7 +293,6 @@ def toml_value(v) -> str:
 
 
 def manifest_text(spec: dict, notes: str, extra_tables: str) -> str:
-    fb = spec["fbcca"]
     lines = [
         f"# {spec['name']}: written by {SCRIPT} (do not edit by hand; change the script and re-export).",
         f"name = {toml_value(spec['name'])}",
@@ -300,7 +322,7 @@ def manifest_text(spec: dict, notes: str, extra_tables: str) -> str:
         "[tokens.text]",
     ]
     for lab in spec["labels"]:
-        lines.append(f"{toml_key(lab)} = {toml_value(spec['text'][lab])}")
+        lines.append(f"{json.dumps(lab)} = {toml_value(spec['text'][lab])}")
     lines += ["", "[policy]"]
     for k, v in spec["policy"].items():
         lines.append(f"{k} = {toml_value(v)}")
@@ -314,12 +336,7 @@ def manifest_text(spec: dict, notes: str, extra_tables: str) -> str:
         "[test_vectors]",
         'file = "test_vectors.json"',
         "tolerance = 1e-6",
-        "",
-        "# Informational (the daemon does not read it): the parameters the model was built with.",
-        "[fbcca]",
     ]
-    for k, v in fb.items():
-        lines.append(f"{k} = {toml_value(v)}")
     if extra_tables:
         lines += ["", extra_tables.rstrip("\n")]
     return "\n".join(lines) + "\n"
@@ -328,16 +345,18 @@ def manifest_text(spec: dict, notes: str, extra_tables: str) -> str:
 def notes_for(spec: dict) -> str:
     fb = spec["fbcca"]
     n = len(fb["subband_low_hz"])
+    freqs = "" if spec["name"] == "speller-40" else f"targets {', '.join(f'{f:g}' for f in fb['frequencies'])} Hz; "
     return (
-        f"Analytic, no training. Filter-bank CCA (Chen et al. 2015): {n} zero-phase sub-bands "
-        f"[{', '.join(f'{lo:g}' for lo in fb['subband_low_hz'])}] Hz up to {fb['subband_high_hz']:g} Hz "
-        f"(FFT-domain masks with {fb['transition_hz']:g} Hz raised-cosine edges"
+        f"Analytic, no training (docs/models.md). Filter-bank CCA (Chen et al. 2015): {freqs}{n} zero-phase "
+        f"sub-bands from [{', '.join(f'{lo:g}' for lo in fb['subband_low_hz'])}] Hz up to "
+        f"{fb['subband_high_hz']:g} Hz (FFT-domain masks with {fb['transition_hz']:g} Hz raised-cosine edges"
         + (f", then decimation by {fb['decimate']}" if fb["decimate"] > 1 else "")
-        + f"), sine/cosine references with {fb['harmonics']} harmonics, sub-band weights n^-{fb['weight_a']:g} + "
-        f"{fb['weight_b']:g} normalised to sum 1. Logits = {fb['scale']:g} * sum_n w_n rho_n^2 "
-        f"(rho_n: the largest canonical correlation of sub-band n with the target's references), so "
-        f"logits lie in [0, {fb['scale']:g}] and a logit gap of 1 means a weighted rho^2 gap of "
-        f"{1 / fb['scale']:g}. Computed in float64 inside forward, returned as float32."
+        + f"); sine/cosine references with {fb['harmonics']} harmonics; sub-band weights "
+        f"n^-{fb['weight_a']:g} + {fb['weight_b']:g}, normalised to sum 1. "
+        f"logits = {fb['scale']:g} * (sum_n w_n rho_n^2 - 0.5), rho_n = the largest canonical correlation "
+        f"of sub-band n with the target's references: logits lie in [{-fb['scale'] / 2:g}, {fb['scale'] / 2:g}] "
+        f"and a logit gap of 1 is a weighted rho^2 gap of {1 / fb['scale']:g}. Computed in float64 "
+        f"inside forward, returned as float32."
     )
 
 
@@ -350,7 +369,7 @@ def speller_table(spec: dict) -> str:
         "# space bar (its text is \" \"). Script each letter as an intent of dwell_seconds at its",
         "# frequency followed by gap_seconds of rest, on a board with the settings of [speller.board].",
         "[speller]",
-        "frequencies = { " + ", ".join(f"{toml_key(k)} = {toml_value(float(v))}" for k, v in freqs.items()) + " }",
+        "frequencies = { " + ", ".join(f"{json.dumps(k)} = {toml_value(float(v))}" for k, v in freqs.items()) + " }",
         f"dwell_seconds = {toml_value(spec['dwell_seconds'])}",
         f"gap_seconds = {toml_value(spec['gap_seconds'])}",
         "",
@@ -361,23 +380,6 @@ def speller_table(spec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def deterministic_jit_save(module: torch.jit.ScriptModule, path: str) -> None:
-    """torch.jit.save, then the zip rewritten with fixed timestamps and a fixed entry order so
-    the file is the same byte for byte on every export (the archive's folder name is fixed by
-    torch as the file's stem). torch.jit.load reads it like the original."""
-    buf = io.BytesIO()
-    torch.jit.save(module, buf)
-    buf.seek(0)
-    with zipfile.ZipFile(buf) as zin:
-        entries = [(i, zin.read(i.filename)) for i in zin.infolist()]
-    with zipfile.ZipFile(path, "w") as zout:
-        for info, data in entries:
-            zi = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
-            zi.compress_type = zipfile.ZIP_STORED
-            zi.external_attr = info.external_attr
-            zout.writestr(zi, data)
-
-
 def export(spec: dict, outdir: str, verbose: bool = True) -> dict:
     torch.set_num_threads(1)
     os.makedirs(outdir, exist_ok=True)
@@ -385,7 +387,8 @@ def export(spec: dict, outdir: str, verbose: bool = True) -> dict:
     model.eval()
     scripted = torch.jit.script(model)
     pt = os.path.join(outdir, "model.pt")
-    deterministic_jit_save(scripted, pt)
+    # Deterministic: same bytes for the same model (the archive folder is named after the file's stem).
+    torch.jit.save(scripted, pt)
 
     if spec["name"] == "ssvep-fbcca-3":
         x, names = ssvep_vector_windows(spec)

@@ -3,24 +3,30 @@
 The model takes ``x: [batch, channels, samples]`` float32 µV (already preprocessed by the daemon:
 notch and band-pass as in the manifest) and returns float32 logits ``[batch, targets]``:
 
-    logits[b, k] = scale * sum_n w_n * rho[b, n, k]^2
+    logits[b, k] = scale * (sum_n w_n * rho[b, n, k]^2 - 0.5)
 
 where ``rho[b, n, k]`` is the largest canonical correlation between sub-band ``n`` of window ``b``
 and the sine/cosine references of target ``k`` (harmonics 1..H), and ``w_n = n^-a + b``
-normalised to sum to 1, so the weighted score lies in [0, 1] and ``scale`` is the largest
-possible logit.
+normalised to sum to 1, so the weighted score lies in [0, 1] and the logits in
+[-scale/2, scale/2]. The constant shift changes no probability (softmax is shift-invariant); it
+keeps |logit| < 16 for scale < 32, where one float32 ulp is below 1e-6, so a test-vector
+tolerance of 1e-6 (absolute) holds even if a different BLAS path moved a value by one ulp.
 
 Everything inside ``forward`` runs in float64 (the input is cast on entry, the logits cast back
 to float32 at the end): the float32 output is then the same whatever the thread count or SIMD
 path of the BLAS/LAPACK/FFT kernels, which only move float64 results by a few ulp.
 
-Steps (all torch ops, scripted with torch.jit.script):
+Steps (all torch ops, scripted with torch.jit.script); a window containing a NaN or infinite
+sample gives NaN logits (the other windows of the batch are unaffected), an empty batch an empty
+[0, K] tensor:
 
 1. remove each channel's mean over the window;
 2. filter bank in the frequency domain: ``rfft`` of the window zero-padded to ``nfft`` samples,
    multiplied by one fixed real (zero-phase) mask per sub-band, ``irfft`` and cropped back to the
    window (a linear, non-causal zero-phase filtering with zero padding at both ends). Each mask is
    1 on [lo_n, hi] with raised-cosine transitions of ``transition_hz`` below lo_n and above hi;
+   with ``decimate`` d > 1 (unused by the shipped models) the inverse FFT keeps only the bins
+   below fs/(2d) and returns the sub-band at fs/d, exactly, as the masks are zero above;
 3. per sub-band, the channel covariance ``S = Xn Xn^T`` (after removing the mean again) plus a
    ridge of ``ridge * trace(S)/C`` (a flat or linearly dependent channel, e.g. after CAR, cannot
    make the Cholesky factorisation fail), and its Cholesky factor ``L``;
@@ -30,8 +36,6 @@ Steps (all torch ops, scripted with torch.jit.script):
    (``torch.linalg.eigvalsh``).
 """
 
-
-import math
 from typing import List
 
 import numpy as np
@@ -158,7 +162,13 @@ class FBCCA(nn.Module):
         k = self.targets
         r = self.refdim
         n = self.masks.size(0)
+        if b == 0:
+            return torch.zeros([0, k], dtype=torch.float32, device=x.device)
         xd = x.to(torch.float64)
+        # A window with a NaN or infinite sample gets NaN logits (the daemon emits nothing for
+        # them); it is computed as zeros so that it cannot make the factorisations throw.
+        finite = torch.isfinite(xd).flatten(1).all(dim=1)  # [B]
+        xd = torch.where(finite.view(b, 1, 1), xd, torch.zeros_like(xd))
         xd = xd - xd.mean(dim=-1, keepdim=True)
         # Filter bank: zero-phase masks in the frequency domain.
         spec = torch.fft.rfft(xd, n=self.nfft, dim=-1)[:, :, : self.nbins]  # [B, C, F]
@@ -181,7 +191,9 @@ class FBCCA(nn.Module):
             gram = torch.matmul(a, a.transpose(-1, -2))  # [B, N, K, C, C]
         rho2 = torch.linalg.eigvalsh(gram)[..., -1].clamp(0.0, 1.0)  # [B, N, K]
         score = (rho2 * self.weights.view(1, n, 1)).sum(dim=1)  # [B, K]
-        return (score * self.scale).to(torch.float32)
+        logits = (score - 0.5) * self.scale
+        logits = torch.where(finite.view(b, 1), logits, torch.full_like(logits, float("nan")))
+        return logits.to(torch.float32)
 
 
 def fbcca_numpy(x: np.ndarray, model: FBCCA) -> np.ndarray:
@@ -205,7 +217,7 @@ def fbcca_numpy(x: np.ndarray, model: FBCCA) -> np.ndarray:
                 qy = refs[:, ki * r : (ki + 1) * r]
                 s = np.linalg.svd(qx.T @ qy, compute_uv=False)
                 out[bi, ki] += w[ni] * min(s[0], 1.0) ** 2
-    return out * model.scale
+    return (out - 0.5) * model.scale
 
 
 def script_and_save(model: FBCCA, path: str) -> torch.jit.ScriptModule:

@@ -69,12 +69,21 @@ def emit_tokens(
     consecutive: int,
     refractory: float,
     null_label: str = "",
+    texts: Optional[Dict[str, str]] = None,
 ) -> List[Tuple[float, str, float]]:
-    """The emission policy (docs/models.md): a window votes for its arg-max label when that
-    label's probability reaches `threshold` (else it votes for nothing and breaks the run); a
-    label is emitted when `consecutive` windows in a row vote for it, unless it is the null
-    label or less than `refractory` seconds have passed since the last emission; after an
-    emission the run starts again from zero. Returns (time, label, confidence) triples."""
+    """The emission policy of docs/models.md (as daemon/decoder/src/bridge.rs implements it),
+    window by window:
+
+    * a window whose best probability is below `threshold` breaks the run and emits nothing;
+    * otherwise the run of windows agreeing on the best label grows by one (or restarts at 1
+      for a new label);
+    * when the run has at least `consecutive` windows, the label is not the null label (and has
+      a text), and at least `refractory` seconds have passed since the last token, the label is
+      emitted and the run restarts from zero: a target looked at for long gives one token per
+      `max(consecutive * hop, refractory)` seconds. A window held back only by the refractory
+      time keeps counting, so the token comes with the first window after it.
+
+    Returns (time, label, confidence) triples; time is the end of the deciding window."""
     out = []
     run_label: Optional[int] = None
     run = 0
@@ -88,9 +97,11 @@ def emit_tokens(
             run += 1
         else:
             run_label, run = k, 1
-        if run >= consecutive:
-            if t - last >= refractory and labels[k] != null_label:
-                out.append((float(t), labels[k], float(p[k])))
-                last = t
-                run_label, run = None, 0
+        if run < consecutive or labels[k] == null_label or (texts is not None and not texts.get(labels[k])):
+            continue
+        if t - last < refractory:
+            continue
+        out.append((float(t), labels[k], float(p[k])))
+        last = t
+        run_label, run = None, 0
     return out

@@ -18,6 +18,10 @@ pub enum Request {
     },
     /// Model packages found in the daemon's model path.
     Models,
+    /// One model package, by name (looked up in the model path) or directory.
+    ModelShow {
+        model: String,
+    },
     /// Starts a session. With `follow`, the reply is followed on the same connection by the
     /// session's events from its very first block (see [`crate::Event`]).
     SessionStart {
@@ -52,6 +56,7 @@ impl Request {
             Request::Drivers => "drivers",
             Request::Devices { .. } => "devices",
             Request::Models => "models",
+            Request::ModelShow { .. } => "model_show",
             Request::SessionStart { .. } => "session_start",
             Request::SessionList => "session_list",
             Request::SessionShow { .. } => "session_show",
@@ -176,6 +181,9 @@ pub struct ModelInfo {
     pub window_seconds: f64,
     pub hop_seconds: f64,
     pub labels: Vec<String>,
+    /// The label that emits nothing (rest); empty for none.
+    #[serde(default)]
+    pub null_label: String,
     pub tokenizer: String,
     /// Data a learned model was trained on (empty for analytic models).
     pub trained_on: Vec<String>,
