@@ -107,3 +107,70 @@ fn broken_and_misfitting_models_are_refused_with_what_is_wrong() {
     assert_eq!(show["state"], "running", "the live session kept recording");
     assert_eq!(daemon.ctl_json(&["status"])["sessions_total"], 1, "no half-started sessions");
 }
+
+fn ssvep_file(subject: &str) -> String {
+    let dir = data_dir().join("ssvep");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.into_iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with(subject)).unwrap().display().to_string()
+}
+
+#[test]
+fn ssvep_tokens_carry_probabilities_token_ids_and_latency() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let models = daemon.ctl_json(&["models"]);
+    let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"ssvep-fbcca-3") && names.contains(&"speller-40"), "{models}");
+    let path = format!("path={}", ssvep_file("subject03"));
+    let (reply, events) =
+        run_session(&daemon, &["--driver", "replay", "--set", &path, "--set", "speed=0", "--model", "ssvep-fbcca-3"]);
+    assert_eq!(reply["model"], "ssvep-fbcca-3");
+    let tokens: Vec<&Value> = events.iter().filter(|e| e["type"] == "token").collect();
+    assert!(tokens.len() >= 24, "at least one token per trial: {}", tokens.len());
+    let ids = |text: &str| match text {
+        // GPT-2 ids of the model's texts (see the tokenizer test in the decoder crate).
+        " yes" => vec![3763],
+        " no" => vec![645],
+        " help" => vec![1037],
+        other => panic!("unexpected text {other:?}"),
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        assert_eq!(t["seq"], i as u64);
+        assert_eq!(t["tokenizer"], "gpt2");
+        let p: f64 = t["probabilities"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((p - 1.0).abs() < 1e-4, "{t}");
+        assert!(t["confidence"].as_f64().unwrap() >= 0.6, "{t}");
+        let label = t["label"].as_str().unwrap();
+        assert_eq!(t["probabilities"][label], t["confidence"]);
+        let want: Vec<u64> = ids(t["text"].as_str().unwrap()).into_iter().collect();
+        let got: Vec<u64> = t["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(got, want, "{t}");
+        assert_eq!(t["logit_bias"].as_object().unwrap().len(), 3, "one biased token per class");
+        assert!(t["entered_ns"].as_u64().unwrap() > 0 && t["latency_us"].as_u64().is_some());
+    }
+}
+
+/// The accuracy bar, through the real path: `bci2tokenctl evaluate` replays the recordings
+/// through the daemon at full speed with the shipped model (3 classes, 2 s windows).
+#[test]
+fn ssvep_evaluation_reaches_the_accuracy_bar() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let files: Vec<String> = ["subject01", "subject03", "subject04", "subject05"].iter().map(|s| ssvep_file(s)).collect();
+    let mut args = vec![
+        "--json", "evaluate", "--model", "ssvep-fbcca-3", "--classes", "13Hz,17Hz,21Hz", "--trial-start", "stim_start",
+        "--trial-length", "5",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let out = daemon.ctl(&args);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), daemon.log());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let per_file: Vec<f64> = report["files"].as_array().unwrap().iter().map(|f| f["accuracy"].as_f64().unwrap()).collect();
+    assert_eq!(per_file.len(), 4);
+    for f in report["files"].as_array().unwrap() {
+        assert_eq!(f["trials"], 24, "8 trials of each of 3 classes: {f}");
+        eprintln!("{}: accuracy {} ITR {} bits/min", f["file"], f["accuracy"], f["itr_bits_per_min"]);
+    }
+    let mean = per_file.iter().sum::<f64>() / 4.0;
+    assert!(mean >= 0.85, "mean accuracy {mean} over subjects 01, 03, 04, 05: {per_file:?}");
+    assert!((report["overall"]["mean_file_accuracy"].as_f64().unwrap() - mean).abs() < 1e-9);
+}
