@@ -58,4 +58,61 @@ fn main() {
             bytes as f64 / 1e6
         );
     }
+    token_latency(&daemon);
+}
+
+/// CLOCK_MONOTONIC now, in ns (the clock of the daemon's `entered_ns`).
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// End-to-end latency with the speller model on the CPU: from the last sample of a window entering
+/// the daemon (`entered_ns`) to its token event arriving at a subscriber on the control socket.
+/// The model's policy is relaxed in a copy (every window emits) so there are enough tokens to rank.
+fn token_latency(daemon: &bci2token_tests::Daemon) {
+    use bci2token_api::{read_frame, write_frame, FollowOptions, Request};
+    let tmp = bci2token_tests::TempDir::new("latency-model");
+    let src = bci2token_tests::workspace_root().join("models/speller-40");
+    for f in ["model.pt", "model.toml"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(tmp.path().join("model.toml")).unwrap();
+    let policy = manifest.find("[policy]").unwrap();
+    let end = manifest[policy + 1..].find("\n[").map_or(manifest.len(), |i| policy + 1 + i);
+    let relaxed = format!(
+        "{}[policy]\nconfidence_threshold = 0.01\nconsecutive = 1\nrefractory_seconds = 0.0\n{}",
+        &manifest[..policy],
+        &manifest[end..]
+    );
+    std::fs::write(tmp.path().join("model.toml"), relaxed).unwrap();
+
+    let seconds = 30.0;
+    let info = daemon.ctl_json(&[
+        "session", "start", "--driver", "synthetic", "--set", "speed=4", "--set", "script=14.1Hz:3,rest:1,17.7Hz:3,rest:1",
+        "--model", tmp.path().to_str().unwrap(),
+    ]);
+    let id = info["id"].as_str().unwrap().to_string();
+    let mut sock = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    write_frame(&mut sock, &Request::Follow { id: id.clone(), options: FollowOptions::default() }).unwrap();
+    read_frame(&mut sock).unwrap();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut lat = Vec::new();
+    while Instant::now() < deadline {
+        let Some(body) = read_frame(&mut sock).unwrap() else { break };
+        let now = monotonic_ns();
+        let ev: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if ev["type"] == "token" {
+            lat.push((now - ev["entered_ns"].as_u64().unwrap()) as f64 / 1e3);
+        }
+    }
+    daemon.ctl_json(&["session", "stop", &id]);
+    lat.sort_by(f64::total_cmp);
+    let n = lat.len();
+    println!(
+        "token latency, speller-40 on CPU, last sample in the daemon → token at a socket subscriber ({n} tokens): \
+         p50 {:.0} µs, p99 {:.0} µs (goal: p50 < 1 ms, p99 < 5 ms)",
+        lat[n / 2],
+        lat[n * 99 / 100]
+    );
 }
