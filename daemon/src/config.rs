@@ -55,7 +55,8 @@ pub struct Config {
     pub admin_group: String,
     /// Where models run: `auto` (CUDA when available), `cpu` or `cuda`.
     pub decoder_device: DevicePreference,
-    /// libtorch intra-op threads (0 = libtorch's default).
+    /// libtorch intra-op threads (0 = libtorch's default: one per core). 1 by default: a window is
+    /// too small to split, and spinning thread pools cost latency on a busy machine.
     pub decoder_threads: usize,
     /// Most windows in one forward pass.
     pub decoder_max_batch: usize,
@@ -274,7 +275,7 @@ impl Config {
             socket_group: "bci2token".into(),
             admin_group: "bci2token-admin".into(),
             decoder_device: DevicePreference::Auto,
-            decoder_threads: 0,
+            decoder_threads: 1,
             decoder_max_batch: 256,
             decoder_queue: 4096,
             model_path: Vec::new(),

@@ -31,7 +31,11 @@ fn main() {
     let file = data_dir().join("eegmmidb/S001R04.edf");
     let real_time = 125.0;
     let daemon = start_daemon(DaemonOptions {
-        env: vec![("BCI2TOKEN_MAX_SESSIONS".into(), "1024".into()), ("BCI2TOKEN_LOG_LEVEL".into(), "warn".into())],
+        env: vec![
+            ("BCI2TOKEN_MAX_SESSIONS".into(), "1024".into()),
+            ("BCI2TOKEN_LOG_LEVEL".into(), "warn".into()),
+            ("BCI2TOKEN_DECODER_THREADS".into(), "1".into()),
+        ],
         ..Default::default()
     });
     let path_arg = format!("path={}", file.display());
