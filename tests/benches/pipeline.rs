@@ -93,8 +93,16 @@ fn token_latency(daemon: &bci2token_tests::Daemon) {
 
     let seconds = 30.0;
     let info = daemon.ctl_json(&[
-        "session", "start", "--driver", "synthetic", "--set", "speed=4", "--set", "script=14.1Hz:3,rest:1,17.7Hz:3,rest:1",
-        "--model", tmp.path().to_str().unwrap(),
+        "session",
+        "start",
+        "--driver",
+        "synthetic",
+        "--set",
+        "speed=4",
+        "--set",
+        "script=14.1Hz:3,rest:1,17.7Hz:3,rest:1",
+        "--model",
+        tmp.path().to_str().unwrap(),
     ]);
     let id = info["id"].as_str().unwrap().to_string();
     let mut sock = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();

@@ -112,7 +112,12 @@ fn ssvep_file(subject: &str) -> String {
     let dir = data_dir().join("ssvep");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    files.into_iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with(subject)).unwrap().display().to_string()
+    files
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(subject))
+        .unwrap()
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -155,16 +160,26 @@ fn ssvep_tokens_carry_probabilities_token_ids_and_latency() {
 #[test]
 fn ssvep_evaluation_reaches_the_accuracy_bar() {
     let daemon = start_daemon(DaemonOptions::default());
-    let files: Vec<String> = ["subject01", "subject03", "subject04", "subject05"].iter().map(|s| ssvep_file(s)).collect();
+    let files: Vec<String> =
+        ["subject01", "subject03", "subject04", "subject05"].iter().map(|s| ssvep_file(s)).collect();
     let mut args = vec![
-        "--json", "evaluate", "--model", "ssvep-fbcca-3", "--classes", "13Hz,17Hz,21Hz", "--trial-start", "stim_start",
-        "--trial-length", "5",
+        "--json",
+        "evaluate",
+        "--model",
+        "ssvep-fbcca-3",
+        "--classes",
+        "13Hz,17Hz,21Hz",
+        "--trial-start",
+        "stim_start",
+        "--trial-length",
+        "5",
     ];
     args.extend(files.iter().map(String::as_str));
     let out = daemon.ctl(&args);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), daemon.log());
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let per_file: Vec<f64> = report["files"].as_array().unwrap().iter().map(|f| f["accuracy"].as_f64().unwrap()).collect();
+    let per_file: Vec<f64> =
+        report["files"].as_array().unwrap().iter().map(|f| f["accuracy"].as_f64().unwrap()).collect();
     assert_eq!(per_file.len(), 4);
     for f in report["files"].as_array().unwrap() {
         assert_eq!(f["trials"], 24, "8 trials of each of 3 classes: {f}");

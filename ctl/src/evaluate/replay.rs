@@ -287,5 +287,4 @@ mod tests {
         let path = v["params"]["config"]["path"].as_str().unwrap();
         assert!(path.starts_with('/') && path.ends_with("data/a.edf"), "{path}");
     }
-
 }

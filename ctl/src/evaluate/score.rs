@@ -101,9 +101,7 @@ pub fn build_alignment(
             return Err("counting only whole windows needs the model's window length, which is not known (use --partial-windows)".into());
         };
         if let Some(len) = trial_length.filter(|len| *len < w) {
-            return Err(format!(
-                "the model's {w} s windows do not fit in a {len} s trial (--trial-length)"
-            ));
+            return Err(format!("the model's {w} s windows do not fit in a {len} s trial (--trial-length)"));
         }
         w
     } else {

@@ -56,11 +56,17 @@ fn main() {
         rust_tp.push((b * reps) as f64 / start.elapsed().as_secs_f64());
     }
 
-    println!("decoder latency, {} ({} × {} input), 1 thread, {WINDOWS} windows", model.name(), model.channels(), model.manifest.window_frames());
+    println!(
+        "decoder latency, {} ({} × {} input), 1 thread, {WINDOWS} windows",
+        model.name(),
+        model.channels(),
+        model.manifest.window_frames()
+    );
     println!("  Rust (tch)       p50 {p50:8.1} µs   p99 {p99:8.1} µs");
     let python = std::env::var("BCI2TOKEN_TORCH_PYTHON")
         .unwrap_or_else(|_| root.join(".cache/export-venv/bin/python").display().to_string());
-    let mut args = vec![root.join("tools/reference/torchscript_bench.py").display().to_string(), dir.display().to_string()];
+    let mut args =
+        vec![root.join("tools/reference/torchscript_bench.py").display().to_string(), dir.display().to_string()];
     args.extend([WINDOWS.to_string(), "1".into()]);
     args.extend(BATCHES.iter().map(|b| b.to_string()));
     let peer = Command::new(&python).args(&args).env_remove("LD_LIBRARY_PATH").output();

@@ -72,7 +72,8 @@ mod tests {
     #[test]
     fn greedy_merges_repeats_and_drops_blanks() {
         // classes: 0 = blank, 1 = a, 2 = b; frames: a a blank a b b
-        let frames = [[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]];
+        let frames =
+            [[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]];
         let probs: Vec<f32> = frames.iter().flatten().copied().collect();
         let d = greedy(&probs, 3, 0);
         assert_eq!(d.labels, vec![1, 1, 2]);

@@ -177,7 +177,9 @@ impl Manifest {
         }
         if o.kind == OutputKind::Ctc {
             if !o.labels.contains(&o.blank_label) {
-                return Err(self.invalid("output.blank_label", format!("{:?} is not one of output.labels", o.blank_label)));
+                return Err(
+                    self.invalid("output.blank_label", format!("{:?} is not one of output.labels", o.blank_label))
+                );
             }
             if (i.hop_seconds - i.window_seconds).abs() > 1e-9 {
                 return Err(self.invalid(
