@@ -384,7 +384,7 @@ def vector_windows(run: mi_data.Run, spec: dict) -> tuple:
     return x, [n for _, n in picks]
 
 
-def manifest_text(cfg: dict, spec: dict, notes: str) -> str:  # noqa: C901
+def manifest_text(cfg: dict, spec: dict, notes: str) -> str:
     lines = [
         f"# mi-eegnet: written by {SCRIPT} (do not edit by hand; change the script and retrain).",
         'name = "mi-eegnet"',
