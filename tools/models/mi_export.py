@@ -2,6 +2,7 @@
 reproducible torch.jit.save. (Self-contained so the motor-imagery export does not depend on the
 SSVEP exporter's internals.)"""
 
+import hashlib
 import io
 import json
 import re
@@ -45,13 +46,28 @@ def toml_value(v) -> str:
 
 def deterministic_jit_save(module: torch.jit.ScriptModule, path: str) -> None:
     """torch.jit.save, then the zip rewritten with fixed timestamps, stored entries and the
-    original entry order, so the same module gives the same file byte for byte.
-    torch.jit.load reads it like the original."""
+    original entry order, so the same module gives the same file byte for byte. torch.jit.load
+    reads it like the original.
+
+    Three things in torch's archive vary from run to run and are fixed here: `.data/serialization_id`
+    (a random number per save; replaced by one derived from the other entries' bytes), and the order
+    of the `Final` constants in the generated code, which follows Python's string hashing (the
+    caller must run with PYTHONHASHSEED=0; train_mi_eegnet.py re-executes itself so), and the
+    absolute paths in the debug_pkl entries (left out)."""
     buf = io.BytesIO()
     torch.jit.save(module, buf)
     buf.seek(0)
     with zipfile.ZipFile(buf) as zin:
-        entries = [(i, zin.read(i.filename)) for i in zin.infolist()]
+        # code/*.debug_pkl hold Python source locations (absolute paths of this checkout and of
+        # the venv's torch) for error messages: left out, so the file does not depend on where
+        # it was exported. torch.jit.load and libtorch load a module without them.
+        entries = [(i, zin.read(i.filename)) for i in zin.infolist() if not i.filename.endswith(".debug_pkl")]
+    digest = hashlib.sha256()
+    for info, data in entries:
+        if not info.filename.endswith("/serialization_id"):
+            digest.update(info.filename.encode() + b"\0" + data)
+    sid = str(int(digest.hexdigest(), 16))[:40].rjust(40, "0").encode()
+    entries = [(i, sid if i.filename.endswith("/serialization_id") else d) for i, d in entries]
     with zipfile.ZipFile(path, "w") as zout:
         for info, data in entries:
             zi = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))

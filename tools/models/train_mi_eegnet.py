@@ -601,6 +601,11 @@ def run_cv(cfg: dict, log) -> tuple:
 
 
 def main() -> int:
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        # The order of constants in TorchScript's generated code follows Python's string hashing:
+        # fix it so that model.pt is the same byte for byte on every run.
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "mi-eegnet"), help="package directory")
     ap.add_argument("--cv-only", action="store_true", help="cross-validate on R06 only; never reads R10")
