@@ -261,35 +261,8 @@ def speller_vector_windows(spec: dict) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # Writers
 # ---------------------------------------------------------------------------------------------
-def f32_list(a: np.ndarray) -> list:
-    """Python floats equal to the float32 values: json writes them with repr, which round-trips
-    exactly to the same float64 and therefore to the same float32."""
-    return [float(v) for v in np.asarray(a, dtype=np.float32).ravel()]
-
-
-def bits_list(a: np.ndarray) -> list:
-    return [int(v) for v in np.asarray(a, dtype=np.float32).ravel().view(np.uint32)]
-
-
-def toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        r = repr(v)
-        return r if ("." in r or "e" in r or "inf" in r or "nan" in r) else r + ".0"
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(type(v))
+# The writers are shared with the motor-imagery export (tools/models/mi_export.py).
+from mi_export import bits_list, f32_list, toml_key, toml_value  # noqa: E402
 
 
 def manifest_text(spec: dict, notes: str, extra_tables: str) -> str:
