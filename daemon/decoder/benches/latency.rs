@@ -1,16 +1,21 @@
 //! Benchmark (not a test): the Rust decoder against Python torch running the same TorchScript
 //! model (models/speller-40), one thread each, in the same run: per-window latency at batch 1
-//! (p50, p99) and windows per second at growing batch sizes. The Python peer needs the export
+//! (p50, p99), back to back and with an idle pause before each window (in the daemon a window
+//! comes every hop, 250 ms for the speller, and the caches go cold in between), and windows per
+//! second at growing batch sizes. The Python peer needs the export
 //! environment (`tools/models/setup-export-env`); set BCI2TOKEN_TORCH_PYTHON to use another.
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bci2token_decoder::Model;
 use tch::Device;
 
 const WINDOWS: usize = 2000;
+/// Windows measured after an idle pause, and the pause.
+const IDLE_WINDOWS: usize = 150;
+const IDLE_MS: u64 = 20;
 const BATCHES: [usize; 6] = [1, 4, 16, 64, 256, 1024];
 
 /// A seeded pseudo-random window (xorshift), about ±10 µV.
@@ -34,16 +39,21 @@ fn main() {
     for _ in 0..20 {
         model.forward(&window(model.input_len(), &mut seed), 1).unwrap();
     }
-    let mut lat: Vec<f64> = (0..WINDOWS)
-        .map(|_| {
-            let w = window(model.input_len(), &mut seed);
-            let start = Instant::now();
-            model.forward(&w, 1).unwrap();
-            start.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    let (p50, p99) = (lat[WINDOWS / 2], lat[WINDOWS * 99 / 100]);
+    let mut latencies = |n: usize, idle: Duration| {
+        let mut lat: Vec<f64> = (0..n)
+            .map(|_| {
+                let w = window(model.input_len(), &mut seed);
+                std::thread::sleep(idle);
+                let start = Instant::now();
+                model.forward(&w, 1).unwrap();
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        (lat[n / 2], lat[n * 99 / 100])
+    };
+    let (p50, p99) = latencies(WINDOWS, Duration::ZERO);
+    let (idle_p50, idle_p99) = latencies(IDLE_WINDOWS, Duration::from_millis(IDLE_MS));
     let mut rust_tp = Vec::new();
     for b in BATCHES {
         let input: Vec<f32> = (0..b).flat_map(|_| window(model.input_len(), &mut seed)).collect();
@@ -62,12 +72,12 @@ fn main() {
         model.channels(),
         model.manifest.window_frames()
     );
-    println!("  Rust (tch)       p50 {p50:8.1} µs   p99 {p99:8.1} µs");
+    println!("  Rust (tch)       p50 {p50:8.1} µs   p99 {p99:8.1} µs   after {IDLE_MS} ms idle: p50 {idle_p50:8.1} µs   p99 {idle_p99:8.1} µs");
     let python = std::env::var("BCI2TOKEN_TORCH_PYTHON")
         .unwrap_or_else(|_| root.join(".cache/export-venv/bin/python").display().to_string());
     let mut args =
         vec![root.join("tools/reference/torchscript_bench.py").display().to_string(), dir.display().to_string()];
-    args.extend([WINDOWS.to_string(), "1".into()]);
+    args.extend([WINDOWS.to_string(), IDLE_WINDOWS.to_string(), IDLE_MS.to_string(), "1".into()]);
     args.extend(BATCHES.iter().map(|b| b.to_string()));
     let peer = Command::new(&python).args(&args).env_remove("LD_LIBRARY_PATH").output();
     let peer: Option<serde_json::Value> = match peer {
@@ -83,8 +93,17 @@ fn main() {
     };
     if let Some(p) = &peer {
         let (pp50, pp99) = (p["p50_us"].as_f64().unwrap(), p["p99_us"].as_f64().unwrap());
-        println!("  Python torch     p50 {pp50:8.1} µs   p99 {pp99:8.1} µs");
-        println!("  ratio (Python / Rust): p50 {:.2}×, p99 {:.2}×", pp50 / p50, pp99 / p99);
+        let (ip50, ip99) = (p["idle_p50_us"].as_f64().unwrap(), p["idle_p99_us"].as_f64().unwrap());
+        println!(
+            "  Python torch     p50 {pp50:8.1} µs   p99 {pp99:8.1} µs   after {IDLE_MS} ms idle: p50 {ip50:8.1} µs   p99 {ip99:8.1} µs"
+        );
+        println!(
+            "  ratio (Python / Rust): p50 {:.2}×, p99 {:.2}×; after idle: p50 {:.2}×, p99 {:.2}×",
+            pp50 / p50,
+            pp99 / p99,
+            ip50 / idle_p50,
+            ip99 / idle_p99
+        );
     }
     println!("  batched windows/s:      Rust      Python   ratio");
     for (b, tp) in BATCHES.iter().zip(&rust_tp) {
