@@ -8,11 +8,10 @@
 //! Channels are filtered several at a time (groups of 8, 4, 2 and 1 channels in lock-step, two
 //! sections per pass) so that independent recursions fill the processor's pipelines, with an AVX2
 //! build of the same code chosen at run time where the processor has it; none of this changes the
-//! result by a bit. With [`SosFilter::process_and_reference`] the common average reference is
-//! applied in the same pass over memory.
+//! result by a bit.
 
 use crate::design::Sos;
-use crate::sample::{check_block, subtract, Sample};
+use crate::sample::{check_block, Sample};
 
 /// Frames processed at a time (a chunk of every channel stays in L1).
 const CHUNK: usize = 64;
@@ -115,34 +114,17 @@ impl SosFilter {
     /// Filters a channel-major block (`data[ch * frames + i]`) in place, continuing from the
     /// previous block. Panics if `data.len() != channels * frames`.
     pub fn process<T: Sample>(&mut self, data: &mut [T], frames: usize) {
-        self.run(data, frames, false);
-    }
-
-    /// [`process`](Self::process) followed by the common average reference
-    /// ([`crate::reference::common_average_reference`]), with the same result, in one pass over
-    /// the block: the channel sums are taken while the filtered samples are written back.
-    pub fn process_and_reference<T: Sample>(&mut self, data: &mut [T], frames: usize) {
-        self.run(data, frames, true);
-    }
-
-    fn run<T: Sample>(&mut self, data: &mut [T], frames: usize, car: bool) {
         check_block(data.len(), self.channels, frames);
-        if frames == 0 || self.channels == 0 {
-            return;
-        }
-        if self.sections.is_empty() {
-            if car {
-                crate::reference::common_average_reference(data, self.channels, frames);
-            }
+        if frames == 0 || self.channels == 0 || self.sections.is_empty() {
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor supports AVX2 (checked just above).
-            unsafe { process_avx2(self, data, frames, car) };
+            unsafe { process_avx2(self, data, frames) };
             return;
         }
-        process_chunks(self, data, frames, car);
+        process_chunks(self, data, frames);
     }
 }
 
@@ -150,39 +132,27 @@ impl SosFilter {
 /// fuses a multiply and an add by itself, so the results are the same to the bit.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn process_avx2<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize, car: bool) {
-    process_chunks(f, data, frames, car);
+unsafe fn process_avx2<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize) {
+    process_chunks(f, data, frames);
 }
 
-/// `CHUNK` frames at a time: every channel group is filtered over the chunk, then (with `car`) the
-/// mean over channels, summed while the groups wrote their output, is subtracted while the chunk
-/// is still in the cache.
+/// `CHUNK` frames at a time, every channel group over the chunk. (Summing the channels for the
+/// common average reference while the groups write their output was tried: it made filtering
+/// with CAR half as fast as filtering and then re-referencing, so CAR is a separate pass.)
 #[inline(always)]
-fn process_chunks<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize, car: bool) {
+fn process_chunks<T: Sample>(f: &mut SosFilter, data: &mut [T], frames: usize) {
     let n_sec = f.sections.len();
-    let channels = f.channels;
     let mut start = 0;
     while start < frames {
         let n = CHUNK.min(frames - start);
-        let mut sum_buf = [0.0f64; CHUNK];
-        let mut sums = car.then_some(&mut sum_buf[..n]);
         for g in &f.groups {
             let state = &mut f.state[g.state_offset..g.state_offset + 2 * g.width * n_sec];
             let chunk = Chunk { frames, start, n, c0: g.first_channel };
-            let sums = sums.as_deref_mut();
             match g.width {
-                8 => run_group::<T, 8>(&f.sections, state, data, chunk, sums),
-                4 => run_group::<T, 4>(&f.sections, state, data, chunk, sums),
-                2 => run_group::<T, 2>(&f.sections, state, data, chunk, sums),
-                _ => run_group::<T, 1>(&f.sections, state, data, chunk, sums),
-            }
-        }
-        if let Some(sums) = sums {
-            for m in sums.iter_mut() {
-                *m /= channels as f64;
-            }
-            for ch in 0..channels {
-                subtract(&mut data[ch * frames + start..][..n], sums);
+                8 => run_group::<T, 8>(&f.sections, state, data, chunk),
+                4 => run_group::<T, 4>(&f.sections, state, data, chunk),
+                2 => run_group::<T, 2>(&f.sections, state, data, chunk),
+                _ => run_group::<T, 1>(&f.sections, state, data, chunk),
             }
         }
         start += n;
@@ -202,15 +172,9 @@ struct Chunk {
 /// on the stack, the sections run over it `PASS` at a time (each frame goes through the pass's
 /// sections before the next frame, so the recursions of different sections overlap in the
 /// pipeline instead of waiting on each other) with their state in registers, and it is scattered
-/// back, adding the written samples to `sums` (per frame, in channel order) if given.
+/// back.
 #[inline(always)]
-fn run_group<T: Sample, const L: usize>(
-    sections: &[Coeffs],
-    state: &mut [f64],
-    data: &mut [T],
-    chunk: Chunk,
-    sums: Option<&mut [f64]>,
-) {
+fn run_group<T: Sample, const L: usize>(sections: &[Coeffs], state: &mut [f64], data: &mut [T], chunk: Chunk) {
     let Chunk { frames, start, n, c0 } = chunk;
     let mut buf = [[0.0f64; L]; CHUNK];
     let buf = &mut buf[..n];
@@ -228,23 +192,10 @@ fn run_group<T: Sample, const L: usize>(
     for (c, st) in passes.remainder().iter().zip(states.into_remainder().chunks_exact_mut(2 * L)) {
         run_pass::<L, 1>(std::slice::from_ref(c), st, buf);
     }
-    match sums {
-        None => {
-            for lane in 0..L {
-                let row = &mut data[(c0 + lane) * frames + start..][..n];
-                for (x, b) in row.iter_mut().zip(buf.iter()) {
-                    *x = T::from_f64(b[lane]);
-                }
-            }
-        }
-        Some(sums) => {
-            for lane in 0..L {
-                let row = &mut data[(c0 + lane) * frames + start..][..n];
-                for ((x, b), s) in row.iter_mut().zip(buf.iter()).zip(sums.iter_mut()) {
-                    *x = T::from_f64(b[lane]);
-                    *s += x.to_f64();
-                }
-            }
+    for lane in 0..L {
+        let row = &mut data[(c0 + lane) * frames + start..][..n];
+        for (x, b) in row.iter_mut().zip(buf.iter()) {
+            *x = T::from_f64(b[lane]);
         }
     }
 }
@@ -334,36 +285,6 @@ mod tests {
                 assert_eq!(&out[c * n..(c + 1) * n], &want[..], "{channels} channels, channel {c}");
             }
         }
-    }
-
-    #[test]
-    fn fused_reference_equals_filter_then_car() {
-        use crate::reference::common_average_reference;
-        let sos = butter(3, Band::Bandpass(2.0, 30.0), 160.0).unwrap();
-        for channels in [1, 3, 8, 11, 64] {
-            for frames in [1, 25, 64, 65, 300] {
-                let x = signal(channels, frames);
-                let (mut a, mut b) = (x.clone(), x.clone());
-                let (mut fa, mut fb) = (SosFilter::new(&sos, channels), SosFilter::new(&sos, channels));
-                for _ in 0..3 {
-                    fa.process(&mut a, frames);
-                    common_average_reference(&mut a, channels, frames);
-                    fb.process_and_reference(&mut b, frames);
-                    assert_eq!(a, b, "f64, {channels} channels, {frames} frames");
-                }
-                let (mut a, mut b): (Vec<f32>, Vec<f32>) =
-                    (x.iter().map(|&v| v as f32).collect(), x.iter().map(|&v| v as f32).collect());
-                let (mut fa, mut fb) = (SosFilter::new(&sos, channels), SosFilter::new(&sos, channels));
-                fa.process(&mut a, frames);
-                common_average_reference(&mut a, channels, frames);
-                fb.process_and_reference(&mut b, frames);
-                assert_eq!(a, b, "f32, {channels} channels, {frames} frames");
-            }
-        }
-        // Without sections it is the plain CAR.
-        let mut c = vec![1.0f64, 2.0, 3.0, 5.0];
-        SosFilter::new(&[], 2).process_and_reference(&mut c, 2);
-        assert_eq!(c, vec![-1.0, -1.5, 1.0, 1.5]);
     }
 
     #[test]

@@ -188,10 +188,9 @@ impl Preprocessor {
     /// Filters (notch → band) and re-references (CAR) a block in place.
     pub fn process<T: Sample>(&mut self, data: &mut [T], frames: usize) {
         check_block(data.len(), self.channels, frames);
+        self.filter.process(data, frames);
         if self.car {
-            self.filter.process_and_reference(data, frames);
-        } else {
-            self.filter.process(data, frames);
+            crate::reference::common_average_reference(data, self.channels, frames);
         }
     }
 
