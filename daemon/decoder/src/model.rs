@@ -190,7 +190,15 @@ impl Model {
             });
         }
         let n = batch * self.output_len();
-        let y = y.f_to_kind(Kind::Float).and_then(|y| y.f_to_device(Device::Cpu)).map_err(|e| self.forward_error(e))?;
+        // Each conversion is a trip through libtorch's dispatcher, which costs when its code has
+        // gone cold between windows: only convert what needs it.
+        let y =
+            if y.kind() == Kind::Float { y } else { y.f_to_kind(Kind::Float).map_err(|e| self.forward_error(e))? };
+        let y = if y.device() == Device::Cpu {
+            y
+        } else {
+            y.f_to_device(Device::Cpu).map_err(|e| self.forward_error(e))?
+        };
         let mut out = vec![0f32; n];
         y.f_copy_data(&mut out, n).map_err(|e| self.forward_error(e))?;
         Ok(out)
@@ -207,7 +215,7 @@ impl Model {
         let _guard = tch::no_grad_guard();
         let x = Tensor::f_from_slice(input)
             .and_then(|x| x.f_reshape([batch as i64, c as i64, t as i64]))
-            .and_then(|x| x.f_to_device(self.device))
+            .and_then(|x| if self.device == Device::Cpu { Ok(x) } else { x.f_to_device(self.device) })
             .map_err(|e| self.forward_error(e))?;
         self.module.forward_ts(&[x]).map_err(|e| self.forward_error(e))
     }
