@@ -3,6 +3,8 @@
 //! The binaries and plugins come from the cargo target directory (build the workspace first:
 //! `cargo build --workspace`, which the project's test command does).
 
+pub mod cyton_emulator;
+
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

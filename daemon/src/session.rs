@@ -228,6 +228,8 @@ impl Session {
         let mut buf = vec![0f32; device.buffer_len()];
         let mut stats = WindowStats::new(channels, rate, settings.stats_interval, settings.line_frequency);
         let mut last_data = Instant::now();
+        // While the driver reconnects a lost device, the stall time-out is its business.
+        let mut reconnecting = false;
         let mut seq: u64 = 0;
         loop {
             if self.stop.load(Ordering::Acquire) {
@@ -276,10 +278,15 @@ impl Session {
                     self.counters.blocks.fetch_add(1, Ordering::Relaxed);
                     self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed);
                 }
-                Read::Event(event) => self.publish_driver_event(event),
+                Read::Event(event) => {
+                    if let Some(lost) = self.publish_driver_event(event) {
+                        reconnecting = lost;
+                        last_data = Instant::now();
+                    }
+                }
                 Read::Timeout => {
                     let idle = last_data.elapsed().as_secs_f64();
-                    if settings.stall_timeout > 0.0 && idle > settings.stall_timeout {
+                    if !reconnecting && settings.stall_timeout > 0.0 && idle > settings.stall_timeout {
                         return Err(format!(
                             "the device delivered no data for {idle:.1} s (session_timeout is {} s)",
                             settings.stall_timeout
@@ -291,7 +298,8 @@ impl Session {
         }
     }
 
-    fn publish_driver_event(&self, event: DriverEvent) {
+    /// Publishes a driver event; for a connection change, returns whether the device is now lost.
+    fn publish_driver_event(&self, event: DriverEvent) -> Option<bool> {
         let session = self.id.clone();
         let event = match event {
             DriverEvent::Annotation { onset, duration, text } => {
@@ -307,7 +315,18 @@ impl Session {
                 log::warn!("session {session}: {message}");
                 Event::Warning { session, message }
             }
+            DriverEvent::Disconnected { t, reason } => {
+                log::warn!("session {session}: device lost at t={t:.3} s: {reason}");
+                self.set_state(SessionState::Reconnecting, Some(reason));
+                return Some(true);
+            }
+            DriverEvent::Reconnected { t, outage } => {
+                log::info!("session {session}: device back at t={t:.3} s after {outage:.1} s");
+                self.set_state(SessionState::Running, None);
+                return Some(false);
+            }
         };
         self.hub.publish(event);
+        None
     }
 }

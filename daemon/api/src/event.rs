@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum SessionState {
     Starting,
     Running,
+    /// The device was lost and its driver is reconnecting; `message` says why it was lost.
+    Reconnecting,
     /// Stopped on request.
     Stopped,
     /// The source ended (end of file, end of script).
@@ -30,6 +32,7 @@ impl SessionState {
         match self {
             SessionState::Starting => "starting",
             SessionState::Running => "running",
+            SessionState::Reconnecting => "reconnecting",
             SessionState::Stopped => "stopped",
             SessionState::Finished => "finished",
             SessionState::Failed => "failed",

@@ -18,6 +18,6 @@ pub mod types;
 /// Major version: bumped for any incompatible change of the table or of a function's meaning.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor version: bumped when fields are appended to the table; older hosts ignore them.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The one symbol every plugin exports (`extern "C" fn() -> *const DriverVTable`).
 pub const ENTRY_SYMBOL: &str = "bci2token_driver_entry";

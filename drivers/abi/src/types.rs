@@ -51,4 +51,13 @@ pub enum DriverEvent {
     Gap { t: f64, seconds: f64, lost_samples: Option<u64> },
     /// Something a person should know that does not stop the stream.
     Warning { message: String },
+    /// The device stopped delivering (unplugged, switched off, out of radio range) at stream time
+    /// `t`, and the driver is trying to get it back; nothing arrives until [`Reconnected`]. The host
+    /// does not apply its own stall time-out meanwhile. (ABI 1.1)
+    ///
+    /// [`Reconnected`]: DriverEvent::Reconnected
+    Disconnected { t: f64, reason: String },
+    /// The device is back after `outage` seconds; `t` is the stream time streaming resumes at. A
+    /// `Gap` event for the outage follows, and the next block is flagged GAP and RECONNECTED. (ABI 1.1)
+    Reconnected { t: f64, outage: f64 },
 }
