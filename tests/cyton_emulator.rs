@@ -100,6 +100,8 @@ struct Control {
     overflow: u64,
     /// When the last packet's last byte was written (for latency measurements).
     last_write: Option<Instant>,
+    /// When each packet was written, by packet index (kept only when asked for).
+    write_times: Option<Vec<Option<Instant>>>,
     /// Number of `b` commands.
     starts: u64,
 }
@@ -201,6 +203,16 @@ impl Emulator {
     /// When the last packet was written.
     pub fn last_write(&self) -> Option<Instant> {
         self.control.lock().unwrap().last_write
+    }
+
+    /// Starts keeping the time each packet is written (for latency benchmarks).
+    pub fn record_write_times(&self) {
+        self.control.lock().unwrap().write_times.get_or_insert_with(Vec::new);
+    }
+
+    /// When packet `k` was written, if it was and times are being recorded.
+    pub fn write_time(&self, k: u64) -> Option<Instant> {
+        self.control.lock().unwrap().write_times.as_ref()?.get(k as usize).copied().flatten()
     }
 }
 
@@ -417,8 +429,13 @@ impl Board {
                 bytes.extend_from_slice(&packet);
                 match master.write(&bytes) {
                     Ok(n) if n == bytes.len() => {
+                        let now = Instant::now();
                         c.sent += 1;
-                        c.last_write = Some(Instant::now());
+                        c.last_write = Some(now);
+                        if let Some(times) = c.write_times.as_mut() {
+                            times.resize(k as usize + 1, None);
+                            times[k as usize] = Some(now);
+                        }
                     }
                     _ => c.overflow += 1,
                 }

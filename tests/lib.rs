@@ -47,7 +47,13 @@ pub fn reference_python(modules: &[&str]) -> String {
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("test binary in <target>/<profile>/deps").to_path_buf();
-    for needed in ["bci2tokend", "bci2tokenctl", "libbci2token_driver_replay.so", "libbci2token_driver_synthetic.so"] {
+    for needed in [
+        "bci2tokend",
+        "bci2tokenctl",
+        "libbci2token_driver_openbci.so",
+        "libbci2token_driver_replay.so",
+        "libbci2token_driver_synthetic.so",
+    ] {
         assert!(
             dir.join(needed).exists(),
             "{} is missing: build the workspace first (`cargo build --workspace`, as tools/test-all does)",

@@ -442,3 +442,42 @@ fn the_real_cyton_recording_comes_out_as_recorded() {
     }
     assert_eq!(emulator.overflow(), 0);
 }
+
+/// A daemon killed with SIGKILL leaves the board streaming; the next session stops it, resets it
+/// and streams cleanly from the new start.
+#[test]
+fn a_board_left_streaming_by_a_killed_daemon_is_stopped_and_reset() {
+    let dir = TempDir::new("cyton-crash");
+    let emulator = Emulator::start(dir.path(), EmulatorConfig::default());
+    let mut first = start_daemon(DaemonOptions::default());
+    let id = start_session(&first, &emulator, &[]);
+    Follower::start(&first, &id).collect_until(Duration::from_secs(10), |ev| block_of(ev).is_some());
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent_while_orphaned = emulator.packets_sent();
+
+    let second = start_daemon(DaemonOptions::default());
+    let id = start_session(&second, &emulator, &[]);
+    let follower = Follower::start(&second, &id);
+    let mut rows = 0;
+    follower.collect_until(Duration::from_secs(10), |ev| {
+        assert_ne!(ev["type"], "gap", "the new session starts from a clean stream");
+        if let Some(b) = block_of(ev) {
+            for row in &b.rows {
+                assert_row_exact(row, index_of(row, 24), &[24; 8]);
+                rows += 1;
+            }
+        }
+        rows >= 100
+    });
+    second.ctl_json(&["session", "stop", &id]);
+    assert!(sent_while_orphaned > 0);
+    assert_eq!(
+        emulator.received().matches("svb").count(),
+        2,
+        "each session stopped, reset, started: {}",
+        emulator.received()
+    );
+    assert_eq!(emulator.starts(), 2);
+}

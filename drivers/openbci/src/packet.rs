@@ -136,6 +136,11 @@ impl PacketParser {
         self.stats
     }
 
+    /// Bytes held for the next packet.
+    pub fn buffered(&self) -> usize {
+        self.len
+    }
+
     /// Forgets buffered bytes (after a reconnect the old stream's tail means nothing).
     pub fn reset(&mut self) {
         self.len = 0;

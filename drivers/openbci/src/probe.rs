@@ -112,6 +112,26 @@ mod tests {
         symlink(root.join("devices/platform/serial8250"), root.join("class/tty/ttyS0/device")).unwrap();
     }
 
+    /// The udev rule shipped in systemd/ must match the same dongle and do its three jobs.
+    #[test]
+    fn the_udev_rule_matches_the_dongle_this_driver_lists() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd/70-bci2token-openbci.rules");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rules: Vec<String> = text
+            .replace("\\\n", " ")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        let ids = format!("{{idVendor}}==\"{}\", ATTRS{{idProduct}}==\"{}\"", DONGLE_USB_ID.0, DONGLE_USB_ID.1);
+        let rule_with = |needle: &str| rules.iter().find(|r| r.contains(needle) && r.contains(&ids)).cloned();
+        let tty = rule_with("SUBSYSTEM==\"tty\"").expect("a tty rule for 0403:6015");
+        assert!(tty.contains("GROUP=\"bci2token\"") && tty.contains("MODE=\"0660\""), "{tty}");
+        assert!(tty.contains("ENV{ID_MM_DEVICE_IGNORE}=\"1\""), "{tty}");
+        let timer = rule_with("ATTR{latency_timer}=\"1\"").expect("a rule setting the latency timer");
+        assert!(timer.contains("DRIVER==\"ftdi_sio\""), "{timer}");
+    }
+
     #[test]
     fn finds_only_the_dongle_and_adds_configured_ports() {
         let root = std::env::temp_dir().join(format!("bci2token-sysfs-{}", std::process::id()));
