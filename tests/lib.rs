@@ -50,6 +50,7 @@ pub fn bin_dir() -> PathBuf {
     for needed in [
         "bci2tokend",
         "bci2tokenctl",
+        "libbci2token_driver_lsl.so",
         "libbci2token_driver_openbci.so",
         "libbci2token_driver_replay.so",
         "libbci2token_driver_synthetic.so",
@@ -291,4 +292,168 @@ pub fn read_lines(child: &mut Child) -> Vec<String> {
     let mut text = String::new();
     child.stdout.take().expect("stdout piped").read_to_string(&mut text).unwrap();
     text.lines().map(str::to_string).collect()
+}
+
+/// A private Lab Streaming Layer world for one test: a liblsl config that keeps discovery on this
+/// machine (`ResolveScope = machine`) with a session id of its own, so tests never see each other's
+/// streams and nothing is sent off the machine. Give [`LslWorld::env`] to every LSL process.
+pub struct LslWorld {
+    pub config: PathBuf,
+    /// The liblsl that pylsl carries (from `.venv`).
+    pub liblsl: PathBuf,
+    pub python: String,
+    _dir: TempDir,
+}
+
+impl LslWorld {
+    pub fn new(tag: &str) -> LslWorld {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = TempDir::new(&format!("lsl-{tag}"));
+        let config = dir.path().join("lsl_api.cfg");
+        let session = format!("bci2token-{tag}-{}-{n}", std::process::id());
+        // KnownPeers: where the loopback interface has no multicast (containers, CI), liblsl's
+        // machine scope reaches only one outlet process through 127.0.0.1; unicast queries to the
+        // known peer's port range find them all. Nothing here leaves the machine.
+        let text = format!(
+            "[multicast]\nResolveScope = machine\n\n[lab]\nSessionID = {session}\nKnownPeers = {{127.0.0.1}}\n\n\
+             [log]\nlevel = -2\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let python = reference_python(&["pylsl"]);
+        let out = Command::new(&python)
+            .arg(workspace_root().join("tools/reference/lsl_peer.py"))
+            .arg("lib")
+            .env("LSLAPICFG", &config)
+            .output()
+            .expect("run lsl_peer.py lib");
+        let liblsl = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(liblsl.exists(), "pylsl's liblsl not found: {}", String::from_utf8_lossy(&out.stderr));
+        LslWorld { config, liblsl, python, _dir: dir }
+    }
+
+    /// Environment for the daemon: the private config and pylsl's liblsl.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LSLAPICFG".into(), self.config.display().to_string()),
+            ("BCI2TOKEN_LIBLSL".into(), self.liblsl.display().to_string()),
+        ]
+    }
+
+    /// `python tools/reference/lsl_peer.py ARGS` with stdout piped, in this world.
+    pub fn peer(&self, args: &[&str]) -> Child {
+        Command::new(&self.python)
+            .arg(workspace_root().join("tools/reference/lsl_peer.py"))
+            .args(args)
+            .env("LSLAPICFG", &self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn lsl_peer.py")
+    }
+}
+
+/// Reads one line of a child's piped stdout, byte by byte (nothing after the line is consumed).
+pub fn read_line(child: &mut Child) -> String {
+    let out = child.stdout.as_mut().expect("stdout piped");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// `bci2tokenctl --json ARGS` whose JSON lines (events of a `follow` or of `session start …
+/// --follow`) are read on a thread.
+pub struct Follower {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Follower {
+    /// `follow ID --samples`.
+    pub fn start(daemon: &Daemon, id: &str) -> Follower {
+        Follower::spawn(daemon, &["--json", "follow", id, "--samples"])
+    }
+
+    /// Any streaming ctl command (`--json session start … --follow --samples` subscribes before
+    /// the first block).
+    pub fn spawn(daemon: &Daemon, args: &[&str]) -> Follower {
+        use std::io::BufRead;
+        let mut child =
+            daemon.ctl_command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn bci2tokenctl");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(serde_json::from_str::<serde_json::Value>(&line).expect("JSON line")).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The next event (replies without a `type` are skipped), or None after `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v.get("type").is_none() => continue,
+                Ok(v) => return Some(v),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Events until `until` is true for one (included); panics after `timeout`.
+    pub fn collect_until(
+        &self,
+        timeout: Duration,
+        mut until: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(ev) = self.next(left) else {
+                panic!("timed out after {} events; last: {:?}", events.len(), events.last());
+            };
+            let done = until(&ev);
+            events.push(ev);
+            if done {
+                return events;
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `samples` event as rows.
+pub struct SampleBlock {
+    pub t: f64,
+    pub flags: u64,
+    pub rows: Vec<Vec<f32>>,
+}
+
+impl SampleBlock {
+    /// The block of a `samples` event; None for other events.
+    pub fn of(ev: &serde_json::Value) -> Option<SampleBlock> {
+        if ev["type"] != "samples" {
+            return None;
+        }
+        let data = ev["data"].as_array().unwrap();
+        let frames = ev["frames"].as_u64().unwrap() as usize;
+        let rows = (0..frames).map(|i| data.iter().map(|ch| ch[i].as_f64().unwrap() as f32).collect()).collect();
+        Some(SampleBlock { t: ev["t"].as_f64().unwrap(), flags: ev["flags"].as_u64().unwrap(), rows })
+    }
 }

@@ -1,101 +1,17 @@
 //! The `openbci` driver end to end: the real daemon and ctl against a Cyton emulator on a
 //! pseudo-terminal (tests/cyton_emulator.rs), through the plugin's C ABI.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use bci2token_tests::cyton_emulator::{counts, scale_uv, Emulator, EmulatorConfig, Firmware, Signal};
-use bci2token_tests::{data_dir, start_daemon, Daemon, DaemonOptions, TempDir};
+use bci2token_tests::{data_dir, start_daemon, Daemon, DaemonOptions, Follower, SampleBlock, TempDir};
 use serde_json::Value;
 
 const GAP: u64 = 1;
 const RECONNECTED: u64 = 4;
 
-/// `bci2tokenctl --json follow ID --samples` read line by line on a thread.
-struct Follower {
-    child: Child,
-    lines: Receiver<Value>,
-}
-
-impl Follower {
-    fn start(daemon: &Daemon, id: &str) -> Follower {
-        Follower::spawn(daemon, &["--json", "follow", id, "--samples"])
-    }
-
-    /// `bci2tokenctl --json ARGS` (a `session start … --follow --samples`, which subscribes before
-    /// the first block, or a `follow`), read line by line on a thread.
-    fn spawn(daemon: &Daemon, args: &[&str]) -> Follower {
-        let mut child = daemon
-            .ctl_command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn bci2tokenctl follow");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(serde_json::from_str::<Value>(&line).expect("JSON line")).is_err() {
-                    break;
-                }
-            }
-        });
-        Follower { child, lines }
-    }
-
-    /// Next event (skipping the initial reply), or None after `timeout`.
-    fn next(&self, timeout: Duration) -> Option<Value> {
-        loop {
-            match self.lines.recv_timeout(timeout) {
-                Ok(v) if v.get("type").is_none() => continue,
-                Ok(v) => return Some(v),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
-    /// Events until `until` returns true for one (included), failing after `timeout`.
-    fn collect_until(&self, timeout: Duration, mut until: impl FnMut(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        let mut events = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(ev) = self.next(left) else {
-                panic!("timed out after {} events; last: {:?}", events.len(), events.last());
-            };
-            let done = until(&ev);
-            events.push(ev);
-            if done {
-                return events;
-            }
-        }
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A sample block as rows of f32.
-struct Block {
-    t: f64,
-    flags: u64,
-    rows: Vec<Vec<f32>>,
-}
-
-fn block_of(ev: &Value) -> Option<Block> {
-    if ev["type"] != "samples" {
-        return None;
-    }
-    let data = ev["data"].as_array().unwrap();
-    let frames = ev["frames"].as_u64().unwrap() as usize;
-    let rows = (0..frames).map(|i| data.iter().map(|ch| ch[i].as_f64().unwrap() as f32).collect()).collect();
-    Some(Block { t: ev["t"].as_f64().unwrap(), flags: ev["flags"].as_u64().unwrap(), rows })
+fn block_of(ev: &Value) -> Option<SampleBlock> {
+    SampleBlock::of(ev)
 }
 
 /// The packet index a row carries in channel 1, checked to be a whole number of counts.
