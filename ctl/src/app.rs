@@ -41,6 +41,7 @@ pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
         config,
         model,
         follow: a.follow.then_some(FollowOptions { samples: a.samples }),
+        lsl_outlets: a.lsl_outlets,
     })
 }
 

@@ -107,6 +107,11 @@ pub struct StartArgs {
     /// With --follow: include sample blocks and their values
     #[arg(long, requires = "follow")]
     pub samples: bool,
+
+    /// Publish the decoded tokens (marker stream) and class probabilities as LSL outlets, for
+    /// LabRecorder and other LSL programs (needs --model and liblsl on the daemon's host)
+    #[arg(long)]
+    pub lsl_outlets: bool,
 }
 
 #[derive(Debug, Args)]

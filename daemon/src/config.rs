@@ -66,6 +66,10 @@ pub struct Config {
     pub model_path: Vec<PathBuf>,
     /// Model attached to sessions started without `--model` (a name or a directory; empty = none).
     pub default_model: String,
+    /// Publish every decoding session's tokens and probabilities as LSL outlets.
+    pub lsl_outlets: bool,
+    /// liblsl to load (empty: $BCI2TOKEN_LIBLSL, then the library search path).
+    pub lsl_library: Option<PathBuf>,
 }
 
 /// Every key the config file and the environment accept. Environment names are
@@ -89,6 +93,8 @@ pub const KEYS: &[&str] = &[
     "decoder_queue",
     "model_path",
     "default_model",
+    "lsl_outlets",
+    "lsl_library",
 ];
 
 pub const SYSTEM_MODEL_DIRS: &[&str] = &["/usr/share/bci2token/models", "/var/lib/bci2token/models"];
@@ -141,6 +147,18 @@ impl Source<'_> {
             Raw::Toml(toml::Value::Integer(i)) => Ok(*i as f64),
             Raw::Toml(toml::Value::Float(f)) => Ok(*f),
             Raw::Toml(v) => Err(self.invalid(format!("expected a number, got {v}"))),
+        }
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.raw {
+            Raw::Env(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(self.invalid(format!("{s:?} is not a boolean (true or false)"))),
+            },
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::Toml(v) => Err(self.invalid(format!("expected true or false, got {v}"))),
         }
     }
 
@@ -280,6 +298,8 @@ impl Config {
             decoder_queue: 4096,
             model_path: Vec::new(),
             default_model: String::new(),
+            lsl_outlets: false,
+            lsl_library: None,
         };
 
         // An explicitly named file must exist; the default one is optional.
@@ -368,6 +388,8 @@ impl Config {
             "decoder_queue" => self.decoder_queue = src.integer(1, 1 << 20)? as usize,
             "model_path" => self.model_path = src.path_list()?,
             "default_model" => self.default_model = src.string()?,
+            "lsl_outlets" => self.lsl_outlets = src.boolean()?,
+            "lsl_library" => self.lsl_library = Some(src.path()?),
             _ => unreachable!("key {key} is in KEYS but has no parser"),
         }
         Ok(())

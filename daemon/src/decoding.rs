@@ -3,7 +3,7 @@
 //! (bci2token-decoder's engine); logits come back through the token bridge as token events.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bci2token_api::Event;
@@ -14,6 +14,7 @@ use bci2token_decoder::Model;
 use bci2token_dsp::pipeline::Windower;
 
 use crate::hub::Hub;
+use crate::lsl_outlets::SessionOutlets;
 
 /// How long a non-real-time source waits between tries when the decode queue is full.
 const QUEUE_RETRY: Duration = Duration::from_micros(200);
@@ -29,6 +30,9 @@ struct Output {
     tokens: AtomicU64,
     /// Windows submitted and not yet answered.
     in_flight: AtomicUsize,
+    /// LSL outlets for tokens and probabilities, when the session publishes them (set before
+    /// the first window).
+    outlets: OnceLock<SessionOutlets>,
 }
 
 pub struct Decoding {
@@ -65,8 +69,14 @@ impl Decoding {
             tokenizer: m.tokens.tokenizer.clone(),
             tokens: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            outlets: OnceLock::new(),
         });
         Ok(Decoding { model, map, windower, scratch: Vec::new(), engine, output, lossless, dropped_windows: 0 })
+    }
+
+    /// Publishes this session's tokens and probabilities on LSL outlets too.
+    pub fn publish_to(&self, outlets: SessionOutlets) {
+        let _ = self.output.outlets.set(outlets);
     }
 
     /// Feeds one block (all device channels, channel-major) whose first frame is at stream time
@@ -148,6 +158,9 @@ impl Output {
     fn deliver(&self, t: f64, result: Result<Vec<f32>, String>, received: Instant) {
         match result {
             Ok(logits) => {
+                if let Some(outlets) = self.outlets.get() {
+                    outlets.window(&logits, received);
+                }
                 let emission = self.bridge.lock().unwrap().push(t, &logits);
                 if let Some(e) = emission {
                     self.publish(t, e, received);
@@ -162,7 +175,7 @@ impl Output {
 
     fn publish(&self, t: f64, e: Emission, received: Instant) {
         let seq = self.tokens.fetch_add(1, Ordering::Relaxed);
-        self.hub.publish(Event::Token {
+        let event = Event::Token {
             session: self.session.clone(),
             seq,
             t,
@@ -175,6 +188,10 @@ impl Output {
             logit_bias: e.logit_bias.into_iter().map(|(id, b)| (id.to_string(), b)).collect(),
             latency_us: received.elapsed().as_micros() as u64,
             entered_ns: monotonic_ns(received),
-        });
+        };
+        if let Some(outlets) = self.outlets.get() {
+            outlets.token(&event, received);
+        }
+        self.hub.publish(event);
     }
 }

@@ -6,6 +6,7 @@ mod control;
 mod decoding;
 mod hub;
 mod logging;
+mod lsl_outlets;
 mod notify;
 mod plugins;
 mod service;

@@ -14,11 +14,13 @@ use bci2token_api::{
 use bci2token_decoder::engine::Engine;
 use bci2token_decoder::manifest::MANIFEST_FILE;
 use bci2token_decoder::{Manifest, Model};
+use bci2token_liblsl::Lsl;
 
 use crate::auth::{role_of, Role};
 use crate::config::Config;
 use crate::decoding::Decoding;
 use crate::hub::Subscription;
+use crate::lsl_outlets::SessionOutlets;
 use crate::plugins::Registry;
 use crate::session::{new_id, PipelineSettings, Session};
 
@@ -51,6 +53,8 @@ pub struct Service {
     engine: Arc<Engine>,
     /// Loaded models by package directory: sessions with the same model share it.
     models: Mutex<HashMap<PathBuf, Arc<Model>>>,
+    /// liblsl for the sessions' outlets, once one asked for them.
+    lsl: Mutex<Option<Arc<Lsl>>>,
     /// The torch device, chosen at the first model load (loading CUDA is not free).
     torch_device: OnceLock<Result<tch::Device, String>>,
 }
@@ -65,6 +69,7 @@ impl Service {
             started: Instant::now(),
             engine,
             models: Mutex::new(HashMap::new()),
+            lsl: Mutex::new(None),
             torch_device: OnceLock::new(),
         })
     }
@@ -111,8 +116,8 @@ impl Service {
             Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
             Request::Models => Outcome::reply(Ok(self.list_models())),
             Request::ModelShow { model } => Outcome::reply(self.show_model(&model)),
-            Request::SessionStart { driver, config, model, follow } => {
-                match self.start_session(caller, &driver, config, model, follow.as_ref()) {
+            Request::SessionStart { driver, config, model, follow, lsl_outlets } => {
+                match self.start_session(caller, &driver, config, model, follow.as_ref(), lsl_outlets) {
                     Ok((info, stream)) => {
                         let stream = stream.map(|s| (info.id.clone(), s));
                         Outcome { reply: to_value(info), stream }
@@ -196,6 +201,7 @@ impl Service {
         config: bci2token_api::ConfigMap,
         model: Option<String>,
         follow: Option<&FollowOptions>,
+        lsl_outlets: bool,
     ) -> Result<(SessionInfo, Option<Subscription>), ApiError> {
         let cfg = self.config();
         let model = model.or_else(|| Some(cfg.default_model.clone()).filter(|m| !m.is_empty()));
@@ -239,6 +245,22 @@ impl Service {
         let model_name = loaded.as_ref().map(|m| m.name().to_string());
         let session =
             Arc::new(Session::new(id, driver.to_string(), config, model_name, *caller, &device, cfg.subscriber_queue));
+        let outlets = match (&fitted, lsl_outlets || cfg.lsl_outlets) {
+            (Some((m, _)), true) => {
+                let lsl = self.liblsl(cfg.lsl_library.as_deref())?;
+                Some(
+                    SessionOutlets::open(&lsl, &session.id, m, &session.description)
+                        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?,
+                )
+            }
+            (None, true) if lsl_outlets => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidConfig,
+                    "LSL outlets publish decoded tokens: give a model with --model (or set default_model)",
+                ))
+            }
+            _ => None,
+        };
         let decoding = match fitted {
             Some((m, map)) => Some(
                 Decoding::new(
@@ -254,6 +276,9 @@ impl Service {
             ),
             None => None,
         };
+        if let (Some(d), Some(o)) = (&decoding, outlets) {
+            d.publish_to(o);
+        }
         // Subscribe before the first block exists, so `start --follow` misses nothing. A source
         // that is not real time may wait for this first follower.
         let stream = follow.and_then(|f| session.hub.subscribe(f.samples, !session.realtime));
@@ -328,6 +353,20 @@ impl Service {
                 searched.join(":")
             ),
         ))
+    }
+
+    /// liblsl, loaded at the first session that asks for outlets (a failure is not remembered:
+    /// installing liblsl needs no restart).
+    fn liblsl(&self, configured: Option<&Path>) -> Result<Arc<Lsl>, ApiError> {
+        let mut slot = self.lsl.lock().unwrap();
+        if let Some(lsl) = slot.as_ref() {
+            return Ok(Arc::clone(lsl));
+        }
+        let lsl = Lsl::load(configured)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, format!("LSL outlets need liblsl: {e}")))?;
+        log::info!("loaded liblsl {} from {}", lsl.library_version(), lsl.path().display());
+        *slot = Some(Arc::clone(&lsl));
+        Ok(lsl)
     }
 
     /// Loads a model once (later sessions share it), on the configured device.

@@ -207,3 +207,80 @@ fn unusable_streams_and_a_missing_liblsl_are_refused_with_what_to_do() {
     let devices = without.ctl_json(&["devices", "--driver", "lsl"]);
     assert!(devices["errors"].to_string().contains("BCI2TOKEN_LIBLSL"), "{devices}");
 }
+
+/// The daemon's outlets: a pylsl inlet receives every token (as its JSON event) on the marker
+/// stream and every decoded window's probabilities, while the session decodes.
+#[test]
+fn pylsl_inlets_receive_the_token_markers_and_probabilities_of_a_decoding_session() {
+    let world = LslWorld::new("outlets");
+    let daemon = daemon_in(&world);
+    // The speller's "h" (14.1 Hz) and "i" (14.4 Hz), 3 s each, as in the demo.
+    let script = r#"script=[{"label":"rest","seconds":2},{"label":"h","frequency":14.1,"seconds":3},
+        {"label":"rest","seconds":1},{"label":"i","frequency":14.4,"seconds":3},{"label":"rest","seconds":2}]"#;
+    let follower = Follower::spawn(
+        &daemon,
+        &[
+            "--json",
+            "session",
+            "start",
+            "--driver",
+            "synthetic",
+            "--set",
+            script,
+            "--set",
+            "loop=false",
+            "--model",
+            "speller-40",
+            "--lsl-outlets",
+            "--follow",
+        ],
+    );
+    let id = loop {
+        let list = daemon.ctl_json(&["session", "list"]);
+        if let Some(id) = list[0]["id"].as_str() {
+            break id.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut markers = world.peer(&["inlet", &format!("bci2token tokens {id}"), "Markers", "12"]);
+    let mut probs = world.peer(&["inlet", &format!("bci2token probabilities {id}"), "Probabilities", "12"]);
+    let events = follower.collect_until(Duration::from_secs(30), |ev| ev["state"] == "finished");
+    let tokens: Vec<&Value> = events.iter().filter(|e| e["type"] == "token").collect();
+    let texts: Vec<&str> = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["h", "i"], "the session decoded the script");
+
+    let lines = |child: &mut std::process::Child| -> Vec<Value> {
+        let out = bci2token_tests::read_lines(child);
+        let _ = child.wait();
+        out.iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let marker_lines = lines(&mut markers);
+    let desc = marker_lines[0]["desc"].as_str().unwrap();
+    assert!(desc.contains(&format!("<session>{id}</session>")) && desc.contains("<model>speller-40</model>"), "{desc}");
+    assert!(desc.contains("<type>Markers</type>") && desc.contains("<tokenizer>"), "{desc}");
+    let received: Vec<Value> =
+        marker_lines[1..].iter().map(|m| serde_json::from_str(m["sample"][0].as_str().unwrap()).unwrap()).collect();
+    assert_eq!(received.len(), 2, "{received:?}");
+    for (got, want) in received.iter().zip(&tokens) {
+        assert_eq!(&got, want, "the marker is the token event");
+    }
+
+    let prob_lines = lines(&mut probs);
+    let desc = prob_lines[0]["desc"].as_str().unwrap();
+    assert!(desc.contains("<label>a</label>") && desc.contains("<label>?</label>"), "channels are the labels");
+    assert!(desc.contains("<nominal_srate>4"), "one window per 0.25 s hop: {desc}");
+    let rows: Vec<Vec<f64>> = prob_lines[1..]
+        .iter()
+        .map(|l| l["sample"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+        .collect();
+    assert!(rows.len() >= 20, "a row per decoded window: {}", rows.len());
+    for r in &rows {
+        assert_eq!(r.len(), 40);
+        assert!((r.iter().sum::<f64>() - 1.0).abs() < 1e-4, "probabilities sum to 1: {r:?}");
+    }
+    // The row of the window that emitted "h" has "h" (index 7) as its most probable label.
+    let best = |r: &Vec<f64>| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert!(rows.iter().any(|r| best(r) == 7 && r[7] > 0.7), "some windows are confidently 'h'");
+    let stamps: Vec<f64> = prob_lines[1..].iter().map(|l| l["t"].as_f64().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[1] > w[0]), "stamped in order on liblsl's clock");
+}

@@ -87,6 +87,7 @@ pub fn start_request(file: &Path, sets: &ConfigMap, model: &str) -> Result<Reque
         config,
         model: Some(model.to_string()),
         follow: Some(FollowOptions { samples: false }),
+        lsl_outlets: false,
     })
 }
 

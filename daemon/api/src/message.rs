@@ -32,6 +32,10 @@ pub enum Request {
         model: Option<String>,
         #[serde(default)]
         follow: Option<FollowOptions>,
+        /// Publish the session's tokens and class probabilities as LSL outlets (also on when the
+        /// daemon's `lsl_outlets` is true).
+        #[serde(default)]
+        lsl_outlets: bool,
     },
     SessionList,
     SessionShow {
