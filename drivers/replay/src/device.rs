@@ -10,11 +10,12 @@ use bci2token_driver_abi::plugin::{
 };
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 
-use crate::recording::{open_recording, Recording, RecordingEvent};
+use crate::recording::{open_recording_stream, Recording, RecordingEvent};
+use crate::xdf::StreamChoice;
 
 pub struct ReplayDriver;
 
-const KEYS: &[&str] = &["path", "speed", "loop", "channels"];
+const KEYS: &[&str] = &["path", "speed", "loop", "channels", "stream", "stream_type"];
 
 /// `channels` as a JSON array of labels or a comma-separated string.
 fn channel_selection(config: &Config) -> Result<Option<Vec<String>>, String> {
@@ -60,7 +61,13 @@ impl Driver for ReplayDriver {
         }
         let looping = config_bool(config, "loop")?.unwrap_or(false);
         let selection = channel_selection(config)?;
-        let recording = open_recording(&path, selection.as_deref()).map_err(|e| e.to_string())?;
+        let text = |key: &str| match config.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(other) => Err(format!("config key `{key}`: expected a stream name, got {other}")),
+        };
+        let stream = StreamChoice { name: text("stream")?, type_: text("stream_type")? };
+        let recording = open_recording_stream(&path, selection.as_deref(), &stream).map_err(|e| e.to_string())?;
         Ok(ReplayDevice::new(recording, speed, looping))
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::edf::EdfRecording;
 use crate::format_error::FormatError;
 use crate::openbci_txt::OpenBciRecording;
+use crate::xdf::{StreamChoice, XdfRecording};
 
 /// One output channel: its label and the unit of the values delivered (after conversion).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub enum FileFormat {
     Bdf,
     /// OpenBCI GUI text (CSV with `%` header lines).
     OpenBciTxt,
+    /// XDF (Lab Streaming Layer recordings).
+    Xdf,
 }
 
 /// Decides the format by content (BDF magic 0xFF"BIOSEMI", EDF "0       ", OpenBCI `%OpenBCI`),
@@ -94,18 +97,22 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, FormatError> {
     if text.starts_with(b"%OpenBCI") {
         return Ok(FileFormat::OpenBciTxt);
     }
+    if head.starts_with(b"XDF:") {
+        return Ok(FileFormat::Xdf);
+    }
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     match ext.as_str() {
         "edf" | "rec" => Ok(FileFormat::Edf),
         "bdf" => Ok(FileFormat::Bdf),
         "txt" | "csv" => Ok(FileFormat::OpenBciTxt),
+        "xdf" | "xdfz" => Ok(FileFormat::Xdf),
         _ => Err(FormatError::new(
             path,
             "file",
             0,
             format!(
                 "not a recording this driver can read: the file starts with {} but EDF starts with \
-                 \"0       \", BDF with 0xFF \"BIOSEMI\" and OpenBCI GUI text with \"%OpenBCI\"",
+                 \"0       \", BDF with 0xFF \"BIOSEMI\", OpenBCI GUI text with \"%OpenBCI\" and XDF with \"XDF:\"",
                 describe_bytes(head)
             ),
         )),
@@ -119,9 +126,29 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, FormatError> {
 /// at the rate of the first ordinary signal and add a warning naming the skipped ones; a selection
 /// mixing rates is an error naming them.
 pub fn open_recording(path: &Path, channels: Option<&[String]>) -> Result<Box<dyn Recording>, FormatError> {
-    match detect_format(path)? {
+    open_recording_stream(path, channels, &StreamChoice::default())
+}
+
+/// [`open_recording`] with the XDF stream to replay (by name and/or type); a choice given for a
+/// file that is not XDF is an error.
+pub fn open_recording_stream(
+    path: &Path,
+    channels: Option<&[String]>,
+    stream: &StreamChoice,
+) -> Result<Box<dyn Recording>, FormatError> {
+    let format = detect_format(path)?;
+    if format != FileFormat::Xdf && (stream.name.is_some() || stream.type_.is_some()) {
+        return Err(FormatError::new(
+            path,
+            if stream.name.is_some() { "stream" } else { "stream_type" },
+            0,
+            "this file is not XDF: `stream` and `stream_type` choose a stream of an XDF file",
+        ));
+    }
+    match format {
         FileFormat::Edf | FileFormat::Bdf => Ok(Box::new(EdfRecording::open(path, channels)?)),
         FileFormat::OpenBciTxt => Ok(Box::new(OpenBciRecording::open(path, channels)?)),
+        FileFormat::Xdf => Ok(Box::new(XdfRecording::open(path, stream, channels)?)),
     }
 }
 
