@@ -147,6 +147,7 @@ struct Fns {
         unsafe extern "C" fn(*mut c_void, *mut c_double, *mut c_double, c_double, *mut c_int) -> c_double,
     pull_chunk_d:
         unsafe extern "C" fn(*mut c_void, *mut c_double, *mut c_double, c_long, c_long, c_double, *mut c_int) -> c_long,
+    pull_sample_d: unsafe extern "C" fn(*mut c_void, *mut c_double, c_int, c_double, *mut c_int) -> c_double,
     create_outlet: unsafe extern "C" fn(Info, c_int, c_int) -> *mut c_void,
     destroy_outlet: unsafe extern "C" fn(*mut c_void),
     push_sample_ftp: unsafe extern "C" fn(*mut c_void, *const f32, c_double, c_int) -> c_int,
@@ -249,6 +250,7 @@ impl Lsl {
             open_stream: sym!("lsl_open_stream"),
             time_correction_ex: sym!("lsl_time_correction_ex"),
             pull_chunk_d: sym!("lsl_pull_chunk_d"),
+            pull_sample_d: sym!("lsl_pull_sample_d"),
             create_outlet: sym!("lsl_create_outlet"),
             destroy_outlet: sym!("lsl_destroy_outlet"),
             push_sample_ftp: sym!("lsl_push_sample_ftp"),
@@ -525,9 +527,32 @@ impl Inlet {
         Ok(TimeCorrection { offset, uncertainty })
     }
 
-    /// Pulls what is there (waiting up to `timeout` for the first sample) into `data` (samples ×
-    /// channels, row-major) and `stamps`; returns the number of samples.
+    /// Pulls what is there into `data` (samples × channels, row-major) and `stamps`, waiting at
+    /// most `timeout` for the first sample but not for more (liblsl's chunk pull with a time-out
+    /// waits until its buffer is full); returns the number of samples.
     pub fn pull_chunk(&mut self, data: &mut [f64], stamps: &mut [f64], timeout: f64) -> Result<usize, LslError> {
+        let channels = data.len() / stamps.len().max(1);
+        if channels == 0 || stamps.is_empty() {
+            return Ok(0);
+        }
+        let mut ec = 0;
+        // SAFETY: the first row of `data` holds `channels` values.
+        let stamp =
+            unsafe { (self.lsl.fns.pull_sample_d)(self.ptr, data.as_mut_ptr(), channels as c_int, timeout, &mut ec) };
+        LslError::check(ec)?;
+        if stamp == 0.0 {
+            return Ok(0);
+        }
+        stamps[0] = stamp;
+        let rest = self.pull_available(&mut data[channels..], &mut stamps[1..])?;
+        Ok(1 + rest)
+    }
+
+    /// The samples available now, without waiting.
+    fn pull_available(&mut self, data: &mut [f64], stamps: &mut [f64]) -> Result<usize, LslError> {
+        if stamps.is_empty() {
+            return Ok(0);
+        }
         let mut ec = 0;
         // SAFETY: the buffers are as long as we say.
         let values = unsafe {
@@ -537,12 +562,12 @@ impl Inlet {
                 stamps.as_mut_ptr(),
                 data.len() as c_long,
                 stamps.len() as c_long,
-                timeout,
+                0.0,
                 &mut ec,
             )
         };
         LslError::check(ec)?;
-        let channels = data.len() / stamps.len().max(1);
+        let channels = data.len() / stamps.len();
         Ok(usize::try_from(values).unwrap_or(0) / channels.max(1))
     }
 }
