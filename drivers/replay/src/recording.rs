@@ -105,7 +105,7 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, FormatError> {
         "edf" | "rec" => Ok(FileFormat::Edf),
         "bdf" => Ok(FileFormat::Bdf),
         "txt" | "csv" => Ok(FileFormat::OpenBciTxt),
-        "xdf" | "xdfz" => Ok(FileFormat::Xdf),
+        "xdf" => Ok(FileFormat::Xdf),
         _ => Err(FormatError::new(
             path,
             "file",
