@@ -1,0 +1,278 @@
+//! The store: a SQLite file in the data directory, opened with WAL, foreign keys and
+//! `secure_delete` (freed pages are overwritten with zeros).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::keys::MasterKey;
+use crate::schema;
+use crate::seal::{self, Kind, SessionCipher, WrappedKey};
+
+/// What went wrong, with what it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {message}")]
+    Database { path: PathBuf, message: String },
+    #[error("no session {0} in the store")]
+    NoSession(String),
+    #[error(
+        "session {session}: its data key does not open with this master key (a different or rotated key, or the \
+         wrapped key was altered); nothing of the session can be read"
+    )]
+    Key { session: String },
+    #[error("session {session}: {} {seq} failed authentication (altered, moved from another session or position, or damaged)", kind.as_str())]
+    Chunk { session: String, kind: Kind, seq: u64 },
+}
+
+/// Chunks in order, each opened or failed on its own.
+pub type Chunks = Vec<(u64, Result<Vec<u8>, StoreError>)>;
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    master: Arc<MasterKey>,
+    ciphers: HashMap<String, SessionCipher>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Database { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// Opens (or creates) the store at `path`, migrating it to the current schema.
+    pub fn open(path: &Path, master: Arc<MasterKey>) -> Result<Store, StoreError> {
+        let fail = |m: String| StoreError::Database { path: path.to_path_buf(), message: m };
+        let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+        // secure_delete before anything is written; WAL for concurrent readers (backup) and crash
+        // safety; FULL: a committed block survives power loss, not only a crash.
+        conn.execute_batch(
+            "PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
+        )
+        .map_err(|e| fail(format!("setting up: {e}")))?;
+        schema::migrate(&mut conn).map_err(fail)?;
+        Ok(Store { conn, path: path.to_path_buf(), master, ciphers: HashMap::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates a session with its own data key; `meta` (the recording's description) is sealed.
+    pub fn create_session(&mut self, id: &str, created: f64, meta: &[u8]) -> Result<(), StoreError> {
+        let wrapped = seal::new_wrapped_key(&self.master, id).map_err(|e| self.err(e))?;
+        let cipher = seal::unwrap(&self.master, id, &wrapped).map_err(|_| StoreError::Key { session: id.into() })?;
+        let sealed_meta = cipher.seal(Kind::Meta, 0, meta);
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?;
+        tx.execute(
+            "INSERT INTO sessions (id, created, state, meta) VALUES (?1, ?2, 'recording', ?3)",
+            params![id, created, sealed_meta],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "INSERT INTO session_keys (session, nonce, sealed) VALUES (?1, ?2, ?3)",
+                params![id, &wrapped.nonce[..], wrapped.sealed],
+            )
+        })
+        .and_then(|_| tx.commit())
+        .map_err(|e| StoreError::Database {
+            path: self.path.clone(),
+            message: format!("creating session {id}: {e}"),
+        })?;
+        self.ciphers.insert(id.to_string(), cipher);
+        Ok(())
+    }
+
+    fn cipher(&mut self, session: &str) -> Result<&SessionCipher, StoreError> {
+        if !self.ciphers.contains_key(session) {
+            let row: Option<(Vec<u8>, Vec<u8>)> = self
+                .conn
+                .query_row("SELECT nonce, sealed FROM session_keys WHERE session = ?1", [session], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let (nonce, sealed) = row.ok_or_else(|| StoreError::NoSession(session.to_string()))?;
+            let nonce: [u8; 12] = nonce.try_into().map_err(|_| StoreError::Key { session: session.into() })?;
+            let cipher = seal::unwrap(&self.master, session, &WrappedKey { nonce, sealed })
+                .map_err(|_| StoreError::Key { session: session.into() })?;
+            self.ciphers.insert(session.to_string(), cipher);
+        }
+        Ok(&self.ciphers[session])
+    }
+
+    /// Seals and stores `chunks` (sequence number, plaintext) of one kind in one transaction.
+    pub fn append(&mut self, session: &str, kind: Kind, chunks: &[(u64, &[u8])]) -> Result<(), StoreError> {
+        let sealed: Vec<(u64, Vec<u8>)> = {
+            let cipher = self.cipher(session)?;
+            chunks.iter().map(|&(seq, plain)| (seq, cipher.seal(kind, seq, plain))).collect()
+        };
+        let table = match kind {
+            Kind::Block => "blocks",
+            Kind::Event => "events",
+            Kind::Meta => return Err(self.err("metadata is written with the session")),
+        };
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| StoreError::Database {
+            path: path.clone(),
+            message: format!("session {session}: writing {table}: {e}"),
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        {
+            let mut stmt =
+                tx.prepare(&format!("INSERT INTO {table} (session, seq, data) VALUES (?1, ?2, ?3)")).map_err(fail)?;
+            for (seq, data) in &sealed {
+                stmt.execute(params![session, *seq as i64, data]).map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Every chunk of one kind, in order, each opened on its own: a damaged chunk is an error in
+    /// its place and the others still read.
+    pub fn read_all(&mut self, session: &str, kind: Kind) -> Result<Chunks, StoreError> {
+        let table = match kind {
+            Kind::Block => "blocks",
+            Kind::Event => "events",
+            Kind::Meta => "sessions",
+        };
+        let rows: Vec<(u64, Vec<u8>)> = if kind == Kind::Meta {
+            let meta: Option<Vec<u8>> = self
+                .conn
+                .query_row("SELECT meta FROM sessions WHERE id = ?1", [session], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))?;
+            vec![(0, meta.ok_or_else(|| StoreError::NoSession(session.into()))?)]
+        } else {
+            let mut stmt = self
+                .conn
+                .prepare(&format!("SELECT seq, data FROM {table} WHERE session = ?1 ORDER BY seq"))
+                .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?;
+            let rows = stmt
+                .query_map([session], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?;
+            rows
+        };
+        let cipher = self.cipher(session)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, data)| {
+                let plain = cipher.open(kind, seq, &data).map_err(|_| StoreError::Chunk {
+                    session: session.to_string(),
+                    kind,
+                    seq,
+                });
+                (seq, plain)
+            })
+            .collect())
+    }
+
+    /// Session ids, oldest first.
+    pub fn sessions(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id FROM sessions ORDER BY created, id").map_err(|e| self.err(e))?;
+        let ids = stmt.query_map([], |r| r.get(0)).and_then(|it| it.collect()).map_err(|e| self.err(e))?;
+        Ok(ids)
+    }
+
+    /// Deletes a session for good: its wrapped key first (from then on its chunks are noise to
+    /// anyone), then its rows, with `secure_delete` zeroing the freed pages; then the WAL is
+    /// checkpointed and truncated so no older page image of the session survives in it.
+    pub fn delete_session(&mut self, session: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| StoreError::Database {
+            path: path.clone(),
+            message: format!("deleting session {session}: {e}"),
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        let keys = tx.execute("DELETE FROM session_keys WHERE session = ?1", [session]).map_err(fail)?;
+        if keys == 0
+            && tx
+                .query_row("SELECT 1 FROM sessions WHERE id = ?1", [session], |_| Ok(()))
+                .optional()
+                .map_err(fail)?
+                .is_none()
+        {
+            return Err(StoreError::NoSession(session.to_string()));
+        }
+        tx.execute("DELETE FROM blocks WHERE session = ?1", [session]).map_err(fail)?;
+        tx.execute("DELETE FROM events WHERE session = ?1", [session]).map_err(fail)?;
+        tx.execute("DELETE FROM sessions WHERE id = ?1", [session]).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        self.ciphers.remove(session);
+        self.checkpoint()
+    }
+
+    /// Copies the WAL into the database and truncates it to zero bytes.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(format!("checkpointing the WAL: {e}")))?;
+        if busy != 0 {
+            return Err(
+                self.err("checkpointing the WAL: a reader kept it busy; retry when backups and exports are done")
+            );
+        }
+        Ok(())
+    }
+
+    /// Re-wraps every session key under `new` in one transaction; afterwards only `new` opens the
+    /// store. Returns the number of sessions.
+    pub fn rotate_master(&mut self, new: Arc<MasterKey>) -> Result<usize, StoreError> {
+        let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
+            let mut stmt =
+                self.conn.prepare("SELECT session, nonce, sealed FROM session_keys").map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|it| it.collect())
+                .map_err(|e| self.err(e))?;
+            rows
+        };
+        let mut rewrapped = Vec::with_capacity(rows.len());
+        for (session, nonce, sealed) in rows {
+            let nonce: [u8; 12] = nonce.try_into().map_err(|_| StoreError::Key { session: session.clone() })?;
+            let w =
+                seal::rewrap(&self.master, &new, &session, &WrappedKey { nonce, sealed }).map_err(|e| self.err(e))?;
+            rewrapped.push((session, w));
+        }
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| StoreError::Database {
+            path: path.clone(),
+            message: format!("rotating the master key: {e}"),
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        for (session, w) in &rewrapped {
+            tx.execute(
+                "UPDATE session_keys SET nonce = ?2, sealed = ?3 WHERE session = ?1",
+                params![session, &w.nonce[..], w.sealed],
+            )
+            .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)?;
+        self.master = new;
+        self.ciphers.clear();
+        Ok(rewrapped.len())
+    }
+
+    /// `PRAGMA integrity_check`: "ok" or SQLite's list of problems.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| self.err(e))
+    }
+
+    /// For tests and tools: the raw connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
