@@ -9,6 +9,7 @@
 //! - [`store`]: sessions, blocks and events in and out, and deletion that destroys the session's
 //!   key first (crypto-shredding), then its rows, then checkpoints and truncates the WAL.
 
+pub mod audit;
 pub mod keys;
 pub mod schema;
 pub mod seal;

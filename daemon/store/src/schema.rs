@@ -32,8 +32,28 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: the audit log (hash-chained by an HMAC of each entry over the previous one) and
+/// store-wide secrets wrapped by the master key (the audit log's MAC key).
+const V2: &str = "
+CREATE TABLE secrets (
+    name     TEXT PRIMARY KEY,
+    nonce    BLOB NOT NULL,
+    sealed   BLOB NOT NULL
+);
+CREATE TABLE audit (
+    seq      INTEGER PRIMARY KEY,
+    t        REAL NOT NULL,
+    uid      INTEGER NOT NULL,
+    pid      INTEGER,
+    action   TEXT NOT NULL,
+    object   TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    mac      BLOB NOT NULL
+);
+";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this build writes.
 pub fn current_version() -> u32 {

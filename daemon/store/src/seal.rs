@@ -76,14 +76,26 @@ fn wrap(master: &MasterKey, session: &str, data: &[u8; KEY_LEN], rng: &SystemRan
 /// The data key of `session`, or an error when `master` is not the key that wrapped it (or the
 /// wrapped key was altered or belongs to another session).
 pub fn unwrap(master: &MasterKey, session: &str, wrapped: &WrappedKey) -> Result<SessionCipher, Unauthentic> {
+    let key = unwrap_bytes(master, session, wrapped)?;
+    Ok(SessionCipher { key: key_of(&key[..]), session: session.to_string() })
+}
+
+/// The raw key wrapped for `binding` (a session id, or `secret:NAME` for store-wide secrets).
+pub fn unwrap_bytes(
+    master: &MasterKey,
+    binding: &str,
+    wrapped: &WrappedKey,
+) -> Result<Zeroizing<[u8; KEY_LEN]>, Unauthentic> {
     let mut buf = Zeroizing::new(wrapped.sealed.clone());
     let plain = key_of(master.bytes())
-        .open_in_place(Nonce::assume_unique_for_key(wrapped.nonce), Aad::from(wrap_aad(session)), &mut buf[..])
+        .open_in_place(Nonce::assume_unique_for_key(wrapped.nonce), Aad::from(wrap_aad(binding)), &mut buf[..])
         .map_err(|_| Unauthentic)?;
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
     if plain.len() != KEY_LEN {
         return Err(Unauthentic);
     }
-    Ok(SessionCipher { key: key_of(plain), session: session.to_string() })
+    key.copy_from_slice(plain);
+    Ok(key)
 }
 
 /// Re-wraps a data key under another master key (key rotation); the chunks stay as they are.

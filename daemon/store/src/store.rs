@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::audit::{self, AuditEntry, Break};
 use crate::keys::MasterKey;
 use crate::schema;
 use crate::seal::{self, Kind, SessionCipher, WrappedKey};
@@ -25,6 +26,8 @@ pub enum StoreError {
     Key { session: String },
     #[error("session {session}: {} {seq} failed authentication (altered, moved from another session or position, or damaged)", kind.as_str())]
     Chunk { session: String, kind: Kind, seq: u64 },
+    #[error("the store's {name} key does not open with this master key")]
+    Secret { name: String },
 }
 
 /// Chunks in order, each opened or failed on its own.
@@ -231,6 +234,21 @@ impl Store {
     /// Re-wraps every session key under `new` in one transaction; afterwards only `new` opens the
     /// store. Returns the number of sessions.
     pub fn rotate_master(&mut self, new: Arc<MasterKey>) -> Result<usize, StoreError> {
+        let secrets: Vec<(String, Vec<u8>, Vec<u8>)> = {
+            let mut stmt = self.conn.prepare("SELECT name, nonce, sealed FROM secrets").map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|it| it.collect())
+                .map_err(|e| self.err(e))?;
+            rows
+        };
+        let mut rewrapped_secrets = Vec::new();
+        for (name, nonce, sealed) in secrets {
+            let nonce: [u8; 12] = nonce.try_into().map_err(|_| StoreError::Secret { name: name.clone() })?;
+            let w = seal::rewrap(&self.master, &new, &format!("secret:{name}"), &WrappedKey { nonce, sealed })
+                .map_err(|_| StoreError::Secret { name: name.clone() })?;
+            rewrapped_secrets.push((name, w));
+        }
         let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
             let mut stmt =
                 self.conn.prepare("SELECT session, nonce, sealed FROM session_keys").map_err(|e| self.err(e))?;
@@ -253,6 +271,13 @@ impl Store {
             message: format!("rotating the master key: {e}"),
         };
         let tx = self.conn.transaction().map_err(fail)?;
+        for (name, w) in &rewrapped_secrets {
+            tx.execute(
+                "UPDATE secrets SET nonce = ?2, sealed = ?3 WHERE name = ?1",
+                params![name, &w.nonce[..], w.sealed],
+            )
+            .map_err(fail)?;
+        }
         for (session, w) in &rewrapped {
             tx.execute(
                 "UPDATE session_keys SET nonce = ?2, sealed = ?3 WHERE session = ?1",
@@ -264,6 +289,106 @@ impl Store {
         self.master = new;
         self.ciphers.clear();
         Ok(rewrapped.len())
+    }
+
+    /// The audit log's MAC key, created (random, wrapped by the master key) on first use.
+    fn audit_key(&mut self) -> Result<ring::hmac::Key, StoreError> {
+        const NAME: &str = "audit";
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT nonce, sealed FROM secrets WHERE name = ?1", [NAME], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let wrapped = match row {
+            Some((nonce, sealed)) => {
+                let nonce: [u8; 12] = nonce.try_into().map_err(|_| StoreError::Secret { name: NAME.into() })?;
+                WrappedKey { nonce, sealed }
+            }
+            None => {
+                let w = seal::new_wrapped_key(&self.master, &format!("secret:{NAME}")).map_err(|e| self.err(e))?;
+                self.conn
+                    .execute(
+                        "INSERT INTO secrets (name, nonce, sealed) VALUES (?1, ?2, ?3)",
+                        params![NAME, &w.nonce[..], w.sealed],
+                    )
+                    .map_err(|e| self.err(e))?;
+                w
+            }
+        };
+        let bytes = seal::unwrap_bytes(&self.master, &format!("secret:{NAME}"), &wrapped)
+            .map_err(|_| StoreError::Secret { name: NAME.into() })?;
+        Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes[..]))
+    }
+
+    /// Appends an audit entry chained to the last one; returns it (with its sequence number and MAC).
+    pub fn audit_append(
+        &mut self,
+        t: f64,
+        uid: u32,
+        pid: Option<u32>,
+        action: &str,
+        object: &str,
+        outcome: &str,
+    ) -> Result<AuditEntry, StoreError> {
+        let key = self.audit_key()?;
+        let last: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let (seq, prev) = match last {
+            Some((s, m)) => (s as u64 + 1, m),
+            None => (1, audit::GENESIS.to_vec()),
+        };
+        let mut entry = AuditEntry {
+            seq,
+            t,
+            uid,
+            pid,
+            action: action.into(),
+            object: object.into(),
+            outcome: outcome.into(),
+            mac: Vec::new(),
+        };
+        entry.mac = audit::mac(&key, &prev, &entry);
+        self.conn
+            .execute(
+                "INSERT INTO audit (seq, t, uid, pid, action, object, outcome, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![seq as i64, t, uid, pid, action, object, outcome, entry.mac],
+            )
+            .map_err(|e| self.err(format!("writing audit entry {seq}: {e}")))?;
+        Ok(entry)
+    }
+
+    /// Audit entries in order, those at or after `since` (Unix seconds) when given.
+    pub fn audit_list(&self, since: Option<f64>) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, t, uid, pid, action, object, outcome, mac FROM audit WHERE t >= ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since.unwrap_or(f64::NEG_INFINITY)], |r| {
+                Ok(AuditEntry {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    t: r.get(1)?,
+                    uid: r.get(2)?,
+                    pid: r.get(3)?,
+                    action: r.get(4)?,
+                    object: r.get(5)?,
+                    outcome: r.get(6)?,
+                    mac: r.get(7)?,
+                })
+            })
+            .and_then(|it| it.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Checks the whole chain: the number of entries, or the first break.
+    pub fn audit_verify(&mut self) -> Result<Result<usize, Break>, StoreError> {
+        let key = self.audit_key()?;
+        let entries = self.audit_list(None)?;
+        Ok(audit::verify(&key, &entries).map(|()| entries.len()))
     }
 
     /// `PRAGMA integrity_check`: "ok" or SQLite's list of problems.
