@@ -2,9 +2,12 @@
 
 use std::io::Write;
 
-use bci2token_api::{ConfigMap, DeviceList, DriverList, FollowOptions, ModelList, Request, SessionInfo, StatusInfo};
+use bci2token_api::{
+    AuditEntryInfo, AuditVerification, ConfigMap, DeviceList, DriverList, FollowOptions, ModelList, Request,
+    SessionInfo, StatusInfo,
+};
 
-use crate::cli::{Cli, Command, SessionCommand, StartArgs};
+use crate::cli::{AuditCommand, Cli, Command, SessionCommand, StartArgs};
 use crate::client::{Conn, OkReply};
 use crate::error::{CtlError, Kind};
 use crate::evaluate;
@@ -62,6 +65,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Session(SessionCommand::List) => (Request::SessionList, None),
         Command::Session(SessionCommand::Show { id }) => (Request::SessionShow { id: id.clone() }, None),
         Command::Session(SessionCommand::Stop { id }) => (Request::SessionStop { id: id.clone() }, None),
+        Command::Session(SessionCommand::Delete { id }) => (Request::SessionDelete { id: id.clone() }, None),
+        Command::Audit(AuditCommand::List { since }) => (Request::AuditList { since: *since }, None),
+        Command::Audit(AuditCommand::Verify) => (Request::AuditVerify, None),
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
@@ -90,6 +96,22 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         }),
         // Stopping prints nothing in human mode (like systemctl stop); --json prints the reply.
         Command::Session(SessionCommand::Stop { .. }) => print_value(out, json, &reply, |_| Ok(String::new())),
+        Command::Session(SessionCommand::Delete { id }) => print_value(out, json, &reply, |_| {
+            Ok(format!("Deleted session {id}: its key is destroyed and its data erased.\n"))
+        }),
+        Command::Audit(AuditCommand::List { .. }) => {
+            print_value(out, json, &reply, |r| Ok(render::audit_list(&r.decode::<Vec<AuditEntryInfo>>(method)?)))
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let v: AuditVerification = reply.decode(method)?;
+            print_value(out, json, &reply, |_| Ok(render::audit_verification(&v)))?;
+            match v.problem {
+                Some(problem) if !v.intact => {
+                    Err(CtlError::new(Kind::Integrity, format!("the audit log is broken: {problem}")))
+                }
+                _ => Ok(()),
+            }
+        }
         Command::Session(SessionCommand::Start(a)) => {
             // Only the id is needed; the rest (channel labels) is used when it decodes.
             let info: Option<SessionInfo> = reply.decode(method).ok();

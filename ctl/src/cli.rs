@@ -51,6 +51,9 @@ pub enum Command {
     Session(SessionCommand),
     /// Stream a running session's events until it ends
     Follow(FollowArgs),
+    /// The audit log of privileged and refused calls
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Replay annotated recordings through the daemon with a model and score its tokens
     /// (accuracy, confusion matrix, decision time, Wolpaw ITR)
     #[command(long_about = "Replays each FILE through the daemon at full speed (replay driver, speed=0) with \
@@ -81,6 +84,23 @@ pub enum SessionCommand {
         /// Session id
         id: String,
     },
+    /// Delete a stored session for good: its key is destroyed first, then its data (admin)
+    Delete {
+        /// Session id
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List the audit log (admin)
+    List {
+        /// Only entries at or after this time (Unix seconds)
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        since: Option<f64>,
+    },
+    /// Check the audit log's hash chain; exit status 9 and the first break when it is broken (admin)
+    Verify,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,8 @@ pub mod exit {
     pub const DRIVER: u8 = 7;
     /// A limit was reached (e.g. maximum number of sessions).
     pub const LIMIT: u8 = 8;
+    /// A check found damage: `audit verify` found the audit log's chain broken.
+    pub const INTEGRITY: u8 = 9;
 }
 
 /// Help text listing the exit codes (shown after `--help`).
@@ -73,6 +75,8 @@ pub enum Kind {
     Usage,
     /// stdout was closed by the reader (`| head`): exit quietly with 0.
     StdoutClosed,
+    /// A verification found damage (the audit log's chain).
+    Integrity,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +143,7 @@ impl CtlError {
             Kind::Timeout => "timeout".into(),
             Kind::Usage => "usage".into(),
             Kind::StdoutClosed => "stdout_closed".into(),
+            Kind::Integrity => "integrity".into(),
         }
     }
 
@@ -181,6 +186,7 @@ pub fn exit_code(kind: Kind) -> u8 {
         Kind::SessionFailed => exit::DRIVER,
         Kind::Usage => exit::USAGE,
         Kind::StdoutClosed => exit::OK,
+        Kind::Integrity => exit::INTEGRITY,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Human-readable rendering of replies and events. Pure functions returning strings, so they are
 //! easy to test; no colors.
 
-use bci2token_api::{ConfigMap, DeviceList, DriverList, Event, ModelList, SessionInfo, StatusInfo};
+use bci2token_api::{
+    AuditEntryInfo, AuditVerification, ConfigMap, DeviceList, DriverList, Event, ModelList, SessionInfo, StatusInfo,
+};
 
 use crate::table::{key_values, Align, Table};
 
@@ -270,6 +272,41 @@ pub fn session_list(sessions: &[SessionInfo], now: f64) -> String {
     format!("{}\n{n} session{} listed.\n", t.render(), if n == 1 { "" } else { "s" })
 }
 
+/// The audit log as a table.
+pub fn audit_list(entries: &[AuditEntryInfo]) -> String {
+    if entries.is_empty() {
+        return "No audit entries.\n".into();
+    }
+    let mut t = Table::new(&[
+        ("SEQ", Align::Right),
+        ("TIME", Align::Left),
+        ("UID", Align::Right),
+        ("PID", Align::Right),
+        ("ACTION", Align::Left),
+        ("OBJECT", Align::Left),
+        ("OUTCOME", Align::Left),
+    ]);
+    for e in entries {
+        t.row(vec![
+            e.seq.to_string(),
+            fmt_utc(e.t),
+            e.uid.to_string(),
+            e.pid.map_or("-".into(), |p| p.to_string()),
+            e.action.clone(),
+            if e.object.is_empty() { "-".into() } else { e.object.clone() },
+            e.outcome.clone(),
+        ]);
+    }
+    format!("{}\n{} entr{} listed.\n", t.render(), entries.len(), if entries.len() == 1 { "y" } else { "ies" })
+}
+
+pub fn audit_verification(v: &AuditVerification) -> String {
+    match &v.problem {
+        None => format!("The audit log is intact: {} entries, every MAC chained to the one before.\n", v.entries),
+        Some(p) => format!("The audit log is BROKEN ({} entries): {p}\n", v.entries),
+    }
+}
+
 pub fn session_show(s: &SessionInfo, now: f64) -> String {
     let state = match &s.message {
         Some(m) if !m.is_empty() => format!("{} ({m})", s.state.as_str()),
@@ -463,6 +500,9 @@ mod tests {
             annotations: 2,
             events_dropped: 0,
             subscribers: 1,
+            stored_blocks: 10,
+            stored_events: 3,
+            store_dropped: 0,
         }
     }
 

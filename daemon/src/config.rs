@@ -70,6 +70,10 @@ pub struct Config {
     pub lsl_outlets: bool,
     /// liblsl to load (empty: $BCI2TOKEN_LIBLSL, then the library search path).
     pub lsl_library: Option<PathBuf>,
+    /// Record every session to the encrypted store in data_dir.
+    pub record: bool,
+    /// Writes waiting for the store at most (blocks and events); beyond, they are dropped and counted.
+    pub store_queue: usize,
 }
 
 /// Every key the config file and the environment accept. Environment names are
@@ -95,6 +99,8 @@ pub const KEYS: &[&str] = &[
     "default_model",
     "lsl_outlets",
     "lsl_library",
+    "record",
+    "store_queue",
 ];
 
 pub const SYSTEM_MODEL_DIRS: &[&str] = &["/usr/share/bci2token/models", "/var/lib/bci2token/models"];
@@ -300,6 +306,8 @@ impl Config {
             default_model: String::new(),
             lsl_outlets: false,
             lsl_library: None,
+            record: true,
+            store_queue: 4096,
         };
 
         // An explicitly named file must exist; the default one is optional.
@@ -390,6 +398,8 @@ impl Config {
             "default_model" => self.default_model = src.string()?,
             "lsl_outlets" => self.lsl_outlets = src.boolean()?,
             "lsl_library" => self.lsl_library = Some(src.path()?),
+            "record" => self.record = src.boolean()?,
+            "store_queue" => self.store_queue = src.integer(16, 1 << 20)? as usize,
             _ => unreachable!("key {key} is in KEYS but has no parser"),
         }
         Ok(())

@@ -38,7 +38,12 @@ pub struct Hub {
     final_event: Arc<OnceLock<Arc<Event>>>,
     /// Set when the session is being stopped: lossless subscribers stop holding up the source.
     abort_waits: AtomicBool,
+    /// Sees every published event first (the session's recorder).
+    tap: OnceLock<Tap>,
 }
+
+/// A function that sees every event published on a hub.
+pub type Tap = Box<dyn Fn(&Event) + Send + Sync>;
 
 /// How often a publisher waiting for a full lossless subscriber checks whether it should give up.
 const LOSSLESS_POLL: std::time::Duration = std::time::Duration::from_micros(200);
@@ -126,7 +131,13 @@ impl Hub {
             dropped: AtomicU64::new(0),
             final_event: Arc::new(OnceLock::new()),
             abort_waits: AtomicBool::new(false),
+            tap: OnceLock::new(),
         }
+    }
+
+    /// Installs the tap (once; later calls are ignored).
+    pub fn set_tap(&self, tap: Tap) {
+        let _ = self.tap.set(tap);
     }
 
     /// Adds a subscriber. `samples`: also deliver sample blocks. `lossless`: the publisher waits
@@ -166,6 +177,14 @@ impl Hub {
     /// Delivers `event` to every subscriber. Called from the session's acquisition thread only
     /// (never from the async runtime: a lossless subscriber can make this block).
     pub fn publish(&self, event: Event) {
+        if let Some(tap) = self.tap.get() {
+            tap(&event);
+        }
+        self.publish_untapped(event);
+    }
+
+    /// [`Hub::publish`] without the tap (for what the tap itself reports).
+    pub fn publish_untapped(&self, event: Event) {
         let is_samples = matches!(event, Event::Samples { .. });
         let event = Arc::new(event);
         let mut must_wait = Vec::new();
@@ -235,6 +254,9 @@ impl Hub {
     /// subscriber whose queue is full still gets the event (and its lost count) after the queue.
     pub fn finish(&self, event: Event) {
         debug_assert!(event.is_final());
+        if let Some(tap) = self.tap.get() {
+            tap(&event);
+        }
         let event = Arc::clone(self.final_event.get_or_init(|| Arc::new(event)));
         let mut subs = self.subscribers.lock().unwrap();
         for sub in subs.iter() {

@@ -9,6 +9,7 @@ mod logging;
 mod lsl_outlets;
 mod notify;
 mod plugins;
+mod recorder;
 mod service;
 mod session;
 
@@ -106,7 +107,7 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
     let service = match Service::new(cfg, registry) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            log::error!("cannot start the decode thread: {e}");
+            log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };

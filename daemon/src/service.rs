@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use bci2token_api::{
-    ApiError, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FollowOptions, ModelInfo, ModelList,
-    PluginFailure, Request, SessionInfo, StatusInfo,
+    ApiError, AuditEntryInfo, AuditVerification, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FollowOptions,
+    ModelInfo, ModelList, PluginFailure, Request, SessionInfo, StatusInfo,
 };
 use bci2token_decoder::engine::Engine;
 use bci2token_decoder::manifest::MANIFEST_FILE;
@@ -22,6 +22,7 @@ use crate::decoding::Decoding;
 use crate::hub::Subscription;
 use crate::lsl_outlets::SessionOutlets;
 use crate::plugins::Registry;
+use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session};
 
 /// Ended sessions kept in memory for `session list/show` (the oldest are forgotten first).
@@ -55,13 +56,27 @@ pub struct Service {
     models: Mutex<HashMap<PathBuf, Arc<Model>>>,
     /// liblsl for the sessions' outlets, once one asked for them.
     lsl: Mutex<Option<Arc<Lsl>>>,
+    /// The session store's writer, when sessions are recorded.
+    store: Option<StoreWriter>,
     /// The torch device, chosen at the first model load (loading CUDA is not free).
     torch_device: OnceLock<Result<tch::Device, String>>,
 }
 
 impl Service {
-    pub fn new(config: Config, registry: Registry) -> std::io::Result<Self> {
-        let engine = Arc::new(Engine::start(config.decoder_max_batch, config.decoder_queue)?);
+    pub fn new(config: Config, registry: Registry) -> Result<Self, String> {
+        let engine = Arc::new(
+            Engine::start(config.decoder_max_batch, config.decoder_queue)
+                .map_err(|e| format!("cannot start the decode thread: {e}"))?,
+        );
+        let store = if config.record {
+            let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+            Some(
+                StoreWriter::start(&config.data_dir, credentials.as_deref(), config.store_queue)
+                    .map_err(|e| format!("the session store: {e}"))?,
+            )
+        } else {
+            None
+        };
         Ok(Service {
             config: RwLock::new(config),
             registry: RwLock::new(registry),
@@ -70,6 +85,7 @@ impl Service {
             engine,
             models: Mutex::new(HashMap::new()),
             lsl: Mutex::new(None),
+            store,
             torch_device: OnceLock::new(),
         })
     }
@@ -103,13 +119,61 @@ impl Service {
         ))
     }
 
-    /// Runs one request for `caller`.
+    /// Runs one request for `caller`; privileged, mutating and refused calls are audited.
     pub fn handle(&self, caller: &Caller, request: Request) -> Outcome {
         let method = request.method();
-        let needed = if matches!(request, Request::Status) { Role::Reader } else { Role::Operator };
+        let object = audit_object(&request);
+        let audited = matches!(
+            request,
+            Request::SessionStart { .. }
+                | Request::SessionStop { .. }
+                | Request::SessionDelete { .. }
+                | Request::AuditList { .. }
+                | Request::AuditVerify
+        );
+        let needed = match request {
+            Request::Status => Role::Reader,
+            Request::SessionDelete { .. } | Request::AuditList { .. } | Request::AuditVerify => Role::Admin,
+            _ => Role::Operator,
+        };
         if let Err(e) = self.require(caller, needed, method) {
+            self.audit(caller, method, &object, &format!("refused: {}", e.message));
             return Outcome { reply: Err(e), stream: None };
         }
+        let outcome = self.dispatch(caller, request);
+        if audited {
+            let result = match &outcome.reply {
+                Ok(v) => match v.get("id").and_then(|id| id.as_str()) {
+                    Some(id) if object.is_empty() || object != id => format!("ok: {id}"),
+                    _ => "ok".to_string(),
+                },
+                Err(e) => format!("failed: {}", e.message),
+            };
+            self.audit(caller, method, &object, &result);
+        }
+        outcome
+    }
+
+    /// Appends to the audit log (when the daemon records) and writes the entry's sequence number
+    /// and MAC to the daemon's log, which anchors the chain's head outside the database.
+    fn audit(&self, caller: &Caller, action: &str, object: &str, outcome: &str) {
+        let Some(store) = &self.store else { return };
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let (uid, pid) = (caller.uid, caller.pid.and_then(|p| u32::try_from(p).ok()));
+        let (a, o, r) = (action.to_string(), object.to_string(), outcome.to_string());
+        match store.call(move |s| s.audit_append(t, uid, pid, &a, &o, &r)) {
+            Ok(Ok(entry)) => log::info!(
+                "audit {}: {action} {object} by uid {uid}: {outcome} (mac {})",
+                entry.seq,
+                entry.mac.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+            ),
+            Ok(Err(e)) => log::error!("audit: {action} {object} by uid {uid} could not be recorded: {e}"),
+            Err(e) => log::error!("audit: {action} {object} by uid {uid} could not be recorded: {e}"),
+        }
+    }
+
+    fn dispatch(&self, caller: &Caller, request: Request) -> Outcome {
         match request {
             Request::Status => Outcome::reply(Ok(self.status(caller))),
             Request::Drivers => Outcome::reply(Ok(self.drivers())),
@@ -130,6 +194,9 @@ impl Service {
             }
             Request::SessionShow { id } => Outcome::reply(self.find(&id).map(|s| s.info())),
             Request::SessionStop { id } => Outcome::reply(self.stop_session(caller, &id)),
+            Request::SessionDelete { id } => Outcome::reply(self.delete_session(&id)),
+            Request::AuditList { since } => Outcome::reply(self.audit_list(since)),
+            Request::AuditVerify => Outcome::reply(self.audit_verify()),
             Request::Follow { id, options } => match self.follow(&id, &options) {
                 Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
                 Err(e) => Outcome { reply: Err(e), stream: None },
@@ -279,6 +346,13 @@ impl Service {
         if let (Some(d), Some(o)) = (&decoding, outlets) {
             d.publish_to(o);
         }
+        if let Some(store) = &self.store {
+            let meta = serde_json::to_vec(&session.info()).unwrap_or_default();
+            let recorder = store
+                .record(&session.id, session.created, meta, &session.hub, !session.realtime)
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+            session.record_to(recorder);
+        }
         // Subscribe before the first block exists, so `start --follow` misses nothing. A source
         // that is not real time may wait for this first follower.
         let stream = follow.and_then(|f| session.hub.subscribe(f.samples, !session.realtime));
@@ -316,6 +390,77 @@ impl Service {
             session.join();
         }
         Ok(session.info())
+    }
+
+    fn store(&self) -> Result<&StoreWriter, ApiError> {
+        self.store.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                "this daemon does not record sessions (record = false in its configuration)",
+            )
+        })
+    }
+
+    /// Deletes a stored session: its wrapped key, then its rows, then the WAL (crypto-shredding).
+    fn delete_session(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+        if let Ok(live) = self.find(id) {
+            if live.is_active() {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("session `{id}` is still running; stop it first (bci2tokenctl session stop {id})"),
+                ));
+            }
+        }
+        let owned = id.to_string();
+        self.store()?
+            .call(move |s| s.delete_session(&owned))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
+            .map_err(|e| match e {
+                bci2token_store::StoreError::NoSession(_) => {
+                    ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
+                }
+                other => ApiError::new(ErrorCode::Internal, other.to_string()),
+            })?;
+        self.sessions.lock().unwrap().retain(|s| s.id != id);
+        log::info!("session {id}: deleted from the store (key destroyed, rows zeroed, WAL truncated)");
+        Ok(serde_json::json!({ "deleted": id }))
+    }
+
+    fn audit_list(&self, since: Option<f64>) -> Result<serde_json::Value, ApiError> {
+        let entries = self
+            .store()?
+            .call(move |s| s.audit_list(since))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let list: Vec<AuditEntryInfo> = entries
+            .into_iter()
+            .map(|e| AuditEntryInfo {
+                seq: e.seq,
+                t: e.t,
+                uid: e.uid,
+                pid: e.pid,
+                action: e.action,
+                object: e.object,
+                outcome: e.outcome,
+                mac: e.mac.iter().map(|b| format!("{b:02x}")).collect(),
+            })
+            .collect();
+        serde_json::to_value(list).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+    }
+
+    fn audit_verify(&self) -> Result<serde_json::Value, ApiError> {
+        let result = self
+            .store()?
+            .call(|s| (s.audit_verify(), s.audit_list(None).map(|l| l.len())))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        let (verdict, total) = result;
+        let verdict = verdict.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let entries = total.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))? as u64;
+        let v = match verdict {
+            Ok(_) => AuditVerification { entries, intact: true, problem: None },
+            Err(b) => AuditVerification { entries, intact: false, problem: Some(b.to_string()) },
+        };
+        serde_json::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 
     fn follow(&self, id: &str, options: &FollowOptions) -> Result<(SessionInfo, Subscription), ApiError> {
@@ -514,4 +659,14 @@ fn forget_old_sessions(sessions: &mut Vec<Arc<Session>>) {
             true
         }
     });
+}
+
+/// What an audited request concerns: its session id, driver or nothing.
+fn audit_object(request: &Request) -> String {
+    match request {
+        Request::SessionStart { driver, .. } => format!("driver {driver}"),
+        Request::SessionStop { id } | Request::SessionShow { id } | Request::SessionDelete { id } => id.clone(),
+        Request::Follow { id, .. } => id.clone(),
+        _ => String::new(),
+    }
 }

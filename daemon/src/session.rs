@@ -14,6 +14,7 @@ use bci2token_dsp::stats::WindowStats;
 
 use crate::decoding::Decoding;
 use crate::hub::Hub;
+use crate::recorder::SessionRecorder;
 
 // The daemon passes driver block flags through to clients unchanged: the two sets must agree.
 const _: () = {
@@ -60,6 +61,8 @@ pub struct Session {
     counters: Counters,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Where the session is recorded, when the daemon records sessions.
+    recorder: std::sync::OnceLock<Arc<SessionRecorder>>,
 }
 
 /// A fresh random session id: 12 hex digits.
@@ -110,7 +113,13 @@ impl Session {
             counters: Counters::default(),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
+            recorder: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the session's blocks (its events reach the recorder through the hub's tap).
+    pub fn record_to(&self, recorder: Arc<SessionRecorder>) {
+        let _ = self.recorder.set(recorder);
     }
 
     pub fn state(&self) -> SessionState {
@@ -151,6 +160,9 @@ impl Session {
             annotations: self.counters.annotations.load(Ordering::Relaxed),
             events_dropped: self.hub.dropped(),
             subscribers: self.hub.subscriber_count(),
+            stored_blocks: self.recorder.get().map_or(0, |r| r.counters.stored_blocks.load(Ordering::Acquire)),
+            stored_events: self.recorder.get().map_or(0, |r| r.counters.stored_events.load(Ordering::Acquire)),
+            store_dropped: self.recorder.get().map_or(0, |r| r.counters.dropped.load(Ordering::Relaxed)),
         }
     }
 
@@ -271,6 +283,9 @@ impl Session {
                             channels,
                         });
                     });
+                    if let Some(r) = self.recorder.get() {
+                        r.block(seq, t, flags, channels, frames, data);
+                    }
                     if let Some(d) = decoding.as_deref_mut() {
                         d.push(data, frames, t, rate, received);
                     }

@@ -44,6 +44,17 @@ pub enum Request {
     SessionStop {
         id: String,
     },
+    /// Deletes a stored session for good (its key first, then its rows); admin only.
+    SessionDelete {
+        id: String,
+    },
+    /// Audit entries, those at or after `since` (Unix seconds) when given; admin only.
+    AuditList {
+        #[serde(default)]
+        since: Option<f64>,
+    },
+    /// Checks the audit log's hash chain; admin only.
+    AuditVerify,
     /// Subscribes to a running session; the reply is followed by events until the session ends.
     Follow {
         id: String,
@@ -65,6 +76,9 @@ impl Request {
             Request::SessionList => "session_list",
             Request::SessionShow { .. } => "session_show",
             Request::SessionStop { .. } => "session_stop",
+            Request::SessionDelete { .. } => "session_delete",
+            Request::AuditList { .. } => "audit_list",
+            Request::AuditVerify => "audit_verify",
             Request::Follow { .. } => "follow",
         }
     }
@@ -238,4 +252,36 @@ pub struct SessionInfo {
     /// Events that slow subscribers lost (summed over subscribers).
     pub events_dropped: u64,
     pub subscribers: usize,
+    /// Blocks and events committed to the session store (0 when the daemon does not record).
+    #[serde(default)]
+    pub stored_blocks: u64,
+    #[serde(default)]
+    pub stored_events: u64,
+    /// Blocks and events not recorded because the store fell behind.
+    #[serde(default)]
+    pub store_dropped: u64,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntryInfo {
+    pub seq: u64,
+    /// Unix time in seconds.
+    pub t: f64,
+    pub uid: u32,
+    pub pid: Option<u32>,
+    pub action: String,
+    pub object: String,
+    pub outcome: String,
+    /// The entry's HMAC, hex.
+    pub mac: String,
+}
+
+/// The result of `audit_verify`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    pub entries: u64,
+    pub intact: bool,
+    /// The first break, when the chain is broken.
+    pub problem: Option<String>,
 }

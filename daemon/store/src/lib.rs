@@ -16,4 +16,4 @@ pub mod seal;
 pub mod store;
 
 pub use keys::MasterKey;
-pub use store::{Store, StoreError};
+pub use store::{Op, Store, StoreError};

@@ -30,6 +30,17 @@ pub enum StoreError {
     Secret { name: String },
 }
 
+/// One write of a batch ([`Store::apply`]).
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A new session with its sealed metadata.
+    Create { id: String, created: f64, meta: Vec<u8> },
+    /// A chunk (block or event) of a session.
+    Chunk { session: String, kind: Kind, seq: u64, plain: Vec<u8> },
+    /// The session ended in `state` at `stopped` (Unix seconds).
+    Finish { session: String, state: String, stopped: f64 },
+}
+
 /// Chunks in order, each opened or failed on its own.
 pub type Chunks = Vec<(u64, Result<Vec<u8>, StoreError>)>;
 
@@ -71,30 +82,107 @@ impl Store {
 
     /// Creates a session with its own data key; `meta` (the recording's description) is sealed.
     pub fn create_session(&mut self, id: &str, created: f64, meta: &[u8]) -> Result<(), StoreError> {
-        let wrapped = seal::new_wrapped_key(&self.master, id).map_err(|e| self.err(e))?;
-        let cipher = seal::unwrap(&self.master, id, &wrapped).map_err(|_| StoreError::Key { session: id.into() })?;
-        let sealed_meta = cipher.seal(Kind::Meta, 0, meta);
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?;
-        tx.execute(
-            "INSERT INTO sessions (id, created, state, meta) VALUES (?1, ?2, 'recording', ?3)",
-            params![id, created, sealed_meta],
-        )
-        .and_then(|_| {
-            tx.execute(
-                "INSERT INTO session_keys (session, nonce, sealed) VALUES (?1, ?2, ?3)",
-                params![id, &wrapped.nonce[..], wrapped.sealed],
-            )
-        })
-        .and_then(|_| tx.commit())
-        .map_err(|e| StoreError::Database {
-            path: self.path.clone(),
-            message: format!("creating session {id}: {e}"),
-        })?;
-        self.ciphers.insert(id.to_string(), cipher);
-        Ok(())
+        self.apply(&[Op::Create { id: id.to_string(), created, meta: meta.to_vec() }])
+    }
+
+    /// Applies `ops` in one transaction: all or nothing. Sealing happens before the transaction.
+    pub fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        enum Row {
+            Create { id: String, created: f64, meta: Vec<u8>, nonce: Vec<u8>, key: Vec<u8> },
+            Chunk { table: &'static str, session: String, seq: u64, data: Vec<u8> },
+            Finish { session: String, state: String, stopped: f64 },
+        }
+        let mut rows = Vec::with_capacity(ops.len());
+        for op in ops {
+            rows.push(match op {
+                Op::Create { id, created, meta } => {
+                    let wrapped = seal::new_wrapped_key(&self.master, id).map_err(|e| self.err(e))?;
+                    let cipher = seal::unwrap(&self.master, id, &wrapped)
+                        .map_err(|_| StoreError::Key { session: id.clone() })?;
+                    let sealed = cipher.seal(Kind::Meta, 0, meta);
+                    self.ciphers.insert(id.clone(), cipher);
+                    Row::Create {
+                        id: id.clone(),
+                        created: *created,
+                        meta: sealed,
+                        nonce: wrapped.nonce.to_vec(),
+                        key: wrapped.sealed,
+                    }
+                }
+                Op::Chunk { session, kind, seq, plain } => {
+                    let table = match kind {
+                        Kind::Block => "blocks",
+                        Kind::Event => "events",
+                        Kind::Meta => return Err(self.err("metadata is written with the session")),
+                    };
+                    let data = self.cipher(session)?.seal(*kind, *seq, plain);
+                    Row::Chunk { table, session: session.clone(), seq: *seq, data }
+                }
+                Op::Finish { session, state, stopped } => {
+                    Row::Finish { session: session.clone(), state: state.clone(), stopped: *stopped }
+                }
+            });
+        }
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| StoreError::Database { path: path.clone(), message: format!("writing: {e}") };
+        let tx = self.conn.transaction().map_err(fail)?;
+        for row in rows {
+            match row {
+                Row::Create { id, created, meta, nonce, key } => {
+                    tx.execute(
+                        "INSERT INTO sessions (id, created, state, meta) VALUES (?1, ?2, 'recording', ?3)",
+                        params![id, created, meta],
+                    )
+                    .and_then(|_| {
+                        tx.execute(
+                            "INSERT INTO session_keys (session, nonce, sealed) VALUES (?1, ?2, ?3)",
+                            params![id, nonce, key],
+                        )
+                    })
+                    .map_err(fail)?;
+                }
+                Row::Chunk { table, session, seq, data } => {
+                    tx.execute(
+                        &format!("INSERT INTO {table} (session, seq, data) VALUES (?1, ?2, ?3)"),
+                        params![session, seq as i64, data],
+                    )
+                    .map_err(fail)?;
+                }
+                Row::Finish { session, state, stopped } => {
+                    tx.execute(
+                        "UPDATE sessions SET state = ?2, stopped = ?3 WHERE id = ?1",
+                        params![session, state, stopped],
+                    )
+                    .map_err(fail)?;
+                }
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Sessions left `recording` by a daemon that did not stop them (a crash, `kill -9`, power
+    /// loss) become `interrupted`; returns their ids.
+    pub fn mark_interrupted(&mut self) -> Result<Vec<String>, StoreError> {
+        let ids = {
+            let mut stmt =
+                self.conn.prepare("SELECT id FROM sessions WHERE state = 'recording'").map_err(|e| self.err(e))?;
+            let ids: Vec<String> =
+                stmt.query_map([], |r| r.get(0)).and_then(|it| it.collect()).map_err(|e| self.err(e))?;
+            ids
+        };
+        self.conn
+            .execute("UPDATE sessions SET state = 'interrupted' WHERE state = 'recording'", [])
+            .map_err(|e| self.err(e))?;
+        Ok(ids)
+    }
+
+    /// A stored session's state (`recording`, `stopped`, `finished`, `failed`, `interrupted`).
+    pub fn state(&self, session: &str) -> Result<String, StoreError> {
+        self.conn
+            .query_row("SELECT state FROM sessions WHERE id = ?1", [session], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::NoSession(session.to_string()))
     }
 
     fn cipher(&mut self, session: &str) -> Result<&SessionCipher, StoreError> {

@@ -1,0 +1,165 @@
+//! The encrypted session store through the real daemon: crash safety under `kill -9`, deletion
+//! that leaves no ciphertext behind, and the audit log's verification through bci2tokenctl.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bci2token_store::seal::Kind;
+use bci2token_store::{MasterKey, Store};
+use bci2token_tests::{data_dir, start_daemon, DaemonOptions, TempDir};
+use nix::sys::signal::Signal;
+
+fn with_data_dir(dir: &Path) -> DaemonOptions {
+    DaemonOptions { env: vec![("BCI2TOKEN_DATA_DIR".into(), dir.display().to_string())], ..Default::default() }
+}
+
+fn open_store(dir: &Path) -> Store {
+    let key = MasterKey::load(None, dir).expect("the daemon created the master key");
+    Store::open(&dir.join("sessions.db"), Arc::new(key)).unwrap()
+}
+
+fn db_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    ["sessions.db", "sessions.db-wal", "sessions.db-shm"]
+        .iter()
+        .map(|n| dir.join(n))
+        .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+        .collect()
+}
+
+#[test]
+fn kill_9_while_recording_at_full_speed_keeps_every_acknowledged_block() {
+    let data = TempDir::new("store-crash");
+    let mut first = start_daemon(with_data_dir(data.path()));
+    let file = format!("path={}", data_dir().join("eegmmidb/S001R04.edf").display());
+    let info = first.ctl_json(&[
+        "session",
+        "start",
+        "--driver",
+        "replay",
+        "--set",
+        &file,
+        "--set",
+        "speed=0",
+        "--set",
+        "loop=true",
+    ]);
+    let id = info["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let acked = loop {
+        let show = first.ctl_json(&["session", "show", &id]);
+        let stored = show["stored_blocks"].as_u64().unwrap();
+        if stored >= 300 {
+            break stored;
+        }
+        assert!(Instant::now() < deadline, "only {stored} blocks stored: {show}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(5));
+
+    let second = start_daemon(with_data_dir(data.path()));
+    assert!(second.wait_log("marked interrupted", Duration::from_secs(5)), "{}", second.log());
+    let mut store = open_store(data.path());
+    assert_eq!(store.state(&id).unwrap(), "interrupted");
+    let blocks = store.read_all(&id, Kind::Block).unwrap();
+    assert!(blocks.len() as u64 >= acked, "{} blocks stored, {acked} were acknowledged", blocks.len());
+    for (seq, block) in &blocks {
+        let b = block.as_ref().unwrap_or_else(|e| panic!("block {seq}: {e}"));
+        // t, flags, channels, frames, then 64 × 160 f32.
+        assert_eq!(b.len(), 24 + 64 * 160 * 4, "block {seq}");
+    }
+    let seqs: Vec<u64> = blocks.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "no hole before the last stored block");
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    drop(second);
+}
+
+#[test]
+fn session_delete_leaves_none_of_its_ciphertext_and_is_audited() {
+    let data = TempDir::new("store-delete");
+    let daemon = start_daemon(with_data_dir(data.path()));
+    let run = |seed: &str| -> String {
+        let out = daemon.ctl(&[
+            "--json",
+            "session",
+            "start",
+            "--driver",
+            "synthetic",
+            "--set",
+            "speed=0",
+            "--set",
+            "loop=false",
+            "--set",
+            "script=13Hz:2,rest:1",
+            "--set",
+            seed,
+            "--follow",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let first: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+        first["id"].as_str().unwrap().to_string()
+    };
+    let gone = run("seed=1");
+    let kept = run("seed=2");
+    // The ciphertexts of the session to delete, as the database holds them now.
+    let ciphertexts: Vec<Vec<u8>> = {
+        let c = rusqlite::Connection::open(data.path().join("sessions.db")).unwrap();
+        let mut stmt = c
+            .prepare(
+                "SELECT data FROM blocks WHERE session = ?1 UNION ALL SELECT data FROM events WHERE session = ?1
+                 UNION ALL SELECT sealed FROM session_keys WHERE session = ?1",
+            )
+            .unwrap();
+        stmt.query_map([&gone], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert!(ciphertexts.len() > 70, "75 blocks and a few events: {}", ciphertexts.len());
+    let deleted = daemon.ctl_json(&["session", "delete", &gone]);
+    assert_eq!(deleted["deleted"], gone.as_str());
+    for (path, bytes) in db_files(data.path()) {
+        for (i, ct) in ciphertexts.iter().enumerate() {
+            let probe = &ct[..ct.len().min(24)];
+            assert!(!bytes.windows(probe.len()).any(|w| w == probe), "ciphertext {i} still in {}", path.display());
+        }
+    }
+    let mut store = open_store(data.path());
+    assert!(store.state(&gone).is_err());
+    assert!(store.read_all(&kept, Kind::Block).unwrap().iter().all(|(_, r)| r.is_ok()));
+    let out = daemon.ctl(&["session", "delete", &gone]);
+    assert_eq!(out.status.code(), Some(4), "deleting it again: not found");
+    let audit = daemon.ctl_json(&["audit", "list"]);
+    let entries = audit.as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["action"] == "session_delete" && e["object"] == gone.as_str() && e["outcome"] == "ok"),
+        "{audit}"
+    );
+    assert!(entries.iter().filter(|e| e["action"] == "session_start").count() >= 2);
+}
+
+#[test]
+fn audit_verify_through_ctl_names_an_edited_entry() {
+    let data = TempDir::new("store-audit");
+    let daemon = start_daemon(with_data_dir(data.path()));
+    for _ in 0..3 {
+        let id = daemon.ctl_json(&["session", "start", "--driver", "synthetic"])["id"].as_str().unwrap().to_string();
+        daemon.ctl_json(&["session", "stop", &id]);
+    }
+    let _ = daemon.ctl(&["session", "start", "--driver", "nonesuch"]); // a failed call is audited too
+    let ok = daemon.ctl(&["audit", "verify"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("intact: 7 entries"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let list = daemon.ctl_json(&["audit", "list"]);
+    assert!(list.to_string().contains("failed: no driver `nonesuch`"), "{list}");
+
+    let c = rusqlite::Connection::open(data.path().join("sessions.db")).unwrap();
+    c.execute("UPDATE audit SET outcome = 'ok' WHERE seq = 7", []).unwrap();
+    let broken = daemon.ctl(&["audit", "verify"]);
+    assert_eq!(broken.status.code(), Some(9));
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(err.contains("audit entry 7 was altered"), "{err}");
+}
