@@ -74,6 +74,8 @@ pub struct Config {
     pub record: bool,
     /// Writes waiting for the store at most (blocks and events); beyond, they are dropped and counted.
     pub store_queue: usize,
+    /// Stored sessions that ended more than this many days ago are deleted (0 = keep forever).
+    pub retention_days: f64,
 }
 
 /// Every key the config file and the environment accept. Environment names are
@@ -101,6 +103,7 @@ pub const KEYS: &[&str] = &[
     "lsl_library",
     "record",
     "store_queue",
+    "retention_days",
 ];
 
 pub const SYSTEM_MODEL_DIRS: &[&str] = &["/usr/share/bci2token/models", "/var/lib/bci2token/models"];
@@ -308,6 +311,7 @@ impl Config {
             lsl_library: None,
             record: true,
             store_queue: 4096,
+            retention_days: 0.0,
         };
 
         // An explicitly named file must exist; the default one is optional.
@@ -400,6 +404,13 @@ impl Config {
             "lsl_library" => self.lsl_library = Some(src.path()?),
             "record" => self.record = src.boolean()?,
             "store_queue" => self.store_queue = src.integer(16, 1 << 20)? as usize,
+            "retention_days" => {
+                let v = src.number()?;
+                if !(0.0..=36_500.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 0..=36500 days (0 = keep forever)")));
+                }
+                self.retention_days = v;
+            }
             _ => unreachable!("key {key} is in KEYS but has no parser"),
         }
         Ok(())

@@ -125,6 +125,16 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
             }
         });
     }
+    // Retention: at start, then hourly (on a blocking thread: deletions rewrite pages).
+    let retention_service = Arc::clone(&service);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&retention_service);
+            let _ = tokio::task::spawn_blocking(move || s.apply_retention()).await;
+        }
+    });
     let status_service = Arc::clone(&service);
     tokio::spawn(async move {
         let mut last = usize::MAX;

@@ -392,6 +392,45 @@ impl Service {
         Ok(session.info())
     }
 
+    /// Deletes the stored sessions older than `retention_days` (each as `session delete` does,
+    /// audited as the daemon's own `retention`). Returns how many were deleted.
+    pub fn apply_retention(&self) -> usize {
+        let days = self.config.read().unwrap().retention_days;
+        let Some(store) = &self.store else { return 0 };
+        if days <= 0.0 {
+            return 0;
+        }
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let cutoff = now - days * 86_400.0;
+        let expired = match store.call(move |s| s.ended_before(cutoff)) {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => {
+                log::error!("retention: {e}");
+                return 0;
+            }
+            Err(e) => {
+                log::error!("retention: {e}");
+                return 0;
+            }
+        };
+        let daemon = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), pid: None };
+        let mut deleted = 0;
+        for id in expired {
+            let result = self.delete_session(&id);
+            let outcome = match &result {
+                Ok(_) => format!("ok: older than retention_days = {days}"),
+                Err(e) => format!("failed: {}", e.message),
+            };
+            self.audit(&daemon, "retention", &id, &outcome);
+            deleted += usize::from(result.is_ok());
+        }
+        if deleted > 0 {
+            log::info!("retention: deleted {deleted} session(s) that ended more than {days} days ago");
+        }
+        deleted
+    }
+
     fn store(&self) -> Result<&StoreWriter, ApiError> {
         self.store.as_ref().ok_or_else(|| {
             ApiError::new(

@@ -163,3 +163,38 @@ fn audit_verify_through_ctl_names_an_edited_entry() {
     let err = String::from_utf8_lossy(&broken.stderr);
     assert!(err.contains("audit entry 7 was altered"), "{err}");
 }
+
+#[test]
+fn retention_deletes_sessions_older_than_retention_days_at_start() {
+    let data = TempDir::new("store-retention");
+    let mut first = start_daemon(with_data_dir(data.path()));
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let id = first.ctl_json(&["session", "start", "--driver", "synthetic"])["id"].as_str().unwrap().to_string();
+            first.ctl_json(&["session", "stop", &id]);
+            id
+        })
+        .collect();
+    first.signal(Signal::SIGTERM);
+    first.wait_exit(Duration::from_secs(10));
+    // The first session ended ten days ago.
+    let ten_days_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 10.0 * 86_400.0;
+    let c = rusqlite::Connection::open(data.path().join("sessions.db")).unwrap();
+    c.execute("UPDATE sessions SET created = ?2, stopped = ?2 WHERE id = ?1", rusqlite::params![ids[0], ten_days_ago])
+        .unwrap();
+    drop(c);
+
+    let mut opts = with_data_dir(data.path());
+    opts.config = Some("retention_days = 7\n".into());
+    let second = start_daemon(opts);
+    assert!(second.wait_log("retention: deleted 1 session", Duration::from_secs(10)), "{}", second.log());
+    let store = open_store(data.path());
+    assert!(store.state(&ids[0]).is_err(), "the old session is gone");
+    assert_eq!(store.state(&ids[1]).unwrap(), "stopped");
+    let audit = second.ctl_json(&["audit", "list"]);
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["action"] == "retention" && e["object"] == ids[0].as_str()),
+        "{audit}"
+    );
+}

@@ -176,6 +176,20 @@ impl Store {
         Ok(ids)
     }
 
+    /// Sessions that ended (any state but `recording`) before `cutoff` (Unix seconds; a session
+    /// without a stop time counts from its creation), oldest first.
+    pub fn ended_before(&self, cutoff: f64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id FROM sessions WHERE state != 'recording' AND coalesce(stopped, created) < ?1
+                 ORDER BY coalesce(stopped, created)",
+            )
+            .map_err(|e| self.err(e))?;
+        let ids = stmt.query_map([cutoff], |r| r.get(0)).and_then(|it| it.collect()).map_err(|e| self.err(e))?;
+        Ok(ids)
+    }
+
     /// A stored session's state (`recording`, `stopped`, `finished`, `failed`, `interrupted`).
     pub fn state(&self, session: &str) -> Result<String, StoreError> {
         self.conn
