@@ -7,7 +7,7 @@ use bci2token_api::{
     SessionInfo, StatusInfo,
 };
 
-use crate::cli::{AuditCommand, Cli, Command, SessionCommand, StartArgs};
+use crate::cli::{AuditCommand, Cli, Command, KeyCommand, SessionCommand, StartArgs};
 use crate::client::{Conn, OkReply};
 use crate::error::{CtlError, Kind};
 use crate::evaluate;
@@ -68,6 +68,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Session(SessionCommand::Delete { id }) => (Request::SessionDelete { id: id.clone() }, None),
         Command::Audit(AuditCommand::List { since }) => (Request::AuditList { since: *since }, None),
         Command::Audit(AuditCommand::Verify) => (Request::AuditVerify, None),
+        Command::Key(KeyCommand::Rotate) => (Request::KeyRotate, None),
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
@@ -102,6 +103,10 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Audit(AuditCommand::List { .. }) => {
             print_value(out, json, &reply, |r| Ok(render::audit_list(&r.decode::<Vec<AuditEntryInfo>>(method)?)))
         }
+        Command::Key(KeyCommand::Rotate) => print_value(out, json, &reply, |r| {
+            let n = r.value.get("rewrapped_sessions").and_then(|v| v.as_u64()).unwrap_or(0);
+            Ok(format!("Master key rotated: {n} session key(s) re-wrapped under the new key.\n"))
+        }),
         Command::Audit(AuditCommand::Verify) => {
             let v: AuditVerification = reply.decode(method)?;
             print_value(out, json, &reply, |_| Ok(render::audit_verification(&v)))?;

@@ -54,6 +54,9 @@ pub enum Command {
     /// The audit log of privileged and refused calls
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The store's master key
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Replay annotated recordings through the daemon with a model and score its tokens
     /// (accuracy, confusion matrix, decision time, Wolpaw ITR)
     #[command(long_about = "Replays each FILE through the daemon at full speed (replay driver, speed=0) with \
@@ -89,6 +92,12 @@ pub enum SessionCommand {
         /// Session id
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Replace the master key and re-wrap every session's key under the new one (admin)
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -54,6 +54,30 @@ impl StoreWriter {
         }
         let path = data_dir.join("sessions.db");
         let mut store = Store::open(&path, master).map_err(|e| e.to_string())?;
+        // A key rotation interrupted by a crash: the new key is in master.key.next; whichever key
+        // opens the store is the one to keep.
+        let opens = |s: &mut Store| s.master_opens().map_err(|e| e.to_string());
+        if let Some(next) = MasterKey::pending_rotation(data_dir)? {
+            if opens(&mut store)? {
+                let _ = std::fs::remove_file(data_dir.join(bci2token_store::keys::NEXT_KEY_FILE_NAME));
+                log::warn!(
+                    "store: a key rotation was interrupted before it reached the store; its new key was discarded"
+                );
+            } else {
+                store = Store::open(&path, Arc::new(next)).map_err(|e| e.to_string())?;
+                if !opens(&mut store)? {
+                    return Err(format!("{}: neither master.key nor master.key.next opens it", path.display()));
+                }
+                MasterKey::finish_rotation(data_dir)?;
+                log::warn!("store: completed a key rotation that was interrupted after the store was re-wrapped");
+            }
+        } else if !opens(&mut store)? {
+            return Err(format!(
+                "{}: the master key does not open this store (a different key file or credential than the one it was \
+                 written with); restore the right key",
+                path.display()
+            ));
+        }
         let interrupted = store.mark_interrupted().map_err(|e| e.to_string())?;
         if !interrupted.is_empty() {
             log::warn!(

@@ -130,10 +130,13 @@ impl Service {
                 | Request::SessionDelete { .. }
                 | Request::AuditList { .. }
                 | Request::AuditVerify
+                | Request::KeyRotate
         );
         let needed = match request {
             Request::Status => Role::Reader,
-            Request::SessionDelete { .. } | Request::AuditList { .. } | Request::AuditVerify => Role::Admin,
+            Request::SessionDelete { .. } | Request::AuditList { .. } | Request::AuditVerify | Request::KeyRotate => {
+                Role::Admin
+            }
             _ => Role::Operator,
         };
         if let Err(e) = self.require(caller, needed, method) {
@@ -197,6 +200,7 @@ impl Service {
             Request::SessionDelete { id } => Outcome::reply(self.delete_session(&id)),
             Request::AuditList { since } => Outcome::reply(self.audit_list(since)),
             Request::AuditVerify => Outcome::reply(self.audit_verify()),
+            Request::KeyRotate => Outcome::reply(self.rotate_key()),
             Request::Follow { id, options } => match self.follow(&id, &options) {
                 Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
                 Err(e) => Outcome { reply: Err(e), stream: None },
@@ -463,6 +467,25 @@ impl Service {
         self.sessions.lock().unwrap().retain(|s| s.id != id);
         log::info!("session {id}: deleted from the store (key destroyed, rows zeroed, WAL truncated)");
         Ok(serde_json::json!({ "deleted": id }))
+    }
+
+    /// A new master key: written beside the old one, every wrapped key re-wrapped in one
+    /// transaction, then the new key file replaces the old (a crash in between is recovered at
+    /// start by whichever key opens the store).
+    fn rotate_key(&self) -> Result<serde_json::Value, ApiError> {
+        let dir = self.config.read().unwrap().data_dir.clone();
+        let sessions = self
+            .store()?
+            .call(move |s| -> Result<usize, String> {
+                let next = Arc::new(s.master().begin_rotation(&dir)?);
+                let n = s.rotate_master(next).map_err(|e| e.to_string())?;
+                bci2token_store::MasterKey::finish_rotation(&dir)?;
+                Ok(n)
+            })
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+        log::info!("store: master key rotated; {sessions} session key(s) re-wrapped");
+        Ok(serde_json::json!({ "rewrapped_sessions": sessions }))
     }
 
     fn audit_list(&self, since: Option<f64>) -> Result<serde_json::Value, ApiError> {

@@ -198,3 +198,66 @@ fn retention_deletes_sessions_older_than_retention_days_at_start() {
         "{audit}"
     );
 }
+
+#[test]
+fn key_rotate_rewraps_every_session_and_an_interrupted_rotation_is_recovered() {
+    let data = TempDir::new("store-rotate");
+    let key_file = data.path().join("master.key");
+    let mut first = start_daemon(with_data_dir(data.path()));
+    let id = first.ctl_json(&["session", "start", "--driver", "synthetic"])["id"].as_str().unwrap().to_string();
+    first.ctl_json(&["session", "stop", &id]);
+    let old_key = std::fs::read(&key_file).unwrap();
+    let rotated = first.ctl_json(&["key", "rotate"]);
+    assert_eq!(rotated["rewrapped_sessions"], 1);
+    let new_key = std::fs::read(&key_file).unwrap();
+    assert_ne!(old_key, new_key);
+    assert!(!data.path().join("master.key.next").exists());
+    let mut store = open_store(data.path());
+    assert!(store.read_all(&id, Kind::Block).unwrap().iter().all(|(_, r)| r.is_ok()), "the new key opens it");
+    let old = MasterKey::from_bytes(old_key.try_into().unwrap());
+    let mut with_old = Store::open(&data.path().join("sessions.db"), Arc::new(old)).unwrap();
+    assert!(with_old.read_all(&id, Kind::Block).is_err(), "the old key no longer does");
+    let audit = first.ctl_json(&["audit", "list"]);
+    assert!(audit.to_string().contains("key_rotate"), "{audit}");
+    assert!(first.ctl(&["audit", "verify"]).status.success());
+    first.signal(Signal::SIGTERM);
+    first.wait_exit(Duration::from_secs(10));
+    drop((store, with_old));
+
+    // A rotation that crashed after the store was re-wrapped, before the key file was replaced.
+    {
+        let current = MasterKey::load(None, data.path()).unwrap();
+        let next = Arc::new(current.begin_rotation(data.path()).unwrap());
+        let mut s = Store::open(&data.path().join("sessions.db"), Arc::new(current)).unwrap();
+        s.rotate_master(Arc::clone(&next)).unwrap();
+    }
+    let second = start_daemon(with_data_dir(data.path()));
+    assert!(second.wait_log("completed a key rotation", Duration::from_secs(5)), "{}", second.log());
+    assert!(!data.path().join("master.key.next").exists());
+    assert!(open_store(data.path()).read_all(&id, Kind::Block).unwrap().iter().all(|(_, r)| r.is_ok()));
+    drop(second);
+
+    // A rotation that crashed before reaching the store: its new key is discarded.
+    let before = std::fs::read(&key_file).unwrap();
+    MasterKey::load(None, data.path()).unwrap().begin_rotation(data.path()).unwrap();
+    let third = start_daemon(with_data_dir(data.path()));
+    assert!(third.wait_log("new key was discarded", Duration::from_secs(5)), "{}", third.log());
+    assert_eq!(std::fs::read(&key_file).unwrap(), before);
+    assert!(!data.path().join("master.key.next").exists());
+}
+
+#[test]
+fn a_daemon_with_the_wrong_master_key_refuses_to_start() {
+    let data = TempDir::new("store-wrong-key");
+    let mut first = start_daemon(with_data_dir(data.path()));
+    first.ctl_json(&["session", "start", "--driver", "synthetic"]);
+    first.signal(Signal::SIGTERM);
+    first.wait_exit(Duration::from_secs(10));
+    let key_file = data.path().join("master.key");
+    std::fs::remove_file(&key_file).unwrap();
+    MasterKey::generate().unwrap().write_new(&key_file).unwrap();
+    let mut second = bci2token_tests::spawn_daemon(with_data_dir(data.path()));
+    let status = second.wait_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(second.log().contains("the master key does not open this store"), "{}", second.log());
+}

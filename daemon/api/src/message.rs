@@ -55,6 +55,8 @@ pub enum Request {
     },
     /// Checks the audit log's hash chain; admin only.
     AuditVerify,
+    /// Replaces the master key and re-wraps every session key under it; admin only.
+    KeyRotate,
     /// Subscribes to a running session; the reply is followed by events until the session ends.
     Follow {
         id: String,
@@ -79,6 +81,7 @@ impl Request {
             Request::SessionDelete { .. } => "session_delete",
             Request::AuditList { .. } => "audit_list",
             Request::AuditVerify => "audit_verify",
+            Request::KeyRotate => "key_rotate",
             Request::Follow { .. } => "follow",
         }
     }

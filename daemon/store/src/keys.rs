@@ -15,6 +15,8 @@ use zeroize::Zeroizing;
 /// Name of the credential and of the key file.
 pub const CREDENTIAL_NAME: &str = "master-key";
 pub const KEY_FILE_NAME: &str = "master.key";
+/// A new key being rotated in: it replaces the key file only after the store is re-wrapped.
+pub const NEXT_KEY_FILE_NAME: &str = "master.key.next";
 pub const KEY_LEN: usize = 32;
 
 /// Where the key was found.
@@ -157,6 +159,46 @@ impl MasterKey {
     /// Writes the key to a new file with mode 0600 (fails if the file exists).
     pub fn write_new(&self, path: &Path) -> Result<(), String> {
         write_key_file(path, &self.bytes)
+    }
+
+    /// Starts a rotation: a new random key written to `data_dir/master.key.next` (0600). Only
+    /// for key files; a credential is replaced by the administrator.
+    pub fn begin_rotation(&self, data_dir: &Path) -> Result<MasterKey, String> {
+        if let KeySource::Credential(path) = &self.source {
+            return Err(format!(
+                "the master key comes from the systemd credential {}; rotate it by storing the new key as that \
+                 credential (systemd-creds encrypt) after re-wrapping offline, or use a key file",
+                path.display()
+            ));
+        }
+        let next = data_dir.join(NEXT_KEY_FILE_NAME);
+        let _ = std::fs::remove_file(&next); // a leftover of an attempt that never reached the store
+        let bytes = random_key()?;
+        write_key_file(&next, &bytes)?;
+        Ok(MasterKey::new(bytes, KeySource::KeyFile { path: next, created: true }))
+    }
+
+    /// Ends a rotation whose store transaction committed: the new key becomes the key file.
+    pub fn finish_rotation(data_dir: &Path) -> Result<(), String> {
+        let (next, key) = (data_dir.join(NEXT_KEY_FILE_NAME), data_dir.join(KEY_FILE_NAME));
+        std::fs::rename(&next, &key).map_err(|e| format!("{}: {e}", next.display()))?;
+        if let Ok(dir) = std::fs::File::open(data_dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    /// The key of a rotation that was interrupted, if any (`data_dir/master.key.next`).
+    pub fn pending_rotation(data_dir: &Path) -> Result<Option<MasterKey>, String> {
+        let next = data_dir.join(NEXT_KEY_FILE_NAME);
+        match std::fs::read(&next) {
+            Ok(raw) => {
+                let raw = Zeroizing::new(raw);
+                Ok(Some(MasterKey::new(parse(&next, &raw)?, KeySource::KeyFile { path: next, created: false })))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", next.display())),
+        }
     }
 
     pub fn source(&self) -> &KeySource {

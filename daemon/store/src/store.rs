@@ -80,6 +80,11 @@ impl Store {
         &self.path
     }
 
+    /// The master key in use.
+    pub fn master(&self) -> &Arc<MasterKey> {
+        &self.master
+    }
+
     /// Creates a session with its own data key; `meta` (the recording's description) is sealed.
     pub fn create_session(&mut self, id: &str, created: f64, meta: &[u8]) -> Result<(), StoreError> {
         self.apply(&[Op::Create { id: id.to_string(), created, meta: meta.to_vec() }])
@@ -491,6 +496,33 @@ impl Store {
         let key = self.audit_key()?;
         let entries = self.audit_list(None)?;
         Ok(audit::verify(&key, &entries).map(|()| entries.len()))
+    }
+
+    /// Whether the master key opens this store (it unwraps the audit key, or else a session key;
+    /// an empty store accepts any key).
+    pub fn master_opens(&mut self) -> Result<bool, StoreError> {
+        let secret: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT nonce, sealed FROM secrets WHERE name = 'audit'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some((nonce, sealed)) = secret {
+            let Ok(nonce) = <[u8; 12]>::try_from(nonce) else { return Ok(false) };
+            return Ok(seal::unwrap_bytes(&self.master, "secret:audit", &WrappedKey { nonce, sealed }).is_ok());
+        }
+        let first: Option<(String, Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT session, nonce, sealed FROM session_keys LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(match first {
+            None => true,
+            Some((session, nonce, sealed)) => <[u8; 12]>::try_from(nonce)
+                .map(|nonce| seal::unwrap_bytes(&self.master, &session, &WrappedKey { nonce, sealed }).is_ok())
+                .unwrap_or(false),
+        })
     }
 
     /// `PRAGMA integrity_check`: "ok" or SQLite's list of problems.
