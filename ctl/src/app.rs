@@ -19,6 +19,15 @@ fn write_out<W: Write>(out: &mut W, bytes: &[u8]) -> Result<(), CtlError> {
     out.write_all(bytes).map_err(CtlError::from_stdout)
 }
 
+/// A path made absolute against the current directory (the daemon has its own), as UTF-8.
+fn absolute(path: &std::path::Path) -> Result<String, CtlError> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| CtlError::new(Kind::Usage, format!("{}: cannot make the path absolute: {e}", path.display())))?;
+    abs.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| CtlError::new(Kind::Usage, format!("{}: the path is not valid UTF-8", abs.display())))
+}
+
 /// Builds the `session_start` request from the command line.
 pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
     let mut config = ConfigMap::new();
@@ -69,6 +78,8 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Audit(AuditCommand::List { since }) => (Request::AuditList { since: *since }, None),
         Command::Audit(AuditCommand::Verify) => (Request::AuditVerify, None),
         Command::Key(KeyCommand::Rotate) => (Request::KeyRotate, None),
+        Command::Backup { file } => (Request::Backup { path: absolute(file)? }, None),
+        Command::Restore { file } => (Request::Restore { path: absolute(file)? }, None),
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
@@ -102,6 +113,13 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         }),
         Command::Audit(AuditCommand::List { .. }) => {
             print_value(out, json, &reply, |r| Ok(render::audit_list(&r.decode::<Vec<AuditEntryInfo>>(method)?)))
+        }
+        Command::Backup { .. } => print_value(out, json, &reply, |r| {
+            let path = r.value.get("path").and_then(|v| v.as_str()).unwrap_or("?");
+            Ok(format!("Backed up the session store to {path} (encrypted: it needs the daemon's master key).\n"))
+        }),
+        Command::Restore { file } => {
+            print_value(out, json, &reply, |_| Ok(format!("Restored the session store from {}.\n", file.display())))
         }
         Command::Key(KeyCommand::Rotate) => print_value(out, json, &reply, |r| {
             let n = r.value.get("rewrapped_sessions").and_then(|v| v.as_u64()).unwrap_or(0);

@@ -57,6 +57,17 @@ pub enum Command {
     /// The store's master key
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Copy the session store, still encrypted, to a new FILE (admin; safe while recording)
+    Backup {
+        /// The new file (made absolute; never overwritten)
+        file: std::path::PathBuf,
+    },
+    /// Replace the session store with a backup FILE made under the same master key (admin; no
+    /// session may be running)
+    Restore {
+        /// The backup file
+        file: std::path::PathBuf,
+    },
     /// Replay annotated recordings through the daemon with a model and score its tokens
     /// (accuracy, confusion matrix, decision time, Wolpaw ITR)
     #[command(long_about = "Replays each FILE through the daemon at full speed (replay driver, speed=0) with \

@@ -1,6 +1,7 @@
 //! bci2tokend: acquires EEG through driver plugins, processes it and publishes events to clients.
 
 mod auth;
+mod caller_files;
 mod config;
 mod control;
 mod decoding;

@@ -131,12 +131,17 @@ impl Service {
                 | Request::AuditList { .. }
                 | Request::AuditVerify
                 | Request::KeyRotate
+                | Request::Backup { .. }
+                | Request::Restore { .. }
         );
         let needed = match request {
             Request::Status => Role::Reader,
-            Request::SessionDelete { .. } | Request::AuditList { .. } | Request::AuditVerify | Request::KeyRotate => {
-                Role::Admin
-            }
+            Request::SessionDelete { .. }
+            | Request::AuditList { .. }
+            | Request::AuditVerify
+            | Request::KeyRotate
+            | Request::Backup { .. }
+            | Request::Restore { .. } => Role::Admin,
             _ => Role::Operator,
         };
         if let Err(e) = self.require(caller, needed, method) {
@@ -201,6 +206,8 @@ impl Service {
             Request::AuditList { since } => Outcome::reply(self.audit_list(since)),
             Request::AuditVerify => Outcome::reply(self.audit_verify()),
             Request::KeyRotate => Outcome::reply(self.rotate_key()),
+            Request::Backup { path } => Outcome::reply(self.backup(caller, Path::new(&path))),
+            Request::Restore { path } => Outcome::reply(self.restore(caller, Path::new(&path))),
             Request::Follow { id, options } => match self.follow(&id, &options) {
                 Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
                 Err(e) => Outcome { reply: Err(e), stream: None },
@@ -488,6 +495,39 @@ impl Service {
         Ok(serde_json::json!({ "rewrapped_sessions": sessions }))
     }
 
+    /// An encrypted copy of the store in a new file the caller could have created.
+    fn backup(&self, caller: &Caller, path: &Path) -> Result<serde_json::Value, ApiError> {
+        self.store()?;
+        drop(crate::caller_files::create_for(caller, path)?);
+        let db = self.config.read().unwrap().data_dir.join("sessions.db");
+        let pages = bci2token_store::Store::backup(&db, path).map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            ApiError::new(ErrorCode::Internal, e.to_string())
+        })?;
+        log::info!("store backed up to {} ({pages} pages)", path.display());
+        Ok(serde_json::json!({ "path": path.display().to_string(), "pages": pages }))
+    }
+
+    /// Replaces the store with a backup; no session may be running.
+    fn restore(&self, caller: &Caller, path: &Path) -> Result<serde_json::Value, ApiError> {
+        self.store()?;
+        crate::caller_files::readable_by(caller, path)?;
+        if self.active_sessions() > 0 {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "sessions are running; stop them before restoring (a restore replaces everything stored)",
+            ));
+        }
+        let src = path.to_path_buf();
+        self.store()?
+            .call(move |s| s.restore(&src))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        self.sessions.lock().unwrap().retain(|s| s.is_active());
+        log::info!("store restored from {}", path.display());
+        Ok(serde_json::json!({ "restored_from": path.display().to_string() }))
+    }
+
     fn audit_list(&self, since: Option<f64>) -> Result<serde_json::Value, ApiError> {
         let entries = self
             .store()?
@@ -728,6 +768,7 @@ fn audit_object(request: &Request) -> String {
     match request {
         Request::SessionStart { driver, .. } => format!("driver {driver}"),
         Request::SessionStop { id } | Request::SessionShow { id } | Request::SessionDelete { id } => id.clone(),
+        Request::Backup { path } | Request::Restore { path } => path.clone(),
         Request::Follow { id, .. } => id.clone(),
         _ => String::new(),
     }

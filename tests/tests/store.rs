@@ -261,3 +261,66 @@ fn a_daemon_with_the_wrong_master_key_refuses_to_start() {
     assert!(!status.success());
     assert!(second.log().contains("the master key does not open this store"), "{}", second.log());
 }
+
+#[test]
+fn a_backup_taken_while_recording_restores_to_the_sessions_at_that_moment() {
+    let data = TempDir::new("store-backup");
+    let daemon = start_daemon(with_data_dir(data.path()));
+    let id = daemon.ctl_json(&["session", "start", "--driver", "synthetic", "--set", "speed=4"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.ctl_json(&["session", "show", &id])["stored_blocks"].as_u64().unwrap() < 50 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out_dir = TempDir::new("store-backup-out");
+    let backup = out_dir.path().join("sessions.backup");
+    let made = daemon.ctl_json(&["backup", backup.to_str().unwrap()]);
+    assert!(made["pages"].as_i64().unwrap() > 0);
+    std::thread::sleep(Duration::from_millis(300)); // recording goes on after the backup
+    daemon.ctl_json(&["session", "stop", &id]);
+
+    // Nothing is overwritten, nothing written through a link.
+    let again = daemon.ctl(&["backup", backup.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    std::os::unix::fs::symlink("/etc/passwd", out_dir.path().join("link")).unwrap();
+    let link = daemon.ctl(&["backup", out_dir.path().join("link").to_str().unwrap()]);
+    assert!(!link.status.success() && String::from_utf8_lossy(&link.stderr).contains("symbolic link"));
+
+    // The backup holds a prefix of the live recording, block for block.
+    let key = MasterKey::load(None, data.path()).unwrap();
+    let mut copy = Store::open(&backup, Arc::new(key)).unwrap();
+    let in_backup = copy.read_all(&id, Kind::Block).unwrap();
+    let live = open_store(data.path()).read_all(&id, Kind::Block).unwrap();
+    assert!(in_backup.len() >= 50 && in_backup.len() < live.len(), "{} of {}", in_backup.len(), live.len());
+    for ((a, x), (b, y)) in in_backup.iter().zip(&live) {
+        assert_eq!(a, b);
+        assert_eq!(x.as_ref().unwrap(), y.as_ref().unwrap(), "block {a}");
+    }
+    drop(copy);
+
+    // Restored by another daemon holding the same key: exactly the backup's sessions.
+    let other = TempDir::new("store-restore");
+    std::fs::copy(data.path().join("master.key"), other.path().join("master.key")).unwrap();
+    let restorer = start_daemon(with_data_dir(other.path()));
+    let restored = restorer.ctl(&["restore", backup.to_str().unwrap()]);
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    let mut store = open_store(other.path());
+    let blocks = store.read_all(&id, Kind::Block).unwrap();
+    assert_eq!(blocks.len(), in_backup.len());
+    assert!(blocks.iter().zip(&in_backup).all(|((a, x), (b, y))| a == b && x.as_ref().unwrap() == y.as_ref().unwrap()));
+    assert_eq!(store.state(&id).unwrap(), "interrupted", "it was recording at the backup's moment");
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+
+    // A daemon with another key refuses the backup.
+    let stranger = start_daemon(DaemonOptions::default());
+    let refused = stranger.ctl(&["restore", backup.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another master key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -57,6 +57,14 @@ pub enum Request {
     AuditVerify,
     /// Replaces the master key and re-wraps every session key under it; admin only.
     KeyRotate,
+    /// Copies the store (still encrypted) to a new file `path`; admin only.
+    Backup {
+        path: String,
+    },
+    /// Replaces the store with the backup at `path` (no session may be running); admin only.
+    Restore {
+        path: String,
+    },
     /// Subscribes to a running session; the reply is followed by events until the session ends.
     Follow {
         id: String,
@@ -82,6 +90,8 @@ impl Request {
             Request::AuditList { .. } => "audit_list",
             Request::AuditVerify => "audit_verify",
             Request::KeyRotate => "key_rotate",
+            Request::Backup { .. } => "backup",
+            Request::Restore { .. } => "restore",
             Request::Follow { .. } => "follow",
         }
     }

@@ -30,6 +30,20 @@ pub enum StoreError {
     Secret { name: String },
 }
 
+/// A connection set up as the store needs it, its schema migrated.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let fail = |m: String| StoreError::Database { path: path.to_path_buf(), message: m };
+    let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    // secure_delete before anything is written; WAL for concurrent readers (backup) and crash
+    // safety; FULL: a committed block survives power loss, not only a crash.
+    conn.execute_batch(
+        "PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
+    )
+    .map_err(|e| fail(format!("setting up: {e}")))?;
+    schema::migrate(&mut conn).map_err(fail)?;
+    Ok(conn)
+}
+
 /// One write of a batch ([`Store::apply`]).
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -64,16 +78,7 @@ impl Store {
 
     /// Opens (or creates) the store at `path`, migrating it to the current schema.
     pub fn open(path: &Path, master: Arc<MasterKey>) -> Result<Store, StoreError> {
-        let fail = |m: String| StoreError::Database { path: path.to_path_buf(), message: m };
-        let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-        // secure_delete before anything is written; WAL for concurrent readers (backup) and crash
-        // safety; FULL: a committed block survives power loss, not only a crash.
-        conn.execute_batch(
-            "PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
-        )
-        .map_err(|e| fail(format!("setting up: {e}")))?;
-        schema::migrate(&mut conn).map_err(fail)?;
-        Ok(Store { conn, path: path.to_path_buf(), master, ciphers: HashMap::new() })
+        Ok(Store { conn: connect(path)?, path: path.to_path_buf(), master, ciphers: HashMap::new() })
     }
 
     pub fn path(&self) -> &Path {
@@ -523,6 +528,55 @@ impl Store {
                 .map(|nonce| seal::unwrap_bytes(&self.master, &session, &WrappedKey { nonce, sealed }).is_ok())
                 .unwrap_or(false),
         })
+    }
+
+    /// Copies the store at `db` to `dst` (an existing empty file, or a new path) with SQLite's
+    /// online backup, in one step: a consistent snapshot, taken on a connection of its own, so
+    /// recording goes on meanwhile. The copy stays encrypted: it needs the same master key.
+    /// Returns the pages copied.
+    pub fn backup(db: &Path, dst: &Path) -> Result<i32, StoreError> {
+        let fail = |m: String| StoreError::Database { path: db.to_path_buf(), message: m };
+        let src = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(format!("opening for backup: {e}")))?;
+        let mut out = Connection::open(dst).map_err(|e| fail(format!("backup to {}: {e}", dst.display())))?;
+        let backup = rusqlite::backup::Backup::new(&src, &mut out).map_err(|e| fail(format!("backup: {e}")))?;
+        match backup.step(-1).map_err(|e| fail(format!("backup: {e}")))? {
+            rusqlite::backup::StepResult::Done => Ok(backup.progress().pagecount),
+            other => Err(fail(format!("backup did not complete ({other:?}); try again"))),
+        }
+    }
+
+    /// Replaces this store's contents with the backup at `src`, after checking that it is a
+    /// store this master key opens and that it passes SQLite's integrity check.
+    pub fn restore(&mut self, src: &Path) -> Result<(), StoreError> {
+        let fail = |m: String| StoreError::Database { path: src.to_path_buf(), message: m };
+        {
+            let mut candidate = Store::open(src, Arc::clone(&self.master))?;
+            if !candidate.master_opens()? {
+                return Err(fail("this backup was written under another master key; restore needs that key".into()));
+            }
+            let check = candidate.integrity_check()?;
+            if check != "ok" {
+                return Err(fail(format!("the backup fails SQLite's integrity check: {check}")));
+            }
+        }
+        let from = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(format!("opening the backup: {e}")))?;
+        {
+            let backup =
+                rusqlite::backup::Backup::new(&from, &mut self.conn).map_err(|e| fail(format!("restore: {e}")))?;
+            match backup.step(-1).map_err(|e| fail(format!("restore: {e}")))? {
+                rusqlite::backup::StepResult::Done => {}
+                other => return Err(fail(format!("restore did not complete ({other:?}); try again"))),
+            }
+        }
+        self.ciphers.clear();
+        // A fresh connection: nothing cached from before the restore (a backup older than this
+        // daemon is migrated here too).
+        self.conn = connect(&self.path)?;
+        // Sessions that were recording when the backup was taken are not recording here.
+        self.mark_interrupted()?;
+        self.checkpoint()
     }
 
     /// `PRAGMA integrity_check`: "ok" or SQLite's list of problems.

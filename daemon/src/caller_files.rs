@@ -1,0 +1,115 @@
+//! Files the daemon writes or reads on a caller's behalf (backups, exports, restores). The daemon
+//! may run as root, so it must not become a way around file permissions: it refuses symbolic links,
+//! refuses to overwrite, and checks that the caller could have written (or read) the file itself.
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use bci2token_api::{ApiError, Caller, ErrorCode};
+
+fn refuse(message: String) -> ApiError {
+    ApiError::new(ErrorCode::PermissionDenied, message)
+}
+
+/// Whether a file with this owner, group and mode grants `bits` (4 read, 2 write) to the caller.
+fn grants(caller: &Caller, uid: u32, gid: u32, mode: u32, bits: u32) -> bool {
+    if caller.uid == 0 {
+        return true;
+    }
+    if caller.uid == uid {
+        return mode & (bits << 6) != 0;
+    }
+    if caller.gid == gid {
+        return mode & (bits << 3) != 0;
+    }
+    mode & bits != 0
+}
+
+/// Creates `path` (absolute, new, not through a symlink) for the caller: mode 0600, owned by the
+/// caller when the daemon can give it away.
+pub fn create_for(caller: &Caller, path: &Path) -> Result<File, ApiError> {
+    if !path.is_absolute() {
+        return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: the path must be absolute", path.display())));
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        let what = if meta.file_type().is_symlink() { "is a symbolic link" } else { "already exists" };
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{}: {what}; give a new file name (nothing is overwritten)", path.display()),
+        ));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("/"));
+    let meta =
+        std::fs::metadata(dir).map_err(|e| ApiError::new(ErrorCode::NotFound, format!("{}: {e}", dir.display())))?;
+    if !meta.is_dir() || !grants(caller, meta.uid(), meta.gid(), meta.mode(), 2) {
+        return Err(refuse(format!(
+            "{}: uid {} may not create files in this directory, so the daemon will not do it for them",
+            dir.display(),
+            caller.uid
+        )));
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
+    // Give the file to the caller (possible when the daemon runs as root).
+    let _ = std::os::unix::fs::fchown(&file, Some(caller.uid), Some(caller.gid));
+    Ok(file)
+}
+
+/// Checks that `path` is a regular file (not a symlink) the caller could read.
+pub fn readable_by(caller: &Caller, path: &Path) -> Result<(), ApiError> {
+    if !path.is_absolute() {
+        return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: the path must be absolute", path.display())));
+    }
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| ApiError::new(ErrorCode::NotFound, format!("{}: {e}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{}: not a regular file (symbolic links are refused)", path.display()),
+        ));
+    }
+    if !grants(caller, meta.uid(), meta.gid(), meta.mode(), 4) {
+        return Err(refuse(format!(
+            "{}: uid {} may not read this file, so the daemon will not do it for them",
+            path.display(),
+            caller.uid
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_are_those_of_the_caller() {
+        let alice = Caller { uid: 1000, gid: 1000, pid: None };
+        assert!(grants(&alice, 1000, 50, 0o700, 2));
+        assert!(!grants(&alice, 0, 0, 0o755, 2), "root's directory");
+        assert!(grants(&alice, 0, 1000, 0o775, 2), "group-writable for her group");
+        assert!(grants(&alice, 0, 0, 0o1777, 2), "like /tmp");
+        assert!(!grants(&alice, 1000, 1000, 0o077, 4), "the owner bits decide for the owner");
+    }
+
+    #[test]
+    fn symlinks_and_existing_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("bci2token-callerfiles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), pid: None };
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+        assert!(create_for(&me, &dir.join("link")).unwrap_err().message.contains("symbolic link"));
+        assert!(readable_by(&me, &dir.join("link")).unwrap_err().message.contains("symbolic links are refused"));
+        create_for(&me, &dir.join("new")).unwrap();
+        assert!(create_for(&me, &dir.join("new")).unwrap_err().message.contains("already exists"));
+        assert!(create_for(&me, Path::new("relative")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
