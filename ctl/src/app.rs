@@ -80,6 +80,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Key(KeyCommand::Rotate) => (Request::KeyRotate, None),
         Command::Backup { file } => (Request::Backup { path: absolute(file)? }, None),
         Command::Restore { file } => (Request::Restore { path: absolute(file)? }, None),
+        Command::Export { id, format, output } => {
+            (Request::Export { id: id.clone(), format: format.clone(), path: absolute(output)? }, None)
+        }
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
@@ -117,6 +120,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Backup { .. } => print_value(out, json, &reply, |r| {
             let path = r.value.get("path").and_then(|v| v.as_str()).unwrap_or("?");
             Ok(format!("Backed up the session store to {path} (encrypted: it needs the daemon's master key).\n"))
+        }),
+        Command::Export { id, format, output } => print_value(out, json, &reply, |_| {
+            Ok(format!("Exported session {id} as {format} to {}.\n", output.display()))
         }),
         Command::Restore { file } => {
             print_value(out, json, &reply, |_| Ok(format!("Restored the session store from {}.\n", file.display())))

@@ -68,6 +68,17 @@ pub enum Command {
         /// The backup file
         file: std::path::PathBuf,
     },
+    /// Write a stored session, decrypted, as EDF+, BDF+ or CSV to a new file (admin)
+    Export {
+        /// Session id
+        id: String,
+        /// edf (16-bit EDF+ with annotations), bdf (24-bit BDF+) or csv (samples only)
+        #[arg(long, value_parser = ["edf", "bdf", "csv"])]
+        format: String,
+        /// The new file (never overwritten)
+        #[arg(long, value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
     /// Replay annotated recordings through the daemon with a model and score its tokens
     /// (accuracy, confusion matrix, decision time, Wolpaw ITR)
     #[command(long_about = "Replays each FILE through the daemon at full speed (replay driver, speed=0) with \

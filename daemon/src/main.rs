@@ -5,6 +5,7 @@ mod caller_files;
 mod config;
 mod control;
 mod decoding;
+mod export;
 mod hub;
 mod logging;
 mod lsl_outlets;

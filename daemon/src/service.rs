@@ -24,6 +24,7 @@ use crate::lsl_outlets::SessionOutlets;
 use crate::plugins::Registry;
 use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session};
+use bci2token_store::seal::Kind;
 
 /// Ended sessions kept in memory for `session list/show` (the oldest are forgotten first).
 const ENDED_SESSIONS_KEPT: usize = 256;
@@ -133,6 +134,7 @@ impl Service {
                 | Request::KeyRotate
                 | Request::Backup { .. }
                 | Request::Restore { .. }
+                | Request::Export { .. }
         );
         let needed = match request {
             Request::Status => Role::Reader,
@@ -141,7 +143,8 @@ impl Service {
             | Request::AuditVerify
             | Request::KeyRotate
             | Request::Backup { .. }
-            | Request::Restore { .. } => Role::Admin,
+            | Request::Restore { .. }
+            | Request::Export { .. } => Role::Admin,
             _ => Role::Operator,
         };
         if let Err(e) = self.require(caller, needed, method) {
@@ -208,6 +211,7 @@ impl Service {
             Request::KeyRotate => Outcome::reply(self.rotate_key()),
             Request::Backup { path } => Outcome::reply(self.backup(caller, Path::new(&path))),
             Request::Restore { path } => Outcome::reply(self.restore(caller, Path::new(&path))),
+            Request::Export { id, format, path } => Outcome::reply(self.export(caller, &id, &format, Path::new(&path))),
             Request::Follow { id, options } => match self.follow(&id, &options) {
                 Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
                 Err(e) => Outcome { reply: Err(e), stream: None },
@@ -508,6 +512,79 @@ impl Service {
         Ok(serde_json::json!({ "path": path.display().to_string(), "pages": pages }))
     }
 
+    /// A stored session, decrypted, as EDF+, BDF+ or CSV in a new file the caller could create.
+    fn export(&self, caller: &Caller, id: &str, format: &str, path: &Path) -> Result<serde_json::Value, ApiError> {
+        if !matches!(format, "edf" | "bdf" | "csv") {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("no export format `{format}`; use edf, bdf or csv"),
+            ));
+        }
+        if self.find(id).is_ok_and(|s| s.is_active()) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("session `{id}` is still running; stop it first"),
+            ));
+        }
+        let owned = id.to_string();
+        let read = self
+            .store()?
+            .call(move |s| -> Result<_, bci2token_store::StoreError> {
+                Ok((
+                    s.read_all(&owned, Kind::Meta)?,
+                    s.read_all(&owned, Kind::Block)?,
+                    s.read_all(&owned, Kind::Event)?,
+                ))
+            })
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
+            .map_err(|e| match e {
+                bci2token_store::StoreError::NoSession(_) => {
+                    ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
+                }
+                other => ApiError::new(ErrorCode::Internal, other.to_string()),
+            })?;
+        let (meta, blocks, events) = read;
+        let damaged: Vec<String> = meta
+            .iter()
+            .chain(&blocks)
+            .chain(&events)
+            .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        if !damaged.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "{} chunk(s) of session `{id}` fail authentication, nothing was exported: {}",
+                    damaged.len(),
+                    damaged.join("; ")
+                ),
+            ));
+        }
+        let plain = |r: &Result<Vec<u8>, bci2token_store::StoreError>| r.as_ref().expect("checked above").clone();
+        let info: SessionInfo = serde_json::from_slice(&plain(&meta[0].1)).map_err(|e| {
+            ApiError::new(ErrorCode::Internal, format!("session `{id}`: its metadata does not parse: {e}"))
+        })?;
+        let blocks: Vec<crate::export::Block> = blocks
+            .iter()
+            .map(|(_, r)| crate::export::decode_block(&plain(r)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("session `{id}`: {e}")))?;
+        let events: Vec<bci2token_api::Event> =
+            events.iter().filter_map(|(_, r)| serde_json::from_slice(&plain(r)).ok()).collect();
+        let file = crate::caller_files::create_for(caller, path)?;
+        let mut out = std::io::BufWriter::new(file);
+        let written = match format {
+            "csv" => crate::export::write_csv(&mut out, &info, &blocks),
+            f => crate::export::write_edf(&mut out, &info, &blocks, &events, f == "bdf"),
+        };
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(path);
+            return Err(ApiError::new(ErrorCode::InvalidConfig, format!("exporting session `{id}`: {e}")));
+        }
+        log::info!("session {id}: exported as {format} to {}", path.display());
+        Ok(serde_json::json!({ "id": id, "format": format, "path": path.display().to_string() }))
+    }
+
     /// Replaces the store with a backup; no session may be running.
     fn restore(&self, caller: &Caller, path: &Path) -> Result<serde_json::Value, ApiError> {
         self.store()?;
@@ -769,6 +846,7 @@ fn audit_object(request: &Request) -> String {
         Request::SessionStart { driver, .. } => format!("driver {driver}"),
         Request::SessionStop { id } | Request::SessionShow { id } | Request::SessionDelete { id } => id.clone(),
         Request::Backup { path } | Request::Restore { path } => path.clone(),
+        Request::Export { id, format, path } => format!("{id} as {format} to {path}"),
         Request::Follow { id, .. } => id.clone(),
         _ => String::new(),
     }

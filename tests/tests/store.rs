@@ -324,3 +324,84 @@ fn a_backup_taken_while_recording_restores_to_the_sessions_at_that_moment() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+fn pyedflib_dump(file: &Path, out: &Path) -> serde_json::Value {
+    let py = bci2token_tests::reference_python(&["pyedflib", "numpy"]);
+    let o = std::process::Command::new(py)
+        .arg(bci2token_tests::workspace_root().join("tools/reference/edf_reference.py"))
+        .arg(file)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "edf_reference.py {}: {}", file.display(), String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap()
+}
+
+fn f64s(path: &Path) -> Vec<f64> {
+    std::fs::read(path).unwrap().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn an_edf_export_of_a_replayed_run_reads_back_in_pyedflib_as_the_source() {
+    let data = TempDir::new("store-export");
+    let daemon = start_daemon(with_data_dir(data.path()));
+    let source = data_dir().join("eegmmidb/S001R04.edf");
+    let set = format!("path={}", source.display());
+    let out = daemon
+        .ctl(&["--json", "session", "start", "--driver", "replay", "--set", &set, "--set", "speed=0", "--follow"]);
+    assert!(out.status.success());
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+
+    let out_dir = TempDir::new("store-export-out");
+    let edf = out_dir.path().join("S001R04-export.edf");
+    let made = daemon.ctl(&["export", &id, "--format", "edf", "--output", edf.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let again = daemon.ctl(&["export", &id, "--format", "edf", "--output", edf.to_str().unwrap()]);
+    assert!(!again.status.success(), "never overwritten");
+
+    let theirs = pyedflib_dump(&edf, &out_dir.path().join("export"));
+    let ours = pyedflib_dump(&source, &out_dir.path().join("source"));
+    let (ts, os) = (theirs["signals"].as_array().unwrap(), ours["signals"].as_array().unwrap());
+    assert_eq!(ts.len(), os.len());
+    let mut compared = 0;
+    for (t, o) in ts.iter().zip(os) {
+        assert_eq!(t["label"], o["label"]);
+        assert_eq!(t["sample_rate"], o["sample_rate"]);
+        let step = o["digital_step"].as_f64().unwrap();
+        let a = f64s(&out_dir.path().join("export").join(t["file"].as_str().unwrap()));
+        let b = f64s(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
+        assert!(a.len() >= b.len());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= step, "{} sample {i}: {x} vs source {y} (step {step})", o["label"]);
+        }
+        compared += b.len();
+    }
+    assert_eq!(compared, 64 * 20_000);
+    let (ta, oa) = (theirs["annotations"].as_array().unwrap(), ours["annotations"].as_array().unwrap());
+    assert_eq!(ta.len(), oa.len(), "every annotation: {ta:?}");
+    for (x, y) in ta.iter().zip(oa) {
+        assert_eq!(x["text"], y["text"]);
+        assert!((x["onset"].as_f64().unwrap() - y["onset"].as_f64().unwrap()).abs() < 1e-6);
+        assert!((x["duration"].as_f64().unwrap() - y["duration"].as_f64().unwrap()).abs() < 1e-6);
+    }
+    // BDF+: 24-bit, so the same check holds with room to spare.
+    let bdf = out_dir.path().join("S001R04-export.bdf");
+    assert!(daemon.ctl(&["export", &id, "--format", "bdf", "--output", bdf.to_str().unwrap()]).status.success());
+    let b = pyedflib_dump(&bdf, &out_dir.path().join("bdf"));
+    assert_eq!(b["annotations"].as_array().unwrap().len(), oa.len());
+    for (t, o) in b["signals"].as_array().unwrap().iter().zip(os) {
+        let x = f64s(&out_dir.path().join("bdf").join(t["file"].as_str().unwrap()));
+        let y = f64s(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
+        let step = o["digital_step"].as_f64().unwrap();
+        assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() <= step), "{}", o["label"]);
+    }
+    let csv = out_dir.path().join("S001R04.csv");
+    assert!(daemon.ctl(&["export", &id, "--format", "csv", "--output", csv.to_str().unwrap()]).status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 20_001);
+    assert!(text.starts_with("time_s,Fc5.,Fc3.,"), "{}", &text[..60]);
+    let audit = daemon.ctl_json(&["audit", "list"]);
+    assert!(audit.as_array().unwrap().iter().filter(|e| e["action"] == "export").count() == 4, "{audit}");
+}

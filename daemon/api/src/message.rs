@@ -65,6 +65,12 @@ pub enum Request {
     Restore {
         path: String,
     },
+    /// Writes a stored session, decrypted, to a new file `path` as `edf`, `bdf` or `csv`; admin only.
+    Export {
+        id: String,
+        format: String,
+        path: String,
+    },
     /// Subscribes to a running session; the reply is followed by events until the session ends.
     Follow {
         id: String,
@@ -92,6 +98,7 @@ impl Request {
             Request::KeyRotate => "key_rotate",
             Request::Backup { .. } => "backup",
             Request::Restore { .. } => "restore",
+            Request::Export { .. } => "export",
             Request::Follow { .. } => "follow",
         }
     }
