@@ -54,6 +54,7 @@ pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
         model,
         follow: a.follow.then_some(FollowOptions { samples: a.samples }),
         lsl_outlets: a.lsl_outlets,
+        subject: a.subject.clone(),
     })
 }
 
@@ -80,9 +81,18 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Key(KeyCommand::Rotate) => (Request::KeyRotate, None),
         Command::Backup { file } => (Request::Backup { path: absolute(file)? }, None),
         Command::Restore { file } => (Request::Restore { path: absolute(file)? }, None),
-        Command::Export { id, format, output } => {
-            (Request::Export { id: id.clone(), format: format.clone(), path: absolute(output)? }, None)
-        }
+        Command::Export { id, format, output, features, dp_epsilon, dp_delta, dp_clip } => (
+            Request::Export {
+                id: id.clone(),
+                format: format.clone(),
+                path: absolute(output)?,
+                features: features.clone(),
+                dp_epsilon: *dp_epsilon,
+                dp_delta: *dp_delta,
+                dp_clip: *dp_clip,
+            },
+            None,
+        ),
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
@@ -121,8 +131,28 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             let path = r.value.get("path").and_then(|v| v.as_str()).unwrap_or("?");
             Ok(format!("Backed up the session store to {path} (encrypted: it needs the daemon's master key).\n"))
         }),
-        Command::Export { id, format, output } => print_value(out, json, &reply, |_| {
+        Command::Export { id, format, output, features: None, .. } => print_value(out, json, &reply, |_| {
             Ok(format!("Exported session {id} as {format} to {}.\n", output.display()))
+        }),
+        Command::Export { id, output, features: Some(f), .. } => print_value(out, json, &reply, |r| {
+            let v = &r.value;
+            Ok(format!(
+                "Released {f} features of session {id} to {} with (ε = {}, δ = {}) differential privacy per window: \
+                 {} windows × {} features, clipped to {} µV², Gaussian noise σ = {:.3}. Privacy budget of {} spent: \
+                 ε {} of {}, δ {} of {}.\n",
+                output.display(),
+                v["epsilon"],
+                v["delta"],
+                v["windows"],
+                v["features"],
+                v["clip"],
+                v["sigma"].as_f64().unwrap_or(f64::NAN),
+                v["subject"].as_str().unwrap_or("?"),
+                v["budget"]["epsilon_spent"],
+                v["budget"]["epsilon_limit"],
+                v["budget"]["delta_spent"],
+                v["budget"]["delta_limit"],
+            ))
         }),
         Command::Restore { file } => {
             print_value(out, json, &reply, |_| Ok(format!("Restored the session store from {}.\n", file.display())))

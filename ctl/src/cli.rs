@@ -78,6 +78,19 @@ pub enum Command {
         /// The new file (never overwritten)
         #[arg(long, value_name = "FILE")]
         output: std::path::PathBuf,
+        /// Instead of the samples, release per-window features with differential privacy
+        /// (bandpower: 5 bands per channel per 2 s window; CSV)
+        #[arg(long, value_parser = ["bandpower"], requires_all = ["dp_epsilon", "dp_delta"])]
+        features: Option<String>,
+        /// Privacy parameter ε of the release (0 < ε < 1)
+        #[arg(long, value_name = "EPSILON")]
+        dp_epsilon: Option<f64>,
+        /// Privacy parameter δ of the release (e.g. 1e-5)
+        #[arg(long, value_name = "DELTA")]
+        dp_delta: Option<f64>,
+        /// Clipping bound of each feature, µV² (default 100)
+        #[arg(long, value_name = "UV2")]
+        dp_clip: Option<f64>,
     },
     /// Replay annotated recordings through the daemon with a model and score its tokens
     /// (accuracy, confusion matrix, decision time, Wolpaw ITR)
@@ -163,6 +176,11 @@ pub struct StartArgs {
     /// LabRecorder and other LSL programs (needs --model and liblsl on the daemon's host)
     #[arg(long)]
     pub lsl_outlets: bool,
+
+    /// The subject's pseudonym (never a name): stored with the session; differentially private
+    /// releases of its features count against this subject's privacy budget
+    #[arg(long, value_name = "PSEUDONYM")]
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -503,6 +503,7 @@ mod tests {
             stored_blocks: 10,
             stored_events: 3,
             store_dropped: 0,
+            subject: None,
         }
     }
 

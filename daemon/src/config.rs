@@ -76,6 +76,9 @@ pub struct Config {
     pub store_queue: usize,
     /// Stored sessions that ended more than this many days ago are deleted (0 = keep forever).
     pub retention_days: f64,
+    /// The privacy budget of each subject across differentially private releases.
+    pub dp_epsilon_budget: f64,
+    pub dp_delta_budget: f64,
 }
 
 /// Every key the config file and the environment accept. Environment names are
@@ -104,6 +107,8 @@ pub const KEYS: &[&str] = &[
     "record",
     "store_queue",
     "retention_days",
+    "dp_epsilon_budget",
+    "dp_delta_budget",
 ];
 
 pub const SYSTEM_MODEL_DIRS: &[&str] = &["/usr/share/bci2token/models", "/var/lib/bci2token/models"];
@@ -312,6 +317,8 @@ impl Config {
             record: true,
             store_queue: 4096,
             retention_days: 0.0,
+            dp_epsilon_budget: 1.0,
+            dp_delta_budget: 1e-5,
         };
 
         // An explicitly named file must exist; the default one is optional.
@@ -404,6 +411,17 @@ impl Config {
             "lsl_library" => self.lsl_library = Some(src.path()?),
             "record" => self.record = src.boolean()?,
             "store_queue" => self.store_queue = src.integer(16, 1 << 20)? as usize,
+            "dp_epsilon_budget" | "dp_delta_budget" => {
+                let v = src.number()?;
+                if !(v > 0.0 && v <= 100.0) {
+                    return Err(src.invalid(format!("{v} is not a privacy budget (above 0, at most 100)")));
+                }
+                if key == "dp_epsilon_budget" {
+                    self.dp_epsilon_budget = v;
+                } else {
+                    self.dp_delta_budget = v;
+                }
+            }
             "retention_days" => {
                 let v = src.number()?;
                 if !(0.0..=36_500.0).contains(&v) {

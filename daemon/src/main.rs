@@ -11,6 +11,7 @@ mod logging;
 mod lsl_outlets;
 mod notify;
 mod plugins;
+mod private_release;
 mod recorder;
 mod service;
 mod session;

@@ -191,8 +191,8 @@ impl Service {
             Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
             Request::Models => Outcome::reply(Ok(self.list_models())),
             Request::ModelShow { model } => Outcome::reply(self.show_model(&model)),
-            Request::SessionStart { driver, config, model, follow, lsl_outlets } => {
-                match self.start_session(caller, &driver, config, model, follow.as_ref(), lsl_outlets) {
+            Request::SessionStart { driver, config, model, follow, lsl_outlets, subject } => {
+                match self.start_session(caller, &driver, config, model, follow.as_ref(), (lsl_outlets, subject)) {
                     Ok((info, stream)) => {
                         let stream = stream.map(|s| (info.id.clone(), s));
                         Outcome { reply: to_value(info), stream }
@@ -211,7 +211,10 @@ impl Service {
             Request::KeyRotate => Outcome::reply(self.rotate_key()),
             Request::Backup { path } => Outcome::reply(self.backup(caller, Path::new(&path))),
             Request::Restore { path } => Outcome::reply(self.restore(caller, Path::new(&path))),
-            Request::Export { id, format, path } => Outcome::reply(self.export(caller, &id, &format, Path::new(&path))),
+            Request::Export { id, format, path, features, dp_epsilon, dp_delta, dp_clip } => {
+                let dp = features.map(|f| (f, dp_epsilon, dp_delta, dp_clip));
+                Outcome::reply(self.export(caller, &id, &format, Path::new(&path), dp))
+            }
             Request::Follow { id, options } => match self.follow(&id, &options) {
                 Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
                 Err(e) => Outcome { reply: Err(e), stream: None },
@@ -283,7 +286,7 @@ impl Service {
         config: bci2token_api::ConfigMap,
         model: Option<String>,
         follow: Option<&FollowOptions>,
-        lsl_outlets: bool,
+        (lsl_outlets, subject): (bool, Option<String>),
     ) -> Result<(SessionInfo, Option<Subscription>), ApiError> {
         let cfg = self.config();
         let model = model.or_else(|| Some(cfg.default_model.clone()).filter(|m| !m.is_empty()));
@@ -360,6 +363,9 @@ impl Service {
         };
         if let (Some(d), Some(o)) = (&decoding, outlets) {
             d.publish_to(o);
+        }
+        if let Some(s) = subject.filter(|s| !s.trim().is_empty()) {
+            session.set_subject(s.trim().to_string());
         }
         if let Some(store) = &self.store {
             let meta = serde_json::to_vec(&session.info()).unwrap_or_default();
@@ -513,7 +519,14 @@ impl Service {
     }
 
     /// A stored session, decrypted, as EDF+, BDF+ or CSV in a new file the caller could create.
-    fn export(&self, caller: &Caller, id: &str, format: &str, path: &Path) -> Result<serde_json::Value, ApiError> {
+    fn export(
+        &self,
+        caller: &Caller,
+        id: &str,
+        format: &str,
+        path: &Path,
+        dp: Option<DpRequest>,
+    ) -> Result<serde_json::Value, ApiError> {
         if !matches!(format, "edf" | "bdf" | "csv") {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
@@ -571,6 +584,9 @@ impl Service {
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("session `{id}`: {e}")))?;
         let events: Vec<bci2token_api::Event> =
             events.iter().filter_map(|(_, r)| serde_json::from_slice(&plain(r)).ok()).collect();
+        if let Some(dp) = dp {
+            return self.release_features(caller, &info, &blocks, path, dp);
+        }
         let file = crate::caller_files::create_for(caller, path)?;
         let mut out = std::io::BufWriter::new(file);
         let written = match format {
@@ -583,6 +599,80 @@ impl Service {
         }
         log::info!("session {id}: exported as {format} to {}", path.display());
         Ok(serde_json::json!({ "id": id, "format": format, "path": path.display().to_string() }))
+    }
+
+    /// A differentially private release of per-window band powers (see private_release), charged
+    /// to the subject's budget before anything is written.
+    fn release_features(
+        &self,
+        caller: &Caller,
+        info: &SessionInfo,
+        blocks: &[crate::export::Block],
+        path: &Path,
+        (features, epsilon, delta, clip): DpRequest,
+    ) -> Result<serde_json::Value, ApiError> {
+        use crate::private_release as dp;
+        let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
+        if features != "bandpower" {
+            return Err(bad(format!("no feature set `{features}`; use bandpower")));
+        }
+        let (epsilon, delta) = match (epsilon, delta) {
+            (Some(e), Some(d)) => (e, d),
+            _ => return Err(bad("a private release needs dp_epsilon and dp_delta".into())),
+        };
+        let clip = clip.unwrap_or(100.0);
+        dp::check(epsilon, delta, clip).map_err(bad)?;
+        let (columns, rows) = dp::features(info, blocks, clip).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        if rows.is_empty() {
+            return Err(bad(format!("session `{}` is shorter than one {} s window", info.id, dp::WINDOW_SECONDS)));
+        }
+        let subject = info.subject.clone().unwrap_or_else(|| format!("session:{}", info.id));
+        let cfg = self.config();
+        let limit = (cfg.dp_epsilon_budget, cfg.dp_delta_budget);
+        let who = subject.clone();
+        let spent = self
+            .store()?
+            .call(move |s| s.dp_spend(&who, epsilon, delta, limit))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|(e, d)| {
+                ApiError::new(
+                    ErrorCode::LimitReached,
+                    format!(
+                        "the privacy budget of {subject} would be exceeded: spent ε {e} of {}, δ {d} of {}; this release \
+                         asks ε {epsilon}, δ {delta}. Nothing was released",
+                        limit.0, limit.1
+                    ),
+                )
+            })?;
+        let sigma = dp::gaussian_sigma(clip, columns.len(), epsilon, delta);
+        let mut noise = dp::Gaussian::new();
+        let mut text = format!("window_start_s,{}\n", columns.join(","));
+        for (start, row) in &rows {
+            text.push_str(&format!("{start}"));
+            for v in row {
+                text.push_str(&format!(",{}", v + sigma * noise.next()));
+            }
+            text.push('\n');
+        }
+        let mut file = crate::caller_files::create_for(caller, path)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
+        log::info!(
+            "session {}: released {} windows × {} band powers to {} with ε {epsilon}, δ {delta} (σ {sigma:.3}); {subject} has \
+             spent ε {}, δ {}",
+            info.id,
+            rows.len(),
+            columns.len(),
+            path.display(),
+            spent.0,
+            spent.1
+        );
+        Ok(serde_json::json!({
+            "id": info.id, "path": path.display().to_string(), "features": columns.len(), "windows": rows.len(),
+            "epsilon": epsilon, "delta": delta, "clip": clip, "sigma": sigma, "subject": subject,
+            "budget": {"epsilon_spent": spent.0, "delta_spent": spent.1, "epsilon_limit": limit.0, "delta_limit": limit.1},
+        }))
     }
 
     /// Replaces the store with a backup; no session may be running.
@@ -846,8 +936,14 @@ fn audit_object(request: &Request) -> String {
         Request::SessionStart { driver, .. } => format!("driver {driver}"),
         Request::SessionStop { id } | Request::SessionShow { id } | Request::SessionDelete { id } => id.clone(),
         Request::Backup { path } | Request::Restore { path } => path.clone(),
-        Request::Export { id, format, path } => format!("{id} as {format} to {path}"),
+        Request::Export { id, format, path, features: None, .. } => format!("{id} as {format} to {path}"),
+        Request::Export { id, path, features: Some(f), dp_epsilon, dp_delta, .. } => {
+            format!("{id} {f} features (ε {dp_epsilon:?}, δ {dp_delta:?}) to {path}")
+        }
         Request::Follow { id, .. } => id.clone(),
         _ => String::new(),
     }
 }
+
+/// `(features, ε, δ, clip)` of a private release request.
+type DpRequest = (String, Option<f64>, Option<f64>, Option<f64>);

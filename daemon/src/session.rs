@@ -63,6 +63,8 @@ pub struct Session {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Where the session is recorded, when the daemon records sessions.
     recorder: std::sync::OnceLock<Arc<SessionRecorder>>,
+    /// The subject's pseudonym, when given at start.
+    subject: std::sync::OnceLock<String>,
 }
 
 /// A fresh random session id: 12 hex digits.
@@ -114,7 +116,13 @@ impl Session {
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
             recorder: std::sync::OnceLock::new(),
+            subject: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the subject's pseudonym (before the session is recorded).
+    pub fn set_subject(&self, subject: String) {
+        let _ = self.subject.set(subject);
     }
 
     /// Records the session's blocks (its events reach the recorder through the hub's tap).
@@ -163,6 +171,7 @@ impl Session {
             stored_blocks: self.recorder.get().map_or(0, |r| r.counters.stored_blocks.load(Ordering::Acquire)),
             stored_events: self.recorder.get().map_or(0, |r| r.counters.stored_events.load(Ordering::Acquire)),
             store_dropped: self.recorder.get().map_or(0, |r| r.counters.dropped.load(Ordering::Relaxed)),
+            subject: self.subject.get().cloned(),
         }
     }
 

@@ -405,3 +405,93 @@ fn an_edf_export_of_a_replayed_run_reads_back_in_pyedflib_as_the_source() {
     let audit = daemon.ctl_json(&["audit", "list"]);
     assert!(audit.as_array().unwrap().iter().filter(|e| e["action"] == "export").count() == 4, "{audit}");
 }
+
+fn release_values(path: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .flat_map(|l| l.split(',').skip(1).map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn private_feature_releases_use_the_gaussian_mechanism_and_spend_the_subjects_budget() {
+    let data = TempDir::new("store-dp");
+    let daemon = start_daemon(with_data_dir(data.path()));
+    let out = daemon.ctl(&[
+        "--json",
+        "session",
+        "start",
+        "--driver",
+        "synthetic",
+        "--set",
+        "speed=0",
+        "--set",
+        "loop=false",
+        "--set",
+        "script=rest:60",
+        "--subject",
+        "P-007",
+        "--follow",
+    ]);
+    assert!(out.status.success());
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(first["subject"], "P-007");
+
+    let dir = TempDir::new("store-dp-out");
+    let release = |name: &str| {
+        let path = dir.path().join(name);
+        let out = daemon.ctl(&[
+            "--json",
+            "export",
+            &id,
+            "--format",
+            "csv",
+            "--output",
+            path.to_str().unwrap(),
+            "--features",
+            "bandpower",
+            "--dp-epsilon",
+            "0.4",
+            "--dp-delta",
+            "4e-6",
+            "--dp-clip",
+            "100",
+        ]);
+        (path, out)
+    };
+    let (a, out_a) = release("a.csv");
+    assert!(out_a.status.success(), "{}", String::from_utf8_lossy(&out_a.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&out_a.stdout).unwrap();
+    assert_eq!((reply["windows"].as_u64(), reply["features"].as_u64()), (Some(30), Some(40)), "{reply}");
+    // σ = C·√k·√(2 ln(1.25/δ))/ε.
+    let sigma = 100.0 * 40f64.sqrt() * (2.0 * (1.25f64 / 4e-6).ln()).sqrt() / 0.4;
+    assert!((reply["sigma"].as_f64().unwrap() - sigma).abs() < 1e-6 * sigma, "{reply}");
+    assert_eq!(reply["budget"]["epsilon_spent"], 0.4);
+
+    let (b, out_b) = release("b.csv");
+    assert!(out_b.status.success());
+    // Same features, independent noise: the differences have standard deviation √2·σ.
+    let (x, y) = (release_values(&a), release_values(&b));
+    assert_eq!(x.len(), 1200);
+    let diffs: Vec<f64> = x.iter().zip(&y).map(|(p, q)| p - q).collect();
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let sd = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (diffs.len() - 1) as f64).sqrt();
+    let want = 2f64.sqrt() * sigma;
+    assert!((sd / want - 1.0).abs() < 0.08, "noise sd {sd}, the mechanism's {want}");
+    assert!(mean.abs() < 4.0 * want / (diffs.len() as f64).sqrt(), "unbiased: mean {mean}");
+
+    // A third release would take ε to 1.2 > the default budget 1.0: refused, nothing written.
+    let (c, out_c) = release("c.csv");
+    assert_eq!(out_c.status.code(), Some(8), "limit reached");
+    let err = String::from_utf8_lossy(&out_c.stderr);
+    assert!(err.contains("privacy budget of P-007 would be exceeded") && err.contains("spent ε 0.8"), "{err}");
+    assert!(!c.exists());
+    let audit = daemon.ctl_json(&["audit", "list"]);
+    let exports: Vec<&serde_json::Value> =
+        audit.as_array().unwrap().iter().filter(|e| e["action"] == "export").collect();
+    assert_eq!(exports.len(), 3);
+    assert!(exports[2]["outcome"].as_str().unwrap().starts_with("failed: the privacy budget"));
+}

@@ -88,6 +88,7 @@ pub fn start_request(file: &Path, sets: &ConfigMap, model: &str) -> Result<Reque
         model: Some(model.to_string()),
         follow: Some(FollowOptions { samples: false }),
         lsl_outlets: false,
+        subject: None,
     })
 }
 

@@ -36,6 +36,10 @@ pub enum Request {
         /// daemon's `lsl_outlets` is true).
         #[serde(default)]
         lsl_outlets: bool,
+        /// The subject's pseudonym (never a name): stored with the session, the key of its privacy
+        /// budget.
+        #[serde(default)]
+        subject: Option<String>,
     },
     SessionList,
     SessionShow {
@@ -65,11 +69,21 @@ pub enum Request {
     Restore {
         path: String,
     },
-    /// Writes a stored session, decrypted, to a new file `path` as `edf`, `bdf` or `csv`; admin only.
+    /// Writes a stored session, decrypted, to a new file `path` as `edf`, `bdf` or `csv`; admin
+    /// only. With `features` (`bandpower`), writes instead differentially private per-window
+    /// features (CSV) with the Gaussian mechanism for `dp_epsilon`, `dp_delta` and `dp_clip`.
     Export {
         id: String,
         format: String,
         path: String,
+        #[serde(default)]
+        features: Option<String>,
+        #[serde(default)]
+        dp_epsilon: Option<f64>,
+        #[serde(default)]
+        dp_delta: Option<f64>,
+        #[serde(default)]
+        dp_clip: Option<f64>,
     },
     /// Subscribes to a running session; the reply is followed by events until the session ends.
     Follow {
@@ -280,6 +294,9 @@ pub struct SessionInfo {
     /// Blocks and events not recorded because the store fell behind.
     #[serde(default)]
     pub store_dropped: u64,
+    /// The subject's pseudonym given at start.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// One audit log entry.

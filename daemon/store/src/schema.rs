@@ -52,8 +52,17 @@ CREATE TABLE audit (
 );
 ";
 
+/// Version 3: the privacy budget spent per subject by differentially private releases.
+const V3: &str = "
+CREATE TABLE dp_budget (
+    subject  TEXT PRIMARY KEY,
+    epsilon  REAL NOT NULL,
+    delta    REAL NOT NULL
+);
+";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this build writes.
 pub fn current_version() -> u32 {

@@ -55,6 +55,9 @@ pub enum Op {
     Finish { session: String, state: String, stopped: f64 },
 }
 
+/// (ε, δ) of a privacy budget.
+pub type Budget = (f64, f64);
+
 /// Chunks in order, each opened or failed on its own.
 pub type Chunks = Vec<(u64, Result<Vec<u8>, StoreError>)>;
 
@@ -577,6 +580,42 @@ impl Store {
         // Sessions that were recording when the backup was taken are not recording here.
         self.mark_interrupted()?;
         self.checkpoint()
+    }
+
+    /// Spends (ε, δ) of `subject`'s privacy budget, in one transaction: refused (nothing spent)
+    /// when the totals would exceed the limits. Returns the totals spent, this release included
+    /// (`Ok(Err(spent so far))` when refused).
+    pub fn dp_spend(
+        &mut self,
+        subject: &str,
+        epsilon: f64,
+        delta: f64,
+        limit: Budget,
+    ) -> Result<Result<Budget, Budget>, StoreError> {
+        let path = self.path.clone();
+        let fail =
+            |e: rusqlite::Error| StoreError::Database { path: path.clone(), message: format!("privacy budget: {e}") };
+        let tx = self.conn.transaction().map_err(fail)?;
+        let spent: (f64, f64) = tx
+            .query_row("SELECT epsilon, delta FROM dp_budget WHERE subject = ?1", [subject], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(fail)?
+            .unwrap_or((0.0, 0.0));
+        let total = (spent.0 + epsilon, spent.1 + delta);
+        // A little slack for floating-point sums of budgets meant to add up exactly.
+        if total.0 > limit.0 * (1.0 + 1e-9) || total.1 > limit.1 * (1.0 + 1e-9) {
+            return Ok(Err(spent));
+        }
+        tx.execute(
+            "INSERT INTO dp_budget (subject, epsilon, delta) VALUES (?1, ?2, ?3)
+             ON CONFLICT(subject) DO UPDATE SET epsilon = ?2, delta = ?3",
+            params![subject, total.0, total.1],
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Ok(total))
     }
 
     /// `PRAGMA integrity_check`: "ok" or SQLite's list of problems.
