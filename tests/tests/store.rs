@@ -386,6 +386,28 @@ fn an_edf_export_of_a_replayed_run_reads_back_in_pyedflib_as_the_source() {
         assert!((x["onset"].as_f64().unwrap() - y["onset"].as_f64().unwrap()).abs() < 1e-6);
         assert!((x["duration"].as_f64().unwrap() - y["duration"].as_f64().unwrap()).abs() < 1e-6);
     }
+    // MNE reads it too: the same channels, samples and annotations.
+    let mne_out = out_dir.path().join("mne");
+    let py = bci2token_tests::reference_python(&["mne"]);
+    let o = std::process::Command::new(py)
+        .arg(bci2token_tests::workspace_root().join("tools/reference/mne_read.py"))
+        .arg(&edf)
+        .arg(&mne_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mne_read.py: {}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(mne_out.join("mne.json")).unwrap()).unwrap();
+    assert_eq!(m["ch_names"].as_array().unwrap().len(), 64);
+    assert_eq!(m["sfreq"], 160.0);
+    assert_eq!(m["n_times"], 20_000);
+    assert_eq!(m["annotations"].as_array().unwrap().len(), oa.len());
+    let mne_data = f64s(&mne_out.join("mne.f64"));
+    for (c, o) in os.iter().enumerate() {
+        let step = o["digital_step"].as_f64().unwrap();
+        let y = f64s(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
+        let x = &mne_data[c * 20_000..(c + 1) * 20_000];
+        assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() <= step * 1.0001), "MNE: {}", o["label"]);
+    }
     // BDF+: 24-bit, so the same check holds with room to spare.
     let bdf = out_dir.path().join("S001R04-export.bdf");
     assert!(daemon.ctl(&["export", &id, "--format", "bdf", "--output", bdf.to_str().unwrap()]).status.success());
