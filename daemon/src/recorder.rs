@@ -267,3 +267,40 @@ impl SessionRecorder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Delivery;
+
+    /// A store that cannot keep up (nobody drains the queue): a real-time session's writes are
+    /// dropped and counted, the session is warned at the 1st, 2nd and 4th drop, and nothing blocks.
+    #[test]
+    fn a_full_queue_drops_counts_and_warns_without_blocking() {
+        let (tx, _rx) = sync_channel(1);
+        let hub = Arc::new(Hub::new(64));
+        let mut sub = hub.subscribe(false, false).unwrap();
+        let recorder = SessionRecorder {
+            session: "s".into(),
+            tx,
+            counters: Arc::new(RecordCounters::default()),
+            next_event: AtomicU64::new(0),
+            hub: Arc::downgrade(&hub),
+            lossless: false,
+        };
+        let started = std::time::Instant::now();
+        for seq in 0..5 {
+            recorder.block(seq, seq as f64, 0, 1, 2, &[1.0, 2.0]);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "acquisition never waits");
+        assert_eq!(recorder.counters.dropped.load(Ordering::Relaxed), 4, "the first fits, four are dropped");
+        let mut warnings = Vec::new();
+        while let Some(Delivery::Event(e)) = sub.try_recv() {
+            if let Event::Warning { message, .. } = &*e {
+                warnings.push(message.clone());
+            }
+        }
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[2].contains("4 block(s)/event(s) were not recorded"), "{}", warnings[2]);
+    }
+}
