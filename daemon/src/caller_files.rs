@@ -61,18 +61,23 @@ pub fn create_for(caller: &Caller, path: &Path) -> Result<File, ApiError> {
     Ok(file)
 }
 
-/// Checks that `path` is a regular file (not a symlink) the caller could read.
-pub fn readable_by(caller: &Caller, path: &Path) -> Result<(), ApiError> {
+/// Opens `path` for reading on the caller's behalf: not through a symbolic link, a regular file,
+/// readable by the caller (checked on the opened file, so it cannot be swapped in between).
+pub fn open_for(caller: &Caller, path: &Path) -> Result<File, ApiError> {
     if !path.is_absolute() {
         return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: the path must be absolute", path.display())));
     }
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| ApiError::new(ErrorCode::NotFound, format!("{}: {e}", path.display())))?;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(path).map_err(
+            |e| {
+                let code =
+                    if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::BadRequest };
+                ApiError::new(code, format!("{}: {e} (symbolic links are refused)", path.display()))
+            },
+        )?;
+    let meta = file.metadata().map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
     if !meta.file_type().is_file() {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("{}: not a regular file (symbolic links are refused)", path.display()),
-        ));
+        return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: not a regular file", path.display())));
     }
     if !grants(caller, meta.uid(), meta.gid(), meta.mode(), 4) {
         return Err(refuse(format!(
@@ -81,7 +86,26 @@ pub fn readable_by(caller: &Caller, path: &Path) -> Result<(), ApiError> {
             caller.uid
         )));
     }
-    Ok(())
+    Ok(file)
+}
+
+/// A private scratch file in the daemon's data directory, removed (with SQLite's side files) on drop.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(dir: &Path, tag: &str) -> Scratch {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        Scratch(dir.join(format!(".{tag}-{}-{nanos}.db", std::process::id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -106,7 +130,7 @@ mod tests {
         let me = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), pid: None };
         std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
         assert!(create_for(&me, &dir.join("link")).unwrap_err().message.contains("symbolic link"));
-        assert!(readable_by(&me, &dir.join("link")).unwrap_err().message.contains("symbolic links are refused"));
+        assert!(open_for(&me, &dir.join("link")).unwrap_err().message.contains("symbolic links are refused"));
         create_for(&me, &dir.join("new")).unwrap();
         assert!(create_for(&me, &dir.join("new")).unwrap_err().message.contains("already exists"));
         assert!(create_for(&me, Path::new("relative")).is_err());

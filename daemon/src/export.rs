@@ -15,6 +15,7 @@ use std::io::Write;
 use bci2token_api::{Event, SessionInfo};
 
 /// One decoded block.
+#[derive(Debug, Clone)]
 pub struct Block {
     pub t: f64,
     pub channels: usize,
@@ -77,10 +78,12 @@ fn notes(events: &[Event], t0: f64) -> Vec<Note> {
 }
 
 /// The session's samples laid out on one time line: `[channel][frame]`, and the time of frame 0.
-fn timeline(info: &SessionInfo, blocks: &[Block]) -> (Vec<Vec<f32>>, f64) {
+pub fn timeline(info: &SessionInfo, blocks: &[Block]) -> (Vec<Vec<f32>>, f64) {
     let rate = info.sample_rate;
     let n = info.channels.len();
-    let t0 = blocks.first().map_or(0.0, |b| b.t);
+    // The earliest block starts the time line (stream time may step back after a reconnection).
+    let t0 = blocks.iter().map(|b| b.t).fold(f64::INFINITY, f64::min);
+    let t0 = if t0.is_finite() { t0 } else { 0.0 };
     let total = blocks.iter().map(|b| ((b.t - t0) * rate).round() as usize + b.frames).max().unwrap_or(0);
     let mut out = vec![vec![0f32; total]; n];
     for b in blocks.iter().filter(|b| b.channels == n) {
@@ -152,8 +155,9 @@ pub fn write_edf(
     }
     let annotation_samples = tals.iter().map(Vec::len).max().unwrap_or(0).div_ceil(width).max(1);
 
-    // Physical ranges from the data, written in 8 characters, then read back for the conversion.
-    let ranges: Vec<(f64, f64)> = columns
+    // Physical ranges from the data, written in 8 characters; the conversion uses exactly the
+    // numbers those characters say.
+    let range_fields: Vec<(String, String)> = columns
         .iter()
         .map(|col| {
             let (lo, hi) = col
@@ -161,9 +165,15 @@ pub fn write_edf(
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(f64::from(v)), hi.max(f64::from(v))));
             let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (-1.0, 1.0) };
             let (lo, hi) = if hi - lo < 1e-6 { (lo - 1.0, hi + 1.0) } else { (lo, hi) };
-            let (l, h) = (field_number(lo, true), field_number(hi, false));
-            (l.parse().expect("formatted number"), h.parse().expect("formatted number"))
+            (field_number(lo, true), field_number(hi, false))
         })
+        .collect();
+    if let Some((l, h)) = range_fields.iter().find(|(l, h)| l.len() > 8 || h.len() > 8) {
+        return Err(format!("a channel's range ({l} to {h} µV) does not fit EDF's 8-character fields"));
+    }
+    let ranges: Vec<(f64, f64)> = range_fields
+        .iter()
+        .map(|(l, h)| (l.parse().expect("formatted number"), h.parse().expect("formatted number")))
         .collect();
 
     let ns = columns.len() + 1;
@@ -196,12 +206,12 @@ pub fn write_edf(
         let unit = if i < columns.len() { info.channels[i].unit.as_str() } else { "" };
         field(&mut header, unit, 8);
     }
-    for (lo, _) in &ranges {
-        field(&mut header, &field_number(*lo, true), 8);
+    for (lo, _) in &range_fields {
+        field(&mut header, lo, 8);
     }
     field(&mut header, "-1", 8);
-    for (_, hi) in &ranges {
-        field(&mut header, &field_number(*hi, false), 8);
+    for (_, hi) in &range_fields {
+        field(&mut header, hi, 8);
     }
     field(&mut header, "1", 8);
     for _ in 0..ns {

@@ -61,17 +61,8 @@ pub fn features(info: &SessionInfo, blocks: &[Block], clip: f64) -> Result<(Vec<
     let mut psd = vec![0.0; welch.bins()];
     let columns: Vec<String> =
         info.channels.iter().flat_map(|c| bands.iter().map(move |(b, _, _)| format!("{}_{b}", c.label))).collect();
-    // Channel-major samples on one time line (gaps as zeros, as in exports).
-    let n = info.channels.len();
-    let t0 = blocks.first().map_or(0.0, |b| b.t);
-    let total = blocks.iter().map(|b| ((b.t - t0) * rate).round() as usize + b.frames).max().unwrap_or(0);
-    let mut data = vec![vec![0f32; total]; n];
-    for b in blocks.iter().filter(|b| b.channels == n) {
-        let s = ((b.t - t0) * rate).round() as usize;
-        for (c, col) in data.iter_mut().enumerate() {
-            col[s..s + b.frames].copy_from_slice(&b.data[c * b.frames..(c + 1) * b.frames]);
-        }
-    }
+    let (data, _) = crate::export::timeline(info, blocks);
+    let total = data.first().map_or(0, Vec::len);
     let mut rows = Vec::new();
     for w in 0..total / window {
         let mut row = Vec::with_capacity(columns.len());

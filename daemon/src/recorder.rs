@@ -132,6 +132,7 @@ impl StoreWriter {
             next_event: AtomicU64::new(0),
             hub: Arc::downgrade(hub),
             lossless,
+            overflow: std::sync::Mutex::new(Vec::new()),
         });
         let tap = Arc::clone(&recorder);
         hub.set_tap(Box::new(move |event| tap.event(event)));
@@ -150,35 +151,54 @@ impl Drop for StoreWriter {
     }
 }
 
+/// Who to tell about one write of a batch.
+type Ack = Option<(Arc<RecordCounters>, Kind)>;
+
+fn acknowledge(ack: &Ack) {
+    if let Some((c, kind)) = ack {
+        let counter = if *kind == Kind::Block { &c.stored_blocks } else { &c.stored_events };
+        counter.fetch_add(1, Ordering::Release);
+    }
+}
+
 fn write_loop(mut store: Store, rx: Receiver<Msg>) {
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
-    let mut acks: Vec<(Arc<RecordCounters>, Kind)> = Vec::with_capacity(MAX_BATCH);
-    let flush = |store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<(Arc<RecordCounters>, Kind)>| {
+    let mut acks: Vec<Ack> = Vec::with_capacity(MAX_BATCH);
+    let flush = |store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>| {
         if batch.is_empty() {
             return;
         }
         match store.apply(batch) {
-            Ok(()) => {
-                for (c, kind) in acks.drain(..) {
-                    let counter = if kind == Kind::Block { &c.stored_blocks } else { &c.stored_events };
-                    counter.fetch_add(1, Ordering::Release);
-                }
-            }
+            Ok(()) => acks.iter().for_each(acknowledge),
             Err(e) => {
-                log::error!("store: {} write(s) lost: {e}", batch.len());
-                acks.clear();
+                // One bad write must not take the others with it: retry each on its own, and count
+                // the ones that still fail against their session.
+                log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
+                for (op, ack) in batch.iter().zip(acks.iter()) {
+                    match store.apply(std::slice::from_ref(op)) {
+                        Ok(()) => acknowledge(ack),
+                        Err(e) => {
+                            log::error!("store: a write was lost: {e}");
+                            if let Some((c, _)) = ack {
+                                c.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
             }
         }
         batch.clear();
+        acks.clear();
     };
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Op(op, ack) => {
-                    if let (Some(c), Op::Chunk { kind, .. }) = (ack, &op) {
-                        acks.push((c, *kind));
-                    }
+                    acks.push(match (ack, &op) {
+                        (Some(c), Op::Chunk { kind, .. }) => Some((c, *kind)),
+                        _ => None,
+                    });
                     batch.push(op);
                 }
                 Msg::Call(f) => {
@@ -203,18 +223,34 @@ pub struct SessionRecorder {
     next_event: AtomicU64,
     /// For the overflow warning (weak: the hub owns its tap, which owns this).
     hub: std::sync::Weak<Hub>,
+    /// The source can wait (replay at full speed): its acquisition thread waits for room in the
+    /// queue. Other threads (the decode thread publishing tokens) never wait: what does not fit
+    /// waits here until the acquisition thread's next write carries it.
     lossless: bool,
+    overflow: std::sync::Mutex<Vec<Op>>,
 }
 
 impl SessionRecorder {
-    fn send(&self, op: Op) {
-        let msg = Msg::Op(op, Some(Arc::clone(&self.counters)));
-        if self.lossless {
-            let _ = self.tx.send(msg);
-            return;
+    fn msg(&self, op: Op) -> Msg {
+        Msg::Op(op, Some(Arc::clone(&self.counters)))
+    }
+
+    /// Waits for room (only on the acquisition thread of a lossless source, or for a session's
+    /// last writes), sending first what other threads left waiting.
+    fn send_waiting(&self, op: Op) {
+        let waiting: Vec<Op> = std::mem::take(&mut *self.overflow.lock().unwrap());
+        for earlier in waiting {
+            let _ = self.tx.send(self.msg(earlier));
         }
+        let _ = self.tx.send(self.msg(op));
+    }
+
+    /// Never waits.
+    fn send(&self, op: Op) {
+        let msg = self.msg(op);
         match self.tx.try_send(msg) {
             Ok(()) => {}
+            Err(TrySendError::Full(Msg::Op(op, _))) if self.lossless => self.overflow.lock().unwrap().push(op),
             Err(TrySendError::Full(_)) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
@@ -245,7 +281,12 @@ impl SessionRecorder {
         for v in data {
             plain.extend_from_slice(&v.to_le_bytes());
         }
-        self.send(Op::Chunk { session: self.session.clone(), kind: Kind::Block, seq, plain });
+        let op = Op::Chunk { session: self.session.clone(), kind: Kind::Block, seq, plain };
+        if self.lossless {
+            self.send_waiting(op);
+        } else {
+            self.send(op);
+        }
     }
 
     /// An event as its JSON (sample blocks and statistics are not stored as events).
@@ -255,15 +296,23 @@ impl SessionRecorder {
         }
         let Ok(json) = serde_json::to_vec(event) else { return };
         let seq = self.next_event.fetch_add(1, Ordering::Relaxed);
-        self.send(Op::Chunk { session: self.session.clone(), kind: Kind::Event, seq, plain: json });
-        if let Event::State { state, .. } = event {
-            if state.is_final() {
+        let op = Op::Chunk { session: self.session.clone(), kind: Kind::Event, seq, plain: json };
+        match event {
+            // The session's last writes (published by its acquisition thread as it ends, after the
+            // decoder drained) wait for room: a full queue must not leave it `recording`.
+            Event::State { state, .. } if state.is_final() => {
+                self.send_waiting(op);
                 let stopped = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs_f64())
                     .unwrap_or(0.0);
-                self.send(Op::Finish { session: self.session.clone(), state: state.as_str().to_string(), stopped });
+                self.send_waiting(Op::Finish {
+                    session: self.session.clone(),
+                    state: state.as_str().to_string(),
+                    stopped,
+                });
             }
+            _ => self.send(op),
         }
     }
 }
@@ -287,6 +336,7 @@ mod tests {
             next_event: AtomicU64::new(0),
             hub: Arc::downgrade(&hub),
             lossless: false,
+            overflow: std::sync::Mutex::new(Vec::new()),
         };
         let started = std::time::Instant::now();
         for seq in 0..5 {

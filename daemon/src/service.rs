@@ -3,6 +3,7 @@
 //! runtime's worker threads.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
@@ -505,15 +506,25 @@ impl Service {
         Ok(serde_json::json!({ "rewrapped_sessions": sessions }))
     }
 
-    /// An encrypted copy of the store in a new file the caller could have created.
+    /// An encrypted copy of the store in a new file the caller could have created. SQLite writes
+    /// the copy into the daemon's own directory; only the file opened safely for the caller is
+    /// then written in the caller's place.
     fn backup(&self, caller: &Caller, path: &Path) -> Result<serde_json::Value, ApiError> {
+        use crate::caller_files::{create_for, Scratch};
         self.store()?;
-        drop(crate::caller_files::create_for(caller, path)?);
-        let db = self.config.read().unwrap().data_dir.join("sessions.db");
-        let pages = bci2token_store::Store::backup(&db, path).map_err(|e| {
+        let mut out = create_for(caller, path)?;
+        let data_dir = self.config.read().unwrap().data_dir.clone();
+        let scratch = Scratch::new(&data_dir, "backup");
+        let internal = |e: String| {
             let _ = std::fs::remove_file(path);
-            ApiError::new(ErrorCode::Internal, e.to_string())
-        })?;
+            ApiError::new(ErrorCode::Internal, e)
+        };
+        let pages = bci2token_store::Store::backup(&data_dir.join("sessions.db"), &scratch.0)
+            .map_err(|e| internal(e.to_string()))?;
+        let mut copy = std::fs::File::open(&scratch.0).map_err(|e| internal(e.to_string()))?;
+        std::io::copy(&mut copy, &mut out)
+            .and_then(|_| out.sync_all())
+            .map_err(|e| internal(format!("{}: {e}", path.display())))?;
         log::info!("store backed up to {} ({pages} pages)", path.display());
         Ok(serde_json::json!({ "path": path.display().to_string(), "pages": pages }))
     }
@@ -627,15 +638,21 @@ impl Service {
             return Err(bad(format!("session `{}` is shorter than one {} s window", info.id, dp::WINDOW_SECONDS)));
         }
         let subject = info.subject.clone().unwrap_or_else(|| format!("session:{}", info.id));
+        // The output first: a path that cannot be written must not cost budget.
+        let mut file = crate::caller_files::create_for(caller, path)?;
         let cfg = self.config();
         let limit = (cfg.dp_epsilon_budget, cfg.dp_delta_budget);
         let who = subject.clone();
         let spent = self
             .store()?
             .call(move |s| s.dp_spend(&who, epsilon, delta, limit))
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))
+            .and_then(|r| r.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(path);
+            })?
             .map_err(|(e, d)| {
+                let _ = std::fs::remove_file(path);
                 ApiError::new(
                     ErrorCode::LimitReached,
                     format!(
@@ -655,7 +672,6 @@ impl Service {
             }
             text.push('\n');
         }
-        let mut file = crate::caller_files::create_for(caller, path)?;
         std::io::Write::write_all(&mut file, text.as_bytes())
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
         log::info!(
@@ -677,19 +693,33 @@ impl Service {
 
     /// Replaces the store with a backup; no session may be running.
     fn restore(&self, caller: &Caller, path: &Path) -> Result<serde_json::Value, ApiError> {
+        use crate::caller_files::{open_for, Scratch};
         self.store()?;
-        crate::caller_files::readable_by(caller, path)?;
+        let mut input = open_for(caller, path)?;
         if self.active_sessions() > 0 {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
                 "sessions are running; stop them before restoring (a restore replaces everything stored)",
             ));
         }
-        let src = path.to_path_buf();
+        // The daemon works on its own copy: the caller's file is only read.
+        let scratch = Scratch::new(&self.config.read().unwrap().data_dir, "restore");
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&scratch.0)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", scratch.0.display())))?;
+        std::io::copy(&mut input, &mut copy)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
+        drop(copy);
+        let src = scratch.0.clone();
+        let shown = path.display().to_string();
         self.store()?
-            .call(move |s| s.restore(&src))
+            .call(move |s| s.restore(&src).map_err(|e| e.to_string().replace(&src.display().to_string(), &shown)))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
-            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+        drop(scratch);
         self.sessions.lock().unwrap().retain(|s| s.is_active());
         log::info!("store restored from {}", path.display());
         Ok(serde_json::json!({ "restored_from": path.display().to_string() }))

@@ -313,6 +313,18 @@ fn a_backup_taken_while_recording_restores_to_the_sessions_at_that_moment() {
     assert!(blocks.iter().zip(&in_backup).all(|((a, x), (b, y))| a == b && x.as_ref().unwrap() == y.as_ref().unwrap()));
     assert_eq!(store.state(&id).unwrap(), "interrupted", "it was recording at the backup's moment");
     assert_eq!(store.integrity_check().unwrap(), "ok");
+    // The restoring daemon keeps its own audit log (the restore is in it, the chain intact).
+    let log = restorer.ctl_json(&["audit", "list"]);
+    assert!(log.as_array().unwrap().iter().any(|e| e["action"] == "restore" && e["outcome"] == "ok"), "{log}");
+    assert!(restorer.ctl(&["audit", "verify"]).status.success());
+    assert_eq!(
+        std::fs::read_dir(other.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count(),
+        0,
+        "no scratch file left"
+    );
 
     // A daemon with another key refuses the backup.
     let stranger = start_daemon(DaemonOptions::default());

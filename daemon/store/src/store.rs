@@ -100,6 +100,19 @@ impl Store {
 
     /// Applies `ops` in one transaction: all or nothing. Sealing happens before the transaction.
     pub fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let created: Vec<String> =
+            ops.iter().filter_map(|op| if let Op::Create { id, .. } = op { Some(id.clone()) } else { None }).collect();
+        let result = self.apply_rows(ops);
+        if result.is_err() {
+            // A session whose creation did not commit has no key in the store: forget it here too.
+            for id in created {
+                self.ciphers.remove(&id);
+            }
+        }
+        result
+    }
+
+    fn apply_rows(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         enum Row {
             Create { id: String, created: f64, meta: Vec<u8>, nonce: Vec<u8>, key: Vec<u8> },
             Chunk { table: &'static str, session: String, seq: u64, data: Vec<u8> },
@@ -329,7 +342,12 @@ impl Store {
         tx.execute("DELETE FROM sessions WHERE id = ?1", [session]).map_err(fail)?;
         tx.commit().map_err(fail)?;
         self.ciphers.remove(session);
-        self.checkpoint()
+        // The session is gone; a WAL still holding its old pages is truncated at the next
+        // checkpoint if a reader (a backup) keeps this one from completing.
+        if let Err(e) = self.checkpoint() {
+            log::warn!("{e}");
+        }
+        Ok(())
     }
 
     /// Copies the WAL into the database and truncates it to zero bytes.
@@ -549,8 +567,12 @@ impl Store {
         }
     }
 
-    /// Replaces this store's contents with the backup at `src`, after checking that it is a
-    /// store this master key opens and that it passes SQLite's integrity check.
+    /// Replaces this store's sessions (their keys, blocks and events) with those of the backup at
+    /// `src`, after checking that it is a store this master key opens and that it passes SQLite's
+    /// integrity check. `src` is migrated to the current schema first, so it must be a copy the
+    /// daemon owns. The audit log, the privacy budgets and the audit key stay this store's own: a
+    /// restore neither rewrites history nor gives back spent budget. Sessions that were recording
+    /// when the backup was taken become `interrupted`.
     pub fn restore(&mut self, src: &Path) -> Result<(), StoreError> {
         let fail = |m: String| StoreError::Database { path: src.to_path_buf(), message: m };
         {
@@ -562,22 +584,25 @@ impl Store {
             if check != "ok" {
                 return Err(fail(format!("the backup fails SQLite's integrity check: {check}")));
             }
+            candidate.checkpoint()?;
         }
-        let from = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS restored", [src.to_string_lossy()])
             .map_err(|e| fail(format!("opening the backup: {e}")))?;
-        {
-            let backup =
-                rusqlite::backup::Backup::new(&from, &mut self.conn).map_err(|e| fail(format!("restore: {e}")))?;
-            match backup.step(-1).map_err(|e| fail(format!("restore: {e}")))? {
-                rusqlite::backup::StepResult::Done => {}
-                other => return Err(fail(format!("restore did not complete ({other:?}); try again"))),
-            }
-        }
+        let copied = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(
+                "DELETE FROM main.blocks; DELETE FROM main.events; DELETE FROM main.session_keys; DELETE FROM main.sessions;
+                 INSERT INTO main.sessions SELECT * FROM restored.sessions;
+                 INSERT INTO main.session_keys SELECT * FROM restored.session_keys;
+                 INSERT INTO main.blocks SELECT * FROM restored.blocks;
+                 INSERT INTO main.events SELECT * FROM restored.events;",
+            )?;
+            tx.commit()
+        })();
+        let _ = self.conn.execute("DETACH DATABASE restored", []);
+        copied.map_err(|e| fail(format!("restore: {e}")))?;
         self.ciphers.clear();
-        // A fresh connection: nothing cached from before the restore (a backup older than this
-        // daemon is migrated here too).
-        self.conn = connect(&self.path)?;
-        // Sessions that were recording when the backup was taken are not recording here.
         self.mark_interrupted()?;
         self.checkpoint()
     }

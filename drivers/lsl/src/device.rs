@@ -23,6 +23,12 @@ const INLET_BUFFER_SECONDS: i32 = 360;
 
 pub struct LslDriver;
 
+/// How much later than one period a time stamp may come before it counts as a gap: outlets that
+/// stamp samples in bursts jitter by a few milliseconds, which is not loss.
+fn gap_threshold(period: f64) -> f64 {
+    (1.5 * period).max(0.010)
+}
+
 fn string_key(config: &Config, key: &str) -> Result<Option<String>, String> {
     match config.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
@@ -264,7 +270,7 @@ impl LslDevice {
         let first = p.stamps[p.start];
         if let Some(prev) = self.last_stamp {
             let hole = first - prev - period;
-            if hole > 0.5 * period && self.next_flags & block_flags::GAP == 0 {
+            if hole > gap_threshold(period) && self.next_flags & block_flags::GAP == 0 {
                 self.next_flags |= block_flags::GAP;
                 return Ok(ReadOutcome::Event(DriverEvent::Gap {
                     t: prev + period + self.correction.offset,
@@ -274,7 +280,9 @@ impl LslDevice {
             }
         }
         let mut frames = 1;
-        while frames < p.len && p.stamps[p.start + frames] - p.stamps[p.start + frames - 1] <= 1.5 * period {
+        while frames < p.len
+            && p.stamps[p.start + frames] - p.stamps[p.start + frames - 1] - period <= gap_threshold(period)
+        {
             frames += 1;
         }
         if buf.len() < frames * n {

@@ -207,7 +207,9 @@ impl OpenBciDevice {
         let now = Instant::now();
         let t = self.now_t();
         self.outage = Some(Outage {
-            since: now,
+            // The data stopped with the last byte, not when that was noticed (a stall is noticed
+            // stall_timeout later): the gap and stream time must cover that too.
+            since: self.last_byte,
             t,
             next_try: now + RECONNECT_FIRST,
             backoff: RECONNECT_FIRST,
