@@ -42,6 +42,15 @@ pub fn reference_python(modules: &[&str]) -> String {
     }
 }
 
+/// Raw little-endian f64 values, as the reference scripts (scipy, pyedflib, pyxdf, MNE) write them.
+pub fn read_f64(path: &Path) -> Vec<f64> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
 /// The directory holding the built binaries and driver plugins (`target/debug` for a dev build):
 /// the test executable lives in `<that dir>/deps`.
 pub fn bin_dir() -> PathBuf {

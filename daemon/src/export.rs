@@ -254,24 +254,13 @@ pub fn write_edf(
 /// `(("dd.mm.yy", "DD-MMM-YYYY"), "hh.mm.ss")` of a Unix time, UTC.
 fn start_date_time(unix: f64) -> ((String, String), String) {
     const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
-    let secs = unix.max(0.0).floor() as i64;
-    let (days, tod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let c = bci2token_api::time::civil(unix.max(0.0).floor() as i64);
     (
         (
-            format!("{day:02}.{month:02}.{:02}", year % 100),
-            format!("{day:02}-{}-{year:04}", MONTHS[(month - 1) as usize]),
+            format!("{:02}.{:02}.{:02}", c.day, c.month, c.year % 100),
+            format!("{:02}-{}-{:04}", c.day, MONTHS[(c.month - 1) as usize], c.year),
         ),
-        format!("{:02}.{:02}.{:02}", tod / 3600, tod % 3600 / 60, tod % 60),
+        format!("{:02}.{:02}.{:02}", c.hour, c.minute, c.second),
     )
 }
 

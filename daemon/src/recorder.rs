@@ -86,10 +86,14 @@ impl StoreWriter {
                 interrupted.join(", ")
             );
         }
-        match store.integrity_check() {
-            Ok(ok) if ok == "ok" => {}
-            Ok(problems) => log::error!("store {}: integrity check: {problems}", path.display()),
-            Err(e) => log::error!("store: {e}"),
+        // A full integrity check reads the whole database: worth it after an unclean end, not at
+        // every start of a large store.
+        if !interrupted.is_empty() {
+            match store.integrity_check() {
+                Ok(ok) if ok == "ok" => log::info!("store {}: integrity check ok", path.display()),
+                Ok(problems) => log::error!("store {}: integrity check: {problems}", path.display()),
+                Err(e) => log::error!("store: {e}"),
+            }
         }
         log::info!("recording sessions to {}", path.display());
         let (tx, rx) = sync_channel(queue);

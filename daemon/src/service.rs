@@ -174,13 +174,12 @@ impl Service {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let (uid, pid) = (caller.uid, caller.pid.and_then(|p| u32::try_from(p).ok()));
         let (a, o, r) = (action.to_string(), object.to_string(), outcome.to_string());
-        match store.call(move |s| s.audit_append(t, uid, pid, &a, &o, &r)) {
-            Ok(Ok(entry)) => log::info!(
+        match store.call(move |s| s.audit_append(t, uid, pid, &a, &o, &r)).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(entry) => log::info!(
                 "audit {}: {action} {object} by uid {uid}: {outcome} (mac {})",
                 entry.seq,
                 entry.mac.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
             ),
-            Ok(Err(e)) => log::error!("audit: {action} {object} by uid {uid} could not be recorded: {e}"),
             Err(e) => log::error!("audit: {action} {object} by uid {uid} could not be recorded: {e}"),
         }
     }
@@ -418,21 +417,16 @@ impl Service {
     /// audited as the daemon's own `retention`). Returns how many were deleted.
     pub fn apply_retention(&self) -> usize {
         let days = self.config.read().unwrap().retention_days;
-        let Some(store) = &self.store else { return 0 };
-        if days <= 0.0 {
+        if self.store.is_none() || days <= 0.0 {
             return 0;
         }
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let cutoff = now - days * 86_400.0;
-        let expired = match store.call(move |s| s.ended_before(cutoff)) {
-            Ok(Ok(ids)) => ids,
-            Ok(Err(e)) => {
-                log::error!("retention: {e}");
-                return 0;
-            }
+        let expired = match self.stored(move |s| s.ended_before(cutoff)) {
+            Ok(ids) => ids,
             Err(e) => {
-                log::error!("retention: {e}");
+                log::error!("retention: {}", e.message);
                 return 0;
             }
         };
@@ -451,6 +445,20 @@ impl Service {
             log::info!("retention: deleted {deleted} session(s) that ended more than {days} days ago");
         }
         deleted
+    }
+
+    /// Runs `f` on the store's writer thread (after the writes queued before it): a session the
+    /// store does not have is `not_found`, any other store failure `internal`.
+    fn stored<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut bci2token_store::Store) -> Result<T, bci2token_store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.store()?.call(f).map_err(|e| ApiError::new(ErrorCode::Internal, e))?.map_err(|e| match e {
+            bci2token_store::StoreError::NoSession(id) => {
+                ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
+            }
+            other => ApiError::new(ErrorCode::Internal, other.to_string()),
+        })
     }
 
     fn store(&self) -> Result<&StoreWriter, ApiError> {
@@ -473,15 +481,7 @@ impl Service {
             }
         }
         let owned = id.to_string();
-        self.store()?
-            .call(move |s| s.delete_session(&owned))
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
-            .map_err(|e| match e {
-                bci2token_store::StoreError::NoSession(_) => {
-                    ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
-                }
-                other => ApiError::new(ErrorCode::Internal, other.to_string()),
-            })?;
+        self.stored(move |s| s.delete_session(&owned))?;
         self.sessions.lock().unwrap().retain(|s| s.id != id);
         log::info!("session {id}: deleted from the store (key destroyed, rows zeroed, WAL truncated)");
         Ok(serde_json::json!({ "deleted": id }))
@@ -551,23 +551,9 @@ impl Service {
             ));
         }
         let owned = id.to_string();
-        let read = self
-            .store()?
-            .call(move |s| -> Result<_, bci2token_store::StoreError> {
-                Ok((
-                    s.read_all(&owned, Kind::Meta)?,
-                    s.read_all(&owned, Kind::Block)?,
-                    s.read_all(&owned, Kind::Event)?,
-                ))
-            })
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
-            .map_err(|e| match e {
-                bci2token_store::StoreError::NoSession(_) => {
-                    ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
-                }
-                other => ApiError::new(ErrorCode::Internal, other.to_string()),
-            })?;
-        let (meta, blocks, events) = read;
+        let (meta, blocks, events) = self.stored(move |s| {
+            Ok((s.read_all(&owned, Kind::Meta)?, s.read_all(&owned, Kind::Block)?, s.read_all(&owned, Kind::Event)?))
+        })?;
         let damaged: Vec<String> = meta
             .iter()
             .chain(&blocks)
@@ -644,10 +630,7 @@ impl Service {
         let limit = (cfg.dp_epsilon_budget, cfg.dp_delta_budget);
         let who = subject.clone();
         let spent = self
-            .store()?
-            .call(move |s| s.dp_spend(&who, epsilon, delta, limit))
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))
-            .and_then(|r| r.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())))
+            .stored(move |s| s.dp_spend(&who, epsilon, delta, limit))
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(path);
             })?
@@ -726,11 +709,7 @@ impl Service {
     }
 
     fn audit_list(&self, since: Option<f64>) -> Result<serde_json::Value, ApiError> {
-        let entries = self
-            .store()?
-            .call(move |s| s.audit_list(since))
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let entries = self.stored(move |s| s.audit_list(since))?;
         let list: Vec<AuditEntryInfo> = entries
             .into_iter()
             .map(|e| AuditEntryInfo {
@@ -748,13 +727,7 @@ impl Service {
     }
 
     fn audit_verify(&self) -> Result<serde_json::Value, ApiError> {
-        let result = self
-            .store()?
-            .call(|s| (s.audit_verify(), s.audit_list(None).map(|l| l.len())))
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
-        let (verdict, total) = result;
-        let verdict = verdict.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-        let entries = total.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))? as u64;
+        let (verdict, entries) = self.stored(|s| Ok((s.audit_verify()?, s.audit_list(None)?.len() as u64)))?;
         let v = match verdict {
             Ok(_) => AuditVerification { entries, intact: true, problem: None },
             Err(b) => AuditVerification { entries, intact: false, problem: Some(b.to_string()) },

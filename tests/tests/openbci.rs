@@ -5,14 +5,9 @@ use std::time::{Duration, Instant};
 
 use bci2token_tests::cyton_emulator::{counts, scale_uv, Emulator, EmulatorConfig, Firmware, Signal};
 use bci2token_tests::{data_dir, start_daemon, Daemon, DaemonOptions, Follower, SampleBlock, TempDir};
-use serde_json::Value;
 
 const GAP: u64 = 1;
 const RECONNECTED: u64 = 4;
-
-fn block_of(ev: &Value) -> Option<SampleBlock> {
-    SampleBlock::of(ev)
-}
 
 /// The packet index a row carries in channel 1, checked to be a whole number of counts.
 fn index_of(row: &[f32], gain: u8) -> u64 {
@@ -56,7 +51,7 @@ fn a_default_config_sends_only_stop_reset_start_stop_and_every_value_is_exact() 
     let mut rows = 0;
     let mut next_k = None;
     follower.collect_until(Duration::from_secs(20), |ev| {
-        if let Some(b) = block_of(ev) {
+        if let Some(b) = SampleBlock::of(ev) {
             assert_eq!(b.flags & GAP, 0, "no gap without faults");
             for (i, row) in b.rows.iter().enumerate() {
                 let k = index_of(row, 24);
@@ -98,7 +93,7 @@ fn every_footer_and_every_injected_drop_and_garbage_is_handled_exactly() {
         if ev["type"] == "gap" {
             gaps.push((ev["t"].as_f64().unwrap(), ev["lost_samples"].as_u64().unwrap()));
         }
-        if let Some(b) = block_of(ev) {
+        if let Some(b) = SampleBlock::of(ev) {
             for (i, row) in b.rows.iter().enumerate() {
                 let k = index_of(row, 24);
                 assert_row_exact(row, k, &gains);
@@ -170,7 +165,7 @@ fn daisy_rows_pair_odd_with_even_and_a_lost_half_loses_exactly_its_row() {
         if ev["type"] == "gap" {
             lost_total += ev["lost_samples"].as_u64().unwrap();
         }
-        if let Some(b) = block_of(ev) {
+        if let Some(b) = SampleBlock::of(ev) {
             for row in &b.rows {
                 let k = index_of(row, 24);
                 assert_eq!(k % 2, 1, "a row starts with the board's odd packet");
@@ -200,7 +195,7 @@ fn a_stall_is_detected_within_stall_timeout_and_streaming_resumes() {
     let daemon = start_daemon(DaemonOptions::default());
     let id = start_session(&daemon, &emulator, &["stall_timeout=0.5", "reply_timeout=0.3"]);
     let follower = Follower::start(&daemon, &id);
-    follower.collect_until(Duration::from_secs(10), |ev| block_of(ev).is_some());
+    follower.collect_until(Duration::from_secs(10), |ev| SampleBlock::of(ev).is_some());
 
     emulator.stall(Duration::from_secs(2));
     let stalled_at = Instant::now();
@@ -212,14 +207,14 @@ fn a_stall_is_detected_within_stall_timeout_and_streaming_resumes() {
     assert_eq!(daemon.ctl_json(&["session", "show", &id])["state"], "reconnecting");
 
     // The board answers again after 2 s: the driver resets it, streams again, reports the gap.
-    let events =
-        follower.collect_until(Duration::from_secs(15), |ev| block_of(ev).is_some_and(|b| b.flags & RECONNECTED != 0));
+    let events = follower
+        .collect_until(Duration::from_secs(15), |ev| SampleBlock::of(ev).is_some_and(|b| b.flags & RECONNECTED != 0));
     let gap = events.iter().find(|e| e["type"] == "gap").expect("a gap event for the outage");
     let seconds = gap["seconds"].as_f64().unwrap();
     assert!(seconds > 1.0 && seconds < 10.0, "outage of {seconds} s");
     assert!(gap["lost_samples"].is_null(), "an outage's sample count is not known exactly");
     assert!(events.iter().any(|e| e["state"] == "running"));
-    let block = block_of(events.last().unwrap()).unwrap();
+    let block = SampleBlock::of(events.last().unwrap()).unwrap();
     assert_ne!(block.flags & GAP, 0);
     let k = index_of(&block.rows[0], 24);
     assert_row_exact(&block.rows[0], k, &[24; 8]);
@@ -234,7 +229,7 @@ fn an_unplugged_dongle_is_lost_at_once_and_streaming_resumes_when_it_returns() {
     let daemon = start_daemon(DaemonOptions::default());
     let id = start_session(&daemon, &emulator, &[]);
     let follower = Follower::start(&daemon, &id);
-    follower.collect_until(Duration::from_secs(10), |ev| block_of(ev).is_some());
+    follower.collect_until(Duration::from_secs(10), |ev| SampleBlock::of(ev).is_some());
 
     emulator.unplug();
     let unplugged = Instant::now();
@@ -250,12 +245,12 @@ fn an_unplugged_dongle_is_lost_at_once_and_streaming_resumes_when_it_returns() {
     std::thread::sleep(Duration::from_millis(1500));
     emulator.replug();
     let replugged = Instant::now();
-    let events =
-        follower.collect_until(Duration::from_secs(15), |ev| block_of(ev).is_some_and(|b| b.flags & RECONNECTED != 0));
+    let events = follower
+        .collect_until(Duration::from_secs(15), |ev| SampleBlock::of(ev).is_some_and(|b| b.flags & RECONNECTED != 0));
     assert!(replugged.elapsed() < Duration::from_secs(6), "back-off is at most 4 s");
     let gap = events.iter().find(|e| e["type"] == "gap").unwrap();
     assert!(gap["seconds"].as_f64().unwrap() >= 1.5, "{gap}");
-    let block = block_of(events.last().unwrap()).unwrap();
+    let block = SampleBlock::of(events.last().unwrap()).unwrap();
     let k = index_of(&block.rows[0], 24);
     assert_row_exact(&block.rows[0], k, &[24; 8]);
     daemon.ctl_json(&["session", "stop", &id]);
@@ -337,7 +332,7 @@ fn the_real_cyton_recording_comes_out_as_recorded() {
         if ev["type"] == "gap" {
             panic!("gap after {} rows: {ev}; emulator overflow {}", got.len(), emulator.overflow());
         }
-        if let Some(b) = block_of(ev) {
+        if let Some(b) = SampleBlock::of(ev) {
             got.extend(b.rows);
         }
         got.len() >= n
@@ -367,7 +362,7 @@ fn a_board_left_streaming_by_a_killed_daemon_is_stopped_and_reset() {
     let emulator = Emulator::start(dir.path(), EmulatorConfig::default());
     let mut first = start_daemon(DaemonOptions::default());
     let id = start_session(&first, &emulator, &[]);
-    Follower::start(&first, &id).collect_until(Duration::from_secs(10), |ev| block_of(ev).is_some());
+    Follower::start(&first, &id).collect_until(Duration::from_secs(10), |ev| SampleBlock::of(ev).is_some());
     first.signal(nix::sys::signal::Signal::SIGKILL);
     first.wait_exit(Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
@@ -379,7 +374,7 @@ fn a_board_left_streaming_by_a_killed_daemon_is_stopped_and_reset() {
     let mut rows = 0;
     follower.collect_until(Duration::from_secs(10), |ev| {
         assert_ne!(ev["type"], "gap", "the new session starts from a clean stream");
-        if let Some(b) = block_of(ev) {
+        if let Some(b) = SampleBlock::of(ev) {
             for row in &b.rows {
                 assert_row_exact(row, index_of(row, 24), &[24; 8]);
                 rows += 1;

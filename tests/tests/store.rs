@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bci2token_store::seal::Kind;
 use bci2token_store::{MasterKey, Store};
-use bci2token_tests::{data_dir, start_daemon, DaemonOptions, TempDir};
+use bci2token_tests::{data_dir, read_f64, start_daemon, DaemonOptions, TempDir};
 use nix::sys::signal::Signal;
 
 fn with_data_dir(dir: &Path) -> DaemonOptions {
@@ -25,6 +25,17 @@ fn db_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .map(|n| dir.join(n))
         .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
         .collect()
+}
+
+/// `session start ARGS --follow` until the session ends (a replay or finite script); returns the
+/// session as the reply described it.
+fn record_to_end(daemon: &bci2token_tests::Daemon, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--json", "session", "start"];
+    full.extend_from_slice(args);
+    full.push("--follow");
+    let out = daemon.ctl(&full);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap()
 }
 
 #[test]
@@ -80,26 +91,22 @@ fn session_delete_leaves_none_of_its_ciphertext_and_is_audited() {
     let data = TempDir::new("store-delete");
     let daemon = start_daemon(with_data_dir(data.path()));
     let run = |seed: &str| -> String {
-        let out = daemon.ctl(&[
-            "--json",
-            "session",
-            "start",
-            "--driver",
-            "synthetic",
-            "--set",
-            "speed=0",
-            "--set",
-            "loop=false",
-            "--set",
-            "script=13Hz:2,rest:1",
-            "--set",
-            seed,
-            "--follow",
-        ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let first: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-        first["id"].as_str().unwrap().to_string()
+        let info = record_to_end(
+            &daemon,
+            &[
+                "--driver",
+                "synthetic",
+                "--set",
+                "speed=0",
+                "--set",
+                "loop=false",
+                "--set",
+                "script=13Hz:2,rest:1",
+                "--set",
+                seed,
+            ],
+        );
+        info["id"].as_str().unwrap().to_string()
     };
     let gone = run("seed=1");
     let kept = run("seed=2");
@@ -349,22 +356,16 @@ fn pyedflib_dump(file: &Path, out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap()
 }
 
-fn f64s(path: &Path) -> Vec<f64> {
-    std::fs::read(path).unwrap().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
-}
-
 #[test]
 fn an_edf_export_of_a_replayed_run_reads_back_in_pyedflib_as_the_source() {
     let data = TempDir::new("store-export");
     let daemon = start_daemon(with_data_dir(data.path()));
     let source = data_dir().join("eegmmidb/S001R04.edf");
     let set = format!("path={}", source.display());
-    let out = daemon
-        .ctl(&["--json", "session", "start", "--driver", "replay", "--set", &set, "--set", "speed=0", "--follow"]);
-    assert!(out.status.success());
-    let first: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    let id = first["id"].as_str().unwrap().to_string();
+    let id = record_to_end(&daemon, &["--driver", "replay", "--set", &set, "--set", "speed=0"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let out_dir = TempDir::new("store-export-out");
     let edf = out_dir.path().join("S001R04-export.edf");
@@ -382,8 +383,8 @@ fn an_edf_export_of_a_replayed_run_reads_back_in_pyedflib_as_the_source() {
         assert_eq!(t["label"], o["label"]);
         assert_eq!(t["sample_rate"], o["sample_rate"]);
         let step = o["digital_step"].as_f64().unwrap();
-        let a = f64s(&out_dir.path().join("export").join(t["file"].as_str().unwrap()));
-        let b = f64s(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
+        let a = read_f64(&out_dir.path().join("export").join(t["file"].as_str().unwrap()));
+        let b = read_f64(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
         assert!(a.len() >= b.len());
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!((x - y).abs() <= step, "{} sample {i}: {x} vs source {y} (step {step})", o["label"]);
@@ -413,10 +414,10 @@ fn an_edf_export_of_a_replayed_run_reads_back_in_pyedflib_as_the_source() {
     assert_eq!(m["sfreq"], 160.0);
     assert_eq!(m["n_times"], 20_000);
     assert_eq!(m["annotations"].as_array().unwrap().len(), oa.len());
-    let mne_data = f64s(&mne_out.join("mne.f64"));
+    let mne_data = read_f64(&mne_out.join("mne.f64"));
     for (c, o) in os.iter().enumerate() {
         let step = o["digital_step"].as_f64().unwrap();
-        let y = f64s(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
+        let y = read_f64(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
         let x = &mne_data[c * 20_000..(c + 1) * 20_000];
         assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() <= step * 1.0001), "MNE: {}", o["label"]);
     }
@@ -426,8 +427,8 @@ fn an_edf_export_of_a_replayed_run_reads_back_in_pyedflib_as_the_source() {
     let b = pyedflib_dump(&bdf, &out_dir.path().join("bdf"));
     assert_eq!(b["annotations"].as_array().unwrap().len(), oa.len());
     for (t, o) in b["signals"].as_array().unwrap().iter().zip(os) {
-        let x = f64s(&out_dir.path().join("bdf").join(t["file"].as_str().unwrap()));
-        let y = f64s(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
+        let x = read_f64(&out_dir.path().join("bdf").join(t["file"].as_str().unwrap()));
+        let y = read_f64(&out_dir.path().join("source").join(o["file"].as_str().unwrap()));
         let step = o["digital_step"].as_f64().unwrap();
         assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() <= step), "{}", o["label"]);
     }
@@ -452,25 +453,21 @@ fn release_values(path: &Path) -> Vec<f64> {
 fn private_feature_releases_use_the_gaussian_mechanism_and_spend_the_subjects_budget() {
     let data = TempDir::new("store-dp");
     let daemon = start_daemon(with_data_dir(data.path()));
-    let out = daemon.ctl(&[
-        "--json",
-        "session",
-        "start",
-        "--driver",
-        "synthetic",
-        "--set",
-        "speed=0",
-        "--set",
-        "loop=false",
-        "--set",
-        "script=rest:60",
-        "--subject",
-        "P-007",
-        "--follow",
-    ]);
-    assert!(out.status.success());
-    let first: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let first = record_to_end(
+        &daemon,
+        &[
+            "--driver",
+            "synthetic",
+            "--set",
+            "speed=0",
+            "--set",
+            "loop=false",
+            "--set",
+            "script=rest:60",
+            "--subject",
+            "P-007",
+        ],
+    );
     let id = first["id"].as_str().unwrap().to_string();
     assert_eq!(first["subject"], "P-007");
 

@@ -8,13 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use bci2token_tests::{
-    data_dir, reference_python, start_daemon, workspace_root, DaemonOptions, Follower, SampleBlock, TempDir,
+    data_dir, read_f64, reference_python, start_daemon, workspace_root, DaemonOptions, Follower, SampleBlock, TempDir,
 };
 use serde_json::Value;
-
-fn read_f64(path: &Path) -> Vec<f64> {
-    std::fs::read(path).unwrap().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
-}
 
 /// pyxdf's streams of `file`, with their stamps and values.
 fn pyxdf(file: &Path, tmp: &Path) -> Vec<(Value, Vec<f64>, Vec<f64>)> {

@@ -1,11 +1,13 @@
 //! Everything `bci2tokend` and `bci2tokenctl` share: the control-socket messages, their framing,
-//! the event stream of `follow`, error codes and well-known paths. Nothing else lives here.
+//! the event stream of `follow`, error codes, well-known paths and how the protocol's Unix times
+//! read as dates. Nothing else lives here.
 //! The wire protocol is documented in `docs/control-protocol.md`.
 
 pub mod event;
 pub mod framing;
 pub mod message;
 pub mod paths;
+pub mod time;
 
 pub use event::{ChannelMajor, ChannelStats, Event, SessionState};
 pub use framing::{read_frame, write_frame, FrameError, MAX_FRAME_BYTES};

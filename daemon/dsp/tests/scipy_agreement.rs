@@ -11,7 +11,6 @@
 //! `BCI2TOKEN_PYTHON=$PWD/.venv/bin/python`). The reference script is
 //! `tools/reference/dsp_reference.py`; data go through files in a temporary directory.
 
-use std::path::Path;
 use std::process::Command;
 
 use bci2token_dsp::design::{butter, iirnotch, Band, Sos};
@@ -19,7 +18,7 @@ use bci2token_dsp::filter::SosFilter;
 use bci2token_dsp::pipeline::{PreprocessConfig, Preprocessor};
 use bci2token_dsp::spectrum::{band_power, Welch};
 use bci2token_dsp::Sample;
-use bci2token_tests::{reference_python, workspace_root, TempDir};
+use bci2token_tests::{read_f64, reference_python, workspace_root, TempDir};
 use serde_json::{json, Value};
 
 const CHANNELS: usize = 11; // lane groups of 8, 2 and 1
@@ -89,11 +88,6 @@ fn stream<T: Sample>(x: &[T], channels: usize, rng: &mut Rng, mut process: impl 
         pos += n;
     }
     out
-}
-
-fn read_f64(path: &Path) -> Vec<f64> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
 /// Largest |a - b| over the largest |b|.

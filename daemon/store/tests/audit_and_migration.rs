@@ -1,33 +1,18 @@
 //! The audit log on a real SQLite file: `audit_verify` names the entry that was edited, deleted
 //! or moved; and a database of every earlier schema version opens and migrates.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bci2token_store::audit::Break;
 use bci2token_store::schema::{current_version, MIGRATIONS};
 use bci2token_store::seal::{self, Kind};
 use bci2token_store::{MasterKey, Store};
-
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("bci2token-audit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use bci2token_tests::TempDir;
 
 /// A store with 10 audit entries.
-fn logged(tag: &str) -> (Dir, Store) {
-    let dir = Dir::new(tag);
-    let mut store = Store::open(&dir.0.join("store.db"), Arc::new(MasterKey::generate().unwrap())).unwrap();
+fn logged(tag: &str) -> (TempDir, Store) {
+    let dir = TempDir::new(tag);
+    let mut store = Store::open(&dir.path().join("store.db"), Arc::new(MasterKey::generate().unwrap())).unwrap();
     for i in 1..=10u32 {
         let action = if i % 2 == 0 { "session_start" } else { "session_stop" };
         store
@@ -86,8 +71,8 @@ fn the_chain_survives_a_master_key_rotation_and_lists_since_a_time() {
 #[test]
 fn a_database_of_every_earlier_version_opens_and_migrates() {
     for v in 1..current_version() {
-        let dir = Dir::new(&format!("v{v}"));
-        let db = dir.0.join("store.db");
+        let dir = TempDir::new(&format!("v{v}"));
+        let db = dir.path().join("store.db");
         let master = Arc::new(MasterKey::generate().unwrap());
         {
             let mut conn = rusqlite::Connection::open(&db).unwrap();

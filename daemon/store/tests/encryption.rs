@@ -7,21 +7,7 @@ use std::sync::Arc;
 
 use bci2token_store::seal::Kind;
 use bci2token_store::{MasterKey, Store, StoreError};
-
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("bci2token-store-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use bci2token_tests::TempDir;
 
 /// A recognisable sample block: 64 channels × 25 frames of f32 (6400 bytes).
 fn block(seq: u64) -> Vec<u8> {
@@ -58,13 +44,13 @@ fn record(store: &mut Store, id: &str, blocks: u64) {
 
 #[test]
 fn a_copy_taken_while_recording_holds_no_plaintext_and_needs_the_key() {
-    let dir = Dir::new("copy");
-    let db = dir.0.join("store.db");
+    let dir = TempDir::new("copy");
+    let db = dir.path().join("store.db");
     let master = Arc::new(MasterKey::generate().unwrap());
     let mut store = Store::open(&db, Arc::clone(&master)).unwrap();
     record(&mut store, "s1", 40);
     // Copy the three files while the store is open and the WAL holds the recent pages.
-    let copy = dir.0.join("copy.db");
+    let copy = dir.path().join("copy.db");
     for (path, bytes) in files(&db) {
         assert!(!bytes.is_empty() || path.ends_with("-shm"));
         std::fs::write(path.replace("store.db", "copy.db"), bytes).unwrap();
@@ -90,8 +76,8 @@ fn a_copy_taken_while_recording_holds_no_plaintext_and_needs_the_key() {
 
 #[test]
 fn a_flipped_byte_or_swapped_chunks_fail_exactly_where_they_are() {
-    let dir = Dir::new("tamper");
-    let db = dir.0.join("store.db");
+    let dir = TempDir::new("tamper");
+    let db = dir.path().join("store.db");
     let master = Arc::new(MasterKey::generate().unwrap());
     let mut store = Store::open(&db, master).unwrap();
     record(&mut store, "a", 10);
@@ -133,8 +119,8 @@ fn a_flipped_byte_or_swapped_chunks_fail_exactly_where_they_are() {
 
 #[test]
 fn a_deleted_session_leaves_no_ciphertext_and_no_key() {
-    let dir = Dir::new("delete");
-    let db = dir.0.join("store.db");
+    let dir = TempDir::new("delete");
+    let db = dir.path().join("store.db");
     let master = Arc::new(MasterKey::generate().unwrap());
     let mut store = Store::open(&db, master).unwrap();
     record(&mut store, "gone", 30);
@@ -166,8 +152,8 @@ fn a_deleted_session_leaves_no_ciphertext_and_no_key() {
 
 #[test]
 fn rotating_the_master_key_rewraps_every_session() {
-    let dir = Dir::new("rotate");
-    let db = dir.0.join("store.db");
+    let dir = TempDir::new("rotate");
+    let db = dir.path().join("store.db");
     let old = Arc::new(MasterKey::generate().unwrap());
     let mut store = Store::open(&db, Arc::clone(&old)).unwrap();
     record(&mut store, "x", 3);
@@ -183,8 +169,8 @@ fn rotating_the_master_key_rewraps_every_session() {
 
 #[test]
 fn a_database_from_a_newer_daemon_is_refused() {
-    let dir = Dir::new("newer");
-    let db = dir.0.join("store.db");
+    let dir = TempDir::new("newer");
+    let db = dir.path().join("store.db");
     let master = Arc::new(MasterKey::generate().unwrap());
     drop(Store::open(&db, Arc::clone(&master)).unwrap());
     rusqlite_set_version(&db, 99);

@@ -9,11 +9,13 @@
 //! - [`plugin`]: what a plugin author implements ([`plugin::Driver`], [`plugin::Device`]) and the
 //!   [`export_driver!`] macro that generates the `extern "C"` shims, each wrapped in `catch_unwind`.
 //! - [`host`]: the safe wrapper the daemon uses to load plugins with `libloading` and drive devices.
+//! - [`units`]: channel units of LSL/XDF stream descriptions to µV, for the drivers that read them.
 
 pub mod ffi;
 pub mod host;
 pub mod plugin;
 pub mod types;
+pub mod units;
 
 /// Major version: bumped for any incompatible change of the table or of a function's meaning.
 pub const ABI_MAJOR: u32 = 1;

@@ -291,6 +291,16 @@ pub fn config_f64(config: &Config, key: &str) -> Result<Option<f64>, String> {
     }
 }
 
+/// Reads a text config value; present but empty, or not text, is an error naming the key.
+pub fn config_string(config: &Config, key: &str) -> Result<Option<String>, String> {
+    match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Err(format!("config key `{key}` is empty")),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("config key `{key}`: expected text, got {other}")),
+    }
+}
+
 /// Reads a boolean config value given as JSON bool or as a string (`true/false/yes/no/on/off/1/0`).
 pub fn config_bool(config: &Config, key: &str) -> Result<Option<bool>, String> {
     match config.get(key) {

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::ffi::block_flags;
-use bci2token_driver_abi::plugin::{config_f64, reject_unknown_keys, Config, Device, Driver, ReadOutcome};
+use bci2token_driver_abi::plugin::{
+    config_f64, config_string, reject_unknown_keys, Config, Device, Driver, ReadOutcome,
+};
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 use bci2token_liblsl::{Inlet, Lsl, LslError, TimeCorrection};
 
-use crate::units::to_microvolts;
+use bci2token_driver_abi::units::to_microvolts;
 
 const KEYS: &[&str] = &["name", "type", "source_id", "timeout", "library", "stall_timeout"];
 /// Samples per block at most.
@@ -27,15 +29,6 @@ pub struct LslDriver;
 /// stamp samples in bursts jitter by a few milliseconds, which is not loss.
 fn gap_threshold(period: f64) -> f64 {
     (1.5 * period).max(0.010)
-}
-
-fn string_key(config: &Config, key: &str) -> Result<Option<String>, String> {
-    match config.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) if s.is_empty() => Err(format!("config key `{key}` is empty")),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("config key `{key}`: expected text, got {other}")),
-    }
 }
 
 /// The XPath predicate for the given properties (`name='EEG' and type='EEG'`).
@@ -92,7 +85,7 @@ impl Driver for LslDriver {
         reject_unknown_keys(Self::NAME, config, KEYS)?;
         let mut props = Vec::new();
         for key in ["source_id", "name", "type"] {
-            if let Some(v) = string_key(config, key)? {
+            if let Some(v) = config_string(config, key)? {
                 props.push((key, v));
             }
         }
@@ -108,7 +101,7 @@ impl Driver for LslDriver {
                 return Err(format!("config key `{key}`: {v} s is not allowed; use seconds above 0 and up to 3600"));
             }
         }
-        let library = string_key(config, "library")?.map(PathBuf::from);
+        let library = config_string(config, "library")?.map(PathBuf::from);
         let lsl = Lsl::load(library.as_deref())?;
 
         let refs: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();

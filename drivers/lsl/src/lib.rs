@@ -2,10 +2,8 @@
 //! pylsl script, another bci2tokend) as a session's device. liblsl is loaded at run time
 //! (bci2token-liblsl); without it the plugin still loads and says how to provide it.
 //!
-//! - [`units`]: channel units from the stream description to µV factors.
 //! - [`device`]: resolving, the inlet, time correction, gaps and outages.
 
 pub mod device;
-pub mod units;
 
 bci2token_driver_abi::export_driver!(device::LslDriver);

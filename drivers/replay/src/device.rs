@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::plugin::{
-    config_bool, config_f64, copy_block, reject_unknown_keys, wait_until_due, Config, Device, Driver, ReadOutcome,
+    config_bool, config_f64, config_string, copy_block, reject_unknown_keys, wait_until_due, Config, Device, Driver,
+    ReadOutcome,
 };
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 
@@ -61,12 +62,8 @@ impl Driver for ReplayDriver {
         }
         let looping = config_bool(config, "loop")?.unwrap_or(false);
         let selection = channel_selection(config)?;
-        let text = |key: &str| match config.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(other) => Err(format!("config key `{key}`: expected a stream name, got {other}")),
-        };
-        let stream = StreamChoice { name: text("stream")?, type_: text("stream_type")? };
+        let stream =
+            StreamChoice { name: config_string(config, "stream")?, type_: config_string(config, "stream_type")? };
         let recording = open_recording_stream(&path, selection.as_deref(), &stream).map_err(|e| e.to_string())?;
         Ok(ReplayDevice::new(recording, speed, looping))
     }

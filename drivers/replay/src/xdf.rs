@@ -18,7 +18,9 @@ pub mod xml;
 use std::path::{Path, PathBuf};
 
 use crate::format_error::FormatError;
-use crate::recording::{fmt_num, unit_scale_to_uv, Channel, Chunk, Recording, RecordingEvent};
+use bci2token_driver_abi::units::to_microvolts;
+
+use crate::recording::{fmt_num, Channel, Chunk, Recording, RecordingEvent};
 
 /// How far a delivered sample time may be from the file's stamp (s).
 pub const MAX_TIME_ERROR: f64 = 0.0005;
@@ -436,15 +438,7 @@ impl XdfRecording {
         let mut scales = Vec::new();
         for &c in &selected {
             let unit = s.channels.get(c).map(|(_, u)| u.as_str()).unwrap_or("");
-            let (scale, out) = match unit {
-                "" | "microvolts" => (1.0, "uV".to_string()),
-                "millivolts" => (1e3, "uV".to_string()),
-                "volts" => (1e6, "uV".to_string()),
-                u => match unit_scale_to_uv(u.as_bytes()) {
-                    Some(f) => (f, "uV".to_string()),
-                    None => (1.0, u.to_string()),
-                },
-            };
+            let (scale, out) = to_microvolts(unit);
             channels.push(Channel { label: labels[c].clone(), unit: out });
             scales.push(scale);
         }

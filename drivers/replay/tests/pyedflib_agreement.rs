@@ -24,7 +24,7 @@ use std::process::Command;
 
 use bci2token_driver_replay::edf::EdfReader;
 use bci2token_driver_replay::recording::{open_recording, RecordingEvent};
-use bci2token_tests::{data_dir, reference_python, workspace_root};
+use bci2token_tests::{data_dir, read_f64, reference_python, workspace_root};
 use serde_json::Value;
 
 fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -35,14 +35,6 @@ fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-fn read_f64(path: &Path) -> Vec<f64> {
-    std::fs::read(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
 }
 
 struct Counts {

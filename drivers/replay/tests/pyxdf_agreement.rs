@@ -8,16 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use bci2token_driver_replay::xdf::XdfFile;
-use bci2token_tests::{data_dir, reference_python, workspace_root, TempDir};
+use bci2token_tests::{data_dir, read_f64, reference_python, workspace_root, TempDir};
 use serde_json::Value;
-
-fn read_f64(path: &Path) -> Vec<f64> {
-    std::fs::read(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
 
 fn compare(py: &str, file: &Path) -> (usize, usize) {
     let tmp = TempDir::new("pyxdf");

@@ -1,5 +1,6 @@
-//! Channel units as LSL streams write them (`<unit>` in the description: XDF's convention is
-//! `microvolts`, amplifier apps write `uV`, `µV`, `mV`, `V`, ...) and the factor to µV.
+//! Channel units as LSL streams and XDF files write them (`<unit>` in a stream description: XDF's
+//! convention is `microvolts`, amplifier apps write `uV`, `µV`, `mV`, `V`, ...) and the factor to
+//! µV, for the drivers that read them (lsl, and replay's XDF reader).
 
 /// The factor from `unit` to µV and the unit the session reports: voltages become `uV`; an empty
 /// unit is taken as µV (the LSL/XDF convention for EEG); anything else is passed through as is.
