@@ -152,9 +152,12 @@ pub struct DaemonOptions {
     pub config: Option<String>,
     /// Runtime dir to use instead of a fresh one (to test a socket path that is taken).
     pub runtime_dir: Option<PathBuf>,
+    /// Run as the system daemon (no `--user`; the test must be root), still with the temporary
+    /// directories.
+    pub system: bool,
 }
 
-/// A running `bci2tokend --user`.
+/// A running `bci2tokend` (`--user` unless started with `system`).
 pub struct Daemon {
     pub child: Child,
     pub dir: TempDir,
@@ -175,7 +178,9 @@ pub fn spawn_daemon(opts: DaemonOptions) -> Daemon {
     let log = dir.path().join("daemon.log");
     let config_file = dir.path().join("bci2tokend.toml");
     let mut cmd = Command::new(bin.join("bci2tokend"));
-    cmd.arg("--user");
+    if !opts.system {
+        cmd.arg("--user");
+    }
     if let Some(text) = &opts.config {
         std::fs::write(&config_file, text).unwrap();
         cmd.arg("--config").arg(&config_file);

@@ -11,6 +11,7 @@ use crate::cli::{AuditCommand, Cli, Command, KeyCommand, SessionCommand, StartAr
 use crate::client::{Conn, OkReply};
 use crate::error::{CtlError, Kind};
 use crate::evaluate;
+use crate::files::Files;
 use crate::render::{self, EventContext};
 use crate::socket::{self, Env};
 use crate::stream::{self, StreamOptions};
@@ -19,21 +20,14 @@ fn write_out<W: Write>(out: &mut W, bytes: &[u8]) -> Result<(), CtlError> {
     out.write_all(bytes).map_err(CtlError::from_stdout)
 }
 
-/// A path made absolute against the current directory (the daemon has its own), as UTF-8.
-fn absolute(path: &std::path::Path) -> Result<String, CtlError> {
-    let abs = std::path::absolute(path)
-        .map_err(|e| CtlError::new(Kind::Usage, format!("{}: cannot make the path absolute: {e}", path.display())))?;
-    abs.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| CtlError::new(Kind::Usage, format!("{}: the path is not valid UTF-8", abs.display())))
-}
-
-/// Builds the `session_start` request from the command line.
-pub fn start_request(a: &StartArgs) -> Result<Request, CtlError> {
+/// Builds the `session_start` request from the command line; file-valued `--set`s are opened here
+/// and go with it as descriptors.
+pub fn start_request(a: &StartArgs, files: &mut Files) -> Result<Request, CtlError> {
     let mut config = ConfigMap::new();
     for (k, v) in &a.set {
         config.insert(k.clone(), v.clone());
     }
+    files.config_inputs(&mut config)?;
     let model = match &a.model {
         None => None,
         // A bare name that is not a directory here is a model name the daemon looks up.
@@ -66,12 +60,13 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         return evaluate::run(a, cli.json, &resolved, out);
     }
     // Build the request first, so usage errors do not depend on a running daemon.
+    let mut files = Files::default();
     let (request, follow_count) = match &cli.command {
         Command::Status => (Request::Status, None),
         Command::Drivers => (Request::Drivers, None),
         Command::Devices { driver } => (Request::Devices { driver: driver.clone() }, None),
         Command::Models => (Request::Models, None),
-        Command::Session(SessionCommand::Start(a)) => (start_request(a)?, None),
+        Command::Session(SessionCommand::Start(a)) => (start_request(a, &mut files)?, None),
         Command::Session(SessionCommand::List) => (Request::SessionList, None),
         Command::Session(SessionCommand::Show { id }) => (Request::SessionShow { id: id.clone() }, None),
         Command::Session(SessionCommand::Stop { id }) => (Request::SessionStop { id: id.clone() }, None),
@@ -79,13 +74,13 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Audit(AuditCommand::List { since }) => (Request::AuditList { since: *since }, None),
         Command::Audit(AuditCommand::Verify) => (Request::AuditVerify, None),
         Command::Key(KeyCommand::Rotate) => (Request::KeyRotate, None),
-        Command::Backup { file } => (Request::Backup { path: absolute(file)? }, None),
-        Command::Restore { file } => (Request::Restore { path: absolute(file)? }, None),
+        Command::Backup { file } => (Request::Backup { path: files.output(file)? }, None),
+        Command::Restore { file } => (Request::Restore { path: files.input(file)? }, None),
         Command::Export { id, format, output, features, dp_epsilon, dp_delta, dp_clip } => (
             Request::Export {
                 id: id.clone(),
                 format: format.clone(),
-                path: absolute(output)?,
+                path: files.output(output)?,
                 features: features.clone(),
                 dp_epsilon: *dp_epsilon,
                 dp_delta: *dp_delta,
@@ -100,9 +95,18 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
     };
 
     let resolved = socket::resolve(cli.socket.as_deref(), env, |p| p.exists());
-    let stream = socket::connect(&resolved)?;
-    let mut conn = Conn::new(stream, resolved.path.clone());
-    let reply = conn.request(&request)?;
+    let reply = socket::connect(&resolved).and_then(|stream| {
+        let mut conn = Conn::new(stream, resolved.path.clone());
+        conn.request_with(&request, &files).map(|r| (r, conn))
+    });
+    let (reply, mut conn) = match reply {
+        Ok(r) => r,
+        Err(e) => {
+            files.discard_outputs();
+            return Err(e);
+        }
+    };
+    drop(files);
     let method = request.method();
     let json = cli.json;
 

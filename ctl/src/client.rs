@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bci2token_api::framing::frame_len;
-use bci2token_api::{write_frame, ApiError, FrameError, Request, Response};
+use bci2token_api::framing::write_frame_with_fds;
+use bci2token_api::{ApiError, FrameError, Request, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{CtlError, Kind};
+use crate::files::Files;
 
 /// How long to wait for the reply to a request (not for the events of a follow stream).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -113,11 +115,15 @@ impl Conn {
 
     /// Sends a request and waits (at most [`REPLY_TIMEOUT`]) for its reply.
     pub fn request(&mut self, req: &Request) -> Result<OkReply, CtlError> {
+        self.request_with(req, &Files::default())
+    }
+
+    /// Sends a request with the files it names (as descriptors) and waits for its reply.
+    pub fn request_with(&mut self, req: &Request, files: &Files) -> Result<OkReply, CtlError> {
         let stream = self.reader.get_ref();
         // Timeouts are best effort: failing to set one only means waiting longer.
         let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
-        let mut w: &UnixStream = stream;
-        write_frame(&mut w, req).map_err(|e| self.frame_error(e))?;
+        write_frame_with_fds(stream, req, &files.fds()).map_err(|e| self.frame_error(e))?;
         let body = match self.reader.next_frame() {
             Ok(Some(body)) => body,
             Ok(None) => {

@@ -177,8 +177,12 @@ pub fn exit_code(kind: Kind) -> u8 {
             ErrorCode::PermissionDenied => exit::PERMISSION_DENIED,
             ErrorCode::BadRequest | ErrorCode::InvalidConfig => exit::INVALID,
             ErrorCode::DriverError => exit::DRIVER,
-            ErrorCode::LimitReached => exit::LIMIT,
-            ErrorCode::Internal => exit::GENERIC,
+            // The daemon's limits on its callers: wait, or do less at once.
+            ErrorCode::LimitReached
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManyConnections
+            | ErrorCode::RequestTooLarge => exit::LIMIT,
+            ErrorCode::Internal | ErrorCode::Timeout => exit::GENERIC,
         },
         Kind::UnknownApi | Kind::Protocol | Kind::Io | Kind::Timeout => exit::GENERIC,
         Kind::NotRunning => exit::NOT_RUNNING,

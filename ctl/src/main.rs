@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod error;
 mod evaluate;
+mod files;
 mod render;
 mod socket;
 mod stream;

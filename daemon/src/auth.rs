@@ -1,9 +1,12 @@
 //! Who may do what. Roles: `admin` (root and members of the admin group) may do everything;
 //! `operator` (members of the socket group) may start, follow and stop sessions; anyone else who
 //! can reach the socket may read the status only. In `--user` mode the daemon's own user is admin.
+//! Group membership is what the kernel reported for the caller's process (its primary and
+//! supplementary groups when it connected), not the group database: a user added to a group
+//! gains the role with their next login, as with file permissions.
 
 use bci2token_api::Caller;
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Group, Uid};
 
 use crate::config::Mode;
 
@@ -24,14 +27,10 @@ impl Role {
     }
 }
 
-/// True if the user `uid` (primary group `gid`) belongs to the group named `group`.
-fn in_group(uid: u32, gid: u32, group: &str) -> bool {
+/// True if the caller's process belongs to the group named `group`.
+fn in_group(caller: &Caller, group: &str) -> bool {
     let Ok(Some(g)) = Group::from_name(group) else { return false };
-    if g.gid == Gid::from_raw(gid) {
-        return true;
-    }
-    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else { return false };
-    g.mem.contains(&user.name)
+    caller.in_group(g.gid.as_raw())
 }
 
 pub fn role_of(caller: &Caller, mode: Mode, admin_group: &str, operator_group: &str) -> Role {
@@ -47,9 +46,9 @@ pub fn role_of(caller: &Caller, mode: Mode, admin_group: &str, operator_group: &
             }
         }
         Mode::System => {
-            if in_group(caller.uid, caller.gid, admin_group) {
+            if in_group(caller, admin_group) {
                 Role::Admin
-            } else if in_group(caller.uid, caller.gid, operator_group) {
+            } else if in_group(caller, operator_group) {
                 Role::Operator
             } else {
                 Role::Reader
@@ -64,14 +63,21 @@ mod tests {
 
     #[test]
     fn root_is_admin_and_strangers_read_only() {
-        let root = Caller { uid: 0, gid: 0, pid: None };
+        let root = Caller { uid: 0, gid: 0, pid: None, groups: vec![] };
         assert_eq!(role_of(&root, Mode::System, "bci2token-admin", "bci2token"), Role::Admin);
-        let me = Caller { uid: Uid::current().as_raw(), gid: Gid::current().as_raw(), pid: None };
+        let me =
+            Caller { uid: Uid::current().as_raw(), gid: nix::unistd::getgid().as_raw(), pid: None, groups: vec![] };
         assert_eq!(role_of(&me, Mode::User, "x", "y"), Role::Admin);
-        let stranger = Caller { uid: 65_533, gid: 65_533, pid: None };
+        let stranger = Caller { uid: 65_533, gid: 65_533, pid: None, groups: vec![] };
         if Uid::current().as_raw() != 65_533 {
             assert_eq!(role_of(&stranger, Mode::User, "x", "y"), Role::Reader);
             assert_eq!(role_of(&stranger, Mode::System, "no-such-group-a", "no-such-group-b"), Role::Reader);
+        }
+        // A supplementary group counts; the group database's member list does not matter.
+        if let Ok(Some(g)) = Group::from_name("root") {
+            let member = Caller { uid: 65_533, gid: 65_533, pid: None, groups: vec![g.gid.as_raw()] };
+            assert_eq!(role_of(&member, Mode::System, "root", "no-such-group"), Role::Admin);
+            assert_eq!(role_of(&member, Mode::System, "no-such-group", "root"), Role::Operator);
         }
     }
 }

@@ -1,12 +1,110 @@
-//! Files the daemon writes or reads on a caller's behalf (backups, exports, restores). The daemon
-//! may run as root, so it must not become a way around file permissions: it refuses symbolic links,
-//! refuses to overwrite, and checks that the caller could have written (or read) the file itself.
+//! Files the daemon writes or reads on a caller's behalf (backups, exports, restores, recordings).
+//! The daemon may run as root or hold the master key, so it must not become a way around file
+//! permissions. A file normally arrives as a descriptor the caller opened with its own rights
+//! (`{"fd": N}`): the daemon only reads or writes it. A path (`--user` only, where the caller is
+//! the daemon's own user) is opened here without following symbolic links, never overwriting, and
+//! only where the caller could have written (or read) the file itself.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use bci2token_api::{ApiError, Caller, ErrorCode};
+use bci2token_api::{ApiError, Caller, ErrorCode, FileArg};
+
+use crate::config::Mode;
+
+/// Takes descriptor `index` of a request (each may be used once).
+pub fn take_fd(fds: &mut [Option<OwnedFd>], index: u32, what: &str) -> Result<OwnedFd, ApiError> {
+    fds.get_mut(index as usize).and_then(Option::take).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{what}: descriptor {index} did not come with the request (or is used twice)"),
+        )
+    })
+}
+
+fn no_paths(arg: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "{arg}: the system daemon opens no file by a caller's path; pass the file as a descriptor \
+             (bci2tokenctl does this)"
+        ),
+    )
+}
+
+/// A file the daemon writes for a caller, and what to call it.
+pub struct Output {
+    pub file: File,
+    pub shown: String,
+    /// A file the daemon created itself (`--user` path): removed when the operation fails. A passed
+    /// descriptor's file is the caller's to remove.
+    created: Option<PathBuf>,
+}
+
+impl Output {
+    /// Removes what the daemon created after a failure.
+    pub fn discard(&self) {
+        if let Some(p) = &self.created {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Opens the output `arg` names: a passed descriptor of an empty regular file open for writing,
+/// or (`--user` mode) a new file at a path.
+pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<Output, ApiError> {
+    match arg {
+        FileArg::Fd { fd, .. } => {
+            let file = File::from(take_fd(fds, *fd, arg.display())?);
+            let meta =
+                file.metadata().map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("{}: {e}", arg.display())))?;
+            if !meta.file_type().is_file() || meta.len() != 0 {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("{}: the output must be a new, empty regular file", arg.display()),
+                ));
+            }
+            if !writable(&file) {
+                return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: not open for writing", arg.display())));
+            }
+            Ok(Output { file, shown: arg.display().to_string(), created: None })
+        }
+        FileArg::Path(p) if mode == Mode::User => {
+            let file = create_for(caller, Path::new(p))?;
+            Ok(Output { file, shown: p.clone(), created: Some(PathBuf::from(p)) })
+        }
+        FileArg::Path(p) => Err(no_paths(p)),
+    }
+}
+
+/// Opens the input `arg` names: a passed descriptor of a regular file, or (`--user` mode) a path.
+pub fn input(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<File, ApiError> {
+    match arg {
+        FileArg::Fd { fd, .. } => {
+            let file = File::from(take_fd(fds, *fd, arg.display())?);
+            let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+            if !regular {
+                return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: not a regular file", arg.display())));
+            }
+            Ok(file)
+        }
+        FileArg::Path(p) if mode == Mode::User => open_for(caller, Path::new(p)),
+        FileArg::Path(p) => Err(no_paths(p)),
+    }
+}
+
+/// Whether the descriptor was opened for writing.
+fn writable(file: &File) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    fcntl(file, FcntlArg::F_GETFL)
+        .map(|flags| {
+            let mode = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE;
+            mode == OFlag::O_WRONLY || mode == OFlag::O_RDWR
+        })
+        .unwrap_or(false)
+}
 
 fn refuse(message: String) -> ApiError {
     ApiError::new(ErrorCode::PermissionDenied, message)
@@ -114,7 +212,7 @@ mod tests {
 
     #[test]
     fn permissions_are_those_of_the_caller() {
-        let alice = Caller { uid: 1000, gid: 1000, pid: None };
+        let alice = Caller { uid: 1000, gid: 1000, pid: None, groups: vec![] };
         assert!(grants(&alice, 1000, 50, 0o700, 2));
         assert!(!grants(&alice, 0, 0, 0o755, 2), "root's directory");
         assert!(grants(&alice, 0, 1000, 0o775, 2), "group-writable for her group");
@@ -127,13 +225,33 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bci2token-callerfiles-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let me = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), pid: None };
+        let me = Caller {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            pid: None,
+            groups: vec![],
+        };
         std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
         assert!(create_for(&me, &dir.join("link")).unwrap_err().message.contains("symbolic link"));
         assert!(open_for(&me, &dir.join("link")).unwrap_err().message.contains("symbolic links are refused"));
         create_for(&me, &dir.join("new")).unwrap();
         assert!(create_for(&me, &dir.join("new")).unwrap_err().message.contains("already exists"));
         assert!(create_for(&me, Path::new("relative")).is_err());
+        // A system daemon takes no path at all, however harmless.
+        let new = FileArg::Path(dir.join("other").display().to_string());
+        let e = output(&me, Mode::System, &new, &mut []).err().unwrap();
+        assert_eq!(e.code, ErrorCode::PermissionDenied);
+        assert!(!dir.join("other").exists());
+        // A descriptor must be an empty file open for writing, and is used once.
+        let ro = File::open(dir.join("new")).unwrap();
+        let mut fds = vec![Some(OwnedFd::from(ro))];
+        let arg = FileArg::Fd { fd: 0, name: "new".into() };
+        assert!(output(&me, Mode::System, &arg, &mut fds).err().unwrap().message.contains("not open for writing"));
+        assert!(output(&me, Mode::System, &arg, &mut fds).err().unwrap().message.contains("used twice"));
+        std::fs::write(dir.join("full"), b"x").unwrap();
+        let full = std::fs::OpenOptions::new().write(true).open(dir.join("full")).unwrap();
+        let mut fds = vec![Some(OwnedFd::from(full))];
+        assert!(output(&me, Mode::System, &arg, &mut fds).err().unwrap().message.contains("empty"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

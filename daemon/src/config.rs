@@ -53,6 +53,9 @@ pub struct Config {
     pub socket_group: String,
     /// Group whose members may do everything, like root.
     pub admin_group: String,
+    /// Mode of the control socket: 0660 (the socket group and admins only) by default; 0666 lets
+    /// anyone connect with the reader role (status only).
+    pub socket_mode: u32,
     /// Where models run: `auto` (CUDA when available), `cpu` or `cuda`.
     pub decoder_device: DevicePreference,
     /// libtorch intra-op threads (0 = libtorch's default: one per core). 1 by default: a window is
@@ -79,6 +82,22 @@ pub struct Config {
     /// The privacy budget of each subject across differentially private releases.
     pub dp_epsilon_budget: f64,
     pub dp_delta_budget: f64,
+    /// A request frame started and not finished within this many seconds is refused.
+    pub request_timeout: f64,
+    /// Connections to the control socket at once, from everyone together and from one uid.
+    pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    /// Each uid's token bucket of requests: refilled at this rate, holding at most `request_burst`.
+    pub requests_per_second: f64,
+    pub request_burst: f64,
+    /// Sessions one uid may have running at once (admins included; root is not limited).
+    pub max_sessions_per_uid: usize,
+    /// Refusals of one uid written to the audit log individually per minute; beyond, they are
+    /// counted and the count is written with the next entry.
+    pub audit_refusals_per_minute: usize,
+    /// The admin's per-driver settings (`[drivers.NAME]` tables): passed to the driver as host keys
+    /// (`_KEY`) that no session can set, e.g. `[drivers.lsl] library = "/opt/lsl/liblsl.so"`.
+    pub driver_settings: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Every key the config file and the environment accept. Environment names are
@@ -96,6 +115,7 @@ pub const KEYS: &[&str] = &[
     "subscriber_queue",
     "socket_group",
     "admin_group",
+    "socket_mode",
     "decoder_device",
     "decoder_threads",
     "decoder_max_batch",
@@ -109,6 +129,14 @@ pub const KEYS: &[&str] = &[
     "retention_days",
     "dp_epsilon_budget",
     "dp_delta_budget",
+    "request_timeout",
+    "max_connections",
+    "max_connections_per_uid",
+    "requests_per_second",
+    "request_burst",
+    "max_sessions_per_uid",
+    "audit_refusals_per_minute",
+    "drivers",
 ];
 
 pub const SYSTEM_MODEL_DIRS: &[&str] = &["/usr/share/bci2token/models", "/var/lib/bci2token/models"];
@@ -279,6 +307,38 @@ fn default_model_path(mode: Mode, data_dir: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// `[drivers.NAME]` tables of scalar settings (the environment cannot set them: they may load code).
+fn driver_settings(
+    src: &Source<'_>,
+) -> Result<BTreeMap<String, serde_json::Map<String, serde_json::Value>>, ConfigError> {
+    let Raw::Toml(toml::Value::Table(drivers)) = src.raw else {
+        return Err(src.invalid("expected tables [drivers.NAME] (not settable from the environment)"));
+    };
+    let mut out = BTreeMap::new();
+    for (driver, settings) in drivers {
+        let toml::Value::Table(settings) = settings else {
+            return Err(src.invalid(format!("`drivers.{driver}` must be a table of settings")));
+        };
+        let mut map = serde_json::Map::new();
+        for (key, value) in settings {
+            let json = match value {
+                toml::Value::String(s) => serde_json::Value::from(s.as_str()),
+                toml::Value::Integer(i) => serde_json::Value::from(*i),
+                toml::Value::Float(f) => serde_json::Value::from(*f),
+                toml::Value::Boolean(b) => serde_json::Value::from(*b),
+                other => {
+                    return Err(
+                        src.invalid(format!("`drivers.{driver}.{key}`: {other} is not a string, number or boolean"))
+                    )
+                }
+            };
+            map.insert(key.clone(), json);
+        }
+        out.insert(driver.clone(), map);
+    }
+    Ok(out)
+}
+
 impl Config {
     /// Loads the configuration for `mode`: defaults, then `file` (or the mode's default file if it
     /// exists), then `BCI2TOKEN_*` variables from `env`.
@@ -306,6 +366,7 @@ impl Config {
             subscriber_queue: 1024,
             socket_group: "bci2token".into(),
             admin_group: "bci2token-admin".into(),
+            socket_mode: 0o660,
             decoder_device: DevicePreference::Auto,
             decoder_threads: 1,
             decoder_max_batch: 256,
@@ -319,6 +380,14 @@ impl Config {
             retention_days: 0.0,
             dp_epsilon_budget: 1.0,
             dp_delta_budget: 1e-5,
+            request_timeout: 10.0,
+            max_connections: 256,
+            max_connections_per_uid: 32,
+            requests_per_second: 20.0,
+            request_burst: 40.0,
+            max_sessions_per_uid: 4,
+            audit_refusals_per_minute: 60,
+            driver_settings: BTreeMap::new(),
         };
 
         // An explicitly named file must exist; the default one is optional.
@@ -343,7 +412,7 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
             Err(source) => return Err(ConfigError::Read { path, source }),
         }
-        for key in KEYS {
+        for key in KEYS.iter().filter(|k| **k != "drivers") {
             let var = env_name(key);
             if let Some(v) = env(&var) {
                 values.insert((*key).to_string(), (format!("environment variable {var}"), Raw::Env(v)));
@@ -401,6 +470,13 @@ impl Config {
             "subscriber_queue" => self.subscriber_queue = src.integer(16, 1 << 20)? as usize,
             "socket_group" => self.socket_group = src.string()?,
             "admin_group" => self.admin_group = src.string()?,
+            "socket_mode" => {
+                let text = src.string()?;
+                self.socket_mode = match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+                    Ok(m @ (0o600 | 0o660 | 0o666)) => m,
+                    _ => return Err(src.invalid(format!("{text:?} is not a socket mode: use \"0660\" or \"0666\""))),
+                }
+            }
             "decoder_device" => self.decoder_device = src.string()?.parse().map_err(|e: String| src.invalid(e))?,
             "decoder_threads" => self.decoder_threads = src.integer(0, 256)? as usize,
             "decoder_max_batch" => self.decoder_max_batch = src.integer(1, 65_536)? as usize,
@@ -410,6 +486,29 @@ impl Config {
             "lsl_outlets" => self.lsl_outlets = src.boolean()?,
             "lsl_library" => self.lsl_library = Some(src.path()?),
             "record" => self.record = src.boolean()?,
+            "request_timeout" => {
+                let v = src.number()?;
+                if !(0.05..=3600.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 0.05..=3600 seconds")));
+                }
+                self.request_timeout = v;
+            }
+            "max_connections" => self.max_connections = src.integer(1, 65_536)? as usize,
+            "max_connections_per_uid" => self.max_connections_per_uid = src.integer(1, 65_536)? as usize,
+            "requests_per_second" | "request_burst" => {
+                let v = src.number()?;
+                if !(v > 0.0 && v <= 1e6) {
+                    return Err(src.invalid(format!("{v} is out of range (above 0, at most 1000000)")));
+                }
+                if key == "requests_per_second" {
+                    self.requests_per_second = v;
+                } else {
+                    self.request_burst = v.max(1.0);
+                }
+            }
+            "max_sessions_per_uid" => self.max_sessions_per_uid = src.integer(1, 1024)? as usize,
+            "audit_refusals_per_minute" => self.audit_refusals_per_minute = src.integer(1, 1_000_000)? as usize,
+            "drivers" => self.driver_settings = driver_settings(src)?,
             "store_queue" => self.store_queue = src.integer(16, 1 << 20)? as usize,
             "dp_epsilon_budget" | "dp_delta_budget" => {
                 let v = src.number()?;

@@ -1,13 +1,19 @@
 //! The control socket: length-prefixed JSON (see `bci2token_api::framing`), one request at a
-//! time per connection; a follow request turns the connection into an event stream.
+//! time per connection; a follow request turns the connection into an event stream. Requests may
+//! carry file descriptors (SCM_RIGHTS). This door does framing and the limits that protect the
+//! daemon from its callers (connections, request size, unfinished frames, request rate); what a
+//! request may do is the service's business.
 
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use bci2token_api::framing::{encode, frame_len};
-use bci2token_api::{ApiError, Caller, ErrorCode, Event, Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use bci2token_api::framing::{encode, MAX_REQUEST_BYTES};
+use bci2token_api::{ApiError, Caller, ErrorCode, Event, Request, Response, MAX_REQUEST_FDS};
+use tokio::io::{AsyncWriteExt, BufWriter, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::Mode;
@@ -32,13 +38,14 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error)
     move |source| BindError::Io { path: path.to_path_buf(), what, source }
 }
 
-/// Creates the runtime directory and binds the socket with mode 0660. A stale socket left by a
+/// Creates the runtime directory and binds the socket with `socket_mode` (0660 by default). A stale socket left by a
 /// crashed daemon is replaced; a live one or a non-socket file is refused.
-pub fn bind(path: &Path, mode: Mode, group: &str) -> Result<UnixListener, BindError> {
+pub fn bind(path: &Path, mode: Mode, group: &str, socket_mode: u32) -> Result<UnixListener, BindError> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create the runtime directory"))?;
-            // The user daemon's directory is private; the system one is reachable by the socket group.
+            // The user daemon's directory is private; the system one is reachable by anyone (the
+            // socket's own mode and group decide who may connect; readers may ask for the status).
             let dir_mode = if mode == Mode::User { 0o700 } else { 0o755 };
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
                 .map_err(io_err(dir, "cannot set the runtime directory's mode"))?;
@@ -57,7 +64,7 @@ pub fn bind(path: &Path, mode: Mode, group: &str) -> Result<UnixListener, BindEr
         Err(e) => return Err(io_err(path, "cannot inspect the path")(e)),
     }
     let listener = UnixListener::bind(path).map_err(io_err(path, "cannot bind"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
         .map_err(io_err(path, "cannot set the socket's mode"))?;
     if mode == Mode::System {
         match nix::unistd::Group::from_name(group) {
@@ -72,53 +79,320 @@ pub fn bind(path: &Path, mode: Mode, group: &str) -> Result<UnixListener, BindEr
     Ok(listener)
 }
 
+/// The limits of the door, read from the configuration at each connection (so a reload applies
+/// to new connections).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    pub requests_per_second: f64,
+    pub request_burst: f64,
+    /// The one uid whose requests are not rate-limited: root, or the `--user` daemon's own user
+    /// (who can stop the daemon anyway).
+    pub unlimited_uid: Option<u32>,
+}
+
+/// A uid's token bucket of requests.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Who holds connections now, and every uid's request bucket.
+#[derive(Default)]
+struct Admission {
+    total: usize,
+    per_uid: HashMap<u32, usize>,
+    buckets: HashMap<u32, Bucket>,
+}
+
+/// Connections and request rates of all callers, shared by the connection tasks.
+#[derive(Default)]
+pub struct Door {
+    state: Mutex<Admission>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Admitted {
+    door: Arc<Door>,
+    uid: u32,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut s = self.door.state.lock().unwrap();
+        s.total -= 1;
+        if let Some(n) = s.per_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+impl Door {
+    /// Admits a connection of `uid`, or says which cap it hits. Root is counted in the total only.
+    fn admit(self: &Arc<Self>, uid: u32, limits: &Limits) -> Result<Admitted, String> {
+        let mut s = self.state.lock().unwrap();
+        let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
+        if s.total >= limits.max_connections {
+            return Err(format!(
+                "the daemon holds {} connections, the limit is max_connections = {}; try again later",
+                s.total, limits.max_connections
+            ));
+        }
+        if uid != 0 && mine >= limits.max_connections_per_uid {
+            return Err(format!(
+                "uid {uid} holds {mine} connections, the limit is max_connections_per_uid = {}; close some first",
+                limits.max_connections_per_uid
+            ));
+        }
+        s.total += 1;
+        *s.per_uid.entry(uid).or_insert(0) += 1;
+        Ok(Admitted { door: Arc::clone(self), uid })
+    }
+
+    /// Takes one request from `uid`'s bucket; `Err(seconds)` until the next one is allowed.
+    fn take_request(&self, uid: u32, limits: &Limits) -> Result<(), f64> {
+        if limits.unlimited_uid == Some(uid) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut s = self.state.lock().unwrap();
+        // Forget full buckets of uids without connections, so the map stays as small as they are.
+        if s.buckets.len() > 4 * limits.max_connections {
+            let Admission { buckets, per_uid, .. } = &mut *s;
+            buckets.retain(|u, _| per_uid.contains_key(u));
+        }
+        let b = s.buckets.entry(uid).or_insert(Bucket { tokens: limits.request_burst, at: now });
+        b.tokens =
+            (b.tokens + now.duration_since(b.at).as_secs_f64() * limits.requests_per_second).min(limits.request_burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((1.0 - b.tokens) / limits.requests_per_second)
+        }
+    }
+}
+
 /// Accepts connections until the listener is dropped.
 pub async fn serve(listener: UnixListener, service: Arc<Service>) {
+    let door = Arc::new(Door::default());
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let service = Arc::clone(&service);
+                let door = Arc::clone(&door);
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, service).await {
+                    if let Err(e) = connection(stream, service, door).await {
                         log::debug!("control connection: {e}");
                     }
                 });
             }
             Err(e) => {
                 log::warn!("control socket accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn read_request(stream: &mut UnixStream) -> Result<Option<Vec<u8>>, bci2token_api::FrameError> {
-    let mut header = [0u8; 4];
-    match stream.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+/// The peer's supplementary groups (`SO_PEERGROUPS`): the groups its process had when it connected.
+fn peer_groups(stream: &UnixStream) -> std::io::Result<Vec<u32>> {
+    use nix::libc;
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes; the kernel writes at most that and sets `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            groups.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
+            return Ok(groups);
+        }
+        let err = std::io::Error::last_os_error();
+        // ERANGE: `len` now says how much room the list needs (NGROUPS_MAX bounds it).
+        if err.raw_os_error() == Some(libc::ERANGE) && groups.len() < 65_536 {
+            groups.resize((len as usize / std::mem::size_of::<libc::gid_t>()).max(groups.len() * 2), 0);
+            continue;
+        }
+        return Err(err);
     }
-    let mut body = vec![0u8; frame_len(header)?];
-    stream.read_exact(&mut body).await?;
-    Ok(Some(body))
 }
 
-async fn connection(mut stream: UnixStream, service: Arc<Service>) -> Result<(), bci2token_api::FrameError> {
+/// Why a request could not be read.
+enum ReadFailure {
+    /// The peer closed the connection between frames.
+    Closed,
+    /// Something to tell the peer before closing: the framing cannot be trusted any more.
+    Refuse(ApiError),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ReadFailure {
+    fn from(e: std::io::Error) -> Self {
+        ReadFailure::Io(e)
+    }
+}
+
+/// Receives up to `buf.len()` bytes and any descriptors that come with them.
+async fn recv_with_fds(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<(usize, bool)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    stream
+        .async_io(Interest::READABLE, || {
+            let mut space = nix::cmsg_space!([RawFd; MAX_REQUEST_FDS]);
+            let mut iov = [std::io::IoSliceMut::new(buf)];
+            let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(std::io::Error::from)?;
+            let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+            for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(received) = cmsg {
+                    // SAFETY: the kernel just installed these descriptors in this process for us.
+                    fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+            Ok((msg.bytes, truncated))
+        })
+        .await
+}
+
+/// Reads one request frame and its descriptors. Waiting for a request has no time limit; once its
+/// first byte has arrived, the rest must follow within `timeout`. The body grows as it arrives, so
+/// a header that announces a large frame costs nothing until the bytes are sent.
+async fn read_request(stream: &UnixStream, timeout: Duration) -> Result<(Vec<u8>, Vec<OwnedFd>), ReadFailure> {
+    let mut fds = Vec::new();
+    let mut header = [0u8; 4];
+    let (first, mut truncated) = recv_with_fds(stream, &mut header, &mut fds).await?;
+    if first == 0 {
+        return Err(ReadFailure::Closed);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let late = || {
+        ReadFailure::Refuse(ApiError::new(
+            ErrorCode::Timeout,
+            format!("the request was not finished within request_timeout = {} s", timeout.as_secs_f64()),
+        ))
+    };
+    let mut got = first;
+    while got < 4 {
+        let (n, t) = tokio::time::timeout_at(deadline, recv_with_fds(stream, &mut header[got..], &mut fds))
+            .await
+            .map_err(|_| late())??;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        got += n;
+        truncated |= t;
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_REQUEST_BYTES {
+        return Err(ReadFailure::Refuse(ApiError::new(
+            ErrorCode::RequestTooLarge,
+            format!("a request of {len} bytes exceeds the limit of {MAX_REQUEST_BYTES} bytes"),
+        )));
+    }
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        let (n, t) = tokio::time::timeout_at(deadline, recv_with_fds(stream, &mut chunk[..want], &mut fds))
+            .await
+            .map_err(|_| late())??;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        body.extend_from_slice(&chunk[..n]);
+        truncated |= t;
+    }
+    if truncated || fds.len() > MAX_REQUEST_FDS {
+        return Err(ReadFailure::Refuse(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("a request may carry at most {MAX_REQUEST_FDS} file descriptors"),
+        )));
+    }
+    Ok((body, fds))
+}
+
+async fn send_error(stream: &mut UnixStream, error: ApiError) -> Result<(), bci2token_api::FrameError> {
+    let frame = encode(&Response::Error(error))?;
+    // A peer that does not read its refusal does not hold the task.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    Ok(())
+}
+
+/// Writes a refusal of the door (not of a request the service saw) to the audit log.
+async fn audit_refusal(service: &Arc<Service>, caller: &Caller, action: &'static str, error: &ApiError) {
+    let (service, caller, message) = (Arc::clone(service), caller.clone(), error.message.clone());
+    let _ = tokio::task::spawn_blocking(move || service.audit_refusal(&caller, action, "", &message)).await;
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    service: Arc<Service>,
+    door: Arc<Door>,
+) -> Result<(), bci2token_api::FrameError> {
     let cred = stream.peer_cred()?;
-    let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
-    while let Some(body) = read_request(&mut stream).await? {
+    let groups = peer_groups(&stream).unwrap_or_else(|e| {
+        log::warn!("control connection of uid {}: cannot read its groups ({e}); using its primary group", cred.uid());
+        Vec::new()
+    });
+    let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups };
+    let limits = service.limits();
+    let _admitted = match door.admit(caller.uid, &limits) {
+        Ok(a) => a,
+        Err(message) => {
+            let error = ApiError::new(ErrorCode::TooManyConnections, message);
+            audit_refusal(&service, &caller, "connect", &error).await;
+            return send_error(&mut stream, error).await;
+        }
+    };
+    loop {
+        let (body, fds) = match read_request(&stream, limits.request_timeout).await {
+            Ok(request) => request,
+            Err(ReadFailure::Closed) => return Ok(()),
+            Err(ReadFailure::Io(e)) => return Err(e.into()),
+            Err(ReadFailure::Refuse(error)) => {
+                audit_refusal(&service, &caller, "request", &error).await;
+                return send_error(&mut stream, error).await;
+            }
+        };
+        if let Err(wait) = door.take_request(caller.uid, &limits) {
+            let error = ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "uid {} sends requests faster than requests_per_second = {} (burst {}); retry in {:.2} s",
+                    caller.uid, limits.requests_per_second, limits.request_burst, wait
+                ),
+            );
+            audit_refusal(&service, &caller, "request", &error).await;
+            stream.write_all(&encode(&Response::Error(error))?).await?;
+            continue;
+        }
         let outcome = match serde_json::from_slice::<Request>(&body) {
             Ok(request) => {
                 log::debug!("request {} from uid {} pid {}", request.method(), caller.uid, caller.pid.unwrap_or(0));
                 let service = Arc::clone(&service);
-                tokio::task::spawn_blocking(move || service.handle(&caller, request)).await.unwrap_or_else(|e| {
+                let c = caller.clone();
+                tokio::task::spawn_blocking(move || service.handle(&c, request, fds)).await.unwrap_or_else(|e| {
                     crate::service::Outcome {
                         reply: Err(ApiError::new(ErrorCode::Internal, format!("the request handler failed: {e}"))),
                         stream: None,
                     }
                 })
             }
+            // serde's message quotes at most the offending token of the caller's own request.
             Err(e) => crate::service::Outcome {
                 reply: Err(ApiError::new(
                     ErrorCode::BadRequest,
@@ -136,7 +410,6 @@ async fn connection(mut stream: UnixStream, service: Arc<Service>) -> Result<(),
             return stream_events(stream, &session, subscription).await;
         }
     }
-    Ok(())
 }
 
 /// Writes every delivery as one frame until the session ends, then closes the connection.
@@ -162,4 +435,45 @@ async fn stream_events(
     out.flush().await?;
     out.shutdown().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            request_timeout: Duration::from_secs(1),
+            max_connections: 3,
+            max_connections_per_uid: 2,
+            requests_per_second: 1.0,
+            request_burst: 2.0,
+            unlimited_uid: Some(0),
+        }
+    }
+
+    #[test]
+    fn connections_are_capped_per_uid_and_in_total_and_given_back() {
+        let door = Arc::new(Door::default());
+        let l = limits();
+        let a = door.admit(1000, &l).unwrap();
+        let _b = door.admit(1000, &l).unwrap();
+        assert!(door.admit(1000, &l).err().unwrap().contains("max_connections_per_uid = 2"));
+        let _c = door.admit(1001, &l).unwrap();
+        assert!(door.admit(1002, &l).err().unwrap().contains("max_connections = 3"));
+        drop(a);
+        assert!(door.admit(1002, &l).is_ok(), "a closed connection frees its place");
+    }
+
+    #[test]
+    fn the_request_bucket_allows_a_burst_then_the_rate() {
+        let door = Door::default();
+        let l = limits();
+        assert!(door.take_request(7, &l).is_ok());
+        assert!(door.take_request(7, &l).is_ok());
+        let wait = door.take_request(7, &l).unwrap_err();
+        assert!(wait > 0.9 && wait <= 1.0, "{wait}");
+        assert!(door.take_request(8, &l).is_ok(), "another uid has its own bucket");
+        assert!((0..100).all(|_| door.take_request(0, &l).is_ok()), "root is not limited");
+    }
 }

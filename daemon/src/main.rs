@@ -56,6 +56,9 @@ fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Everything the daemon creates is its own unless it says otherwise (the socket and the
+    // runtime directory get their modes explicitly).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cfg = match load_config(&args) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -99,7 +102,7 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
         log::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
-    let listener = match control::bind(&socket, cfg.mode, &cfg.socket_group) {
+    let listener = match control::bind(&socket, cfg.mode, &cfg.socket_group, cfg.socket_mode) {
         Ok(l) => l,
         Err(e) => {
             log::error!("{e}");

@@ -48,6 +48,12 @@ impl StoreWriter {
     /// marks sessions a crash left `recording` as `interrupted`, and starts the writer.
     pub fn start(data_dir: &Path, credentials_dir: Option<&Path>, queue: usize) -> Result<StoreWriter, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        // The data directory holds the key and every recording: the daemon's user only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("{}: cannot make it private (mode 0700): {e}", data_dir.display()))?;
+        }
         let master = Arc::new(MasterKey::load(credentials_dir, data_dir)?);
         if !master.is_locked() {
             log::debug!("the master key could not be locked in memory (RLIMIT_MEMLOCK); it may be swapped");

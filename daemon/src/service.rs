@@ -3,14 +3,15 @@
 //! runtime's worker threads.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use bci2token_api::{
-    ApiError, AuditEntryInfo, AuditVerification, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FollowOptions,
-    ModelInfo, ModelList, PluginFailure, Request, SessionInfo, StatusInfo,
+    ApiError, AuditEntryInfo, AuditVerification, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FileArg,
+    FollowOptions, ModelInfo, ModelList, PluginFailure, Request, SessionInfo, StatusInfo,
 };
 use bci2token_decoder::engine::Engine;
 use bci2token_decoder::manifest::MANIFEST_FILE;
@@ -18,7 +19,8 @@ use bci2token_decoder::{Manifest, Model};
 use bci2token_liblsl::Lsl;
 
 use crate::auth::{role_of, Role};
-use crate::config::Config;
+use crate::caller_files::take_fd;
+use crate::config::{Config, Mode};
 use crate::decoding::Decoding;
 use crate::hub::Subscription;
 use crate::lsl_outlets::SessionOutlets;
@@ -58,8 +60,13 @@ pub struct Service {
     models: Mutex<HashMap<PathBuf, Arc<Model>>>,
     /// liblsl for the sessions' outlets, once one asked for them.
     lsl: Mutex<Option<Arc<Lsl>>>,
-    /// The session store's writer, when sessions are recorded.
-    store: Option<StoreWriter>,
+    /// The session store's writer: the audit log always, sessions when `record` is on.
+    store: StoreWriter,
+    /// Sessions being started (admitted, not yet running) per uid, so that `max_sessions` and
+    /// `max_sessions_per_uid` hold however many starts race. Locked after `sessions`, never before.
+    starting: Mutex<HashMap<u32, usize>>,
+    /// Per-uid budget of refusals written to the audit log individually.
+    refusal_log: Mutex<HashMap<u32, RefusalBudget>>,
     /// The torch device, chosen at the first model load (loading CUDA is not free).
     torch_device: OnceLock<Result<tch::Device, String>>,
 }
@@ -70,15 +77,10 @@ impl Service {
             Engine::start(config.decoder_max_batch, config.decoder_queue)
                 .map_err(|e| format!("cannot start the decode thread: {e}"))?,
         );
-        let store = if config.record {
-            let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-            Some(
-                StoreWriter::start(&config.data_dir, credentials.as_deref(), config.store_queue)
-                    .map_err(|e| format!("the session store: {e}"))?,
-            )
-        } else {
-            None
-        };
+        // The store is opened whether or not sessions are recorded: it holds the audit log.
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let store = StoreWriter::start(&config.data_dir, credentials.as_deref(), config.store_queue)
+            .map_err(|e| format!("the session store: {e}"))?;
         Ok(Service {
             config: RwLock::new(config),
             registry: RwLock::new(registry),
@@ -88,8 +90,23 @@ impl Service {
             models: Mutex::new(HashMap::new()),
             lsl: Mutex::new(None),
             store,
+            starting: Mutex::new(HashMap::new()),
+            refusal_log: Mutex::new(HashMap::new()),
             torch_device: OnceLock::new(),
         })
+    }
+
+    /// The control socket's limits from the running configuration.
+    pub fn limits(&self) -> crate::control::Limits {
+        let cfg = self.config.read().unwrap();
+        crate::control::Limits {
+            request_timeout: std::time::Duration::from_secs_f64(cfg.request_timeout),
+            max_connections: cfg.max_connections,
+            max_connections_per_uid: cfg.max_connections_per_uid,
+            requests_per_second: cfg.requests_per_second,
+            request_burst: cfg.request_burst,
+            unlimited_uid: Some(if cfg.mode == Mode::User { nix::unistd::getuid().as_raw() } else { 0 }),
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -121,8 +138,9 @@ impl Service {
         ))
     }
 
-    /// Runs one request for `caller`; privileged, mutating and refused calls are audited.
-    pub fn handle(&self, caller: &Caller, request: Request) -> Outcome {
+    /// Runs one request for `caller` with the descriptors that came with it; privileged,
+    /// mutating and refused calls are audited.
+    pub fn handle(&self, caller: &Caller, request: Request, fds: Vec<OwnedFd>) -> Outcome {
         let method = request.method();
         let object = audit_object(&request);
         let audited = matches!(
@@ -136,40 +154,57 @@ impl Service {
                 | Request::Backup { .. }
                 | Request::Restore { .. }
                 | Request::Export { .. }
+                | Request::Follow { .. }
         );
-        let needed = match request {
-            Request::Status => Role::Reader,
-            Request::SessionDelete { .. }
-            | Request::AuditList { .. }
-            | Request::AuditVerify
-            | Request::KeyRotate
-            | Request::Backup { .. }
-            | Request::Restore { .. }
-            | Request::Export { .. } => Role::Admin,
-            _ => Role::Operator,
-        };
-        if let Err(e) = self.require(caller, needed, method) {
-            self.audit(caller, method, &object, &format!("refused: {}", e.message));
+        if let Err(e) = self.require(caller, required_role(&request), method) {
+            self.audit_refusal(caller, method, &object, &e.message);
             return Outcome { reply: Err(e), stream: None };
         }
-        let outcome = self.dispatch(caller, request);
-        if audited {
-            let result = match &outcome.reply {
-                Ok(v) => match v.get("id").and_then(|id| id.as_str()) {
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let outcome = self.dispatch(caller, request, &mut fds);
+        match &outcome.reply {
+            Err(e) if is_refusal(e.code) => self.audit_refusal(caller, method, &object, &e.message),
+            Ok(v) if audited => {
+                let result = match v.get("id").and_then(|id| id.as_str()) {
                     Some(id) if object.is_empty() || object != id => format!("ok: {id}"),
                     _ => "ok".to_string(),
-                },
-                Err(e) => format!("failed: {}", e.message),
-            };
-            self.audit(caller, method, &object, &result);
+                };
+                self.audit(caller, method, &object, &result);
+            }
+            Err(e) if audited => self.audit(caller, method, &object, &format!("failed: {}", e.message)),
+            _ => {}
         }
         outcome
     }
 
-    /// Appends to the audit log (when the daemon records) and writes the entry's sequence number
-    /// and MAC to the daemon's log, which anchors the chain's head outside the database.
+    /// Audits a refusal, at most `audit_refusals_per_minute` entries per uid: beyond that they are
+    /// counted, and the count goes into the uid's next entry (refusals cannot flood the log, and
+    /// none goes unrecorded once the caller calms down).
+    pub fn audit_refusal(&self, caller: &Caller, action: &str, object: &str, message: &str) {
+        let per_minute = self.config.read().unwrap().audit_refusals_per_minute as f64;
+        let suppressed = {
+            let mut log = self.refusal_log.lock().unwrap();
+            if log.len() > 65_536 {
+                log.retain(|_, b| b.suppressed > 0);
+            }
+            let budget = log.entry(caller.uid).or_insert(RefusalBudget::new(per_minute));
+            match budget.take(per_minute) {
+                Some(earlier) => earlier,
+                None => return,
+            }
+        };
+        let outcome = if suppressed > 0 {
+            format!("refused: {message} (and {suppressed} earlier refusal(s) of this uid not logged one by one)")
+        } else {
+            format!("refused: {message}")
+        };
+        self.audit(caller, action, object, &outcome);
+    }
+
+    /// Appends to the audit log and writes the entry's sequence number and MAC to the daemon's
+    /// log, which anchors the chain's head outside the database.
     fn audit(&self, caller: &Caller, action: &str, object: &str, outcome: &str) {
-        let Some(store) = &self.store else { return };
+        let store = &self.store;
         let t =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let (uid, pid) = (caller.uid, caller.pid.and_then(|p| u32::try_from(p).ok()));
@@ -184,15 +219,16 @@ impl Service {
         }
     }
 
-    fn dispatch(&self, caller: &Caller, request: Request) -> Outcome {
+    fn dispatch(&self, caller: &Caller, request: Request, fds: &mut [Option<OwnedFd>]) -> Outcome {
         match request {
             Request::Status => Outcome::reply(Ok(self.status(caller))),
             Request::Drivers => Outcome::reply(Ok(self.drivers())),
             Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
             Request::Models => Outcome::reply(Ok(self.list_models())),
-            Request::ModelShow { model } => Outcome::reply(self.show_model(&model)),
+            Request::ModelShow { model } => Outcome::reply(self.show_model(caller, &model)),
             Request::SessionStart { driver, config, model, follow, lsl_outlets, subject } => {
-                match self.start_session(caller, &driver, config, model, follow.as_ref(), (lsl_outlets, subject)) {
+                let opts = (follow.as_ref(), lsl_outlets, subject);
+                match self.start_session(caller, &driver, config, fds, model, opts) {
                     Ok((info, stream)) => {
                         let stream = stream.map(|s| (info.id.clone(), s));
                         Outcome { reply: to_value(info), stream }
@@ -201,21 +237,24 @@ impl Service {
                 }
             }
             Request::SessionList => {
-                Outcome::reply(Ok(self.sessions.lock().unwrap().iter().map(|s| s.info()).collect::<Vec<_>>()))
+                let admin = self.role(caller) == Role::Admin;
+                let sessions = self.sessions.lock().unwrap();
+                let visible = sessions.iter().filter(|s| admin || s.started_by.uid == caller.uid);
+                Outcome::reply(Ok(visible.map(|s| s.info()).collect::<Vec<_>>()))
             }
-            Request::SessionShow { id } => Outcome::reply(self.find(&id).map(|s| s.info())),
+            Request::SessionShow { id } => Outcome::reply(self.find_owned(caller, &id, "see").map(|s| s.info())),
             Request::SessionStop { id } => Outcome::reply(self.stop_session(caller, &id)),
             Request::SessionDelete { id } => Outcome::reply(self.delete_session(&id)),
             Request::AuditList { since } => Outcome::reply(self.audit_list(since)),
             Request::AuditVerify => Outcome::reply(self.audit_verify()),
             Request::KeyRotate => Outcome::reply(self.rotate_key()),
-            Request::Backup { path } => Outcome::reply(self.backup(caller, Path::new(&path))),
-            Request::Restore { path } => Outcome::reply(self.restore(caller, Path::new(&path))),
+            Request::Backup { path } => Outcome::reply(self.backup(caller, &path, fds)),
+            Request::Restore { path } => Outcome::reply(self.restore(caller, &path, fds)),
             Request::Export { id, format, path, features, dp_epsilon, dp_delta, dp_clip } => {
                 let dp = features.map(|f| (f, dp_epsilon, dp_delta, dp_clip));
-                Outcome::reply(self.export(caller, &id, &format, Path::new(&path), dp))
+                Outcome::reply(self.export(caller, &id, &format, (&path, fds), dp))
             }
-            Request::Follow { id, options } => match self.follow(&id, &options) {
+            Request::Follow { id, options } => match self.follow(caller, &id, &options) {
                 Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
                 Err(e) => Outcome { reply: Err(e), stream: None },
             },
@@ -279,19 +318,32 @@ impl Service {
         })
     }
 
-    fn start_session(
-        &self,
-        caller: &Caller,
-        driver: &str,
-        config: bci2token_api::ConfigMap,
-        model: Option<String>,
-        follow: Option<&FollowOptions>,
-        (lsl_outlets, subject): (bool, Option<String>),
-    ) -> Result<(SessionInfo, Option<Subscription>), ApiError> {
-        let cfg = self.config();
-        let model = model.or_else(|| Some(cfg.default_model.clone()).filter(|m| !m.is_empty()));
-        let loaded = model.as_deref().map(|spec| self.load_model(spec)).transpose()?;
-        let active = self.sessions.lock().unwrap().iter().filter(|s| s.is_active()).count();
+    /// A session that belongs to someone else is shown, followed or stopped only for an admin.
+    fn find_owned(&self, caller: &Caller, id: &str, what: &str) -> Result<Arc<Session>, ApiError> {
+        let session = self.find(id)?;
+        self.owner_or_admin(caller, session.started_by.uid, id, what)?;
+        Ok(session)
+    }
+
+    fn owner_or_admin(&self, caller: &Caller, owner: u32, id: &str, what: &str) -> Result<(), ApiError> {
+        if owner == caller.uid || self.role(caller) == Role::Admin {
+            return Ok(());
+        }
+        let group = self.config.read().unwrap().admin_group.clone();
+        Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "session `{id}` belongs to another user; only its owner or an admin (group `{group}`) may {what} it"
+            ),
+        ))
+    }
+
+    /// Holds a place for a session of `caller` against `max_sessions` and `max_sessions_per_uid`
+    /// (counting the running sessions and the starts in progress), or says which limit is reached.
+    fn reserve_start(&self, caller: &Caller, cfg: &Config) -> Result<StartSlot<'_>, ApiError> {
+        let sessions = self.sessions.lock().unwrap();
+        let mut starting = self.starting.lock().unwrap();
+        let active = sessions.iter().filter(|s| s.is_active()).count() + starting.values().sum::<usize>();
         if active >= cfg.max_sessions {
             return Err(ApiError::new(
                 ErrorCode::LimitReached,
@@ -301,14 +353,93 @@ impl Service {
                 ),
             ));
         }
+        let mine = sessions.iter().filter(|s| s.is_active() && s.started_by.uid == caller.uid).count()
+            + starting.get(&caller.uid).copied().unwrap_or(0);
+        if caller.uid != 0 && mine >= cfg.max_sessions_per_uid {
+            return Err(ApiError::new(
+                ErrorCode::LimitReached,
+                format!(
+                    "uid {} runs {mine} sessions, the limit is max_sessions_per_uid = {}; stop one first",
+                    caller.uid, cfg.max_sessions_per_uid
+                ),
+            ));
+        }
+        *starting.entry(caller.uid).or_insert(0) += 1;
+        Ok(StartSlot { service: self, uid: caller.uid })
+    }
+
+    /// The configuration handed to the driver: the caller's keys, descriptors in place of their
+    /// indices, and the host keys (`_…`) only the daemon sets: `_caller_paths` (whether the driver
+    /// may open a file the caller names by path: `--user` only) and the admin's `[drivers.NAME]`.
+    fn driver_config(
+        &self,
+        cfg: &Config,
+        driver: &str,
+        config: &bci2token_api::ConfigMap,
+        fds: &mut [Option<OwnedFd>],
+    ) -> Result<(bci2token_api::ConfigMap, Vec<OwnedFd>), ApiError> {
+        let mut out = bci2token_api::ConfigMap::new();
+        let mut held = Vec::new();
+        for (key, value) in config {
+            if key.starts_with('_') {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "config key `{key}` is set by the daemon's administrator ([drivers.{driver}] in                          bci2tokend.toml), not per session"
+                    ),
+                ));
+            }
+            let value = match value {
+                serde_json::Value::Object(_) => {
+                    let Ok(FileArg::Fd { fd, name }) = serde_json::from_value::<FileArg>(value.clone()) else {
+                        return Err(ApiError::new(
+                            ErrorCode::BadRequest,
+                            format!("config key `{key}`: an object must be a passed file {{\"fd\": N, \"name\": ...}}"),
+                        ));
+                    };
+                    let file = take_fd(fds, fd, key)?;
+                    let value = serde_json::json!({ "fd": file.as_raw_fd(), "name": name });
+                    held.push(file);
+                    value
+                }
+                other => other.clone(),
+            };
+            out.insert(key.clone(), value);
+        }
+        out.insert("_caller_paths".into(), (cfg.mode == Mode::User).into());
+        for (key, value) in cfg.driver_settings.get(driver).into_iter().flatten() {
+            out.insert(format!("_{key}"), value.clone());
+        }
+        Ok((out, held))
+    }
+
+    fn start_session(
+        &self,
+        caller: &Caller,
+        driver: &str,
+        config: bci2token_api::ConfigMap,
+        fds: &mut [Option<OwnedFd>],
+        model: Option<String>,
+        (follow, lsl_outlets, subject): (Option<&FollowOptions>, bool, Option<String>),
+    ) -> Result<(SessionInfo, Option<Subscription>), ApiError> {
+        let cfg = self.config();
+        let loaded = match model {
+            Some(spec) => Some(self.load_model(caller, &spec)?),
+            None if !cfg.default_model.is_empty() => Some(self.load_model_trusted(&cfg.default_model)?),
+            None => None,
+        };
+        let slot = self.reserve_start(caller, &cfg)?;
         let plugin = {
             let reg = self.registry.read().unwrap();
             Arc::clone(reg.get(driver).ok_or_else(|| unknown_driver(driver, &reg))?)
         };
-        let device = plugin.open(&config).map_err(|e| {
+        let (driver_config, held) = self.driver_config(&cfg, driver, &config, fds)?;
+        let device = plugin.open(&driver_config).map_err(|e| {
             let code = if e.panicked { ErrorCode::DriverError } else { ErrorCode::InvalidConfig };
             ApiError::new(code, e.to_string())
         })?;
+        // The driver keeps its own duplicates of what it needs.
+        drop(held);
         let id = {
             let sessions = self.sessions.lock().unwrap();
             loop {
@@ -328,8 +459,15 @@ impl Service {
             None => None,
         };
         let model_name = loaded.as_ref().map(|m| m.name().to_string());
-        let session =
-            Arc::new(Session::new(id, driver.to_string(), config, model_name, *caller, &device, cfg.subscriber_queue));
+        let session = Arc::new(Session::new(
+            id,
+            driver.to_string(),
+            config,
+            model_name,
+            caller.clone(),
+            &device,
+            cfg.subscriber_queue,
+        ));
         let outlets = match (&fitted, lsl_outlets || cfg.lsl_outlets) {
             (Some((m, _)), true) => {
                 let lsl = self.liblsl(cfg.lsl_library.as_deref())?;
@@ -367,7 +505,8 @@ impl Service {
         if let Some(s) = subject.filter(|s| !s.trim().is_empty()) {
             session.set_subject(s.trim().to_string());
         }
-        if let Some(store) = &self.store {
+        if cfg.record {
+            let store = &self.store;
             let meta = serde_json::to_vec(&session.info()).unwrap_or_default();
             let recorder = store
                 .record(&session.id, session.created, meta, &session.hub, !session.realtime)
@@ -396,15 +535,14 @@ impl Service {
         let info = session.info();
         let mut sessions = self.sessions.lock().unwrap();
         sessions.push(session);
+        // The running session now counts itself: give the place back under the same lock.
+        drop(slot);
         forget_old_sessions(&mut sessions);
         Ok((info, stream))
     }
 
     fn stop_session(&self, caller: &Caller, id: &str) -> Result<SessionInfo, ApiError> {
-        let session = self.find(id)?;
-        if session.started_by.uid != caller.uid {
-            self.require(caller, Role::Admin, "stopping another user's session")?;
-        }
+        let session = self.find_owned(caller, id, "stop")?;
         if session.is_active() {
             log::info!("session {id}: stop requested by uid {} pid {}", caller.uid, caller.pid.unwrap_or(0));
             session.request_stop();
@@ -417,7 +555,7 @@ impl Service {
     /// audited as the daemon's own `retention`). Returns how many were deleted.
     pub fn apply_retention(&self) -> usize {
         let days = self.config.read().unwrap().retention_days;
-        if self.store.is_none() || days <= 0.0 {
+        if days <= 0.0 {
             return 0;
         }
         let now =
@@ -430,7 +568,12 @@ impl Service {
                 return 0;
             }
         };
-        let daemon = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), pid: None };
+        let daemon = Caller {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            pid: None,
+            groups: vec![],
+        };
         let mut deleted = 0;
         for id in expired {
             let result = self.delete_session(&id);
@@ -453,20 +596,11 @@ impl Service {
         &self,
         f: impl FnOnce(&mut bci2token_store::Store) -> Result<T, bci2token_store::StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.store()?.call(f).map_err(|e| ApiError::new(ErrorCode::Internal, e))?.map_err(|e| match e {
+        self.store.call(f).map_err(|e| ApiError::new(ErrorCode::Internal, e))?.map_err(|e| match e {
             bci2token_store::StoreError::NoSession(id) => {
                 ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
             }
             other => ApiError::new(ErrorCode::Internal, other.to_string()),
-        })
-    }
-
-    fn store(&self) -> Result<&StoreWriter, ApiError> {
-        self.store.as_ref().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                "this daemon does not record sessions (record = false in its configuration)",
-            )
         })
     }
 
@@ -493,7 +627,7 @@ impl Service {
     fn rotate_key(&self) -> Result<serde_json::Value, ApiError> {
         let dir = self.config.read().unwrap().data_dir.clone();
         let sessions = self
-            .store()?
+            .store
             .call(move |s| -> Result<usize, String> {
                 let next = Arc::new(s.master().begin_rotation(&dir)?);
                 let n = s.rotate_master(next).map_err(|e| e.to_string())?;
@@ -509,24 +643,35 @@ impl Service {
     /// An encrypted copy of the store in a new file the caller could have created. SQLite writes
     /// the copy into the daemon's own directory; only the file opened safely for the caller is
     /// then written in the caller's place.
-    fn backup(&self, caller: &Caller, path: &Path) -> Result<serde_json::Value, ApiError> {
-        use crate::caller_files::{create_for, Scratch};
-        self.store()?;
-        let mut out = create_for(caller, path)?;
-        let data_dir = self.config.read().unwrap().data_dir.clone();
-        let scratch = Scratch::new(&data_dir, "backup");
-        let internal = |e: String| {
-            let _ = std::fs::remove_file(path);
-            ApiError::new(ErrorCode::Internal, e)
+    fn backup(
+        &self,
+        caller: &Caller,
+        path: &FileArg,
+        fds: &mut [Option<OwnedFd>],
+    ) -> Result<serde_json::Value, ApiError> {
+        use crate::caller_files::Scratch;
+        let (data_dir, mode) = {
+            let cfg = self.config.read().unwrap();
+            (cfg.data_dir.clone(), cfg.mode)
         };
-        let pages = bci2token_store::Store::backup(&data_dir.join("sessions.db"), &scratch.0)
-            .map_err(|e| internal(e.to_string()))?;
-        let mut copy = std::fs::File::open(&scratch.0).map_err(|e| internal(e.to_string()))?;
-        std::io::copy(&mut copy, &mut out)
-            .and_then(|_| out.sync_all())
-            .map_err(|e| internal(format!("{}: {e}", path.display())))?;
-        log::info!("store backed up to {} ({pages} pages)", path.display());
-        Ok(serde_json::json!({ "path": path.display().to_string(), "pages": pages }))
+        let out = crate::caller_files::output(caller, mode, path, fds)?;
+        let scratch = Scratch::new(&data_dir, "backup");
+        let shown = out.shown.clone();
+        let written = bci2token_store::Store::backup(&data_dir.join("sessions.db"), &scratch.0)
+            .map_err(|e| e.to_string())
+            .and_then(|pages| {
+                let mut copy = std::fs::File::open(&scratch.0).map_err(|e| e.to_string())?;
+                std::io::copy(&mut copy, &mut &out.file)
+                    .and_then(|_| out.file.sync_all())
+                    .map_err(|e| format!("{shown}: {e}"))?;
+                Ok(pages)
+            });
+        let pages = written.map_err(|e| {
+            out.discard();
+            ApiError::new(ErrorCode::Internal, e)
+        })?;
+        log::info!("store backed up to {shown} ({pages} pages)");
+        Ok(serde_json::json!({ "path": shown, "pages": pages }))
     }
 
     /// A stored session, decrypted, as EDF+, BDF+ or CSV in a new file the caller could create.
@@ -535,7 +680,7 @@ impl Service {
         caller: &Caller,
         id: &str,
         format: &str,
-        path: &Path,
+        (path, fds): (&FileArg, &mut [Option<OwnedFd>]),
         dp: Option<DpRequest>,
     ) -> Result<serde_json::Value, ApiError> {
         if !matches!(format, "edf" | "bdf" | "csv") {
@@ -550,10 +695,20 @@ impl Service {
                 format!("session `{id}` is still running; stop it first"),
             ));
         }
+        // The owner first, from the session's sealed metadata: nothing else is read for a stranger.
         let owned = id.to_string();
-        let (meta, blocks, events) = self.stored(move |s| {
-            Ok((s.read_all(&owned, Kind::Meta)?, s.read_all(&owned, Kind::Block)?, s.read_all(&owned, Kind::Event)?))
-        })?;
+        let meta = self.stored(move |s| s.read_all(&owned, Kind::Meta))?;
+        let owner = match meta.first().map(|(_, r)| r) {
+            Some(Ok(plain)) => serde_json::from_slice::<SessionInfo>(plain).map(|i| i.started_by.uid).ok(),
+            _ => None,
+        };
+        match owner {
+            Some(uid) => self.owner_or_admin(caller, uid, id, "export")?,
+            None => self.require(caller, Role::Admin, "exporting a session whose owner cannot be read")?,
+        }
+        let owned = id.to_string();
+        let (blocks, events) =
+            self.stored(move |s| Ok((s.read_all(&owned, Kind::Block)?, s.read_all(&owned, Kind::Event)?)))?;
         let damaged: Vec<String> = meta
             .iter()
             .chain(&blocks)
@@ -581,31 +736,32 @@ impl Service {
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("session `{id}`: {e}")))?;
         let events: Vec<bci2token_api::Event> =
             events.iter().filter_map(|(_, r)| serde_json::from_slice(&plain(r)).ok()).collect();
+        let output = crate::caller_files::output(caller, self.config.read().unwrap().mode, path, fds)?;
         if let Some(dp) = dp {
-            return self.release_features(caller, &info, &blocks, path, dp);
+            return self.release_features(&info, &blocks, output, dp);
         }
-        let file = crate::caller_files::create_for(caller, path)?;
-        let mut out = std::io::BufWriter::new(file);
+        let mut out = std::io::BufWriter::new(&output.file);
         let written = match format {
             "csv" => crate::export::write_csv(&mut out, &info, &blocks),
             f => crate::export::write_edf(&mut out, &info, &blocks, &events, f == "bdf"),
-        };
+        }
+        .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| e.to_string()));
+        drop(out);
         if let Err(e) = written {
-            let _ = std::fs::remove_file(path);
+            output.discard();
             return Err(ApiError::new(ErrorCode::InvalidConfig, format!("exporting session `{id}`: {e}")));
         }
-        log::info!("session {id}: exported as {format} to {}", path.display());
-        Ok(serde_json::json!({ "id": id, "format": format, "path": path.display().to_string() }))
+        log::info!("session {id}: exported as {format} to {}", output.shown);
+        Ok(serde_json::json!({ "id": id, "format": format, "path": output.shown }))
     }
 
     /// A differentially private release of per-window band powers (see private_release), charged
     /// to the subject's budget before anything is written.
     fn release_features(
         &self,
-        caller: &Caller,
         info: &SessionInfo,
         blocks: &[crate::export::Block],
-        path: &Path,
+        mut output: crate::caller_files::Output,
         (features, epsilon, delta, clip): DpRequest,
     ) -> Result<serde_json::Value, ApiError> {
         use crate::private_release as dp;
@@ -624,18 +780,15 @@ impl Service {
             return Err(bad(format!("session `{}` is shorter than one {} s window", info.id, dp::WINDOW_SECONDS)));
         }
         let subject = info.subject.clone().unwrap_or_else(|| format!("session:{}", info.id));
-        // The output first: a path that cannot be written must not cost budget.
-        let mut file = crate::caller_files::create_for(caller, path)?;
+        // The output is already open: a file that cannot be written does not cost budget.
         let cfg = self.config();
         let limit = (cfg.dp_epsilon_budget, cfg.dp_delta_budget);
         let who = subject.clone();
         let spent = self
             .stored(move |s| s.dp_spend(&who, epsilon, delta, limit))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(path);
-            })?
+            .inspect_err(|_| output.discard())?
             .map_err(|(e, d)| {
-                let _ = std::fs::remove_file(path);
+                output.discard();
                 ApiError::new(
                     ErrorCode::LimitReached,
                     format!(
@@ -655,30 +808,35 @@ impl Service {
             }
             text.push('\n');
         }
-        std::io::Write::write_all(&mut file, text.as_bytes())
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
+        let shown = output.shown.clone();
+        std::io::Write::write_all(&mut output.file, text.as_bytes())
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{shown}: {e}")))?;
         log::info!(
             "session {}: released {} windows × {} band powers to {} with ε {epsilon}, δ {delta} (σ {sigma:.3}); {subject} has \
              spent ε {}, δ {}",
             info.id,
             rows.len(),
             columns.len(),
-            path.display(),
+            shown,
             spent.0,
             spent.1
         );
         Ok(serde_json::json!({
-            "id": info.id, "path": path.display().to_string(), "features": columns.len(), "windows": rows.len(),
+            "id": info.id, "path": shown, "features": columns.len(), "windows": rows.len(),
             "epsilon": epsilon, "delta": delta, "clip": clip, "sigma": sigma, "subject": subject,
             "budget": {"epsilon_spent": spent.0, "delta_spent": spent.1, "epsilon_limit": limit.0, "delta_limit": limit.1},
         }))
     }
 
     /// Replaces the store with a backup; no session may be running.
-    fn restore(&self, caller: &Caller, path: &Path) -> Result<serde_json::Value, ApiError> {
-        use crate::caller_files::{open_for, Scratch};
-        self.store()?;
-        let mut input = open_for(caller, path)?;
+    fn restore(
+        &self,
+        caller: &Caller,
+        path: &FileArg,
+        fds: &mut [Option<OwnedFd>],
+    ) -> Result<serde_json::Value, ApiError> {
+        use crate::caller_files::Scratch;
+        let mut input = crate::caller_files::input(caller, self.config.read().unwrap().mode, path, fds)?;
         if self.active_sessions() > 0 {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
@@ -693,19 +851,22 @@ impl Service {
             .mode(0o600)
             .open(&scratch.0)
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", scratch.0.display())))?;
+        let shown = path.display().to_string();
         std::io::copy(&mut input, &mut copy)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{shown}: {e}")))?;
         drop(copy);
         let src = scratch.0.clone();
-        let shown = path.display().to_string();
-        self.store()?
-            .call(move |s| s.restore(&src).map_err(|e| e.to_string().replace(&src.display().to_string(), &shown)))
+        let shown_in_error = shown.clone();
+        self.store
+            .call(move |s| {
+                s.restore(&src).map_err(|e| e.to_string().replace(&src.display().to_string(), &shown_in_error))
+            })
             .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
             .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
         drop(scratch);
         self.sessions.lock().unwrap().retain(|s| s.is_active());
-        log::info!("store restored from {}", path.display());
-        Ok(serde_json::json!({ "restored_from": path.display().to_string() }))
+        log::info!("store restored from {shown}");
+        Ok(serde_json::json!({ "restored_from": shown }))
     }
 
     fn audit_list(&self, since: Option<f64>) -> Result<serde_json::Value, ApiError> {
@@ -735,8 +896,13 @@ impl Service {
         serde_json::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 
-    fn follow(&self, id: &str, options: &FollowOptions) -> Result<(SessionInfo, Subscription), ApiError> {
-        let session = self.find(id)?;
+    fn follow(
+        &self,
+        caller: &Caller,
+        id: &str,
+        options: &FollowOptions,
+    ) -> Result<(SessionInfo, Subscription), ApiError> {
+        let session = self.find_owned(caller, id, "follow")?;
         let stream = session.hub.subscribe(options.samples, false).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -746,15 +912,41 @@ impl Service {
         Ok((session.info(), stream))
     }
 
+    /// Finds a model package a caller names: a name looked up in model_path, or a directory
+    /// (with `--user`, whose callers are the daemon's own user, or for an admin: the documented
+    /// exception). A system daemon does not look at a path for anyone else, not even to say
+    /// whether it exists.
+    fn find_model(&self, caller: &Caller, spec: &str) -> Result<PathBuf, ApiError> {
+        if is_model_name(spec) {
+            return self.find_model_trusted(spec);
+        }
+        let mode = self.config.read().unwrap().mode;
+        if !spec.contains('/') {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("`{spec}` is not a model name (letters, digits, `.`, `-`, `_`) nor a directory"),
+            ));
+        }
+        if mode == Mode::System && self.role(caller) != Role::Admin {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "the system daemon takes models by name from its model_path (`bci2tokenctl models` lists them); \
+                 a model directory can be given by an admin only",
+            ));
+        }
+        self.find_model_trusted(spec)
+    }
+
     /// Finds a model package: a directory holding `model.toml`, or a name looked up in model_path
-    /// (a subdirectory of that name, or a package whose manifest has that name).
-    fn find_model(&self, spec: &str) -> Result<PathBuf, ApiError> {
+    /// (a subdirectory of that name, or a package whose manifest has that name). For names and
+    /// directories that are not a caller's: the admin's `default_model`, or checked specs.
+    fn find_model_trusted(&self, spec: &str) -> Result<PathBuf, ApiError> {
         let direct = Path::new(spec);
-        if direct.join(MANIFEST_FILE).is_file() {
+        if spec.contains('/') && direct.join(MANIFEST_FILE).is_file() {
             return Ok(direct.to_path_buf());
         }
         let dirs = self.config.read().unwrap().model_path.clone();
-        for dir in &dirs {
+        for dir in dirs.iter().filter(|_| is_model_name(spec)) {
             if dir.join(spec).join(MANIFEST_FILE).is_file() {
                 return Ok(dir.join(spec));
             }
@@ -786,9 +978,20 @@ impl Service {
         Ok(lsl)
     }
 
+    /// Loads the model a caller names (see [`Self::find_model`]).
+    fn load_model(&self, caller: &Caller, spec: &str) -> Result<Arc<Model>, ApiError> {
+        let dir = self.find_model(caller, spec)?;
+        self.load_model_dir(dir)
+    }
+
+    /// Loads the admin's `default_model`.
+    fn load_model_trusted(&self, spec: &str) -> Result<Arc<Model>, ApiError> {
+        let dir = self.find_model_trusted(spec)?;
+        self.load_model_dir(dir)
+    }
+
     /// Loads a model once (later sessions share it), on the configured device.
-    fn load_model(&self, spec: &str) -> Result<Arc<Model>, ApiError> {
-        let dir = self.find_model(spec)?;
+    fn load_model_dir(&self, dir: PathBuf) -> Result<Arc<Model>, ApiError> {
         let key = dir.canonicalize().unwrap_or(dir.clone());
         if let Some(m) = self.models.lock().unwrap().get(&key) {
             return Ok(Arc::clone(m));
@@ -816,8 +1019,8 @@ impl Service {
         Ok(model)
     }
 
-    fn show_model(&self, spec: &str) -> Result<ModelInfo, ApiError> {
-        let dir = self.find_model(spec)?;
+    fn show_model(&self, caller: &Caller, spec: &str) -> Result<ModelInfo, ApiError> {
+        let dir = self.find_model(caller, spec)?;
         let manifest = Manifest::load(&dir).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         Ok(model_info(&dir, manifest))
     }
@@ -920,6 +1123,97 @@ fn model_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
     found
 }
 
+/// A model name as `--model` takes it: one path component of safe characters, not hidden.
+fn is_model_name(spec: &str) -> bool {
+    !spec.is_empty()
+        && spec.len() <= 128
+        && !spec.starts_with('.')
+        && spec.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// The role each request needs before it is looked at; owner checks come after.
+fn required_role(request: &Request) -> Role {
+    match request {
+        Request::Status => Role::Reader,
+        Request::SessionDelete { .. }
+        | Request::AuditList { .. }
+        | Request::AuditVerify
+        | Request::KeyRotate
+        | Request::Backup { .. }
+        | Request::Restore { .. } => Role::Admin,
+        Request::Drivers
+        | Request::Devices { .. }
+        | Request::Models
+        | Request::ModelShow { .. }
+        | Request::SessionStart { .. }
+        | Request::SessionList
+        | Request::SessionShow { .. }
+        | Request::SessionStop { .. }
+        | Request::Export { .. }
+        | Request::Follow { .. } => Role::Operator,
+    }
+}
+
+/// Errors that are refusals (of the caller's rights or limits), audited as such.
+fn is_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::PermissionDenied
+            | ErrorCode::LimitReached
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManyConnections
+            | ErrorCode::RequestTooLarge
+            | ErrorCode::Timeout
+    )
+}
+
+/// A place held for a session being started; given back when dropped (on failure, or once the
+/// running session counts itself).
+struct StartSlot<'a> {
+    service: &'a Service,
+    uid: u32,
+}
+
+impl Drop for StartSlot<'_> {
+    fn drop(&mut self) {
+        let mut starting = self.service.starting.lock().unwrap();
+        if let Some(n) = starting.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                starting.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A uid's allowance of refusals audited one by one: `per_minute` a minute, refilled continuously.
+struct RefusalBudget {
+    tokens: f64,
+    at: Instant,
+    /// Refusals not written since the last entry.
+    suppressed: u64,
+}
+
+impl RefusalBudget {
+    fn new(per_minute: f64) -> Self {
+        RefusalBudget { tokens: per_minute, at: Instant::now(), suppressed: 0 }
+    }
+
+    /// `Some(earlier suppressed refusals)` when this refusal gets its own entry.
+    fn take(&mut self, per_minute: f64) -> Option<u64> {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * per_minute / 60.0).min(per_minute);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 fn forget_old_sessions(sessions: &mut Vec<Arc<Session>>) {
     let ended = sessions.iter().filter(|s| !s.is_active()).count();
     let mut excess = ended.saturating_sub(ENDED_SESSIONS_KEPT);
@@ -938,10 +1232,10 @@ fn audit_object(request: &Request) -> String {
     match request {
         Request::SessionStart { driver, .. } => format!("driver {driver}"),
         Request::SessionStop { id } | Request::SessionShow { id } | Request::SessionDelete { id } => id.clone(),
-        Request::Backup { path } | Request::Restore { path } => path.clone(),
-        Request::Export { id, format, path, features: None, .. } => format!("{id} as {format} to {path}"),
+        Request::Backup { path } | Request::Restore { path } => path.display().to_string(),
+        Request::Export { id, format, path, features: None, .. } => format!("{id} as {format} to {}", path.display()),
         Request::Export { id, path, features: Some(f), dp_epsilon, dp_delta, .. } => {
-            format!("{id} {f} features (ε {dp_epsilon:?}, δ {dp_delta:?}) to {path}")
+            format!("{id} {f} features (ε {dp_epsilon:?}, δ {dp_delta:?}) to {}", path.display())
         }
         Request::Follow { id, .. } => id.clone(),
         _ => String::new(),

@@ -161,7 +161,7 @@ impl Session {
             channels: self.channels.clone(),
             sample_rate: self.sample_rate,
             created: self.created,
-            started_by: self.started_by,
+            started_by: self.started_by.clone(),
             blocks: self.counters.blocks.load(Ordering::Relaxed),
             frames: self.counters.frames.load(Ordering::Relaxed),
             gaps: self.counters.gaps.load(Ordering::Relaxed),

@@ -115,9 +115,14 @@ fn malformed_recordings_and_bad_session_config_are_refused_and_the_daemon_stays_
         assert!(err.contains(&file.display().to_string()) && err.contains(must_mention), "{err}");
     }
 
-    let out = daemon.ctl(&["session", "start", "--driver", "replay", "--set", "path=/x.edf", "--set", "sped=0"]);
+    let arg = format!("path={}", truncated.display());
+    let out = daemon.ctl(&["session", "start", "--driver", "replay", "--set", &arg, "--set", "sped=0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no config key `sped`") && err.contains("speed"), "{err}");
+    let out = daemon.ctl(&["session", "start", "--driver", "replay", "--set", "path=/no/such.edf"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--set path: /no/such.edf") && err.contains("No such file"), "{err}");
     let out = daemon.ctl(&["session", "start", "--driver", "synthetic", "--set", "channels=0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("channels"), "{err}");

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::score::{Annotation, ModelLabels, Token};
 use crate::client::{frame_error, Conn, FrameReader, LooseErrorBody};
 use crate::error::{CtlError, Kind};
+use crate::files::Files;
 use crate::socket::{self, Resolved};
 
 /// The model as the command line named it: what to send to the daemon, and its labels if known.
@@ -75,12 +76,11 @@ struct Ev {
 
 /// The `session_start` request for one file: the replay driver at full speed, `--set`s, the model,
 /// and follow (without sample blocks).
-pub fn start_request(file: &Path, sets: &ConfigMap, model: &str) -> Result<Request, CtlError> {
-    let abs = std::path::absolute(file)
-        .map_err(|e| CtlError::new(Kind::Usage, format!("cannot make the path absolute: {e}")))?;
-    let path = abs.to_str().ok_or_else(|| CtlError::new(Kind::Usage, "the path is not valid UTF-8"))?;
+/// The file goes with the request as a descriptor (`files`), opened here with the caller's rights.
+pub fn start_request(file: &Path, sets: &ConfigMap, model: &str, files: &mut Files) -> Result<Request, CtlError> {
     let mut config = sets.clone();
-    config.insert("path".into(), path.into());
+    let path = files.input(file)?;
+    config.insert("path".into(), serde_json::to_value(path).expect("a file argument serialises"));
     config.insert("speed".into(), "0".into());
     Ok(Request::SessionStart {
         driver: "replay".into(),
@@ -97,9 +97,11 @@ pub fn replay_file(socket: &Resolved, file: &Path, sets: &ConfigMap, model: &str
     if !file.is_file() {
         return Err(CtlError::new(Kind::Usage, "no such file"));
     }
-    let request = start_request(file, sets, model)?;
+    let mut files = Files::default();
+    let request = start_request(file, sets, model, &mut files)?;
     let mut conn = Conn::new(socket::connect(socket)?, socket.path.clone());
-    let reply = conn.request(&request)?;
+    let reply = conn.request_with(&request, &files)?;
+    drop(files);
     let id = reply.value.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_string();
     collect(&mut conn.reader, &socket.path, &id)
 }
@@ -278,7 +280,12 @@ mod tests {
     fn the_request_replays_at_full_speed_with_the_model() {
         let mut sets = ConfigMap::new();
         sets.insert("channels".into(), "O1,Oz".into());
-        let r = start_request(Path::new("data/a.edf"), &sets, "/m/ssvep").unwrap();
+        let file = std::env::temp_dir().join(format!("bci2tokenctl-eval-{}.edf", std::process::id()));
+        std::fs::write(&file, b"0       ").unwrap();
+        let mut files = Files::default();
+        let r = start_request(&file, &sets, "/m/ssvep", &mut files).unwrap();
+        assert!(start_request(Path::new("/no/such.edf"), &sets, "m", &mut Files::default()).is_err());
+        std::fs::remove_file(&file).unwrap();
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["method"], "session_start");
         assert_eq!(v["params"]["driver"], "replay");
@@ -286,7 +293,9 @@ mod tests {
         assert_eq!(v["params"]["follow"], serde_json::json!({"samples": false}));
         assert_eq!(v["params"]["config"]["speed"], "0");
         assert_eq!(v["params"]["config"]["channels"], "O1,Oz");
-        let path = v["params"]["config"]["path"].as_str().unwrap();
-        assert!(path.starts_with('/') && path.ends_with("data/a.edf"), "{path}");
+        // The recording goes as a descriptor, opened with the caller's rights.
+        assert_eq!(v["params"]["config"]["path"]["fd"], 0);
+        assert_eq!(v["params"]["config"]["path"]["name"], file.display().to_string());
+        assert_eq!(files.fds().len(), 1);
     }
 }

@@ -6,6 +6,37 @@ use crate::event::SessionState;
 
 pub type ConfigMap = serde_json::Map<String, serde_json::Value>;
 
+/// A file a request names: a descriptor passed with the request (SCM_RIGHTS), or a path.
+///
+/// `{"fd": N, "name": "..."}` is the `N`th descriptor (from 0) that came with the request's frame;
+/// `name` is what the caller called it (shown in messages, and its extension may tell a format),
+/// never opened. A plain string is a path the daemon opens itself: accepted only by a `--user`
+/// daemon, whose callers are its own user. A system daemon opens no file by a caller's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FileArg {
+    Fd {
+        fd: u32,
+        #[serde(default)]
+        name: String,
+    },
+    Path(String),
+}
+
+impl FileArg {
+    /// What to call the file in messages and the audit log.
+    pub fn display(&self) -> &str {
+        match self {
+            FileArg::Fd { name, .. } if !name.is_empty() => name,
+            FileArg::Fd { .. } => "(descriptor)",
+            FileArg::Path(p) => p,
+        }
+    }
+}
+
+/// Most descriptors one request may carry.
+pub const MAX_REQUEST_FDS: usize = 8;
+
 /// A request: `{"method": "...", "params": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", content = "params", rename_all = "snake_case")]
@@ -61,21 +92,24 @@ pub enum Request {
     AuditVerify,
     /// Replaces the master key and re-wraps every session key under it; admin only.
     KeyRotate,
-    /// Copies the store (still encrypted) to a new file `path`; admin only.
+    /// Copies the store (still encrypted) into `path`: a descriptor of an empty file the caller
+    /// created, or (`--user`) a new file's path; admin only.
     Backup {
-        path: String,
+        path: FileArg,
     },
-    /// Replaces the store with the backup at `path` (no session may be running); admin only.
+    /// Replaces the store with the backup `path` (a descriptor open for reading, or a path with
+    /// `--user`); no session may be running; admin only.
     Restore {
-        path: String,
+        path: FileArg,
     },
-    /// Writes a stored session, decrypted, to a new file `path` as `edf`, `bdf` or `csv`; admin
-    /// only. With `features` (`bandpower`), writes instead differentially private per-window
+    /// Writes a stored session, decrypted, into `path` (a descriptor of an empty file the caller
+    /// created, or a new file's path with `--user`) as `edf`, `bdf` or `csv`; the session's owner
+    /// or an admin. With `features` (`bandpower`), writes instead differentially private per-window
     /// features (CSV) with the Gaussian mechanism for `dp_epsilon`, `dp_delta` and `dp_clip`.
     Export {
         id: String,
         format: String,
-        path: String,
+        path: FileArg,
         #[serde(default)]
         features: Option<String>,
         #[serde(default)]
@@ -144,6 +178,14 @@ pub enum ErrorCode {
     DriverError,
     LimitReached,
     Internal,
+    /// A request frame larger than the daemon accepts (see `MAX_REQUEST_BYTES`).
+    RequestTooLarge,
+    /// A request frame was started and not finished in time.
+    Timeout,
+    /// The caller (or everyone together) holds as many connections as the daemon allows.
+    TooManyConnections,
+    /// The caller sent requests faster than its rate limit; wait and retry.
+    RateLimited,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -255,12 +297,22 @@ pub struct ChannelDesc {
     pub unit: String,
 }
 
-/// Who asked for something, as the kernel reported it (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Who asked for something, as the kernel reported it (`SO_PEERCRED`, `SO_PEERGROUPS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    /// Supplementary groups of the caller's process when it connected (not stored with sessions).
+    #[serde(default, skip_serializing)]
+    pub groups: Vec<u32>,
+}
+
+impl Caller {
+    /// True when the caller's primary or a supplementary group is `gid`.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
 }
 
 /// A session as `session list/show` and `session start` report it.

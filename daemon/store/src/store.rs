@@ -33,6 +33,26 @@ pub enum StoreError {
 /// A connection set up as the store needs it, its schema migrated.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let fail = |m: String| StoreError::Database { path: path.to_path_buf(), message: m };
+    // The database and its side files are the daemon's alone (SQLite gives -wal and -shm the
+    // database's mode); an older install's 0644 file is tightened too.
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| fail(format!("cannot create: {e}")))?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let p = format!("{}{suffix}", path.display());
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(fail(format!("cannot make {p} private (mode 0600): {e}")))
+                }
+                _ => {}
+            }
+        }
+    }
     let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
     // secure_delete before anything is written; WAL for concurrent readers (backup) and crash
     // safety; FULL: a committed block survives power loss, not only a crash.

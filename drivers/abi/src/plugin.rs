@@ -12,8 +12,66 @@ use std::time::Duration;
 use crate::ffi::{read_kind, status, AbiBuf, AbiHeader, AbiStr, DriverVTable, ReadOut};
 use crate::types::{DeviceInfo, DriverEvent, StreamInfo};
 
-/// Config keys as given by the user (`--set KEY=VALUE` arrives as a JSON string).
+/// Config keys as given by the user (`--set KEY=VALUE` arrives as a JSON string), plus the host
+/// keys: names starting with `_`, set only by the daemon (a session cannot), from the admin's
+/// `[drivers.NAME]` settings (`_library`, …) and `_caller_paths` (see [`config_file`]).
 pub type Config = serde_json::Map<String, serde_json::Value>;
+
+/// Whether `key` is a host key (set by the daemon, never by a session).
+pub fn is_host_key(key: &str) -> bool {
+    key.starts_with('_')
+}
+
+/// A file a session's config names, open for reading.
+#[derive(Debug)]
+pub struct ConfigFile {
+    pub file: std::fs::File,
+    /// What the caller called it: for messages, and its extension may tell a format. Never opened.
+    pub name: std::path::PathBuf,
+}
+
+/// Reads a file-valued config key. The daemon passes a file the caller opened with its own rights
+/// as `{"fd": N, "name": "..."}`: the descriptor is valid during `open` only, so this duplicates
+/// it. A plain string is a path, opened here only when the host allows callers' paths
+/// (`_caller_paths`: a `--user` daemon, whose callers are its own user); a system daemon's driver
+/// must not open a file a caller names with the daemon's rights.
+pub fn config_file(config: &Config, key: &str) -> Result<Option<ConfigFile>, String> {
+    use std::os::fd::BorrowedFd;
+    match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(o)) => {
+            let fd = o
+                .get("fd")
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|fd| i32::try_from(fd).ok())
+                .filter(|fd| *fd >= 0)
+                .ok_or_else(|| format!("config key `{key}`: a passed file needs its descriptor"))?;
+            let name = o.get("name").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+            // SAFETY: the host keeps descriptor `fd` open for the duration of `open`, which is when
+            // this runs; it is duplicated before being used.
+            let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .map_err(|e| format!("config key `{key}`: the passed file: {e}"))?;
+            Ok(Some(ConfigFile { file: std::fs::File::from(owned), name: name.into() }))
+        }
+        Some(serde_json::Value::String(p)) if !p.is_empty() => {
+            if !config_bool(config, "_caller_paths")?.unwrap_or(false) {
+                return Err(format!(
+                    "config key `{key}`: the system daemon opens no file by a caller's path; pass the file itself \
+                     (bci2tokenctl opens it and passes it)"
+                ));
+            }
+            let path = std::path::PathBuf::from(p);
+            if path.is_relative() {
+                // The daemon's working directory means nothing to the caller.
+                return Err(format!("config key `{key}` must be an absolute path, got {}", path.display()));
+            }
+            let file = std::fs::File::open(&path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+            Ok(Some(ConfigFile { file, name: path }))
+        }
+        Some(other) => Err(format!("config key `{key}`: expected a file, got {other}")),
+    }
+}
 
 /// A driver: a kind of device and how to find and open one.
 pub trait Driver: 'static {
@@ -317,7 +375,7 @@ pub fn config_bool(config: &Config, key: &str) -> Result<Option<bool>, String> {
 
 /// Fails with a message naming the first key not in `known`.
 pub fn reject_unknown_keys(driver: &str, config: &Config, known: &[&str]) -> Result<(), String> {
-    match config.keys().find(|k| !known.contains(&k.as_str())) {
+    match config.keys().find(|k| !is_host_key(k) && !known.contains(&k.as_str())) {
         // The host prefixes "driver `NAME`: " to every driver error.
         Some(k) => Err(format!("no config key `{k}` (valid keys for {driver}: {})", known.join(", "))),
         None => Ok(()),

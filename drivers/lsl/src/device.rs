@@ -15,7 +15,9 @@ use bci2token_liblsl::{Inlet, Lsl, LslError, TimeCorrection};
 
 use bci2token_driver_abi::units::to_microvolts;
 
-const KEYS: &[&str] = &["name", "type", "source_id", "timeout", "library", "stall_timeout"];
+/// Session keys. The liblsl to load is the admin's `[drivers.lsl] library` (host key `_library`):
+/// a session that could name a library would run its code as the daemon.
+const KEYS: &[&str] = &["name", "type", "source_id", "timeout", "stall_timeout"];
 /// Samples per block at most.
 const MAX_BLOCK_FRAMES: usize = 256;
 /// How often the clock offset is refreshed (liblsl re-measures it in the background).
@@ -101,7 +103,7 @@ impl Driver for LslDriver {
                 return Err(format!("config key `{key}`: {v} s is not allowed; use seconds above 0 and up to 3600"));
             }
         }
-        let library = config_string(config, "library")?.map(PathBuf::from);
+        let library = config_string(config, "_library")?.map(PathBuf::from);
         let lsl = Lsl::load(library.as_deref())?;
 
         let refs: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -129,7 +129,10 @@ fn channel_key(key: &str) -> Option<usize> {
 impl OpenBciConfig {
     pub fn from_config(config: &Config) -> Result<OpenBciConfig, String> {
         for key in config.keys() {
-            if !KEYS.contains(&key.as_str()) && channel_key(key).is_none() {
+            if !bci2token_driver_abi::plugin::is_host_key(key)
+                && !KEYS.contains(&key.as_str())
+                && channel_key(key).is_none()
+            {
                 return Err(format!("no config key `{key}` (valid keys for openbci: {})", KEYS.join(", ")));
             }
         }

@@ -27,6 +27,15 @@ pub struct Port {
 impl Port {
     /// Opens `path` at 115200 baud, 8N1, raw, no flow control, exclusively.
     pub fn open(path: &Path) -> Result<Port, String> {
+        // The daemon opens the port with its own rights: only a terminal device, never a file (a
+        // caller must not make it read the master key as if it were a serial line).
+        use std::os::unix::fs::FileTypeExt;
+        if !std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device()) {
+            return Err(format!(
+                "{} is not a serial device (`bci2tokenctl devices --driver openbci` lists the dongles)",
+                path.display()
+            ));
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()

@@ -2,16 +2,15 @@
 //! the reader takes it with `speed=0`), optionally loops, and turns annotations into events.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::plugin::{
-    config_bool, config_f64, config_string, copy_block, reject_unknown_keys, wait_until_due, Config, Device, Driver,
-    ReadOutcome,
+    config_bool, config_f64, config_file, config_string, copy_block, reject_unknown_keys, wait_until_due, Config,
+    Device, Driver, ReadOutcome,
 };
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 
-use crate::recording::{open_recording_stream, Recording, RecordingEvent};
+use crate::recording::{open_input, Input, Recording, RecordingEvent};
 use crate::xdf::StreamChoice;
 
 pub struct ReplayDriver;
@@ -46,14 +45,9 @@ impl Driver for ReplayDriver {
 
     fn open(config: &Config) -> Result<ReplayDevice, String> {
         reject_unknown_keys(Self::NAME, config, KEYS)?;
-        let path = match config.get("path") {
-            Some(serde_json::Value::String(p)) if !p.is_empty() => PathBuf::from(p),
-            _ => return Err("needs `path`: --set path=/path/to/recording.edf".into()),
+        let Some(file) = config_file(config, "path")? else {
+            return Err("needs `path`: --set path=/path/to/recording.edf".into());
         };
-        if path.is_relative() {
-            // The daemon's working directory means nothing to the caller.
-            return Err(format!("`path` must be absolute, got {}", path.display()));
-        }
         let speed = config_f64(config, "speed")?.unwrap_or(1.0);
         if !(speed.is_finite() && speed >= 0.0) {
             return Err(format!(
@@ -64,7 +58,8 @@ impl Driver for ReplayDriver {
         let selection = channel_selection(config)?;
         let stream =
             StreamChoice { name: config_string(config, "stream")?, type_: config_string(config, "stream_type")? };
-        let recording = open_recording_stream(&path, selection.as_deref(), &stream).map_err(|e| e.to_string())?;
+        let input = Input::from_file(file.name, file.file);
+        let recording = open_input(input, selection.as_deref(), &stream).map_err(|e| e.to_string())?;
         Ok(ReplayDevice::new(recording, speed, looping))
     }
 }

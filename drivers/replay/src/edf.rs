@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::format_error::FormatError;
 use crate::recording::{
     decode_text, describe_bytes, fmt_num, output_unit, push_warning, select_channels, trim_bytes, unit_scale_to_uv,
-    Candidate, Channel, Chunk, Recording, RecordingEvent,
+    Candidate, Channel, Chunk, Input, Recording, RecordingEvent,
 };
 
 /// The fixed part of the header: (name, offset, width).
@@ -879,7 +879,13 @@ impl EdfReader {
     /// Opens the file, validates the header and the file size, and (EDF+/BDF+) reads the first
     /// record's time-keeping start.
     pub fn open(path: &Path) -> Result<EdfReader, FormatError> {
-        let file = File::open(path).map_err(|e| FormatError::io(path, 0, "cannot open", &e))?;
+        Self::open_input(&Input::open_path(path)?)
+    }
+
+    /// [`Self::open`] on an [`Input`].
+    pub fn open_input(source: &Input) -> Result<EdfReader, FormatError> {
+        let path = source.name.as_path();
+        let file = source.reopen()?;
         let file_size = file.metadata().map_err(|e| FormatError::io(path, 0, "cannot read the file size", &e))?.len();
         let mut input = BufReader::with_capacity(1 << 16, file);
         let (header, warnings) = EdfHeader::read(path, &mut input, file_size)?;
@@ -1225,7 +1231,13 @@ pub struct EdfRecording {
 impl EdfRecording {
     /// Opens `path` and selects channels as [`crate::recording::open_recording`] documents.
     pub fn open(path: &Path, selection: Option<&[String]>) -> Result<EdfRecording, FormatError> {
-        let mut reader = EdfReader::open(path)?;
+        Self::open_input(&Input::open_path(path)?, selection)
+    }
+
+    /// [`Self::open`] on an [`Input`].
+    pub fn open_input(source: &Input, selection: Option<&[String]>) -> Result<EdfRecording, FormatError> {
+        let path = source.name.as_path();
+        let mut reader = EdfReader::open_input(source)?;
         let ordinary: Vec<usize> = reader.header.ordinary_signals().map(|s| s.index).collect();
         let candidates: Vec<Candidate<'_>> = ordinary
             .iter()

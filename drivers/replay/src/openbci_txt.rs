@@ -63,7 +63,16 @@ fn trim(l: &[u8]) -> &[u8] {
 impl OpenBciRecording {
     /// Opens `path`, parses the header and counts the data rows.
     pub fn open(path: &Path, selection: Option<&[String]>) -> Result<OpenBciRecording, FormatError> {
-        let file = File::open(path).map_err(|e| FormatError::io(path, 0, "cannot open", &e))?;
+        Self::open_input(&crate::recording::Input::open_path(path)?, selection)
+    }
+
+    /// [`Self::open`] on an [`Input`](crate::recording::Input).
+    pub fn open_input(
+        source: &crate::recording::Input,
+        selection: Option<&[String]>,
+    ) -> Result<OpenBciRecording, FormatError> {
+        let path = source.name.as_path();
+        let file = source.reopen()?;
         let mut input = BufReader::with_capacity(1 << 16, file);
         let mut warnings = Vec::new();
         let mut line = Vec::new();

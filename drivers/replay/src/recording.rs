@@ -2,13 +2,43 @@
 //! shared by the formats (unit conversion, text decoding, channel selection, format detection).
 
 use std::fs::File;
-use std::io::Read;
-use std::path::Path;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use crate::edf::EdfRecording;
 use crate::format_error::FormatError;
 use crate::openbci_txt::OpenBciRecording;
 use crate::xdf::{StreamChoice, XdfRecording};
+
+/// A recording's bytes and its name. The name is what the caller called the file (for messages
+/// and the extension); the bytes come from a file opened by name here, or from a descriptor the
+/// caller opened with its own rights and the daemon passed on.
+#[derive(Debug)]
+pub struct Input {
+    pub name: PathBuf,
+    file: File,
+}
+
+impl Input {
+    /// Opens `path` by name.
+    pub fn open_path(path: &Path) -> Result<Input, FormatError> {
+        let file = File::open(path).map_err(|e| FormatError::io(path, 0, "cannot open", &e))?;
+        Ok(Input { name: path.to_path_buf(), file })
+    }
+
+    /// An open file called `name`.
+    pub fn from_file(name: PathBuf, file: File) -> Input {
+        Input { name, file }
+    }
+
+    /// A handle on the bytes, positioned at the start. Handles share one file position (a passed
+    /// descriptor cannot be opened anew): readers use one at a time.
+    pub fn reopen(&self) -> Result<File, FormatError> {
+        let mut f = self.file.try_clone().map_err(|e| FormatError::io(&self.name, 0, "cannot open", &e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| FormatError::io(&self.name, 0, "cannot seek to the start", &e))?;
+        Ok(f)
+    }
+}
 
 /// One output channel: its label and the unit of the values delivered (after conversion).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +104,9 @@ pub enum FileFormat {
 /// Decides the format by content (BDF magic 0xFF"BIOSEMI", EDF "0       ", OpenBCI `%OpenBCI`),
 /// falling back to the extension (.edf, .bdf, .txt, .csv) so that a damaged file gets the
 /// precise error of its own parser.
-pub fn detect_format(path: &Path) -> Result<FileFormat, FormatError> {
-    let mut file = File::open(path).map_err(|e| FormatError::io(path, 0, "cannot open", &e))?;
+pub fn detect_format(input: &Input) -> Result<FileFormat, FormatError> {
+    let path = input.name.as_path();
+    let mut file = input.reopen()?;
     let mut head = [0u8; 16];
     let mut n = 0;
     while n < head.len() {
@@ -136,7 +167,18 @@ pub fn open_recording_stream(
     channels: Option<&[String]>,
     stream: &StreamChoice,
 ) -> Result<Box<dyn Recording>, FormatError> {
-    let format = detect_format(path)?;
+    open_input(Input::open_path(path)?, channels, stream)
+}
+
+/// [`open_recording_stream`] on an [`Input`].
+pub fn open_input(
+    input: Input,
+    channels: Option<&[String]>,
+    stream: &StreamChoice,
+) -> Result<Box<dyn Recording>, FormatError> {
+    let path = input.name.clone();
+    let path = path.as_path();
+    let format = detect_format(&input)?;
     if format != FileFormat::Xdf && (stream.name.is_some() || stream.type_.is_some()) {
         return Err(FormatError::new(
             path,
@@ -146,9 +188,9 @@ pub fn open_recording_stream(
         ));
     }
     match format {
-        FileFormat::Edf | FileFormat::Bdf => Ok(Box::new(EdfRecording::open(path, channels)?)),
-        FileFormat::OpenBciTxt => Ok(Box::new(OpenBciRecording::open(path, channels)?)),
-        FileFormat::Xdf => Ok(Box::new(XdfRecording::open(path, stream, channels)?)),
+        FileFormat::Edf | FileFormat::Bdf => Ok(Box::new(EdfRecording::open_input(&input, channels)?)),
+        FileFormat::OpenBciTxt => Ok(Box::new(OpenBciRecording::open_input(&input, channels)?)),
+        FileFormat::Xdf => Ok(Box::new(XdfRecording::open_input(&input, stream, channels)?)),
     }
 }
 
@@ -386,10 +428,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("x.dat");
         std::fs::write(&f, b"hello world").unwrap();
-        let e = detect_format(&f).unwrap_err();
+        let e = detect_format(&Input::open_path(&f).unwrap()).unwrap_err();
         assert_eq!(e.field, "file");
         assert!(e.problem.contains("\"hello world\""), "{e}");
-        let e = detect_format(&dir.join("missing.edf")).unwrap_err();
+        // A passed descriptor is read from its start, whatever its position, under its own name.
+        let mut file = File::open(&f).unwrap();
+        file.read_exact(&mut [0u8; 5]).unwrap();
+        let e = detect_format(&Input::from_file("given.dat".into(), file)).unwrap_err();
+        assert!(e.problem.contains("\"hello world\"") && e.to_string().contains("given.dat"), "{e}");
+        let e = Input::open_path(&dir.join("missing.edf")).unwrap_err();
         assert_eq!(e.field, "file");
         assert!(e.to_string().contains("cannot open"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();

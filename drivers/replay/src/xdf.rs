@@ -226,7 +226,15 @@ impl XdfFile {
     /// Reads and synchronises a whole file. A file cut short inside its last chunk is read up to
     /// that chunk, with a warning; any other damage is an error naming the chunk and its offset.
     pub fn read(path: &Path) -> Result<XdfFile, FormatError> {
-        let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, 0, "cannot read", &e))?;
+        Self::read_input(&crate::recording::Input::open_path(path)?)
+    }
+
+    /// [`Self::read`] on an [`Input`](crate::recording::Input).
+    pub fn read_input(source: &crate::recording::Input) -> Result<XdfFile, FormatError> {
+        let path = source.name.as_path();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut source.reopen()?, &mut bytes)
+            .map_err(|e| FormatError::io(path, 0, "cannot read", &e))?;
         if !bytes.starts_with(MAGIC) {
             return Err(FormatError::new(path, "file", 0, "not an XDF file: it does not start with \"XDF:\""));
         }
@@ -355,7 +363,17 @@ fn describe_streams(file: &XdfFile) -> String {
 
 impl XdfRecording {
     pub fn open(path: &Path, choice: &StreamChoice, selection: Option<&[String]>) -> Result<XdfRecording, FormatError> {
-        let file = XdfFile::read(path)?;
+        Self::open_input(&crate::recording::Input::open_path(path)?, choice, selection)
+    }
+
+    /// [`Self::open`] on an [`Input`](crate::recording::Input).
+    pub fn open_input(
+        source: &crate::recording::Input,
+        choice: &StreamChoice,
+        selection: Option<&[String]>,
+    ) -> Result<XdfRecording, FormatError> {
+        let path = source.name.as_path();
+        let file = XdfFile::read_input(source)?;
         let usable = |s: &XdfStream| s.fmt != Format::Text && s.nominal_rate > 0.0 && s.channel_count > 0;
         let matches = |s: &XdfStream| {
             choice.name.as_ref().is_none_or(|n| &s.name == n) && choice.type_.as_ref().is_none_or(|t| &s.type_ == t)

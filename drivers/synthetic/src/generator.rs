@@ -275,7 +275,8 @@ impl SyntheticConfig {
             Value::Object(map) => map,
             other => return Err(ConfigError::NotAnObject { got: other.to_string() }),
         };
-        if let Some(key) = map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
+        let unknown = |k: &&String| !bci2token_driver_abi::plugin::is_host_key(k) && !CONFIG_KEYS.contains(&k.as_str());
+        if let Some(key) = map.keys().find(unknown) {
             return Err(ConfigError::UnknownKey { key: key.clone(), valid: CONFIG_KEYS.join(", ") });
         }
         let mut cfg = Self::default();
