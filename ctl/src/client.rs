@@ -123,7 +123,14 @@ impl Conn {
         let stream = self.reader.get_ref();
         // Timeouts are best effort: failing to set one only means waiting longer.
         let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
-        write_frame_with_fds(stream, req, &files.fds()).map_err(|e| self.frame_error(e))?;
+        if let Err(e) = write_frame_with_fds(stream, req, &files.fds()) {
+            // The daemon may have refused the connection (too many) and closed it: its reason is
+            // waiting to be read, and says more than the broken pipe.
+            match self.reader.next_frame() {
+                Ok(Some(body)) => return parse_reply(body),
+                _ => return Err(self.frame_error(e)),
+            }
+        }
         let body = match self.reader.next_frame() {
             Ok(Some(body)) => body,
             Ok(None) => {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use bci2token_api::{ConfigMap, FileArg, MAX_REQUEST_FDS};
+use bci2token_api::{is_file_key, ConfigMap, FileArg, MAX_REQUEST_FDS};
 
 use crate::error::{CtlError, Kind};
 
@@ -17,12 +17,6 @@ pub struct Files {
     open: Vec<File>,
     /// Outputs this command created: removed again when the request fails.
     created: Vec<PathBuf>,
-}
-
-/// Whether a `--set` key names a file by the drivers' convention: `path`, or ending in `_path` or
-/// `_file` (see docs/driver-abi.md).
-pub fn is_file_key(key: &str) -> bool {
-    key == "path" || key.ends_with("_path") || key.ends_with("_file")
 }
 
 fn name_of(path: &Path) -> String {

@@ -474,7 +474,11 @@ impl Config {
                 let text = src.string()?;
                 self.socket_mode = match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
                     Ok(m @ (0o600 | 0o660 | 0o666)) => m,
-                    _ => return Err(src.invalid(format!("{text:?} is not a socket mode: use \"0660\" or \"0666\""))),
+                    _ => {
+                        return Err(
+                            src.invalid(format!("{text:?} is not a socket mode: use \"0660\", \"0666\" or \"0600\""))
+                        )
+                    }
                 }
             }
             "decoder_device" => self.decoder_device = src.string()?.parse().map_err(|e: String| src.invalid(e))?,
@@ -497,13 +501,14 @@ impl Config {
             "max_connections_per_uid" => self.max_connections_per_uid = src.integer(1, 65_536)? as usize,
             "requests_per_second" | "request_burst" => {
                 let v = src.number()?;
-                if !(v > 0.0 && v <= 1e6) {
-                    return Err(src.invalid(format!("{v} is out of range (above 0, at most 1000000)")));
+                let min = if key == "request_burst" { 1.0 } else { f64::MIN_POSITIVE };
+                if !(v >= min && v <= 1e6) {
+                    return Err(src.invalid(format!("{v} is out of range (at least {min}, at most 1000000)")));
                 }
                 if key == "requests_per_second" {
                     self.requests_per_second = v;
                 } else {
-                    self.request_burst = v.max(1.0);
+                    self.request_burst = v;
                 }
             }
             "max_sessions_per_uid" => self.max_sessions_per_uid = src.integer(1, 1024)? as usize,

@@ -88,8 +88,8 @@ pub struct Limits {
     pub max_connections_per_uid: usize,
     pub requests_per_second: f64,
     pub request_burst: f64,
-    /// The one uid whose requests are not rate-limited: root, or the `--user` daemon's own user
-    /// (who can stop the daemon anyway).
+    /// Besides root, the uid held to no per-uid limit: the `--user` daemon's own user (who can
+    /// stop the daemon anyway).
     pub unlimited_uid: Option<u32>,
 }
 
@@ -134,17 +134,20 @@ impl Drop for Admitted {
 }
 
 impl Door {
-    /// Admits a connection of `uid`, or says which cap it hits. Root is counted in the total only.
+    /// Admits a connection of `uid`, or says which cap it hits. Root (and the `--user` daemon's
+    /// own user) is counted but never refused, so that callers filling the caps cannot lock out
+    /// the one who can stop them.
     fn admit(self: &Arc<Self>, uid: u32, limits: &Limits) -> Result<Admitted, String> {
         let mut s = self.state.lock().unwrap();
         let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
-        if s.total >= limits.max_connections {
+        let exempt = uid == 0 || limits.unlimited_uid == Some(uid);
+        if !exempt && s.total >= limits.max_connections {
             return Err(format!(
                 "the daemon holds {} connections, the limit is max_connections = {}; try again later",
                 s.total, limits.max_connections
             ));
         }
-        if uid != 0 && mine >= limits.max_connections_per_uid {
+        if !exempt && mine >= limits.max_connections_per_uid {
             return Err(format!(
                 "uid {uid} holds {mine} connections, the limit is max_connections_per_uid = {}; close some first",
                 limits.max_connections_per_uid
@@ -157,7 +160,7 @@ impl Door {
 
     /// Takes one request from `uid`'s bucket; `Err(seconds)` until the next one is allowed.
     fn take_request(&self, uid: u32, limits: &Limits) -> Result<(), f64> {
-        if limits.unlimited_uid == Some(uid) {
+        if uid == 0 || limits.unlimited_uid == Some(uid) {
             return Ok(());
         }
         let now = Instant::now();
@@ -448,7 +451,7 @@ mod tests {
             max_connections_per_uid: 2,
             requests_per_second: 1.0,
             request_burst: 2.0,
-            unlimited_uid: Some(0),
+            unlimited_uid: None,
         }
     }
 
@@ -461,6 +464,7 @@ mod tests {
         assert!(door.admit(1000, &l).err().unwrap().contains("max_connections_per_uid = 2"));
         let _c = door.admit(1001, &l).unwrap();
         assert!(door.admit(1002, &l).err().unwrap().contains("max_connections = 3"));
+        let _root = door.admit(0, &l).expect("root is never locked out");
         drop(a);
         assert!(door.admit(1002, &l).is_ok(), "a closed connection frees its place");
     }

@@ -96,6 +96,12 @@ impl Service {
         })
     }
 
+    /// Root, and the `--user` daemon's own user: not held to per-uid limits (they can stop the
+    /// daemon anyway).
+    fn unlimited(&self, uid: u32) -> bool {
+        uid == 0 || (self.config.read().unwrap().mode == Mode::User && uid == nix::unistd::getuid().as_raw())
+    }
+
     /// The control socket's limits from the running configuration.
     pub fn limits(&self) -> crate::control::Limits {
         let cfg = self.config.read().unwrap();
@@ -105,7 +111,7 @@ impl Service {
             max_connections_per_uid: cfg.max_connections_per_uid,
             requests_per_second: cfg.requests_per_second,
             request_burst: cfg.request_burst,
-            unlimited_uid: Some(if cfg.mode == Mode::User { nix::unistd::getuid().as_raw() } else { 0 }),
+            unlimited_uid: (cfg.mode == Mode::User).then(|| nix::unistd::getuid().as_raw()),
         }
     }
 
@@ -355,7 +361,7 @@ impl Service {
         }
         let mine = sessions.iter().filter(|s| s.is_active() && s.started_by.uid == caller.uid).count()
             + starting.get(&caller.uid).copied().unwrap_or(0);
-        if caller.uid != 0 && mine >= cfg.max_sessions_per_uid {
+        if !self.unlimited(caller.uid) && mine >= cfg.max_sessions_per_uid {
             return Err(ApiError::new(
                 ErrorCode::LimitReached,
                 format!(
@@ -374,7 +380,7 @@ impl Service {
     fn driver_config(
         &self,
         cfg: &Config,
-        driver: &str,
+        (driver, host_keys): (&str, bool),
         config: &bci2token_api::ConfigMap,
         fds: &mut [Option<OwnedFd>],
     ) -> Result<(bci2token_api::ConfigMap, Vec<OwnedFd>), ApiError> {
@@ -385,11 +391,21 @@ impl Service {
                 return Err(ApiError::new(
                     ErrorCode::InvalidConfig,
                     format!(
-                        "config key `{key}` is set by the daemon's administrator ([drivers.{driver}] in                          bci2tokend.toml), not per session"
+                        "config key `{key}` is set by the daemon's administrator ([drivers.{driver}] in \
+                         bci2tokend.toml), not per session"
                     ),
                 ));
             }
             let value = match value {
+                serde_json::Value::String(p) if cfg.mode == Mode::System && bci2token_api::is_file_key(key) => {
+                    return Err(ApiError::new(
+                        ErrorCode::PermissionDenied,
+                        format!(
+                            "config key `{key}` ({p}): the system daemon opens no file by a caller's path; pass the \
+                             file as a descriptor (bci2tokenctl does this)"
+                        ),
+                    ));
+                }
                 serde_json::Value::Object(_) => {
                     let Ok(FileArg::Fd { fd, name }) = serde_json::from_value::<FileArg>(value.clone()) else {
                         return Err(ApiError::new(
@@ -398,6 +414,19 @@ impl Service {
                         ));
                     };
                     let file = take_fd(fds, fd, key)?;
+                    // A recording or settings file, not a pipe or device a driver could hang on.
+                    if !std::fs::File::from(
+                        file.try_clone()
+                            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("config key `{key}`: {e}")))?,
+                    )
+                    .metadata()
+                    .is_ok_and(|m| m.is_file())
+                    {
+                        return Err(ApiError::new(
+                            ErrorCode::BadRequest,
+                            format!("config key `{key}`: the passed file `{name}` is not a regular file"),
+                        ));
+                    }
                     let value = serde_json::json!({ "fd": file.as_raw_fd(), "name": name });
                     held.push(file);
                     value
@@ -406,9 +435,15 @@ impl Service {
             };
             out.insert(key.clone(), value);
         }
-        out.insert("_caller_paths".into(), (cfg.mode == Mode::User).into());
-        for (key, value) in cfg.driver_settings.get(driver).into_iter().flatten() {
-            out.insert(format!("_{key}"), value.clone());
+        if host_keys {
+            out.insert("_caller_paths".into(), (cfg.mode == Mode::User).into());
+            for (key, value) in cfg.driver_settings.get(driver).into_iter().flatten() {
+                out.insert(format!("_{key}"), value.clone());
+            }
+        } else if cfg.driver_settings.contains_key(driver) {
+            log::warn!(
+                "driver `{driver}` predates host keys (ABI 1.2): its [drivers.{driver}] settings are not passed"
+            );
         }
         Ok((out, held))
     }
@@ -433,7 +468,8 @@ impl Service {
             let reg = self.registry.read().unwrap();
             Arc::clone(reg.get(driver).ok_or_else(|| unknown_driver(driver, &reg))?)
         };
-        let (driver_config, held) = self.driver_config(&cfg, driver, &config, fds)?;
+        let host_keys = plugin.abi() >= (1, 2);
+        let (driver_config, held) = self.driver_config(&cfg, (driver, host_keys), &config, fds)?;
         let device = plugin.open(&driver_config).map_err(|e| {
             let code = if e.panicked { ErrorCode::DriverError } else { ErrorCode::InvalidConfig };
             ApiError::new(code, e.to_string())
@@ -689,11 +725,14 @@ impl Service {
                 format!("no export format `{format}`; use edf, bdf or csv"),
             ));
         }
-        if self.find(id).is_ok_and(|s| s.is_active()) {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("session `{id}` is still running; stop it first"),
-            ));
+        if let Ok(live) = self.find(id) {
+            self.owner_or_admin(caller, live.started_by.uid, id, "export")?;
+            if live.is_active() {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("session `{id}` is still running; stop it first"),
+                ));
+            }
         }
         // The owner first, from the session's sealed metadata: nothing else is read for a stranger.
         let owned = id.to_string();
@@ -1068,15 +1107,19 @@ impl Service {
         if new.socket_group != cfg.socket_group {
             not_applied.push("socket_group".to_string());
         }
+        if new.socket_mode != cfg.socket_mode {
+            not_applied.push("socket_mode".to_string());
+        }
         log::set_max_level(new.log_level);
         let added = self.registry.write().unwrap().scan(&new.driver_path);
         if !added.is_empty() {
             log::info!("reload: loaded new drivers: {}", added.join(", "));
         }
         // Keys that need a restart keep their running values so status stays truthful.
-        let keep = (cfg.data_dir.clone(), cfg.runtime_dir.clone(), cfg.log_target, cfg.socket_group.clone());
+        let keep =
+            (cfg.data_dir.clone(), cfg.runtime_dir.clone(), cfg.log_target, cfg.socket_group.clone(), cfg.socket_mode);
         *cfg = new;
-        (cfg.data_dir, cfg.runtime_dir, cfg.log_target, cfg.socket_group) = keep;
+        (cfg.data_dir, cfg.runtime_dir, cfg.log_target, cfg.socket_group, cfg.socket_mode) = keep;
         not_applied
     }
 }

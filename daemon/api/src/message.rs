@@ -34,6 +34,13 @@ impl FileArg {
     }
 }
 
+/// Whether a driver config key names a file, by the drivers' convention: `path`, or a name ending
+/// in `_path` or `_file`. bci2tokenctl passes such files as descriptors; a system daemon refuses
+/// a path for them.
+pub fn is_file_key(key: &str) -> bool {
+    key == "path" || key.ends_with("_path") || key.ends_with("_file")
+}
+
 /// Most descriptors one request may carry.
 pub const MAX_REQUEST_FDS: usize = 8;
 

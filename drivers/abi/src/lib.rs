@@ -19,7 +19,9 @@ pub mod units;
 
 /// Major version: bumped for any incompatible change of the table or of a function's meaning.
 pub const ABI_MAJOR: u32 = 1;
-/// Minor version: bumped when fields are appended to the table; older hosts ignore them.
-pub const ABI_MINOR: u32 = 1;
+/// Minor version: bumped when fields are appended to the table (older hosts ignore them) or when
+/// `open` may receive more. 1.2: `open` receives host keys (`_…`, see `plugin::is_host_key`),
+/// which a 1.1 plugin would refuse as unknown, so the host passes them only from 1.2 on.
+pub const ABI_MINOR: u32 = 2;
 /// The one symbol every plugin exports (`extern "C" fn() -> *const DriverVTable`).
 pub const ENTRY_SYMBOL: &str = "bci2token_driver_entry";

@@ -172,8 +172,8 @@ impl std::fmt::Debug for Lsl {
 /// How to get liblsl, for error messages.
 pub const HOW_TO_INSTALL: &str =
     "install liblsl (the liblsl .deb or .rpm from https://github.com/sccn/liblsl/releases, \
-    or `pip install pylsl`, whose wheel carries liblsl.so.2) and point the daemon at the file with the lsl \
-    driver's `library` key or BCI2TOKEN_LIBLSL=/path/to/liblsl.so.2";
+    or `pip install pylsl`, whose wheel carries liblsl.so.2) and point the daemon at the file with its \
+    `[drivers.lsl] library` setting or BCI2TOKEN_LIBLSL=/path/to/liblsl.so.2";
 
 fn cstr(p: *const c_char) -> String {
     if p.is_null() {

@@ -325,6 +325,8 @@ impl SyntheticConfig {
                 }
                 "loop" => cfg.loop_script = json_bool(k, value)?,
                 "script" => cfg.script = parse_script_value(value)?,
+                // The host's keys: nothing here for this driver (it opens no file, loads nothing).
+                _ if bci2token_driver_abi::plugin::is_host_key(k) => {}
                 _ => unreachable!("keys were checked above"),
             }
         }
