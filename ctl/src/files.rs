@@ -43,13 +43,16 @@ impl Files {
 
     /// A new file (mode 0600, never an existing one) for the daemon to write.
     pub fn output(&mut self, path: &Path) -> Result<FileArg, CtlError> {
+        // O_EXCL: never an existing file, nor through a symbolic link.
         let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                "; give a new file name (nothing is overwritten)"
-            } else {
-                ""
+            let message = match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    "is a symbolic link; give a new file name (nothing is written through a link)".to_string()
+                }
+                Ok(_) => "already exists; give a new file name (nothing is overwritten)".to_string(),
+                Err(_) => e.to_string(),
             };
-            CtlError::new(Kind::Usage, format!("{}: {e}{hint}", path.display()))
+            CtlError::new(Kind::Usage, format!("{}: {message}", path.display()))
         })?;
         self.created.push(path.to_path_buf());
         self.push(file, path)

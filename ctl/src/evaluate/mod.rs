@@ -311,7 +311,9 @@ mod tests {
         let requests = server.join().unwrap();
         assert_eq!(requests[0], serde_json::json!({"method": "model_show", "params": {"model": "ssvep-3"}}));
         for (r, file) in requests[1..].iter().zip(&f) {
-            assert_eq!(r["params"]["config"], serde_json::json!({"path": file, "speed": "0", "channels": "O1"}));
+            // Each recording goes as the request's first descriptor, under its own name.
+            let path = serde_json::json!({"fd": 0, "name": file});
+            assert_eq!(r["params"]["config"], serde_json::json!({"path": path, "speed": "0", "channels": "O1"}));
             assert_eq!(r["params"]["model"], "ssvep-3");
         }
         let text = String::from_utf8(out).unwrap();

@@ -30,7 +30,8 @@ impl Port {
         // The daemon opens the port with its own rights: only a terminal device, never a file (a
         // caller must not make it read the master key as if it were a serial line).
         use std::os::unix::fs::FileTypeExt;
-        if !std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device()) {
+        // (A missing port gets the open's own error below, with its hint.)
+        if std::fs::metadata(path).is_ok_and(|m| !m.file_type().is_char_device()) {
             return Err(format!(
                 "{} is not a serial device (`bci2tokenctl devices --driver openbci` lists the dongles)",
                 path.display()
