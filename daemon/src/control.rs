@@ -281,6 +281,18 @@ async fn read_request(stream: &UnixStream, timeout: Duration) -> Result<(Vec<u8>
     if first == 0 {
         return Err(ReadFailure::Closed);
     }
+    // Descriptors come with the frame's first bytes (as bci2tokenctl sends them): any later ones
+    // are refused at once, so a caller cannot pile descriptors into the daemon byte by byte.
+    let too_many = || {
+        ReadFailure::Refuse(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("a request may carry at most {MAX_REQUEST_FDS} file descriptors, with its first bytes"),
+        ))
+    };
+    if truncated || fds.len() > MAX_REQUEST_FDS {
+        return Err(too_many());
+    }
+    let passed = fds.len();
     let deadline = tokio::time::Instant::now() + timeout;
     let late = || {
         ReadFailure::Refuse(ApiError::new(
@@ -297,7 +309,9 @@ async fn read_request(stream: &UnixStream, timeout: Duration) -> Result<(Vec<u8>
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
         got += n;
-        truncated |= t;
+        if t || fds.len() > passed {
+            return Err(too_many());
+        }
     }
     let len = u32::from_be_bytes(header) as usize;
     if len > MAX_REQUEST_BYTES {
@@ -318,12 +332,9 @@ async fn read_request(stream: &UnixStream, timeout: Duration) -> Result<(Vec<u8>
         }
         body.extend_from_slice(&chunk[..n]);
         truncated |= t;
-    }
-    if truncated || fds.len() > MAX_REQUEST_FDS {
-        return Err(ReadFailure::Refuse(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("a request may carry at most {MAX_REQUEST_FDS} file descriptors"),
-        )));
+        if truncated || fds.len() > passed {
+            return Err(too_many());
+        }
     }
     Ok((body, fds))
 }

@@ -59,6 +59,13 @@ fn main() -> ExitCode {
     // Everything the daemon creates is its own unless it says otherwise (the socket and the
     // runtime directory get their modes explicitly).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // Every connection may hold a request's descriptors: the soft limit goes up to the hard one
+    // (systemd's default soft limit of 1024 is for select(), which the daemon does not use).
+    if let Ok((soft, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
     let cfg = match load_config(&args) {
         Ok(cfg) => cfg,
         Err(e) => {

@@ -96,12 +96,6 @@ impl Service {
         })
     }
 
-    /// Root, and the `--user` daemon's own user: not held to per-uid limits (they can stop the
-    /// daemon anyway).
-    fn unlimited(&self, uid: u32) -> bool {
-        uid == 0 || (self.config.read().unwrap().mode == Mode::User && uid == nix::unistd::getuid().as_raw())
-    }
-
     /// The control socket's limits from the running configuration.
     pub fn limits(&self) -> crate::control::Limits {
         let cfg = self.config.read().unwrap();
@@ -214,7 +208,8 @@ impl Service {
         let t =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let (uid, pid) = (caller.uid, caller.pid.and_then(|p| u32::try_from(p).ok()));
-        let (a, o, r) = (action.to_string(), object.to_string(), outcome.to_string());
+        let (a, o, r) = (bounded(action), bounded(object), bounded(outcome));
+        let (action, object, outcome) = (a.clone(), o.clone(), r.clone());
         match store.call(move |s| s.audit_append(t, uid, pid, &a, &o, &r)).and_then(|r| r.map_err(|e| e.to_string())) {
             Ok(entry) => log::info!(
                 "audit {}: {action} {object} by uid {uid}: {outcome} (mac {})",
@@ -268,21 +263,28 @@ impl Service {
     }
 
     pub fn status(&self, caller: &Caller) -> StatusInfo {
-        let cfg = self.config.read().unwrap();
-        let sessions = self.sessions.lock().unwrap();
+        // The configuration is copied out first: no lock is taken while `sessions` is held except
+        // `starting` (a reload waiting for `config` must never wait on a session start).
+        let cfg = self.config();
+        let caller_role = role_of(caller, cfg.mode, &cfg.admin_group, &cfg.socket_group).as_str().to_string();
+        let drivers = self.registry.read().unwrap().len();
+        let (sessions_active, sessions_total) = {
+            let sessions = self.sessions.lock().unwrap();
+            (sessions.iter().filter(|s| s.is_active()).count(), sessions.len())
+        };
         StatusInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             protocol: bci2token_api::PROTOCOL_VERSION,
             mode: cfg.mode.as_str().to_string(),
             pid: std::process::id(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
-            sessions_active: sessions.iter().filter(|s| s.is_active()).count(),
-            sessions_total: sessions.len(),
+            sessions_active,
+            sessions_total,
             max_sessions: cfg.max_sessions,
-            drivers: self.registry.read().unwrap().len(),
+            drivers,
             data_dir: cfg.data_dir.display().to_string(),
             socket: cfg.socket_path().display().to_string(),
-            caller_role: role_of(caller, cfg.mode, &cfg.admin_group, &cfg.socket_group).as_str().to_string(),
+            caller_role,
         }
     }
 
@@ -347,6 +349,8 @@ impl Service {
     /// Holds a place for a session of `caller` against `max_sessions` and `max_sessions_per_uid`
     /// (counting the running sessions and the starts in progress), or says which limit is reached.
     fn reserve_start(&self, caller: &Caller, cfg: &Config) -> Result<StartSlot<'_>, ApiError> {
+        // Decided before the locks: `config` is never taken while `sessions` is held.
+        let unlimited = caller.uid == 0 || (cfg.mode == Mode::User && caller.uid == nix::unistd::getuid().as_raw());
         let sessions = self.sessions.lock().unwrap();
         let mut starting = self.starting.lock().unwrap();
         let active = sessions.iter().filter(|s| s.is_active()).count() + starting.values().sum::<usize>();
@@ -361,7 +365,7 @@ impl Service {
         }
         let mine = sessions.iter().filter(|s| s.is_active() && s.started_by.uid == caller.uid).count()
             + starting.get(&caller.uid).copied().unwrap_or(0);
-        if !self.unlimited(caller.uid) && mine >= cfg.max_sessions_per_uid {
+        if !unlimited && mine >= cfg.max_sessions_per_uid {
             return Err(ApiError::new(
                 ErrorCode::LimitReached,
                 format!(
@@ -1164,6 +1168,17 @@ fn model_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
         found.extend(here);
     }
     found
+}
+
+/// Text from a caller as the audit log and the daemon's log keep it: at most 256 characters, no
+/// control characters (a request cannot fill the log nor forge a line of it).
+fn bounded(text: &str) -> String {
+    const MAX: usize = 256;
+    let mut out: String = text.chars().take(MAX).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// A model name as `--model` takes it: one path component of safe characters, not hidden.

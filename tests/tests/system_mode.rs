@@ -365,6 +365,9 @@ fn no_request_reads_a_file_the_caller_cannot_or_loads_a_library() {
         "config": {"path": data_dir().join("eegmmidb/S001R04.edf").display().to_string()}}});
     let r = w.alice.raw(&d, &["request", &req.to_string()]);
     assert!(r["error"]["message"].as_str().unwrap().contains("pass the file"), "{r}");
+    // A character device that is not a serial line is not opened as one.
+    let o = w.alice.ctl(&d, &["session", "start", "--driver", "openbci", "--set", "port=/dev/null"]);
+    assert!(text(&o).contains("is not a serial device"), "{}", text(&o));
     // Model names cannot climb out of model_path.
     let r = w.alice.raw(&d, &["request", r#"{"method":"model_show","params":{"model":".."}}"#]);
     assert_eq!(r["error"]["code"], "bad_request", "{r}");

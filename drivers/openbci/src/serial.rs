@@ -30,8 +30,15 @@ impl Port {
         // The daemon opens the port with its own rights: only a terminal device, never a file (a
         // caller must not make it read the master key as if it were a serial line).
         use std::os::unix::fs::FileTypeExt;
-        // (A missing port gets the open's own error below, with its hint.)
-        if std::fs::metadata(path).is_ok_and(|m| !m.file_type().is_char_device()) {
+        // (A missing port gets the open's own error below, with its hint.) Serial lines only:
+        // USB serial adapters (ttyUSB, major 188; ttyACM, 166) and pseudo-terminals (136–143,
+        // which emulators and tests use), never a watchdog, a disk or a console.
+        let serial_line = |m: &std::fs::Metadata| {
+            let rdev = std::os::unix::fs::MetadataExt::rdev(m);
+            let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+            m.file_type().is_char_device() && matches!(major, 188 | 166 | 136..=143)
+        };
+        if std::fs::metadata(path).is_ok_and(|m| !serial_line(&m)) {
             return Err(format!(
                 "{} is not a serial device (`bci2tokenctl devices --driver openbci` lists the dongles)",
                 path.display()
