@@ -395,9 +395,13 @@ impl Follower {
     /// Any streaming ctl command (`--json session start … --follow --samples` subscribes before
     /// the first block).
     pub fn spawn(daemon: &Daemon, args: &[&str]) -> Follower {
+        Follower::from_command(daemon.ctl_command(args))
+    }
+
+    /// A streaming ctl command built elsewhere (e.g. run as another user).
+    pub fn from_command(mut cmd: Command) -> Follower {
         use std::io::BufRead;
-        let mut child =
-            daemon.ctl_command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn bci2tokenctl");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn bci2tokenctl");
         let out = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

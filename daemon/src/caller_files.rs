@@ -79,15 +79,37 @@ pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<Owne
     }
 }
 
+/// Checks a descriptor passed to be read: a regular file open for reading, on a file system that
+/// answers (not FUSE, which the caller may serve themselves and leave hanging a read forever).
+pub fn check_passed_input(file: &File, shown: &str) -> Result<(), ApiError> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    let bad = |why: &str| Err(ApiError::new(ErrorCode::BadRequest, format!("{shown}: {why}")));
+    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        return bad("not a regular file");
+    }
+    let readable = fcntl(file, FcntlArg::F_GETFL).is_ok_and(|flags| {
+        let flags = OFlag::from_bits_truncate(flags);
+        !flags.contains(OFlag::O_PATH) && (flags & OFlag::O_ACCMODE) != OFlag::O_WRONLY
+    });
+    if !readable {
+        return bad("not open for reading");
+    }
+    match nix::sys::statfs::fstatfs(file) {
+        Ok(fs) if fs.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC => {
+            bad("on a FUSE file system, which the daemon does not read from; copy it to a local disk first")
+        }
+        Ok(_) => Ok(()),
+        Err(e) => bad(&format!("cannot inspect its file system: {e}")),
+    }
+}
+
 /// Opens the input `arg` names: a passed descriptor of a regular file, or (`--user` mode) a path.
 pub fn input(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<File, ApiError> {
     match arg {
         FileArg::Fd { fd, .. } => {
             let file = File::from(take_fd(fds, *fd, arg.display())?);
-            let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
-            if !regular {
-                return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: not a regular file", arg.display())));
-            }
+            check_passed_input(&file, arg.display())?;
             Ok(file)
         }
         FileArg::Path(p) if mode == Mode::User => open_for(caller, Path::new(p)),
@@ -238,6 +260,16 @@ mod tests {
         assert!(create_for(&me, &dir.join("new")).unwrap_err().message.contains("already exists"));
         assert!(create_for(&me, Path::new("relative")).is_err());
         // A system daemon takes no path at all, however harmless.
+        // An input must be readable: a write-only descriptor is refused.
+        let wo = std::fs::OpenOptions::new().write(true).open(dir.join("new")).unwrap();
+        let arg = FileArg::Fd { fd: 0, name: "new".into() };
+        let e = input(&me, Mode::System, &arg, &mut [Some(OwnedFd::from(wo))]).err().unwrap();
+        assert!(e.message.contains("not open for reading"), "{}", e.message);
+        assert!(input(&me, Mode::System, &arg, &mut [Some(OwnedFd::from(File::open(&dir).unwrap()))])
+            .err()
+            .unwrap()
+            .message
+            .contains("not a regular file"));
         let new = FileArg::Path(dir.join("other").display().to_string());
         let e = output(&me, Mode::System, &new, &mut []).err().unwrap();
         assert_eq!(e.code, ErrorCode::PermissionDenied);

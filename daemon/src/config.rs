@@ -84,6 +84,8 @@ pub struct Config {
     pub dp_delta_budget: f64,
     /// A request frame started and not finished within this many seconds is refused.
     pub request_timeout: f64,
+    /// A connection idle this many seconds between requests is closed.
+    pub idle_timeout: f64,
     /// Connections to the control socket at once, from everyone together and from one uid.
     pub max_connections: usize,
     pub max_connections_per_uid: usize,
@@ -130,6 +132,7 @@ pub const KEYS: &[&str] = &[
     "dp_epsilon_budget",
     "dp_delta_budget",
     "request_timeout",
+    "idle_timeout",
     "max_connections",
     "max_connections_per_uid",
     "requests_per_second",
@@ -381,6 +384,7 @@ impl Config {
             dp_epsilon_budget: 1.0,
             dp_delta_budget: 1e-5,
             request_timeout: 10.0,
+            idle_timeout: 300.0,
             max_connections: 256,
             max_connections_per_uid: 32,
             requests_per_second: 20.0,
@@ -496,6 +500,13 @@ impl Config {
                     return Err(src.invalid(format!("{v} is out of range 0.05..=3600 seconds")));
                 }
                 self.request_timeout = v;
+            }
+            "idle_timeout" => {
+                let v = src.number()?;
+                if !(1.0..=86_400.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 1..=86400 seconds")));
+                }
+                self.idle_timeout = v;
             }
             "max_connections" => self.max_connections = src.integer(1, 65_536)? as usize,
             "max_connections_per_uid" => self.max_connections_per_uid = src.integer(1, 65_536)? as usize,

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bci2token_api::framing::{encode, MAX_REQUEST_BYTES};
 use bci2token_api::{ApiError, Caller, ErrorCode, Event, Request, Response, MAX_REQUEST_FDS};
@@ -19,6 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::config::Mode;
 use crate::hub::{Delivery, Subscription};
 use crate::service::Service;
+use crate::token_bucket::TokenBucket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -88,16 +89,17 @@ pub struct Limits {
     pub max_connections_per_uid: usize,
     pub requests_per_second: f64,
     pub request_burst: f64,
-    /// Besides root, the uid held to no per-uid limit: the `--user` daemon's own user (who can
-    /// stop the daemon anyway).
-    pub unlimited_uid: Option<u32>,
+    /// A connection idle this long between requests is closed (a follow stream is not idle).
+    pub idle_timeout: Duration,
 }
 
-/// A uid's token bucket of requests.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// Where a caller stands at the door: admins (root, the admin group, the `--user` daemon's own
+/// user) are held to no cap nor rate; readers share half of the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Admin,
+    Member,
+    Reader,
 }
 
 /// Who holds connections now, and every uid's request bucket.
@@ -105,7 +107,7 @@ struct Bucket {
 struct Admission {
     total: usize,
     per_uid: HashMap<u32, usize>,
-    buckets: HashMap<u32, Bucket>,
+    buckets: HashMap<u32, TokenBucket>,
 }
 
 /// Connections and request rates of all callers, shared by the connection tasks.
@@ -134,16 +136,19 @@ impl Drop for Admitted {
 }
 
 impl Door {
-    /// Admits a connection of `uid`, or says which cap it hits. Root (and the `--user` daemon's
-    /// own user) is counted but never refused, so that callers filling the caps cannot lock out
-    /// the one who can stop them.
-    fn admit(self: &Arc<Self>, uid: u32, limits: &Limits) -> Result<Admitted, String> {
+    /// Admits a connection of `uid`, or says which cap it hits. Admins are counted but never
+    /// refused, so callers filling the caps cannot lock out those who can stop them; readers
+    /// (anyone, with socket_mode 0666) get half of `max_connections` at most, so strangers cannot
+    /// lock out the operators.
+    fn admit(self: &Arc<Self>, uid: u32, standing: Standing, limits: &Limits) -> Result<Admitted, String> {
         let mut s = self.state.lock().unwrap();
         let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
-        let exempt = uid == 0 || limits.unlimited_uid == Some(uid);
-        if !exempt && s.total >= limits.max_connections {
+        let exempt = standing == Standing::Admin;
+        let cap = if standing == Standing::Reader { limits.max_connections / 2 } else { limits.max_connections };
+        if !exempt && s.total >= cap {
+            let whom = if standing == Standing::Reader { " (callers without a role: half of it)" } else { "" };
             return Err(format!(
-                "the daemon holds {} connections, the limit is max_connections = {}; try again later",
+                "the daemon holds {} connections, the limit is max_connections = {}{whom}; try again later",
                 s.total, limits.max_connections
             ));
         }
@@ -158,28 +163,20 @@ impl Door {
         Ok(Admitted { door: Arc::clone(self), uid })
     }
 
-    /// Takes one request from `uid`'s bucket; `Err(seconds)` until the next one is allowed.
-    fn take_request(&self, uid: u32, limits: &Limits) -> Result<(), f64> {
-        if uid == 0 || limits.unlimited_uid == Some(uid) {
+    /// Takes one request from `uid`'s bucket (admins have none); `Err(seconds)` until the next
+    /// one is allowed.
+    fn take_request(&self, uid: u32, standing: Standing, limits: &Limits) -> Result<(), f64> {
+        if standing == Standing::Admin {
             return Ok(());
         }
-        let now = Instant::now();
         let mut s = self.state.lock().unwrap();
         // Forget full buckets of uids without connections, so the map stays as small as they are.
         if s.buckets.len() > 4 * limits.max_connections {
             let Admission { buckets, per_uid, .. } = &mut *s;
             buckets.retain(|u, _| per_uid.contains_key(u));
         }
-        let b = s.buckets.entry(uid).or_insert(Bucket { tokens: limits.request_burst, at: now });
-        b.tokens =
-            (b.tokens + now.duration_since(b.at).as_secs_f64() * limits.requests_per_second).min(limits.request_burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err((1.0 - b.tokens) / limits.requests_per_second)
-        }
+        let bucket = s.buckets.entry(uid).or_insert_with(|| TokenBucket::full(limits.request_burst));
+        bucket.take(limits.requests_per_second, limits.request_burst)
     }
 }
 
@@ -274,10 +271,22 @@ async fn recv_with_fds(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedF
 /// Reads one request frame and its descriptors. Waiting for a request has no time limit; once its
 /// first byte has arrived, the rest must follow within `timeout`. The body grows as it arrives, so
 /// a header that announces a large frame costs nothing until the bytes are sent.
-async fn read_request(stream: &UnixStream, timeout: Duration) -> Result<(Vec<u8>, Vec<OwnedFd>), ReadFailure> {
+async fn read_request(stream: &UnixStream, limits: &Limits) -> Result<(Vec<u8>, Vec<OwnedFd>), ReadFailure> {
+    let timeout = limits.request_timeout;
     let mut fds = Vec::new();
     let mut header = [0u8; 4];
-    let (first, mut truncated) = recv_with_fds(stream, &mut header, &mut fds).await?;
+    let (first, mut truncated) =
+        tokio::time::timeout(limits.idle_timeout, recv_with_fds(stream, &mut header, &mut fds)).await.map_err(
+            |_| {
+                ReadFailure::Refuse(ApiError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the connection was idle for idle_timeout = {} s and is closed; connect again",
+                        limits.idle_timeout.as_secs_f64()
+                    ),
+                ))
+            },
+        )??;
     if first == 0 {
         return Err(ReadFailure::Closed);
     }
@@ -364,7 +373,8 @@ async fn connection(
     });
     let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups };
     let limits = service.limits();
-    let _admitted = match door.admit(caller.uid, &limits) {
+    let standing = service.standing(&caller);
+    let _admitted = match door.admit(caller.uid, standing, &limits) {
         Ok(a) => a,
         Err(message) => {
             let error = ApiError::new(ErrorCode::TooManyConnections, message);
@@ -373,7 +383,7 @@ async fn connection(
         }
     };
     loop {
-        let (body, fds) = match read_request(&stream, limits.request_timeout).await {
+        let (body, fds) = match read_request(&stream, &limits).await {
             Ok(request) => request,
             Err(ReadFailure::Closed) => return Ok(()),
             Err(ReadFailure::Io(e)) => return Err(e.into()),
@@ -382,7 +392,7 @@ async fn connection(
                 return send_error(&mut stream, error).await;
             }
         };
-        if let Err(wait) = door.take_request(caller.uid, &limits) {
+        if let Err(wait) = door.take_request(caller.uid, standing, &limits) {
             let error = ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
@@ -462,7 +472,7 @@ mod tests {
             max_connections_per_uid: 2,
             requests_per_second: 1.0,
             request_burst: 2.0,
-            unlimited_uid: None,
+            idle_timeout: Duration::from_secs(1),
         }
     }
 
@@ -470,25 +480,29 @@ mod tests {
     fn connections_are_capped_per_uid_and_in_total_and_given_back() {
         let door = Arc::new(Door::default());
         let l = limits();
-        let a = door.admit(1000, &l).unwrap();
-        let _b = door.admit(1000, &l).unwrap();
-        assert!(door.admit(1000, &l).err().unwrap().contains("max_connections_per_uid = 2"));
-        let _c = door.admit(1001, &l).unwrap();
-        assert!(door.admit(1002, &l).err().unwrap().contains("max_connections = 3"));
+        let m = Standing::Member;
+        let a = door.admit(1000, m, &l).unwrap();
+        assert!(door.admit(1005, Standing::Reader, &l).err().unwrap().contains("half of it"), "readers get 1 of 3");
+        let _b = door.admit(1000, m, &l).unwrap();
+        assert!(door.admit(1000, m, &l).err().unwrap().contains("max_connections_per_uid = 2"));
+        let _c = door.admit(1001, m, &l).unwrap();
+        assert!(door.admit(1002, m, &l).err().unwrap().contains("max_connections = 3"));
         drop(a);
-        let _d = door.admit(1002, &l).expect("a closed connection frees its place");
-        let _root = door.admit(0, &l).expect("root is never locked out, though every place is taken");
+        let _d = door.admit(1002, m, &l).expect("a closed connection frees its place");
+        let _admin =
+            door.admit(0, Standing::Admin, &l).expect("an admin is never locked out, though every place is taken");
     }
 
     #[test]
     fn the_request_bucket_allows_a_burst_then_the_rate() {
         let door = Door::default();
         let l = limits();
-        assert!(door.take_request(7, &l).is_ok());
-        assert!(door.take_request(7, &l).is_ok());
-        let wait = door.take_request(7, &l).unwrap_err();
+        let m = Standing::Member;
+        assert!(door.take_request(7, m, &l).is_ok());
+        assert!(door.take_request(7, m, &l).is_ok());
+        let wait = door.take_request(7, m, &l).unwrap_err();
         assert!(wait > 0.9 && wait <= 1.0, "{wait}");
-        assert!(door.take_request(8, &l).is_ok(), "another uid has its own bucket");
-        assert!((0..100).all(|_| door.take_request(0, &l).is_ok()), "root is not limited");
+        assert!(door.take_request(8, m, &l).is_ok(), "another uid has its own bucket");
+        assert!((0..100).all(|_| door.take_request(0, Standing::Admin, &l).is_ok()), "admins are not limited");
     }
 }

@@ -15,6 +15,7 @@ mod private_release;
 mod recorder;
 mod service;
 mod session;
+mod token_bucket;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,6 +147,16 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
             tick.tick().await;
             let s = Arc::clone(&retention_service);
             let _ = tokio::task::spawn_blocking(move || s.apply_retention()).await;
+        }
+    });
+    // Refusals counted beyond the audit allowance get their entry once the allowance is back.
+    let refusal_service = Arc::clone(&service);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&refusal_service);
+            let _ = tokio::task::spawn_blocking(move || s.audit_suppressed_refusals()).await;
         }
     });
     let status_service = Arc::clone(&service);

@@ -27,6 +27,7 @@ use crate::lsl_outlets::SessionOutlets;
 use crate::plugins::Registry;
 use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session};
+use crate::token_bucket::TokenBucket;
 use bci2token_store::seal::Kind;
 
 /// Ended sessions kept in memory for `session list/show` (the oldest are forgotten first).
@@ -66,7 +67,7 @@ pub struct Service {
     /// `max_sessions_per_uid` hold however many starts race. Locked after `sessions`, never before.
     starting: Mutex<HashMap<u32, usize>>,
     /// Per-uid budget of refusals written to the audit log individually.
-    refusal_log: Mutex<HashMap<u32, RefusalBudget>>,
+    refusal_log: Mutex<HashMap<u32, RefusalLog>>,
     /// The torch device, chosen at the first model load (loading CUDA is not free).
     torch_device: OnceLock<Result<tch::Device, String>>,
 }
@@ -105,7 +106,17 @@ impl Service {
             max_connections_per_uid: cfg.max_connections_per_uid,
             requests_per_second: cfg.requests_per_second,
             request_burst: cfg.request_burst,
-            unlimited_uid: (cfg.mode == Mode::User).then(|| nix::unistd::getuid().as_raw()),
+            idle_timeout: std::time::Duration::from_secs_f64(cfg.idle_timeout),
+        }
+    }
+
+    /// Where `caller` stands at the control socket's door (see [`crate::control::Standing`]).
+    pub fn standing(&self, caller: &Caller) -> crate::control::Standing {
+        use crate::control::Standing;
+        match self.role(caller) {
+            Role::Admin => Standing::Admin,
+            Role::Operator => Standing::Member,
+            Role::Reader => Standing::Reader,
         }
     }
 
@@ -178,20 +189,22 @@ impl Service {
     }
 
     /// Audits a refusal, at most `audit_refusals_per_minute` entries per uid: beyond that they are
-    /// counted, and the count goes into the uid's next entry (refusals cannot flood the log, and
-    /// none goes unrecorded once the caller calms down).
+    /// counted, and the count goes into the uid's next entry or, when the caller has calmed down,
+    /// an entry of its own ([`Self::audit_suppressed_refusals`]): refusals cannot flood the log,
+    /// and none goes unrecorded.
     pub fn audit_refusal(&self, caller: &Caller, action: &str, object: &str, message: &str) {
         let per_minute = self.config.read().unwrap().audit_refusals_per_minute as f64;
         let suppressed = {
             let mut log = self.refusal_log.lock().unwrap();
             if log.len() > 65_536 {
-                log.retain(|_, b| b.suppressed > 0);
+                log.retain(|_, r| r.suppressed > 0);
             }
-            let budget = log.entry(caller.uid).or_insert(RefusalBudget::new(per_minute));
-            match budget.take(per_minute) {
-                Some(earlier) => earlier,
-                None => return,
+            let entry = log.entry(caller.uid).or_insert_with(|| RefusalLog::new(per_minute));
+            if entry.bucket.take(per_minute / 60.0, per_minute).is_err() {
+                entry.suppressed += 1;
+                return;
             }
+            std::mem::take(&mut entry.suppressed)
         };
         let outcome = if suppressed > 0 {
             format!("refused: {message} (and {suppressed} earlier refusal(s) of this uid not logged one by one)")
@@ -199,6 +212,28 @@ impl Service {
             format!("refused: {message}")
         };
         self.audit(caller, action, object, &outcome);
+    }
+
+    /// Writes the counts of refusals not yet in the audit log, for uids whose allowance has come
+    /// back (called every minute).
+    pub fn audit_suppressed_refusals(&self) {
+        let per_minute = self.config.read().unwrap().audit_refusals_per_minute as f64;
+        let due: Vec<(u32, u64)> = {
+            let mut log = self.refusal_log.lock().unwrap();
+            log.iter_mut()
+                .filter(|(_, r)| r.suppressed > 0)
+                .filter_map(|(uid, r)| {
+                    r.bucket
+                        .take(per_minute / 60.0, per_minute)
+                        .ok()
+                        .map(|()| (*uid, std::mem::take(&mut r.suppressed)))
+                })
+                .collect()
+        };
+        for (uid, n) in due {
+            let caller = Caller { uid, gid: u32::MAX, pid: None, groups: vec![] };
+            self.audit(&caller, "refusals", "", &format!("refused: {n} refusal(s) of this uid not logged one by one"));
+        }
     }
 
     /// Appends to the audit log and writes the entry's sequence number and MAC to the daemon's
@@ -419,18 +454,11 @@ impl Service {
                     };
                     let file = take_fd(fds, fd, key)?;
                     // A recording or settings file, not a pipe or device a driver could hang on.
-                    if !std::fs::File::from(
+                    let borrowed = std::fs::File::from(
                         file.try_clone()
                             .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("config key `{key}`: {e}")))?,
-                    )
-                    .metadata()
-                    .is_ok_and(|m| m.is_file())
-                    {
-                        return Err(ApiError::new(
-                            ErrorCode::BadRequest,
-                            format!("config key `{key}`: the passed file `{name}` is not a regular file"),
-                        ));
-                    }
+                    );
+                    crate::caller_files::check_passed_input(&borrowed, &format!("config key `{key}` ({name})"))?;
                     let value = serde_json::json!({ "fd": file.as_raw_fd(), "name": name });
                     held.push(file);
                     value
@@ -472,7 +500,20 @@ impl Service {
             let reg = self.registry.read().unwrap();
             Arc::clone(reg.get(driver).ok_or_else(|| unknown_driver(driver, &reg))?)
         };
+        // Host keys came with ABI 1.2: an older plugin would refuse them, and it cannot be told
+        // that callers' paths are not to be opened, so a system daemon does not run it.
         let host_keys = plugin.abi() >= (1, 2);
+        if !host_keys && cfg.mode == Mode::System {
+            let (major, minor) = plugin.abi();
+            return Err(ApiError::new(
+                ErrorCode::DriverError,
+                format!(
+                    "driver `{driver}` is built for driver ABI {major}.{minor}; the system daemon runs drivers of ABI 1.2 \
+                     or later (which refuse callers' paths and take the admin's settings as host keys): install an \
+                     updated driver package"
+                ),
+            ));
+        }
         let (driver_config, held) = self.driver_config(&cfg, (driver, host_keys), &config, fds)?;
         let device = plugin.open(&driver_config).map_err(|e| {
             let code = if e.panicked { ErrorCode::DriverError } else { ErrorCode::InvalidConfig };
@@ -1199,6 +1240,9 @@ fn required_role(request: &Request) -> Role {
         | Request::KeyRotate
         | Request::Backup { .. }
         | Request::Restore { .. } => Role::Admin,
+        // A private release spends the subject's budget, which every session of that subject
+        // shares (whoever recorded it): the admin's decision.
+        Request::Export { features: Some(_), .. } => Role::Admin,
         Request::Drivers
         | Request::Devices { .. }
         | Request::Models
@@ -1244,31 +1288,16 @@ impl Drop for StartSlot<'_> {
     }
 }
 
-/// A uid's allowance of refusals audited one by one: `per_minute` a minute, refilled continuously.
-struct RefusalBudget {
-    tokens: f64,
-    at: Instant,
-    /// Refusals not written since the last entry.
+/// A uid's allowance of refusals audited one by one (`audit_refusals_per_minute`), and the
+/// refusals not written since its last entry.
+struct RefusalLog {
+    bucket: TokenBucket,
     suppressed: u64,
 }
 
-impl RefusalBudget {
+impl RefusalLog {
     fn new(per_minute: f64) -> Self {
-        RefusalBudget { tokens: per_minute, at: Instant::now(), suppressed: 0 }
-    }
-
-    /// `Some(earlier suppressed refusals)` when this refusal gets its own entry.
-    fn take(&mut self, per_minute: f64) -> Option<u64> {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * per_minute / 60.0).min(per_minute);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
+        RefusalLog { bucket: TokenBucket::full(per_minute), suppressed: 0 }
     }
 }
 

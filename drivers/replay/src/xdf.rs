@@ -222,6 +222,31 @@ fn samples(c: &mut Cursor<'_>, s: &mut XdfStream) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// The largest XDF file replayed (XDF files are read whole into memory).
+pub const MAX_XDF_BYTES: u64 = 1 << 30;
+
+/// The whole file, if it holds at most `max` bytes: a (sparse) file of any size must not take the
+/// daemon's memory.
+fn read_bounded(source: &crate::recording::Input, max: u64) -> Result<Vec<u8>, FormatError> {
+    let path = source.name.as_path();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(source.reopen()?, max + 1), &mut bytes)
+        .map_err(|e| FormatError::io(path, 0, "cannot read", &e))?;
+    if bytes.len() as u64 > max {
+        return Err(FormatError::new(
+            path,
+            "file",
+            0,
+            format!(
+                "larger than {} MiB, the most an XDF file may be for replay (it is read whole); split the \
+                 recording or convert the stream to replay to EDF/BDF",
+                max >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl XdfFile {
     /// Reads and synchronises a whole file. A file cut short inside its last chunk is read up to
     /// that chunk, with a warning; any other damage is an error naming the chunk and its offset.
@@ -231,10 +256,11 @@ impl XdfFile {
 
     /// [`Self::read`] on an [`Input`](crate::recording::Input).
     pub fn read_input(source: &crate::recording::Input) -> Result<XdfFile, FormatError> {
-        let path = source.name.as_path();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut source.reopen()?, &mut bytes)
-            .map_err(|e| FormatError::io(path, 0, "cannot read", &e))?;
+        let bytes = read_bounded(source, MAX_XDF_BYTES)?;
+        Self::parse(source.name.as_path(), bytes)
+    }
+
+    fn parse(path: &Path, bytes: Vec<u8>) -> Result<XdfFile, FormatError> {
         if !bytes.starts_with(MAGIC) {
             return Err(FormatError::new(path, "file", 0, "not an XDF file: it does not start with \"XDF:\""));
         }
@@ -562,5 +588,24 @@ impl Recording for XdfRecording {
 
     fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_beyond_the_bound_is_refused_without_reading_it_all() {
+        let path = std::env::temp_dir().join(format!("bci2token-xdf-bound-{}.xdf", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: 8 MiB of nothing after the magic, costing no disk.
+        std::io::Write::write_all(&mut &file, MAGIC).unwrap();
+        file.set_len(8 << 20).unwrap();
+        let input = crate::recording::Input::open_path(&path).unwrap();
+        let e = read_bounded(&input, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+        assert_eq!(read_bounded(&input, 8 << 20).unwrap().len(), 8 << 20, "at the bound it is read");
+        std::fs::remove_file(&path).unwrap();
     }
 }
