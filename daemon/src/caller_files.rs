@@ -83,7 +83,6 @@ pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<Owne
 /// answers (not FUSE, which the caller may serve themselves and leave hanging a read forever).
 pub fn check_passed_input(file: &File, shown: &str) -> Result<(), ApiError> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
     let bad = |why: &str| Err(ApiError::new(ErrorCode::BadRequest, format!("{shown}: {why}")));
     if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
         return bad("not a regular file");
@@ -96,7 +95,7 @@ pub fn check_passed_input(file: &File, shown: &str) -> Result<(), ApiError> {
         return bad("not open for reading");
     }
     match nix::sys::statfs::fstatfs(file) {
-        Ok(fs) if fs.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC => {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC => {
             bad("on a FUSE file system, which the daemon does not read from; copy it to a local disk first")
         }
         Ok(_) => Ok(()),
