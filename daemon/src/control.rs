@@ -144,7 +144,8 @@ impl Door {
         let mut s = self.state.lock().unwrap();
         let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
         let exempt = standing == Standing::Admin;
-        let cap = if standing == Standing::Reader { limits.max_connections / 2 } else { limits.max_connections };
+        let cap =
+            if standing == Standing::Reader { (limits.max_connections / 2).max(1) } else { limits.max_connections };
         if !exempt && s.total >= cap {
             let whom = if standing == Standing::Reader { " (callers without a role: half of it)" } else { "" };
             return Err(format!(
@@ -238,6 +239,9 @@ enum ReadFailure {
     Closed,
     /// Something to tell the peer before closing: the framing cannot be trusted any more.
     Refuse(ApiError),
+    /// The connection was idle too long: told why and closed, not audited (housekeeping, and a
+    /// client that keeps a connection open would add an entry every idle_timeout).
+    Idle(ApiError),
     Io(std::io::Error),
 }
 
@@ -278,7 +282,7 @@ async fn read_request(stream: &UnixStream, limits: &Limits) -> Result<(Vec<u8>, 
     let (first, mut truncated) =
         tokio::time::timeout(limits.idle_timeout, recv_with_fds(stream, &mut header, &mut fds)).await.map_err(
             |_| {
-                ReadFailure::Refuse(ApiError::new(
+                ReadFailure::Idle(ApiError::new(
                     ErrorCode::Timeout,
                     format!(
                         "the connection was idle for idle_timeout = {} s and is closed; connect again",
@@ -387,6 +391,7 @@ async fn connection(
             Ok(request) => request,
             Err(ReadFailure::Closed) => return Ok(()),
             Err(ReadFailure::Io(e)) => return Err(e.into()),
+            Err(ReadFailure::Idle(error)) => return send_error(&mut stream, error).await,
             Err(ReadFailure::Refuse(error)) => {
                 audit_refusal(&service, &caller, "request", &error).await;
                 return send_error(&mut stream, error).await;

@@ -21,6 +21,8 @@ struct User {
     uid: u32,
     gid: u32,
     groups: Vec<u32>,
+    /// Where the programs and the recording the users run and read are (see [`world`]).
+    stage: PathBuf,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -49,7 +51,8 @@ fn ensure_user(name: &'static str, groups: &[&str]) -> User {
         run(Command::new("usermod").arg("--append").arg("--groups").arg(groups.join(",")).arg(name));
     }
     let u = nix::unistd::User::from_name(name).unwrap().unwrap();
-    User { name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), groups: groups.iter().map(|g| gid_of(g)).collect() }
+    let groups = groups.iter().map(|g| gid_of(g)).collect();
+    User { name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), groups, stage: PathBuf::new() }
 }
 
 impl User {
@@ -69,7 +72,7 @@ impl User {
 
     /// `bci2tokenctl --socket … ARGS` as this user.
     fn ctl_command(&self, daemon: &Daemon, args: &[&str]) -> Command {
-        let mut cmd = self.setpriv(&bin_dir().join("bci2tokenctl"));
+        let mut cmd = self.setpriv(&self.stage.join("bci2tokenctl"));
         cmd.arg("--socket").arg(&daemon.socket).args(args);
         cmd
     }
@@ -96,7 +99,7 @@ impl User {
     fn raw(&self, daemon: &Daemon, args: &[&str]) -> serde_json::Value {
         // The system Python: the callers cannot reach root's own interpreters.
         let mut cmd = self.setpriv(Path::new("/usr/bin/python3"));
-        cmd.arg(workspace_root().join("tests/fixtures/raw_client.py")).arg(&daemon.socket).args(args);
+        cmd.arg(self.stage.join("raw_client.py")).arg(&daemon.socket).args(args);
         let out = cmd.output().expect("run raw_client.py");
         assert!(out.status.success(), "raw_client {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
@@ -108,6 +111,14 @@ struct World {
     alice: User,
     bob: User,
     eve: User,
+    _stage: TempDir,
+}
+
+impl World {
+    /// A recording every test user may read.
+    fn recording(&self) -> PathBuf {
+        self.alice.stage.join("S001R04.edf")
+    }
 }
 
 fn world() -> Option<World> {
@@ -118,12 +129,26 @@ fn world() -> Option<World> {
     }
     ensure_group(ADMIN_GROUP);
     ensure_group(OPERATOR_GROUP);
+    // The checkout may sit where the test users cannot go (a clone in a 0700 directory): what
+    // they run and read is copied where they can.
+    let stage = TempDir::new("system-stage");
+    std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (from, to, mode) in [
+        (bin_dir().join("bci2tokenctl"), "bci2tokenctl", 0o755),
+        (workspace_root().join("tests/fixtures/raw_client.py"), "raw_client.py", 0o644),
+        (data_dir().join("eegmmidb/S001R04.edf"), "S001R04.edf", 0o644),
+    ] {
+        std::fs::copy(&from, stage.path().join(to)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        std::fs::set_permissions(stage.path().join(to), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let user = |name, groups: &[&str]| User { stage: stage.path().to_path_buf(), ..ensure_user(name, groups) };
     Some(World {
         // Admins reach the socket as members of its group too (docs/security.md).
-        admin: ensure_user("b2tt-admin1", &[ADMIN_GROUP, OPERATOR_GROUP]),
-        alice: ensure_user("b2tt-alice", &[OPERATOR_GROUP]),
-        bob: ensure_user("b2tt-bob", &[OPERATOR_GROUP]),
-        eve: ensure_user("b2tt-eve", &[]),
+        admin: user("b2tt-admin1", &[ADMIN_GROUP, OPERATOR_GROUP]),
+        alice: user("b2tt-alice", &[OPERATOR_GROUP]),
+        bob: user("b2tt-bob", &[OPERATOR_GROUP]),
+        eve: user("b2tt-eve", &[]),
+        _stage: stage,
     })
 }
 
@@ -406,7 +431,7 @@ fn no_request_reads_a_file_the_caller_cannot_or_loads_a_library() {
     }
     // The system daemon refuses a caller's path outright, naming the way that works.
     let req = serde_json::json!({"method": "session_start", "params": {"driver": "replay",
-        "config": {"path": data_dir().join("eegmmidb/S001R04.edf").display().to_string()}}});
+        "config": {"path": w.recording().display().to_string()}}});
     let r = w.alice.raw(&d, &["request", &req.to_string()]);
     assert!(r["error"]["message"].as_str().unwrap().contains("pass the file"), "{r}");
     // A character device that is not a serial line is not opened as one.
@@ -427,7 +452,7 @@ fn no_request_reads_a_file_the_caller_cannot_or_loads_a_library() {
     assert!(!mark.exists(), "the daemon loaded a caller's library");
     // What does work for alice: her own recording, passed as a descriptor, replayed.
     let mine = tmp.path().join("mine.edf");
-    std::fs::copy(data_dir().join("eegmmidb/S001R04.edf"), &mine).unwrap();
+    std::fs::copy(w.recording(), &mine).unwrap();
     nix::unistd::chown(&mine, Some(w.alice.uid.into()), Some(w.alice.gid.into())).unwrap();
     std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o600)).unwrap();
     let set = format!("path={}", mine.display());
@@ -570,7 +595,7 @@ fn concurrent_starts_never_exceed_max_sessions() {
     let d = system_daemon("max_sessions = 4\nmax_sessions_per_uid = 16\n");
     // Three users, 16 starts at once, each opening a recording (milliseconds of work inside the
     // driver's open, which is where a check-then-act limit would let more through).
-    let set = format!("path={}", data_dir().join("eegmmidb/S001R04.edf").display());
+    let set = format!("path={}", w.recording().display());
     let users = [&w.admin, &w.alice, &w.bob];
     let codes: Vec<Option<i32>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)
