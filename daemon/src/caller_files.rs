@@ -6,7 +6,7 @@
 //! only where the caller could have written (or read) the file itself.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,14 +14,58 @@ use bci2token_api::{ApiError, Caller, ErrorCode, FileArg};
 
 use crate::config::Mode;
 
-/// Takes descriptor `index` of a request (each may be used once).
-pub fn take_fd(fds: &mut [Option<OwnedFd>], index: u32, what: &str) -> Result<OwnedFd, ApiError> {
-    fds.get_mut(index as usize).and_then(Option::take).ok_or_else(|| {
+/// What a passed descriptor is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Read: a regular file open for reading.
+    Read,
+    /// Written: a new, empty regular file open for writing.
+    Write,
+}
+
+/// Takes descriptor `index` of a request (each may be used once) and checks it for `usage`: a
+/// regular file open for that, not on FUSE (a file system the caller may serve themselves and
+/// leave a read, a write or a close hanging for ever). One that fails goes to the closer.
+pub fn take_fd(fds: &mut [Option<OwnedFd>], index: u32, usage: Use, shown: &str) -> Result<OwnedFd, ApiError> {
+    let fd = fds.get_mut(index as usize).and_then(Option::take).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BadRequest,
-            format!("{what}: descriptor {index} did not come with the request (or is used twice)"),
+            format!("{shown}: descriptor {index} did not come with the request (or is used twice)"),
         )
-    })
+    })?;
+    match check(fd.as_fd(), usage) {
+        Ok(()) => Ok(fd),
+        Err(why) => {
+            crate::closer::dispose(vec![fd]);
+            Err(ApiError::new(ErrorCode::BadRequest, format!("{shown}: {why}")))
+        }
+    }
+}
+
+fn check(fd: BorrowedFd<'_>, usage: Use) -> Result<(), String> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::stat::{fstat, SFlag};
+    // The file system first: on FUSE even a stat may wait on the caller's server.
+    match nix::sys::statfs::fstatfs(fd) {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC => {
+            return Err("on a FUSE file system, which the daemon does not use; copy it to a local disk first".into())
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot inspect its file system: {e}")),
+    }
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map(OFlag::from_bits_truncate).map_err(|e| e.to_string())?;
+    let access = flags & OFlag::O_ACCMODE;
+    let stat = fstat(fd).map_err(|e| e.to_string())?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err("not a regular file".into());
+    }
+    match usage {
+        _ if flags.contains(OFlag::O_PATH) => Err("opened without access (O_PATH)".into()),
+        Use::Read if access == OFlag::O_WRONLY => Err("not open for reading".into()),
+        Use::Write if access == OFlag::O_RDONLY => Err("not open for writing".into()),
+        Use::Write if stat.st_size != 0 => Err("the output must be a new, empty regular file".into()),
+        _ => Ok(()),
+    }
 }
 
 fn no_paths(arg: &str) -> ApiError {
@@ -55,76 +99,38 @@ impl Output {
 /// Opens the output `arg` names: a passed descriptor of an empty regular file open for writing,
 /// or (`--user` mode) a new file at a path.
 pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<Output, ApiError> {
+    let shown = bounded(arg.display());
     match arg {
         FileArg::Fd { fd, .. } => {
-            let file = File::from(take_fd(fds, *fd, arg.display())?);
-            let meta =
-                file.metadata().map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("{}: {e}", arg.display())))?;
-            if !meta.file_type().is_file() || meta.len() != 0 {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("{}: the output must be a new, empty regular file", arg.display()),
-                ));
-            }
-            if !writable(&file) {
-                return Err(ApiError::new(ErrorCode::BadRequest, format!("{}: not open for writing", arg.display())));
-            }
-            Ok(Output { file, shown: arg.display().to_string(), created: None })
+            let file = File::from(take_fd(fds, *fd, Use::Write, &shown)?);
+            Ok(Output { file, shown, created: None })
         }
         FileArg::Path(p) if mode == Mode::User => {
             let file = create_for(caller, Path::new(p))?;
-            Ok(Output { file, shown: p.clone(), created: Some(PathBuf::from(p)) })
+            Ok(Output { file, shown, created: Some(PathBuf::from(p)) })
         }
         FileArg::Path(p) => Err(no_paths(p)),
-    }
-}
-
-/// Checks a descriptor passed to be read: a regular file open for reading, on a file system that
-/// answers (not FUSE, which the caller may serve themselves and leave hanging a read forever).
-pub fn check_passed_input(file: &File, shown: &str) -> Result<(), ApiError> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let bad = |why: &str| Err(ApiError::new(ErrorCode::BadRequest, format!("{shown}: {why}")));
-    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
-        return bad("not a regular file");
-    }
-    let readable = fcntl(file, FcntlArg::F_GETFL).is_ok_and(|flags| {
-        let flags = OFlag::from_bits_truncate(flags);
-        !flags.contains(OFlag::O_PATH) && (flags & OFlag::O_ACCMODE) != OFlag::O_WRONLY
-    });
-    if !readable {
-        return bad("not open for reading");
-    }
-    match nix::sys::statfs::fstatfs(file) {
-        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC => {
-            bad("on a FUSE file system, which the daemon does not read from; copy it to a local disk first")
-        }
-        Ok(_) => Ok(()),
-        Err(e) => bad(&format!("cannot inspect its file system: {e}")),
     }
 }
 
 /// Opens the input `arg` names: a passed descriptor of a regular file, or (`--user` mode) a path.
 pub fn input(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<File, ApiError> {
     match arg {
-        FileArg::Fd { fd, .. } => {
-            let file = File::from(take_fd(fds, *fd, arg.display())?);
-            check_passed_input(&file, arg.display())?;
-            Ok(file)
-        }
+        FileArg::Fd { fd, .. } => Ok(File::from(take_fd(fds, *fd, Use::Read, &bounded(arg.display()))?)),
         FileArg::Path(p) if mode == Mode::User => open_for(caller, Path::new(p)),
         FileArg::Path(p) => Err(no_paths(p)),
     }
 }
 
-/// Whether the descriptor was opened for writing.
-fn writable(file: &File) -> bool {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    fcntl(file, FcntlArg::F_GETFL)
-        .map(|flags| {
-            let mode = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE;
-            mode == OFlag::O_WRONLY || mode == OFlag::O_RDWR
-        })
-        .unwrap_or(false)
+/// Text from a caller as logs and the audit log keep it: at most 256 characters, no control
+/// characters (a request cannot fill a log nor forge a line of it).
+pub fn bounded(text: &str) -> String {
+    const MAX: usize = 256;
+    let mut out: String = text.chars().take(MAX).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn refuse(message: String) -> ApiError {

@@ -256,7 +256,9 @@ async fn recv_with_fds(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedF
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     stream
         .async_io(Interest::READABLE, || {
-            let mut space = nix::cmsg_space!([RawFd; MAX_REQUEST_FDS]);
+            // Room for the most one message can carry (SCM_MAX_FD): with less the kernel would
+            // truncate, and the descriptors it still installed could not be collected to close.
+            let mut space = nix::cmsg_space!([RawFd; 253]);
             let mut iov = [std::io::IoSliceMut::new(buf)];
             let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
                 .map_err(std::io::Error::from)?;
@@ -275,22 +277,21 @@ async fn recv_with_fds(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedF
 /// Reads one request frame and its descriptors. Waiting for a request has no time limit; once its
 /// first byte has arrived, the rest must follow within `timeout`. The body grows as it arrives, so
 /// a header that announces a large frame costs nothing until the bytes are sent.
-async fn read_request(stream: &UnixStream, limits: &Limits) -> Result<(Vec<u8>, Vec<OwnedFd>), ReadFailure> {
+/// The descriptors that came with it are collected in `fds` (also when the request fails: the
+/// caller disposes of them).
+async fn read_request(stream: &UnixStream, limits: &Limits, fds: &mut Vec<OwnedFd>) -> Result<Vec<u8>, ReadFailure> {
     let timeout = limits.request_timeout;
-    let mut fds = Vec::new();
     let mut header = [0u8; 4];
     let (first, mut truncated) =
-        tokio::time::timeout(limits.idle_timeout, recv_with_fds(stream, &mut header, &mut fds)).await.map_err(
-            |_| {
-                ReadFailure::Idle(ApiError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "the connection was idle for idle_timeout = {} s and is closed; connect again",
-                        limits.idle_timeout.as_secs_f64()
-                    ),
-                ))
-            },
-        )??;
+        tokio::time::timeout(limits.idle_timeout, recv_with_fds(stream, &mut header, fds)).await.map_err(|_| {
+            ReadFailure::Idle(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the connection was idle for idle_timeout = {} s and is closed; connect again",
+                    limits.idle_timeout.as_secs_f64()
+                ),
+            ))
+        })??;
     if first == 0 {
         return Err(ReadFailure::Closed);
     }
@@ -315,7 +316,7 @@ async fn read_request(stream: &UnixStream, limits: &Limits) -> Result<(Vec<u8>, 
     };
     let mut got = first;
     while got < 4 {
-        let (n, t) = tokio::time::timeout_at(deadline, recv_with_fds(stream, &mut header[got..], &mut fds))
+        let (n, t) = tokio::time::timeout_at(deadline, recv_with_fds(stream, &mut header[got..], fds))
             .await
             .map_err(|_| late())??;
         if n == 0 {
@@ -337,7 +338,7 @@ async fn read_request(stream: &UnixStream, limits: &Limits) -> Result<(Vec<u8>, 
     let mut chunk = [0u8; 8192];
     while body.len() < len {
         let want = (len - body.len()).min(chunk.len());
-        let (n, t) = tokio::time::timeout_at(deadline, recv_with_fds(stream, &mut chunk[..want], &mut fds))
+        let (n, t) = tokio::time::timeout_at(deadline, recv_with_fds(stream, &mut chunk[..want], fds))
             .await
             .map_err(|_| late())??;
         if n == 0 {
@@ -349,7 +350,21 @@ async fn read_request(stream: &UnixStream, limits: &Limits) -> Result<(Vec<u8>, 
             return Err(too_many());
         }
     }
-    Ok((body, fds))
+    Ok(body)
+}
+
+/// Writes a reply; a caller that does not read it within idle_timeout loses the connection (it
+/// would otherwise hold its place for ever).
+async fn write_reply(
+    stream: &mut UnixStream,
+    response: &Response,
+    limits: &Limits,
+) -> Result<(), bci2token_api::FrameError> {
+    let frame = encode(response)?;
+    match tokio::time::timeout(limits.idle_timeout, stream.write_all(&frame)).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the caller does not read its reply").into()),
+    }
 }
 
 async fn send_error(stream: &mut UnixStream, error: ApiError) -> Result<(), bci2token_api::FrameError> {
@@ -376,8 +391,14 @@ async fn connection(
         Vec::new()
     });
     let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups };
-    let limits = service.limits();
-    let standing = service.standing(&caller);
+    // The role needs group lookups (NSS, which may ask a directory service): not on a worker.
+    let (limits, standing) = {
+        let (service, caller) = (Arc::clone(&service), caller.clone());
+        match tokio::task::spawn_blocking(move || (service.limits(), service.standing(&caller))).await {
+            Ok(found) => found,
+            Err(e) => return Err(std::io::Error::other(format!("the admission check failed: {e}")).into()),
+        }
+    };
     let _admitted = match door.admit(caller.uid, standing, &limits) {
         Ok(a) => a,
         Err(message) => {
@@ -387,17 +408,26 @@ async fn connection(
         }
     };
     loop {
-        let (body, fds) = match read_request(&stream, &limits).await {
-            Ok(request) => request,
-            Err(ReadFailure::Closed) => return Ok(()),
-            Err(ReadFailure::Io(e)) => return Err(e.into()),
-            Err(ReadFailure::Idle(error)) => return send_error(&mut stream, error).await,
-            Err(ReadFailure::Refuse(error)) => {
-                audit_refusal(&service, &caller, "request", &error).await;
-                return send_error(&mut stream, error).await;
+        // Descriptors that do not reach the service are closed by the closer, never here.
+        let mut fds = Vec::new();
+        let read = read_request(&stream, &limits, &mut fds).await;
+        let body = match read {
+            Ok(body) => body,
+            Err(failure) => {
+                crate::closer::dispose(fds);
+                return match failure {
+                    ReadFailure::Closed => Ok(()),
+                    ReadFailure::Io(e) => Err(e.into()),
+                    ReadFailure::Idle(error) => send_error(&mut stream, error).await,
+                    ReadFailure::Refuse(error) => {
+                        audit_refusal(&service, &caller, "request", &error).await;
+                        send_error(&mut stream, error).await
+                    }
+                };
             }
         };
         if let Err(wait) = door.take_request(caller.uid, standing, &limits) {
+            crate::closer::dispose(fds);
             let error = ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
@@ -406,7 +436,7 @@ async fn connection(
                 ),
             );
             audit_refusal(&service, &caller, "request", &error).await;
-            stream.write_all(&encode(&Response::Error(error))?).await?;
+            write_reply(&mut stream, &Response::Error(error), &limits).await?;
             continue;
         }
         let outcome = match serde_json::from_slice::<Request>(&body) {
@@ -422,19 +452,22 @@ async fn connection(
                 })
             }
             // serde's message quotes at most the offending token of the caller's own request.
-            Err(e) => crate::service::Outcome {
-                reply: Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("malformed request: {e} (see docs/control-protocol.md)"),
-                )),
-                stream: None,
-            },
+            Err(e) => {
+                crate::closer::dispose(fds);
+                crate::service::Outcome {
+                    reply: Err(ApiError::new(
+                        ErrorCode::BadRequest,
+                        format!("malformed request: {e} (see docs/control-protocol.md)"),
+                    )),
+                    stream: None,
+                }
+            }
         };
         let response = match outcome.reply {
             Ok(v) => Response::Ok(v),
             Err(e) => Response::Error(e),
         };
-        stream.write_all(&encode(&response)?).await?;
+        write_reply(&mut stream, &response, &limits).await?;
         if let Some((session, subscription)) = outcome.stream {
             return stream_events(stream, &session, subscription).await;
         }

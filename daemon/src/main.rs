@@ -2,6 +2,7 @@
 
 mod auth;
 mod caller_files;
+mod closer;
 mod config;
 mod control;
 mod decoding;

@@ -19,7 +19,7 @@ use bci2token_decoder::{Manifest, Model};
 use bci2token_liblsl::Lsl;
 
 use crate::auth::{role_of, Role};
-use crate::caller_files::take_fd;
+use crate::caller_files::{bounded, take_fd, Use};
 use crate::config::{Config, Mode};
 use crate::decoding::Decoding;
 use crate::hub::Subscription;
@@ -29,6 +29,9 @@ use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session};
 use crate::token_bucket::TokenBucket;
 use bci2token_store::seal::Kind;
+
+/// The most a session's settings may take (serialised): scripts and channel lists fit easily.
+const MAX_SESSION_CONFIG_BYTES: usize = 64 << 10;
 
 /// Ended sessions kept in memory for `session list/show` (the oldest are forgotten first).
 const ENDED_SESSIONS_KEPT: usize = 256;
@@ -168,11 +171,14 @@ impl Service {
                 | Request::Follow { .. }
         );
         if let Err(e) = self.require(caller, required_role(&request), method) {
+            crate::closer::dispose(fds);
             self.audit_refusal(caller, method, &object, &e.message);
             return Outcome { reply: Err(e), stream: None };
         }
         let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
         let outcome = self.dispatch(caller, request, &mut fds);
+        // What the request did not use (or came with a refusal) is closed away from this thread.
+        crate::closer::dispose(fds.into_iter().flatten().collect());
         match &outcome.reply {
             Err(e) if is_refusal(e.code) => self.audit_refusal(caller, method, &object, &e.message),
             Ok(v) if audited => {
@@ -453,13 +459,9 @@ impl Service {
                             format!("config key `{key}`: an object must be a passed file {{\"fd\": N, \"name\": ...}}"),
                         ));
                     };
-                    let file = take_fd(fds, fd, key)?;
                     // A recording or settings file, not a pipe or device a driver could hang on.
-                    let borrowed = std::fs::File::from(
-                        file.try_clone()
-                            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("config key `{key}`: {e}")))?,
-                    );
-                    crate::caller_files::check_passed_input(&borrowed, &format!("config key `{key}` ({name})"))?;
+                    let shown = format!("config key `{key}` ({})", bounded(&name));
+                    let file = take_fd(fds, fd, Use::Read, &shown)?;
                     let value = serde_json::json!({ "fd": file.as_raw_fd(), "name": name });
                     held.push(file);
                     value
@@ -496,6 +498,20 @@ impl Service {
             None if !cfg.default_model.is_empty() => Some(self.load_model_trusted(&cfg.default_model)?),
             None => None,
         };
+        // What a session keeps of the caller's text (in memory, in the store, in every listing)
+        // is bounded.
+        if serde_json::to_vec(&config).map_or(usize::MAX, |v| v.len()) > MAX_SESSION_CONFIG_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the session's settings take more than {} KiB", MAX_SESSION_CONFIG_BYTES >> 10),
+            ));
+        }
+        if subject.as_ref().is_some_and(|s| s.chars().count() > 128 || s.chars().any(char::is_control)) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "`subject` is a pseudonym: at most 128 characters, no control characters",
+            ));
+        }
         let slot = self.reserve_start(caller, &cfg)?;
         let plugin = {
             let reg = self.registry.read().unwrap();
@@ -811,7 +827,10 @@ impl Service {
             ));
         }
         let plain = |r: &Result<Vec<u8>, bci2token_store::StoreError>| r.as_ref().expect("checked above").clone();
-        let info: SessionInfo = serde_json::from_slice(&plain(&meta[0].1)).map_err(|e| {
+        let Some((_, first)) = meta.first() else {
+            return Err(ApiError::new(ErrorCode::Internal, format!("session `{id}` has no metadata in the store")));
+        };
+        let info: SessionInfo = serde_json::from_slice(&plain(first)).map_err(|e| {
             ApiError::new(ErrorCode::Internal, format!("session `{id}`: its metadata does not parse: {e}"))
         })?;
         let blocks: Vec<crate::export::Block> = blocks
@@ -936,7 +955,7 @@ impl Service {
             .mode(0o600)
             .open(&scratch.0)
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", scratch.0.display())))?;
-        let shown = path.display().to_string();
+        let shown = bounded(path.display());
         std::io::copy(&mut input, &mut copy)
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{shown}: {e}")))?;
         drop(copy);
@@ -1139,6 +1158,12 @@ impl Service {
 
     /// Applies a re-read configuration (SIGHUP). Returns what could not be applied without a restart.
     pub fn reload(&self, new: Config) -> Vec<String> {
+        // New plugins first, without the configuration locked: a scan may wait for a probe in
+        // progress, and every connection reads the configuration.
+        let added = self.registry.write().unwrap().scan(&new.driver_path);
+        if !added.is_empty() {
+            log::info!("reload: loaded new drivers: {}", added.join(", "));
+        }
         let mut cfg = self.config.write().unwrap();
         let mut not_applied = Vec::new();
         if new.data_dir != cfg.data_dir {
@@ -1157,10 +1182,6 @@ impl Service {
             not_applied.push("socket_mode".to_string());
         }
         log::set_max_level(new.log_level);
-        let added = self.registry.write().unwrap().scan(&new.driver_path);
-        if !added.is_empty() {
-            log::info!("reload: loaded new drivers: {}", added.join(", "));
-        }
         // Keys that need a restart keep their running values so status stays truthful.
         let keep =
             (cfg.data_dir.clone(), cfg.runtime_dir.clone(), cfg.log_target, cfg.socket_group.clone(), cfg.socket_mode);
@@ -1210,17 +1231,6 @@ fn model_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
         found.extend(here);
     }
     found
-}
-
-/// Text from a caller as the audit log and the daemon's log keep it: at most 256 characters, no
-/// control characters (a request cannot fill the log nor forge a line of it).
-fn bounded(text: &str) -> String {
-    const MAX: usize = 256;
-    let mut out: String = text.chars().take(MAX).map(|c| if c.is_control() { '?' } else { c }).collect();
-    if text.chars().nth(MAX).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 /// A model name as `--model` takes it: one path component of safe characters, not hidden.

@@ -99,8 +99,10 @@ impl Driver for LslDriver {
         let timeout = config_f64(config, "timeout")?.unwrap_or(10.0);
         let stall = config_f64(config, "stall_timeout")?.unwrap_or(2.0);
         for (key, v) in [("timeout", timeout), ("stall_timeout", stall)] {
-            if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
-                return Err(format!("config key `{key}`: {v} s is not allowed; use seconds above 0 and up to 3600"));
+            // A start waits this long at most in `open`, holding a session's place meanwhile.
+            let most = if key == "timeout" { 60.0 } else { 3600.0 };
+            if !(v.is_finite() && v > 0.0 && v <= most) {
+                return Err(format!("config key `{key}`: {v} s is not allowed; use seconds above 0 and up to {most}"));
             }
         }
         let library = config_string(config, "_library")?.map(PathBuf::from);

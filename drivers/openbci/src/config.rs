@@ -38,6 +38,10 @@ pub struct OpenBciConfig {
     pub reply_timeout: Duration,
     /// Reopen the port with back-off after losing the device (else the session fails).
     pub reconnect: bool,
+    /// Pseudo-terminals (emulators) may be opened as ports: on a `--user` daemon (host key
+    /// `_caller_paths`), or where the admin says so (`[drivers.openbci] allow_pty = true`). A
+    /// system daemon otherwise opens USB serial adapters only, never another user's terminal.
+    pub allow_pty: bool,
 }
 
 fn duration_key(config: &Config, key: &str, default: f64, max: f64) -> Result<Duration, String> {
@@ -188,6 +192,8 @@ impl OpenBciConfig {
             stall_timeout: duration_key(config, "stall_timeout", 2.0, 3600.0)?,
             reply_timeout: duration_key(config, "reply_timeout", 3.0, 60.0)?,
             reconnect: config_bool(config, "reconnect")?.unwrap_or(true),
+            allow_pty: config_bool(config, "_caller_paths")?.unwrap_or(false)
+                || config_bool(config, "_allow_pty")?.unwrap_or(false),
         })
     }
 

@@ -42,7 +42,7 @@ impl Driver for OpenBciDriver {
 
     fn open(config: &Config) -> Result<OpenBciDevice, String> {
         let cfg = OpenBciConfig::from_config(config)?;
-        let mut port = Port::open(&cfg.port)?;
+        let mut port = Port::open(&cfg.port, cfg.allow_pty)?;
         let setup = board::set_up(&mut port, &cfg).map_err(|e| format!("{}: {}", cfg.port.display(), e.message()))?;
         let labels = cfg.channel_labels(setup.channels())?;
         let mut warnings = VecDeque::new();
@@ -227,7 +227,7 @@ impl OpenBciDevice {
             return Ok(ReadOutcome::Timeout);
         }
         std::thread::sleep(wait);
-        let attempt = Port::open(&self.cfg.port).and_then(|mut port| {
+        let attempt = Port::open(&self.cfg.port, self.cfg.allow_pty).and_then(|mut port| {
             let setup = board::set_up(&mut port, &self.cfg).map_err(|e| e.message().to_string())?;
             port.write_all(commands::START, WRITE_TIMEOUT).map_err(|PortLost(m)| m)?;
             Ok((port, setup))

@@ -24,25 +24,30 @@ pub struct Port {
     path: PathBuf,
 }
 
+/// A serial line: a USB serial adapter (ttyUSB, major 188; ttyACM, 166), or a pseudo-terminal
+/// (136–143) when allowed; never a file, a watchdog, a disk or a console.
+fn serial_line(m: &std::fs::Metadata, allow_pty: bool) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let rdev = m.rdev();
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    m.file_type().is_char_device() && (matches!(major, 188 | 166) || (allow_pty && (136..=143).contains(&major)))
+}
+
 impl Port {
     /// Opens `path` at 115200 baud, 8N1, raw, no flow control, exclusively.
-    pub fn open(path: &Path) -> Result<Port, String> {
-        // The daemon opens the port with its own rights: only a terminal device, never a file (a
-        // caller must not make it read the master key as if it were a serial line).
-        use std::os::unix::fs::FileTypeExt;
-        // (A missing port gets the open's own error below, with its hint.) Serial lines only:
-        // USB serial adapters (ttyUSB, major 188; ttyACM, 166) and pseudo-terminals (136–143,
-        // which emulators and tests use), never a watchdog, a disk or a console.
-        let serial_line = |m: &std::fs::Metadata| {
-            let rdev = std::os::unix::fs::MetadataExt::rdev(m);
-            let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-            m.file_type().is_char_device() && matches!(major, 188 | 166 | 136..=143)
+    /// The daemon opens the port with its own rights: only a serial line is taken, checked before
+    /// the open (a missing port gets the open's own error, with its hint) and again on the opened
+    /// descriptor (the path may have been swapped in between).
+    pub fn open(path: &Path, allow_pty: bool) -> Result<Port, String> {
+        let not_serial = || {
+            format!(
+                "{} is not a serial device (`bci2tokenctl devices --driver openbci` lists the dongles{})",
+                path.display(),
+                if allow_pty { "" } else { "; pseudo-terminals need the admin's [drivers.openbci] allow_pty" }
+            )
         };
-        if std::fs::metadata(path).is_ok_and(|m| !serial_line(&m)) {
-            return Err(format!(
-                "{} is not a serial device (`bci2tokenctl devices --driver openbci` lists the dongles)",
-                path.display()
-            ));
+        if std::fs::metadata(path).is_ok_and(|m| !serial_line(&m, allow_pty)) {
+            return Err(not_serial());
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -59,6 +64,15 @@ impl Port {
             let _guard = rt.enter();
             builder.open_native_async().map_err(|e| open_error(path, &e))?
         };
+        let opened = {
+            use std::os::fd::{AsRawFd, BorrowedFd};
+            // SAFETY: the stream owns the descriptor and outlives this borrow.
+            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            std::fs::File::from(fd.try_clone_to_owned().map_err(|e| format!("{}: {e}", path.display()))?).metadata()
+        };
+        if !opened.is_ok_and(|m| serial_line(&m, allow_pty)) {
+            return Err(not_serial());
+        }
         let mut port = Port { stream, rt, path: path.to_path_buf() };
         // The dongle ignores modem lines, and a pseudo-terminal refuses them: best effort only.
         let _ = port.stream.write_data_terminal_ready(true);

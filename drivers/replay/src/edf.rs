@@ -23,6 +23,9 @@ use crate::recording::{
 };
 
 /// The fixed part of the header: (name, offset, width).
+/// The largest data record read (the EDF specification recommends under 61 440 bytes).
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
 const FIXED_FIELDS: [(&str, u64, usize); 10] = [
     ("version", 0, 8),
     ("patient identification", 8, 80),
@@ -476,6 +479,19 @@ impl EdfHeader {
             record_offset = record_offset.saturating_add(record_len);
         }
         let record_bytes = record_offset as u64;
+        // One record is held in memory: its size comes from the header of a file that may be
+        // sparse, so it is bounded before a buffer of that size exists.
+        if record_bytes > MAX_RECORD_BYTES {
+            return Err(FormatError::new(
+                path,
+                "number of samples per data record",
+                256,
+                format!(
+                    "a data record of {record_bytes} bytes is larger than the {} MiB this reader takes",
+                    MAX_RECORD_BYTES >> 20
+                ),
+            ));
+        }
 
         if record_duration == 0.0 && signals.iter().any(|s| !s.is_annotation) {
             return Err(FormatError::new(

@@ -43,10 +43,27 @@ fn is_accel(label: &str) -> bool {
     label.strip_prefix("Accel Channel ").is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
-/// Reads one line (with its terminator) into `line`; returns the bytes consumed (0 at EOF).
+/// The longest line read (a row of 16 channels, accelerometer and time is a few hundred bytes).
+const MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// Reads one line (with its terminator) into `line`; returns the bytes consumed (0 at EOF). A line
+/// longer than [`MAX_LINE_BYTES`] is an error: the file may be sparse, with no end of line at all.
 fn read_line(path: &Path, input: &mut BufReader<File>, line: &mut Vec<u8>, offset: u64) -> Result<usize, FormatError> {
     line.clear();
-    input.read_until(b'\n', line).map_err(|e| FormatError::io(path, offset, "reading a line", &e))
+    let n = input
+        .by_ref()
+        .take(MAX_LINE_BYTES)
+        .read_until(b'\n', line)
+        .map_err(|e| FormatError::io(path, offset, "reading a line", &e))?;
+    if n as u64 == MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+        return Err(FormatError::new(
+            path,
+            "line",
+            offset,
+            format!("a line longer than {} MiB: not an OpenBCI GUI text file", MAX_LINE_BYTES >> 20),
+        ));
+    }
+    Ok(n)
 }
 
 fn strip_eol(mut l: &[u8]) -> &[u8] {
@@ -505,6 +522,17 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn a_line_without_end_is_refused_at_the_bound() {
+        let dir = TempDir::new("endless");
+        let p = dir.0.join("endless.txt");
+        let f = File::create(&p).unwrap();
+        std::io::Write::write_all(&mut &f, b"%OpenBCI Raw EEG Data\n%").unwrap();
+        f.set_len(MAX_LINE_BYTES * 2).unwrap(); // sparse: no end of line, no disk
+        let e = OpenBciRecording::open(&p, None).err().unwrap();
+        assert!(e.to_string().contains("a line longer than 1 MiB"), "{e}");
     }
 
     fn real_file() -> PathBuf {

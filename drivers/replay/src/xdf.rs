@@ -151,6 +151,10 @@ fn stream_header(c: &Cursor<'_>, id: u32, text: &str) -> Result<XdfStream, Forma
     let channel_count: usize = field("channel_count")
         .parse()
         .map_err(|_| c.err(format!("stream {id}: <channel_count> {:?} is not a number", field("channel_count"))))?;
+    // Sizes come from the file: bounded before anything is allocated from them.
+    if channel_count > MAX_XDF_CHANNELS {
+        return Err(c.err(format!("stream {id}: <channel_count> {channel_count} is above {MAX_XDF_CHANNELS}")));
+    }
     let nominal_rate: f64 = field("nominal_srate")
         .parse()
         .map_err(|_| c.err(format!("stream {id}: <nominal_srate> {:?} is not a number", field("nominal_srate"))))?;
@@ -222,8 +226,11 @@ fn samples(c: &mut Cursor<'_>, s: &mut XdfStream) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// The largest XDF file replayed (XDF files are read whole into memory).
-pub const MAX_XDF_BYTES: u64 = 1 << 30;
+/// The largest XDF file replayed: XDF files are read whole into memory, and decoded samples take
+/// up to 8 times their bytes (an int8 value becomes an f64).
+pub const MAX_XDF_BYTES: u64 = 256 << 20;
+/// The most channels a stream may declare.
+pub const MAX_XDF_CHANNELS: usize = 65_536;
 
 /// The whole file, if it holds at most `max` bytes: a (sparse) file of any size must not take the
 /// daemon's memory.

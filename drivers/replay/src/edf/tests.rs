@@ -760,3 +760,15 @@ fn output_buffer_too_small_is_an_error_not_a_panic() {
     let e = r.next_chunk(&mut out).unwrap_err();
     assert_eq!(e.field, "output buffer");
 }
+
+#[test]
+fn a_record_size_beyond_the_bound_is_refused_before_any_buffer() {
+    // The first signal's "number of samples per data record" field.
+    let e = open_mutated("huge-record", &s001r04(), |b| {
+        let signals: u64 = std::str::from_utf8(&b[252..256]).unwrap().trim().parse().unwrap();
+        put(b, 256 + signals * (16 + 80 + 8 * 5 + 80), "99999999", 8)
+    })
+    .err()
+    .unwrap();
+    assert!(e.problem.contains("larger than the 64 MiB"), "{e}");
+}
