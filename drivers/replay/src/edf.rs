@@ -485,7 +485,7 @@ impl EdfHeader {
             return Err(FormatError::new(
                 path,
                 "number of samples per data record",
-                256,
+                sf(8, 0).1,
                 format!(
                     "a data record of {record_bytes} bytes is larger than the {} MiB this reader takes",
                     MAX_RECORD_BYTES >> 20

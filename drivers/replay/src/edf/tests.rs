@@ -771,4 +771,5 @@ fn a_record_size_beyond_the_bound_is_refused_before_any_buffer() {
     .err()
     .unwrap();
     assert!(e.problem.contains("larger than the 64 MiB"), "{e}");
+    assert_eq!(e.offset, 256 + 65 * (16 + 80 + 8 * 5 + 80), "the first signal's field: {e}");
 }
