@@ -7,7 +7,7 @@ use bci2token_api::{
     SessionInfo, StatusInfo,
 };
 
-use crate::cli::{AuditCommand, Cli, Command, KeyCommand, SessionCommand, StartArgs};
+use crate::cli::{AuditCommand, Cli, Command, KeyCommand, ModelCommand, SessionCommand, StartArgs};
 use crate::client::{Conn, OkReply};
 use crate::error::{CtlError, Kind};
 use crate::evaluate;
@@ -66,6 +66,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Drivers => (Request::Drivers, None),
         Command::Devices { driver } => (Request::Devices { driver: driver.clone() }, None),
         Command::Models => (Request::Models, None),
+        Command::Model(ModelCommand::Install { dir, replace }) => {
+            (Request::ModelInstall { files: files.package(dir)?, replace: *replace }, None)
+        }
         Command::Session(SessionCommand::Start(a)) => (start_request(a, &mut files)?, None),
         Command::Session(SessionCommand::List) => (Request::SessionList, None),
         Command::Session(SessionCommand::Show { id }) => (Request::SessionShow { id: id.clone() }, None),
@@ -117,6 +120,10 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             print_value(out, json, &reply, |r| Ok(render::devices(&r.decode::<DeviceList>(method)?)))
         }
         Command::Models => print_value(out, json, &reply, |r| Ok(render::models(&r.decode::<ModelList>(method)?))),
+        Command::Model(ModelCommand::Install { .. }) => print_value(out, json, &reply, |r| {
+            let m = r.decode::<bci2token_api::ModelInfo>(method)?;
+            Ok(format!("Installed model `{}` {} in {}.\n", m.name, m.version, m.dir))
+        }),
         Command::Session(SessionCommand::List) => print_value(out, json, &reply, |r| {
             Ok(render::session_list(&r.decode::<Vec<SessionInfo>>(method)?, render::now_unix()))
         }),

@@ -46,6 +46,9 @@ pub enum Command {
     },
     /// List the model packages the daemon can attach (`session start --model NAME|DIR`)
     Models,
+    /// Install model packages into the daemon (admin)
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Start, list, show and stop sessions
     #[command(subcommand)]
     Session(SessionCommand),
@@ -126,6 +129,19 @@ pub enum SessionCommand {
     Delete {
         /// Session id
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Install the package in DIR (model.toml, model.pt and the files beside them) into the
+    /// daemon's model directory, where `--model NAME` finds it (admin)
+    Install {
+        /// The package directory
+        dir: std::path::PathBuf,
+        /// Replace an installed package of the same name
+        #[arg(long)]
+        replace: bool,
     },
 }
 

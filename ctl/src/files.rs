@@ -41,6 +41,19 @@ impl Files {
         self.push(file, path)
     }
 
+    /// The regular files of a model package directory (not its subdirectories), each to be read.
+    pub fn package(&mut self, dir: &Path) -> Result<Vec<FileArg>, CtlError> {
+        let usage = |e: std::io::Error| CtlError::new(Kind::Usage, format!("{}: {e}", dir.display()));
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(usage)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(usage)?;
+        paths.retain(|p| p.is_file());
+        paths.sort();
+        paths.iter().map(|p| self.input(p)).collect()
+    }
+
     /// A new file (mode 0600, never an existing one) for the daemon to write.
     pub fn output(&mut self, path: &Path) -> Result<FileArg, CtlError> {
         // O_EXCL: never an existing file, nor through a symbolic link.

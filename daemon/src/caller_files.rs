@@ -214,6 +214,39 @@ pub fn open_for(caller: &Caller, path: &Path) -> Result<File, ApiError> {
     Ok(file)
 }
 
+/// A private scratch directory inside `parent`, removed on drop unless kept.
+pub struct ScratchDir(Option<PathBuf>);
+
+impl ScratchDir {
+    pub fn new(parent: &Path, tag: &str) -> std::io::Result<ScratchDir> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = parent.join(format!(".{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir)?;
+        Ok(ScratchDir(Some(dir)))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().expect("a scratch directory until kept")
+    }
+
+    /// Moves the directory to `dest` (one rename) and keeps it.
+    pub fn keep_as(mut self, dest: &Path) -> std::io::Result<()> {
+        let dir = self.0.take().expect("a scratch directory until kept");
+        std::fs::rename(&dir, dest).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// A private scratch file in the daemon's data directory, removed (with SQLite's side files) on drop.
 pub struct Scratch(pub std::path::PathBuf);
 

@@ -142,7 +142,9 @@ pub const KEYS: &[&str] = &[
     "drivers",
 ];
 
-pub const SYSTEM_MODEL_DIRS: &[&str] = &["/usr/share/bci2token/models", "/var/lib/bci2token/models"];
+/// The models the packages ship; the system daemon also looks in `data_dir/models` (installed by
+/// an admin, `bci2tokenctl model install`), first.
+pub const SYSTEM_MODEL_DIR: &str = "/usr/share/bci2token/models";
 
 pub const SYSTEM_CONFIG_FILE: &str = "/etc/bci2token/bci2tokend.toml";
 pub const SYSTEM_DATA_DIR: &str = "/var/lib/bci2token";
@@ -299,7 +301,7 @@ fn default_driver_path() -> Vec<PathBuf> {
 fn default_model_path(mode: Mode, data_dir: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![data_dir.join("models")];
     if mode == Mode::System {
-        dirs = SYSTEM_MODEL_DIRS.iter().map(PathBuf::from).collect();
+        dirs.push(PathBuf::from(SYSTEM_MODEL_DIR));
     }
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
     if let Some(dir) = exe_dir.filter(|d| !d.starts_with("/usr")) {

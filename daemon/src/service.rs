@@ -169,6 +169,7 @@ impl Service {
                 | Request::Restore { .. }
                 | Request::Export { .. }
                 | Request::Follow { .. }
+                | Request::ModelInstall { .. }
         );
         if let Err(e) = self.require(caller, required_role(&request), method) {
             crate::closer::dispose(fds);
@@ -268,6 +269,9 @@ impl Service {
             Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
             Request::Models => Outcome::reply(Ok(self.list_models())),
             Request::ModelShow { model } => Outcome::reply(self.show_model(caller, &model)),
+            Request::ModelInstall { files, replace } => {
+                Outcome::reply(self.install_model(caller, &files, replace, fds))
+            }
             Request::SessionStart { driver, config, model, follow, lsl_outlets, subject } => {
                 let opts = (follow.as_ref(), lsl_outlets, subject);
                 match self.start_session(caller, &driver, config, fds, model, opts) {
@@ -1123,6 +1127,81 @@ impl Service {
         Ok(model)
     }
 
+    /// Installs a model package from the files the admin passed: copied into a scratch directory
+    /// beside `data_dir/models`, checked there (manifest, TorchScript loads), then moved into place
+    /// in one rename.
+    fn install_model(
+        &self,
+        caller: &Caller,
+        files: &[FileArg],
+        replace: bool,
+        fds: &mut [Option<OwnedFd>],
+    ) -> Result<ModelInfo, ApiError> {
+        let cfg = self.config();
+        let root = cfg.data_dir.join("models");
+        let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
+        if !cfg.model_path.contains(&root) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("installed models go to {}, which is not in model_path; add it there", root.display()),
+            ));
+        }
+        let mut names = Vec::new();
+        for f in files {
+            let name = Path::new(f.display()).file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !is_model_name(name) || names.contains(&name) {
+                return Err(bad(format!("`{}`: not a file name of a model package, or given twice", bounded(name))));
+            }
+            names.push(name);
+        }
+        for needed in [MANIFEST_FILE, "model.pt"] {
+            if !names.contains(&needed) {
+                return Err(bad(format!("a model package needs {needed}; give the package's directory")));
+            }
+        }
+        std::fs::create_dir_all(&root)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", root.display())))?;
+        let scratch = crate::caller_files::ScratchDir::new(&root, "install")
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", root.display())))?;
+        for (f, name) in files.iter().zip(&names) {
+            let mut input = crate::caller_files::input(caller, cfg.mode, f, fds)?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(scratch.path().join(name))
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{name}: {e}")))?;
+            std::io::copy(&mut input, &mut out)
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{name}: {e}")))?;
+        }
+        let invalid = |e: String| {
+            ApiError::new(ErrorCode::InvalidConfig, e.replace(&scratch.path().display().to_string(), "the package"))
+        };
+        let manifest = Manifest::load(scratch.path()).map_err(|e| invalid(e.to_string()))?;
+        if !is_model_name(&manifest.name) {
+            return Err(invalid(format!("the manifest's name `{}` is not a model name", bounded(&manifest.name))));
+        }
+        Model::load(scratch.path(), tch::Device::Cpu).map_err(|e| invalid(e.to_string()))?;
+        let dest = root.join(&manifest.name);
+        if dest.exists() {
+            if !replace {
+                return Err(bad(format!("a model `{}` is installed already; --replace replaces it", manifest.name)));
+            }
+            std::fs::remove_dir_all(&dest)
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dest.display())))?;
+        }
+        scratch.keep_as(&dest).map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dest.display())))?;
+        // Sessions started from now on load the new package.
+        self.models.lock().unwrap().retain(|dir, _| !dir.starts_with(&dest));
+        log::info!(
+            "model `{}` {} installed in {} by uid {}",
+            manifest.name,
+            manifest.version,
+            dest.display(),
+            caller.uid
+        );
+        Ok(model_info(&dest, manifest))
+    }
+
     fn show_model(&self, caller: &Caller, spec: &str) -> Result<ModelInfo, ApiError> {
         let dir = self.find_model(caller, spec)?;
         let manifest = Manifest::load(&dir).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
@@ -1250,7 +1329,8 @@ fn required_role(request: &Request) -> Role {
         | Request::AuditVerify
         | Request::KeyRotate
         | Request::Backup { .. }
-        | Request::Restore { .. } => Role::Admin,
+        | Request::Restore { .. }
+        | Request::ModelInstall { .. } => Role::Admin,
         // A private release spends the subject's budget, which every session of that subject
         // shares (whoever recorded it): the admin's decision.
         Request::Export { features: Some(_), .. } => Role::Admin,

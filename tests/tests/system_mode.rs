@@ -155,11 +155,8 @@ fn world() -> Option<World> {
 /// A system daemon for the test users; `extra` adds config lines (`socket_mode = "0666"` lets the
 /// stranger reach it as a reader).
 fn system_daemon(extra: &str) -> Daemon {
-    let config = format!(
-        "socket_group = \"{OPERATOR_GROUP}\"\nadmin_group = \"{ADMIN_GROUP}\"\n\
-         model_path = [\"{}\"]\nrequest_timeout = 1.0\n{extra}",
-        workspace_root().join("models").display()
-    );
+    let config =
+        format!("socket_group = \"{OPERATOR_GROUP}\"\nadmin_group = \"{ADMIN_GROUP}\"\nrequest_timeout = 1.0\n{extra}");
     let d = start_daemon(DaemonOptions { config: Some(config), system: true, ..Default::default() });
     // The temporary directory is root's; the socket's directory must be reachable by the callers.
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -653,4 +650,60 @@ fn by_default_only_the_groups_reach_the_socket() {
     assert!(text(&o).contains("permission denied on the control socket"), "{}", text(&o));
     assert_eq!(w.alice.ctl_json(&d, &["status"])["caller_role"], "operator");
     assert_eq!(w.admin.ctl_json(&d, &["status"])["caller_role"], "admin");
+}
+
+#[test]
+fn an_admin_installs_a_model_package_that_operators_then_use_by_name() {
+    let Some(w) = world() else { return };
+    let d = system_daemon("");
+    // A package of the admin's: the shipped speller under another name.
+    let tmp = TempDir::new("system-install");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pkg = tmp.path().join("mine");
+    std::fs::create_dir(&pkg).unwrap();
+    for f in ["model.pt", "test_vectors.json"] {
+        std::fs::copy(workspace_root().join("models/speller-40").join(f), pkg.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(workspace_root().join("models/speller-40/model.toml")).unwrap();
+    std::fs::write(pkg.join("model.toml"), manifest.replacen("name = \"speller-40\"", "name = \"speller-mine\"", 1))
+        .unwrap();
+    for f in ["model.pt", "test_vectors.json", "model.toml"] {
+        std::fs::set_permissions(pkg.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let dir = pkg.display().to_string();
+    assert_eq!(w.alice.ctl(&d, &["model", "install", &dir]).status.code(), Some(5), "an operator may not install");
+    let installed = w.admin.ctl_json(&d, &["model", "install", &dir]);
+    assert_eq!(installed["name"], "speller-mine", "{installed}");
+    assert!(installed["dir"].as_str().unwrap().starts_with(&d.dir.path().join("data/models").display().to_string()));
+    let o = w.admin.ctl(&d, &["model", "install", &dir]);
+    assert!(text(&o).contains("--replace"), "installed already: {}", text(&o));
+    assert!(w.admin.ctl(&d, &["model", "install", &dir, "--replace"]).status.success());
+    // Operators find it by name and attach it.
+    let names: Vec<String> = w.alice.ctl_json(&d, &["models"])["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"speller-mine".to_string()), "{names:?}");
+    let started = w.alice.ctl_json(&d, &["session", "start", "--driver", "synthetic", "--model", "speller-mine"]);
+    assert_eq!(started["model"], "speller-mine");
+    // A broken package is checked before it replaces anything.
+    std::fs::write(pkg.join("model.pt"), b"not TorchScript").unwrap();
+    let o = w.admin.ctl(&d, &["model", "install", &dir, "--replace"]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(w
+        .alice
+        .ctl(&d, &["session", "start", "--driver", "synthetic", "--model", "speller-mine"])
+        .status
+        .success());
+    // Names that are not plain file names, and packages without their two files, are refused.
+    let r = w.admin.raw(&d, &["request", r#"{"method":"model_install","params":{"files":[{"fd":0,"name":".."}]}}"#]);
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    let only = pkg.join("model.toml").display().to_string();
+    let req = r#"{"method":"model_install","params":{"files":[{"fd":0,"name":"model.toml"}]}}"#;
+    let r = w.admin.raw(&d, &["request", req, &only]);
+    assert!(r["error"]["message"].as_str().unwrap().contains("model.pt"), "{r}");
+    let audited = audit(&d, &w.admin);
+    assert!(audited.iter().any(|e| e["action"] == "model_install" && e["uid"] == w.alice.uid), "{audited:#?}");
 }

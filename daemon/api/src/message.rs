@@ -60,6 +60,15 @@ pub enum Request {
     ModelShow {
         model: String,
     },
+    /// Installs a model package into the daemon's own model directory (`data_dir/models`): its
+    /// files (at least `model.toml` and `model.pt`, named by their file names) passed as
+    /// descriptors; checked (manifest, TorchScript) before it replaces anything; admin only.
+    ModelInstall {
+        files: Vec<FileArg>,
+        /// Replace an installed package of the same name.
+        #[serde(default)]
+        replace: bool,
+    },
     /// Starts a session. With `follow`, the reply is followed on the same connection by the
     /// session's events from its very first block (see [`crate::Event`]).
     SessionStart {
@@ -143,6 +152,7 @@ impl Request {
             Request::Devices { .. } => "devices",
             Request::Models => "models",
             Request::ModelShow { .. } => "model_show",
+            Request::ModelInstall { .. } => "model_install",
             Request::SessionStart { .. } => "session_start",
             Request::SessionList => "session_list",
             Request::SessionShow { .. } => "session_show",
