@@ -41,7 +41,8 @@ impl Files {
         self.push(file, path)
     }
 
-    /// The regular files of a model package directory (not its subdirectories), each to be read.
+    /// The regular files of a model package directory (not its subdirectories, not hidden files),
+    /// each to be read.
     pub fn package(&mut self, dir: &Path) -> Result<Vec<FileArg>, CtlError> {
         let usage = |e: std::io::Error| CtlError::new(Kind::Usage, format!("{}: {e}", dir.display()));
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -49,7 +50,8 @@ impl Files {
             .map(|e| e.map(|e| e.path()))
             .collect::<Result<_, _>>()
             .map_err(usage)?;
-        paths.retain(|p| p.is_file());
+        // Hidden files (.gitignore, .DS_Store) are not part of a package.
+        paths.retain(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
         paths.sort();
         paths.iter().map(|p| self.input(p)).collect()
     }

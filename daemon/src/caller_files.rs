@@ -226,6 +226,15 @@ impl ScratchDir {
         Ok(ScratchDir(Some(dir)))
     }
 
+    /// Moves the existing directory `dir` aside into a scratch directory inside `parent`.
+    pub fn adopt(dir: &Path, parent: &Path, tag: &str) -> std::io::Result<ScratchDir> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let aside = parent.join(format!(".{tag}-{}-{nanos}", std::process::id()));
+        std::fs::rename(dir, &aside)?;
+        Ok(ScratchDir(Some(aside)))
+    }
+
     pub fn path(&self) -> &Path {
         self.0.as_deref().expect("a scratch directory until kept")
     }

@@ -1182,14 +1182,24 @@ impl Service {
         }
         Model::load(scratch.path(), tch::Device::Cpu).map_err(|e| invalid(e.to_string()))?;
         let dest = root.join(&manifest.name);
-        if dest.exists() {
+        let internal = |e: std::io::Error| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dest.display()));
+        // The old package steps aside (a rename) until the new one is in place, and comes back if
+        // it cannot be.
+        let old = if dest.exists() {
             if !replace {
                 return Err(bad(format!("a model `{}` is installed already; --replace replaces it", manifest.name)));
             }
-            std::fs::remove_dir_all(&dest)
-                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dest.display())))?;
+            let aside = crate::caller_files::ScratchDir::adopt(&dest, &root, "replaced").map_err(internal)?;
+            Some(aside)
+        } else {
+            None
+        };
+        if let Err(e) = scratch.keep_as(&dest) {
+            if let Some(aside) = old {
+                let _ = aside.keep_as(&dest);
+            }
+            return Err(internal(e));
         }
-        scratch.keep_as(&dest).map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dest.display())))?;
         // Sessions started from now on load the new package.
         self.models.lock().unwrap().retain(|dir, _| !dir.starts_with(&dest));
         log::info!(
@@ -1304,8 +1314,13 @@ fn model_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        let mut here: Vec<PathBuf> =
-            entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join(MANIFEST_FILE).is_file()).collect();
+        // Hidden directories are installs in progress (or left by a crash), not packages.
+        let mut here: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .filter(|p| p.join(MANIFEST_FILE).is_file())
+            .collect();
         here.sort();
         found.extend(here);
     }
@@ -1416,6 +1431,7 @@ fn audit_object(request: &Request) -> String {
             format!("{id} {f} features (ε {dp_epsilon:?}, δ {dp_delta:?}) to {}", path.display())
         }
         Request::Follow { id, .. } => id.clone(),
+        Request::ModelInstall { files, .. } => files.iter().map(|f| bounded(f.display())).collect::<Vec<_>>().join(" "),
         _ => String::new(),
     }
 }

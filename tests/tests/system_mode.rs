@@ -706,4 +706,10 @@ fn an_admin_installs_a_model_package_that_operators_then_use_by_name() {
     assert!(r["error"]["message"].as_str().unwrap().contains("model.pt"), "{r}");
     let audited = audit(&d, &w.admin);
     assert!(audited.iter().any(|e| e["action"] == "model_install" && e["uid"] == w.alice.uid), "{audited:#?}");
+    // Only the package is left in the model directory: no scratch or replaced copies.
+    let left: Vec<String> = std::fs::read_dir(d.dir.path().join("data/models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["speller-mine"]);
 }
