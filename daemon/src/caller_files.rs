@@ -26,7 +26,13 @@ pub enum Use {
 /// Takes descriptor `index` of a request (each may be used once) and checks it for `usage`: a
 /// regular file open for that, not on FUSE (a file system the caller may serve themselves and
 /// leave a read, a write or a close hanging for ever). One that fails goes to the closer.
-pub fn take_fd(fds: &mut [Option<OwnedFd>], index: u32, usage: Use, shown: &str) -> Result<OwnedFd, ApiError> {
+pub fn take_fd(
+    caller: &Caller,
+    fds: &mut [Option<OwnedFd>],
+    index: u32,
+    usage: Use,
+    shown: &str,
+) -> Result<OwnedFd, ApiError> {
     let fd = fds.get_mut(index as usize).and_then(Option::take).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -36,7 +42,7 @@ pub fn take_fd(fds: &mut [Option<OwnedFd>], index: u32, usage: Use, shown: &str)
     match check(fd.as_fd(), usage) {
         Ok(()) => Ok(fd),
         Err(why) => {
-            crate::closer::dispose(vec![fd]);
+            crate::closer::dispose(caller.uid, vec![fd]);
             Err(ApiError::new(ErrorCode::BadRequest, format!("{shown}: {why}")))
         }
     }
@@ -102,7 +108,7 @@ pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<Owne
     let shown = bounded(arg.display());
     match arg {
         FileArg::Fd { fd, .. } => {
-            let file = File::from(take_fd(fds, *fd, Use::Write, &shown)?);
+            let file = File::from(take_fd(caller, fds, *fd, Use::Write, &shown)?);
             Ok(Output { file, shown, created: None })
         }
         FileArg::Path(p) if mode == Mode::User => {
@@ -116,7 +122,7 @@ pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<Owne
 /// Opens the input `arg` names: a passed descriptor of a regular file, or (`--user` mode) a path.
 pub fn input(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<File, ApiError> {
     match arg {
-        FileArg::Fd { fd, .. } => Ok(File::from(take_fd(fds, *fd, Use::Read, &bounded(arg.display()))?)),
+        FileArg::Fd { fd, .. } => Ok(File::from(take_fd(caller, fds, *fd, Use::Read, &bounded(arg.display()))?)),
         FileArg::Path(p) if mode == Mode::User => open_for(caller, Path::new(p)),
         FileArg::Path(p) => Err(no_paths(p)),
     }
@@ -237,6 +243,11 @@ impl ScratchDir {
 
     pub fn path(&self) -> &Path {
         self.0.as_deref().expect("a scratch directory until kept")
+    }
+
+    /// Gives up the directory: it is no longer removed on drop.
+    pub fn release(mut self) -> PathBuf {
+        self.0.take().expect("a scratch directory until kept")
     }
 
     /// Moves the directory to `dest` (one rename) and keeps it.

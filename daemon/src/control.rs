@@ -408,13 +408,27 @@ async fn connection(
         }
     };
     loop {
+        // A uid whose passed descriptors cannot be closed (its own FUSE server does not answer)
+        // sends no more: the daemon would only pile them up.
+        let stuck = crate::closer::pending(caller.uid);
+        if stuck > crate::closer::MAX_PENDING_CLOSES {
+            let error = ApiError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "{stuck} descriptors uid {} passed earlier are still being closed; try again later",
+                    caller.uid
+                ),
+            );
+            audit_refusal(&service, &caller, "request", &error).await;
+            return send_error(&mut stream, error).await;
+        }
         // Descriptors that do not reach the service are closed by the closer, never here.
         let mut fds = Vec::new();
         let read = read_request(&stream, &limits, &mut fds).await;
         let body = match read {
             Ok(body) => body,
             Err(failure) => {
-                crate::closer::dispose(fds);
+                crate::closer::dispose(caller.uid, fds);
                 return match failure {
                     ReadFailure::Closed => Ok(()),
                     ReadFailure::Io(e) => Err(e.into()),
@@ -427,7 +441,7 @@ async fn connection(
             }
         };
         if let Err(wait) = door.take_request(caller.uid, standing, &limits) {
-            crate::closer::dispose(fds);
+            crate::closer::dispose(caller.uid, fds);
             let error = ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
@@ -453,7 +467,7 @@ async fn connection(
             }
             // serde's message quotes at most the offending token of the caller's own request.
             Err(e) => {
-                crate::closer::dispose(fds);
+                crate::closer::dispose(caller.uid, fds);
                 crate::service::Outcome {
                     reply: Err(ApiError::new(
                         ErrorCode::BadRequest,

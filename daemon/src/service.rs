@@ -172,14 +172,14 @@ impl Service {
                 | Request::ModelInstall { .. }
         );
         if let Err(e) = self.require(caller, required_role(&request), method) {
-            crate::closer::dispose(fds);
+            crate::closer::dispose(caller.uid, fds);
             self.audit_refusal(caller, method, &object, &e.message);
             return Outcome { reply: Err(e), stream: None };
         }
         let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
         let outcome = self.dispatch(caller, request, &mut fds);
         // What the request did not use (or came with a refusal) is closed away from this thread.
-        crate::closer::dispose(fds.into_iter().flatten().collect());
+        crate::closer::dispose(caller.uid, fds.into_iter().flatten().collect());
         match &outcome.reply {
             Err(e) if is_refusal(e.code) => self.audit_refusal(caller, method, &object, &e.message),
             Ok(v) if audited => {
@@ -429,6 +429,7 @@ impl Service {
     /// may open a file the caller names by path: `--user` only) and the admin's `[drivers.NAME]`.
     fn driver_config(
         &self,
+        caller: &Caller,
         cfg: &Config,
         (driver, host_keys): (&str, bool),
         config: &bci2token_api::ConfigMap,
@@ -465,7 +466,7 @@ impl Service {
                     };
                     // A recording or settings file, not a pipe or device a driver could hang on.
                     let shown = format!("config key `{key}` ({})", bounded(&name));
-                    let file = take_fd(fds, fd, Use::Read, &shown)?;
+                    let file = take_fd(caller, fds, fd, Use::Read, &shown)?;
                     let value = serde_json::json!({ "fd": file.as_raw_fd(), "name": name });
                     held.push(file);
                     value
@@ -535,7 +536,7 @@ impl Service {
                 ),
             ));
         }
-        let (driver_config, held) = self.driver_config(&cfg, (driver, host_keys), &config, fds)?;
+        let (driver_config, held) = self.driver_config(caller, &cfg, (driver, host_keys), &config, fds)?;
         let device = plugin.open(&driver_config).map_err(|e| {
             let code = if e.panicked { ErrorCode::DriverError } else { ErrorCode::InvalidConfig };
             ApiError::new(code, e.to_string())
@@ -1196,12 +1197,17 @@ impl Service {
         };
         if let Err(e) = scratch.keep_as(&dest) {
             if let Some(aside) = old {
-                let _ = aside.keep_as(&dest);
+                // Back where it was; if even that fails it stays aside (never removed).
+                let aside = aside.release();
+                if let Err(back) = std::fs::rename(&aside, &dest) {
+                    log::error!("model `{}`: the old package stays in {}: {back}", manifest.name, aside.display());
+                }
             }
             return Err(internal(e));
         }
-        // Sessions started from now on load the new package.
-        self.models.lock().unwrap().retain(|dir, _| !dir.starts_with(&dest));
+        // Sessions started from now on load the new package (the cache is keyed by canonical path).
+        let canonical = dest.canonicalize().unwrap_or_else(|_| dest.clone());
+        self.models.lock().unwrap().retain(|dir, _| !dir.starts_with(&canonical));
         log::info!(
             "model `{}` {} installed in {} by uid {}",
             manifest.name,

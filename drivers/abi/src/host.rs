@@ -83,6 +83,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The most samples (channels × frames) one block may hold: 256 MiB of f32.
+pub const MAX_BLOCK_FLOATS: usize = 64 << 20;
+
 impl Plugin {
     /// Loads `path`, checks the ABI header before reading anything else, and reads name and version.
     pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
@@ -206,10 +209,13 @@ impl Plugin {
         }
         let info: StreamInfo = serde_json::from_slice(&bytes)
             .map_err(|e| self.error(status::ERROR, format!("the stream description is not valid JSON: {e}")))?;
+        // The host allocates channels × max_block_frames floats for the device's blocks.
+        let block_floats = info.channels.len().saturating_mul(info.max_block_frames as usize);
         if info.channels.is_empty()
             || info.sample_rate.is_nan()
             || info.sample_rate <= 0.0
             || info.max_block_frames == 0
+            || block_floats > MAX_BLOCK_FLOATS
         {
             return Err(self.error(
                 status::ERROR,

@@ -35,9 +35,8 @@ fn serial_line(m: &std::fs::Metadata, allow_pty: bool) -> bool {
 
 impl Port {
     /// Opens `path` at 115200 baud, 8N1, raw, no flow control, exclusively.
-    /// The daemon opens the port with its own rights: only a serial line is taken, checked before
-    /// the open (a missing port gets the open's own error, with its hint) and again on the opened
-    /// descriptor (the path may have been swapped in between).
+    /// The daemon opens the port with its own rights: only a serial line is taken, checked on the
+    /// device the name resolves to (under /dev) before the open and again on the opened descriptor.
     pub fn open(path: &Path, allow_pty: bool) -> Result<Port, String> {
         let not_serial = || {
             format!(
@@ -46,7 +45,17 @@ impl Port {
                 if allow_pty { "" } else { "; pseudo-terminals need the admin's [drivers.openbci] allow_pty" }
             )
         };
-        if std::fs::metadata(path).is_ok_and(|m| !serial_line(&m, allow_pty)) {
+        // The device itself, found by name once: what is checked is what is opened (a link a
+        // caller controls cannot be pointed elsewhere in between; /dev is root's).
+        let resolved = match std::fs::canonicalize(path) {
+            Ok(p) if p.starts_with("/dev/") => p,
+            Ok(_) => return Err(not_serial()),
+            Err(e) => {
+                let e = tokio_serial::Error::new(tokio_serial::ErrorKind::NoDevice, e.to_string());
+                return Err(open_error(path, &e));
+            }
+        };
+        if std::fs::metadata(&resolved).is_ok_and(|m| !serial_line(&m, allow_pty)) {
             return Err(not_serial());
         }
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -54,7 +63,7 @@ impl Port {
             .enable_time()
             .build()
             .map_err(|e| format!("cannot create the serial I/O runtime: {e}"))?;
-        let builder = tokio_serial::new(path.to_string_lossy(), BAUD)
+        let builder = tokio_serial::new(resolved.to_string_lossy(), BAUD)
             .data_bits(DataBits::Eight)
             .parity(Parity::None)
             .stop_bits(StopBits::One)

@@ -23,6 +23,9 @@ use crate::recording::{
 };
 
 /// The fixed part of the header: (name, offset, width).
+/// The most annotation texts one data record may hold.
+pub const MAX_TEXTS_PER_RECORD: usize = 10_000;
+
 /// The largest data record read (the EDF specification recommends under 61 440 bytes).
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 
@@ -696,6 +699,7 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
     let n = bytes.len();
     let mut tals = Vec::new();
     let mut pos = 0;
+    let mut texts_in_record = 0usize;
     let err = |offset: usize, problem: String| TalError { offset, problem };
     while pos < n {
         if bytes[pos] == 0 {
@@ -750,6 +754,15 @@ pub fn parse_tals(bytes: &[u8]) -> Result<Vec<Tal>, TalError> {
                     "the TAL that starts here is not terminated by 0x00 before the end of the \
                      annotation signal"
                         .to_string(),
+                ));
+            }
+            // Each text becomes a string (and an event): a record of a few bytes per text must not
+            // become gigabytes.
+            texts_in_record += 1;
+            if texts_in_record > MAX_TEXTS_PER_RECORD {
+                return Err(err(
+                    tstart,
+                    format!("more than {MAX_TEXTS_PER_RECORD} annotation texts in one data record"),
                 ));
             }
             if bytes[pos] == 0x14 {

@@ -43,6 +43,13 @@ fn is_accel(label: &str) -> bool {
     label.strip_prefix("Accel Channel ").is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
+/// The highest sample rate and the most channels a header may declare (boards of the OpenBCI
+/// family: 250–16 000 Hz, up to 16 channels; the bounds leave room).
+const MAX_RATE_HZ: f64 = 100_000.0;
+const MAX_CHANNELS: usize = 1024;
+/// The largest file replayed (an hour of 16 channels at 1 kHz is well under 1 GiB).
+const MAX_FILE_BYTES: u64 = 8 << 30;
+
 /// The longest line read (a row of 16 channels, accelerometer and time is a few hundred bytes).
 const MAX_LINE_BYTES: u64 = 1 << 20;
 
@@ -90,6 +97,19 @@ impl OpenBciRecording {
     ) -> Result<OpenBciRecording, FormatError> {
         let path = source.name.as_path();
         let file = source.reopen()?;
+        // The rows are counted at open: a (sparse) file of any size must not hold the open.
+        let size = file.metadata().map_err(|e| FormatError::io(path, 0, "cannot read the file size", &e))?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(FormatError::new(
+                path,
+                "file",
+                0,
+                format!(
+                    "larger than {} GiB, the most an OpenBCI GUI text file may be for replay",
+                    MAX_FILE_BYTES >> 30
+                ),
+            ));
+        }
         let mut input = BufReader::with_capacity(1 << 16, file);
         let mut warnings = Vec::new();
         let mut line = Vec::new();
@@ -143,30 +163,31 @@ impl OpenBciRecording {
                     "Sample Rate" => {
                         let num = value.trim_end_matches("Hz").trim();
                         match num.parse::<f64>() {
-                            Ok(r) if r.is_finite() && r > 0.0 => rate = Some(r),
+                            // Sizes follow from the rate: bounded like any amplifier's.
+                            Ok(r) if r.is_finite() && r > 0.0 && r <= MAX_RATE_HZ => rate = Some(r),
                             _ => {
                                 return Err(FormatError::new(
                                     path,
                                     field,
                                     offset,
                                     format!(
-                                        "line {line_no}: \"{value}\" is not a sample rate (expected \
-                                         e.g. \"%Sample Rate = 250 Hz\")"
+                                        "line {line_no}: \"{value}\" is not a sample rate up to {MAX_RATE_HZ} Hz \
+                                         (expected e.g. \"%Sample Rate = 250 Hz\")"
                                     ),
                                 ))
                             }
                         }
                     }
                     "Number of channels" => match value.parse::<usize>() {
-                        Ok(c) => declared_channels = Some(c),
-                        Err(_) => {
+                        Ok(c) if c <= MAX_CHANNELS => declared_channels = Some(c),
+                        _ => {
                             return Err(FormatError::new(
                                 path,
                                 field,
                                 offset,
                                 format!(
-                                    "line {line_no}: \"{value}\" is not a number of channels \
-                                     (expected e.g. \"%Number of channels = 8\")"
+                                    "line {line_no}: \"{value}\" is not a number of channels up to \
+                                     {MAX_CHANNELS} (expected e.g. \"%Number of channels = 8\")"
                                 ),
                             ))
                         }
@@ -521,6 +542,19 @@ mod tests {
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn header_sizes_are_bounded() {
+        let dir = TempDir::new("bounds");
+        for (header, says) in
+            [("%Number of channels = 10000000000\n", "up to 1024"), ("%Sample Rate = 1e12 Hz\n", "up to 100000 Hz")]
+        {
+            let p = dir.0.join("h.txt");
+            std::fs::write(&p, format!("%OpenBCI Raw EEG Data\n{header}0, 1.0\n")).unwrap();
+            let e = OpenBciRecording::open(&p, None).err().unwrap();
+            assert!(e.to_string().contains(says), "{e}");
         }
     }
 

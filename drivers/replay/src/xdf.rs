@@ -152,8 +152,8 @@ fn stream_header(c: &Cursor<'_>, id: u32, text: &str) -> Result<XdfStream, Forma
         .parse()
         .map_err(|_| c.err(format!("stream {id}: <channel_count> {:?} is not a number", field("channel_count"))))?;
     // Sizes come from the file: bounded before anything is allocated from them.
-    if channel_count > MAX_XDF_CHANNELS {
-        return Err(c.err(format!("stream {id}: <channel_count> {channel_count} is above {MAX_XDF_CHANNELS}")));
+    if channel_count == 0 || channel_count > MAX_XDF_CHANNELS {
+        return Err(c.err(format!("stream {id}: <channel_count> {channel_count} is not 1 to {MAX_XDF_CHANNELS}")));
     }
     let nominal_rate: f64 = field("nominal_srate")
         .parse()
@@ -201,7 +201,11 @@ fn samples(c: &mut Cursor<'_>, s: &mut XdfStream) -> Result<(), FormatError> {
         };
         s.stamps.push(stamp);
         if s.fmt == Format::Text {
-            let mut row = Vec::with_capacity(s.channel_count);
+            // Markers are sparse; each costs far more in memory than in the file.
+            if s.strings.len() >= MAX_XDF_MARKERS {
+                return Err(c.err(format!("stream {}: more than {MAX_XDF_MARKERS} string samples", s.id)));
+            }
+            let mut row = Vec::with_capacity(s.channel_count.min(16));
             for _ in 0..s.channel_count {
                 let len = c.varlen("string length")?;
                 let raw = c.take(usize::try_from(len).unwrap_or(usize::MAX), "string")?;
@@ -231,6 +235,8 @@ fn samples(c: &mut Cursor<'_>, s: &mut XdfStream) -> Result<(), FormatError> {
 pub const MAX_XDF_BYTES: u64 = 256 << 20;
 /// The most channels a stream may declare.
 pub const MAX_XDF_CHANNELS: usize = 65_536;
+/// The most string samples (markers) a stream may hold.
+pub const MAX_XDF_MARKERS: usize = 1_000_000;
 
 /// The whole file, if it holds at most `max` bytes: a (sparse) file of any size must not take the
 /// daemon's memory.

@@ -773,3 +773,16 @@ fn a_record_size_beyond_the_bound_is_refused_before_any_buffer() {
     assert!(e.problem.contains("larger than the 64 MiB"), "{e}");
     assert_eq!(e.offset, 256 + 65 * (16 + 80 + 8 * 5 + 80), "the first signal's field: {e}");
 }
+
+#[test]
+fn annotation_texts_per_record_are_bounded() {
+    let mut tal = b"+0\x14".to_vec();
+    for _ in 0..=MAX_TEXTS_PER_RECORD {
+        tal.extend_from_slice(b"a\x14");
+    }
+    tal.push(0);
+    let e = parse_tals(&tal).unwrap_err();
+    assert!(e.problem.contains("more than 10000 annotation texts"), "{}", e.problem);
+    let few = b"+0\x14a\x14b\x14\x00";
+    assert_eq!(parse_tals(few).unwrap()[0].texts, ["a", "b"]);
+}
