@@ -45,8 +45,9 @@ impl Port {
                 if allow_pty { "" } else { "; pseudo-terminals need the admin's [drivers.openbci] allow_pty" }
             )
         };
-        // The device itself, found by name once: what is checked is what is opened (a link a
-        // caller controls cannot be pointed elsewhere in between; /dev is root's).
+        // The device itself, found by name once: what is checked is what is opened. (A name that
+        // resolves into a world-writable place under /dev, /dev/shm, could still be swapped
+        // before the open: the opened descriptor is checked again below.)
         let resolved = match std::fs::canonicalize(path) {
             Ok(p) if p.starts_with("/dev/") => p,
             Ok(_) => return Err(not_serial()),

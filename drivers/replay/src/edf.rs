@@ -22,13 +22,13 @@ use crate::recording::{
     Candidate, Channel, Chunk, Input, Recording, RecordingEvent,
 };
 
-/// The fixed part of the header: (name, offset, width).
-/// The most annotation texts one data record may hold.
+/// The most annotation texts one annotation signal of a data record may hold.
 pub const MAX_TEXTS_PER_RECORD: usize = 10_000;
 
 /// The largest data record read (the EDF specification recommends under 61 440 bytes).
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 
+/// The fixed part of the header: (name, offset, width).
 const FIXED_FIELDS: [(&str, u64, usize); 10] = [
     ("version", 0, 8),
     ("patient identification", 8, 80),
