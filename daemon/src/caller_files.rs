@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use bci2token_api::{ApiError, Caller, ErrorCode, FileArg};
 
+use crate::closer::Passed;
 use crate::config::Mode;
 
 /// What a passed descriptor is for.
@@ -26,14 +27,8 @@ pub enum Use {
 /// Takes descriptor `index` of a request (each may be used once) and checks it for `usage`: a
 /// regular file open for that, not on FUSE (a file system the caller may serve themselves and
 /// leave a read, a write or a close hanging for ever). One that fails goes to the closer.
-pub fn take_fd(
-    caller: &Caller,
-    fds: &mut [Option<OwnedFd>],
-    index: u32,
-    usage: Use,
-    shown: &str,
-) -> Result<OwnedFd, ApiError> {
-    let fd = fds.get_mut(index as usize).and_then(Option::take).ok_or_else(|| {
+pub fn take_fd(caller: &Caller, fds: &mut Passed, index: u32, usage: Use, shown: &str) -> Result<OwnedFd, ApiError> {
+    let fd = fds.take(index).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BadRequest,
             format!("{shown}: descriptor {index} did not come with the request (or is used twice)"),
@@ -104,7 +99,7 @@ impl Output {
 
 /// Opens the output `arg` names: a passed descriptor of an empty regular file open for writing,
 /// or (`--user` mode) a new file at a path.
-pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<Output, ApiError> {
+pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut Passed) -> Result<Output, ApiError> {
     let shown = bounded(arg.display());
     match arg {
         FileArg::Fd { fd, .. } => {
@@ -120,7 +115,7 @@ pub fn output(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<Owne
 }
 
 /// Opens the input `arg` names: a passed descriptor of a regular file, or (`--user` mode) a path.
-pub fn input(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut [Option<OwnedFd>]) -> Result<File, ApiError> {
+pub fn input(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut Passed) -> Result<File, ApiError> {
     match arg {
         FileArg::Fd { fd, .. } => Ok(File::from(take_fd(caller, fds, *fd, Use::Read, &bounded(arg.display()))?)),
         FileArg::Path(p) if mode == Mode::User => open_for(caller, Path::new(p)),
@@ -321,26 +316,31 @@ mod tests {
         // An input must be readable: a write-only descriptor is refused.
         let wo = std::fs::OpenOptions::new().write(true).open(dir.join("new")).unwrap();
         let arg = FileArg::Fd { fd: 0, name: "new".into() };
-        let e = input(&me, Mode::System, &arg, &mut [Some(OwnedFd::from(wo))]).err().unwrap();
+        let e = input(&me, Mode::System, &arg, &mut Passed::new(me.uid, vec![OwnedFd::from(wo)])).err().unwrap();
         assert!(e.message.contains("not open for reading"), "{}", e.message);
-        assert!(input(&me, Mode::System, &arg, &mut [Some(OwnedFd::from(File::open(&dir).unwrap()))])
-            .err()
-            .unwrap()
-            .message
-            .contains("not a regular file"));
+        assert!(input(
+            &me,
+            Mode::System,
+            &arg,
+            &mut Passed::new(me.uid, vec![OwnedFd::from(File::open(&dir).unwrap())])
+        )
+        .err()
+        .unwrap()
+        .message
+        .contains("not a regular file"));
         let new = FileArg::Path(dir.join("other").display().to_string());
-        let e = output(&me, Mode::System, &new, &mut []).err().unwrap();
+        let e = output(&me, Mode::System, &new, &mut Passed::none(me.uid)).err().unwrap();
         assert_eq!(e.code, ErrorCode::PermissionDenied);
         assert!(!dir.join("other").exists());
         // A descriptor must be an empty file open for writing, and is used once.
         let ro = File::open(dir.join("new")).unwrap();
-        let mut fds = vec![Some(OwnedFd::from(ro))];
+        let mut fds = Passed::new(me.uid, vec![OwnedFd::from(ro)]);
         let arg = FileArg::Fd { fd: 0, name: "new".into() };
         assert!(output(&me, Mode::System, &arg, &mut fds).err().unwrap().message.contains("not open for writing"));
         assert!(output(&me, Mode::System, &arg, &mut fds).err().unwrap().message.contains("used twice"));
         std::fs::write(dir.join("full"), b"x").unwrap();
         let full = std::fs::OpenOptions::new().write(true).open(dir.join("full")).unwrap();
-        let mut fds = vec![Some(OwnedFd::from(full))];
+        let mut fds = Passed::new(me.uid, vec![OwnedFd::from(full)]);
         assert!(output(&me, Mode::System, &arg, &mut fds).err().unwrap().message.contains("empty"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

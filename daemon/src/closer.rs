@@ -50,6 +50,35 @@ pub fn pending(uid: u32) -> usize {
     closers().lock().unwrap().get(&uid).map_or(0, |c| c.pending.load(Ordering::Relaxed))
 }
 
+/// The descriptors that came with one request, each taken at most once by the operation that
+/// uses it ([`crate::caller_files::take_fd`]); whatever is left when it is dropped (unused, or the
+/// request was refused) goes to the closer of the uid that passed it. Both doors hand these over.
+pub struct Passed {
+    uid: u32,
+    fds: Vec<Option<OwnedFd>>,
+}
+
+impl Passed {
+    pub fn new(uid: u32, fds: Vec<OwnedFd>) -> Self {
+        Passed { uid, fds: fds.into_iter().map(Some).collect() }
+    }
+
+    pub fn none(uid: u32) -> Self {
+        Passed { uid, fds: Vec::new() }
+    }
+
+    /// Descriptor `index`, once.
+    pub fn take(&mut self, index: u32) -> Option<OwnedFd> {
+        self.fds.get_mut(index as usize).and_then(Option::take)
+    }
+}
+
+impl Drop for Passed {
+    fn drop(&mut self) {
+        dispose(self.uid, std::mem::take(&mut self.fds).into_iter().flatten().collect());
+    }
+}
+
 fn start(uid: u32) -> UidCloser {
     let (tx, rx) = channel::<Vec<OwnedFd>>();
     let pending = Arc::new(AtomicUsize::new(0));

@@ -16,9 +16,10 @@ use bci2token_api::{ApiError, Caller, ErrorCode, Event, Request, Response, MAX_R
 use tokio::io::{AsyncWriteExt, BufWriter, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::closer::Passed;
 use crate::config::Mode;
 use crate::hub::{Delivery, Subscription};
-use crate::service::Service;
+use crate::service::{ExportRequest, Followed, Service, StartRequest, Started};
 use crate::token_bucket::TokenBucket;
 
 #[derive(Debug, thiserror::Error)]
@@ -453,43 +454,89 @@ async fn connection(
             write_reply(&mut stream, &Response::Error(error), &limits).await?;
             continue;
         }
-        let outcome = match serde_json::from_slice::<Request>(&body) {
+        let (reply, follow) = match serde_json::from_slice::<Request>(&body) {
             Ok(request) => {
                 log::debug!("request {} from uid {} pid {}", request.method(), caller.uid, caller.pid.unwrap_or(0));
-                let service = Arc::clone(&service);
+                let fds = Passed::new(caller.uid, fds);
                 let c = caller.clone();
-                tokio::task::spawn_blocking(move || service.handle(&c, request, fds)).await.unwrap_or_else(|e| {
-                    crate::service::Outcome {
-                        reply: Err(ApiError::new(ErrorCode::Internal, format!("the request handler failed: {e}"))),
-                        stream: None,
-                    }
-                })
+                match service.call(move |s| Ok(dispatch(s, &c, request, fds))).await {
+                    Ok(done) => done,
+                    Err(e) => (Err(e), None),
+                }
             }
             // serde's message quotes at most the offending token of the caller's own request.
             Err(e) => {
                 crate::closer::dispose(caller.uid, fds);
-                crate::service::Outcome {
-                    reply: Err(ApiError::new(
-                        ErrorCode::BadRequest,
-                        format!("malformed request: {e} (see docs/control-protocol.md)"),
-                    )),
-                    stream: None,
-                }
+                let e = ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("malformed request: {e} (see docs/control-protocol.md)"),
+                );
+                (Err(e), None)
             }
         };
-        let response = match outcome.reply {
+        let response = match reply {
             Ok(v) => Response::Ok(v),
             Err(e) => Response::Error(e),
         };
         write_reply(&mut stream, &response, &limits).await?;
-        if let Some((session, subscription)) = outcome.stream {
+        if let Some((session, subscription)) = follow {
             return stream_events(stream, &session, subscription).await;
         }
     }
 }
 
+/// A reply's value, and for a request that follows a session the stream that comes after it.
+type Dispatched = (Result<serde_json::Value, ApiError>, Option<(String, Subscription)>);
+
+/// Runs one request of the socket protocol as the service operation it names (blocking).
+fn dispatch(service: &Service, caller: &Caller, request: Request, fds: Passed) -> Dispatched {
+    fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Dispatched {
+        (result.and_then(json), None)
+    }
+    let c = caller;
+    match request {
+        Request::Status => reply(service.status(c)),
+        Request::Drivers => reply(service.drivers(c)),
+        Request::Devices { driver } => reply(service.devices(c, driver.as_deref())),
+        Request::Models => reply(service.models(c)),
+        Request::ModelShow { model } => reply(service.model_show(c, &model)),
+        Request::ModelInstall { files, replace } => reply(service.model_install(c, &files, replace, fds)),
+        Request::SessionStart { driver, config, model, follow, lsl_outlets, subject } => {
+            let start = StartRequest { driver, config, model, follow, lsl_outlets, subject };
+            match service.session_start(c, start, fds) {
+                Ok(Started { info, stream }) => {
+                    let stream = stream.map(|s| (info.id.clone(), s));
+                    (json(info), stream)
+                }
+                Err(e) => (Err(e), None),
+            }
+        }
+        Request::SessionList => reply(service.session_list(c)),
+        Request::SessionShow { id } => reply(service.session_show(c, &id)),
+        Request::SessionStop { id } => reply(service.session_stop(c, &id)),
+        Request::SessionDelete { id } => reply(service.session_delete(c, &id)),
+        Request::AuditList { since } => reply(service.audit_list(c, since)),
+        Request::AuditVerify => reply(service.audit_verify(c)),
+        Request::KeyRotate => reply(service.key_rotate(c)),
+        Request::Backup { path } => reply(service.backup(c, &path, fds)),
+        Request::Restore { path } => reply(service.restore(c, &path, fds)),
+        Request::Export { id, format, path, features, dp_epsilon, dp_delta, dp_clip } => {
+            let export = ExportRequest { id, format, path, features, dp_epsilon, dp_delta, dp_clip };
+            reply(service.export(c, export, fds))
+        }
+        Request::Follow { id, options } => match service.follow(c, &id, &options) {
+            Ok(Followed { info, stream }) => (json(&info), Some((info.id.clone(), stream))),
+            Err(e) => (Err(e), None),
+        },
+    }
+}
+
+fn json<T: serde::Serialize>(v: T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot encode reply: {e}")))
+}
+
 /// Writes every delivery as one frame until the session ends, then closes the connection.
-async fn stream_events(
+pub async fn stream_events(
     stream: UnixStream,
     session: &str,
     mut subscription: Subscription,

@@ -1,6 +1,8 @@
-//! The service layer: every operation of the daemon, once, whatever transport calls it.
-//! Methods may block (opening a device, probing hardware): transports call them off the async
-//! runtime's worker threads.
+//! The service layer: every operation of the daemon, once, whatever door calls it (the control
+//! socket, D-Bus). One public method per operation, taking and returning `bci2token-api` types;
+//! each runs behind one guard ([`Service::guarded`]) that checks the caller's role and writes the
+//! audit log. Methods may block (opening a device, probing hardware, the store): doors call them
+//! through [`Service::call`], which runs them off the async runtime's worker threads.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -10,8 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use bci2token_api::{
-    ApiError, AuditEntryInfo, AuditVerification, Caller, DeviceEntry, DeviceList, DriverList, ErrorCode, FileArg,
-    FollowOptions, ModelInfo, ModelList, PluginFailure, Request, SessionInfo, StatusInfo,
+    ApiError, AuditEntryInfo, AuditVerification, BackupDone, Caller, ConfigMap, Deleted, DeviceEntry, DeviceList,
+    DriverList, ErrorCode, ExportDone, Exported, FeatureRelease, FileArg, FollowOptions, KeyRotation, ModelInfo,
+    ModelList, PluginFailure, PrivacyBudget, Restored, SessionInfo, StatusInfo,
 };
 use bci2token_decoder::engine::Engine;
 use bci2token_decoder::manifest::MANIFEST_FILE;
@@ -20,13 +23,14 @@ use bci2token_liblsl::Lsl;
 
 use crate::auth::{role_of, Role};
 use crate::caller_files::{bounded, take_fd, Use};
+use crate::closer::Passed;
 use crate::config::{Config, Mode};
 use crate::decoding::Decoding;
 use crate::hub::Subscription;
 use crate::lsl_outlets::SessionOutlets;
 use crate::plugins::Registry;
 use crate::recorder::StoreWriter;
-use crate::session::{new_id, PipelineSettings, Session};
+use crate::session::{new_id, PipelineSettings, Session, SessionChange};
 use crate::token_bucket::TokenBucket;
 use bci2token_store::seal::Kind;
 
@@ -36,22 +40,166 @@ const MAX_SESSION_CONFIG_BYTES: usize = 64 << 10;
 /// Ended sessions kept in memory for `session list/show` (the oldest are forgotten first).
 const ENDED_SESSIONS_KEPT: usize = 256;
 
-/// What a request produced: the reply, and for follow requests the stream that comes after it.
-pub struct Outcome {
-    pub reply: Result<serde_json::Value, ApiError>,
-    /// The session id and its event stream.
-    pub stream: Option<(String, Subscription)>,
+/// Sessions added, changed or removed, as the service sees them: the bus door's ObjectManager
+/// follows them. Late receivers lose the oldest (and re-read the list).
+const SESSION_CHANGES_QUEUE: usize = 1024;
+
+/// What `session_start` needs besides the caller and the descriptors.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    pub driver: String,
+    /// Driver settings; a passed file is `{"fd": N, "name": ...}` (N indexes the request's descriptors).
+    pub config: ConfigMap,
+    pub model: Option<String>,
+    /// Subscribe before the first block, so that nothing is missed.
+    pub follow: Option<FollowOptions>,
+    pub lsl_outlets: bool,
+    pub subject: Option<String>,
 }
 
-impl Outcome {
-    fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Self {
-        Outcome { reply: result.and_then(to_value), stream: None }
+/// What `export` needs besides the caller and the descriptors.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub id: String,
+    pub format: String,
+    pub path: FileArg,
+    /// A private release of features (`bandpower`) instead of the recording.
+    pub features: Option<String>,
+    pub dp_epsilon: Option<f64>,
+    pub dp_delta: Option<f64>,
+    pub dp_clip: Option<f64>,
+}
+
+/// A session started; with `follow`, its event stream from the first block.
+pub struct Started {
+    pub info: SessionInfo,
+    pub stream: Option<Subscription>,
+}
+
+/// A running session's event stream, and the session as it was when it began.
+pub struct Followed {
+    pub info: SessionInfo,
+    pub stream: Subscription,
+}
+
+/// Every operation: its name (as the audit log and the socket protocol call it), the role it
+/// needs before anything is looked at (owner checks come after), and whether its successes and
+/// failures are audited (refusals always are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Status,
+    Drivers,
+    Devices,
+    Models,
+    ModelShow,
+    ModelInstall,
+    SessionStart,
+    SessionList,
+    SessionShow,
+    SessionStop,
+    SessionDelete,
+    AuditList,
+    AuditVerify,
+    KeyRotate,
+    Backup,
+    Restore,
+    Export,
+    /// A private release spends the subject's budget, which every session of that subject shares
+    /// (whoever recorded it): the admin's decision.
+    ExportFeatures,
+    Follow,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Status => "status",
+            Op::Drivers => "drivers",
+            Op::Devices => "devices",
+            Op::Models => "models",
+            Op::ModelShow => "model_show",
+            Op::ModelInstall => "model_install",
+            Op::SessionStart => "session_start",
+            Op::SessionList => "session_list",
+            Op::SessionShow => "session_show",
+            Op::SessionStop => "session_stop",
+            Op::SessionDelete => "session_delete",
+            Op::AuditList => "audit_list",
+            Op::AuditVerify => "audit_verify",
+            Op::KeyRotate => "key_rotate",
+            Op::Backup => "backup",
+            Op::Restore => "restore",
+            Op::Export | Op::ExportFeatures => "export",
+            Op::Follow => "follow",
+        }
+    }
+
+    pub fn role(self) -> Role {
+        match self {
+            Op::Status => Role::Reader,
+            Op::SessionDelete
+            | Op::AuditList
+            | Op::AuditVerify
+            | Op::KeyRotate
+            | Op::Backup
+            | Op::Restore
+            | Op::ModelInstall
+            | Op::ExportFeatures => Role::Admin,
+            Op::Drivers
+            | Op::Devices
+            | Op::Models
+            | Op::ModelShow
+            | Op::SessionStart
+            | Op::SessionList
+            | Op::SessionShow
+            | Op::SessionStop
+            | Op::Export
+            | Op::Follow => Role::Operator,
+        }
+    }
+
+    fn audited(self) -> bool {
+        !matches!(
+            self,
+            Op::Status | Op::Drivers | Op::Devices | Op::Models | Op::ModelShow | Op::SessionList | Op::SessionShow
+        )
     }
 }
 
-fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot encode reply: {e}")))
+/// A result that names the session it made, for the audit log (`ok: ID`).
+pub trait Audited {
+    fn audit_id(&self) -> Option<&str> {
+        None
+    }
 }
+
+impl Audited for SessionInfo {
+    fn audit_id(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+}
+impl Audited for Started {
+    fn audit_id(&self) -> Option<&str> {
+        Some(&self.info.id)
+    }
+}
+impl Audited for Followed {
+    fn audit_id(&self) -> Option<&str> {
+        Some(&self.info.id)
+    }
+}
+impl<T> Audited for Vec<T> {}
+impl Audited for StatusInfo {}
+impl Audited for DriverList {}
+impl Audited for DeviceList {}
+impl Audited for ModelList {}
+impl Audited for ModelInfo {}
+impl Audited for Deleted {}
+impl Audited for KeyRotation {}
+impl Audited for AuditVerification {}
+impl Audited for BackupDone {}
+impl Audited for Restored {}
+impl Audited for ExportDone {}
 
 pub struct Service {
     config: RwLock<Config>,
@@ -73,6 +221,8 @@ pub struct Service {
     refusal_log: Mutex<HashMap<u32, RefusalLog>>,
     /// The torch device, chosen at the first model load (loading CUDA is not free).
     torch_device: OnceLock<Result<tch::Device, String>>,
+    /// Sessions added, changed and removed (see [`SessionChange`]).
+    changes: tokio::sync::broadcast::Sender<SessionChange>,
 }
 
 impl Service {
@@ -97,6 +247,7 @@ impl Service {
             starting: Mutex::new(HashMap::new()),
             refusal_log: Mutex::new(HashMap::new()),
             torch_device: OnceLock::new(),
+            changes: tokio::sync::broadcast::channel(SESSION_CHANGES_QUEUE).0,
         })
     }
 
@@ -127,7 +278,30 @@ impl Service {
         self.config.read().unwrap().clone()
     }
 
-    fn role(&self, caller: &Caller) -> Role {
+    /// Runs a (blocking) service call on a blocking thread, off the async runtime's workers: the
+    /// one way both doors call the service.
+    pub async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let service = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&service))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::new(ErrorCode::Internal, format!("the request handler failed: {e}"))))
+    }
+
+    /// Sessions added, changed and removed from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<SessionChange> {
+        self.changes.subscribe()
+    }
+
+    /// Every session the daemon keeps in memory, whoever owns it (for the doors' own bookkeeping:
+    /// what a caller may see is decided by the operations).
+    pub fn all_sessions(&self) -> Vec<SessionInfo> {
+        self.sessions.lock().unwrap().iter().map(|s| s.info()).collect()
+    }
+
+    pub fn role(&self, caller: &Caller) -> Role {
         let cfg = self.config.read().unwrap();
         role_of(caller, cfg.mode, &cfg.admin_group, &cfg.socket_group)
     }
@@ -152,47 +326,131 @@ impl Service {
         ))
     }
 
-    /// Runs one request for `caller` with the descriptors that came with it; privileged,
-    /// mutating and refused calls are audited.
-    pub fn handle(&self, caller: &Caller, request: Request, fds: Vec<OwnedFd>) -> Outcome {
-        let method = request.method();
-        let object = audit_object(&request);
-        let audited = matches!(
-            request,
-            Request::SessionStart { .. }
-                | Request::SessionStop { .. }
-                | Request::SessionDelete { .. }
-                | Request::AuditList { .. }
-                | Request::AuditVerify
-                | Request::KeyRotate
-                | Request::Backup { .. }
-                | Request::Restore { .. }
-                | Request::Export { .. }
-                | Request::Follow { .. }
-                | Request::ModelInstall { .. }
-        );
-        if let Err(e) = self.require(caller, required_role(&request), method) {
-            crate::closer::dispose(caller.uid, fds);
-            self.audit_refusal(caller, method, &object, &e.message);
-            return Outcome { reply: Err(e), stream: None };
+    /// The guard of every operation: checks the role `op` needs (refused calls are audited),
+    /// runs it, and audits what `op` says to (refusals always, as refusals).
+    fn guarded<T: Audited>(
+        &self,
+        caller: &Caller,
+        op: Op,
+        object: &str,
+        run: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        if let Err(e) = self.require(caller, op.role(), op.name()) {
+            self.audit_refusal(caller, op.name(), object, &e.message);
+            return Err(e);
         }
-        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
-        let outcome = self.dispatch(caller, request, &mut fds);
-        // What the request did not use (or came with a refusal) is closed away from this thread.
-        crate::closer::dispose(caller.uid, fds.into_iter().flatten().collect());
-        match &outcome.reply {
-            Err(e) if is_refusal(e.code) => self.audit_refusal(caller, method, &object, &e.message),
-            Ok(v) if audited => {
-                let result = match v.get("id").and_then(|id| id.as_str()) {
-                    Some(id) if object.is_empty() || object != id => format!("ok: {id}"),
+        let result = run();
+        match &result {
+            Err(e) if is_refusal(e.code) => self.audit_refusal(caller, op.name(), object, &e.message),
+            Ok(v) if op.audited() => {
+                let outcome = match v.audit_id() {
+                    Some(id) if object != id => format!("ok: {id}"),
                     _ => "ok".to_string(),
                 };
-                self.audit(caller, method, &object, &result);
+                self.audit(caller, op.name(), object, &outcome);
             }
-            Err(e) if audited => self.audit(caller, method, &object, &format!("failed: {}", e.message)),
+            Err(e) if op.audited() => self.audit(caller, op.name(), object, &format!("failed: {}", e.message)),
             _ => {}
         }
-        outcome
+        result
+    }
+
+    pub fn status(&self, caller: &Caller) -> Result<StatusInfo, ApiError> {
+        self.guarded(caller, Op::Status, "", || Ok(self.status_info(caller)))
+    }
+
+    pub fn drivers(&self, caller: &Caller) -> Result<DriverList, ApiError> {
+        self.guarded(caller, Op::Drivers, "", || Ok(self.driver_list()))
+    }
+
+    pub fn devices(&self, caller: &Caller, driver: Option<&str>) -> Result<DeviceList, ApiError> {
+        self.guarded(caller, Op::Devices, "", || self.probe_devices(driver))
+    }
+
+    pub fn models(&self, caller: &Caller) -> Result<ModelList, ApiError> {
+        self.guarded(caller, Op::Models, "", || Ok(self.list_models()))
+    }
+
+    pub fn model_show(&self, caller: &Caller, model: &str) -> Result<ModelInfo, ApiError> {
+        self.guarded(caller, Op::ModelShow, "", || self.show_model(caller, model))
+    }
+
+    /// Installs a model package from its files (passed as descriptors); admin only.
+    pub fn model_install(
+        &self,
+        caller: &Caller,
+        files: &[FileArg],
+        replace: bool,
+        mut fds: Passed,
+    ) -> Result<ModelInfo, ApiError> {
+        let object = files.iter().map(|f| bounded(f.display())).collect::<Vec<_>>().join(" ");
+        self.guarded(caller, Op::ModelInstall, &object, || self.install_model(caller, files, replace, &mut fds))
+    }
+
+    pub fn session_start(&self, caller: &Caller, start: StartRequest, mut fds: Passed) -> Result<Started, ApiError> {
+        let object = format!("driver {}", start.driver);
+        self.guarded(caller, Op::SessionStart, &object, || self.start_session(caller, start, &mut fds))
+    }
+
+    /// The caller's sessions (an admin's: everyone's).
+    pub fn session_list(&self, caller: &Caller) -> Result<Vec<SessionInfo>, ApiError> {
+        self.guarded(caller, Op::SessionList, "", || {
+            let admin = self.role(caller) == Role::Admin;
+            let sessions = self.sessions.lock().unwrap();
+            let visible = sessions.iter().filter(|s| admin || s.started_by.uid == caller.uid);
+            Ok(visible.map(|s| s.info()).collect())
+        })
+    }
+
+    pub fn session_show(&self, caller: &Caller, id: &str) -> Result<SessionInfo, ApiError> {
+        self.guarded(caller, Op::SessionShow, id, || self.find_owned(caller, id, "see").map(|s| s.info()))
+    }
+
+    pub fn session_stop(&self, caller: &Caller, id: &str) -> Result<SessionInfo, ApiError> {
+        self.guarded(caller, Op::SessionStop, id, || self.stop_session(caller, id))
+    }
+
+    /// Deletes a stored session for good; admin only.
+    pub fn session_delete(&self, caller: &Caller, id: &str) -> Result<Deleted, ApiError> {
+        self.guarded(caller, Op::SessionDelete, id, || self.delete_session(id))
+    }
+
+    pub fn audit_list(&self, caller: &Caller, since: Option<f64>) -> Result<Vec<AuditEntryInfo>, ApiError> {
+        self.guarded(caller, Op::AuditList, "", || self.audit_entries(since))
+    }
+
+    pub fn audit_verify(&self, caller: &Caller) -> Result<AuditVerification, ApiError> {
+        self.guarded(caller, Op::AuditVerify, "", || self.verify_audit())
+    }
+
+    pub fn key_rotate(&self, caller: &Caller) -> Result<KeyRotation, ApiError> {
+        self.guarded(caller, Op::KeyRotate, "", || self.rotate_key())
+    }
+
+    pub fn backup(&self, caller: &Caller, path: &FileArg, mut fds: Passed) -> Result<BackupDone, ApiError> {
+        self.guarded(caller, Op::Backup, path.display(), || self.backup_to(caller, path, &mut fds))
+    }
+
+    pub fn restore(&self, caller: &Caller, path: &FileArg, mut fds: Passed) -> Result<Restored, ApiError> {
+        self.guarded(caller, Op::Restore, path.display(), || self.restore_from(caller, path, &mut fds))
+    }
+
+    pub fn export(&self, caller: &Caller, request: ExportRequest, mut fds: Passed) -> Result<ExportDone, ApiError> {
+        let ExportRequest { id, format, path, features, dp_epsilon, dp_delta, dp_clip } = request;
+        let (op, object) = match &features {
+            None => (Op::Export, format!("{id} as {format} to {}", path.display())),
+            Some(f) => (
+                Op::ExportFeatures,
+                format!("{id} {f} features (ε {dp_epsilon:?}, δ {dp_delta:?}) to {}", path.display()),
+            ),
+        };
+        let dp = features.map(|f| (f, dp_epsilon, dp_delta, dp_clip));
+        self.guarded(caller, op, &object, || self.export_session(caller, &id, &format, (&path, &mut fds), dp))
+    }
+
+    /// Subscribes to a running session's events.
+    pub fn follow(&self, caller: &Caller, id: &str, options: &FollowOptions) -> Result<Followed, ApiError> {
+        self.guarded(caller, Op::Follow, id, || self.subscribe(caller, id, options))
     }
 
     /// Audits a refusal, at most `audit_refusals_per_minute` entries per uid: beyond that they are
@@ -262,52 +520,7 @@ impl Service {
         }
     }
 
-    fn dispatch(&self, caller: &Caller, request: Request, fds: &mut [Option<OwnedFd>]) -> Outcome {
-        match request {
-            Request::Status => Outcome::reply(Ok(self.status(caller))),
-            Request::Drivers => Outcome::reply(Ok(self.drivers())),
-            Request::Devices { driver } => Outcome::reply(self.devices(driver.as_deref())),
-            Request::Models => Outcome::reply(Ok(self.list_models())),
-            Request::ModelShow { model } => Outcome::reply(self.show_model(caller, &model)),
-            Request::ModelInstall { files, replace } => {
-                Outcome::reply(self.install_model(caller, &files, replace, fds))
-            }
-            Request::SessionStart { driver, config, model, follow, lsl_outlets, subject } => {
-                let opts = (follow.as_ref(), lsl_outlets, subject);
-                match self.start_session(caller, &driver, config, fds, model, opts) {
-                    Ok((info, stream)) => {
-                        let stream = stream.map(|s| (info.id.clone(), s));
-                        Outcome { reply: to_value(info), stream }
-                    }
-                    Err(e) => Outcome { reply: Err(e), stream: None },
-                }
-            }
-            Request::SessionList => {
-                let admin = self.role(caller) == Role::Admin;
-                let sessions = self.sessions.lock().unwrap();
-                let visible = sessions.iter().filter(|s| admin || s.started_by.uid == caller.uid);
-                Outcome::reply(Ok(visible.map(|s| s.info()).collect::<Vec<_>>()))
-            }
-            Request::SessionShow { id } => Outcome::reply(self.find_owned(caller, &id, "see").map(|s| s.info())),
-            Request::SessionStop { id } => Outcome::reply(self.stop_session(caller, &id)),
-            Request::SessionDelete { id } => Outcome::reply(self.delete_session(&id)),
-            Request::AuditList { since } => Outcome::reply(self.audit_list(since)),
-            Request::AuditVerify => Outcome::reply(self.audit_verify()),
-            Request::KeyRotate => Outcome::reply(self.rotate_key()),
-            Request::Backup { path } => Outcome::reply(self.backup(caller, &path, fds)),
-            Request::Restore { path } => Outcome::reply(self.restore(caller, &path, fds)),
-            Request::Export { id, format, path, features, dp_epsilon, dp_delta, dp_clip } => {
-                let dp = features.map(|f| (f, dp_epsilon, dp_delta, dp_clip));
-                Outcome::reply(self.export(caller, &id, &format, (&path, fds), dp))
-            }
-            Request::Follow { id, options } => match self.follow(caller, &id, &options) {
-                Ok((info, stream)) => Outcome { stream: Some((info.id.clone(), stream)), reply: to_value(info) },
-                Err(e) => Outcome { reply: Err(e), stream: None },
-            },
-        }
-    }
-
-    pub fn status(&self, caller: &Caller) -> StatusInfo {
+    fn status_info(&self, caller: &Caller) -> StatusInfo {
         // The configuration is copied out first: no lock is taken while `sessions` is held except
         // `starting` (a reload waiting for `config` must never wait on a session start).
         let cfg = self.config();
@@ -333,12 +546,12 @@ impl Service {
         }
     }
 
-    pub fn drivers(&self) -> DriverList {
+    fn driver_list(&self) -> DriverList {
         let reg = self.registry.read().unwrap();
         DriverList { drivers: reg.infos(), failed: reg.failures().to_vec() }
     }
 
-    fn devices(&self, only: Option<&str>) -> Result<DeviceList, ApiError> {
+    fn probe_devices(&self, only: Option<&str>) -> Result<DeviceList, ApiError> {
         let reg = self.registry.read().unwrap();
         if let Some(name) = only {
             if reg.get(name).is_none() {
@@ -433,7 +646,7 @@ impl Service {
         cfg: &Config,
         (driver, host_keys): (&str, bool),
         config: &bci2token_api::ConfigMap,
-        fds: &mut [Option<OwnedFd>],
+        fds: &mut Passed,
     ) -> Result<(bci2token_api::ConfigMap, Vec<OwnedFd>), ApiError> {
         let mut out = bci2token_api::ConfigMap::new();
         let mut held = Vec::new();
@@ -488,15 +701,9 @@ impl Service {
         Ok((out, held))
     }
 
-    fn start_session(
-        &self,
-        caller: &Caller,
-        driver: &str,
-        config: bci2token_api::ConfigMap,
-        fds: &mut [Option<OwnedFd>],
-        model: Option<String>,
-        (follow, lsl_outlets, subject): (Option<&FollowOptions>, bool, Option<String>),
-    ) -> Result<(SessionInfo, Option<Subscription>), ApiError> {
+    fn start_session(&self, caller: &Caller, start: StartRequest, fds: &mut Passed) -> Result<Started, ApiError> {
+        let StartRequest { driver, config, model, follow, lsl_outlets, subject } = start;
+        let driver = driver.as_str();
         let cfg = self.config();
         let loaded = match model {
             Some(spec) => Some(self.load_model(caller, &spec)?),
@@ -608,6 +815,7 @@ impl Service {
         if let Some(s) = subject.filter(|s| !s.trim().is_empty()) {
             session.set_subject(s.trim().to_string());
         }
+        session.report_changes_to(self.changes.clone());
         if cfg.record {
             let store = &self.store;
             let meta = serde_json::to_vec(&session.info()).unwrap_or_default();
@@ -637,11 +845,14 @@ impl Service {
         );
         let info = session.info();
         let mut sessions = self.sessions.lock().unwrap();
+        let _ = self.changes.send(SessionChange::Added(info.clone()));
         sessions.push(session);
         // The running session now counts itself: give the place back under the same lock.
         drop(slot);
-        forget_old_sessions(&mut sessions);
-        Ok((info, stream))
+        for gone in forget_old_sessions(&mut sessions) {
+            let _ = self.changes.send(SessionChange::Removed(gone));
+        }
+        Ok(Started { info, stream })
     }
 
     fn stop_session(&self, caller: &Caller, id: &str) -> Result<SessionInfo, ApiError> {
@@ -708,7 +919,7 @@ impl Service {
     }
 
     /// Deletes a stored session: its wrapped key, then its rows, then the WAL (crypto-shredding).
-    fn delete_session(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+    fn delete_session(&self, id: &str) -> Result<Deleted, ApiError> {
         if let Ok(live) = self.find(id) {
             if live.is_active() {
                 return Err(ApiError::new(
@@ -719,15 +930,20 @@ impl Service {
         }
         let owned = id.to_string();
         self.stored(move |s| s.delete_session(&owned))?;
-        self.sessions.lock().unwrap().retain(|s| s.id != id);
+        let mut sessions = self.sessions.lock().unwrap();
+        if sessions.iter().any(|s| s.id == id) {
+            sessions.retain(|s| s.id != id);
+            let _ = self.changes.send(SessionChange::Removed(id.to_string()));
+        }
+        drop(sessions);
         log::info!("session {id}: deleted from the store (key destroyed, rows zeroed, WAL truncated)");
-        Ok(serde_json::json!({ "deleted": id }))
+        Ok(Deleted { deleted: id.to_string() })
     }
 
     /// A new master key: written beside the old one, every wrapped key re-wrapped in one
     /// transaction, then the new key file replaces the old (a crash in between is recovered at
     /// start by whichever key opens the store).
-    fn rotate_key(&self) -> Result<serde_json::Value, ApiError> {
+    fn rotate_key(&self) -> Result<KeyRotation, ApiError> {
         let dir = self.config.read().unwrap().data_dir.clone();
         let sessions = self
             .store
@@ -740,18 +956,13 @@ impl Service {
             .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
             .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
         log::info!("store: master key rotated; {sessions} session key(s) re-wrapped");
-        Ok(serde_json::json!({ "rewrapped_sessions": sessions }))
+        Ok(KeyRotation { rewrapped_sessions: sessions as u64 })
     }
 
     /// An encrypted copy of the store in a new file the caller could have created. SQLite writes
     /// the copy into the daemon's own directory; only the file opened safely for the caller is
     /// then written in the caller's place.
-    fn backup(
-        &self,
-        caller: &Caller,
-        path: &FileArg,
-        fds: &mut [Option<OwnedFd>],
-    ) -> Result<serde_json::Value, ApiError> {
+    fn backup_to(&self, caller: &Caller, path: &FileArg, fds: &mut Passed) -> Result<BackupDone, ApiError> {
         use crate::caller_files::Scratch;
         let (data_dir, mode) = {
             let cfg = self.config.read().unwrap();
@@ -774,18 +985,18 @@ impl Service {
             ApiError::new(ErrorCode::Internal, e)
         })?;
         log::info!("store backed up to {shown} ({pages} pages)");
-        Ok(serde_json::json!({ "path": shown, "pages": pages }))
+        Ok(BackupDone { path: shown, pages: u64::try_from(pages).unwrap_or(0) })
     }
 
     /// A stored session, decrypted, as EDF+, BDF+ or CSV in a new file the caller could create.
-    fn export(
+    fn export_session(
         &self,
         caller: &Caller,
         id: &str,
         format: &str,
-        (path, fds): (&FileArg, &mut [Option<OwnedFd>]),
+        (path, fds): (&FileArg, &mut Passed),
         dp: Option<DpRequest>,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<ExportDone, ApiError> {
         if !matches!(format, "edf" | "bdf" | "csv") {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
@@ -847,7 +1058,7 @@ impl Service {
             events.iter().filter_map(|(_, r)| serde_json::from_slice(&plain(r)).ok()).collect();
         let output = crate::caller_files::output(caller, self.config.read().unwrap().mode, path, fds)?;
         if let Some(dp) = dp {
-            return self.release_features(&info, &blocks, output, dp);
+            return self.release_features(&info, &blocks, output, dp).map(ExportDone::Features);
         }
         let mut out = std::io::BufWriter::new(&output.file);
         let written = match format {
@@ -861,7 +1072,7 @@ impl Service {
             return Err(ApiError::new(ErrorCode::InvalidConfig, format!("exporting session `{id}`: {e}")));
         }
         log::info!("session {id}: exported as {format} to {}", output.shown);
-        Ok(serde_json::json!({ "id": id, "format": format, "path": output.shown }))
+        Ok(ExportDone::Recording(Exported { id: id.to_string(), format: format.to_string(), path: output.shown }))
     }
 
     /// A differentially private release of per-window band powers (see private_release), charged
@@ -872,7 +1083,7 @@ impl Service {
         blocks: &[crate::export::Block],
         mut output: crate::caller_files::Output,
         (features, epsilon, delta, clip): DpRequest,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<FeatureRelease, ApiError> {
         use crate::private_release as dp;
         let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
         if features != "bandpower" {
@@ -930,20 +1141,27 @@ impl Service {
             spent.0,
             spent.1
         );
-        Ok(serde_json::json!({
-            "id": info.id, "path": shown, "features": columns.len(), "windows": rows.len(),
-            "epsilon": epsilon, "delta": delta, "clip": clip, "sigma": sigma, "subject": subject,
-            "budget": {"epsilon_spent": spent.0, "delta_spent": spent.1, "epsilon_limit": limit.0, "delta_limit": limit.1},
-        }))
+        Ok(FeatureRelease {
+            id: info.id.clone(),
+            path: shown,
+            features: columns.len() as u64,
+            windows: rows.len() as u64,
+            epsilon,
+            delta,
+            clip,
+            sigma,
+            subject,
+            budget: PrivacyBudget {
+                epsilon_spent: spent.0,
+                delta_spent: spent.1,
+                epsilon_limit: limit.0,
+                delta_limit: limit.1,
+            },
+        })
     }
 
     /// Replaces the store with a backup; no session may be running.
-    fn restore(
-        &self,
-        caller: &Caller,
-        path: &FileArg,
-        fds: &mut [Option<OwnedFd>],
-    ) -> Result<serde_json::Value, ApiError> {
+    fn restore_from(&self, caller: &Caller, path: &FileArg, fds: &mut Passed) -> Result<Restored, ApiError> {
         use crate::caller_files::Scratch;
         let mut input = crate::caller_files::input(caller, self.config.read().unwrap().mode, path, fds)?;
         if self.active_sessions() > 0 {
@@ -973,14 +1191,19 @@ impl Service {
             .map_err(|e| ApiError::new(ErrorCode::Internal, e))?
             .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
         drop(scratch);
-        self.sessions.lock().unwrap().retain(|s| s.is_active());
+        let mut sessions = self.sessions.lock().unwrap();
+        for gone in sessions.iter().filter(|s| !s.is_active()) {
+            let _ = self.changes.send(SessionChange::Removed(gone.id.clone()));
+        }
+        sessions.retain(|s| s.is_active());
+        drop(sessions);
         log::info!("store restored from {shown}");
-        Ok(serde_json::json!({ "restored_from": shown }))
+        Ok(Restored { restored_from: shown })
     }
 
-    fn audit_list(&self, since: Option<f64>) -> Result<serde_json::Value, ApiError> {
+    fn audit_entries(&self, since: Option<f64>) -> Result<Vec<AuditEntryInfo>, ApiError> {
         let entries = self.stored(move |s| s.audit_list(since))?;
-        let list: Vec<AuditEntryInfo> = entries
+        let list = entries
             .into_iter()
             .map(|e| AuditEntryInfo {
                 seq: e.seq,
@@ -993,24 +1216,19 @@ impl Service {
                 mac: e.mac.iter().map(|b| format!("{b:02x}")).collect(),
             })
             .collect();
-        serde_json::to_value(list).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+        Ok(list)
     }
 
-    fn audit_verify(&self) -> Result<serde_json::Value, ApiError> {
+    fn verify_audit(&self) -> Result<AuditVerification, ApiError> {
         let (verdict, entries) = self.stored(|s| Ok((s.audit_verify()?, s.audit_list(None)?.len() as u64)))?;
         let v = match verdict {
             Ok(_) => AuditVerification { entries, intact: true, problem: None },
             Err(b) => AuditVerification { entries, intact: false, problem: Some(b.to_string()) },
         };
-        serde_json::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+        Ok(v)
     }
 
-    fn follow(
-        &self,
-        caller: &Caller,
-        id: &str,
-        options: &FollowOptions,
-    ) -> Result<(SessionInfo, Subscription), ApiError> {
+    fn subscribe(&self, caller: &Caller, id: &str, options: &FollowOptions) -> Result<Followed, ApiError> {
         let session = self.find_owned(caller, id, "follow")?;
         let stream = session.hub.subscribe(options.samples, false).ok_or_else(|| {
             ApiError::new(
@@ -1018,7 +1236,7 @@ impl Service {
                 format!("session `{id}` has ended ({}); there is nothing to follow", session.state().as_str()),
             )
         })?;
-        Ok((session.info(), stream))
+        Ok(Followed { info: session.info(), stream })
     }
 
     /// Finds a model package a caller names: a name looked up in model_path, or a directory
@@ -1136,7 +1354,7 @@ impl Service {
         caller: &Caller,
         files: &[FileArg],
         replace: bool,
-        fds: &mut [Option<OwnedFd>],
+        fds: &mut Passed,
     ) -> Result<ModelInfo, ApiError> {
         let cfg = self.config();
         let root = cfg.data_dir.join("models");
@@ -1341,33 +1559,6 @@ fn is_model_name(spec: &str) -> bool {
         && spec.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-/// The role each request needs before it is looked at; owner checks come after.
-fn required_role(request: &Request) -> Role {
-    match request {
-        Request::Status => Role::Reader,
-        Request::SessionDelete { .. }
-        | Request::AuditList { .. }
-        | Request::AuditVerify
-        | Request::KeyRotate
-        | Request::Backup { .. }
-        | Request::Restore { .. }
-        | Request::ModelInstall { .. } => Role::Admin,
-        // A private release spends the subject's budget, which every session of that subject
-        // shares (whoever recorded it): the admin's decision.
-        Request::Export { features: Some(_), .. } => Role::Admin,
-        Request::Drivers
-        | Request::Devices { .. }
-        | Request::Models
-        | Request::ModelShow { .. }
-        | Request::SessionStart { .. }
-        | Request::SessionList
-        | Request::SessionShow { .. }
-        | Request::SessionStop { .. }
-        | Request::Export { .. }
-        | Request::Follow { .. } => Role::Operator,
-    }
-}
-
 /// Errors that are refusals (of the caller's rights or limits), audited as such.
 fn is_refusal(code: ErrorCode) -> bool {
     matches!(
@@ -1413,33 +1604,21 @@ impl RefusalLog {
     }
 }
 
-fn forget_old_sessions(sessions: &mut Vec<Arc<Session>>) {
+/// Forgets the oldest ended sessions beyond `ENDED_SESSIONS_KEPT`; returns their ids.
+fn forget_old_sessions(sessions: &mut Vec<Arc<Session>>) -> Vec<String> {
     let ended = sessions.iter().filter(|s| !s.is_active()).count();
     let mut excess = ended.saturating_sub(ENDED_SESSIONS_KEPT);
+    let mut gone = Vec::new();
     sessions.retain(|s| {
         if excess > 0 && !s.is_active() {
             excess -= 1;
+            gone.push(s.id.clone());
             false
         } else {
             true
         }
     });
-}
-
-/// What an audited request concerns: its session id, driver or nothing.
-fn audit_object(request: &Request) -> String {
-    match request {
-        Request::SessionStart { driver, .. } => format!("driver {driver}"),
-        Request::SessionStop { id } | Request::SessionShow { id } | Request::SessionDelete { id } => id.clone(),
-        Request::Backup { path } | Request::Restore { path } => path.display().to_string(),
-        Request::Export { id, format, path, features: None, .. } => format!("{id} as {format} to {}", path.display()),
-        Request::Export { id, path, features: Some(f), dp_epsilon, dp_delta, .. } => {
-            format!("{id} {f} features (ε {dp_epsilon:?}, δ {dp_delta:?}) to {}", path.display())
-        }
-        Request::Follow { id, .. } => id.clone(),
-        Request::ModelInstall { files, .. } => files.iter().map(|f| bounded(f.display())).collect::<Vec<_>>().join(" "),
-        _ => String::new(),
-    }
+    gone
 }
 
 /// `(features, ε, δ, clip)` of a private release request.

@@ -44,6 +44,14 @@ struct Counters {
     annotations: AtomicU64,
 }
 
+/// A change of the set of sessions or of one session's state (the service's stream of them).
+#[derive(Debug, Clone)]
+pub enum SessionChange {
+    Added(SessionInfo),
+    State { id: String, state: SessionState, message: Option<String> },
+    Removed(String),
+}
+
 pub struct Session {
     pub id: String,
     pub driver: String,
@@ -65,6 +73,8 @@ pub struct Session {
     recorder: std::sync::OnceLock<Arc<SessionRecorder>>,
     /// The subject's pseudonym, when given at start.
     subject: std::sync::OnceLock<String>,
+    /// Where state changes are reported, besides the session's own event stream.
+    changes: std::sync::OnceLock<tokio::sync::broadcast::Sender<SessionChange>>,
 }
 
 /// A fresh random session id: 12 hex digits.
@@ -117,6 +127,7 @@ impl Session {
             thread: Mutex::new(None),
             recorder: std::sync::OnceLock::new(),
             subject: std::sync::OnceLock::new(),
+            changes: std::sync::OnceLock::new(),
         }
     }
 
@@ -138,8 +149,17 @@ impl Session {
         !self.state().is_final()
     }
 
+    /// Reports this session's state changes to `changes` (set before the session runs).
+    pub fn report_changes_to(&self, changes: tokio::sync::broadcast::Sender<SessionChange>) {
+        let _ = self.changes.set(changes);
+    }
+
     fn set_state(&self, state: SessionState, message: Option<String>) {
         *self.state.lock().unwrap() = (state, message.clone());
+        if let Some(changes) = self.changes.get() {
+            // Never waits: a receiver that lags loses the oldest changes.
+            let _ = changes.send(SessionChange::State { id: self.id.clone(), state, message: message.clone() });
+        }
         let event = Event::State { session: self.id.clone(), state, message };
         if state.is_final() {
             self.hub.finish(event);

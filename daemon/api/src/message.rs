@@ -218,6 +218,45 @@ impl ApiError {
     }
 }
 
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::PermissionDenied,
+        ErrorCode::InvalidConfig,
+        ErrorCode::DriverError,
+        ErrorCode::LimitReached,
+        ErrorCode::Internal,
+        ErrorCode::RequestTooLarge,
+        ErrorCode::Timeout,
+        ErrorCode::TooManyConnections,
+        ErrorCode::RateLimited,
+    ];
+
+    /// The D-Bus error name of this code: `org.bci2token.Error.` and the code in CamelCase
+    /// (`permission_denied` is `org.bci2token.Error.PermissionDenied`; `driver_error` is `.Driver`).
+    pub fn dbus_name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "org.bci2token.Error.BadRequest",
+            ErrorCode::NotFound => "org.bci2token.Error.NotFound",
+            ErrorCode::PermissionDenied => "org.bci2token.Error.PermissionDenied",
+            ErrorCode::InvalidConfig => "org.bci2token.Error.InvalidConfig",
+            ErrorCode::DriverError => "org.bci2token.Error.Driver",
+            ErrorCode::LimitReached => "org.bci2token.Error.LimitReached",
+            ErrorCode::Internal => "org.bci2token.Error.Internal",
+            ErrorCode::RequestTooLarge => "org.bci2token.Error.RequestTooLarge",
+            ErrorCode::Timeout => "org.bci2token.Error.Timeout",
+            ErrorCode::TooManyConnections => "org.bci2token.Error.TooManyConnections",
+            ErrorCode::RateLimited => "org.bci2token.Error.RateLimited",
+        }
+    }
+
+    /// The code of a D-Bus error name, if it is one of ours.
+    pub fn from_dbus_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.dbus_name() == name)
+    }
+}
+
 /// Reply to `status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {
@@ -390,4 +429,77 @@ pub struct AuditVerification {
     pub intact: bool,
     /// The first break, when the chain is broken.
     pub problem: Option<String>,
+}
+
+/// The result of `session_delete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The id of the session deleted.
+    pub deleted: String,
+}
+
+/// The result of `key_rotate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotation {
+    /// Session keys re-wrapped under the new master key.
+    pub rewrapped_sessions: u64,
+}
+
+/// The result of `backup`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupDone {
+    /// The file written, as the caller named it.
+    pub path: String,
+    /// SQLite pages copied.
+    pub pages: u64,
+}
+
+/// The result of `restore`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restored {
+    pub restored_from: String,
+}
+
+/// The result of `export`: a recording, or a private release of features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExportDone {
+    Features(FeatureRelease),
+    Recording(Exported),
+}
+
+/// A session written as EDF+, BDF+ or CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exported {
+    pub id: String,
+    pub format: String,
+    pub path: String,
+}
+
+/// A differentially private release of a session's features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRelease {
+    pub id: String,
+    pub path: String,
+    /// Features per window.
+    pub features: u64,
+    pub windows: u64,
+    pub epsilon: f64,
+    pub delta: f64,
+    /// µV² a feature is clipped to.
+    pub clip: f64,
+    /// The Gaussian noise's standard deviation.
+    pub sigma: f64,
+    /// The subject whose budget paid.
+    pub subject: String,
+    pub budget: PrivacyBudget,
+}
+
+/// A subject's privacy budget after a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyBudget {
+    pub epsilon_spent: f64,
+    pub delta_spent: f64,
+    pub epsilon_limit: f64,
+    pub delta_limit: f64,
 }
