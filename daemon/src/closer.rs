@@ -63,6 +63,7 @@ impl Passed {
         Passed { uid, fds: fds.into_iter().map(Some).collect() }
     }
 
+    #[cfg(test)]
     pub fn none(uid: u32) -> Self {
         Passed { uid, fds: Vec::new() }
     }

@@ -100,6 +100,34 @@ pub struct Config {
     /// The admin's per-driver settings (`[drivers.NAME]` tables): passed to the driver as host keys
     /// (`_KEY`) that no session can set, e.g. `[drivers.lsl] library = "/opt/lsl/liblsl.so"`.
     pub driver_settings: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// The D-Bus bus the daemon offers its API on (see [`Bus`]).
+    pub bus: Bus,
+}
+
+/// Which D-Bus bus to be on: the mode's own (`system` bus for the system daemon, `session` bus
+/// with `--user`; both follow `DBUS_SYSTEM_BUS_ADDRESS`/`DBUS_SESSION_BUS_ADDRESS`), another
+/// bus's address, or none (socket only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    System,
+    Session,
+    Address(String),
+    None,
+}
+
+impl std::str::FromStr for Bus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" => Ok(Bus::System),
+            "session" => Ok(Bus::Session),
+            "none" | "" => Ok(Bus::None),
+            a if a.contains(':') && a.contains('=') => Ok(Bus::Address(a.to_string())),
+            other => Err(format!(
+                "{other:?} is not a bus: use \"system\", \"session\", \"none\" or a D-Bus address (unix:path=...)"
+            )),
+        }
+    }
 }
 
 /// Every key the config file and the environment accept. Environment names are
@@ -133,6 +161,7 @@ pub const KEYS: &[&str] = &[
     "dp_delta_budget",
     "request_timeout",
     "idle_timeout",
+    "bus",
     "max_connections",
     "max_connections_per_uid",
     "requests_per_second",
@@ -394,6 +423,7 @@ impl Config {
             max_sessions_per_uid: 4,
             audit_refusals_per_minute: 60,
             driver_settings: BTreeMap::new(),
+            bus: if mode == Mode::System { Bus::System } else { Bus::Session },
         };
 
         // An explicitly named file must exist; the default one is optional.
@@ -527,6 +557,7 @@ impl Config {
             "max_sessions_per_uid" => self.max_sessions_per_uid = src.integer(1, 1024)? as usize,
             "audit_refusals_per_minute" => self.audit_refusals_per_minute = src.integer(1, 1_000_000)? as usize,
             "drivers" => self.driver_settings = driver_settings(src)?,
+            "bus" => self.bus = src.string()?.parse().map_err(|e: String| src.invalid(e))?,
             "store_queue" => self.store_queue = src.integer(16, 1 << 20)? as usize,
             "dp_epsilon_budget" | "dp_delta_budget" => {
                 let v = src.number()?;

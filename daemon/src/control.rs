@@ -167,7 +167,7 @@ impl Door {
 
     /// Takes one request from `uid`'s bucket (admins have none); `Err(seconds)` until the next
     /// one is allowed.
-    fn take_request(&self, uid: u32, standing: Standing, limits: &Limits) -> Result<(), f64> {
+    pub fn take_request(&self, uid: u32, standing: Standing, limits: &Limits) -> Result<(), f64> {
         if standing == Standing::Admin {
             return Ok(());
         }
@@ -182,9 +182,9 @@ impl Door {
     }
 }
 
-/// Accepts connections until the listener is dropped.
-pub async fn serve(listener: UnixListener, service: Arc<Service>) {
-    let door = Arc::new(Door::default());
+/// Accepts connections until the listener is dropped. `door` holds the callers' request budgets,
+/// which the bus door shares.
+pub async fn serve(listener: UnixListener, service: Arc<Service>, door: Arc<Door>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

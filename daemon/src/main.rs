@@ -1,6 +1,7 @@
 //! bci2tokend: acquires EEG through driver plugins, processes it and publishes events to clients.
 
 mod auth;
+mod bus;
 mod caller_files;
 mod closer;
 mod config;
@@ -49,11 +50,19 @@ struct Args {
     /// Check the configuration and the driver plugins, print what was found, and exit.
     #[arg(long)]
     check: bool,
+    /// The D-Bus bus to offer the API on: `system`, `session`, `none` or an address
+    /// (default: the `bus` key; the system bus, or the session bus with --user).
+    #[arg(long, value_name = "BUS")]
+    bus: Option<String>,
 }
 
 fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
     let mode = if args.user { Mode::User } else { Mode::System };
-    Config::load(mode, args.config.as_deref(), &|k| std::env::var(k).ok())
+    let bus = args.bus.clone();
+    Config::load(mode, args.config.as_deref(), &|k| match (k, &bus) {
+        ("BCI2TOKEN_BUS", Some(b)) => Some(b.clone()),
+        _ => std::env::var(k).ok(),
+    })
 }
 
 fn main() -> ExitCode {
@@ -102,6 +111,38 @@ fn main() -> ExitCode {
     runtime.block_on(run(args, cfg, registry))
 }
 
+/// Starts the D-Bus door on a runtime of its own: zbus closes the descriptors callers pass on its
+/// threads, and a caller's file system may make a close wait (FUSE); that must not hold up the
+/// control socket or anything else. Returns once the door is up or has said why not.
+async fn start_bus(service: Arc<Service>, door: Arc<control::Door>) {
+    let bus = service.config().bus;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("dbus".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::error!("D-Bus: cannot start its runtime ({e}); running with the control socket only");
+                let _ = ready_tx.send(());
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let conn = bus::start(service, door, &bus).await;
+            let _ = ready_tx.send(());
+            if conn.is_some() {
+                // The connection serves from its own tasks for the life of the process.
+                std::future::pending::<()>().await;
+            }
+        });
+    });
+    match spawned {
+        Ok(_) => {
+            let _ = ready_rx.await;
+        }
+        Err(e) => log::error!("D-Bus: cannot start its thread ({e}); running with the control socket only"),
+    }
+}
+
 async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
     let socket = cfg.socket_path();
     // Signal handlers first, so a SIGTERM right after READY=1 is handled, not fatal.
@@ -126,7 +167,9 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = tokio::spawn(control::serve(listener, Arc::clone(&service)));
+    let door = Arc::new(control::Door::default());
+    let server = tokio::spawn(control::serve(listener, Arc::clone(&service), Arc::clone(&door)));
+    start_bus(Arc::clone(&service), door).await;
     log::info!("listening on {} with drivers: {}", socket.display(), drivers.join(", "));
     notify::ready(&format!("ready: {} drivers, no sessions", drivers.len()));
 

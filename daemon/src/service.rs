@@ -1494,12 +1494,21 @@ impl Service {
         if new.socket_mode != cfg.socket_mode {
             not_applied.push("socket_mode".to_string());
         }
+        if new.bus != cfg.bus {
+            not_applied.push("bus".to_string());
+        }
         log::set_max_level(new.log_level);
         // Keys that need a restart keep their running values so status stays truthful.
-        let keep =
-            (cfg.data_dir.clone(), cfg.runtime_dir.clone(), cfg.log_target, cfg.socket_group.clone(), cfg.socket_mode);
+        let keep = (
+            cfg.data_dir.clone(),
+            cfg.runtime_dir.clone(),
+            cfg.log_target,
+            cfg.socket_group.clone(),
+            cfg.socket_mode,
+            cfg.bus.clone(),
+        );
         *cfg = new;
-        (cfg.data_dir, cfg.runtime_dir, cfg.log_target, cfg.socket_group, cfg.socket_mode) = keep;
+        (cfg.data_dir, cfg.runtime_dir, cfg.log_target, cfg.socket_group, cfg.socket_mode, cfg.bus) = keep;
         not_applied
     }
 }

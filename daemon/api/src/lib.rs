@@ -3,6 +3,7 @@
 //! read as dates. Nothing else lives here.
 //! The wire protocol is documented in `docs/control-protocol.md`.
 
+pub mod dbus;
 pub mod event;
 pub mod framing;
 pub mod message;

@@ -1,0 +1,354 @@
+//! `org.bci2token.Daemon1` at `/org/bci2token`: every operation of the control socket as a
+//! method. Records are `a{sv}` with the socket protocol's keys (bci2token_api::dbus); files are
+//! descriptors (`h`), each with the name the caller gives it (shown in messages and the audit
+//! log; its extension may tell a recording's format).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use bci2token_api::dbus::{dict_to_json, record, session_path, to_json, DAEMON_PATH};
+use bci2token_api::{ConfigMap, FileArg, FollowOptions, MAX_REQUEST_FDS};
+use serde::de::DeserializeOwned;
+use zbus::message::Header;
+use zbus::zvariant::{self, OwnedObjectPath, OwnedValue, Value};
+
+use super::error::{bad, BusError};
+use super::Ctx;
+use crate::closer::Passed;
+use crate::service::{ExportRequest, StartRequest, Started};
+
+/// A record: `a{sv}`.
+pub type Dict = HashMap<String, OwnedValue>;
+
+pub struct DaemonObject {
+    ctx: Arc<Ctx>,
+}
+
+impl DaemonObject {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        DaemonObject { ctx }
+    }
+}
+
+/// Tells the bus that `ActiveSessions` changed.
+pub async fn active_sessions_changed(conn: &zbus::Connection) {
+    if let Ok(iface) = conn.object_server().interface::<_, DaemonObject>(DAEMON_PATH).await {
+        let _ = iface.get().await.active_sessions_changed(iface.signal_emitter()).await;
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartOptions {
+    model: Option<String>,
+    #[serde(default)]
+    lsl_outlets: bool,
+    subject: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditOptions {
+    since: Option<f64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportOptions {
+    features: Option<String>,
+    dp_epsilon: Option<f64>,
+    dp_delta: Option<f64>,
+    dp_clip: Option<f64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamOptions {
+    #[serde(default)]
+    samples: bool,
+}
+
+/// Options (`a{sv}`) of a method as `T`, or an error naming the method and what is wrong.
+fn options<T: DeserializeOwned>(method: &str, dict: &Dict) -> Result<T, BusError> {
+    serde_json::from_value(serde_json::Value::Object(dict_to_json(dict)))
+        .map_err(|e| bad(format!("{method}: options: {e} (see docs/dbus.md)")))
+}
+
+pub fn stream_options(dict: &Dict) -> Result<FollowOptions, BusError> {
+    let o: StreamOptions = options("OpenStream", dict)?;
+    Ok(FollowOptions { samples: o.samples })
+}
+
+/// The descriptors of one call, as the service takes them: each becomes `{"fd": N, "name": ...}`.
+struct Files {
+    uid: u32,
+    fds: Vec<OwnedFd>,
+}
+
+impl Files {
+    fn new(uid: u32) -> Self {
+        Files { uid, fds: Vec::new() }
+    }
+
+    fn add(&mut self, name: &str, fd: OwnedFd) -> Result<FileArg, BusError> {
+        if self.fds.len() >= MAX_REQUEST_FDS {
+            crate::closer::dispose(self.uid, vec![fd]);
+            return Err(bad(format!("a call may pass at most {MAX_REQUEST_FDS} files")));
+        }
+        self.fds.push(fd);
+        Ok(FileArg::Fd { fd: (self.fds.len() - 1) as u32, name: name.to_string() })
+    }
+
+    fn passed(self) -> Passed {
+        Passed::new(self.uid, self.fds)
+    }
+}
+
+fn own(fd: &zvariant::Fd<'_>) -> Result<OwnedFd, BusError> {
+    match fd.try_to_owned() {
+        Ok(zvariant::Fd::Owned(fd)) => Ok(fd),
+        Ok(_) => Err(BusError::Internal("a passed descriptor could not be kept".into())),
+        Err(e) => Err(BusError::Internal(format!("a passed descriptor could not be kept: {e}"))),
+    }
+}
+
+/// Driver settings from `a{sv}`: a value that is a descriptor (`h`, or `(sh)` with its name)
+/// becomes a passed file; everything else its JSON value.
+fn driver_config(config: &Dict, files: &mut Files) -> Result<ConfigMap, BusError> {
+    let mut out = ConfigMap::new();
+    for (key, value) in config {
+        let v: &Value<'_> = value;
+        let v = match v {
+            Value::Value(inner) => inner,
+            other => other,
+        };
+        let json = match v {
+            Value::Fd(fd) => serde_json::to_value(files.add(key, own(fd)?)?),
+            Value::Structure(s) => match s.fields() {
+                [Value::Str(name), Value::Fd(fd)] => serde_json::to_value(files.add(name.as_str(), own(fd)?)?),
+                _ => serde_json::to_value(to_json(v)),
+            },
+            other => serde_json::to_value(to_json(other)),
+        }
+        .map_err(|e| BusError::Internal(e.to_string()))?;
+        if json.is_null() {
+            return Err(bad(format!("config key `{key}`: a descriptor can only be a value of its own")));
+        }
+        out.insert(key.clone(), json);
+    }
+    Ok(out)
+}
+
+#[zbus::interface(name = "org.bci2token.Daemon1")]
+impl DaemonObject {
+    /// The daemon's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// `system` or `user`.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn mode(&self) -> String {
+        self.ctx.service.config().mode.as_str().to_string()
+    }
+
+    /// Sessions running now (everyone's).
+    #[zbus(property)]
+    fn active_sessions(&self) -> u32 {
+        u32::try_from(self.ctx.service.active_sessions()).unwrap_or(u32::MAX)
+    }
+
+    /// The daemon's status (`status`); anyone.
+    async fn status(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, |s, c| s.status(c)).await.map(|v| record(&v))
+    }
+
+    /// Loaded driver plugins and plugins that failed to load.
+    async fn drivers(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, |s, c| s.drivers(c)).await.map(|v| record(&v))
+    }
+
+    /// Devices the drivers can open now; `driver` "" asks every driver.
+    async fn devices(&self, driver: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        let driver = Some(driver).filter(|d| !d.is_empty());
+        self.ctx.run(&h, move |s, c| s.devices(c, driver.as_deref())).await.map(|v| record(&v))
+    }
+
+    /// Model packages in the daemon's model path.
+    async fn models(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, |s, c| s.models(c)).await.map(|v| record(&v))
+    }
+
+    /// One model package, by name.
+    async fn show_model(&self, model: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, move |s, c| s.model_show(c, &model)).await.map(|v| record(&v))
+    }
+
+    /// Installs a model package from its files (name, descriptor); admin only.
+    async fn install_model(
+        &self,
+        files: Vec<(String, zvariant::OwnedFd)>,
+        replace: bool,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Dict, BusError> {
+        let caller = self.ctx.caller(&h).await?;
+        let mut passed = Files::new(caller.uid);
+        let mut args = Vec::new();
+        for (name, fd) in files {
+            args.push(passed.add(&name, OwnedFd::from(fd))?);
+        }
+        let passed = passed.passed();
+        self.ctx.run_as(caller, move |s, c| s.model_install(c, &args, replace, passed)).await.map(|v| record(&v))
+    }
+
+    /// Starts a session: `config` is the driver's settings (a file as `h` or `(sh)`), `options`
+    /// `model` (s), `lsl_outlets` (b), `subject` (s). Returns the session's object and record.
+    #[zbus(out_args("session", "info"))]
+    async fn start_session(
+        &self,
+        driver: String,
+        config: Dict,
+        options: Dict,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<(OwnedObjectPath, Dict), BusError> {
+        let started = self.start(driver, config, options, None, &h).await?;
+        Ok((object_path(&started.info.id)?, record(&started.info)))
+    }
+
+    /// Starts a session and returns with it a socket carrying its events from the very first
+    /// block (as `OpenStream`): nothing is missed. `stream_options`: `samples` (b).
+    #[zbus(out_args("session", "info", "stream"))]
+    async fn start_session_with_stream(
+        &self,
+        driver: String,
+        config: Dict,
+        options: Dict,
+        stream_options: Dict,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<(OwnedObjectPath, Dict, zvariant::OwnedFd), BusError> {
+        let follow = Some(self::stream_options(&stream_options)?);
+        let started = self.start(driver, config, options, follow, &h).await?;
+        let Started { info, stream } = started;
+        let stream = stream.ok_or_else(|| BusError::Internal("the session gave no event stream".into()))?;
+        let fd = super::session_object::stream_socket(&info.id, stream)?;
+        Ok((object_path(&info.id)?, record(&info), fd))
+    }
+
+    /// The caller's sessions (an admin's: everyone's).
+    async fn list_sessions(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
+        self.ctx.run(&h, |s, c| s.session_list(c)).await.map(|v| v.iter().map(record).collect())
+    }
+
+    async fn show_session(&self, id: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, move |s, c| s.session_show(c, &id)).await.map(|v| record(&v))
+    }
+
+    async fn stop_session(&self, id: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, move |s, c| s.session_stop(c, &id)).await.map(|v| record(&v))
+    }
+
+    /// Deletes a stored session for good; admin only.
+    async fn delete_session(&self, id: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, move |s, c| s.session_delete(c, &id)).await.map(|v| record(&v))
+    }
+
+    /// Audit entries; `options`: `since` (d, Unix seconds). Admin only.
+    async fn list_audit(&self, options: Dict, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
+        let o: AuditOptions = self::options("ListAudit", &options)?;
+        self.ctx.run(&h, move |s, c| s.audit_list(c, o.since)).await.map(|v| v.iter().map(record).collect())
+    }
+
+    /// Checks the audit log's hash chain; admin only.
+    async fn verify_audit(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, |s, c| s.audit_verify(c)).await.map(|v| record(&v))
+    }
+
+    /// A new master key, every session key re-wrapped; admin only.
+    async fn rotate_key(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, |s, c| s.key_rotate(c)).await.map(|v| record(&v))
+    }
+
+    /// Copies the store (encrypted) into `file`, an empty file open for writing; admin only.
+    async fn backup(
+        &self,
+        name: String,
+        file: zvariant::OwnedFd,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Dict, BusError> {
+        let caller = self.ctx.caller(&h).await?;
+        let mut files = Files::new(caller.uid);
+        let arg = files.add(&name, OwnedFd::from(file))?;
+        let passed = files.passed();
+        self.ctx.run_as(caller, move |s, c| s.backup(c, &arg, passed)).await.map(|v| record(&v))
+    }
+
+    /// Replaces the store with the backup in `file` (open for reading); admin only.
+    async fn restore(
+        &self,
+        name: String,
+        file: zvariant::OwnedFd,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Dict, BusError> {
+        let caller = self.ctx.caller(&h).await?;
+        let mut files = Files::new(caller.uid);
+        let arg = files.add(&name, OwnedFd::from(file))?;
+        let passed = files.passed();
+        self.ctx.run_as(caller, move |s, c| s.restore(c, &arg, passed)).await.map(|v| record(&v))
+    }
+
+    /// Writes a stored session into `file` (empty, open for writing) as `format` (edf, bdf,
+    /// csv); `options`: `features` (s), `dp_epsilon`, `dp_delta`, `dp_clip` (d) for a private
+    /// release of features instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn export(
+        &self,
+        id: String,
+        format: String,
+        name: String,
+        file: zvariant::OwnedFd,
+        options: Dict,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Dict, BusError> {
+        let o: ExportOptions = self::options("Export", &options)?;
+        let caller = self.ctx.caller(&h).await?;
+        let mut files = Files::new(caller.uid);
+        let path = files.add(&name, OwnedFd::from(file))?;
+        let passed = files.passed();
+        let request = ExportRequest {
+            id,
+            format,
+            path,
+            features: o.features,
+            dp_epsilon: o.dp_epsilon,
+            dp_delta: o.dp_delta,
+            dp_clip: o.dp_clip,
+        };
+        self.ctx.run_as(caller, move |s, c| s.export(c, request, passed)).await.map(|v| record(&v))
+    }
+}
+
+impl DaemonObject {
+    async fn start(
+        &self,
+        driver: String,
+        config: Dict,
+        options: Dict,
+        follow: Option<FollowOptions>,
+        h: &Header<'_>,
+    ) -> Result<Started, BusError> {
+        let o: StartOptions = self::options("StartSession", &options)?;
+        let caller = self.ctx.caller(h).await?;
+        let mut files = Files::new(caller.uid);
+        let config = driver_config(&config, &mut files)?;
+        let passed = files.passed();
+        let start =
+            StartRequest { driver, config, model: o.model, follow, lsl_outlets: o.lsl_outlets, subject: o.subject };
+        self.ctx.run_as(caller, move |s, c| s.session_start(c, start, passed)).await
+    }
+}
+
+fn object_path(id: &str) -> Result<OwnedObjectPath, BusError> {
+    OwnedObjectPath::try_from(session_path(id)).map_err(|e| BusError::Internal(e.to_string()))
+}
