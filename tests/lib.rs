@@ -4,6 +4,7 @@
 //! `cargo build --workspace`, which the project's test command does).
 
 pub mod cyton_emulator;
+pub mod private_bus;
 pub mod system_users;
 
 use std::io::Read;

@@ -845,7 +845,7 @@ impl Service {
         );
         let info = session.info();
         let mut sessions = self.sessions.lock().unwrap();
-        let _ = self.changes.send(SessionChange::Added(info.clone()));
+        let _ = self.changes.send(SessionChange::Added(info.id.clone()));
         sessions.push(session);
         // The running session now counts itself: give the place back under the same lock.
         drop(slot);

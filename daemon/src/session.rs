@@ -47,7 +47,8 @@ struct Counters {
 /// A change of the set of sessions or of one session's state (the service's stream of them).
 #[derive(Debug, Clone)]
 pub enum SessionChange {
-    Added(SessionInfo),
+    /// A session started (its id).
+    Added(String),
     State { id: String, state: SessionState, message: Option<String> },
     Removed(String),
 }

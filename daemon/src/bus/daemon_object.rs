@@ -161,32 +161,38 @@ impl DaemonObject {
     }
 
     /// The daemon's status (`status`); anyone.
+    #[zbus(out_args("status"))]
     async fn status(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, |s, c| s.status(c)).await.map(|v| record(&v))
     }
 
     /// Loaded driver plugins and plugins that failed to load.
+    #[zbus(out_args("drivers"))]
     async fn drivers(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, |s, c| s.drivers(c)).await.map(|v| record(&v))
     }
 
     /// Devices the drivers can open now; `driver` "" asks every driver.
+    #[zbus(out_args("devices"))]
     async fn devices(&self, driver: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         let driver = Some(driver).filter(|d| !d.is_empty());
         self.ctx.run(&h, move |s, c| s.devices(c, driver.as_deref())).await.map(|v| record(&v))
     }
 
     /// Model packages in the daemon's model path.
+    #[zbus(out_args("models"))]
     async fn models(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, |s, c| s.models(c)).await.map(|v| record(&v))
     }
 
     /// One model package, by name.
+    #[zbus(out_args("model"))]
     async fn show_model(&self, model: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, move |s, c| s.model_show(c, &model)).await.map(|v| record(&v))
     }
 
     /// Installs a model package from its files (name, descriptor); admin only.
+    #[zbus(out_args("model"))]
     async fn install_model(
         &self,
         files: Vec<(String, zvariant::OwnedFd)>,
@@ -237,40 +243,48 @@ impl DaemonObject {
     }
 
     /// The caller's sessions (an admin's: everyone's).
+    #[zbus(out_args("sessions"))]
     async fn list_sessions(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
         self.ctx.run(&h, |s, c| s.session_list(c)).await.map(|v| v.iter().map(record).collect())
     }
 
+    #[zbus(out_args("session"))]
     async fn show_session(&self, id: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, move |s, c| s.session_show(c, &id)).await.map(|v| record(&v))
     }
 
+    #[zbus(out_args("session"))]
     async fn stop_session(&self, id: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, move |s, c| s.session_stop(c, &id)).await.map(|v| record(&v))
     }
 
     /// Deletes a stored session for good; admin only.
+    #[zbus(out_args("deleted"))]
     async fn delete_session(&self, id: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, move |s, c| s.session_delete(c, &id)).await.map(|v| record(&v))
     }
 
     /// Audit entries; `options`: `since` (d, Unix seconds). Admin only.
+    #[zbus(out_args("entries"))]
     async fn list_audit(&self, options: Dict, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
         let o: AuditOptions = self::options("ListAudit", &options)?;
         self.ctx.run(&h, move |s, c| s.audit_list(c, o.since)).await.map(|v| v.iter().map(record).collect())
     }
 
     /// Checks the audit log's hash chain; admin only.
+    #[zbus(out_args("verification"))]
     async fn verify_audit(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, |s, c| s.audit_verify(c)).await.map(|v| record(&v))
     }
 
     /// A new master key, every session key re-wrapped; admin only.
+    #[zbus(out_args("rotation"))]
     async fn rotate_key(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, |s, c| s.key_rotate(c)).await.map(|v| record(&v))
     }
 
     /// Copies the store (encrypted) into `file`, an empty file open for writing; admin only.
+    #[zbus(out_args("backup"))]
     async fn backup(
         &self,
         name: String,
@@ -285,6 +299,7 @@ impl DaemonObject {
     }
 
     /// Replaces the store with the backup in `file` (open for reading); admin only.
+    #[zbus(out_args("restored"))]
     async fn restore(
         &self,
         name: String,
@@ -302,6 +317,7 @@ impl DaemonObject {
     /// csv); `options`: `features` (s), `dp_epsilon`, `dp_delta`, `dp_clip` (d) for a private
     /// release of features instead.
     #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("exported"))]
     async fn export(
         &self,
         id: String,

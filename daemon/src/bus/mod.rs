@@ -184,10 +184,11 @@ async fn follow_sessions(conn: Connection, ctx: Arc<Ctx>) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         match change {
-            SessionChange::Added(info) => {
-                // The state may have moved on since the change was sent: take the session as it is.
-                let fresh = ctx.service.all_sessions().into_iter().find(|s| s.id == info.id).unwrap_or(info);
-                add_session(&conn, &ctx, fresh).await;
+            SessionChange::Added(id) => {
+                // The state may have moved on since the change was sent: take the session as it is now.
+                if let Some(info) = ctx.service.all_sessions().into_iter().find(|s| s.id == id) {
+                    add_session(&conn, &ctx, info).await;
+                }
             }
             SessionChange::State { id, state, message } => {
                 let path = session_path(&id);

@@ -1,0 +1,113 @@
+//! A private `dbus-daemon` per test, configured as a system bus: Debian's stock policy
+//! (/usr/share/dbus-1/system.conf, without what only the real system bus does: its user, pid
+//! file, socket, service helper and the other packages' policies) plus the project's own policy
+//! file, listening on a fresh `unix:dir=`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+
+use crate::{workspace_root, TempDir};
+
+pub struct PrivateBus {
+    child: Child,
+    /// The bus's address (`unix:path=…,guid=…`).
+    pub address: String,
+    pub dir: TempDir,
+}
+
+/// `text` without the elements named `tags` (`<t …/>` and `<t …>…</t>`) and comments.
+fn without(text: &str, tags: &[&str]) -> String {
+    let mut out = text.to_string();
+    while let Some(start) = out.find("<!--") {
+        let end = out[start..].find("-->").map_or(out.len(), |e| start + e + 3);
+        out.replace_range(start..end, "");
+    }
+    for tag in tags {
+        loop {
+            let open = [format!("<{tag}>"), format!("<{tag} "), format!("<{tag}/>")];
+            let Some(start) = open.iter().filter_map(|o| out.find(o.as_str())).min() else { break };
+            let rest = &out[start..];
+            let self_closing = rest.find("/>").filter(|&e| rest.find('>') == Some(e + 1));
+            let end = match self_closing {
+                Some(e) => start + e + 2,
+                None => {
+                    let close = format!("</{tag}>");
+                    start + rest.find(&close).expect("closed element") + close.len()
+                }
+            };
+            out.replace_range(start..end, "");
+        }
+    }
+    out
+}
+
+impl PrivateBus {
+    /// A system-like bus with the project's policy, its groups `bci2token` and `bci2token-admin`
+    /// renamed to `operator_group` and `admin_group` (the tests' own groups).
+    pub fn system_like(operator_group: &str, admin_group: &str) -> PrivateBus {
+        let dir = TempDir::new("bus");
+        // Callers of other uids reach the socket in it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let stock = std::fs::read_to_string("/usr/share/dbus-1/system.conf").expect("dbus-daemon's system.conf");
+        let stock = without(
+            &stock,
+            &[
+                "user",
+                "fork",
+                "pidfile",
+                "listen",
+                "servicehelper",
+                "syslog",
+                "standard_system_servicedirs",
+                "includedir",
+                "include",
+            ],
+        );
+        let policy = std::fs::read_to_string(workspace_root().join("systemd/org.bci2token.Daemon1.conf")).unwrap();
+        let policy = policy
+            .replace("group=\"bci2token-admin\"", &format!("group=\"{admin_group}\""))
+            .replace("group=\"bci2token\"", &format!("group=\"{operator_group}\""));
+        let policy_file = dir.path().join("org.bci2token.Daemon1.conf");
+        std::fs::write(&policy_file, policy).unwrap();
+        let config = stock.replace(
+            "</busconfig>",
+            &format!(
+                "  <listen>unix:dir={}</listen>\n  <include>{}</include>\n</busconfig>",
+                dir.path().display(),
+                policy_file.display()
+            ),
+        );
+        let config_file = dir.path().join("bus.conf");
+        std::fs::write(&config_file, config).unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config_file.display()))
+            .args(["--nofork", "--print-address"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon (Debian: dbus-daemon; tools/setup installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let address = line.trim().to_string();
+        assert!(address.starts_with("unix:"), "dbus-daemon printed no address: {line:?}");
+        PrivateBus { child, address, dir }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn elements_and_comments_are_taken_out() {
+        let text = "<a><user>x</user><fork/><!-- c --><listen>unix:</listen><policy/><include ignore_missing=\"yes\">f</include></a>";
+        assert_eq!(super::without(text, &["user", "fork", "listen", "include"]), "<a><policy/></a>");
+    }
+}

@@ -1,0 +1,398 @@
+//! The D-Bus door on a private, system-like bus (tests/private_bus.rs: the stock policy plus the
+//! project's policy file), with real clients: `busctl`, `gdbus`, `dbus-send` and a Python app
+//! (jeepney, tests/fixtures/bus_client.py), run as the test users of the system-mode tests.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use bci2token_tests::private_bus::PrivateBus;
+use bci2token_tests::system_users::{home_of, system_daemon, text, world, User, ADMIN_GROUP, OPERATOR_GROUP};
+use bci2token_tests::{data_dir, reference_python, start_daemon, workspace_root, Daemon, DaemonOptions, TempDir};
+
+const NAME: &str = "org.bci2token.Daemon1";
+
+/// `program args…` as `user` (or as root, the test's own user, for `None`).
+fn as_user(user: Option<&User>, program: &str, args: &[&str]) -> Output {
+    let mut cmd = match user {
+        Some(u) => u.setpriv(Path::new(program)),
+        None => Command::new(program),
+    };
+    cmd.args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn gdbus(user: Option<&User>, bus: &PrivateBus, path: &str, method: &str, args: &[&str]) -> Output {
+    let mut full = vec!["call", "--address", &bus.address, "--dest", NAME, "--object-path", path, "--method", method];
+    full.extend_from_slice(args);
+    as_user(user, "gdbus", &full)
+}
+
+/// The Python client, as `user`, with jeepney from the test venv copied beside it.
+fn python_client(user: &User, bus: &PrivateBus, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = user.setpriv(Path::new("/usr/bin/python3"));
+    cmd.arg(user.stage.join("bus_client.py")).arg(&bus.address).args(args).env("PYTHONPATH", user.stage.join("py"));
+    let out = cmd.output().expect("run bus_client.py");
+    assert!(out.status.success(), "bus_client {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Puts the Python client and jeepney (from the reference venv) where the test users can run them.
+fn stage_python_client(user: &User) {
+    let py = reference_python(&["jeepney"]);
+    let out = Command::new(&py)
+        .args(["-c", "import jeepney, os; print(os.path.dirname(jeepney.__file__))"])
+        .output()
+        .unwrap();
+    let jeepney = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let target = user.stage.join("py/jeepney");
+    if !target.exists() {
+        copy_dir(&jeepney, &target);
+    }
+    let client = user.stage.join("bus_client.py");
+    std::fs::copy(workspace_root().join("tests/fixtures/bus_client.py"), &client).unwrap();
+    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_dir(&entry.path(), &dest);
+            }
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+fn bus_daemon(bus: &PrivateBus, extra: &str) -> Daemon {
+    let d = system_daemon(&format!("bus = \"{}\"\n{extra}", bus.address));
+    assert!(d.wait_log("D-Bus: org.bci2token.Daemon1 on", Duration::from_secs(10)), "{}", d.log());
+    d
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn audit(daemon: &Daemon, admin: &User) -> Vec<serde_json::Value> {
+    admin.ctl_json(daemon, &["audit", "list"]).as_array().unwrap().clone()
+}
+
+#[test]
+fn apps_on_the_bus_start_a_speller_session_and_receive_its_tokens() {
+    let Some(w) = world() else { return };
+    stage_python_client(&w.admin);
+    let bus = PrivateBus::system_like(OPERATOR_GROUP, ADMIN_GROUP);
+    let daemon = bus_daemon(&bus, "");
+
+    // Properties, as an operator reads them with busctl.
+    let version = as_user(
+        Some(&w.alice),
+        "busctl",
+        &["--address", &bus.address, "get-property", NAME, "/org/bci2token", NAME, "Version"],
+    );
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("s \"{}\"", env!("CARGO_PKG_VERSION")));
+    let mode = as_user(
+        Some(&w.alice),
+        "busctl",
+        &["--address", &bus.address, "get-property", NAME, "/org/bci2token", NAME, "Mode"],
+    );
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "s \"system\"");
+    // Anyone may ask for the status; the role the daemon saw is the caller's, not the daemon's.
+    let status = gdbus(Some(&w.eve), &bus, "/org/bci2token", "org.bci2token.Daemon1.Status", &[]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(text(&status).contains("'caller_role': <'reader'>"), "{}", text(&status));
+    let status = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.Status", &[]);
+    assert!(text(&status).contains("'caller_role': <'operator'>"), "{}", text(&status));
+
+    // The Python app: starts the speller, sees the object appear, subscribes, gets the tokens,
+    // sees the end, deletes the session (an admin) and sees the object go.
+    let script = Command::new("python3")
+        .arg(workspace_root().join("tools/speller_demo.py"))
+        .args(["script", &workspace_root().join("models/speller-40").display().to_string(), "hi"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8(script.stdout).unwrap();
+    let lines = python_client(&w.admin, &bus, &["speller", script.trim()]);
+    let tokens: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("token").is_some()).collect();
+    let labels: Vec<&str> = tokens.iter().map(|t| t["token"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["h", "i"], "{lines:?}");
+    // gpt2's ids of "h" and "i" (byte-level BPE: single letters are their own tokens).
+    let ids: Vec<serde_json::Value> = tokens.iter().map(|t| t["token_ids"].clone()).collect();
+    assert_eq!(ids, [serde_json::json!([71]), serde_json::json!([72])]);
+    for t in &tokens {
+        assert!(t["probability"].as_f64().unwrap() > 0.5, "{t}");
+        let id = t["token_ids"][0].to_string();
+        let bias = t["logit_bias"].as_object().unwrap();
+        let top = bias.iter().max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap()).unwrap();
+        assert_eq!(top.0, &id, "the decoded token has the largest bias: {t}");
+        assert!(t["latency"].as_f64().unwrap() < 1.0, "{t}");
+    }
+    let end = lines.last().unwrap();
+    assert_eq!(end["added"], true, "InterfacesAdded for the session: {lines:?}");
+    assert_eq!(end["ended"], "finished", "{lines:?}");
+    assert_eq!(end["removed"], true, "InterfacesRemoved after DeleteSession: {lines:?}");
+
+    // busctl and dbus-send: an operator starts a looping session and stops it.
+    let started = as_user(
+        Some(&w.alice),
+        "busctl",
+        &[
+            "--address",
+            &bus.address,
+            "--json=short",
+            "call",
+            NAME,
+            "/org/bci2token",
+            NAME,
+            "StartSession",
+            "sa{sv}a{sv}",
+            "synthetic",
+            "1",
+            "script",
+            "s",
+            "13Hz:1,rest:1",
+            "0",
+        ],
+    );
+    assert!(started.status.success(), "{}", text(&started));
+    let reply: serde_json::Value = serde_json::from_slice(&started.stdout).unwrap();
+    let path = reply["data"][0].as_str().unwrap().to_string();
+    assert!(path.starts_with("/org/bci2token/session/"), "{reply}");
+    let state = || {
+        let out = as_user(
+            Some(&w.alice),
+            "busctl",
+            &["--address", &bus.address, "get-property", NAME, &path, "org.bci2token.Session1", "State"],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_until("the session to run", Duration::from_secs(10), || state() == "s \"running\"");
+    let stop = as_user(
+        Some(&w.alice),
+        "dbus-send",
+        &[
+            &format!("--bus={}", bus.address),
+            "--print-reply",
+            &format!("--dest={NAME}"),
+            &path,
+            "org.bci2token.Session1.Stop",
+        ],
+    );
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert_eq!(state(), "s \"stopped\"");
+    drop(daemon);
+}
+
+#[test]
+fn the_bus_refuses_by_role_and_ownership_and_audits_every_refusal() {
+    let Some(w) = world() else { return };
+    stage_python_client(&w.bob);
+    let bus = PrivateBus::system_like(OPERATOR_GROUP, ADMIN_GROUP);
+    let daemon = bus_daemon(&bus, "");
+
+    // Another uid cannot take the name (the policy lets only the daemon's user and root own it).
+    let own = as_user(
+        Some(&w.alice),
+        "dbus-send",
+        &[
+            &format!("--bus={}", bus.address),
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.RequestName",
+            &format!("string:{NAME}"),
+            "uint32:0",
+        ],
+    );
+    assert!(!own.status.success() && text(&own).contains("AccessDenied"), "{}", text(&own));
+
+    // A stranger: operator and admin methods refused with the named error.
+    for (method, args) in [
+        ("ListSessions", vec![]),
+        ("Drivers", vec![]),
+        ("StopSession", vec!["nope"]),
+        ("VerifyAudit", vec![]),
+        ("RotateKey", vec![]),
+    ] {
+        let out = gdbus(Some(&w.eve), &bus, "/org/bci2token", &format!("org.bci2token.Daemon1.{method}"), &args);
+        assert!(!out.status.success(), "{method}: {}", text(&out));
+        assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{method}: {}", text(&out));
+    }
+    // An operator: admin methods refused, with the group to join in the message.
+    for method in ["RotateKey", "VerifyAudit"] {
+        let out = gdbus(Some(&w.alice), &bus, "/org/bci2token", &format!("org.bci2token.Daemon1.{method}"), &[]);
+        assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{method}: {}", text(&out));
+        assert!(text(&out).contains(ADMIN_GROUP), "{method}: {}", text(&out));
+    }
+    let out = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.ShowSession", &["nope"]);
+    assert!(text(&out).contains("org.bci2token.Error.NotFound"), "{}", text(&out));
+
+    // Alice's session: Bob may neither stream it nor subscribe to it nor stop it.
+    let started = gdbus(
+        Some(&w.alice),
+        &bus,
+        "/org/bci2token",
+        "org.bci2token.Daemon1.StartSession",
+        &["synthetic", "{'script': <'13Hz:1,rest:1'>}", "{}"],
+    );
+    assert!(started.status.success(), "{}", text(&started));
+    let path = text(&started).split('\'').nth(1).unwrap().to_string();
+    assert!(path.starts_with("/org/bci2token/session/"), "{}", text(&started));
+    let id = path.rsplit('/').next().unwrap().to_string();
+    for method in ["OpenStream", "Subscribe", "Stop"] {
+        let args: &[&str] = if method == "OpenStream" { &["{}"] } else { &[] };
+        let out = gdbus(Some(&w.bob), &bus, &path, &format!("org.bci2token.Session1.{method}"), args);
+        assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{method}: {}", text(&out));
+        assert!(text(&out).contains("belongs to another user"), "{method}: {}", text(&out));
+    }
+    let lines = python_client(&w.bob, &bus, &["subscribe", &path]);
+    assert_eq!(lines[0]["error"], "org.bci2token.Error.PermissionDenied", "{lines:?}");
+    // Its owner may stream it.
+    stage_python_client(&w.alice);
+    let stop_later = {
+        let (bus_address, path) = (bus.address.clone(), path.clone());
+        let alice = w.alice.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            as_user(
+                Some(&alice),
+                "dbus-send",
+                &[
+                    &format!("--bus={bus_address}"),
+                    "--print-reply",
+                    &format!("--dest={NAME}"),
+                    &path,
+                    "org.bci2token.Session1.Stop",
+                ],
+            )
+        })
+    };
+    let lines = python_client(&w.alice, &bus, &["stream", &path]);
+    assert!(stop_later.join().unwrap().status.success());
+    assert!(lines[0]["events"].as_u64().unwrap() > 5, "{lines:?}");
+    assert_eq!(lines[0]["last"]["type"], "state", "{lines:?}");
+    assert_eq!(lines[0]["last"]["state"], "stopped", "{lines:?}");
+
+    // Every refusal is in the audit log, with the uid that asked.
+    let entries = audit(&daemon, &w.admin);
+    let refused = |uid: u32, action: &str| {
+        entries
+            .iter()
+            .any(|e| e["uid"] == uid && e["action"] == action && e["outcome"].as_str().unwrap().starts_with("refused"))
+    };
+    for action in ["session_list", "drivers", "session_stop", "audit_verify", "key_rotate"] {
+        assert!(refused(w.eve.uid, action), "eve's {action} refusal is audited: {entries:#?}");
+    }
+    assert!(refused(w.alice.uid, "key_rotate") && refused(w.alice.uid, "audit_verify"), "{entries:#?}");
+    assert!(refused(w.bob.uid, "follow") && refused(w.bob.uid, "session_stop"), "{entries:#?}");
+    assert!(entries.iter().any(|e| e["uid"] == w.alice.uid && e["action"] == "follow" && e["object"] == id.as_str()));
+}
+
+#[test]
+fn a_recording_only_its_owner_can_read_replays_through_a_descriptor_passed_over_the_bus() {
+    let Some(w) = world() else { return };
+    stage_python_client(&w.alice);
+    let bus = PrivateBus::system_like(OPERATOR_GROUP, ADMIN_GROUP);
+    let daemon = bus_daemon(&bus, "");
+    let tmp = TempDir::new("bus-replay");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let edf = std::fs::read(data_dir().join("eegmmidb/S001R04.edf")).unwrap();
+    let home = home_of(&tmp, &w.alice, &[("private.edf", &edf)]);
+    let file = home.join("private.edf");
+    let lines = python_client(&w.alice, &bus, &["replay", &file.display().to_string()]);
+    let info = &lines[0]["info"];
+    assert_eq!(info["driver"], "replay", "{lines:?}");
+    assert_eq!(info["channels"].as_array().unwrap().len(), 64, "{lines:?}");
+    let id = info["id"].as_str().unwrap();
+    wait_until("the replay to finish", Duration::from_secs(60), || {
+        let s = w.alice.ctl_json(&daemon, &["session", "show", id]);
+        s["state"] == "finished"
+    });
+    let shown = w.alice.ctl_json(&daemon, &["session", "show", id]);
+    assert!(shown["frames"].as_u64().unwrap() >= 19_000, "{shown}");
+    // By path, the system daemon opens nothing for a caller, over the bus as on the socket.
+    let by_path = gdbus(
+        Some(&w.alice),
+        &bus,
+        "/org/bci2token",
+        "org.bci2token.Daemon1.StartSession",
+        &["replay", &format!("{{'path': <'{}'>}}", file.display()), "{}"],
+    );
+    assert!(text(&by_path).contains("org.bci2token.Error.PermissionDenied"), "{}", text(&by_path));
+    assert!(text(&by_path).contains("pass the file as a descriptor"), "{}", text(&by_path));
+}
+
+/// Our interfaces as the live objects introspect them equal docs/dbus/*.xml
+/// (`BCI2TOKEN_BLESS=1` rewrites the files from the live daemon).
+#[test]
+fn live_introspection_equals_the_checked_in_interface_xml() {
+    let bus = PrivateBus::system_like("bci2token", "bci2token-admin");
+    let d =
+        start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), bus.address.clone())], ..Default::default() });
+    assert!(d.wait_log("D-Bus: org.bci2token.Daemon1 on", Duration::from_secs(10)), "{}", d.log());
+    let started = d.ctl_json(&["session", "start", "--driver", "synthetic", "--set", "script=13Hz:1"]);
+    let path = format!("/org/bci2token/session/{}", started["id"].as_str().unwrap());
+    for (object, interface) in [("/org/bci2token", "org.bci2token.Daemon1"), (path.as_str(), "org.bci2token.Session1")]
+    {
+        let out = Command::new("dbus-send")
+            .args([
+                &format!("--bus={}", bus.address),
+                "--print-reply=literal",
+                &format!("--dest={NAME}"),
+                object,
+                "org.freedesktop.DBus.Introspectable.Introspect",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let introspected = String::from_utf8_lossy(&out.stdout).to_string();
+        let live = interface_xml(&introspected, interface);
+        let file = workspace_root().join(format!("docs/dbus/{interface}.xml"));
+        let live_file = format!(
+            "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \
+             \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<!-- {interface}: see docs/dbus.md. \
+             Checked against the live daemon by tests/tests/dbus.rs. -->\n<node>\n  {}\n</node>\n",
+            element(&introspected, interface).trim()
+        );
+        if std::env::var_os("BCI2TOKEN_BLESS").is_some() {
+            std::fs::write(&file, &live_file).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&file).unwrap_or_default();
+        assert_eq!(
+            interface_xml(&checked_in, interface),
+            live,
+            "{} differs from the live introspection of {object}; if the change is intended, rerun with BCI2TOKEN_BLESS=1",
+            file.display()
+        );
+    }
+}
+
+/// The `<interface name="NAME">…</interface>` element of an introspection.
+fn element<'a>(xml: &'a str, name: &str) -> &'a str {
+    let start = xml.find(&format!("<interface name=\"{name}\">")).unwrap_or_else(|| panic!("no {name} in {xml}"));
+    let end = start + xml[start..].find("</interface>").unwrap() + "</interface>".len();
+    &xml[start..end]
+}
+
+/// [`element`] with each line trimmed (indentation is not part of the interface).
+fn interface_xml(xml: &str, name: &str) -> String {
+    element(xml, name).lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
+}
