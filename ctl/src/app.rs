@@ -7,14 +7,16 @@ use bci2token_api::{
     SessionInfo, StatusInfo,
 };
 
+use crate::bus;
 use crate::cli::{AuditCommand, Cli, Command, KeyCommand, ModelCommand, SessionCommand, StartArgs};
-use crate::client::{Conn, OkReply};
+use crate::client::OkReply;
 use crate::error::{CtlError, Kind};
 use crate::evaluate;
 use crate::files::Files;
 use crate::render::{self, EventContext};
 use crate::socket::{self, Env};
 use crate::stream::{self, StreamOptions};
+use crate::transport::Transport;
 
 fn write_out<W: Write>(out: &mut W, bytes: &[u8]) -> Result<(), CtlError> {
     out.write_all(bytes).map_err(CtlError::from_stdout)
@@ -54,10 +56,15 @@ pub fn start_request(a: &StartArgs, files: &mut Files) -> Result<Request, CtlErr
 
 /// Runs the command, writing results to `out`. Errors are returned, not printed.
 pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> {
+    let transport = match &cli.bus {
+        Some(bus) => {
+            Transport::Bus(bus::Target::parse(bus).map_err(|e| CtlError::new(Kind::Usage, format!("--bus: {e}")))?)
+        }
+        None => Transport::Socket(socket::resolve(cli.socket.as_deref(), env, |p| p.exists())),
+    };
     if let Command::Evaluate(a) = &cli.command {
         // Many requests, one file at a time: see crate::evaluate.
-        let resolved = socket::resolve(cli.socket.as_deref(), env, |p| p.exists());
-        return evaluate::run(a, cli.json, &resolved, out);
+        return evaluate::run(a, cli.json, &transport, out);
     }
     // Build the request first, so usage errors do not depend on a running daemon.
     let mut files = Files::default();
@@ -97,18 +104,15 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Evaluate(_) => unreachable!("handled above"),
     };
 
-    let resolved = socket::resolve(cli.socket.as_deref(), env, |p| p.exists());
-    let reply = socket::connect(&resolved).and_then(|stream| {
-        let mut conn = Conn::new(stream, resolved.path.clone());
-        conn.request_with(&request, &files).map(|r| (r, conn))
-    });
-    let (reply, mut conn) = match reply {
-        Ok(r) => r,
+    let answer = match transport.call(&request, &files) {
+        Ok(a) => a,
         Err(e) => {
             files.discard_outputs();
             return Err(e);
         }
     };
+    let (reply, mut frames, place) = (answer.reply, answer.frames, transport.place());
+    let mut frames = move || frames.take().ok_or_else(|| CtlError::protocol("no event stream came with the reply"));
     drop(files);
     let method = request.method();
     let json = cli.json;
@@ -201,7 +205,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             }
             out.flush().map_err(CtlError::from_stdout)?;
             let opts = StreamOptions { json, count: None, ctx: EventContext::from_session(info.as_ref()) };
-            stream::follow(&mut conn.reader, out, &opts, &conn.socket, &id)
+            stream::follow(&mut frames()?, out, &opts, &place, &id)
         }
         Command::Follow(f) => {
             let info: Option<SessionInfo> = reply.decode(method).ok();
@@ -210,7 +214,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
                 out.flush().map_err(CtlError::from_stdout)?;
             }
             let opts = StreamOptions { json, count: follow_count, ctx: EventContext::from_session(info.as_ref()) };
-            stream::follow(&mut conn.reader, out, &opts, &conn.socket, &f.id)
+            stream::follow(&mut frames()?, out, &opts, &place, &f.id)
         }
         Command::Evaluate(_) => unreachable!("handled above"),
     }

@@ -24,6 +24,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Talk to the daemon over D-Bus instead of its socket: `system` (what --bus alone means),
+    /// `session` (a --user daemon) or a bus address; prints the same as the socket
+    #[arg(long, global = true, value_name = "BUS", num_args = 0..=1, default_missing_value = "system", conflicts_with = "socket")]
+    pub bus: Option<String>,
+
     /// Print results as JSON (one document per line) instead of tables
     #[arg(long, global = true)]
     pub json: bool,

@@ -113,11 +113,6 @@ impl Conn {
         frame_error(e, &self.socket)
     }
 
-    /// Sends a request and waits (at most [`REPLY_TIMEOUT`]) for its reply.
-    pub fn request(&mut self, req: &Request) -> Result<OkReply, CtlError> {
-        self.request_with(req, &Files::default())
-    }
-
     /// Sends a request with the files it names (as descriptors) and waits for its reply.
     pub fn request_with(&mut self, req: &Request, files: &Files) -> Result<OkReply, CtlError> {
         let stream = self.reader.get_ref();

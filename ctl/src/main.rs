@@ -2,6 +2,7 @@
 //! See docs/bci2tokenctl.md for the commands, environment and exit codes.
 
 mod app;
+mod bus;
 mod cli;
 mod client;
 mod error;
@@ -11,6 +12,7 @@ mod render;
 mod socket;
 mod stream;
 mod table;
+mod transport;
 
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;

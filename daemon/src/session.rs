@@ -49,7 +49,11 @@ struct Counters {
 pub enum SessionChange {
     /// A session started (its id).
     Added(String),
-    State { id: String, state: SessionState, message: Option<String> },
+    State {
+        id: String,
+        state: SessionState,
+        message: Option<String>,
+    },
     Removed(String),
 }
 

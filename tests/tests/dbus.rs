@@ -344,6 +344,11 @@ fn a_recording_only_its_owner_can_read_replays_through_a_descriptor_passed_over_
 /// (`BCI2TOKEN_BLESS=1` rewrites the files from the live daemon).
 #[test]
 fn live_introspection_equals_the_checked_in_interface_xml() {
+    if !nix::unistd::getuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "the D-Bus tests need root (the bus policy lets root own the name)");
+        eprintln!("skipping: the D-Bus tests need root");
+        return;
+    }
     let bus = PrivateBus::system_like("bci2token", "bci2token-admin");
     let d =
         start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), bus.address.clone())], ..Default::default() });
@@ -395,4 +400,201 @@ fn element<'a>(xml: &'a str, name: &str) -> &'a str {
 /// [`element`] with each line trimmed (indentation is not part of the interface).
 fn interface_xml(xml: &str, name: &str) -> String {
     element(xml, name).lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
+}
+
+/// What one `bci2tokenctl` run printed.
+#[derive(Debug, PartialEq)]
+struct Printed {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn printed(out: Output) -> Printed {
+    Printed {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Lines of `text` without those containing any of `volatile` (an uptime, a time stamp).
+fn steady(text: &str, volatile: &[&str]) -> String {
+    text.lines().filter(|l| !volatile.iter().any(|v| l.contains(v))).collect::<Vec<_>>().join("\n")
+}
+
+/// `bci2tokenctl --bus` and the socket print the same for every command: the same bytes on
+/// stdout and stderr and the same exit status, in human and in JSON form. Where the daemon's
+/// state moves between two calls (an uptime, the audit entry the first call added, a new session's
+/// id, an output file's name), the test says which part it leaves out.
+#[test]
+fn bci2tokenctl_prints_the_same_over_the_bus_and_the_socket() {
+    if !nix::unistd::getuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "the D-Bus tests need root (the bus policy lets root own the name)");
+        eprintln!("skipping: the D-Bus tests need root");
+        return;
+    }
+    let bus = PrivateBus::system_like("bci2token", "bci2token-admin");
+    let d =
+        start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), bus.address.clone())], ..Default::default() });
+    assert!(d.wait_log("D-Bus: org.bci2token.Daemon1 on", Duration::from_secs(10)), "{}", d.log());
+    let tmp = TempDir::new("bus-parity");
+    let socket = |args: &[&str]| printed(d.ctl(args));
+    let over_bus = |args: &[&str]| {
+        let mut full = vec!["--bus", bus.address.as_str()];
+        full.extend_from_slice(args);
+        let mut cmd = Command::new(bci2token_tests::bin_dir().join("bci2tokenctl"));
+        printed(cmd.args(&full).output().unwrap())
+    };
+    let both = |args: &[&str]| (socket(args), over_bus(args));
+    let same = |args: &[&str]| {
+        let (s, b) = both(args);
+        assert_eq!(s, b, "bci2tokenctl {args:?}: the bus printed otherwise than the socket");
+        assert_eq!(s.code, Some(0), "bci2tokenctl {args:?}: {s:?}");
+        s
+    };
+    // Two finished sessions, one started through each door (their ids differ, nothing else).
+    let start = ["session", "start", "--driver", "synthetic", "--set", "script=13Hz:0.5", "--set", "loop=false"];
+    let (s, b) = both(&start);
+    assert_eq!((s.code, b.code), (Some(0), Some(0)), "{s:?} {b:?}");
+    let (id_s, id_b) = (s.stdout.trim().to_string(), b.stdout.trim().to_string());
+    assert!(id_s.len() == 12 && id_b.len() == 12 && id_s != id_b, "{s:?} {b:?}");
+    wait_until("both sessions to finish", Duration::from_secs(20), || {
+        [&id_s, &id_b].iter().all(|id| d.ctl_json(&["session", "show", id])["state"] == "finished")
+    });
+    let (s, b) = both(&["--json", "session", "show", &id_s]);
+    assert_eq!(s, b);
+    let (s2, b2) = both(&["--json", "session", "show", &id_b]);
+    assert_eq!(s2, b2);
+    // Started through either door, the sessions are alike but for their ids, times and the pid.
+    let alike = |text: &str, id: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+        for k in ["id", "created"] {
+            v[k] = serde_json::Value::Null;
+        }
+        v["started_by"]["pid"] = serde_json::Value::Null;
+        assert!(text.contains(id));
+        v
+    };
+    assert_eq!(alike(&s.stdout, &id_s), alike(&b2.stdout, &id_b), "a session started over the bus is the same session");
+
+    for args in [
+        vec!["drivers"],
+        vec!["--json", "drivers"],
+        vec!["devices", "--driver", "synthetic"],
+        vec!["--json", "devices", "--driver", "synthetic"],
+        vec!["models"],
+        vec!["--json", "models"],
+        vec!["session", "list"],
+        vec!["--json", "session", "list"],
+        vec!["session", "show", &id_s],
+        vec!["session", "stop", &id_s],
+        vec!["--json", "session", "stop", &id_s],
+        vec!["key", "rotate"],
+        vec!["--json", "key", "rotate"],
+    ] {
+        same(&args);
+    }
+    // Verifying the audit log: the bus counts one entry more, the socket's own verification.
+    let (s, b) = both(&["--json", "audit", "verify"]);
+    let (s, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&s.stdout).unwrap(), serde_json::from_str(&b.stdout).unwrap());
+    assert_eq!(b["entries"].as_u64(), s["entries"].as_u64().map(|n| n + 1));
+    assert_eq!((&s["intact"], &s["problem"]), (&b["intact"], &b["problem"]));
+    let (s, b) = both(&["audit", "verify"]);
+    let n = |t: &str| t.split_whitespace().find_map(|w| w.parse::<u64>().ok()).unwrap();
+    assert_eq!(n(&b.stdout), n(&s.stdout) + 1);
+    assert_eq!(s.stdout.replace(&n(&s.stdout).to_string(), "N"), b.stdout.replace(&n(&b.stdout).to_string(), "N"));
+    // Status: all but the uptime.
+    for json in [false, true] {
+        let args: &[&str] = if json { &["--json", "status"] } else { &["status"] };
+        let (s, b) = both(args);
+        let volatile = if json { vec![] } else { vec!["Uptime"] };
+        if json {
+            let strip = |t: &str| {
+                let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
+                v["uptime_seconds"] = serde_json::Value::Null;
+                v
+            };
+            assert_eq!(strip(&s.stdout), strip(&b.stdout));
+        } else {
+            assert_eq!(steady(&s.stdout, &volatile), steady(&b.stdout, &volatile));
+        }
+        assert_eq!((s.code, &s.stderr), (b.code, &b.stderr));
+    }
+    // The audit log: the bus sees one entry more, the socket's own listing.
+    let (s, b) = both(&["--json", "audit", "list"]);
+    let (s, b): (Vec<serde_json::Value>, Vec<serde_json::Value>) =
+        (serde_json::from_str(&s.stdout).unwrap(), serde_json::from_str(&b.stdout).unwrap());
+    assert_eq!(b.len(), s.len() + 1);
+    assert_eq!(b[..s.len()], s[..]);
+    // Errors: the same message and exit status.
+    for args in [
+        vec!["session", "show", "000000000000"],
+        vec!["--json", "session", "show", "000000000000"],
+        vec!["follow", &id_s],
+        vec!["session", "start", "--driver", "nope"],
+        vec!["session", "start", "--driver", "synthetic", "--set", "_library=/x"],
+        vec!["session", "start", "--driver", "synthetic", "--model", "no-such-model"],
+    ] {
+        let (s, b) = both(&args);
+        assert_ne!(s.code, Some(0), "{args:?}: {s:?}");
+        assert_eq!(s, b, "bci2tokenctl {args:?}: the bus printed otherwise than the socket");
+    }
+    // Files: exports and backups are written by bci2tokenctl through descriptors either way.
+    for (format, json) in [("edf", false), ("csv", true)] {
+        let (fs, fb) = (tmp.path().join(format!("s.{format}")), tmp.path().join(format!("b.{format}")));
+        let mut args_s = vec!["export", &id_s, "--format", format, "--output"];
+        let fs_text = fs.display().to_string();
+        args_s.push(&fs_text);
+        let fb_text = fb.display().to_string();
+        let mut args_b = args_s.clone();
+        *args_b.last_mut().unwrap() = &fb_text;
+        if json {
+            args_s.insert(0, "--json");
+            args_b.insert(0, "--json");
+        }
+        let (s, b) = (socket(&args_s), over_bus(&args_b));
+        assert_eq!(s.code, Some(0), "{s:?}");
+        assert_eq!(s.stdout.replace(&fs_text, "FILE"), b.stdout.replace(&fb_text, "FILE"));
+        assert_eq!(std::fs::read(&fs).unwrap(), std::fs::read(&fb).unwrap(), "{format}: the same bytes");
+    }
+    let (bs, bb) = (tmp.path().join("s.backup"), tmp.path().join("b.backup"));
+    let (s, b) = (socket(&["backup", &bs.display().to_string()]), over_bus(&["backup", &bb.display().to_string()]));
+    assert_eq!(s.code, Some(0), "{s:?}");
+    assert_eq!(
+        s.stdout.replace(&bs.display().to_string(), "FILE"),
+        b.stdout.replace(&bb.display().to_string(), "FILE")
+    );
+    // Deleting (one session through each door): the same words about each.
+    let (s, b) = (socket(&["session", "delete", &id_s]), over_bus(&["session", "delete", &id_b]));
+    assert_eq!(s.stdout.replace(&id_s, "ID"), b.stdout.replace(&id_b, "ID"));
+    assert_eq!((s.code, b.code), (Some(0), Some(0)));
+    // A follow over the bus streams the same events as over the socket.
+    let start = [
+        "--json",
+        "session",
+        "start",
+        "--driver",
+        "synthetic",
+        "--set",
+        "script=13Hz:0.5",
+        "--set",
+        "loop=false",
+        "--follow",
+    ];
+    let (s, b) = both(&start);
+    assert_eq!((s.code, b.code), (Some(0), Some(0)), "{s:?} {b:?}");
+    let kinds = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&s.stdout), kinds(&b.stdout));
+    assert_eq!(kinds(&b.stdout).last().map(String::as_str), Some("\"state\""), "{b:?}");
+    assert!(kinds(&b.stdout).len() >= 3, "{b:?}");
+    // Restoring: no session runs now.
+    let (s, b) = (socket(&["restore", &bs.display().to_string()]), over_bus(&["restore", &bs.display().to_string()]));
+    assert_eq!((s.code, &s.stdout, &s.stderr), (b.code, &b.stdout, &b.stderr));
 }

@@ -15,7 +15,7 @@ use bci2token_api::ConfigMap;
 
 use crate::cli::EvaluateArgs;
 use crate::error::{CtlError, Kind};
-use crate::socket::Resolved;
+use crate::transport::Transport;
 use score::{Alignment, Score, TrialResult};
 
 /// The scores of one file.
@@ -102,7 +102,7 @@ fn every_file_failed(files: &[FileOutcome]) -> String {
 
 /// Runs the evaluation and prints it. Fails only when the command cannot start (usage, no daemon,
 /// unknown model) or when every file failed.
-pub fn run<W: Write>(args: &EvaluateArgs, json: bool, socket: &Resolved, out: &mut W) -> Result<(), CtlError> {
+pub fn run<W: Write>(args: &EvaluateArgs, json: bool, socket: &Transport, out: &mut W) -> Result<(), CtlError> {
     let mut sets = ConfigMap::new();
     for (k, v) in &args.set {
         if RESERVED.contains(&k.as_str()) {
@@ -237,8 +237,12 @@ mod tests {
         (path, handle)
     }
 
-    fn resolved(path: &Path) -> Resolved {
-        Resolved { path: path.to_path_buf(), source: Source::Flag, user_candidate: None }
+    fn resolved(path: &Path) -> Transport {
+        Transport::Socket(crate::socket::Resolved {
+            path: path.to_path_buf(),
+            source: Source::Flag,
+            user_candidate: None,
+        })
     }
 
     fn args(cmd: &[&str]) -> EvaluateArgs {

@@ -9,10 +9,10 @@ use bci2token_api::{ConfigMap, FollowOptions, ModelInfo, Request};
 use serde::Deserialize;
 
 use super::score::{Annotation, ModelLabels, Token};
-use crate::client::{frame_error, Conn, FrameReader, LooseErrorBody};
+use crate::client::{frame_error, FrameReader, LooseErrorBody};
 use crate::error::{CtlError, Kind};
 use crate::files::Files;
-use crate::socket::{self, Resolved};
+use crate::transport::Transport;
 
 /// The model as the command line named it: what to send to the daemon, and its labels if known.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +25,7 @@ pub struct ModelSpec {
 /// Resolves `--model NAME|DIR` with the daemon (`model_show`), which finds it the same way
 /// `session start --model` will. A local directory is sent as an absolute path, anything else as
 /// a name.
-pub fn resolve_model(socket: &Resolved, spec: &str) -> Result<ModelSpec, CtlError> {
+pub fn resolve_model(socket: &Transport, spec: &str) -> Result<ModelSpec, CtlError> {
     let local = Path::new(spec).join("model.toml").is_file();
     let request = if local {
         let abs = std::path::absolute(spec)
@@ -38,8 +38,8 @@ pub fn resolve_model(socket: &Resolved, spec: &str) -> Result<ModelSpec, CtlErro
     } else {
         spec.to_string()
     };
-    let mut conn = Conn::new(socket::connect(socket)?, socket.path.clone());
-    let info: ModelInfo = conn.request(&Request::ModelShow { model: request.clone() })?.decode("model_show")?;
+    let info: ModelInfo =
+        socket.call(&Request::ModelShow { model: request.clone() }, &Files::default())?.reply.decode("model_show")?;
     let labels = ModelLabels {
         name: info.name,
         labels: info.labels,
@@ -93,17 +93,17 @@ pub fn start_request(file: &Path, sets: &ConfigMap, model: &str, files: &mut Fil
 }
 
 /// Replays `file` and collects its events. Errors do not carry the file name (the caller adds it).
-pub fn replay_file(socket: &Resolved, file: &Path, sets: &ConfigMap, model: &str) -> Result<Collected, CtlError> {
+pub fn replay_file(socket: &Transport, file: &Path, sets: &ConfigMap, model: &str) -> Result<Collected, CtlError> {
     if !file.is_file() {
         return Err(CtlError::new(Kind::Usage, "no such file"));
     }
     let mut files = Files::default();
     let request = start_request(file, sets, model, &mut files)?;
-    let mut conn = Conn::new(socket::connect(socket)?, socket.path.clone());
-    let reply = conn.request_with(&request, &files)?;
+    let answer = socket.call(&request, &files)?;
     drop(files);
-    let id = reply.value.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_string();
-    collect(&mut conn.reader, &socket.path, &id)
+    let id = answer.reply.value.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    let mut frames = answer.frames.ok_or_else(|| CtlError::protocol("no event stream came with the session"))?;
+    collect(&mut frames, &socket.place(), &id)
 }
 
 /// Reads a follow stream to its final `state` event, collecting annotations and tokens.

@@ -130,6 +130,91 @@ pub fn dict_to_json(dict: &HashMap<String, OwnedValue>) -> serde_json::Map<Strin
     dict.iter().filter_map(|(k, v)| to_json(v).map(|j| (k.clone(), j))).collect()
 }
 
+/// A record: `a{sv}`.
+pub type Dict = HashMap<String, OwnedValue>;
+
+/// Client side of `org.bci2token.Daemon1` (see docs/dbus.md for each method).
+#[zbus::proxy(
+    interface = "org.bci2token.Daemon1",
+    default_service = "org.bci2token.Daemon1",
+    default_path = "/org/bci2token"
+)]
+pub trait Daemon1 {
+    fn status(&self) -> zbus::Result<Dict>;
+    fn drivers(&self) -> zbus::Result<Dict>;
+    fn devices(&self, driver: &str) -> zbus::Result<Dict>;
+    fn models(&self) -> zbus::Result<Dict>;
+    fn show_model(&self, model: &str) -> zbus::Result<Dict>;
+    fn install_model(&self, files: &[(&str, zvariant::Fd<'_>)], replace: bool) -> zbus::Result<Dict>;
+    fn start_session(
+        &self,
+        driver: &str,
+        config: HashMap<&str, Value<'_>>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<(zvariant::OwnedObjectPath, Dict)>;
+    fn start_session_with_stream(
+        &self,
+        driver: &str,
+        config: HashMap<&str, Value<'_>>,
+        options: HashMap<&str, Value<'_>>,
+        stream_options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<(zvariant::OwnedObjectPath, Dict, zvariant::OwnedFd)>;
+    fn list_sessions(&self) -> zbus::Result<Vec<Dict>>;
+    fn show_session(&self, id: &str) -> zbus::Result<Dict>;
+    fn stop_session(&self, id: &str) -> zbus::Result<Dict>;
+    fn delete_session(&self, id: &str) -> zbus::Result<Dict>;
+    fn list_audit(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<Vec<Dict>>;
+    fn verify_audit(&self) -> zbus::Result<Dict>;
+    fn rotate_key(&self) -> zbus::Result<Dict>;
+    fn backup(&self, name: &str, file: zvariant::Fd<'_>) -> zbus::Result<Dict>;
+    fn restore(&self, name: &str, file: zvariant::Fd<'_>) -> zbus::Result<Dict>;
+    fn export(
+        &self,
+        id: &str,
+        format: &str,
+        name: &str,
+        file: zvariant::Fd<'_>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<Dict>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn mode(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn active_sessions(&self) -> zbus::Result<u32>;
+}
+
+/// Client side of `org.bci2token.Session1`.
+#[zbus::proxy(interface = "org.bci2token.Session1", default_service = "org.bci2token.Daemon1")]
+pub trait Session1 {
+    fn stop(&self) -> zbus::Result<Dict>;
+    fn open_stream(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<zvariant::OwnedFd>;
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn unsubscribe(&self) -> zbus::Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(signal)]
+    fn token_decoded(
+        &self,
+        label: &str,
+        text: &str,
+        token_ids: Vec<u32>,
+        probability: f64,
+        logit_bias: HashMap<u32, f64>,
+        stream_time: f64,
+        latency: f64,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn gap(&self, stream_time: f64, seconds: f64, lost_samples: u64) -> zbus::Result<()>;
+    #[zbus(signal, name = "StateChanged")]
+    fn state_changed_signal(&self, state: &str, message: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn warning(&self, message: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn owner(&self) -> zbus::Result<u32>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
