@@ -46,6 +46,11 @@ impl PrivateBus {
     /// A system-like bus with the project's policy, its groups `bci2token` and `bci2token-admin`
     /// renamed to `operator_group` and `admin_group` (the tests' own groups).
     pub fn system_like(operator_group: &str, admin_group: &str) -> PrivateBus {
+        Self::system_like_with(operator_group, admin_group, &[])
+    }
+
+    /// [`Self::system_like`] with other services' bus policies (`/usr/share/dbus-1/system.d/…`).
+    pub fn system_like_with(operator_group: &str, admin_group: &str, policies: &[&str]) -> PrivateBus {
         let dir = TempDir::new("bus");
         // Callers of other uids reach the socket in it.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -73,9 +78,10 @@ impl PrivateBus {
         let config = stock.replace(
             "</busconfig>",
             &format!(
-                "  <listen>unix:dir={}</listen>\n  <include>{}</include>\n</busconfig>",
+                "  <listen>unix:dir={}</listen>\n  <include>{}</include>\n{}</busconfig>",
                 dir.path().display(),
-                policy_file.display()
+                policy_file.display(),
+                policies.iter().map(|p| format!("  <include>{p}</include>\n")).collect::<String>()
             ),
         );
         let config_file = dir.path().join("bus.conf");

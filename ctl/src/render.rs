@@ -481,7 +481,7 @@ mod tests {
             ],
             sample_rate: 250.0,
             created: 1_000_000.0,
-            started_by: Caller { uid: 1000, gid: 1000, pid: Some(42), groups: vec![] },
+            started_by: Caller { uid: 1000, gid: 1000, pid: Some(42), groups: vec![], admin_by_polkit: false },
             blocks: 10,
             frames: 1500,
             gaps: 0,

@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn permissions_are_those_of_the_caller() {
-        let alice = Caller { uid: 1000, gid: 1000, pid: None, groups: vec![] };
+        let alice = Caller { uid: 1000, gid: 1000, pid: None, groups: vec![], admin_by_polkit: false };
         assert!(grants(&alice, 1000, 50, 0o700, 2));
         assert!(!grants(&alice, 0, 0, 0o755, 2), "root's directory");
         assert!(grants(&alice, 0, 1000, 0o775, 2), "group-writable for her group");
@@ -305,6 +305,7 @@ mod tests {
             gid: nix::unistd::getgid().as_raw(),
             pid: None,
             groups: vec![],
+            admin_by_polkit: false,
         };
         std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
         assert!(create_for(&me, &dir.join("link")).unwrap_err().message.contains("symbolic link"));

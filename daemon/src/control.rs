@@ -391,7 +391,7 @@ async fn connection(
         log::warn!("control connection of uid {}: cannot read its groups ({e}); using its primary group", cred.uid());
         Vec::new()
     });
-    let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups };
+    let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups, admin_by_polkit: false };
     // The role needs group lookups (NSS, which may ask a directory service): not on a worker.
     let (limits, standing) = {
         let (service, caller) = (Arc::clone(&service), caller.clone());

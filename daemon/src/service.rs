@@ -111,6 +111,29 @@ pub enum Op {
 }
 
 impl Op {
+    #[cfg(test)]
+    pub const ALL: [Op; 19] = [
+        Op::Status,
+        Op::Drivers,
+        Op::Devices,
+        Op::Models,
+        Op::ModelShow,
+        Op::ModelInstall,
+        Op::SessionStart,
+        Op::SessionList,
+        Op::SessionShow,
+        Op::SessionStop,
+        Op::SessionDelete,
+        Op::AuditList,
+        Op::AuditVerify,
+        Op::KeyRotate,
+        Op::Backup,
+        Op::Restore,
+        Op::Export,
+        Op::ExportFeatures,
+        Op::Follow,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Op::Status => "status",
@@ -156,6 +179,21 @@ impl Op {
             | Op::Export
             | Op::Follow => Role::Operator,
         }
+    }
+
+    /// The polkit action that lets a caller outside the admin group do an admin operation over
+    /// D-Bus (systemd/org.bci2token.policy); `None` for operations that are not admin-only.
+    pub fn polkit_action(self) -> Option<&'static str> {
+        Some(match self {
+            Op::SessionDelete => "org.bci2token.session.delete",
+            Op::AuditList | Op::AuditVerify => "org.bci2token.audit",
+            Op::KeyRotate => "org.bci2token.key.rotate",
+            Op::Backup => "org.bci2token.backup",
+            Op::Restore => "org.bci2token.restore",
+            Op::ModelInstall => "org.bci2token.model.install",
+            Op::ExportFeatures => "org.bci2token.export.features",
+            _ => return None,
+        })
     }
 
     fn audited(self) -> bool {
@@ -343,10 +381,13 @@ impl Service {
         match &result {
             Err(e) if is_refusal(e.code) => self.audit_refusal(caller, op.name(), object, &e.message),
             Ok(v) if op.audited() => {
-                let outcome = match v.audit_id() {
+                let mut outcome = match v.audit_id() {
                     Some(id) if object != id => format!("ok: {id}"),
                     _ => "ok".to_string(),
                 };
+                if caller.admin_by_polkit {
+                    outcome.push_str(" (admin by polkit)");
+                }
                 self.audit(caller, op.name(), object, &outcome);
             }
             Err(e) if op.audited() => self.audit(caller, op.name(), object, &format!("failed: {}", e.message)),
@@ -496,7 +537,7 @@ impl Service {
                 .collect()
         };
         for (uid, n) in due {
-            let caller = Caller { uid, gid: u32::MAX, pid: None, groups: vec![] };
+            let caller = Caller { uid, gid: u32::MAX, pid: None, groups: vec![], admin_by_polkit: false };
             self.audit(&caller, "refusals", "", &format!("refused: {n} refusal(s) of this uid not logged one by one"));
         }
     }
@@ -887,6 +928,7 @@ impl Service {
             gid: nix::unistd::getgid().as_raw(),
             pid: None,
             groups: vec![],
+            admin_by_polkit: false,
         };
         let mut deleted = 0;
         for id in expired {

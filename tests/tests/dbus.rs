@@ -598,3 +598,92 @@ fn bci2tokenctl_prints_the_same_over_the_bus_and_the_socket() {
     let (s, b) = (socket(&["restore", &bs.display().to_string()]), over_bus(&["restore", &bs.display().to_string()]));
     assert_eq!((s.code, &s.stdout, &s.stderr), (b.code, &b.stdout, &b.stderr));
 }
+
+/// Files the polkit test puts on the machine, taken away again when it ends.
+struct Installed(Vec<PathBuf>);
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// polkit, for real: polkitd on the private bus with the project's actions and a local rule that
+/// grants one action to one operator. That operator may then do that admin operation over the
+/// bus (audited as admin by polkit); another operator, and the same operator for another action,
+/// are refused as before.
+#[test]
+fn polkit_grants_an_admin_action_to_whom_its_rules_say() {
+    let Some(w) = world() else { return };
+    let polkitd = Path::new("/usr/lib/polkit-1/polkitd");
+    assert!(polkitd.exists(), "polkitd is missing (Debian: polkitd; tools/setup installs it)");
+    let actions = PathBuf::from("/usr/share/polkit-1/actions/org.bci2token.policy");
+    let rules = PathBuf::from("/etc/polkit-1/rules.d/49-bci2token-test.rules");
+    let _installed = Installed(vec![actions.clone(), rules.clone()]);
+    std::fs::copy(workspace_root().join("systemd/org.bci2token.policy"), &actions).unwrap();
+    std::fs::write(
+        &rules,
+        format!(
+            "polkit.addRule(function(action, subject) {{\n  if (action.id == \"org.bci2token.key.rotate\" && \
+             subject.user == \"{}\") {{ return polkit.Result.YES; }}\n}});\n",
+            w.alice.name
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bus = PrivateBus::system_like_with(
+        OPERATOR_GROUP,
+        ADMIN_GROUP,
+        &["/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf"],
+    );
+    let mut polkit = Command::new(polkitd)
+        .arg("--no-debug")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("polkitd on the bus", Duration::from_secs(20), || {
+        let out = as_user(
+            None,
+            "busctl",
+            &[
+                "--address",
+                &bus.address,
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "NameHasOwner",
+                "s",
+                "org.freedesktop.PolicyKit1",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim() == "b true"
+    });
+    let daemon = bus_daemon(&bus, "");
+    let rotate = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.RotateKey", &[]);
+    assert!(rotate.status.success(), "the rule grants alice key rotation: {}\n{}", text(&rotate), daemon.log());
+    assert!(text(&rotate).contains("rewrapped_sessions"), "{}", text(&rotate));
+    for (user, method) in [(&w.bob, "RotateKey"), (&w.alice, "VerifyAudit"), (&w.eve, "RotateKey")] {
+        let out = gdbus(Some(user), &bus, "/org/bci2token", &format!("org.bci2token.Daemon1.{method}"), &[]);
+        assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{} {method}: {}", user.name, text(&out));
+    }
+    // On the socket, polkit has no say: the groups decide.
+    let out = w.alice.ctl(&daemon, &["key", "rotate"]);
+    assert!(!out.status.success() && text(&out).contains("needs the admin role"), "{}", text(&out));
+    let entries = audit(&daemon, &w.admin);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["uid"] == w.alice.uid && e["action"] == "key_rotate" && e["outcome"] == "ok (admin by polkit)"),
+        "{entries:#?}"
+    );
+    assert!(entries.iter().any(|e| e["uid"] == w.bob.uid
+        && e["action"] == "key_rotate"
+        && e["outcome"].as_str().unwrap().starts_with("refused")));
+    let _ = polkit.kill();
+    let _ = polkit.wait();
+}

@@ -362,6 +362,10 @@ pub struct Caller {
     /// Supplementary groups of the caller's process when it connected (not stored with sessions).
     #[serde(default, skip_serializing)]
     pub groups: Vec<u32>,
+    /// polkit authorized this call's admin action for a caller outside the admin group (set by
+    /// the daemon's D-Bus door for one call only; never stored).
+    #[serde(default, skip)]
+    pub admin_by_polkit: bool,
 }
 
 impl Caller {

@@ -76,5 +76,5 @@ fn identity(uid: u32, pid: Option<i32>, bus_groups: Option<Vec<u32>>) -> Caller 
         }
         (None, None) => Vec::new(),
     };
-    Caller { uid, gid, pid, groups }
+    Caller { uid, gid, pid, groups, admin_by_polkit: false }
 }

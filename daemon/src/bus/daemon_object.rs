@@ -16,7 +16,7 @@ use zbus::zvariant::{self, OwnedObjectPath, OwnedValue, Value};
 use super::error::{bad, BusError};
 use super::Ctx;
 use crate::closer::Passed;
-use crate::service::{ExportRequest, StartRequest, Started};
+use crate::service::{ExportRequest, Op, StartRequest, Started};
 
 /// A record: `a{sv}`.
 pub type Dict = HashMap<String, OwnedValue>;
@@ -199,14 +199,14 @@ impl DaemonObject {
         replace: bool,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Dict, BusError> {
-        let caller = self.ctx.caller(&h).await?;
+        let caller = self.ctx.admitted_admin(&h, Op::ModelInstall).await?;
         let mut passed = Files::new(caller.uid);
         let mut args = Vec::new();
         for (name, fd) in files {
             args.push(passed.add(&name, OwnedFd::from(fd))?);
         }
         let passed = passed.passed();
-        self.ctx.run_as(caller, move |s, c| s.model_install(c, &args, replace, passed)).await.map(|v| record(&v))
+        self.ctx.serve(caller, move |s, c| s.model_install(c, &args, replace, passed)).await.map(|v| record(&v))
     }
 
     /// Starts a session: `config` is the driver's settings (a file as `h` or `(sh)`), `options`
@@ -261,26 +261,29 @@ impl DaemonObject {
     /// Deletes a stored session for good; admin only.
     #[zbus(out_args("deleted"))]
     async fn delete_session(&self, id: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
-        self.ctx.run(&h, move |s, c| s.session_delete(c, &id)).await.map(|v| record(&v))
+        self.ctx.run_admin(&h, Op::SessionDelete, move |s, c| s.session_delete(c, &id)).await.map(|v| record(&v))
     }
 
     /// Audit entries; `options`: `since` (d, Unix seconds). Admin only.
     #[zbus(out_args("entries"))]
     async fn list_audit(&self, options: Dict, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
         let o: AuditOptions = self::options("ListAudit", &options)?;
-        self.ctx.run(&h, move |s, c| s.audit_list(c, o.since)).await.map(|v| v.iter().map(record).collect())
+        self.ctx
+            .run_admin(&h, Op::AuditList, move |s, c| s.audit_list(c, o.since))
+            .await
+            .map(|v| v.iter().map(record).collect())
     }
 
     /// Checks the audit log's hash chain; admin only.
     #[zbus(out_args("verification"))]
     async fn verify_audit(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
-        self.ctx.run(&h, |s, c| s.audit_verify(c)).await.map(|v| record(&v))
+        self.ctx.run_admin(&h, Op::AuditVerify, |s, c| s.audit_verify(c)).await.map(|v| record(&v))
     }
 
     /// A new master key, every session key re-wrapped; admin only.
     #[zbus(out_args("rotation"))]
     async fn rotate_key(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
-        self.ctx.run(&h, |s, c| s.key_rotate(c)).await.map(|v| record(&v))
+        self.ctx.run_admin(&h, Op::KeyRotate, |s, c| s.key_rotate(c)).await.map(|v| record(&v))
     }
 
     /// Copies the store (encrypted) into `file`, an empty file open for writing; admin only.
@@ -291,11 +294,11 @@ impl DaemonObject {
         file: zvariant::OwnedFd,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Dict, BusError> {
-        let caller = self.ctx.caller(&h).await?;
+        let caller = self.ctx.admitted_admin(&h, Op::Backup).await?;
         let mut files = Files::new(caller.uid);
         let arg = files.add(&name, OwnedFd::from(file))?;
         let passed = files.passed();
-        self.ctx.run_as(caller, move |s, c| s.backup(c, &arg, passed)).await.map(|v| record(&v))
+        self.ctx.serve(caller, move |s, c| s.backup(c, &arg, passed)).await.map(|v| record(&v))
     }
 
     /// Replaces the store with the backup in `file` (open for reading); admin only.
@@ -306,11 +309,11 @@ impl DaemonObject {
         file: zvariant::OwnedFd,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Dict, BusError> {
-        let caller = self.ctx.caller(&h).await?;
+        let caller = self.ctx.admitted_admin(&h, Op::Restore).await?;
         let mut files = Files::new(caller.uid);
         let arg = files.add(&name, OwnedFd::from(file))?;
         let passed = files.passed();
-        self.ctx.run_as(caller, move |s, c| s.restore(c, &arg, passed)).await.map(|v| record(&v))
+        self.ctx.serve(caller, move |s, c| s.restore(c, &arg, passed)).await.map(|v| record(&v))
     }
 
     /// Writes a stored session into `file` (empty, open for writing) as `format` (edf, bdf,
@@ -328,7 +331,8 @@ impl DaemonObject {
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Dict, BusError> {
         let o: ExportOptions = self::options("Export", &options)?;
-        let caller = self.ctx.caller(&h).await?;
+        let op = if o.features.is_some() { Op::ExportFeatures } else { Op::Export };
+        let caller = self.ctx.admitted_admin(&h, op).await?;
         let mut files = Files::new(caller.uid);
         let path = files.add(&name, OwnedFd::from(file))?;
         let passed = files.passed();
@@ -341,7 +345,7 @@ impl DaemonObject {
             dp_delta: o.dp_delta,
             dp_clip: o.dp_clip,
         };
-        self.ctx.run_as(caller, move |s, c| s.export(c, request, passed)).await.map(|v| record(&v))
+        self.ctx.serve(caller, move |s, c| s.export(c, request, passed)).await.map(|v| record(&v))
     }
 }
 
@@ -355,13 +359,13 @@ impl DaemonObject {
         h: &Header<'_>,
     ) -> Result<Started, BusError> {
         let o: StartOptions = self::options("StartSession", &options)?;
-        let caller = self.ctx.caller(h).await?;
+        let caller = self.ctx.admitted(h).await?;
         let mut files = Files::new(caller.uid);
         let config = driver_config(&config, &mut files)?;
         let passed = files.passed();
         let start =
             StartRequest { driver, config, model: o.model, follow, lsl_outlets: o.lsl_outlets, subject: o.subject };
-        self.ctx.run_as(caller, move |s, c| s.session_start(c, start, passed)).await
+        self.ctx.serve(caller, move |s, c| s.session_start(c, start, passed)).await
     }
 }
 

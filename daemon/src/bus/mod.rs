@@ -8,6 +8,7 @@
 mod callers;
 mod daemon_object;
 pub mod error;
+mod polkit;
 mod session_object;
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,7 @@ use bci2token_api::dbus::{session_path, BUS_NAME, DAEMON_PATH};
 use bci2token_api::{ApiError, Caller, ErrorCode};
 use zbus::Connection;
 
+use crate::auth::Role;
 use crate::config::Bus;
 use crate::control::{Door, Standing};
 use crate::service::Service;
@@ -30,6 +32,7 @@ const MAX_SUBSCRIBERS_PER_SESSION: usize = 64;
 /// What every object of the door shares.
 pub struct Ctx {
     pub service: Arc<Service>,
+    conn: Connection,
     door: Arc<Door>,
     callers: callers::Callers,
     /// Sessions with an object.
@@ -46,20 +49,46 @@ impl Ctx {
         header: &zbus::message::Header<'_>,
         op: impl FnOnce(&Service, &Caller) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, BusError> {
-        let caller = self.callers.of(header).await?;
-        self.run_as(caller, op).await
+        let caller = self.admitted(header).await?;
+        self.serve(caller, op).await
     }
 
-    pub async fn run_as<T: Send + 'static>(
+    /// [`Self::run`] for an admin operation (see [`Self::admitted_admin`]).
+    pub async fn run_admin<T: Send + 'static>(
+        &self,
+        header: &zbus::message::Header<'_>,
+        op: crate::service::Op,
+        f: impl FnOnce(&Service, &Caller) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, BusError> {
+        let caller = self.admitted_admin(header, op).await?;
+        self.serve(caller, f).await
+    }
+
+    /// Runs an operation for a caller already admitted ([`Self::admitted`]).
+    pub async fn serve<T: Send + 'static>(
         &self,
         caller: Caller,
         op: impl FnOnce(&Service, &Caller) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, BusError> {
+        Ok(self.service.call(move |s| op(s, &caller)).await?)
+    }
+
+    /// The sender of `header`, once it has taken a request from its budget (shared with the
+    /// control socket; a refusal is audited).
+    pub async fn admitted(&self, header: &zbus::message::Header<'_>) -> Result<Caller, BusError> {
+        Ok(self.admit(header).await?.0)
+    }
+
+    /// [`Self::admitted`] and its role.
+    async fn admit(&self, header: &zbus::message::Header<'_>) -> Result<(Caller, Role), BusError> {
+        let caller = self.callers.of(header).await?;
         let door = Arc::clone(&self.door);
+        // The role needs group lookups (NSS): off the runtime, as the operation itself.
         Ok(self
             .service
             .call(move |s| {
                 let limits = s.limits();
+                let role = s.role(&caller);
                 let standing: Standing = s.standing(&caller);
                 if let Err(wait) = door.take_request(caller.uid, standing, &limits) {
                     let error = ApiError::new(
@@ -72,13 +101,29 @@ impl Ctx {
                     s.audit_refusal(&caller, "request", "", &error.message);
                     return Err(error);
                 }
-                op(s, &caller)
+                Ok((caller, role))
             })
             .await?)
     }
 
-    pub async fn caller(&self, header: &zbus::message::Header<'_>) -> Result<Caller, BusError> {
-        self.callers.of(header).await
+    /// The admitted caller of an admin operation `op`: outside the admin group, polkit is asked
+    /// for the operation's action, and a yes makes the caller an admin for this one call.
+    pub async fn admitted_admin(
+        &self,
+        header: &zbus::message::Header<'_>,
+        op: crate::service::Op,
+    ) -> Result<Caller, BusError> {
+        let (mut caller, role) = self.admit(header).await?;
+        let Some(action) = op.polkit_action() else { return Ok(caller) };
+        if role < Role::Admin {
+            let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+            let interactive = header.primary().flags().contains(zbus::message::Flags::AllowInteractiveAuth);
+            if polkit::authorizes(&self.conn, &sender, action, interactive).await {
+                log::info!("polkit authorized {action} for uid {} ({sender})", caller.uid);
+                caller.admin_by_polkit = true;
+            }
+        }
+        Ok(caller)
     }
 
     /// Records a subscriber's forwarding task, replacing (and ending) an earlier one of the same
@@ -145,6 +190,7 @@ pub async fn start(service: Arc<Service>, door: Arc<Door>, bus: &Bus) -> Option<
     };
     let ctx = Arc::new(Ctx {
         service: Arc::clone(&service),
+        conn: conn.clone(),
         door,
         callers: callers::Callers::new(conn.clone()),
         objects: Mutex::new(HashSet::new()),

@@ -1,0 +1,81 @@
+//! Asking polkit whether a caller outside the admin group may do an admin operation (a desktop
+//! admin gets the usual password prompt from their polkit agent). Without polkit on the bus, or
+//! when it cannot answer, the group rules decide alone. The actions are in
+//! systemd/org.bci2token.policy.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use zbus::zvariant::Value;
+
+/// How long an interactive authorization may take (a person typing a password).
+const ANSWER_WITHIN: Duration = Duration::from_secs(120);
+
+#[zbus::proxy(
+    interface = "org.freedesktop.PolicyKit1.Authority",
+    default_service = "org.freedesktop.PolicyKit1",
+    default_path = "/org/freedesktop/PolicyKit1/Authority"
+)]
+trait Authority {
+    #[allow(clippy::type_complexity)]
+    fn check_authorization(
+        &self,
+        subject: &(&str, HashMap<&str, Value<'_>>),
+        action_id: &str,
+        details: HashMap<&str, &str>,
+        flags: u32,
+        cancellation_id: &str,
+    ) -> zbus::Result<(bool, bool, HashMap<String, String>)>;
+}
+
+/// `CheckAuthorization` flag: the subject may be asked (through its polkit agent).
+const ALLOW_USER_INTERACTION: u32 = 1;
+
+/// True when polkit authorizes `action` for the bus connection `sender`; polkit may ask the
+/// person (through their agent) only when the call allowed it (the message's
+/// ALLOW_INTERACTIVE_AUTHORIZATION flag, as `busctl --allow-interactive-authorization` sets).
+pub async fn authorizes(conn: &zbus::Connection, sender: &str, action: &str, interactive: bool) -> bool {
+    let ask = async {
+        let authority = AuthorityProxy::new(conn).await?;
+        let subject = ("system-bus-name", HashMap::from([("name", Value::from(sender))]));
+        let flags = if interactive { ALLOW_USER_INTERACTION } else { 0 };
+        authority.check_authorization(&subject, action, HashMap::new(), flags, "").await
+    };
+    match tokio::time::timeout(ANSWER_WITHIN, ask).await {
+        Ok(Ok((authorized, _challenge, _))) => authorized,
+        Ok(Err(e)) => {
+            log::debug!("polkit did not answer for {action} of {sender} ({e}); the group rules decide");
+            false
+        }
+        Err(_) => {
+            log::warn!("polkit gave no answer within {ANSWER_WITHIN:?} for {action} of {sender}; refused");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::auth::Role;
+    use crate::service::Op;
+
+    #[test]
+    fn every_admin_operation_has_an_action_in_the_policy_file_and_no_other() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/org.bci2token.policy");
+        let policy = std::fs::read_to_string(file).unwrap();
+        let declared: Vec<&str> =
+            policy.split("<action id=\"").skip(1).map(|rest| rest.split('"').next().unwrap()).collect();
+        for op in Op::ALL {
+            match op.polkit_action() {
+                Some(action) => {
+                    assert_eq!(op.role(), Role::Admin, "{op:?}");
+                    assert!(declared.contains(&action), "{action} ({op:?}) is not in {file}");
+                }
+                None => assert!(op.role() < Role::Admin, "admin operation {op:?} has no polkit action"),
+            }
+        }
+        for action in declared {
+            assert!(Op::ALL.iter().any(|op| op.polkit_action() == Some(action)), "{action} is used by no operation");
+        }
+    }
+}
