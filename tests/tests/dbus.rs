@@ -687,3 +687,42 @@ fn polkit_grants_an_admin_action_to_whom_its_rules_say() {
     let _ = polkit.kill();
     let _ = polkit.wait();
 }
+
+/// docs/examples/dbus_speller.py, as docs/dbus.md tells an app developer to run it, spells what
+/// the session spells and ends with the logit bias of the last letter.
+#[test]
+fn the_documented_python_example_spells_a_session() {
+    let Some(w) = world() else { return };
+    stage_python_client(&w.alice);
+    let example = w.alice.stage.join("dbus_speller.py");
+    std::fs::copy(workspace_root().join("docs/examples/dbus_speller.py"), &example).unwrap();
+    std::fs::set_permissions(&example, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bus = PrivateBus::system_like(OPERATOR_GROUP, ADMIN_GROUP);
+    let _daemon = bus_daemon(&bus, "");
+    let script = Command::new("python3")
+        .arg(workspace_root().join("tools/speller_demo.py"))
+        .args(["script", &workspace_root().join("models/speller-40").display().to_string(), "ab"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8(script.stdout).unwrap();
+    let config = format!("{{'script': <'{}'>, 'loop': <false>}}", script.trim().replace('\'', "\\'"));
+    let started = gdbus(
+        Some(&w.alice),
+        &bus,
+        "/org/bci2token",
+        "org.bci2token.Daemon1.StartSession",
+        &["synthetic", &config, "{'model': <'speller-40'>}"],
+    );
+    assert!(started.status.success(), "{}", text(&started));
+    let path = text(&started).split('\'').nth(1).unwrap().to_string();
+    let mut cmd = w.alice.setpriv(Path::new("/usr/bin/python3"));
+    cmd.arg(&example).args(["--bus", &bus.address, &path]).env("PYTHONPATH", w.alice.stage.join("py"));
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["text"], "ab", "{}", text(&out));
+    let bias = last["logit_bias"].as_object().unwrap();
+    let top = bias.iter().max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap()).unwrap();
+    assert_eq!(top.0, "65", "gpt2's id of \"b\" has the largest bias: {bias:?}");
+}
