@@ -31,7 +31,7 @@ impl Target {
         match text {
             "" | "system" => Ok(Target::System),
             "session" => Ok(Target::Session),
-            a if a.contains(':') => Ok(Target::Address(a.to_string())),
+            a if a.contains(':') && a.contains('=') => Ok(Target::Address(a.to_string())),
             other => Err(format!("`{other}` is not a bus: use system, session or a D-Bus address (unix:path=...)")),
         }
     }

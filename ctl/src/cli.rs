@@ -24,9 +24,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Talk to the daemon over D-Bus instead of its socket: `system` (what --bus alone means),
-    /// `session` (a --user daemon) or a bus address; prints the same as the socket
-    #[arg(long, global = true, value_name = "BUS", num_args = 0..=1, default_missing_value = "system", conflicts_with = "socket")]
+    /// Talk to the daemon over D-Bus instead of its socket: --bus (the system bus), --bus=session
+    /// (a --user daemon) or --bus=ADDRESS; prints the same as the socket
+    #[arg(
+        long,
+        global = true,
+        value_name = "BUS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "system",
+        conflicts_with = "socket"
+    )]
     pub bus: Option<String>,
 
     /// Print results as JSON (one document per line) instead of tables
@@ -302,6 +310,18 @@ pub fn parse_set(arg: &str) -> Result<(String, serde_json::Value), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bare_bus_means_the_system_bus_and_does_not_eat_the_command() {
+        let cli = Cli::try_parse_from(["bci2tokenctl", "--bus", "status"]).unwrap();
+        assert_eq!(cli.bus.as_deref(), Some("system"));
+        assert!(matches!(cli.command, Command::Status));
+        let cli = Cli::try_parse_from(["bci2tokenctl", "--bus=session", "drivers"]).unwrap();
+        assert_eq!(cli.bus.as_deref(), Some("session"));
+        assert!(Cli::try_parse_from(["bci2tokenctl", "--bus", "--socket", "/x", "status"]).is_err(), "one door");
+        let cli = Cli::try_parse_from(["bci2tokenctl", "status"]).unwrap();
+        assert_eq!(cli.bus, None);
+    }
     use super::*;
     use clap::CommandFactory;
     use serde_json::json;

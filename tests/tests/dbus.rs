@@ -224,6 +224,16 @@ fn the_bus_refuses_by_role_and_ownership_and_audits_every_refusal() {
     );
     assert!(!own.status.success() && text(&own).contains("AccessDenied"), "{}", text(&own));
 
+    // A stranger learns nothing of the sessions from the bus: no introspection (which lists the
+    // session objects), no properties.
+    for args in [
+        vec!["--address", bus.address.as_str(), "introspect", NAME, "/org/bci2token"],
+        vec!["--address", bus.address.as_str(), "get-property", NAME, "/org/bci2token", NAME, "ActiveSessions"],
+    ] {
+        let out = as_user(Some(&w.eve), "busctl", &args);
+        assert!(!out.status.success() && text(&out).contains("denied"), "{args:?}: {}", text(&out));
+    }
+
     // A stranger: operator and admin methods refused with the named error.
     for (method, args) in [
         ("ListSessions", vec![]),
@@ -441,7 +451,8 @@ fn bci2tokenctl_prints_the_same_over_the_bus_and_the_socket() {
     let tmp = TempDir::new("bus-parity");
     let socket = |args: &[&str]| printed(d.ctl(args));
     let over_bus = |args: &[&str]| {
-        let mut full = vec!["--bus", bus.address.as_str()];
+        let flag = format!("--bus={}", bus.address);
+        let mut full = vec![flag.as_str()];
         full.extend_from_slice(args);
         let mut cmd = Command::new(bci2token_tests::bin_dir().join("bci2tokenctl"));
         printed(cmd.args(&full).output().unwrap())

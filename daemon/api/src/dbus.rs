@@ -130,6 +130,11 @@ pub fn dict_to_json(dict: &HashMap<String, OwnedValue>) -> serde_json::Map<Strin
     dict.iter().filter_map(|(k, v)| to_json(v).map(|j| (k.clone(), j))).collect()
 }
 
+/// The next item of a zbus stream (signals), without a futures crate.
+pub async fn next<S: zbus::export::futures_core::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+}
+
 /// A record: `a{sv}`.
 pub type Dict = HashMap<String, OwnedValue>;
 

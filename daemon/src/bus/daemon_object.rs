@@ -133,7 +133,11 @@ fn driver_config(config: &Dict, files: &mut Files) -> Result<ConfigMap, BusError
         }
         .map_err(|e| BusError::Internal(e.to_string()))?;
         if json.is_null() {
-            return Err(bad(format!("config key `{key}`: a descriptor can only be a value of its own")));
+            return Err(bad(format!(
+                "config key `{key}`: {} has no JSON form (a descriptor inside a container, or a number that is \
+                 not finite); give a descriptor as the key's own value, `h` or `(sh)`",
+                v.value_signature()
+            )));
         }
         out.insert(key.clone(), json);
     }
@@ -186,7 +190,7 @@ impl DaemonObject {
     }
 
     /// One model package, by name.
-    #[zbus(out_args("model"))]
+    #[zbus(out_args("info"))]
     async fn show_model(&self, model: String, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
         self.ctx.run(&h, move |s, c| s.model_show(c, &model)).await.map(|v| record(&v))
     }

@@ -82,6 +82,14 @@ impl Ctx {
     /// [`Self::admitted`] and its role.
     async fn admit(&self, header: &zbus::message::Header<'_>) -> Result<(Caller, Role), BusError> {
         let caller = self.callers.of(header).await?;
+        // As at the socket: a uid whose passed descriptors cannot be closed sends no more.
+        let stuck = crate::closer::pending(caller.uid);
+        if stuck > crate::closer::MAX_PENDING_CLOSES {
+            return Err(BusError::TooManyConnections(format!(
+                "{stuck} descriptors uid {} passed earlier are still being closed; try again later",
+                caller.uid
+            )));
+        }
         let door = Arc::clone(&self.door);
         // The role needs group lookups (NSS): off the runtime, as the operation itself.
         Ok(self
@@ -126,22 +134,26 @@ impl Ctx {
         Ok(caller)
     }
 
-    /// Records a subscriber's forwarding task, replacing (and ending) an earlier one of the same
-    /// subscriber; refused beyond [`MAX_SUBSCRIBERS_PER_SESSION`].
-    fn add_subscription(&self, id: &str, sender: &str, task: tokio::task::AbortHandle) -> Result<(), BusError> {
+    /// Refuses a new subscriber beyond [`MAX_SUBSCRIBERS_PER_SESSION`] (one that re-subscribes
+    /// replaces its own subscription and needs no room).
+    fn subscription_room(&self, id: &str, sender: &str) -> Result<(), BusError> {
         let mut subs = self.subscriptions.lock().unwrap();
         subs.retain(|_, t| !t.is_finished());
-        let key = (id.to_string(), sender.to_string());
-        if !subs.contains_key(&key) && subs.keys().filter(|(s, _)| s == id).count() >= MAX_SUBSCRIBERS_PER_SESSION {
-            task.abort();
+        let mine = subs.contains_key(&(id.to_string(), sender.to_string()));
+        if !mine && subs.keys().filter(|(s, _)| s == id).count() >= MAX_SUBSCRIBERS_PER_SESSION {
             return Err(BusError::LimitReached(format!(
                 "session `{id}` has {MAX_SUBSCRIBERS_PER_SESSION} subscribers already; unsubscribe one first"
             )));
         }
-        if let Some(old) = subs.insert(key, task) {
+        Ok(())
+    }
+
+    /// Records a subscriber's forwarding task, ending an earlier one of the same subscriber.
+    fn add_subscription(&self, id: &str, sender: &str, task: tokio::task::AbortHandle) {
+        let mut subs = self.subscriptions.lock().unwrap();
+        if let Some(old) = subs.insert((id.to_string(), sender.to_string()), task) {
             old.abort();
         }
-        Ok(())
     }
 
     /// Ends subscriptions: of `sender` to `id`, of `sender` to every session (`id` None), or of
@@ -292,7 +304,7 @@ async fn resync(conn: &Connection, ctx: &Arc<Ctx>) {
 /// A caller that leaves the bus loses its subscriptions and its cached identity (unique names
 /// are never reused on a bus, so neither would be of use again).
 async fn forget_departed(conn: Connection, ctx: Arc<Ctx>) {
-    use futures_util_lite::next;
+    use bci2token_api::dbus::next;
     let proxy = match zbus::fdo::DBusProxy::new(&conn).await {
         Ok(p) => p,
         Err(e) => {
@@ -314,15 +326,5 @@ async fn forget_departed(conn: Connection, ctx: Arc<Ctx>) {
             ctx.callers.forget(&name);
             ctx.end_subscriptions(None, Some(&name));
         }
-    }
-}
-
-/// The one stream helper the door needs, without a futures crate.
-mod futures_util_lite {
-    use std::future::poll_fn;
-    use std::pin::Pin;
-
-    pub async fn next<S: zbus::export::futures_core::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
-        poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
     }
 }

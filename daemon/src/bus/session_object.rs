@@ -142,12 +142,15 @@ impl SessionObject {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), BusError> {
         let sender = h.sender().map(|s| s.to_string()).unwrap_or_default();
+        // Room first, so that a follow the service audits as ok is one that takes place.
+        self.ctx.subscription_room(&self.info.id, &sender)?;
         let id = self.info.id.clone();
         let followed = self.ctx.run(&h, move |s, c| s.follow(c, &id, &bci2token_api::FollowOptions::default())).await?;
         let destination = zbus::names::BusName::try_from(sender.clone()).map_err(|e| BusError::ZBus(e.into()))?;
         let emitter = emitter.to_owned().set_destination(destination.into_owned());
         let task = tokio::spawn(forward(followed.stream, emitter));
-        self.ctx.add_subscription(&self.info.id, &sender, task.abort_handle())
+        self.ctx.add_subscription(&self.info.id, &sender, task.abort_handle());
+        Ok(())
     }
 
     /// Stops the caller's signals of this session.
