@@ -149,6 +149,7 @@ fn apps_on_the_bus_start_a_speller_session_and_receive_its_tokens() {
     assert_eq!(end["added"], true, "InterfacesAdded for the session: {lines:?}");
     assert_eq!(end["ended"], "finished", "{lines:?}");
     assert_eq!(end["removed"], true, "InterfacesRemoved after DeleteSession: {lines:?}");
+    assert_eq!(end["state_property"].as_array().unwrap().last().unwrap(), "finished", "PropertiesChanged: {lines:?}");
 
     // busctl and dbus-send: an operator starts a looping session and stops it.
     let started = as_user(
@@ -736,4 +737,16 @@ fn the_documented_python_example_spells_a_session() {
     let bias = last["logit_bias"].as_object().unwrap();
     let top = bias.iter().max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap()).unwrap();
     assert_eq!(top.0, "65", "gpt2's id of \"b\" has the largest bias: {bias:?}");
+}
+
+/// Without a bus the daemon serves its socket alone, and says so.
+#[test]
+fn without_a_bus_the_daemon_runs_with_its_socket_only() {
+    let tmp = TempDir::new("no-bus");
+    let address = format!("unix:path={}", tmp.path().join("nothing-here").display());
+    let d = start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), address)], ..Default::default() });
+    assert!(d.wait_log("running with the control socket only", Duration::from_secs(10)), "{}", d.log());
+    assert_eq!(d.ctl_json(&["status"])["mode"], "user");
+    let off = start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), "none".into())], ..Default::default() });
+    assert!(off.wait_log("D-Bus: off", Duration::from_secs(10)), "{}", off.log());
 }
