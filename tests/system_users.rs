@@ -151,9 +151,14 @@ pub fn world() -> Option<World> {
 /// A system daemon for the test users; `extra` adds config lines (`socket_mode = "0666"` lets the
 /// stranger reach it as a reader).
 pub fn system_daemon(extra: &str) -> Daemon {
+    system_daemon_with_env(extra, Vec::new())
+}
+
+/// [`system_daemon`] with extra environment variables.
+pub fn system_daemon_with_env(extra: &str, env: Vec<(String, String)>) -> Daemon {
     let config =
         format!("socket_group = \"{OPERATOR_GROUP}\"\nadmin_group = \"{ADMIN_GROUP}\"\nrequest_timeout = 1.0\n{extra}");
-    let d = start_daemon(DaemonOptions { config: Some(config), system: true, ..Default::default() });
+    let d = start_daemon(DaemonOptions { config: Some(config), system: true, env, ..Default::default() });
     // The temporary directory is root's; the socket's directory must be reachable by the callers.
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d

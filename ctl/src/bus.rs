@@ -14,7 +14,7 @@ use bci2token_api::{
 use serde::de::DeserializeOwned;
 use zbus::zvariant::{Fd, Structure, Value};
 
-use crate::client::OkReply;
+use crate::client::{OkReply, REPLY_TIMEOUT};
 use crate::error::{CtlError, Kind};
 use crate::files::Files;
 
@@ -63,7 +63,14 @@ pub fn call(target: &Target, request: &Request, files: &Files) -> Result<(OkRepl
         }
         .map_err(|e| CtlError::new(Kind::NotRunning, format!("cannot connect to {}: {e}", target.shown())))?;
         let daemon = Daemon1Proxy::new(&conn).await.map_err(|e| error(e, target))?;
-        run(&conn, &daemon, request, files).await.map_err(|e| error(e, target))
+        // As long as the socket transport waits for a reply (the bus itself would wait for ever).
+        match tokio::time::timeout(REPLY_TIMEOUT, run(&conn, &daemon, request, files)).await {
+            Ok(done) => done.map_err(|e| error(e, target)),
+            Err(_) => Err(CtlError::new(
+                Kind::Timeout,
+                format!("no reply from bci2tokend on {} within {} s", target.shown(), REPLY_TIMEOUT.as_secs()),
+            )),
+        }
     })
 }
 
@@ -230,14 +237,14 @@ fn error(e: zbus::Error, target: &Target) -> CtlError {
                         format!("bci2tokend is not on {} (no owner of {}): {message}", target.shown(), dbus::BUS_NAME),
                     )
                 }
-                None if name.as_str() == "org.freedesktop.DBus.Error.UnknownObject"
-                    || name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
-                {
-                    CtlError::api(ApiError::new(
-                        ErrorCode::NotFound,
-                        format!("{message}; `bci2tokenctl session list` shows the sessions"),
-                    ))
-                }
+                None if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" => CtlError::protocol(format!(
+                    "bci2tokend on {} does not know this call ({message}); is bci2tokenctl newer than the daemon?",
+                    target.shown()
+                )),
+                None if name.as_str() == "org.freedesktop.DBus.Error.UnknownObject" => CtlError::api(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("{message}; `bci2tokenctl session list` shows the sessions"),
+                )),
                 None if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied" => {
                     CtlError::new(Kind::SocketPermission, format!("{} refused the call: {message}", target.shown()))
                 }

@@ -118,7 +118,7 @@ pub struct Door {
 }
 
 /// One admitted connection; gives its place back when dropped.
-struct Admitted {
+pub struct Admitted {
     door: Arc<Door>,
     uid: u32,
 }
@@ -141,7 +141,7 @@ impl Door {
     /// refused, so callers filling the caps cannot lock out those who can stop them; readers
     /// (anyone, with socket_mode 0666) get half of `max_connections` at most, so strangers cannot
     /// lock out the operators.
-    fn admit(self: &Arc<Self>, uid: u32, standing: Standing, limits: &Limits) -> Result<Admitted, String> {
+    pub fn admit(self: &Arc<Self>, uid: u32, standing: Standing, limits: &Limits) -> Result<Admitted, String> {
         let mut s = self.state.lock().unwrap();
         let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
         let exempt = standing == Standing::Admin;

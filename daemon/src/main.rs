@@ -126,14 +126,7 @@ async fn start_bus(service: Arc<Service>, door: Arc<control::Door>) {
                 return;
             }
         };
-        runtime.block_on(async move {
-            let conn = bus::start(service, door, &bus).await;
-            let _ = ready_tx.send(());
-            if conn.is_some() {
-                // The connection serves from its own tasks for the life of the process.
-                std::future::pending::<()>().await;
-            }
-        });
+        runtime.block_on(bus::serve(service, door, bus, ready_tx));
     });
     match spawned {
         Ok(_) => {

@@ -237,7 +237,14 @@ impl Audited for KeyRotation {}
 impl Audited for AuditVerification {}
 impl Audited for BackupDone {}
 impl Audited for Restored {}
-impl Audited for ExportDone {}
+impl Audited for ExportDone {
+    fn audit_id(&self) -> Option<&str> {
+        Some(match self {
+            ExportDone::Features(f) => &f.id,
+            ExportDone::Recording(e) => &e.id,
+        })
+    }
+}
 
 pub struct Service {
     config: RwLock<Config>,
@@ -261,6 +268,8 @@ pub struct Service {
     torch_device: OnceLock<Result<tch::Device, String>>,
     /// Sessions added, changed and removed (see [`SessionChange`]).
     changes: tokio::sync::broadcast::Sender<SessionChange>,
+    /// Set when the daemon stops: no session starts any more.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -286,6 +295,7 @@ impl Service {
             refusal_log: Mutex::new(HashMap::new()),
             torch_device: OnceLock::new(),
             changes: tokio::sync::broadcast::channel(SESSION_CHANGES_QUEUE).0,
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -373,24 +383,25 @@ impl Service {
         object: &str,
         run: impl FnOnce() -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
+        // A call polkit made an admin's says so in every entry it leaves.
+        let by = if caller.admin_by_polkit { " (admin by polkit)" } else { "" };
         if let Err(e) = self.require(caller, op.role(), op.name()) {
             self.audit_refusal(caller, op.name(), object, &e.message);
             return Err(e);
         }
         let result = run();
         match &result {
-            Err(e) if is_refusal(e.code) => self.audit_refusal(caller, op.name(), object, &e.message),
+            Err(e) if is_refusal(e.code) => {
+                self.audit_refusal(caller, op.name(), object, &format!("{}{by}", e.message))
+            }
             Ok(v) if op.audited() => {
-                let mut outcome = match v.audit_id() {
-                    Some(id) if object != id => format!("ok: {id}"),
-                    _ => "ok".to_string(),
+                let outcome = match v.audit_id() {
+                    Some(id) if object != id => format!("ok: {id}{by}"),
+                    _ => format!("ok{by}"),
                 };
-                if caller.admin_by_polkit {
-                    outcome.push_str(" (admin by polkit)");
-                }
                 self.audit(caller, op.name(), object, &outcome);
             }
-            Err(e) if op.audited() => self.audit(caller, op.name(), object, &format!("failed: {}", e.message)),
+            Err(e) if op.audited() => self.audit(caller, op.name(), object, &format!("failed: {}{by}", e.message)),
             _ => {}
         }
         result
@@ -632,8 +643,14 @@ impl Service {
         Ok(session)
     }
 
+    /// An admin by the groups (or root): what gives a caller the sessions of others. polkit's
+    /// yes to one admin action does not (it names the action, not other people's sessions).
+    fn admin_by_group(&self, caller: &Caller) -> bool {
+        self.role(&Caller { admin_by_polkit: false, ..caller.clone() }) == Role::Admin
+    }
+
     fn owner_or_admin(&self, caller: &Caller, owner: u32, id: &str, what: &str) -> Result<(), ApiError> {
-        if owner == caller.uid || self.role(caller) == Role::Admin {
+        if owner == caller.uid || self.admin_by_group(caller) {
             return Ok(());
         }
         let group = self.config.read().unwrap().admin_group.clone();
@@ -652,6 +669,14 @@ impl Service {
         // locks: `config` is never taken while `sessions` is held.
         let unlimited = self.role(caller) == Role::Admin;
         let sessions = self.sessions.lock().unwrap();
+        // Checked under the lock stop_all takes its list of sessions with: a start either comes
+        // before (and is stopped with the rest) or is refused.
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                "bci2tokend is stopping; start the session after it restarts",
+            ));
+        }
         let mut starting = self.starting.lock().unwrap();
         let active = sessions.iter().filter(|s| s.is_active()).count() + starting.values().sum::<usize>();
         if active >= cfg.max_sessions {
@@ -886,6 +911,16 @@ impl Service {
         );
         let info = session.info();
         let mut sessions = self.sessions.lock().unwrap();
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            // stop_all has taken its list already: this one is stopped here.
+            drop(sessions);
+            session.request_stop();
+            session.join();
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                "bci2tokend is stopping; start the session after it restarts",
+            ));
+        }
         let _ = self.changes.send(SessionChange::Added(info.id.clone()));
         sessions.push(session);
         // The running session now counts itself: give the place back under the same lock.
@@ -1063,7 +1098,13 @@ impl Service {
         };
         match owner {
             Some(uid) => self.owner_or_admin(caller, uid, id, "export")?,
-            None => self.require(caller, Role::Admin, "exporting a session whose owner cannot be read")?,
+            None if self.admin_by_group(caller) => {}
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("the owner of session `{id}` cannot be read; only an admin may export it"),
+                ))
+            }
         }
         let owned = id.to_string();
         let (blocks, events) =
@@ -1498,6 +1539,8 @@ impl Service {
 
     /// Stops every session and waits for their threads (shutdown).
     pub fn stop_all(&self) {
+        // No session starts from now on, through any door.
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().clone();
         for s in &sessions {
             s.request_stop();

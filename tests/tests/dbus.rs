@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bci2token_tests::private_bus::PrivateBus;
-use bci2token_tests::system_users::{home_of, system_daemon, text, world, User, ADMIN_GROUP, OPERATOR_GROUP};
+use bci2token_tests::system_users::{
+    home_of, system_daemon, system_daemon_with_env, text, world, User, ADMIN_GROUP, OPERATOR_GROUP,
+};
 use bci2token_tests::{data_dir, reference_python, start_daemon, workspace_root, Daemon, DaemonOptions, TempDir};
 
 const NAME: &str = "org.bci2token.Daemon1";
@@ -130,6 +132,23 @@ fn apps_on_the_bus_start_a_speller_session_and_receive_its_tokens() {
         .output()
         .unwrap();
     let script = String::from_utf8(script.stdout).unwrap();
+    // Meanwhile another operator and a stranger ask the bus for every signal of the daemon.
+    stage_python_client(&w.bob);
+    let listeners: Vec<_> = [w.bob.clone(), w.eve.clone()]
+        .into_iter()
+        .map(|u| {
+            let bus_address = bus.address.clone();
+            std::thread::spawn(move || {
+                let mut cmd = u.setpriv(Path::new("/usr/bin/python3"));
+                cmd.arg(u.stage.join("bus_client.py")).args([bus_address.as_str(), "listen", "16"]);
+                cmd.env("PYTHONPATH", u.stage.join("py"));
+                let out = cmd.output().unwrap();
+                let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("{}").to_string();
+                serde_json::from_str::<serde_json::Value>(&last).unwrap()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
     let lines = python_client(&w.admin, &bus, &["speller", script.trim()]);
     let tokens: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("token").is_some()).collect();
     let labels: Vec<&str> = tokens.iter().map(|t| t["token"].as_str().unwrap()).collect();
@@ -150,6 +169,13 @@ fn apps_on_the_bus_start_a_speller_session_and_receive_its_tokens() {
     assert_eq!(end["ended"], "finished", "{lines:?}");
     assert_eq!(end["removed"], true, "InterfacesRemoved after DeleteSession: {lines:?}");
     assert_eq!(end["state_property"].as_array().unwrap().last().unwrap(), "finished", "PropertiesChanged: {lines:?}");
+    // Tokens go to their subscriber alone: the other operator sees the session come and go (a
+    // member), not its tokens; the stranger sees nothing at all.
+    let mut heard = listeners.into_iter().map(|l| l.join().unwrap());
+    let (bob, eve) = (heard.next().unwrap(), heard.next().unwrap());
+    assert!(bob["signals"]["InterfacesAdded"].as_u64().unwrap_or(0) >= 1, "{bob}");
+    assert_eq!(bob["signals"].get("TokenDecoded"), None, "another operator received the tokens: {bob}");
+    assert_eq!(eve["signals"], serde_json::json!({}), "a stranger received the daemon's signals: {eve}");
 
     // busctl and dbus-send: an operator starts a looping session and stops it.
     let started = as_user(
@@ -198,7 +224,7 @@ fn apps_on_the_bus_start_a_speller_session_and_receive_its_tokens() {
         ],
     );
     assert!(stop.status.success(), "{}", text(&stop));
-    assert_eq!(state(), "s \"stopped\"");
+    wait_until("the State property to say stopped", Duration::from_secs(5), || state() == "s \"stopped\"");
     drop(daemon);
 }
 
@@ -253,6 +279,16 @@ fn the_bus_refuses_by_role_and_ownership_and_audits_every_refusal() {
         assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{method}: {}", text(&out));
         assert!(text(&out).contains(ADMIN_GROUP), "{method}: {}", text(&out));
     }
+    // Methods that take dictionaries, lists or descriptors are the members' alone: the bus itself
+    // refuses a stranger (the daemon would decode the message before it could refuse it).
+    let out = gdbus(
+        Some(&w.eve),
+        &bus,
+        "/org/bci2token",
+        "org.bci2token.Daemon1.StartSession",
+        &["synthetic", "{'script': <'13Hz:1'>}", "{}"],
+    );
+    assert!(text(&out).contains("org.freedesktop.DBus.Error.AccessDenied"), "{}", text(&out));
     let out = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.ShowSession", &["nope"]);
     assert!(text(&out).contains("org.bci2token.Error.NotFound"), "{}", text(&out));
 
@@ -313,7 +349,13 @@ fn the_bus_refuses_by_role_and_ownership_and_audits_every_refusal() {
         assert!(refused(w.eve.uid, action), "eve's {action} refusal is audited: {entries:#?}");
     }
     assert!(refused(w.alice.uid, "key_rotate") && refused(w.alice.uid, "audit_verify"), "{entries:#?}");
-    assert!(refused(w.bob.uid, "follow") && refused(w.bob.uid, "session_stop"), "{entries:#?}");
+    let bobs_follows = entries
+        .iter()
+        .filter(|e| e["uid"] == w.bob.uid && e["action"] == "follow" && e["object"] == id.as_str())
+        .filter(|e| e["outcome"].as_str().unwrap().starts_with("refused"))
+        .count();
+    assert_eq!(bobs_follows, 3, "OpenStream, Subscribe and the Python Subscribe, each audited: {entries:#?}");
+    assert!(refused(w.bob.uid, "session_stop"), "{entries:#?}");
     assert!(entries.iter().any(|e| e["uid"] == w.alice.uid && e["action"] == "follow" && e["object"] == id.as_str()));
 }
 
@@ -675,7 +717,11 @@ fn polkit_grants_an_admin_action_to_whom_its_rules_say() {
         );
         String::from_utf8_lossy(&out.stdout).trim() == "b true"
     });
-    let daemon = bus_daemon(&bus, "");
+    // polkit is asked on the system bus only (where only polkitd may own its name): the private
+    // bus stands in for it.
+    let daemon =
+        system_daemon_with_env("bus = \"system\"\n", vec![("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.address.clone())]);
+    assert!(daemon.wait_log("D-Bus: org.bci2token.Daemon1 on", Duration::from_secs(10)), "{}", daemon.log());
     let rotate = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.RotateKey", &[]);
     assert!(rotate.status.success(), "the rule grants alice key rotation: {}\n{}", text(&rotate), daemon.log());
     assert!(text(&rotate).contains("rewrapped_sessions"), "{}", text(&rotate));
@@ -696,6 +742,12 @@ fn polkit_grants_an_admin_action_to_whom_its_rules_say() {
     assert!(entries.iter().any(|e| e["uid"] == w.bob.uid
         && e["action"] == "key_rotate"
         && e["outcome"].as_str().unwrap().starts_with("refused")));
+    // The same bus named by its address: polkit is not trusted there, the groups decide.
+    drop(daemon);
+    let daemon = bus_daemon(&bus, "");
+    let out = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.RotateKey", &[]);
+    assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{}", text(&out));
+    assert!(!daemon.log().contains("polkit authorized"), "{}", daemon.log());
     let _ = polkit.kill();
     let _ = polkit.wait();
 }

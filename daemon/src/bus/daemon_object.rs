@@ -81,9 +81,16 @@ pub fn stream_options(dict: &Dict) -> Result<FollowOptions, BusError> {
 }
 
 /// The descriptors of one call, as the service takes them: each becomes `{"fd": N, "name": ...}`.
+/// Those not handed on (the call failed first) go to the uid's closer, as the socket's do.
 struct Files {
     uid: u32,
     fds: Vec<OwnedFd>,
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        crate::closer::dispose(self.uid, std::mem::take(&mut self.fds));
+    }
 }
 
 impl Files {
@@ -100,8 +107,8 @@ impl Files {
         Ok(FileArg::Fd { fd: (self.fds.len() - 1) as u32, name: name.to_string() })
     }
 
-    fn passed(self) -> Passed {
-        Passed::new(self.uid, self.fds)
+    fn passed(mut self) -> Passed {
+        Passed::new(self.uid, std::mem::take(&mut self.fds))
     }
 }
 
@@ -223,7 +230,8 @@ impl DaemonObject {
         options: Dict,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(OwnedObjectPath, Dict), BusError> {
-        let started = self.start(driver, config, options, None, &h).await?;
+        let caller = self.ctx.admitted(&h).await?;
+        let started = self.start(driver, config, options, None, caller).await?;
         Ok((object_path(&started.info.id)?, record(&started.info)))
     }
 
@@ -239,17 +247,20 @@ impl DaemonObject {
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(OwnedObjectPath, Dict, zvariant::OwnedFd), BusError> {
         let follow = Some(self::stream_options(&stream_options)?);
-        let started = self.start(driver, config, options, follow, &h).await?;
+        let who = self.ctx.admit(&h).await?;
+        let place = self.ctx.stream_place(&who).await?;
+        let started = self.start(driver, config, options, follow, who.caller).await?;
         let Started { info, stream } = started;
         let stream = stream.ok_or_else(|| BusError::Internal("the session gave no event stream".into()))?;
-        let fd = super::session_object::stream_socket(&info.id, stream)?;
+        let fd = super::session_object::stream_socket(&info.id, stream, place)?;
         Ok((object_path(&info.id)?, record(&info), fd))
     }
 
     /// The caller's sessions (an admin's: everyone's).
     #[zbus(out_args("sessions"))]
     async fn list_sessions(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
-        self.ctx.run(&h, |s, c| s.session_list(c)).await.map(|v| v.iter().map(record).collect())
+        let sessions = self.ctx.run(&h, |s, c| s.session_list(c)).await?;
+        super::fits(sessions, "the sessions").map(|v| v.iter().map(record).collect())
     }
 
     #[zbus(out_args("session"))]
@@ -272,10 +283,8 @@ impl DaemonObject {
     #[zbus(out_args("entries"))]
     async fn list_audit(&self, options: Dict, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
         let o: AuditOptions = self::options("ListAudit", &options)?;
-        self.ctx
-            .run_admin(&h, Op::AuditList, move |s, c| s.audit_list(c, o.since))
-            .await
-            .map(|v| v.iter().map(record).collect())
+        let entries = self.ctx.run_admin(&h, Op::AuditList, move |s, c| s.audit_list(c, o.since)).await?;
+        super::fits(entries, "the audit entries").map(|v| v.iter().map(record).collect())
     }
 
     /// Checks the audit log's hash chain; admin only.
@@ -360,10 +369,9 @@ impl DaemonObject {
         config: Dict,
         options: Dict,
         follow: Option<FollowOptions>,
-        h: &Header<'_>,
+        caller: bci2token_api::Caller,
     ) -> Result<Started, BusError> {
         let o: StartOptions = self::options("StartSession", &options)?;
-        let caller = self.ctx.admitted(h).await?;
         let mut files = Files::new(caller.uid);
         let config = driver_config(&config, &mut files)?;
         let passed = files.passed();

@@ -29,6 +29,13 @@ pub use error::BusError;
 /// Subscriptions to sessions' signals most one session may have.
 const MAX_SUBSCRIBERS_PER_SESSION: usize = 64;
 
+/// A reply whose JSON form is larger than this is refused (`LimitReached`): the system bus
+/// carries messages of 32 MiB at most, and a larger one would get the daemon disconnected.
+const MAX_REPLY_JSON_BYTES: usize = 8 << 20;
+
+/// How long connecting to the bus and taking the name may take.
+const CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What every object of the door shares.
 pub struct Ctx {
     pub service: Arc<Service>,
@@ -37,8 +44,22 @@ pub struct Ctx {
     callers: callers::Callers,
     /// Sessions with an object.
     objects: Mutex<HashSet<String>>,
-    /// The forwarding task of each (session, subscriber's unique name).
-    subscriptions: Mutex<HashMap<(String, String), tokio::task::AbortHandle>>,
+    /// The forwarding task of each (session, subscriber's unique name); `None` while the
+    /// subscription is being set up (the place is held).
+    subscriptions: Mutex<HashMap<(String, String), Option<tokio::task::AbortHandle>>>,
+    /// Whether admin operations may ask polkit: only a system daemon on the system bus, where
+    /// only polkitd may own polkit's name.
+    polkit: bool,
+    /// Uids with a polkit check in progress (one at a time each: an interactive one may wait for
+    /// minutes).
+    polkit_asking: Mutex<HashSet<u32>>,
+}
+
+/// What [`Ctx::admit`] found out about a caller.
+pub struct Admitted {
+    pub caller: Caller,
+    role: Role,
+    standing: Standing,
 }
 
 impl Ctx {
@@ -76,25 +97,30 @@ impl Ctx {
     /// The sender of `header`, once it has taken a request from its budget (shared with the
     /// control socket; a refusal is audited).
     pub async fn admitted(&self, header: &zbus::message::Header<'_>) -> Result<Caller, BusError> {
-        Ok(self.admit(header).await?.0)
+        Ok(self.admit(header).await?.caller)
     }
 
-    /// [`Self::admitted`] and its role.
-    async fn admit(&self, header: &zbus::message::Header<'_>) -> Result<(Caller, Role), BusError> {
+    /// [`Self::admitted`], with the caller's role and standing.
+    pub async fn admit(&self, header: &zbus::message::Header<'_>) -> Result<Admitted, BusError> {
         let caller = self.callers.of(header).await?;
-        // As at the socket: a uid whose passed descriptors cannot be closed sends no more.
-        let stuck = crate::closer::pending(caller.uid);
-        if stuck > crate::closer::MAX_PENDING_CLOSES {
-            return Err(BusError::TooManyConnections(format!(
-                "{stuck} descriptors uid {} passed earlier are still being closed; try again later",
-                caller.uid
-            )));
-        }
         let door = Arc::clone(&self.door);
         // The role needs group lookups (NSS): off the runtime, as the operation itself.
         Ok(self
             .service
             .call(move |s| {
+                // As at the socket: a uid whose passed descriptors cannot be closed sends no more.
+                let stuck = crate::closer::pending(caller.uid);
+                if stuck > crate::closer::MAX_PENDING_CLOSES {
+                    let error = ApiError::new(
+                        ErrorCode::TooManyConnections,
+                        format!(
+                            "{stuck} descriptors uid {} passed earlier are still being closed; try again later",
+                            caller.uid
+                        ),
+                    );
+                    s.audit_refusal(&caller, "request", "", &error.message);
+                    return Err(error);
+                }
                 let limits = s.limits();
                 let role = s.role(&caller);
                 let standing: Standing = s.standing(&caller);
@@ -109,50 +135,89 @@ impl Ctx {
                     s.audit_refusal(&caller, "request", "", &error.message);
                     return Err(error);
                 }
-                Ok((caller, role))
+                Ok(Admitted { caller, role, standing })
             })
             .await?)
     }
 
+    /// A place among the connections of the caller (as a follow stream holds one on the socket),
+    /// for a stream the bus door hands out; refused (and audited) as the socket refuses a
+    /// connection.
+    pub async fn stream_place(&self, who: &Admitted) -> Result<crate::control::Admitted, BusError> {
+        let limits = self.service.limits();
+        match self.door.admit(who.caller.uid, who.standing, &limits) {
+            Ok(place) => Ok(place),
+            Err(message) => {
+                let caller = who.caller.clone();
+                let m = message.clone();
+                let _ = self
+                    .service
+                    .call(move |s| {
+                        s.audit_refusal(&caller, "connect", "", &m);
+                        Ok(())
+                    })
+                    .await;
+                Err(BusError::TooManyConnections(message))
+            }
+        }
+    }
+
     /// The admitted caller of an admin operation `op`: outside the admin group, polkit is asked
-    /// for the operation's action, and a yes makes the caller an admin for this one call.
+    /// for the operation's action (a system daemon on the system bus only), and a yes makes the
+    /// caller an admin for this one call.
     pub async fn admitted_admin(
         &self,
         header: &zbus::message::Header<'_>,
         op: crate::service::Op,
     ) -> Result<Caller, BusError> {
-        let (mut caller, role) = self.admit(header).await?;
+        let Admitted { mut caller, role, .. } = self.admit(header).await?;
         let Some(action) = op.polkit_action() else { return Ok(caller) };
-        if role < Role::Admin {
-            let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-            let interactive = header.primary().flags().contains(zbus::message::Flags::AllowInteractiveAuth);
-            if polkit::authorizes(&self.conn, &sender, action, interactive).await {
-                log::info!("polkit authorized {action} for uid {} ({sender})", caller.uid);
-                caller.admin_by_polkit = true;
-            }
+        if role >= Role::Admin || !self.polkit {
+            return Ok(caller);
+        }
+        if !self.polkit_asking.lock().unwrap().insert(caller.uid) {
+            // One check at a time per uid; the group rules decide this one.
+            return Ok(caller);
+        }
+        let uid = caller.uid;
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let interactive = header.primary().flags().contains(zbus::message::Flags::AllowInteractiveAuth);
+        let authorized = polkit::authorizes(&self.conn, &sender, action, interactive).await;
+        self.polkit_asking.lock().unwrap().remove(&uid);
+        if authorized {
+            log::info!("polkit authorized {action} for uid {uid} ({sender})");
+            caller.admin_by_polkit = true;
         }
         Ok(caller)
     }
 
-    /// Refuses a new subscriber beyond [`MAX_SUBSCRIBERS_PER_SESSION`] (one that re-subscribes
-    /// replaces its own subscription and needs no room).
-    fn subscription_room(&self, id: &str, sender: &str) -> Result<(), BusError> {
+    /// Holds a subscriber's place (at most [`MAX_SUBSCRIBERS_PER_SESSION`] per session; one that
+    /// re-subscribes keeps its own).
+    fn reserve_subscription(&self, id: &str, sender: &str) -> Result<(), ApiError> {
         let mut subs = self.subscriptions.lock().unwrap();
-        subs.retain(|_, t| !t.is_finished());
-        let mine = subs.contains_key(&(id.to_string(), sender.to_string()));
-        if !mine && subs.keys().filter(|(s, _)| s == id).count() >= MAX_SUBSCRIBERS_PER_SESSION {
-            return Err(BusError::LimitReached(format!(
-                "session `{id}` has {MAX_SUBSCRIBERS_PER_SESSION} subscribers already; unsubscribe one first"
-            )));
+        subs.retain(|_, t| t.as_ref().is_none_or(|t| !t.is_finished()));
+        let key = (id.to_string(), sender.to_string());
+        if !subs.contains_key(&key) && subs.keys().filter(|(s, _)| s == id).count() >= MAX_SUBSCRIBERS_PER_SESSION {
+            return Err(ApiError::new(
+                ErrorCode::LimitReached,
+                format!("session `{id}` has {MAX_SUBSCRIBERS_PER_SESSION} subscribers already; unsubscribe one first"),
+            ));
         }
+        subs.entry(key).or_insert(None);
         Ok(())
     }
 
-    /// Records a subscriber's forwarding task, ending an earlier one of the same subscriber.
+    /// Records a subscriber's forwarding task in its place, ending an earlier one of the same
+    /// subscriber; a place already given up (the subscriber left meanwhile) ends the task.
     fn add_subscription(&self, id: &str, sender: &str, task: tokio::task::AbortHandle) {
         let mut subs = self.subscriptions.lock().unwrap();
-        if let Some(old) = subs.insert((id.to_string(), sender.to_string()), task) {
-            old.abort();
+        match subs.get_mut(&(id.to_string(), sender.to_string())) {
+            Some(place) => {
+                if let Some(old) = place.replace(task) {
+                    old.abort();
+                }
+            }
+            None => task.abort(),
         }
     }
 
@@ -163,7 +228,7 @@ impl Ctx {
         let before = subs.len();
         subs.retain(|(s, who), task| {
             let hit = id.is_none_or(|i| i == s) && sender.is_none_or(|w| w == who);
-            if hit {
+            if let (true, Some(task)) = (hit, task) {
                 task.abort();
             }
             !hit
@@ -172,56 +237,132 @@ impl Ctx {
     }
 }
 
-/// Connects to the bus `bus` names, takes the well-known name and serves the objects. `None`
-/// (logged) when there is no bus or the name cannot be had: the daemon goes on with its socket.
-pub async fn start(service: Arc<Service>, door: Arc<Door>, bus: &Bus) -> Option<Connection> {
-    let builder = match bus {
-        Bus::None => {
-            log::info!("D-Bus: off (bus = \"none\"); the control socket is the only door");
-            return None;
-        }
-        Bus::System => zbus::connection::Builder::system(),
-        Bus::Session => zbus::connection::Builder::session(),
-        Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
-    };
-    let shown = match bus {
+/// Serves the D-Bus door for the life of the process: connects to `bus`, and when that fails or
+/// the connection is lost later, says so and tries again with back-off (1 s to a minute), the
+/// daemon going on with its socket meanwhile. `ready` is sent once the first attempt is over.
+pub async fn serve(service: Arc<Service>, door: Arc<Door>, bus: Bus, ready: tokio::sync::oneshot::Sender<()>) {
+    if bus == Bus::None {
+        log::info!("D-Bus: off (bus = \"none\"); the control socket is the only door");
+        let _ = ready.send(());
+        return;
+    }
+    let shown = match &bus {
         Bus::Address(a) => a.clone(),
         Bus::System => "the system bus".into(),
         _ => "the session bus".into(),
     };
-    let conn = match builder.and_then(|b| b.name(BUS_NAME)).map(|b| b.build()) {
-        Ok(fut) => fut.await,
-        Err(e) => Err(e),
-    };
-    let conn = match conn {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("D-Bus: cannot offer {BUS_NAME} on {shown} ({e}); running with the control socket only");
-            return None;
+    // polkit is trusted only where only polkitd can own its name: the real system bus.
+    let polkit = bus == Bus::System && service.config().mode == crate::config::Mode::System;
+    let mut ready = Some(ready);
+    let mut wait = std::time::Duration::from_secs(1);
+    let mut told = false;
+    loop {
+        match tokio::time::timeout(CONNECT_WITHIN, start(&service, &door, &bus, polkit)).await {
+            Ok(Ok(running)) => {
+                log::info!("D-Bus: {BUS_NAME} on {shown}");
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+                (wait, told) = (std::time::Duration::from_secs(1), false);
+                running.lost().await;
+                log::error!(
+                    "D-Bus: the connection to {shown} is lost; the control socket serves meanwhile, reconnecting"
+                );
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e,
+                    _ => format!("no answer within {CONNECT_WITHIN:?}"),
+                };
+                if !told {
+                    log::warn!(
+                        "D-Bus: cannot offer {BUS_NAME} on {shown} ({why}); running with the control socket only, \
+                         trying again every minute at most"
+                    );
+                    told = true;
+                } else {
+                    log::debug!("D-Bus: {shown}: {why}");
+                }
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(60));
+    }
+}
+
+/// The door while it is up: its connection and the tasks serving it (ended when it is dropped).
+struct Running {
+    conn: Connection,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Returns once the bus no longer answers (asked every 10 s).
+    async fn lost(&self) {
+        let Ok(proxy) = zbus::fdo::DBusProxy::new(&self.conn).await else { return };
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            match tokio::time::timeout(std::time::Duration::from_secs(5), proxy.get_id()).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Connects, takes the well-known name and serves the objects.
+async fn start(service: &Arc<Service>, door: &Arc<Door>, bus: &Bus, polkit: bool) -> Result<Running, String> {
+    let builder = match bus {
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Session => zbus::connection::Builder::session(),
+        Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
+        Bus::None => return Err("no bus".into()),
     };
+    let conn =
+        builder.and_then(|b| b.name(BUS_NAME)).map_err(|e| e.to_string())?.build().await.map_err(|e| e.to_string())?;
     let ctx = Arc::new(Ctx {
-        service: Arc::clone(&service),
+        service: Arc::clone(service),
         conn: conn.clone(),
-        door,
+        door: Arc::clone(door),
         callers: callers::Callers::new(conn.clone()),
         objects: Mutex::new(HashSet::new()),
         subscriptions: Mutex::new(HashMap::new()),
+        polkit,
+        polkit_asking: Mutex::new(HashSet::new()),
     });
     let server = conn.object_server();
-    let served = async {
-        server.at(DAEMON_PATH, zbus::fdo::ObjectManager).await?;
-        server.at(DAEMON_PATH, daemon_object::DaemonObject::new(Arc::clone(&ctx))).await?;
-        Ok::<_, zbus::Error>(())
-    };
-    if let Err(e) = served.await {
-        log::error!("D-Bus: cannot serve {DAEMON_PATH}: {e}; running with the control socket only");
-        return None;
+    server.at(DAEMON_PATH, zbus::fdo::ObjectManager).await.map_err(|e| e.to_string())?;
+    server.at(DAEMON_PATH, daemon_object::DaemonObject::new(Arc::clone(&ctx))).await.map_err(|e| e.to_string())?;
+    let tasks = vec![
+        tokio::spawn(follow_sessions(conn.clone(), Arc::clone(&ctx))),
+        tokio::spawn(forget_departed(conn.clone(), Arc::clone(&ctx))),
+    ];
+    Ok(Running { conn, tasks })
+}
+
+/// A reply's records, refused when too large to cross the bus (see [`MAX_REPLY_JSON_BYTES`]).
+pub fn fits<T: serde::Serialize>(records: T, what: &str) -> Result<T, BusError> {
+    let size = serde_json::to_vec(&records).map_or(usize::MAX, |v| v.len());
+    if size > MAX_REPLY_JSON_BYTES {
+        return Err(BusError::LimitReached(format!(
+            "{what} take {} MiB, more than a D-Bus reply carries ({} MiB); ask for less (ListAudit's `since`) \
+             or use the control socket",
+            size >> 20,
+            MAX_REPLY_JSON_BYTES >> 20
+        )));
     }
-    tokio::spawn(follow_sessions(conn.clone(), Arc::clone(&ctx)));
-    tokio::spawn(forget_departed(conn.clone(), Arc::clone(&ctx)));
-    log::info!("D-Bus: {BUS_NAME} on {shown}");
-    Some(conn)
+    Ok(records)
 }
 
 /// Keeps one object per session the daemon knows, following the service's changes.
@@ -251,10 +392,13 @@ async fn follow_sessions(conn: Connection, ctx: Arc<Ctx>) {
             SessionChange::State { id, state, message } => {
                 let path = session_path(&id);
                 if let Ok(iface) = server.interface::<_, session_object::SessionObject>(path.as_str()).await {
-                    iface.get_mut().await.set_state(state, message);
+                    // Shared access only: a method of the object may be running (Stop waits for
+                    // the session's end), and an exclusive lock would wait for it.
+                    let object = iface.get().await;
+                    object.set_state(state, message);
                     let emitter = iface.signal_emitter();
-                    let _ = iface.get().await.state_changed(emitter).await;
-                    let _ = iface.get().await.message_changed(emitter).await;
+                    let _ = object.state_changed(emitter).await;
+                    let _ = object.message_changed(emitter).await;
                 }
             }
             SessionChange::Removed(id) => remove_session(&conn, &ctx, &id).await,
@@ -289,8 +433,9 @@ async fn resync(conn: &Connection, ctx: &Arc<Ctx>) {
         let path = session_path(&info.id);
         match server.interface::<_, session_object::SessionObject>(path.as_str()).await {
             Ok(iface) => {
-                iface.get_mut().await.set_state(info.state, info.message.clone());
-                let _ = iface.get().await.state_changed(iface.signal_emitter()).await;
+                let object = iface.get().await;
+                object.set_state(info.state, info.message.clone());
+                let _ = object.state_changed(iface.signal_emitter()).await;
             }
             Err(_) => add_session(conn, ctx, info.clone()).await,
         }

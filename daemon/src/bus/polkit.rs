@@ -44,7 +44,7 @@ pub async fn authorizes(conn: &zbus::Connection, sender: &str, action: &str, int
     match tokio::time::timeout(ANSWER_WITHIN, ask).await {
         Ok(Ok((authorized, _challenge, _))) => authorized,
         Ok(Err(e)) => {
-            log::debug!("polkit did not answer for {action} of {sender} ({e}); the group rules decide");
+            log::warn!("polkit could not decide {action} for {sender} ({e}); the group rules decide");
             false
         }
         Err(_) => {
@@ -76,6 +76,21 @@ mod tests {
         }
         for action in declared {
             assert!(Op::ALL.iter().any(|op| op.polkit_action() == Some(action)), "{action} is used by no operation");
+        }
+    }
+
+    /// polkit answers a CheckAuthorization about another's call only to root or to the action's
+    /// owner; the daemon runs as bci2token (its unit's User=), so each action must name it.
+    #[test]
+    fn every_action_is_owned_by_the_daemons_user() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/org.bci2token.policy");
+        let policy = std::fs::read_to_string(file).unwrap();
+        for action in policy.split("<action id=").skip(1) {
+            let action = &action[..action.find("</action>").unwrap()];
+            assert!(
+                action.contains(r#"<annotate key="org.freedesktop.policykit.owner">unix-user:bci2token</annotate>"#),
+                "{action}"
+            );
         }
     }
 }

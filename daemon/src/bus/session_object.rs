@@ -24,23 +24,37 @@ use crate::hub::{Delivery, Subscription};
 
 pub struct SessionObject {
     ctx: Arc<Ctx>,
+    /// The session as it started (what does not change).
     info: SessionInfo,
+    /// Its state and why, as the service last reported them. Behind a lock of its own so that
+    /// the object is only ever borrowed shared (zbus would make an exclusive borrow wait for a
+    /// running method, such as a Stop waiting for the session to end).
+    state: std::sync::Mutex<(SessionState, Option<String>)>,
 }
 
 impl SessionObject {
     pub fn new(ctx: Arc<Ctx>, info: SessionInfo) -> Self {
-        SessionObject { ctx, info }
+        let state = std::sync::Mutex::new((info.state, info.message.clone()));
+        SessionObject { ctx, info, state }
     }
 
-    pub fn set_state(&mut self, state: SessionState, message: Option<String>) {
-        self.info.state = state;
-        self.info.message = message;
+    pub fn set_state(&self, state: SessionState, message: Option<String>) {
+        *self.state.lock().unwrap() = (state, message);
     }
 }
 
+/// How long one signal to a subscriber may take to go out: a subscriber that does not read
+/// (the bus queues what it has not read) loses its subscription rather than hold the door.
+const SIGNAL_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A socket whose other end carries `stream`'s events as frames (as `follow` on the control
-/// socket), until the session ends or the reader closes it.
-pub fn stream_socket(id: &str, stream: Subscription) -> Result<zvariant::OwnedFd, BusError> {
+/// socket), until the session ends or the reader closes it. It holds `place` among the caller's
+/// connections meanwhile, as a follow connection does on the socket.
+pub fn stream_socket(
+    id: &str,
+    stream: Subscription,
+    place: crate::control::Admitted,
+) -> Result<zvariant::OwnedFd, BusError> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| BusError::Internal(format!("cannot make the stream's socket: {e}")))?;
     ours.set_nonblocking(true).map_err(|e| BusError::Internal(e.to_string()))?;
@@ -52,6 +66,7 @@ pub fn stream_socket(id: &str, stream: Subscription) -> Result<zvariant::OwnedFd
         if let Err(e) = crate::control::stream_events(ours, &id, stream).await {
             log::debug!("D-Bus stream of session {id}: {e}");
         }
+        drop(place);
     });
     Ok(zvariant::OwnedFd::from(std::os::fd::OwnedFd::from(theirs)))
 }
@@ -66,13 +81,13 @@ impl SessionObject {
     /// starting, running, reconnecting, stopped, finished or failed.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.info.state.as_str().to_string()
+        self.state.lock().unwrap().0.as_str().to_string()
     }
 
     /// Why the session failed or stopped ("" for nothing to say).
     #[zbus(property)]
     fn message(&self) -> String {
-        self.info.message.clone().unwrap_or_default()
+        self.state.lock().unwrap().1.clone().unwrap_or_default()
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
@@ -128,10 +143,12 @@ impl SessionObject {
     /// `samples` (b) to include sample blocks.
     #[zbus(out_args("stream"))]
     async fn open_stream(&self, options: Dict, #[zbus(header)] h: Header<'_>) -> Result<zvariant::OwnedFd, BusError> {
+        let who = self.ctx.admit(&h).await?;
         let options = stream_options(&options)?;
+        let place = self.ctx.stream_place(&who).await?;
         let id = self.info.id.clone();
-        let followed = self.ctx.run(&h, move |s, c| s.follow(c, &id, &options)).await?;
-        stream_socket(&self.info.id, followed.stream)
+        let followed = self.ctx.serve(who.caller, move |s, c| s.follow(c, &id, &options)).await?;
+        stream_socket(&self.info.id, followed.stream, place)
     }
 
     /// Sends this session's TokenDecoded, Gap, StateChanged and Warning signals to the caller
@@ -142,11 +159,23 @@ impl SessionObject {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), BusError> {
         let sender = h.sender().map(|s| s.to_string()).unwrap_or_default();
-        // Room first, so that a follow the service audits as ok is one that takes place.
-        self.ctx.subscription_room(&self.info.id, &sender)?;
-        let id = self.info.id.clone();
-        let followed = self.ctx.run(&h, move |s, c| s.follow(c, &id, &bci2token_api::FollowOptions::default())).await?;
         let destination = zbus::names::BusName::try_from(sender.clone()).map_err(|e| BusError::ZBus(e.into()))?;
+        let (ctx, id, who) = (Arc::clone(&self.ctx), self.info.id.clone(), sender.clone());
+        // The place first, so that a follow the service audits as ok is one that takes place.
+        let followed = self
+            .ctx
+            .run(&h, move |s, c| {
+                if let Err(e) = ctx.reserve_subscription(&id, &who) {
+                    s.audit_refusal(c, "follow", &id, &e.message);
+                    return Err(e);
+                }
+                let followed = s.follow(c, &id, &bci2token_api::FollowOptions::default());
+                if followed.is_err() {
+                    ctx.end_subscriptions(Some(&id), Some(&who));
+                }
+                followed
+            })
+            .await?;
         let emitter = emitter.to_owned().set_destination(destination.into_owned());
         let task = tokio::spawn(forward(followed.stream, emitter));
         self.ctx.add_subscription(&self.info.id, &sender, task.abort_handle());
@@ -194,49 +223,63 @@ impl SessionObject {
 /// Turns a subscription's events into the subscriber's signals until the session ends.
 async fn forward(mut stream: Subscription, emitter: SignalEmitter<'static>) {
     while let Some(delivery) = stream.recv().await {
-        let sent = match delivery {
-            Delivery::Event(event) => match &*event {
-                Event::Token { label, text, token_ids, confidence, logit_bias, t, latency_us, .. } => {
-                    let bias: HashMap<u32, f64> =
-                        logit_bias.iter().filter_map(|(k, v)| Some((k.parse().ok()?, f64::from(*v)))).collect();
-                    let latency = *latency_us as f64 / 1e6;
-                    let probability = f64::from(*confidence);
-                    SessionObject::token_decoded(
-                        &emitter,
-                        label,
-                        text,
-                        token_ids.clone(),
-                        probability,
-                        bias,
-                        *t,
-                        latency,
-                    )
-                    .await
-                }
-                Event::Gap { t, seconds, lost_samples, .. } => {
-                    SessionObject::gap(&emitter, *t, *seconds, lost_samples.unwrap_or(0)).await
-                }
-                Event::State { state, message, .. } => {
-                    SessionObject::state_changed_signal(&emitter, state.as_str(), message.as_deref().unwrap_or(""))
+        let sent = tokio::time::timeout(SIGNAL_WITHIN, async {
+            match delivery {
+                Delivery::Event(event) => match &*event {
+                    Event::Token { label, text, token_ids, confidence, logit_bias, t, latency_us, .. } => {
+                        let bias: HashMap<u32, f64> =
+                            logit_bias.iter().filter_map(|(k, v)| Some((k.parse().ok()?, f64::from(*v)))).collect();
+                        let latency = *latency_us as f64 / 1e6;
+                        let probability = f64::from(*confidence);
+                        SessionObject::token_decoded(
+                            &emitter,
+                            label,
+                            text,
+                            token_ids.clone(),
+                            probability,
+                            bias,
+                            *t,
+                            latency,
+                        )
+                        .await
+                    }
+                    Event::Gap { t, seconds, lost_samples, .. } => {
+                        SessionObject::gap(&emitter, *t, *seconds, lost_samples.unwrap_or(0)).await
+                    }
+                    Event::State { state, message, .. } => {
+                        SessionObject::state_changed_signal(&emitter, state.as_str(), message.as_deref().unwrap_or(""))
+                            .await
+                    }
+                    Event::Warning { message, .. } => SessionObject::warning(&emitter, message).await,
+                    Event::DecoderError { t, message, .. } => {
+                        SessionObject::warning(
+                            &emitter,
+                            &format!("the decoder failed on the window ending at {t} s: {message}"),
+                        )
+                        .await
+                    }
+                    _ => Ok(()),
+                },
+                Delivery::Lost(n) => {
+                    SessionObject::warning(&emitter, &format!("this subscriber fell behind and missed {n} events"))
                         .await
                 }
-                Event::Warning { message, .. } => SessionObject::warning(&emitter, message).await,
-                Event::DecoderError { t, message, .. } => {
-                    SessionObject::warning(
-                        &emitter,
-                        &format!("the decoder failed on the window ending at {t} s: {message}"),
-                    )
-                    .await
-                }
-                _ => Ok(()),
-            },
-            Delivery::Lost(n) => {
-                SessionObject::warning(&emitter, &format!("this subscriber fell behind and missed {n} events")).await
             }
-        };
-        if let Err(e) = sent {
-            log::debug!("D-Bus: a session signal could not be sent: {e}");
-            return;
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::debug!("D-Bus: a session signal could not be sent: {e}");
+                return;
+            }
+            Err(_) => {
+                log::warn!(
+                    "D-Bus: a subscriber of session signals did not take one within {SIGNAL_WITHIN:?}; its \
+                     subscription ends"
+                );
+                return;
+            }
         }
     }
 }
