@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use crate::{workspace_root, TempDir};
 
 pub struct PrivateBus {
-    child: Child,
-    /// The bus's address (`unix:path=…,guid=…`).
+    child: Option<Child>,
+    /// The bus's address (`unix:path=…`): the same after [`PrivateBus::restart`].
     pub address: String,
     pub dir: TempDir,
 }
@@ -78,16 +78,23 @@ impl PrivateBus {
         let config = stock.replace(
             "</busconfig>",
             &format!(
-                "  <listen>unix:dir={}</listen>\n  <include>{}</include>\n{}</busconfig>",
-                dir.path().display(),
+                "  <listen>unix:path={}</listen>\n  <include>{}</include>\n{}</busconfig>",
+                dir.path().join("bus_socket").display(),
                 policy_file.display(),
                 policies.iter().map(|p| format!("  <include>{p}</include>\n")).collect::<String>()
             ),
         );
         let config_file = dir.path().join("bus.conf");
         std::fs::write(&config_file, config).unwrap();
+        let address = format!("unix:path={}", dir.path().join("bus_socket").display());
+        let mut bus = PrivateBus { child: None, address, dir };
+        bus.start();
+        bus
+    }
+
+    fn start(&mut self) {
         let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config_file.display()))
+            .arg(format!("--config-file={}", self.dir.path().join("bus.conf").display()))
             .args(["--nofork", "--print-address"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -96,16 +103,29 @@ impl PrivateBus {
             .expect("start dbus-daemon (Debian: dbus-daemon; tools/setup installs it)");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let address = line.trim().to_string();
-        assert!(address.starts_with("unix:"), "dbus-daemon printed no address: {line:?}");
-        PrivateBus { child, address, dir }
+        assert!(line.starts_with(&self.address), "dbus-daemon printed {line:?}, not {}", self.address);
+        self.child = Some(child);
+    }
+
+    /// Ends the bus (every connection to it is lost).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("bus_socket"));
+    }
+
+    /// Starts the bus again at the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
     }
 }
 
 impl Drop for PrivateBus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -648,6 +648,42 @@ fn bci2tokenctl_prints_the_same_over_the_bus_and_the_socket() {
     assert_eq!(kinds(&s.stdout), kinds(&b.stdout));
     assert_eq!(kinds(&b.stdout).last().map(String::as_str), Some("\"state\""), "{b:?}");
     assert!(kinds(&b.stdout).len() >= 3, "{b:?}");
+    // A model package, installed by an admin through either door (replacing the one before).
+    let package = workspace_root().join("models/ssvep-fbcca-3").display().to_string();
+    let (s, b) = both(&["model", "install", &package, "--replace"]);
+    assert_eq!(s.code, Some(0), "{s:?}");
+    assert_eq!(s, b);
+    // An evaluation (many sessions, a recording passed to each): the same report, but for the ids.
+    let recording = std::fs::read_dir(data_dir().join("ssvep"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subject03"))
+        .unwrap();
+    let evaluate = [
+        "--json",
+        "evaluate",
+        "--model",
+        "ssvep-fbcca-3",
+        "--classes",
+        "13Hz,17Hz,21Hz",
+        "--trial-start",
+        "stim_start",
+        "--trial-length",
+        "5",
+    ];
+    let mut args = evaluate.to_vec();
+    let recording = recording.display().to_string();
+    args.push(&recording);
+    let (s, b) = both(&args);
+    assert_eq!(s.code, Some(0), "{s:?}");
+    let without_ids = |text: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+        strip(&mut v, "session");
+        v
+    };
+    assert_eq!(without_ids(&s.stdout), without_ids(&b.stdout));
+    assert_eq!(without_ids(&b.stdout)["files"][0]["trials"], 24, "{}", b.stdout);
+    assert_eq!(s.stderr, b.stderr);
     // Restoring: no session runs now.
     let (s, b) = (socket(&["restore", &bs.display().to_string()]), over_bus(&["restore", &bs.display().to_string()]));
     assert_eq!((s.code, &s.stdout, &s.stderr), (b.code, &b.stdout, &b.stderr));
@@ -801,4 +837,50 @@ fn without_a_bus_the_daemon_runs_with_its_socket_only() {
     assert_eq!(d.ctl_json(&["status"])["mode"], "user");
     let off = start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), "none".into())], ..Default::default() });
     assert!(off.wait_log("D-Bus: off", Duration::from_secs(10)), "{}", off.log());
+}
+
+/// Removes every `key` from a JSON document (ids that differ between two runs).
+fn strip(v: &mut serde_json::Value, key: &str) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove(key);
+            m.values_mut().for_each(|v| strip(v, key));
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| strip(v, key)),
+        _ => {}
+    }
+}
+
+/// The bus may come later than the daemon, or go and come back: the daemon serves its socket
+/// meanwhile and takes its name again when the bus is there.
+#[test]
+fn the_door_comes_back_when_the_bus_does() {
+    if !nix::unistd::getuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "the D-Bus tests need root (the bus policy lets root own the name)");
+        eprintln!("skipping: the D-Bus tests need root");
+        return;
+    }
+    let mut bus = PrivateBus::system_like("bci2token", "bci2token-admin");
+    bus.stop();
+    let d =
+        start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), bus.address.clone())], ..Default::default() });
+    assert!(d.wait_log("running with the control socket only", Duration::from_secs(10)), "{}", d.log());
+    assert_eq!(d.ctl_json(&["status"])["mode"], "user");
+    let on_the_bus = || d.log().matches("D-Bus: org.bci2token.Daemon1 on").count();
+    let version = |bus: &PrivateBus| {
+        let out = as_user(
+            None,
+            "busctl",
+            &["--address", &bus.address, "get-property", NAME, "/org/bci2token", NAME, "Version"],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    bus.restart();
+    wait_until("the daemon on the bus that came", Duration::from_secs(30), || on_the_bus() == 1);
+    assert_eq!(version(&bus), format!("s \"{}\"", env!("CARGO_PKG_VERSION")));
+    bus.stop();
+    wait_until("the daemon to notice the bus went", Duration::from_secs(30), || d.log().contains("is lost"));
+    bus.restart();
+    wait_until("the daemon back on the bus", Duration::from_secs(30), || on_the_bus() == 2);
+    assert_eq!(version(&bus), format!("s \"{}\"", env!("CARGO_PKG_VERSION")));
 }
