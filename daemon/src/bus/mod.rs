@@ -268,6 +268,7 @@ pub async fn serve(service: Arc<Service>, door: Arc<Door>, bus: Bus, ready: toki
                 log::error!(
                     "D-Bus: the connection to {shown} is lost; the control socket serves meanwhile, reconnecting"
                 );
+                running.close().await;
             }
             failed => {
                 let why = match failed {
@@ -296,20 +297,42 @@ pub async fn serve(service: Arc<Service>, door: Arc<Door>, bus: Bus, ready: toki
 /// The door while it is up: its connection and the tasks serving it (ended when it is dropped).
 struct Running {
     conn: Connection,
+    ctx: Arc<Ctx>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Returns once the bus no longer answers (asked every 10 s).
+    /// Returns once the bus no longer answers: asked every 10 s; gone at once when the connection
+    /// fails, or after three questions in a row without an answer within 5 s (a bus that is only
+    /// slow is not left).
     async fn lost(&self) {
         let Ok(proxy) = zbus::fdo::DBusProxy::new(&self.conn).await else { return };
-        loop {
+        let mut silent = 0;
+        while silent < 3 {
             tokio::time::sleep(std::time::Duration::from_secs(10)).await;
             match tokio::time::timeout(std::time::Duration::from_secs(5), proxy.get_id()).await {
-                Ok(Ok(_)) => {}
-                _ => return,
+                Ok(Ok(_)) => silent = 0,
+                Ok(Err(_)) => return,
+                Err(_) => silent += 1,
             }
         }
+    }
+
+    /// Ends this door for good: its tasks and subscriptions, its objects (which hold the
+    /// connection, so that it would otherwise live on and keep the name), the connection itself.
+    async fn close(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.ctx.end_subscriptions(None, None);
+        let server = self.conn.object_server();
+        let ids: Vec<String> = self.ctx.objects.lock().unwrap().drain().collect();
+        for id in ids {
+            let _ = server.remove::<session_object::SessionObject, _>(session_path(&id).as_str()).await;
+        }
+        let _ = server.remove::<daemon_object::DaemonObject, _>(DAEMON_PATH).await;
+        let _ = server.remove::<zbus::fdo::ObjectManager, _>(DAEMON_PATH).await;
+        let _ = self.conn.clone().close().await;
     }
 }
 
@@ -348,7 +371,7 @@ async fn start(service: &Arc<Service>, door: &Arc<Door>, bus: &Bus, polkit: bool
         tokio::spawn(follow_sessions(conn.clone(), Arc::clone(&ctx))),
         tokio::spawn(forget_departed(conn.clone(), Arc::clone(&ctx))),
     ];
-    Ok(Running { conn, tasks })
+    Ok(Running { conn, ctx, tasks })
 }
 
 /// A reply's records, refused when too large to cross the bus (see [`MAX_REPLY_JSON_BYTES`]).
