@@ -1539,8 +1539,13 @@ impl Service {
 
     /// Stops every session and waits for their threads (shutdown).
     pub fn stop_all(&self) {
-        // No session starts from now on, through any door.
+        // No session starts from now on, through any door; those being started finish first (a
+        // driver's open may take a while), for at most 30 s.
         self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !self.starting.lock().unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().clone();
         for s in &sessions {
             s.request_stop();

@@ -289,6 +289,13 @@ fn the_bus_refuses_by_role_and_ownership_and_audits_every_refusal() {
         &["synthetic", "{'script': <'13Hz:1'>}", "{}"],
     );
     assert!(text(&out).contains("org.freedesktop.DBus.Error.AccessDenied"), "{}", text(&out));
+    // Nor does a stranger pass a descriptor, to any method; a member's reaches the daemon (which
+    // refuses these arguments for this method itself).
+    stage_python_client(&w.eve);
+    let lines = python_client(&w.eve, &bus, &["passfd", "DeleteSession"]);
+    assert_eq!(lines[0]["error"], "org.freedesktop.DBus.Error.AccessDenied", "{lines:?}");
+    let lines = python_client(&w.alice, &bus, &["passfd", "DeleteSession"]);
+    assert!(lines[0]["message"].as_str().unwrap().contains("Signature mismatch"), "the daemon's own answer: {lines:?}");
     let out = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.ShowSession", &["nope"]);
     assert!(text(&out).contains("org.bci2token.Error.NotFound"), "{}", text(&out));
 

@@ -53,6 +53,27 @@ pub struct Ctx {
     /// Uids with a polkit check in progress (one at a time each: an interactive one may wait for
     /// minutes).
     polkit_asking: Mutex<HashSet<u32>>,
+    /// The signals all subscribers share (see `session_object::forward`).
+    signals: Arc<session_object::Budget>,
+}
+
+/// A uid's polkit check in progress; the uid is free again when this is dropped (however the
+/// call ends).
+struct Asking<'a> {
+    set: &'a Mutex<HashSet<u32>>,
+    uid: u32,
+}
+
+impl<'a> Asking<'a> {
+    fn start(set: &'a Mutex<HashSet<u32>>, uid: u32) -> Option<Self> {
+        set.lock().unwrap().insert(uid).then_some(Asking { set, uid })
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.uid);
+    }
 }
 
 /// What [`Ctx::admit`] found out about a caller.
@@ -175,15 +196,14 @@ impl Ctx {
         if role >= Role::Admin || !self.polkit {
             return Ok(caller);
         }
-        if !self.polkit_asking.lock().unwrap().insert(caller.uid) {
+        let Some(_asking) = Asking::start(&self.polkit_asking, caller.uid) else {
             // One check at a time per uid; the group rules decide this one.
             return Ok(caller);
-        }
+        };
         let uid = caller.uid;
         let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
         let interactive = header.primary().flags().contains(zbus::message::Flags::AllowInteractiveAuth);
         let authorized = polkit::authorizes(&self.conn, &sender, action, interactive).await;
-        self.polkit_asking.lock().unwrap().remove(&uid);
         if authorized {
             log::info!("polkit authorized {action} for uid {uid} ({sender})");
             caller.admin_by_polkit = true;
@@ -257,24 +277,29 @@ pub async fn serve(service: Arc<Service>, door: Arc<Door>, bus: Bus, ready: toki
     let mut wait = std::time::Duration::from_secs(1);
     let mut told = false;
     loop {
-        match tokio::time::timeout(CONNECT_WITHIN, start(&service, &door, &bus, polkit)).await {
-            Ok(Ok(running)) => {
+        match start(&service, &door, &bus, polkit).await {
+            Ok(running) => {
                 log::info!("D-Bus: {BUS_NAME} on {shown}");
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
                 }
-                (wait, told) = (std::time::Duration::from_secs(1), false);
+                told = false;
+                let up = std::time::Instant::now();
                 running.lost().await;
+                // Back to a quick retry only after a connection that lasted; one that fails at
+                // once is retried ever more slowly.
+                if up.elapsed() > std::time::Duration::from_secs(60) {
+                    wait = std::time::Duration::from_secs(1);
+                }
                 log::error!(
                     "D-Bus: the connection to {shown} is lost; the control socket serves meanwhile, reconnecting"
                 );
-                running.close().await;
+                // Closing sends on a connection that failed: it cannot block for long, and it is
+                // not awaited past a few seconds anyway (nor cancelled).
+                let closing = tokio::spawn(running.close());
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closing).await;
             }
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e,
-                    _ => format!("no answer within {CONNECT_WITHIN:?}"),
-                };
+            Err(why) => {
                 if !told {
                     log::warn!(
                         "D-Bus: cannot offer {BUS_NAME} on {shown} ({why}); running with the control socket only, \
@@ -302,18 +327,15 @@ struct Running {
 }
 
 impl Running {
-    /// Returns once the bus no longer answers: asked every 10 s; gone at once when the connection
-    /// fails, or after three questions in a row without an answer within 5 s (a bus that is only
-    /// slow is not left).
+    /// Returns once the connection has failed (the bus is asked something every 10 s). A bus
+    /// that is only slow is waited for: a question is never cut short, since a message half
+    /// written would corrupt the connection.
     async fn lost(&self) {
         let Ok(proxy) = zbus::fdo::DBusProxy::new(&self.conn).await else { return };
-        let mut silent = 0;
-        while silent < 3 {
+        loop {
             tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-            match tokio::time::timeout(std::time::Duration::from_secs(5), proxy.get_id()).await {
-                Ok(Ok(_)) => silent = 0,
-                Ok(Err(_)) => return,
-                Err(_) => silent += 1,
+            if proxy.get_id().await.is_err() {
+                return;
             }
         }
     }
@@ -352,8 +374,12 @@ async fn start(service: &Arc<Service>, door: &Arc<Door>, bus: &Bus, polkit: bool
         Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
         Bus::None => return Err("no bus".into()),
     };
-    let conn =
-        builder.and_then(|b| b.name(BUS_NAME)).map_err(|e| e.to_string())?.build().await.map_err(|e| e.to_string())?;
+    // Only the connection's set-up is timed (dropping it half-way leaves nothing behind).
+    let build = builder.and_then(|b| b.name(BUS_NAME)).map_err(|e| e.to_string())?.build();
+    let conn = match tokio::time::timeout(CONNECT_WITHIN, build).await {
+        Ok(built) => built.map_err(|e| e.to_string())?,
+        Err(_) => return Err(format!("no answer within {CONNECT_WITHIN:?}")),
+    };
     let ctx = Arc::new(Ctx {
         service: Arc::clone(service),
         conn: conn.clone(),
@@ -363,15 +389,24 @@ async fn start(service: &Arc<Service>, door: &Arc<Door>, bus: &Bus, polkit: bool
         subscriptions: Mutex::new(HashMap::new()),
         polkit,
         polkit_asking: Mutex::new(HashSet::new()),
+        signals: Arc::new(session_object::Budget::default()),
     });
+    let mut running = Running { conn: conn.clone(), ctx: Arc::clone(&ctx), tasks: Vec::new() };
     let server = conn.object_server();
-    server.at(DAEMON_PATH, zbus::fdo::ObjectManager).await.map_err(|e| e.to_string())?;
-    server.at(DAEMON_PATH, daemon_object::DaemonObject::new(Arc::clone(&ctx))).await.map_err(|e| e.to_string())?;
-    let tasks = vec![
+    let served = async {
+        server.at(DAEMON_PATH, zbus::fdo::ObjectManager).await?;
+        server.at(DAEMON_PATH, daemon_object::DaemonObject::new(Arc::clone(&ctx))).await
+    };
+    if let Err(e) = served.await {
+        // The objects hold the connection (and with it the name): take them away.
+        running.close().await;
+        return Err(e.to_string());
+    }
+    running.tasks = vec![
         tokio::spawn(follow_sessions(conn.clone(), Arc::clone(&ctx))),
         tokio::spawn(forget_departed(conn.clone(), Arc::clone(&ctx))),
     ];
-    Ok(Running { conn, ctx, tasks })
+    Ok(running)
 }
 
 /// A reply's records, refused when too large to cross the bus (see [`MAX_REPLY_JSON_BYTES`]).

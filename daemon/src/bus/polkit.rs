@@ -28,6 +28,15 @@ trait Authority {
     ) -> zbus::Result<(bool, bool, HashMap<String, String>)>;
 }
 
+/// True at most once a minute.
+fn warn_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + 60 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// `CheckAuthorization` flag: the subject may be asked (through its polkit agent).
 const ALLOW_USER_INTERACTION: u32 = 1;
 
@@ -36,6 +45,23 @@ const ALLOW_USER_INTERACTION: u32 = 1;
 /// ALLOW_INTERACTIVE_AUTHORIZATION flag, as `busctl --allow-interactive-authorization` sets).
 pub async fn authorizes(conn: &zbus::Connection, sender: &str, action: &str, interactive: bool) -> bool {
     let ask = async {
+        // Only polkitd (or root) may answer: on the system bus only they may own the name, but the
+        // daemon may have been pointed at another bus through DBUS_SYSTEM_BUS_ADDRESS.
+        let owner = zbus::fdo::DBusProxy::new(conn)
+            .await?
+            .get_connection_unix_user(zbus::names::BusName::try_from("org.freedesktop.PolicyKit1")?)
+            .await?;
+        let trusted = owner == 0
+            || tokio::task::spawn_blocking(move || {
+                nix::unistd::User::from_uid(owner.into()).ok().flatten().is_some_and(|u| u.name == "polkitd")
+            })
+            .await
+            .unwrap_or(false);
+        if !trusted {
+            return Err(zbus::Error::Failure(format!(
+                "org.freedesktop.PolicyKit1 is owned by uid {owner}, not polkitd"
+            )));
+        }
         let authority = AuthorityProxy::new(conn).await?;
         let subject = ("system-bus-name", HashMap::from([("name", Value::from(sender))]));
         let flags = if interactive { ALLOW_USER_INTERACTION } else { 0 };
@@ -44,7 +70,12 @@ pub async fn authorizes(conn: &zbus::Connection, sender: &str, action: &str, int
     match tokio::time::timeout(ANSWER_WITHIN, ask).await {
         Ok(Ok((authorized, _challenge, _))) => authorized,
         Ok(Err(e)) => {
-            log::warn!("polkit could not decide {action} for {sender} ({e}); the group rules decide");
+            // Anyone may make the daemon ask (by calling an admin method): warned once a minute.
+            if warn_now() {
+                log::warn!("polkit could not decide {action} for {sender} ({e}); the group rules decide");
+            } else {
+                log::debug!("polkit could not decide {action} for {sender} ({e})");
+            }
             false
         }
         Err(_) => {

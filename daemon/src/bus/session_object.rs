@@ -9,6 +9,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bci2token_api::dbus::record;
@@ -21,6 +22,7 @@ use super::daemon_object::{stream_options, Dict};
 use super::error::BusError;
 use super::Ctx;
 use crate::hub::{Delivery, Subscription};
+use crate::token_bucket::TokenBucket;
 
 pub struct SessionObject {
     ctx: Arc<Ctx>,
@@ -43,9 +45,36 @@ impl SessionObject {
     }
 }
 
-/// How long one signal to a subscriber may take to go out: a subscriber that does not read
-/// (the bus queues what it has not read) loses its subscription rather than hold the door.
-const SIGNAL_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// Signals one subscriber may receive per second, and at once.
+const SIGNALS_PER_SECOND: f64 = 20.0;
+const SIGNAL_BURST: f64 = 100.0;
+/// How often a subscriber is pinged while there is something to send, and how long it may take
+/// to answer: the bus keeps what a subscriber does not read, and counts it against the daemon.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+const PING_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Signals to all subscribers together, per second and at once.
+const ALL_SIGNALS_PER_SECOND: f64 = 200.0;
+const ALL_SIGNALS_BURST: f64 = 1000.0;
+
+/// The budget of signals all subscribers share.
+pub struct Budget(std::sync::Mutex<TokenBucket>);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget(std::sync::Mutex::new(TokenBucket::full(ALL_SIGNALS_BURST)))
+    }
+}
+
+impl Budget {
+    fn take(&self) -> bool {
+        self.0.lock().unwrap().take(ALL_SIGNALS_PER_SECOND, ALL_SIGNALS_BURST).is_ok()
+    }
+}
+
+fn destination_name(sender: &str) -> Result<zbus::names::BusName<'_>, BusError> {
+    zbus::names::BusName::try_from(sender).map_err(|e| BusError::ZBus(e.into()))
+}
 
 /// A socket whose other end carries `stream`'s events as frames (as `follow` on the control
 /// socket), until the session ends or the reader closes it. It holds `place` among the caller's
@@ -177,8 +206,18 @@ impl SessionObject {
             })
             .await?;
         let emitter = emitter.to_owned().set_destination(destination.into_owned());
-        let task = tokio::spawn(forward(followed.stream, emitter));
+        let conn = emitter.connection().clone();
+        let task = tokio::spawn(forward(followed.stream, emitter, Arc::clone(&self.ctx.signals)));
         self.ctx.add_subscription(&self.info.id, &sender, task.abort_handle());
+        // A subscriber that left while this call ran was forgotten before its place was filled:
+        // its subscription ends now rather than with the session.
+        let gone = match zbus::fdo::DBusProxy::new(&conn).await {
+            Ok(bus) => matches!(bus.name_has_owner(destination_name(&sender)?).await, Ok(false)),
+            Err(_) => false,
+        };
+        if gone {
+            self.ctx.end_subscriptions(Some(&self.info.id), Some(&sender));
+        }
         Ok(())
     }
 
@@ -221,65 +260,99 @@ impl SessionObject {
 }
 
 /// Turns a subscription's events into the subscriber's signals until the session ends.
-async fn forward(mut stream: Subscription, emitter: SignalEmitter<'static>) {
+///
+/// A send is never cut short (a message half written would corrupt the connection for everyone).
+/// What the bus holds for a subscriber that does not read is bounded instead: each subscriber
+/// may have [`SIGNALS_PER_SECOND`] (and all of them together [`Budget`]'s rate); beyond, signals
+/// are dropped and counted, and the subscriber is told how many with the next one that goes. A
+/// subscriber that does not answer a ping within [`PING_WITHIN`] loses its subscription.
+async fn forward(mut stream: Subscription, emitter: SignalEmitter<'static>, budget: Arc<Budget>) {
+    let mut own = TokenBucket::full(SIGNAL_BURST);
+    let mut dropped: u64 = 0;
+    // The ping in flight: when it was sent, and its answer (0 none yet, 1 answered, 2 failed).
+    let mut ping: Option<(std::time::Instant, Arc<AtomicU8>)> = None;
+    let mut last_ping = std::time::Instant::now();
     while let Some(delivery) = stream.recv().await {
-        let sent = tokio::time::timeout(SIGNAL_WITHIN, async {
-            match delivery {
-                Delivery::Event(event) => match &*event {
-                    Event::Token { label, text, token_ids, confidence, logit_bias, t, latency_us, .. } => {
-                        let bias: HashMap<u32, f64> =
-                            logit_bias.iter().filter_map(|(k, v)| Some((k.parse().ok()?, f64::from(*v)))).collect();
-                        let latency = *latency_us as f64 / 1e6;
-                        let probability = f64::from(*confidence);
-                        SessionObject::token_decoded(
-                            &emitter,
-                            label,
-                            text,
-                            token_ids.clone(),
-                            probability,
-                            bias,
-                            *t,
-                            latency,
-                        )
-                        .await
-                    }
-                    Event::Gap { t, seconds, lost_samples, .. } => {
-                        SessionObject::gap(&emitter, *t, *seconds, lost_samples.unwrap_or(0)).await
-                    }
-                    Event::State { state, message, .. } => {
-                        SessionObject::state_changed_signal(&emitter, state.as_str(), message.as_deref().unwrap_or(""))
-                            .await
-                    }
-                    Event::Warning { message, .. } => SessionObject::warning(&emitter, message).await,
-                    Event::DecoderError { t, message, .. } => {
-                        SessionObject::warning(
-                            &emitter,
-                            &format!("the decoder failed on the window ending at {t} s: {message}"),
-                        )
-                        .await
-                    }
-                    _ => Ok(()),
-                },
-                Delivery::Lost(n) => {
-                    SessionObject::warning(&emitter, &format!("this subscriber fell behind and missed {n} events"))
-                        .await
+        // Liveness: a ping at most every PING_EVERY while there is something to send. The call is
+        // never cancelled; its answer is looked at here.
+        if let Some((since, answer)) = &ping {
+            match answer.load(Ordering::Relaxed) {
+                1 => ping = None,
+                0 if since.elapsed() <= PING_WITHIN => {}
+                _ => {
+                    log::warn!(
+                        "D-Bus: a subscriber of session signals did not answer a ping within {PING_WITHIN:?}; its \
+                         subscription ends"
+                    );
+                    return;
                 }
             }
-        })
-        .await;
-        match sent {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                log::debug!("D-Bus: a session signal could not be sent: {e}");
+        } else if last_ping.elapsed() > PING_EVERY {
+            last_ping = std::time::Instant::now();
+            let answer = Arc::new(AtomicU8::new(0));
+            let (conn, dest) = (emitter.connection().clone(), emitter.destination().map(|d| d.to_owned()));
+            let reply = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let ok = conn.call_method(dest, "/", Some("org.freedesktop.DBus.Peer"), "Ping", &()).await.is_ok();
+                reply.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+            });
+            ping = Some((last_ping, answer));
+        }
+        let important = matches!(&delivery, Delivery::Event(e) if matches!(**e, Event::State { .. }));
+        if !important && (own.take(SIGNALS_PER_SECOND, SIGNAL_BURST).is_err() || !budget.take()) {
+            dropped += 1;
+            continue;
+        }
+        if dropped > 0 {
+            let note = format!("{dropped} signal(s) of this session were not sent: more than this subscriber's share");
+            dropped = 0;
+            if SessionObject::warning(&emitter, &note).await.is_err() {
                 return;
             }
-            Err(_) => {
-                log::warn!(
-                    "D-Bus: a subscriber of session signals did not take one within {SIGNAL_WITHIN:?}; its \
-                     subscription ends"
-                );
-                return;
+        }
+        let sent = match delivery {
+            Delivery::Event(event) => match &*event {
+                Event::Token { label, text, token_ids, confidence, logit_bias, t, latency_us, .. } => {
+                    let bias: HashMap<u32, f64> =
+                        logit_bias.iter().filter_map(|(k, v)| Some((k.parse().ok()?, f64::from(*v)))).collect();
+                    let latency = *latency_us as f64 / 1e6;
+                    let probability = f64::from(*confidence);
+                    SessionObject::token_decoded(
+                        &emitter,
+                        label,
+                        text,
+                        token_ids.clone(),
+                        probability,
+                        bias,
+                        *t,
+                        latency,
+                    )
+                    .await
+                }
+                Event::Gap { t, seconds, lost_samples, .. } => {
+                    SessionObject::gap(&emitter, *t, *seconds, lost_samples.unwrap_or(0)).await
+                }
+                Event::State { state, message, .. } => {
+                    SessionObject::state_changed_signal(&emitter, state.as_str(), message.as_deref().unwrap_or(""))
+                        .await
+                }
+                Event::Warning { message, .. } => SessionObject::warning(&emitter, message).await,
+                Event::DecoderError { t, message, .. } => {
+                    SessionObject::warning(
+                        &emitter,
+                        &format!("the decoder failed on the window ending at {t} s: {message}"),
+                    )
+                    .await
+                }
+                _ => Ok(()),
+            },
+            Delivery::Lost(n) => {
+                SessionObject::warning(&emitter, &format!("this subscriber fell behind and missed {n} events")).await
             }
+        };
+        if let Err(e) = sent {
+            log::debug!("D-Bus: a session signal could not be sent: {e}");
+            return;
         }
     }
 }
