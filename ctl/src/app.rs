@@ -7,6 +7,7 @@ use bci2token_api::{
     SessionInfo, StatusInfo,
 };
 
+use crate::backups;
 use crate::bus;
 use crate::cli::{AuditCommand, Cli, Command, KeyCommand, ModelCommand, SessionCommand, StartArgs};
 use crate::client::OkReply;
@@ -84,7 +85,14 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Audit(AuditCommand::List { since }) => (Request::AuditList { since: *since }, None),
         Command::Audit(AuditCommand::Verify) => (Request::AuditVerify, None),
         Command::Key(KeyCommand::Rotate) => (Request::KeyRotate, None),
-        Command::Backup { file } => (Request::Backup { path: files.output(file)? }, None),
+        Command::Backup { file, into, .. } => {
+            let file = match (file, into) {
+                (Some(f), _) => f.clone(),
+                (None, Some(dir)) => backups::new_path(dir, std::time::SystemTime::now()),
+                (None, None) => unreachable!("clap requires FILE or --into"),
+            };
+            (Request::Backup { path: files.output(&file)? }, None)
+        }
         Command::Restore { file } => (Request::Restore { path: files.input(file)? }, None),
         Command::Export { id, format, output, features, dp_epsilon, dp_delta, dp_clip } => (
             Request::Export {
@@ -142,10 +150,32 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Audit(AuditCommand::List { .. }) => {
             print_value(out, json, &reply, |r| Ok(render::audit_list(&r.decode::<Vec<AuditEntryInfo>>(method)?)))
         }
-        Command::Backup { .. } => print_value(out, json, &reply, |r| {
-            let path = r.value.get("path").and_then(|v| v.as_str()).unwrap_or("?");
-            Ok(format!("Backed up the session store to {path} (encrypted: it needs the daemon's master key).\n"))
-        }),
+        Command::Backup { into, keep_days, .. } => {
+            print_value(out, json, &reply, |r| {
+                let path = r.value.get("path").and_then(|v| v.as_str()).unwrap_or("?");
+                Ok(format!("Backed up the session store to {path} (encrypted: it needs the daemon's master key).\n"))
+            })?;
+            match (into, keep_days) {
+                (Some(dir), Some(days)) => {
+                    let written = reply
+                        .value
+                        .get("path")
+                        .and_then(|v| v.as_str())
+                        .map(std::path::PathBuf::from)
+                        .unwrap_or_default();
+                    for gone in backups::prune(dir, *days, &written, std::time::SystemTime::now())? {
+                        if !json {
+                            write_out(
+                                out,
+                                format!("Removed {} (older than {days} days).\n", gone.display()).as_bytes(),
+                            )?;
+                        }
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
         Command::Export { id, format, output, features: None, .. } => print_value(out, json, &reply, |_| {
             Ok(format!("Exported session {id} as {format} to {}.\n", output.display()))
         }),

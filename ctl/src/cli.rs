@@ -76,7 +76,14 @@ pub enum Command {
     /// Copy the session store, still encrypted, to a new FILE (admin; safe while recording)
     Backup {
         /// The new file (made absolute; never overwritten)
-        file: std::path::PathBuf,
+        #[arg(required_unless_present = "into", conflicts_with = "into")]
+        file: Option<std::path::PathBuf>,
+        /// Write a new file in DIR instead, named by the time (bci2token-YYYYMMDDTHHMMSSZ.backup)
+        #[arg(long, value_name = "DIR")]
+        into: Option<std::path::PathBuf>,
+        /// With --into: once the new backup is written, remove DIR's backups older than DAYS days
+        #[arg(long, value_name = "DAYS", requires = "into")]
+        keep_days: Option<u32>,
     },
     /// Replace the session store with a backup FILE made under the same master key (admin; no
     /// session may be running)

@@ -2,6 +2,7 @@
 //! See docs/bci2tokenctl.md for the commands, environment and exit codes.
 
 mod app;
+mod backups;
 mod bus;
 mod cli;
 mod client;
