@@ -1,7 +1,8 @@
 // Shared by the build scripts of every crate whose binaries or tests link libtorch (included with
 // `include!`): refuses a libtorch that is not 2.11.x (tch 0.24 is built for it, and the pip wheel
 // carries no `build-version` file for torch-sys to check), and writes libtorch's lib directory into
-// the binaries' RUNPATH so they start without LD_LIBRARY_PATH.
+// the binaries' RUNPATH so they start without LD_LIBRARY_PATH (`BCI2TOKEN_RUNPATH` instead, when
+// set: where the packages install it).
 
 fn link_libtorch() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -21,6 +22,8 @@ fn link_libtorch() {
     if !version.starts_with("2.11.") {
         panic!("libtorch at {} is version {version}; tch 0.24 needs 2.11.x (run tools/setup)", root.display());
     }
-    let lib = root.join("lib");
+    // Packages install libtorch elsewhere than the build found it: BCI2TOKEN_RUNPATH says where.
+    println!("cargo:rerun-if-env-changed=BCI2TOKEN_RUNPATH");
+    let lib = std::env::var_os("BCI2TOKEN_RUNPATH").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("lib"));
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
 }
