@@ -477,3 +477,22 @@ impl SampleBlock {
         Some(SampleBlock { t: ev["t"].as_f64().unwrap(), flags: ev["flags"].as_u64().unwrap(), rows })
     }
 }
+
+/// A copy of the shipped speller-40 in `dir` with its policy relaxed so that every window emits a
+/// token (the latency benchmarks need many to rank). Returns the package's directory.
+pub fn relaxed_speller(dir: &TempDir) -> PathBuf {
+    let src = workspace_root().join("models/speller-40");
+    for f in ["model.pt", "model.toml"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.path().join("model.toml")).unwrap();
+    let policy = manifest.find("[policy]").unwrap();
+    let end = manifest[policy + 1..].find("\n[").map_or(manifest.len(), |i| policy + 1 + i);
+    let relaxed = format!(
+        "{}[policy]\nconfidence_threshold = 0.01\nconsecutive = 1\nrefractory_seconds = 0.0\n{}",
+        &manifest[..policy],
+        &manifest[end..]
+    );
+    std::fs::write(dir.path().join("model.toml"), relaxed).unwrap();
+    dir.path().to_path_buf()
+}

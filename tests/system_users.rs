@@ -117,10 +117,19 @@ impl World {
     }
 }
 
+/// True when the test runs as root; otherwise says why it skips (CI runs as root: there, not being
+/// root is a failure). `what` names what needs root.
+pub fn as_root(what: &str) -> bool {
+    if nix::unistd::getuid().is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{what} need root, and CI runs as root");
+    eprintln!("skipping: {what} need root");
+    false
+}
+
 pub fn world() -> Option<World> {
-    if !nix::unistd::getuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "the system-mode tests need root, and CI runs as root");
-        eprintln!("skipping: the system-mode tests need root (users, groups, setpriv)");
+    if !as_root("the system-mode tests (users, groups, setpriv)") {
         return None;
     }
     ensure_group(ADMIN_GROUP);

@@ -45,6 +45,20 @@ pub fn dispose(uid: u32, fds: Vec<OwnedFd>) {
     }
 }
 
+/// The refusal of `uid`'s next request while more than [`MAX_PENDING_CLOSES`] of the descriptors
+/// it passed are still being closed (its own FUSE server does not answer): the daemon would only
+/// pile them up. Both doors ask before serving a request.
+pub fn refuse_while_stuck(uid: u32) -> Result<(), bci2token_api::ApiError> {
+    let stuck = pending(uid);
+    if stuck <= MAX_PENDING_CLOSES {
+        return Ok(());
+    }
+    Err(bci2token_api::ApiError::new(
+        bci2token_api::ErrorCode::TooManyConnections,
+        format!("{stuck} descriptors uid {uid} passed earlier are still being closed; try again later"),
+    ))
+}
+
 /// How many descriptors of `uid` wait to be closed.
 pub fn pending(uid: u32) -> usize {
     closers().lock().unwrap().get(&uid).map_or(0, |c| c.pending.load(Ordering::Relaxed))

@@ -165,6 +165,19 @@ impl Door {
         Ok(Admitted { door: Arc::clone(self), uid })
     }
 
+    /// Takes one request from `uid`'s bucket, or the refusal that says when to retry (both doors).
+    pub fn admit_request(&self, uid: u32, standing: Standing, limits: &Limits) -> Result<(), ApiError> {
+        self.take_request(uid, standing, limits).map_err(|wait| {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "uid {uid} sends requests faster than requests_per_second = {} (burst {}); retry in {wait:.2} s",
+                    limits.requests_per_second, limits.request_burst
+                ),
+            )
+        })
+    }
+
     /// Takes one request from `uid`'s bucket (admins have none); `Err(seconds)` until the next
     /// one is allowed.
     pub fn take_request(&self, uid: u32, standing: Standing, limits: &Limits) -> Result<(), f64> {
@@ -409,17 +422,7 @@ async fn connection(
         }
     };
     loop {
-        // A uid whose passed descriptors cannot be closed (its own FUSE server does not answer)
-        // sends no more: the daemon would only pile them up.
-        let stuck = crate::closer::pending(caller.uid);
-        if stuck > crate::closer::MAX_PENDING_CLOSES {
-            let error = ApiError::new(
-                ErrorCode::TooManyConnections,
-                format!(
-                    "{stuck} descriptors uid {} passed earlier are still being closed; try again later",
-                    caller.uid
-                ),
-            );
+        if let Err(error) = crate::closer::refuse_while_stuck(caller.uid) {
             audit_refusal(&service, &caller, "request", &error).await;
             return send_error(&mut stream, error).await;
         }
@@ -441,15 +444,8 @@ async fn connection(
                 };
             }
         };
-        if let Err(wait) = door.take_request(caller.uid, standing, &limits) {
+        if let Err(error) = door.admit_request(caller.uid, standing, &limits) {
             crate::closer::dispose(caller.uid, fds);
-            let error = ApiError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "uid {} sends requests faster than requests_per_second = {} (burst {}); retry in {:.2} s",
-                    caller.uid, limits.requests_per_second, limits.request_burst, wait
-                ),
-            );
             audit_refusal(&service, &caller, "request", &error).await;
             write_reply(&mut stream, &Response::Error(error), &limits).await?;
             continue;

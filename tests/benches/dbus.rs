@@ -12,31 +12,13 @@ use std::time::{Duration, Instant};
 use bci2token_api::dbus::{next, session_path, Session1Proxy};
 use bci2token_api::{read_frame, write_frame, FollowOptions, Request};
 use bci2token_tests::private_bus::PrivateBus;
-use bci2token_tests::{start_daemon, workspace_root, DaemonOptions, TempDir};
+use bci2token_tests::{start_daemon, DaemonOptions, TempDir};
 
 const SECONDS: f64 = 30.0;
 
 fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
-
-/// speller-40 with every window emitting (as the pipeline bench), so there are tokens to rank.
-fn relaxed_speller(tmp: &TempDir) -> String {
-    let src = workspace_root().join("models/speller-40");
-    for f in ["model.pt", "model.toml"] {
-        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(tmp.path().join("model.toml")).unwrap();
-    let policy = manifest.find("[policy]").unwrap();
-    let end = manifest[policy + 1..].find("\n[").map_or(manifest.len(), |i| policy + 1 + i);
-    let relaxed = format!(
-        "{}[policy]\nconfidence_threshold = 0.01\nconsecutive = 1\nrefractory_seconds = 0.0\n{}",
-        &manifest[..policy],
-        &manifest[end..]
-    );
-    std::fs::write(tmp.path().join("model.toml"), relaxed).unwrap();
-    tmp.path().display().to_string()
 }
 
 /// Stream time in µs, the key both subscribers see.
@@ -60,7 +42,7 @@ fn main() {
         start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), bus.address.clone())], ..Default::default() });
     assert!(daemon.wait_log("D-Bus: org.bci2token.Daemon1 on", Duration::from_secs(10)));
     let tmp = TempDir::new("bench-dbus");
-    let model = relaxed_speller(&tmp);
+    let model = bci2token_tests::relaxed_speller(&tmp).display().to_string();
     // The board is real time: both subscribers attach within its first second of rest, and only
     // tokens both saw are compared.
     let info = daemon.ctl_json(&[

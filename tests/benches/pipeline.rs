@@ -77,19 +77,7 @@ fn monotonic_ns() -> u64 {
 fn token_latency(daemon: &bci2token_tests::Daemon) {
     use bci2token_api::{read_frame, write_frame, FollowOptions, Request};
     let tmp = bci2token_tests::TempDir::new("latency-model");
-    let src = bci2token_tests::workspace_root().join("models/speller-40");
-    for f in ["model.pt", "model.toml"] {
-        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(tmp.path().join("model.toml")).unwrap();
-    let policy = manifest.find("[policy]").unwrap();
-    let end = manifest[policy + 1..].find("\n[").map_or(manifest.len(), |i| policy + 1 + i);
-    let relaxed = format!(
-        "{}[policy]\nconfidence_threshold = 0.01\nconsecutive = 1\nrefractory_seconds = 0.0\n{}",
-        &manifest[..policy],
-        &manifest[end..]
-    );
-    std::fs::write(tmp.path().join("model.toml"), relaxed).unwrap();
+    bci2token_tests::relaxed_speller(&tmp);
 
     let seconds = 30.0;
     let info = daemon.ctl_json(&[

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bci2token_tests::private_bus::PrivateBus;
 use bci2token_tests::system_users::{
-    home_of, system_daemon, system_daemon_with_env, text, world, User, ADMIN_GROUP, OPERATOR_GROUP,
+    as_root, home_of, system_daemon, system_daemon_with_env, text, world, User, ADMIN_GROUP, OPERATOR_GROUP,
 };
 use bci2token_tests::{data_dir, reference_python, start_daemon, workspace_root, Daemon, DaemonOptions, TempDir};
 
@@ -404,9 +404,7 @@ fn a_recording_only_its_owner_can_read_replays_through_a_descriptor_passed_over_
 /// (`BCI2TOKEN_BLESS=1` rewrites the files from the live daemon).
 #[test]
 fn live_introspection_equals_the_checked_in_interface_xml() {
-    if !nix::unistd::getuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "the D-Bus tests need root (the bus policy lets root own the name)");
-        eprintln!("skipping: the D-Bus tests need root");
+    if !as_root("the D-Bus tests (the bus policy lets root own the name)") {
         return;
     }
     let bus = PrivateBus::system_like("bci2token", "bci2token-admin");
@@ -489,9 +487,7 @@ fn steady(text: &str, volatile: &[&str]) -> String {
 /// id, an output file's name), the test says which part it leaves out.
 #[test]
 fn bci2tokenctl_prints_the_same_over_the_bus_and_the_socket() {
-    if !nix::unistd::getuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "the D-Bus tests need root (the bus policy lets root own the name)");
-        eprintln!("skipping: the D-Bus tests need root");
+    if !as_root("the D-Bus tests (the bus policy lets root own the name)") {
         return;
     }
     let bus = PrivateBus::system_like("bci2token", "bci2token-admin");
@@ -862,9 +858,7 @@ fn strip(v: &mut serde_json::Value, key: &str) {
 /// meanwhile and takes its name again when the bus is there.
 #[test]
 fn the_door_comes_back_when_the_bus_does() {
-    if !nix::unistd::getuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "the D-Bus tests need root (the bus policy lets root own the name)");
-        eprintln!("skipping: the D-Bus tests need root");
+    if !as_root("the D-Bus tests (the bus policy lets root own the name)") {
         return;
     }
     let mut bus = PrivateBus::system_like("bci2token", "bci2token-admin");

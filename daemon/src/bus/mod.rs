@@ -129,30 +129,13 @@ impl Ctx {
         Ok(self
             .service
             .call(move |s| {
-                // As at the socket: a uid whose passed descriptors cannot be closed sends no more.
-                let stuck = crate::closer::pending(caller.uid);
-                if stuck > crate::closer::MAX_PENDING_CLOSES {
-                    let error = ApiError::new(
-                        ErrorCode::TooManyConnections,
-                        format!(
-                            "{stuck} descriptors uid {} passed earlier are still being closed; try again later",
-                            caller.uid
-                        ),
-                    );
-                    s.audit_refusal(&caller, "request", "", &error.message);
-                    return Err(error);
-                }
+                // As at the socket: the closer's backlog, then the request budget.
                 let limits = s.limits();
                 let role = s.role(&caller);
                 let standing: Standing = s.standing(&caller);
-                if let Err(wait) = door.take_request(caller.uid, standing, &limits) {
-                    let error = ApiError::new(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "uid {} sends requests faster than requests_per_second = {} (burst {}); retry in {wait:.2} s",
-                            caller.uid, limits.requests_per_second, limits.request_burst
-                        ),
-                    );
+                let admitted = crate::closer::refuse_while_stuck(caller.uid)
+                    .and_then(|()| door.admit_request(caller.uid, standing, &limits));
+                if let Err(error) = admitted {
                     s.audit_refusal(&caller, "request", "", &error.message);
                     return Err(error);
                 }
