@@ -14,6 +14,7 @@ use crate::client::OkReply;
 use crate::error::{CtlError, Kind};
 use crate::evaluate;
 use crate::files::Files;
+use crate::generate;
 use crate::render::{self, EventContext};
 use crate::socket::{self, Env};
 use crate::stream::{self, StreamOptions};
@@ -57,6 +58,11 @@ pub fn start_request(a: &StartArgs, files: &mut Files) -> Result<Request, CtlErr
 
 /// Runs the command, writing results to `out`. Errors are returned, not printed.
 pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> {
+    match &cli.command {
+        Command::Completions { shell } => return generate::completions(*shell, out),
+        Command::ManPages { dir } => return generate::man_pages(dir),
+        _ => {}
+    }
     let transport = match &cli.bus {
         Some(bus) => {
             Transport::Bus(bus::Target::parse(bus).map_err(|e| CtlError::new(Kind::Usage, format!("--bus: {e}")))?)
@@ -109,7 +115,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
-        Command::Evaluate(_) => unreachable!("handled above"),
+        Command::Evaluate(_) | Command::Completions { .. } | Command::ManPages { .. } => {
+            unreachable!("handled above")
+        }
     };
 
     let answer = match transport.call(&request, &files) {
@@ -246,7 +254,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             let opts = StreamOptions { json, count: follow_count, ctx: EventContext::from_session(info.as_ref()) };
             stream::follow(&mut frames()?, out, &opts, &place, &f.id)
         }
-        Command::Evaluate(_) => unreachable!("handled above"),
+        Command::Evaluate(_) | Command::Completions { .. } | Command::ManPages { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -127,6 +127,15 @@ pub enum Command {
     Accuracy counts an undecided trial as wrong. ITR is Wolpaw's with T = the mean decision time \
     (token t - trial start); the ITR with T = the trial length is printed beside it.")]
     Evaluate(EvaluateArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish or powershell), e.g.
+    /// `bci2tokenctl completions bash > ~/.local/share/bash-completion/completions/bci2tokenctl`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, bci2tokenctl.1 and one per subcommand, into DIR (for packagers)
+    #[command(hide = true)]
+    ManPages { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

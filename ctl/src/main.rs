@@ -9,6 +9,7 @@ mod client;
 mod error;
 mod evaluate;
 mod files;
+mod generate;
 mod render;
 mod socket;
 mod stream;

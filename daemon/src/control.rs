@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,9 +70,16 @@ pub fn bind(path: &Path, mode: Mode, group: &str, socket_mode: u32) -> Result<Un
         .map_err(io_err(path, "cannot set the socket's mode"))?;
     if mode == Mode::System {
         match nix::unistd::Group::from_name(group) {
+            // The packaged unit runs with Group=bci2token, so the socket is born in its group;
+            // chown is then not needed, and the unit's seccomp filter (~@privileged) refuses it.
+            Ok(Some(g)) if std::fs::metadata(path).is_ok_and(|m| m.gid() == g.gid.as_raw()) => {}
             Ok(Some(g)) => {
                 if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
-                    log::warn!("control socket {}: cannot give it to group `{group}`: {e}", path.display());
+                    log::warn!(
+                        "control socket {}: cannot give it to group `{group}`: {e} (run the daemon with that \
+                         group as its own, e.g. Group={group} in its unit)",
+                        path.display()
+                    );
                 }
             }
             _ => log::warn!("group `{group}` does not exist; only root can use the control socket"),

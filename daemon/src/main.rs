@@ -39,7 +39,8 @@ const EXIT_CONFIG: u8 = 78;
 Configuration: /etc/bci2token/bci2tokend.toml (system) or $XDG_CONFIG_HOME/bci2token/bci2tokend.toml (--user).
 Every key can be overridden by BCI2TOKEN_<KEY> in the environment, e.g. BCI2TOKEN_DATA_DIR,
 BCI2TOKEN_RUNTIME_DIR, BCI2TOKEN_DRIVER_PATH (colon-separated), BCI2TOKEN_LOG_LEVEL, BCI2TOKEN_MAX_SESSIONS.
-Signals: SIGTERM/SIGINT stop all sessions and exit 0; SIGHUP reloads the configuration.")]
+Signals: SIGTERM/SIGINT stop all sessions and exit 0; SIGHUP reloads the configuration.
+See also: bci2tokenctl(1), bci2tokend.toml(5), bci2token-ipc(7), bci2token-dbus(7).")]
 struct Args {
     /// Configuration file (default: the mode's standard location, if it exists).
     #[arg(long, value_name = "FILE")]
@@ -54,6 +55,9 @@ struct Args {
     /// (default: the `bus` key; the system bus, or the session bus with --user).
     #[arg(long, value_name = "BUS")]
     bus: Option<String>,
+    /// Print the man page, bci2tokend(8), and exit (for packagers).
+    #[arg(long, hide = true)]
+    man_page: bool,
 }
 
 fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
@@ -65,8 +69,24 @@ fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
     })
 }
 
+/// bci2tokend(8), from the same definitions as `--help` (packaging/build installs it).
+fn print_man_page() -> ExitCode {
+    use clap::CommandFactory;
+    let page = clap_mangen::Man::new(Args::command()).section("8");
+    match page.render(&mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bci2tokend: --man-page: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.man_page {
+        return print_man_page();
+    }
     // Everything the daemon creates is its own unless it says otherwise (the socket and the
     // runtime directory get their modes explicitly).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));

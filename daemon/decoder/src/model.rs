@@ -61,7 +61,9 @@ pub fn cuda_available() -> Result<(), String> {
             // SAFETY: loading libtorch's own CUDA backend; its initialisers register CUDA with libtorch.
             match unsafe { libloading::Library::new(&candidate) } {
                 Ok(lib) => return Ok(lib),
-                Err(e) => errors.push(format!("{}: {}", candidate.display(), error_chain(&e))),
+                Err(e) => {
+                    errors.push(format!("{}: {}", candidate.display(), bci2token_driver_abi::host::error_chain(&e)))
+                }
             }
         }
         Err(errors.join("; "))
@@ -71,17 +73,6 @@ pub fn cuda_available() -> Result<(), String> {
         Ok(_) => Err("libtorch_cuda loaded but no CUDA device is visible".into()),
         Err(e) => Err(e.clone()),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Chooses the torch device for a preference.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use bci2token_api::dbus::{session_path, BUS_NAME, DAEMON_PATH};
 use bci2token_api::{ApiError, Caller, ErrorCode};
+use zbus::fdo::RequestNameReply;
 use zbus::Connection;
 
 use crate::auth::Role;
@@ -357,8 +358,10 @@ async fn start(service: &Arc<Service>, door: &Arc<Door>, bus: &Bus, polkit: bool
         Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
         Bus::None => return Err("no bus".into()),
     };
-    // Only the connection's set-up is timed (dropping it half-way leaves nothing behind).
-    let build = builder.and_then(|b| b.name(BUS_NAME)).map_err(|e| e.to_string())?.build();
+    // Only the connection's set-up is timed (dropping it half-way leaves nothing behind). The name
+    // is taken only once the objects are served: a call that started the daemon by activation is
+    // delivered as soon as the name is owned, and must find them.
+    let build = builder.map_err(|e| e.to_string())?.build();
     let conn = match tokio::time::timeout(CONNECT_WITHIN, build).await {
         Ok(built) => built.map_err(|e| e.to_string())?,
         Err(_) => return Err(format!("no answer within {CONNECT_WITHIN:?}")),
@@ -380,10 +383,19 @@ async fn start(service: &Arc<Service>, door: &Arc<Door>, bus: &Bus, polkit: bool
         server.at(DAEMON_PATH, zbus::fdo::ObjectManager).await?;
         server.at(DAEMON_PATH, daemon_object::DaemonObject::new(Arc::clone(&ctx))).await
     };
-    if let Err(e) = served.await {
-        // The objects hold the connection (and with it the name): take them away.
+    let named = async {
+        served.await?;
+        conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into()).await
+    };
+    let refused = match named.await {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => None,
+        Ok(_) => Some(format!("{BUS_NAME} is owned by another connection")),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(e) = refused {
+        // The objects hold the connection: take them away.
         running.close().await;
-        return Err(e.to_string());
+        return Err(e);
     }
     running.tasks = vec![
         tokio::spawn(follow_sessions(conn.clone(), Arc::clone(&ctx))),

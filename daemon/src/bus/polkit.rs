@@ -47,10 +47,11 @@ pub async fn authorizes(conn: &zbus::Connection, sender: &str, action: &str, int
     let ask = async {
         // Only polkitd (or root) may answer: on the system bus only they may own the name, but the
         // daemon may have been pointed at another bus through DBUS_SYSTEM_BUS_ADDRESS.
-        let owner = zbus::fdo::DBusProxy::new(conn)
-            .await?
-            .get_connection_unix_user(zbus::names::BusName::try_from("org.freedesktop.PolicyKit1")?)
-            .await?;
+        // polkitd is started by bus activation, on first use: it has no owner to check until then.
+        let polkit = zbus::names::WellKnownName::try_from("org.freedesktop.PolicyKit1")?;
+        let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+        dbus.start_service_by_name(polkit.clone(), 0).await?;
+        let owner = dbus.get_connection_unix_user(polkit.into()).await?;
         let trusted = owner == 0
             || tokio::task::spawn_blocking(move || {
                 nix::unistd::User::from_uid(owner.into()).ok().flatten().is_some_and(|u| u.name == "polkitd")

@@ -71,8 +71,9 @@ fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
     }
 }
 
-/// An error with its causes (libloading puts dlopen's own message in the source).
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes (libloading puts dlopen's own message in the source). Shared by
+/// everything that loads a library: the plugin host, liblsl, libtorch's CUDA backend.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

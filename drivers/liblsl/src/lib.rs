@@ -7,6 +7,7 @@
 //! The safe types own their liblsl objects and destroy them on drop: [`StreamInfo`], [`Inlet`],
 //! [`Outlet`]. liblsl's own threads do the networking; every call here is a plain C call.
 
+use bci2token_driver_abi::host::error_chain;
 use std::ffi::{c_char, c_double, c_int, c_long, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -211,7 +212,7 @@ impl Lsl {
     fn open(path: &Path) -> Result<Arc<Lsl>, String> {
         // SAFETY: loading runs liblsl's initialisers, which only set up its own state.
         let library = unsafe { libloading::Library::new(path) }
-            .map_err(|e| format!("cannot load liblsl from {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot load liblsl from {}: {}", path.display(), error_chain(&e)))?;
         macro_rules! sym {
             ($name:literal) => {
                 // SAFETY: the signature is liblsl's C API (lsl_c.h, liblsl 1.14 and later).
