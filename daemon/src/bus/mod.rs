@@ -387,10 +387,13 @@ async fn start(service: &Arc<Service>, door: &Arc<Door>, bus: &Bus, polkit: bool
         served.await?;
         conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into()).await
     };
-    let refused = match named.await {
-        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => None,
-        Ok(_) => Some(format!("{BUS_NAME} is owned by another connection")),
-        Err(e) => Some(e.to_string()),
+    // Timed like the connection: a bus that accepts and then never answers must not hold the
+    // daemon's readiness.
+    let refused = match tokio::time::timeout(CONNECT_WITHIN, named).await {
+        Ok(Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner)) => None,
+        Ok(Ok(_)) => Some(format!("{BUS_NAME} is owned by another connection")),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {CONNECT_WITHIN:?} while taking {BUS_NAME}")),
     };
     if let Some(e) = refused {
         // The objects hold the connection: take them away.
