@@ -47,11 +47,16 @@ pub async fn authorizes(conn: &zbus::Connection, sender: &str, action: &str, int
     let ask = async {
         // Only polkitd (or root) may answer: on the system bus only they may own the name, but the
         // daemon may have been pointed at another bus through DBUS_SYSTEM_BUS_ADDRESS.
-        // polkitd is started by bus activation, on first use: it has no owner to check until then.
+        // polkitd is started by bus activation, on first use: until then its name has no owner.
         let polkit = zbus::names::WellKnownName::try_from("org.freedesktop.PolicyKit1")?;
         let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-        dbus.start_service_by_name(polkit.clone(), 0).await?;
-        let owner = dbus.get_connection_unix_user(polkit.into()).await?;
+        let owner = match dbus.get_connection_unix_user(polkit.clone().into()).await {
+            Err(zbus::fdo::Error::NameHasNoOwner(_)) => {
+                dbus.start_service_by_name(polkit.clone(), 0).await?;
+                dbus.get_connection_unix_user(polkit.into()).await?
+            }
+            other => other?,
+        };
         let trusted = owner == 0
             || tokio::task::spawn_blocking(move || {
                 nix::unistd::User::from_uid(owner.into()).ok().flatten().is_some_and(|u| u.name == "polkitd")
