@@ -276,6 +276,7 @@ impl Session {
         let mut last_data = Instant::now();
         // While the driver reconnects a lost device, the stall time-out is its business.
         let mut reconnecting = false;
+        let mut outages = Outages::default();
         let mut seq: u64 = 0;
         loop {
             if self.stop.load(Ordering::Acquire) {
@@ -286,7 +287,7 @@ impl Session {
                     last_data = Instant::now();
                     let received = last_data;
                     let data = &buf[..channels * frames];
-                    if flags & block_flags::GAP != 0 {
+                    if outages.unannounced(flags) {
                         self.counters.gaps.fetch_add(1, Ordering::Relaxed);
                     }
                     if self.hub.wants_samples() {
@@ -328,6 +329,7 @@ impl Session {
                     self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed);
                 }
                 Read::Event(event) => {
+                    outages.event(&event);
                     if let Some(lost) = self.publish_driver_event(event) {
                         reconnecting = lost;
                         last_data = Instant::now();
@@ -377,5 +379,50 @@ impl Session {
         };
         self.hub.publish(event);
         None
+    }
+}
+
+/// One outage, one count. Drivers announce an outage with a `gap` event (counted where it is
+/// published) before the block they flag GAP; a flagged block counts only when no event
+/// announced its outage, for drivers that only flag.
+#[derive(Debug, Default)]
+struct Outages {
+    announced: bool,
+}
+
+impl Outages {
+    fn event(&mut self, event: &DriverEvent) {
+        self.announced |= matches!(event, DriverEvent::Gap { .. });
+    }
+
+    /// True when a block with these flags reports an outage that no event announced.
+    fn unannounced(&mut self, flags: u32) -> bool {
+        let count = flags & block_flags::GAP != 0 && !self.announced;
+        self.announced = false;
+        count
+    }
+}
+
+#[cfg(test)]
+mod outage_tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_counted_once_whether_announced_or_only_flagged() {
+        let gap = DriverEvent::Gap { t: 1.0, seconds: 0.1, lost_samples: Some(25) };
+        let mut o = Outages::default();
+        // Announced, then flagged: the event was the count.
+        o.event(&gap);
+        assert!(!o.unannounced(block_flags::GAP));
+        // Only flagged: the block is the count.
+        assert!(o.unannounced(block_flags::GAP));
+        // An announcement is for the next block only.
+        o.event(&gap);
+        assert!(!o.unannounced(0));
+        assert!(o.unannounced(block_flags::GAP | block_flags::RECONNECTED));
+        // Other events announce nothing; other flags are no outage.
+        o.event(&DriverEvent::Warning { message: "w".into() });
+        assert!(o.unannounced(block_flags::GAP));
+        assert!(!o.unannounced(block_flags::SATURATED));
     }
 }
