@@ -496,3 +496,93 @@ pub fn relaxed_speller(dir: &TempDir) -> PathBuf {
     std::fs::write(dir.path().join("model.toml"), relaxed).unwrap();
     dir.path().to_path_buf()
 }
+
+/// The recordings of the SSVEP data set (`../shared/data/ssvep`), sorted.
+pub fn ssvep_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(data_dir().join("ssvep"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "edf"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    files
+}
+
+/// What the daemon does besides a live session, at its worst: `workers` threads each running
+/// `bci2tokenctl evaluate` (a replay at full speed, decoded with ssvep-fbcca-3, followed
+/// losslessly) again and again, and one replay at full speed whose lossless follower has stopped
+/// reading (ctl's stdout is a pipe nobody reads). Runs until [`EvaluateLoad::finish`].
+pub struct EvaluateLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<Result<usize, String>>>,
+    stalled: Child,
+}
+
+impl EvaluateLoad {
+    pub fn start(daemon: &Daemon, workers: usize) -> EvaluateLoad {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let files = ssvep_files();
+        let stalled = daemon
+            .ctl_command(&[
+                "--json",
+                "session",
+                "start",
+                "--driver",
+                "replay",
+                "--set",
+                &format!("path={}", files[0]),
+                "--set",
+                "speed=0",
+                "--follow",
+                "--samples",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|i| {
+                let file = files[i % files.len()].clone();
+                let stop = std::sync::Arc::clone(&stop);
+                let mut cmd = daemon.ctl_command(&[
+                    "--json",
+                    "evaluate",
+                    "--model",
+                    "ssvep-fbcca-3",
+                    "--classes",
+                    "13Hz,17Hz,21Hz",
+                    "--trial-start",
+                    "stim_start",
+                    "--trial-length",
+                    "5",
+                    &file,
+                ]);
+                std::thread::spawn(move || {
+                    let mut runs = 0;
+                    while !stop.load(Ordering::Acquire) {
+                        let out = cmd.output().map_err(|e| e.to_string())?;
+                        if !out.status.success() {
+                            return Err(format!("evaluate {file}: {}", String::from_utf8_lossy(&out.stderr)));
+                        }
+                        runs += 1;
+                    }
+                    Ok(runs)
+                })
+            })
+            .collect();
+        EvaluateLoad { stop, workers, stalled }
+    }
+
+    /// Stops starting evaluations, waits for those running, ends the stalled follower, and
+    /// returns how many evaluations each worker completed (an error if one failed).
+    pub fn finish(mut self) -> Result<Vec<usize>, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let runs = std::mem::take(&mut self.workers).into_iter().map(|w| w.join().unwrap()).collect();
+        let _ = self.stalled.kill();
+        let _ = self.stalled.wait();
+        runs
+    }
+}

@@ -134,6 +134,7 @@ pub fn status(s: &StatusInfo) -> String {
         ("Data dir", s.data_dir.clone()),
         ("Socket", s.socket.clone()),
         ("Your role", s.caller_role.clone()),
+        ("Stuck", if s.stuck.is_empty() { "-".into() } else { s.stuck.join("; ") }),
     ])
 }
 
@@ -324,6 +325,7 @@ pub fn session_show(s: &SessionInfo, now: f64) -> String {
         ("Gaps", s.gaps.to_string()),
         ("Annotations", s.annotations.to_string()),
         ("Events dropped", s.events_dropped.to_string()),
+        ("Windows dropped", s.windows_dropped.to_string()),
         ("Subscribers", s.subscribers.to_string()),
     ]);
     if !s.channels.is_empty() {
@@ -424,6 +426,9 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
             *latency_us as f64 / 1000.0
         ),
         Event::DecoderError { t, message, .. } => format!("t={t:.3}s  decoder error: {message}\n"),
+        Event::DecoderRestart { t, reason, .. } => {
+            format!("t={t:.3}s  decoding restarted after an outage ({reason}): next token after a full window\n")
+        }
         Event::Warning { message, .. } => format!("warning: {message}\n"),
         Event::Lost { count, .. } => format!("lost {count} events (you are reading too slowly)\n"),
     }
@@ -491,6 +496,7 @@ mod tests {
             stored_blocks: 10,
             stored_events: 3,
             store_dropped: 0,
+            windows_dropped: 0,
             subject: None,
         }
     }
@@ -531,8 +537,10 @@ mod tests {
             data_dir: "/d".into(),
             socket: "/s".into(),
             caller_role: "admin".into(),
+            stuck: vec!["decoder: no progress for 20.0 s".into()],
         };
         let out = status(&s);
+        assert!(out.contains("    Stuck: decoder: no progress for 20.0 s\n"), "{out}");
         assert!(out.contains("  Version: 0.1.0 (protocol 1)\n"), "{out}");
         assert!(out.contains(" Sessions: 1 active, 3 total, at most 8\n"), "{out}");
         assert!(out.contains("Your role: admin\n"), "{out}");

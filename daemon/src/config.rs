@@ -63,7 +63,7 @@ pub struct Config {
     pub decoder_threads: usize,
     /// Most windows in one forward pass.
     pub decoder_max_batch: usize,
-    /// Windows waiting for the decoder before live sessions start dropping them.
+    /// Each session's windows in flight to the decoder at most; beyond, a live session drops them.
     pub decoder_queue: usize,
     /// Directories searched for model packages by name (`bci2tokenctl models`, `--model NAME`).
     pub model_path: Vec<PathBuf>,
@@ -75,7 +75,8 @@ pub struct Config {
     pub lsl_library: Option<PathBuf>,
     /// Record every session to the encrypted store in data_dir.
     pub record: bool,
-    /// Writes waiting for the store at most (blocks and events); beyond, they are dropped and counted.
+    /// Each session's writes waiting for the store at most (blocks and events); beyond, a live
+    /// session's are dropped and counted.
     pub store_queue: usize,
     /// Stored sessions that ended more than this many days ago are deleted (0 = keep forever).
     pub retention_days: f64,
@@ -404,7 +405,7 @@ impl Config {
             decoder_device: DevicePreference::Auto,
             decoder_threads: 1,
             decoder_max_batch: 256,
-            decoder_queue: 4096,
+            decoder_queue: 256,
             model_path: Vec::new(),
             default_model: String::new(),
             lsl_outlets: false,

@@ -1,9 +1,18 @@
-//! A session's decoding: the model's channels are taken from each block, preprocessed and cut
-//! into windows (bci2token-dsp) on the acquisition thread; windows go to the shared decode thread
-//! (bci2token-decoder's engine); logits come back through the token bridge as token events.
+//! A session's decoding, one stage per thread, each with a queue of its own:
+//!
+//! acquisition thread → windows (bci2token-dsp) → the session's lane into the shared decode
+//! thread (bci2token-decoder's engine) → the session's publisher thread: token bridge, LSL
+//! outlets, fan-out to subscribers.
+//!
+//! The lane bounds the session's windows in flight, from submission until their token is
+//! published: a real-time session whose lane is full drops the window (and says so); a session
+//! that can wait (replay at `speed=0`) waits for room in its own lane. Nothing a subscriber does
+//! reaches the decode thread: a lossless follower that stops reading holds up only this
+//! session's publisher, then its lane, then its source.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bci2token_api::Event;
@@ -12,76 +21,147 @@ use bci2token_decoder::engine::{Engine, Job};
 use bci2token_decoder::fit::ChannelMap;
 use bci2token_decoder::Model;
 use bci2token_dsp::pipeline::Windower;
+use bci2token_sched::{Class, Lane};
 
 use crate::hub::Hub;
 use crate::lsl_outlets::SessionOutlets;
 
-/// How long a non-real-time source waits between tries when the decode queue is full.
-const QUEUE_RETRY: Duration = Duration::from_micros(200);
 /// How long the end of a session waits for its windows still being decoded.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the decode thread needs to publish a session's results (shared with its callbacks).
-struct Output {
+/// What the publisher thread receives, in the order it must publish.
+enum Output {
+    /// The decoder's answer for the window whose last frame is at stream time `t`.
+    Window { t: f64, result: Result<Vec<f32>, String>, received: Instant },
+    /// Processing started again at stream time `t` after an outage, once the first `after`
+    /// windows submitted are published (their answers may still be on their way when this is
+    /// sent; the decode thread answers one session's windows in order).
+    Restart { after: u64, t: f64, reason: &'static str },
+}
+
+/// The publisher thread's state.
+struct Publisher {
     session: String,
     hub: Arc<Hub>,
-    bridge: Mutex<TokenBridge>,
+    bridge: TokenBridge,
     tokenizer: String,
-    tokens: AtomicU64,
-    /// Windows submitted and not yet answered.
-    in_flight: AtomicUsize,
+    tokens: Arc<AtomicU64>,
     /// LSL outlets for tokens and probabilities, when the session publishes them (set before
     /// the first window).
-    outlets: OnceLock<SessionOutlets>,
+    outlets: Arc<OnceLock<SessionOutlets>>,
+    /// Windows published so far, and restarts waiting for the windows before them.
+    published: u64,
+    restarts: std::collections::VecDeque<(u64, f64, &'static str)>,
 }
 
 pub struct Decoding {
+    session: String,
+    hub: Arc<Hub>,
     model: Arc<Model>,
     map: ChannelMap,
     windower: Windower,
     /// The model's channels of the current block, channel-major.
     scratch: Vec<f32>,
-    engine: Arc<Engine>,
-    output: Arc<Output>,
+    lane: Lane<Job>,
+    /// To the publisher thread (`None` once the session has drained).
+    results: Option<mpsc::Sender<Output>>,
+    publisher: Option<JoinHandle<()>>,
+    tokens: Arc<AtomicU64>,
+    outlets: Arc<OnceLock<SessionOutlets>>,
     /// The source can wait for the decoder (file replay at full speed): never drop a window.
     lossless: bool,
+    /// Windows handed to the decode thread so far.
+    submitted: u64,
     dropped_windows: u64,
 }
 
 impl Decoding {
+    /// `capacity`: the session's windows in flight at most (its lane into the decode thread).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         session: &str,
         hub: Arc<Hub>,
         model: Arc<Model>,
         map: ChannelMap,
         sample_rate: f64,
-        engine: Arc<Engine>,
+        engine: &Engine,
         lossless: bool,
+        capacity: usize,
     ) -> Result<Decoding, String> {
         let m = &model.manifest;
         let windower = Windower::new(&m.preprocessing, sample_rate, map.len(), m.window_frames(), m.hop_frames())
             .map_err(|e| format!("model `{}`: {e}", m.name))?;
         let bridge = TokenBridge::new(m).map_err(|e| format!("model `{}`: {e}", m.name))?;
-        let output = Arc::new(Output {
+        let class = if lossless { Class::Bulk } else { Class::RealTime };
+        let lane = engine.lane(class, capacity);
+        let tokens = Arc::new(AtomicU64::new(0));
+        let outlets = Arc::new(OnceLock::new());
+        let (tx, rx) = mpsc::channel();
+        let publisher = Publisher {
+            session: session.to_string(),
+            hub: Arc::clone(&hub),
+            bridge,
+            tokenizer: m.tokens.tokenizer.clone(),
+            tokens: Arc::clone(&tokens),
+            outlets: Arc::clone(&outlets),
+            published: 0,
+            restarts: std::collections::VecDeque::new(),
+        };
+        let thread_lane = lane.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("out-{session}"))
+            .spawn(move || {
+                if lossless {
+                    // As the session's acquisition thread: the CPU goes to live sessions first.
+                    let _ = bci2token_sched::priority::run_in_background();
+                }
+                publisher.run(&rx, &thread_lane)
+            })
+            .map_err(|e| format!("cannot start the session's publisher thread: {e}"))?;
+        Ok(Decoding {
             session: session.to_string(),
             hub,
-            bridge: Mutex::new(bridge),
-            tokenizer: m.tokens.tokenizer.clone(),
-            tokens: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            outlets: OnceLock::new(),
-        });
-        Ok(Decoding { model, map, windower, scratch: Vec::new(), engine, output, lossless, dropped_windows: 0 })
+            model,
+            map,
+            windower,
+            scratch: Vec::new(),
+            lane,
+            results: Some(tx),
+            publisher: Some(thread),
+            tokens,
+            outlets,
+            lossless,
+            submitted: 0,
+            dropped_windows: 0,
+        })
     }
 
     /// Publishes this session's tokens and probabilities on LSL outlets too.
     pub fn publish_to(&self, outlets: SessionOutlets) {
-        let _ = self.output.outlets.set(outlets);
+        let _ = self.outlets.set(outlets);
+    }
+
+    /// After an outage: the filters and the window start again from the next block, and the
+    /// token stream says so (after the tokens of the windows before the outage).
+    pub fn restart(&mut self, t: f64, reason: &'static str) {
+        self.windower.restart();
+        if let Some(tx) = &self.results {
+            let _ = tx.send(Output::Restart { after: self.submitted, t, reason });
+        }
     }
 
     /// Feeds one block (all device channels, channel-major) whose first frame is at stream time
-    /// `t` and which left the driver at `received`. Every completed window is submitted.
-    pub fn push(&mut self, data: &[f32], frames: usize, t: f64, rate: f64, received: Instant) {
+    /// `t` and which left the driver at `received`. Every completed window is submitted. A
+    /// lossless session waits for room in its lane, asking `keep_waiting` every 50 ms.
+    pub fn push(
+        &mut self,
+        data: &[f32],
+        frames: usize,
+        t: f64,
+        rate: f64,
+        received: Instant,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) {
         self.scratch.clear();
         for &ch in &self.map {
             self.scratch.extend_from_slice(&data[ch * frames..(ch + 1) * frames]);
@@ -92,56 +172,64 @@ impl Decoding {
             windows.push((last, window.iter().copied().collect()));
         });
         for (last, window) in windows {
-            self.submit(last, window, received);
+            self.submit(last, window, received, keep_waiting);
         }
     }
 
-    fn submit(&mut self, t: f64, window: Vec<f32>, received: Instant) {
-        let output = Arc::clone(&self.output);
-        output.in_flight.fetch_add(1, Ordering::AcqRel);
-        let mut job = Job {
-            model: Arc::clone(&self.model),
+    fn submit(&mut self, t: f64, window: Vec<f32>, received: Instant, keep_waiting: &mut dyn FnMut() -> bool) {
+        let Some(results) = self.results.clone() else { return };
+        let job = Job {
+            model: Arc::clone(&self.model) as Arc<dyn bci2token_decoder::engine::Forward>,
             window,
+            // On the decode thread: only a hand-over to this session's publisher.
             done: Box::new(move |result| {
-                output.deliver(t, result, received);
-                output.in_flight.fetch_sub(1, Ordering::AcqRel);
+                let _ = results.send(Output::Window { t, result, received });
             }),
         };
-        loop {
-            match self.engine.submit(job) {
-                Ok(()) => return,
-                Err(back) if self.lossless => {
-                    job = back;
-                    std::thread::sleep(QUEUE_RETRY);
-                }
-                Err(_) => {
-                    self.output.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    self.dropped_windows += 1;
-                    if self.dropped_windows.is_power_of_two() {
-                        self.output.hub.publish(Event::Warning {
-                            session: self.output.session.clone(),
-                            message: format!(
-                                "the decoder is behind: {} window(s) dropped so far (decode queue full)",
-                                self.dropped_windows
-                            ),
-                        });
-                    }
-                    return;
-                }
+        let pushed = if self.lossless { self.lane.push_wait(job, keep_waiting) } else { self.lane.try_push(job) };
+        if pushed.is_ok() {
+            self.submitted += 1;
+        } else {
+            self.dropped_windows += 1;
+            if self.dropped_windows.is_power_of_two() {
+                self.hub.publish(Event::Warning {
+                    session: self.session.clone(),
+                    message: format!(
+                        "the decoder is behind: {} window(s) dropped so far (this session's decode queue is full)",
+                        self.dropped_windows
+                    ),
+                });
             }
         }
     }
 
-    /// Waits until every submitted window has been answered (end of session).
-    pub fn drain(&self) {
+    /// Waits until every submitted window's token has been published (end of session), then
+    /// ends the publisher thread.
+    pub fn drain(&mut self) {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while self.output.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while self.lane.in_flight() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        let late = self.lane.in_flight();
+        self.results = None;
+        if late > 0 {
+            // The publisher ends when the decode thread has answered them; not waited for.
+            log::warn!("session {}: {late} window(s) still being decoded at the end of the session", self.session);
+            return;
+        }
+        if let Some(thread) = self.publisher.take() {
+            if thread.join().is_err() {
+                log::error!("session {}: the publisher thread panicked", self.session);
+            }
         }
     }
 
     pub fn tokens(&self) -> u64 {
-        self.output.tokens.load(Ordering::Relaxed)
+        self.tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped_windows(&self) -> u64 {
+        self.dropped_windows
     }
 }
 
@@ -153,16 +241,35 @@ fn monotonic_ns(at: Instant) -> u64 {
     now.saturating_sub(at.elapsed().as_nanos() as u64)
 }
 
-impl Output {
-    /// On the decode thread: logits through the bridge to a token event, or a decoder error.
-    fn deliver(&self, t: f64, result: Result<Vec<f32>, String>, received: Instant) {
+impl Publisher {
+    /// Publishes what comes, in order, and gives each window's room back to the lane once its
+    /// token (or error) is out. Ends when the session and every pending job let go of the sender.
+    fn run(mut self, rx: &mpsc::Receiver<Output>, lane: &Lane<Job>) {
+        for output in rx {
+            match output {
+                Output::Window { t, result, received } => {
+                    self.deliver(t, result, received);
+                    self.published += 1;
+                    lane.release(1);
+                }
+                Output::Restart { after, t, reason } => self.restarts.push_back((after, t, reason)),
+            }
+            while self.restarts.front().is_some_and(|(after, _, _)| *after <= self.published) {
+                let (_, t, reason) = self.restarts.pop_front().expect("just seen");
+                self.bridge.restart();
+                self.hub.publish(Event::DecoderRestart { session: self.session.clone(), t, reason: reason.into() });
+            }
+        }
+    }
+
+    /// Logits through the bridge to a token event, or a decoder error.
+    fn deliver(&mut self, t: f64, result: Result<Vec<f32>, String>, received: Instant) {
         match result {
             Ok(logits) => {
                 if let Some(outlets) = self.outlets.get() {
                     outlets.window(&logits, received);
                 }
-                let emission = self.bridge.lock().unwrap().push(t, &logits);
-                if let Some(e) = emission {
+                if let Some(e) = self.bridge.push(t, &logits) {
                     self.publish(t, e, received);
                 }
             }

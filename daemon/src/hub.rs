@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bci2token_api::Event;
+use bci2token_sched::Heartbeat;
 use tokio::sync::mpsc;
 
 /// What a subscriber receives.
@@ -40,6 +41,9 @@ pub struct Hub {
     abort_waits: AtomicBool,
     /// Sees every published event first (the session's recorder).
     tap: OnceLock<Tap>,
+    /// Beaten while a publisher waits for a lossless subscriber: waiting for a reader is not
+    /// being stuck.
+    heartbeat: Arc<Heartbeat>,
 }
 
 /// A function that sees every event published on a hub.
@@ -124,7 +128,7 @@ impl Subscription {
 }
 
 impl Hub {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, heartbeat: Arc<Heartbeat>) -> Self {
         Self {
             subscribers: Mutex::new(Vec::new()),
             capacity,
@@ -132,6 +136,7 @@ impl Hub {
             final_event: Arc::new(OnceLock::new()),
             abort_waits: AtomicBool::new(false),
             tap: OnceLock::new(),
+            heartbeat,
         }
     }
 
@@ -237,6 +242,7 @@ impl Hub {
                             break;
                         }
                         delivery = back;
+                        self.heartbeat.beat();
                         std::thread::sleep(LOSSLESS_POLL);
                     }
                 }
@@ -296,7 +302,7 @@ mod tests {
 
     #[test]
     fn slow_subscriber_is_told_how_many_it_lost_where_it_lost_them() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, Heartbeat::new("test"));
         let mut slow = hub.subscribe(false, false).unwrap();
         for i in 0..10 {
             hub.publish(annotation(i));
@@ -313,7 +319,7 @@ mod tests {
 
     #[test]
     fn samples_only_reach_subscribers_that_asked() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, Heartbeat::new("test"));
         let mut plain = hub.subscribe(false, false).unwrap();
         assert!(!hub.wants_samples());
         let mut with = hub.subscribe(true, false).unwrap();
@@ -333,7 +339,7 @@ mod tests {
 
     #[test]
     fn lossless_subscriber_gets_everything() {
-        let hub = Arc::new(Hub::new(2));
+        let hub = Arc::new(Hub::new(2, Heartbeat::new("test")));
         let mut rx = hub.subscribe(false, true).unwrap();
         let publisher = {
             let hub = Arc::clone(&hub);
@@ -355,14 +361,14 @@ mod tests {
 
     #[test]
     fn finished_hub_refuses_new_subscribers() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, Heartbeat::new("test"));
         hub.finish(final_state());
         assert!(hub.subscribe(false, false).is_none());
     }
 
     #[test]
     fn a_full_queue_still_ends_with_the_lost_count_and_the_final_state() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, Heartbeat::new("test"));
         let mut rx = hub.subscribe(false, false).unwrap();
         for i in 0..5 {
             hub.publish(annotation(i));
@@ -378,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_stop_releases_a_publisher_held_up_by_a_lossless_subscriber() {
-        let hub = Arc::new(Hub::new(1));
+        let hub = Arc::new(Hub::new(1, Heartbeat::new("test")));
         let _stalled = hub.subscribe(false, true).unwrap();
         hub.publish(annotation(0)); // fills the queue
         let publisher = {

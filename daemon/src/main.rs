@@ -187,12 +187,40 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
     notify::ready(&format!("ready: {} drivers, no sessions", drivers.len()));
 
     if let Some(interval) = notify::watchdog_interval() {
-        log::debug!("systemd watchdog: pinging every {interval:?}");
+        log::debug!("systemd watchdog: pinging every {interval:?} while every worker thread makes progress");
+        let watched = Arc::clone(&service);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
+            // Checked more often than pinged, so a recovery is seen within a fraction of the
+            // interval; a ping goes out at most once per interval.
+            let mut tick = tokio::time::interval(interval / 4);
+            let mut last_ping: Option<std::time::Instant> = None;
+            let mut reported: Vec<String> = Vec::new();
             loop {
                 tick.tick().await;
-                notify::watchdog();
+                let stuck = watched.stuck();
+                let names: Vec<String> = stuck.iter().map(|(name, _)| name.clone()).collect();
+                if names != reported {
+                    if stuck.is_empty() {
+                        log::warn!("watchdog: every worker thread makes progress again; feeding the watchdog");
+                        notify::status(&format!("{} active session(s)", watched.active_sessions()));
+                    } else {
+                        let list: Vec<String> = stuck
+                            .iter()
+                            .map(|(n, d)| format!("{n} (no progress for {:.1} s)", d.as_secs_f64()))
+                            .collect();
+                        log::error!(
+                            "watchdog: stuck: {}; not feeding systemd's watchdog (it restarts the service unless they \
+                             recover)",
+                            list.join(", ")
+                        );
+                        notify::status(&format!("stuck: {}", names.join(", ")));
+                    }
+                    reported = names;
+                }
+                if stuck.is_empty() && last_ping.is_none_or(|t| t.elapsed() >= interval) {
+                    notify::watchdog();
+                    last_ping = Some(std::time::Instant::now());
+                }
             }
         });
     }

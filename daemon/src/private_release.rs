@@ -22,7 +22,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use bci2token_api::SessionInfo;
 use bci2token_dsp::spectrum::Welch;
 
-use crate::export::Block;
+use crate::export::{Blocks, Frames, Layout};
 
 pub const BANDS: [(&str, f64, f64); 5] =
     [("delta", 1.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 13.0), ("beta", 13.0, 30.0), ("gamma", 30.0, 45.0)];
@@ -49,32 +49,57 @@ pub fn check(epsilon: f64, delta: f64, clip: f64) -> Result<(), String> {
     Ok(())
 }
 
-/// Per window: its start (s) and its clipped features.
-pub type Rows = Vec<(f64, Vec<f64>)>;
+/// The band powers of a session's windows, computed one window at a time over the export's time
+/// line ([`crate::export::Frames`]): memory is one window of samples, whatever the session's time
+/// stamps span.
+pub struct Windows {
+    /// Column names: `LABEL_BAND` for every channel and band.
+    pub columns: Vec<String>,
+    /// Whole windows on the time line (a last partial window is left out).
+    pub count: u64,
+    window: usize,
+    bands: Vec<(f64, f64)>,
+    welch: Welch,
+    clip: f64,
+}
 
-/// Column names and, per window, its start (s) and clipped features.
-pub fn features(info: &SessionInfo, blocks: &[Block], clip: f64) -> Result<(Vec<String>, Rows), String> {
+/// The windows of `layout`, each feature to be clipped to [0, `clip`].
+pub fn windows(info: &SessionInfo, layout: &Layout, clip: f64) -> Result<Windows, String> {
     let rate = info.sample_rate;
     let window = (WINDOW_SECONDS * rate).round() as usize;
     let bands: Vec<_> = BANDS.iter().filter(|(_, _, hi)| *hi < rate / 2.0).collect();
-    let mut welch = Welch::new(rate, (rate.round() as usize).min(window)).map_err(|e| e.to_string())?;
-    let mut psd = vec![0.0; welch.bins()];
+    let welch = Welch::new(rate, (rate.round() as usize).min(window)).map_err(|e| e.to_string())?;
     let columns: Vec<String> =
         info.channels.iter().flat_map(|c| bands.iter().map(move |(b, _, _)| format!("{}_{b}", c.label))).collect();
-    let (data, _) = crate::export::timeline(info, blocks);
-    let total = data.first().map_or(0, Vec::len);
-    let mut rows = Vec::new();
-    for w in 0..total / window {
-        let mut row = Vec::with_capacity(columns.len());
-        for col in &data {
-            welch.psd(&col[w * window..(w + 1) * window], &mut psd).map_err(|e| e.to_string())?;
-            for (_, lo, hi) in &bands {
-                row.push(welch.band_power(&psd, *lo, *hi).clamp(0.0, clip));
+    let count = if window == 0 { 0 } else { layout.frames / window as u64 };
+    Ok(Windows { columns, count, window, bands: bands.iter().map(|(_, lo, hi)| (*lo, *hi)).collect(), welch, clip })
+}
+
+impl Windows {
+    /// Calls `f` with each window's start (s) and its clipped features, in order.
+    pub fn for_each(
+        &mut self,
+        layout: &Layout,
+        blocks: impl Blocks,
+        mut f: impl FnMut(f64, &[f64]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut frames = Frames::new(layout, blocks);
+        let mut samples = vec![Vec::with_capacity(self.window); layout.channels()];
+        let mut psd = vec![0.0; self.welch.bins()];
+        let mut row = Vec::with_capacity(self.columns.len());
+        for w in 0..self.count {
+            frames.fill(w * self.window as u64, self.window, &mut samples)?;
+            row.clear();
+            for col in &samples {
+                self.welch.psd(col, &mut psd).map_err(|e| e.to_string())?;
+                for (lo, hi) in &self.bands {
+                    row.push(self.welch.band_power(&psd, *lo, *hi).clamp(0.0, self.clip));
+                }
             }
+            f(w as f64 * WINDOW_SECONDS, &row)?;
         }
-        rows.push((w as f64 * WINDOW_SECONDS, row));
+        Ok(())
     }
-    Ok((columns, rows))
 }
 
 /// Standard normal samples from the system's cryptographic random generator (Box–Muller).
@@ -110,6 +135,69 @@ impl Gaussian {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::tests::{blocks, info, reference, scan, Memory};
+    use crate::export::Block;
+
+    type Rows = Vec<(f64, Vec<f64>)>;
+
+    /// The whole-session features of earlier versions: the reference.
+    fn reference_features(info: &SessionInfo, blocks: &[Block], clip: f64) -> Result<(Vec<String>, Rows), String> {
+        let rate = info.sample_rate;
+        let window = (WINDOW_SECONDS * rate).round() as usize;
+        let bands: Vec<_> = BANDS.iter().filter(|(_, _, hi)| *hi < rate / 2.0).collect();
+        let mut welch = Welch::new(rate, (rate.round() as usize).min(window)).map_err(|e| e.to_string())?;
+        let mut psd = vec![0.0; welch.bins()];
+        let columns: Vec<String> =
+            info.channels.iter().flat_map(|c| bands.iter().map(move |(b, _, _)| format!("{}_{b}", c.label))).collect();
+        let (data, _) = reference::timeline(info, blocks);
+        let total = data.first().map_or(0, Vec::len);
+        let mut rows = Vec::new();
+        for w in 0..total / window {
+            let mut row = Vec::with_capacity(columns.len());
+            for col in &data {
+                welch.psd(&col[w * window..(w + 1) * window], &mut psd).map_err(|e| e.to_string())?;
+                for (_, lo, hi) in &bands {
+                    row.push(welch.band_power(&psd, *lo, *hi).clamp(0.0, clip));
+                }
+            }
+            rows.push((w as f64 * WINDOW_SECONDS, row));
+        }
+        Ok((columns, rows))
+    }
+
+    #[test]
+    fn windows_are_computed_one_at_a_time_as_the_whole_session_computed_them() {
+        let t = 77.7;
+        // Rate, channels, and where blocks of how many frames lie.
+        type Session = (f64, usize, Vec<(f64, usize)>);
+        let sessions: Vec<Session> = vec![
+            // Contiguous, 32-frame blocks across window boundaries.
+            (128.0, 3, (0..40).map(|k| (t + k as f64 * 0.25, 32)).collect()),
+            // Gaps (one of several windows), odd sizes, a step back in time.
+            (128.0, 2, vec![(t, 100), (t + 0.9, 77), (t + 7.3, 300), (t + 5.0, 129), (t + 20.0, 256), (t + 21.0, 13)]),
+            (10.0, 2, vec![(t, 3), (t + 0.3, 7), (t + 1.35, 1), (t + 1.45, 13), (t + 4.75, 5), (t + 9.0, 31)]),
+            // Shorter than one window: nothing.
+            (128.0, 2, vec![(t, 200)]),
+        ];
+        for (rate, channels, placed) in sessions {
+            let info = info(rate, channels);
+            let blocks = blocks(channels, &placed);
+            for clip in [100.0, 1e9] {
+                let (columns, rows) = reference_features(&info, &blocks, clip).unwrap();
+                let layout = scan(&info, &blocks, &[], false).unwrap();
+                let mut w = windows(&info, &layout, clip).unwrap();
+                assert_eq!(w.columns, columns);
+                assert_eq!(w.count, rows.len() as u64, "{rate} Hz {placed:?}");
+                let mut got = Vec::new();
+                w.for_each(&layout, Memory { blocks: &blocks, reads: 0 }, |start, row| {
+                    got.push((start, row.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, rows, "{rate} Hz, clip {clip}");
+            }
+        }
+    }
 
     #[test]
     fn sigma_is_the_gaussian_mechanism() {

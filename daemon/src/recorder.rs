@@ -1,15 +1,20 @@
-//! Recording sessions into the encrypted store (bci2token-store) without ever making acquisition
-//! wait: the acquisition thread and the event publishers hand their writes to one writer thread
-//! through a bounded queue; when it is full (a slow disk), the write is dropped, counted, and the
-//! session gets a `warning` event. The writer commits what has queued up in one transaction, then
-//! counts those writes as stored: a block counted in `stored_blocks` has been committed.
+//! Recording sessions into the encrypted store (bci2token-store) without ever making a live
+//! session wait: each session hands its writes to the one writer thread through a lane of its
+//! own (bci2token-sched), served fairly, real-time sessions first. When a real-time session's
+//! lane is full (a slow disk), the write is dropped, counted, and the session gets a `warning`
+//! event; a session that can wait (replay at `speed=0`) waits for room in its own lane, so it
+//! never takes room from another. The writer commits what one round gives in one transaction,
+//! then counts those writes as stored: a block counted in `stored_blocks` has been committed.
 //!
-//! Control operations (delete, audit) run on the same thread, after the writes queued before them.
+//! Control operations (delete, audit) run on the same thread, after every write queued before
+//! them in any lane.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::Duration;
+
+use bci2token_sched::{Class, FairQueue, Heartbeat, Lane, Take, Taken};
 use std::thread::JoinHandle;
 
 use bci2token_api::Event;
@@ -37,16 +42,27 @@ enum Msg {
     Call(Call),
 }
 
-/// The writer thread and the way to it.
+/// Control calls waiting at most (callers wait for room beyond that).
+const CALL_QUEUE: usize = 64;
+/// How long the idle writer waits before it beats again.
+const IDLE_BEAT: Duration = Duration::from_millis(500);
+
+/// The writer thread and the ways to it.
 pub struct StoreWriter {
-    tx: SyncSender<Msg>,
+    queue: FairQueue<Msg>,
+    /// Control calls, each after every write queued before it.
+    calls: Lane<Msg>,
+    /// Each session's lane holds at most this many writes in flight.
+    lane_capacity: usize,
     thread: Option<JoinHandle<()>>,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl StoreWriter {
     /// Opens the store in `data_dir` (master key from `credentials_dir` or `data_dir/master.key`),
     /// marks sessions a crash left `recording` as `interrupted`, and starts the writer.
-    pub fn start(data_dir: &Path, credentials_dir: Option<&Path>, queue: usize) -> Result<StoreWriter, String> {
+    /// `queue_len`: each session's writes in flight at most.
+    pub fn start(data_dir: &Path, credentials_dir: Option<&Path>, queue_len: usize) -> Result<StoreWriter, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         // The data directory holds the key and every recording: the daemon's user only.
         {
@@ -102,12 +118,24 @@ impl StoreWriter {
             }
         }
         log::info!("recording sessions to {}", path.display());
-        let (tx, rx) = sync_channel(queue);
-        let thread = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || write_loop(store, rx))
-            .map_err(|e| format!("cannot start the store writer: {e}"))?;
-        Ok(StoreWriter { tx, thread: Some(thread) })
+        let heartbeat = Heartbeat::new("store-writer");
+        let beat = Arc::clone(&heartbeat);
+        store.on_progress(Box::new(move || beat.beat()));
+        let queue = FairQueue::new();
+        let calls = queue.lane(Class::Ordered, CALL_QUEUE);
+        let thread = {
+            let (queue, heartbeat) = (queue.clone(), Arc::clone(&heartbeat));
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || write_loop(store, &queue, &heartbeat))
+                .map_err(|e| format!("cannot start the store writer: {e}"))?
+        };
+        Ok(StoreWriter { queue, calls, lane_capacity: queue_len, thread: Some(thread), heartbeat })
+    }
+
+    /// The writer thread's heartbeat (it beats between batches, while idle, and as SQLite works).
+    pub fn heartbeat(&self) -> &Arc<Heartbeat> {
+        &self.heartbeat
     }
 
     /// Runs `f` on the writer thread after the writes queued so far, and returns its result.
@@ -116,14 +144,14 @@ impl StoreWriter {
         let call: Call = Box::new(move |store| {
             let _ = reply.send(f(store));
         });
-        self.tx.send(Msg::Call(call)).map_err(|_| "the store writer has stopped".to_string())?;
+        self.calls.push_wait(Msg::Call(call), || true).map_err(|_| "the store writer has stopped".to_string())?;
         answer.recv().map_err(|_| "the store writer has stopped".to_string())
     }
 
-    /// Starts recording a session: its metadata now (waiting for room in the queue: this is a
-    /// control request, not acquisition), its blocks and events through [`SessionRecorder`].
-    /// `lossless`: the source can wait (file replay at full speed), so a full queue holds it up
-    /// instead of dropping.
+    /// Starts recording a session: its metadata now, its blocks and events through
+    /// [`SessionRecorder`] and a lane of the session's own. `lossless`: the source can wait (file
+    /// replay at full speed), so a full lane holds it up instead of dropping. `heartbeat`: the
+    /// session's, beaten while it waits.
     pub fn record(
         &self,
         session: &str,
@@ -131,18 +159,19 @@ impl StoreWriter {
         meta: Vec<u8>,
         hub: &Arc<Hub>,
         lossless: bool,
+        heartbeat: Arc<Heartbeat>,
     ) -> Result<Arc<SessionRecorder>, String> {
-        self.tx
-            .send(Msg::Op(Op::Create { id: session.to_string(), created, meta }, None))
+        let lane = self.queue.lane(if lossless { Class::Bulk } else { Class::RealTime }, self.lane_capacity);
+        lane.push_wait(Msg::Op(Op::Create { id: session.to_string(), created, meta }, None), || true)
             .map_err(|_| "the store writer has stopped".to_string())?;
         let recorder = Arc::new(SessionRecorder {
             session: session.to_string(),
-            tx: self.tx.clone(),
+            lane,
             counters: Arc::new(RecordCounters::default()),
             next_event: AtomicU64::new(0),
             hub: Arc::downgrade(hub),
             lossless,
-            overflow: std::sync::Mutex::new(Vec::new()),
+            heartbeat,
         });
         let tap = Arc::clone(&recorder);
         hub.set_tap(Box::new(move |event| tap.event(event)));
@@ -153,8 +182,7 @@ impl StoreWriter {
 impl Drop for StoreWriter {
     fn drop(&mut self) {
         // Closing the queue ends the loop once everything queued is written.
-        let (tx, _) = sync_channel(1);
-        drop(std::mem::replace(&mut self.tx, tx));
+        self.queue.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -171,39 +199,21 @@ fn acknowledge(ack: &Ack) {
     }
 }
 
-fn write_loop(mut store: Store, rx: Receiver<Msg>) {
+fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
+    let mut taken: Vec<Taken<Msg>> = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     let mut acks: Vec<Ack> = Vec::with_capacity(MAX_BATCH);
-    let flush = |store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>| {
-        if batch.is_empty() {
-            return;
+    let mut lanes: Vec<bci2token_sched::LaneId> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        heartbeat.beat();
+        match queue.take(MAX_BATCH, &mut taken, IDLE_BEAT) {
+            Take::Closed => break,
+            Take::Idle => continue,
+            Take::Items => {}
         }
-        match store.apply(batch) {
-            Ok(()) => acks.iter().for_each(acknowledge),
-            Err(e) => {
-                // One bad write must not take the others with it: retry each on its own, and count
-                // the ones that still fail against their session.
-                log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
-                for (op, ack) in batch.iter().zip(acks.iter()) {
-                    match store.apply(std::slice::from_ref(op)) {
-                        Ok(()) => acknowledge(ack),
-                        Err(e) => {
-                            log::error!("store: a write was lost: {e}");
-                            if let Some((c, _)) = ack {
-                                c.dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        batch.clear();
-        acks.clear();
-    };
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
+        for Taken { lane, value } in taken.drain(..) {
+            lanes.push(lane);
+            match value {
                 Msg::Op(op, ack) => {
                     acks.push(match (ack, &op) {
                         (Some(c), Op::Chunk { kind, .. }) => Some((c, *kind)),
@@ -216,28 +226,58 @@ fn write_loop(mut store: Store, rx: Receiver<Msg>) {
                     f(&mut store);
                 }
             }
-            if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
         }
         flush(&mut store, &mut batch, &mut acks);
+        // Written: the room goes back to each lane.
+        for lane in lanes.drain(..) {
+            queue.release(lane, 1);
+        }
     }
     let _ = store.checkpoint();
 }
 
-/// One session's way to the store. Never blocks.
+/// Commits `batch` in one transaction and counts each write for its session.
+fn flush(store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>) {
+    if batch.is_empty() {
+        return;
+    }
+    match store.apply(batch) {
+        Ok(()) => acks.iter().for_each(acknowledge),
+        Err(e) => {
+            // One bad write must not take the others with it: retry each on its own, and count
+            // the ones that still fail against their session.
+            log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
+            for (op, ack) in batch.iter().zip(acks.iter()) {
+                match store.apply(std::slice::from_ref(op)) {
+                    Ok(()) => acknowledge(ack),
+                    Err(e) => {
+                        log::error!("store: a write was lost: {e}");
+                        if let Some((c, _)) = ack {
+                            c.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    batch.clear();
+    acks.clear();
+}
+
+/// One session's way to the store, through its own lane.
 pub struct SessionRecorder {
     session: String,
-    tx: SyncSender<Msg>,
+    lane: Lane<Msg>,
     pub counters: Arc<RecordCounters>,
     next_event: AtomicU64,
     /// For the overflow warning (weak: the hub owns its tap, which owns this).
     hub: std::sync::Weak<Hub>,
-    /// The source can wait (replay at full speed): its acquisition thread waits for room in the
-    /// queue. Other threads (the decode thread publishing tokens) never wait: what does not fit
-    /// waits here until the acquisition thread's next write carries it.
+    /// The source can wait (replay at full speed): its threads (acquisition, publisher) wait for
+    /// room in this session's lane instead of dropping.
     lossless: bool,
-    overflow: std::sync::Mutex<Vec<Op>>,
+    /// The session's heartbeat, beaten while waiting (waiting for the store is not being stuck;
+    /// the writer has a heartbeat of its own).
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl SessionRecorder {
@@ -245,39 +285,36 @@ impl SessionRecorder {
         Msg::Op(op, Some(Arc::clone(&self.counters)))
     }
 
-    /// Waits for room (only on the acquisition thread of a lossless source, or for a session's
-    /// last writes), sending first what other threads left waiting.
+    /// Waits for room in this session's lane (a lossless source, or a session's last writes).
     fn send_waiting(&self, op: Op) {
-        let waiting: Vec<Op> = std::mem::take(&mut *self.overflow.lock().unwrap());
-        for earlier in waiting {
-            let _ = self.tx.send(self.msg(earlier));
-        }
-        let _ = self.tx.send(self.msg(op));
+        let _ = self.lane.push_wait(self.msg(op), || {
+            self.heartbeat.beat();
+            true
+        });
     }
 
-    /// Never waits.
+    /// Waits only for a lossless source; a real-time session's write is dropped when its lane
+    /// is full.
     fn send(&self, op: Op) {
-        let msg = self.msg(op);
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(Msg::Op(op, _))) if self.lossless => self.overflow.lock().unwrap().push(op),
-            Err(TrySendError::Full(_)) => {
-                let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    log::warn!("session {}: the store is behind; {n} write(s) not recorded", self.session);
-                    if let Some(hub) = self.hub.upgrade() {
-                        // Published without the tap: a warning about the store is not itself stored.
-                        hub.publish_untapped(Event::Warning {
-                            session: self.session.clone(),
-                            message: format!(
-                                "the session store is behind (slow disk?): {n} block(s)/event(s) were not recorded; \
-                                 acquisition goes on"
-                            ),
-                        });
-                    }
-                }
+        if self.lossless {
+            return self.send_waiting(op);
+        }
+        if self.lane.try_push(self.msg(op)).is_ok() {
+            return;
+        }
+        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            log::warn!("session {}: the store is behind; {n} write(s) not recorded", self.session);
+            if let Some(hub) = self.hub.upgrade() {
+                // Published without the tap: a warning about the store is not itself stored.
+                hub.publish_untapped(Event::Warning {
+                    session: self.session.clone(),
+                    message: format!(
+                        "the session store is behind (slow disk?): {n} block(s)/event(s) were not recorded; \
+                         acquisition goes on"
+                    ),
+                });
             }
-            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
@@ -291,12 +328,7 @@ impl SessionRecorder {
         for v in data {
             plain.extend_from_slice(&v.to_le_bytes());
         }
-        let op = Op::Chunk { session: self.session.clone(), kind: Kind::Block, seq, plain };
-        if self.lossless {
-            self.send_waiting(op);
-        } else {
-            self.send(op);
-        }
+        self.send(Op::Chunk { session: self.session.clone(), kind: Kind::Block, seq, plain });
     }
 
     /// An event as its JSON (sample blocks and statistics are not stored as events).
@@ -336,17 +368,17 @@ mod tests {
     /// dropped and counted, the session is warned at the 1st, 2nd and 4th drop, and nothing blocks.
     #[test]
     fn a_full_queue_drops_counts_and_warns_without_blocking() {
-        let (tx, _rx) = sync_channel(1);
-        let hub = Arc::new(Hub::new(64));
+        let queue = FairQueue::new();
+        let hub = Arc::new(Hub::new(64, Heartbeat::new("test")));
         let mut sub = hub.subscribe(false, false).unwrap();
         let recorder = SessionRecorder {
             session: "s".into(),
-            tx,
+            lane: queue.lane(Class::RealTime, 1),
             counters: Arc::new(RecordCounters::default()),
             next_event: AtomicU64::new(0),
             hub: Arc::downgrade(&hub),
             lossless: false,
-            overflow: std::sync::Mutex::new(Vec::new()),
+            heartbeat: Heartbeat::new("test"),
         };
         let started = std::time::Instant::now();
         for seq in 0..5 {

@@ -20,6 +20,7 @@ use bci2token_decoder::engine::Engine;
 use bci2token_decoder::manifest::MANIFEST_FILE;
 use bci2token_decoder::{Manifest, Model};
 use bci2token_liblsl::Lsl;
+use bci2token_sched::Heartbeats;
 
 use crate::auth::{role_of, Role};
 use crate::caller_files::{bounded, take_fd, Use};
@@ -33,6 +34,7 @@ use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session, SessionChange};
 use crate::token_bucket::TokenBucket;
 use bci2token_store::seal::Kind;
+use bci2token_store::StoreReader;
 
 /// The most a session's settings may take (serialised): scripts and channel lists fit easily.
 const MAX_SESSION_CONFIG_BYTES: usize = 64 << 10;
@@ -270,19 +272,36 @@ pub struct Service {
     changes: tokio::sync::broadcast::Sender<SessionChange>,
     /// Set when the daemon stops: no session starts any more.
     closing: std::sync::atomic::AtomicBool,
+    /// Exports reading the store through readers of their own ([`Service::store_reader`]).
+    readers: Arc<Mutex<StoreReaders>>,
+    /// The worker threads' heartbeats: decode, store writer, each session's acquisition.
+    heartbeats: Heartbeats,
+    /// A thread silent for longer is stuck: half the watchdog time-out, or [`STUCK_AFTER`].
+    stuck_after: std::time::Duration,
 }
+
+/// Without a watchdog: how long a worker thread may show no progress before `status` names it.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Service {
     pub fn new(config: Config, registry: Registry) -> Result<Self, String> {
         let engine = Arc::new(
-            Engine::start(config.decoder_max_batch, config.decoder_queue)
-                .map_err(|e| format!("cannot start the decode thread: {e}"))?,
+            Engine::start(config.decoder_max_batch).map_err(|e| format!("cannot start the decode thread: {e}"))?,
         );
         // The store is opened whether or not sessions are recorded: it holds the audit log.
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
         let store = StoreWriter::start(&config.data_dir, credentials.as_deref(), config.store_queue)
             .map_err(|e| format!("the session store: {e}"))?;
+        let heartbeats = Heartbeats::default();
+        for beat in engine.heartbeats() {
+            heartbeats.register(beat);
+        }
+        heartbeats.register(store.heartbeat());
         Ok(Service {
+            heartbeats,
+            stuck_after: crate::notify::watchdog_interval()
+                .unwrap_or(STUCK_AFTER)
+                .max(std::time::Duration::from_secs(1)),
             config: RwLock::new(config),
             registry: RwLock::new(registry),
             sessions: Mutex::new(Vec::new()),
@@ -296,6 +315,7 @@ impl Service {
             torch_device: OnceLock::new(),
             changes: tokio::sync::broadcast::channel(SESSION_CHANGES_QUEUE).0,
             closing: std::sync::atomic::AtomicBool::new(false),
+            readers: Arc::default(),
         })
     }
 
@@ -595,7 +615,17 @@ impl Service {
             data_dir: cfg.data_dir.display().to_string(),
             socket: cfg.socket_path().display().to_string(),
             caller_role,
+            stuck: self
+                .stuck()
+                .iter()
+                .map(|(name, d)| format!("{name}: no progress for {:.1} s", d.as_secs_f64()))
+                .collect(),
         }
+    }
+
+    /// The worker threads silent for longer than the watchdog allows (see [`STUCK_AFTER`]).
+    pub fn stuck(&self) -> Vec<(String, std::time::Duration)> {
+        self.heartbeats.stuck(self.stuck_after)
     }
 
     fn driver_list(&self) -> DriverList {
@@ -868,8 +898,9 @@ impl Service {
                     m,
                     map,
                     session.sample_rate,
-                    Arc::clone(&self.engine),
+                    &self.engine,
                     !session.realtime,
+                    cfg.decoder_queue,
                 )
                 .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?,
             ),
@@ -882,11 +913,19 @@ impl Service {
             session.set_subject(s.trim().to_string());
         }
         session.report_changes_to(self.changes.clone());
+        self.heartbeats.register(&session.heartbeat);
         if cfg.record {
             let store = &self.store;
             let meta = serde_json::to_vec(&session.info()).unwrap_or_default();
             let recorder = store
-                .record(&session.id, session.created, meta, &session.hub, !session.realtime)
+                .record(
+                    &session.id,
+                    session.created,
+                    meta,
+                    &session.hub,
+                    !session.realtime,
+                    Arc::clone(&session.heartbeat),
+                )
                 .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
             session.record_to(recorder);
         }
@@ -987,12 +1026,16 @@ impl Service {
         &self,
         f: impl FnOnce(&mut bci2token_store::Store) -> Result<T, bci2token_store::StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.store.call(f).map_err(|e| ApiError::new(ErrorCode::Internal, e))?.map_err(|e| match e {
-            bci2token_store::StoreError::NoSession(id) => {
-                ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
-            }
-            other => ApiError::new(ErrorCode::Internal, other.to_string()),
-        })
+        self.store.call(f).map_err(|e| ApiError::new(ErrorCode::Internal, e))?.map_err(store_error)
+    }
+
+    /// A read-only connection of the request's own to the store ([`StoreReader`]), for reads that
+    /// must not hold up the writer thread (exports): it is opened after the writes queued so far
+    /// are committed (a session just stopped is complete in it), with the master key in use now.
+    /// Only that short step runs on the writer thread.
+    fn store_reader(&self) -> Result<StoreReader, ApiError> {
+        let (path, master) = self.stored(|s| Ok((s.path().to_path_buf(), Arc::clone(s.master()))))?;
+        StoreReader::open(&path, master).map_err(store_error)
     }
 
     /// Deletes a stored session: its wrapped key, then its rows, then the WAL (crypto-shredding).
@@ -1006,14 +1049,21 @@ impl Service {
             }
         }
         let owned = id.to_string();
-        self.stored(move |s| s.delete_session(&owned))?;
+        let readers = Arc::clone(&self.readers);
+        // The WAL is truncated now, or, while exports read the store (a checkpoint would wait for
+        // them, and recording with it), when the last of them ends.
+        let truncated = self.stored(move |s| {
+            s.delete_session_rows(&owned)?;
+            Ok(truncate_wal(s, &readers))
+        })?;
         let mut sessions = self.sessions.lock().unwrap();
         if sessions.iter().any(|s| s.id == id) {
             sessions.retain(|s| s.id != id);
             let _ = self.changes.send(SessionChange::Removed(id.to_string()));
         }
         drop(sessions);
-        log::info!("session {id}: deleted from the store (key destroyed, rows zeroed, WAL truncated)");
+        let wal = if truncated { "WAL truncated" } else { "WAL truncated when the exports reading now end" };
+        log::info!("session {id}: deleted from the store (key destroyed, rows zeroed, {wal})");
         Ok(Deleted { deleted: id.to_string() })
     }
 
@@ -1090,12 +1140,26 @@ impl Service {
             }
         }
         // The owner first, from the session's sealed metadata: nothing else is read for a stranger.
-        let owned = id.to_string();
-        let meta = self.stored(move |s| s.read_all(&owned, Kind::Meta))?;
-        let owner = match meta.first().map(|(_, r)| r) {
-            Some(Ok(plain)) => serde_json::from_slice::<SessionInfo>(plain).map(|i| i.started_by.uid).ok(),
+        // Everything is read on this (the request's) thread through a reader of its own; a key
+        // rotation committed between taking the key and the reader's snapshot is retried once.
+        // (Locals drop in reverse order: the reader closes before its count does.)
+        let _counted = ReaderCount::new(self);
+        let (mut reader, meta) = {
+            let mut reader = self.store_reader()?;
+            match reader.read_all(id, Kind::Meta) {
+                Err(bci2token_store::StoreError::Key { .. }) => {
+                    reader = self.store_reader()?;
+                    let meta = reader.read_all(id, Kind::Meta).map_err(store_error)?;
+                    (reader, meta)
+                }
+                meta => (reader, meta.map_err(store_error)?),
+            }
+        };
+        let info: Option<Result<SessionInfo, String>> = match meta.first().map(|(_, r)| r) {
+            Some(Ok(plain)) => Some(serde_json::from_slice::<SessionInfo>(plain).map_err(|e| e.to_string())),
             _ => None,
         };
+        let owner = info.as_ref().and_then(|i| i.as_ref().ok()).map(|i| i.started_by.uid);
         match owner {
             Some(uid) => self.owner_or_admin(caller, uid, id, "export")?,
             None if self.admin_by_group(caller) => {}
@@ -1106,15 +1170,46 @@ impl Service {
                 ))
             }
         }
-        let owned = id.to_string();
-        let (blocks, events) =
-            self.stored(move |s| Ok((s.read_all(&owned, Kind::Block)?, s.read_all(&owned, Kind::Event)?)))?;
-        let damaged: Vec<String> = meta
-            .iter()
-            .chain(&blocks)
-            .chain(&events)
-            .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
-            .collect();
+        // Pass 1: every chunk authenticated (nothing is written when one fails), and the blocks'
+        // index, ranges and notes gathered, one chunk at a time.
+        let mut damaged: Vec<String> =
+            meta.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
+        let mut scan = match &info {
+            Some(Ok(info)) => Some(crate::export::Scan::new(info, dp.is_none() && format != "csv")),
+            _ => None,
+        };
+        let mut undecodable: Option<String> = None;
+        reader
+            .for_each(id, Kind::Block, |seq, chunk| {
+                match chunk {
+                    Err(e) => damaged.push(e.to_string()),
+                    Ok(plain) => {
+                        if let (Some(scan), None) = (scan.as_mut(), &undecodable) {
+                            match crate::export::decode_block(&plain) {
+                                Ok(block) => scan.block(seq, &block),
+                                Err(e) => undecodable = Some(e),
+                            }
+                        }
+                    }
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            })
+            .map_err(store_error)?;
+        reader
+            .for_each(id, Kind::Event, |_, chunk| {
+                match chunk {
+                    Err(e) => damaged.push(e.to_string()),
+                    Ok(plain) => {
+                        if let (Some(scan), Ok(event)) =
+                            (scan.as_mut(), serde_json::from_slice::<bci2token_api::Event>(&plain))
+                        {
+                            scan.event(&event);
+                        }
+                    }
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            })
+            .map_err(store_error)?;
         if !damaged.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::Internal,
@@ -1125,28 +1220,35 @@ impl Service {
                 ),
             ));
         }
-        let plain = |r: &Result<Vec<u8>, bci2token_store::StoreError>| r.as_ref().expect("checked above").clone();
-        let Some((_, first)) = meta.first() else {
-            return Err(ApiError::new(ErrorCode::Internal, format!("session `{id}` has no metadata in the store")));
+        let info = match info {
+            Some(Ok(info)) => info,
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("session `{id}`: its metadata does not parse: {e}"),
+                ))
+            }
+            None => {
+                return Err(ApiError::new(ErrorCode::Internal, format!("session `{id}` has no metadata in the store")))
+            }
         };
-        let info: SessionInfo = serde_json::from_slice(&plain(first)).map_err(|e| {
-            ApiError::new(ErrorCode::Internal, format!("session `{id}`: its metadata does not parse: {e}"))
-        })?;
-        let blocks: Vec<crate::export::Block> = blocks
-            .iter()
-            .map(|(_, r)| crate::export::decode_block(&plain(r)))
-            .collect::<Result<_, _>>()
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("session `{id}`: {e}")))?;
-        let events: Vec<bci2token_api::Event> =
-            events.iter().filter_map(|(_, r)| serde_json::from_slice(&plain(r)).ok()).collect();
+        if let Some(e) = undecodable {
+            return Err(ApiError::new(ErrorCode::Internal, format!("session `{id}`: {e}")));
+        }
+        let layout = scan
+            .expect("a scan for parsed metadata")
+            .finish()
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, format!("exporting session `{id}`: {e}")))?;
+        // Pass 2: the blocks again, by the index, one record at a time.
+        let mut blocks = reader.lookup(id, Kind::Block).map_err(store_error)?;
         let output = crate::caller_files::output(caller, self.config.read().unwrap().mode, path, fds)?;
         if let Some(dp) = dp {
-            return self.release_features(&info, &blocks, output, dp).map(ExportDone::Features);
+            return self.release_features(&info, &layout, &mut blocks, output, dp).map(ExportDone::Features);
         }
         let mut out = std::io::BufWriter::new(&output.file);
         let written = match format {
-            "csv" => crate::export::write_csv(&mut out, &info, &blocks),
-            f => crate::export::write_edf(&mut out, &info, &blocks, &events, f == "bdf"),
+            "csv" => crate::export::write_csv(&mut out, &info, &layout, &mut blocks),
+            f => crate::export::write_edf(&mut out, &info, &layout, &mut blocks, f == "bdf"),
         }
         .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| e.to_string()));
         drop(out);
@@ -1159,12 +1261,14 @@ impl Service {
     }
 
     /// A differentially private release of per-window band powers (see private_release), charged
-    /// to the subject's budget before anything is written.
+    /// to the subject's budget before anything is written, then computed and written one window at
+    /// a time.
     fn release_features(
         &self,
         info: &SessionInfo,
-        blocks: &[crate::export::Block],
-        mut output: crate::caller_files::Output,
+        layout: &crate::export::Layout,
+        blocks: impl crate::export::Blocks,
+        output: crate::caller_files::Output,
         (features, epsilon, delta, clip): DpRequest,
     ) -> Result<FeatureRelease, ApiError> {
         use crate::private_release as dp;
@@ -1178,10 +1282,11 @@ impl Service {
         };
         let clip = clip.unwrap_or(100.0);
         dp::check(epsilon, delta, clip).map_err(bad)?;
-        let (columns, rows) = dp::features(info, blocks, clip).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
-        if rows.is_empty() {
+        let mut windows = dp::windows(info, layout, clip).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        if windows.count == 0 {
             return Err(bad(format!("session `{}` is shorter than one {} s window", info.id, dp::WINDOW_SECONDS)));
         }
+        let columns = windows.columns.clone();
         let subject = info.subject.clone().unwrap_or_else(|| format!("session:{}", info.id));
         // The output is already open: a file that cannot be written does not cost budget.
         let cfg = self.config();
@@ -1203,22 +1308,34 @@ impl Service {
             })?;
         let sigma = dp::gaussian_sigma(clip, columns.len(), epsilon, delta);
         let mut noise = dp::Gaussian::new();
-        let mut text = format!("window_start_s,{}\n", columns.join(","));
-        for (start, row) in &rows {
-            text.push_str(&format!("{start}"));
-            for v in row {
-                text.push_str(&format!(",{}", v + sigma * noise.next()));
-            }
-            text.push('\n');
-        }
         let shown = output.shown.clone();
-        std::io::Write::write_all(&mut output.file, text.as_bytes())
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{shown}: {e}")))?;
+        let mut out = std::io::BufWriter::new(&output.file);
+        let mut line = format!("window_start_s,{}\n", columns.join(","));
+        let written = std::io::Write::write_all(&mut out, line.as_bytes())
+            .map_err(|e| format!("{shown}: {e}"))
+            .and_then(|()| {
+                windows.for_each(layout, blocks, |start, row| {
+                    use std::fmt::Write as _;
+                    line.clear();
+                    let _ = write!(line, "{start}");
+                    for v in row {
+                        let _ = write!(line, ",{}", v + sigma * noise.next());
+                    }
+                    line.push('\n');
+                    std::io::Write::write_all(&mut out, line.as_bytes()).map_err(|e| format!("{shown}: {e}"))
+                })
+            })
+            .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| format!("{shown}: {e}")));
+        drop(out);
+        if let Err(e) = written {
+            output.discard();
+            return Err(ApiError::new(ErrorCode::Internal, e));
+        }
         log::info!(
             "session {}: released {} windows × {} band powers to {} with ε {epsilon}, δ {delta} (σ {sigma:.3}); {subject} has \
              spent ε {}, δ {}",
             info.id,
-            rows.len(),
+            windows.count,
             columns.len(),
             shown,
             spent.0,
@@ -1228,7 +1345,7 @@ impl Service {
             id: info.id.clone(),
             path: shown,
             features: columns.len() as u64,
-            windows: rows.len() as u64,
+            windows: windows.count,
             epsilon,
             delta,
             clip,
@@ -1722,3 +1839,79 @@ fn forget_old_sessions(sessions: &mut Vec<Arc<Session>>) -> Vec<String> {
 
 /// `(features, ε, δ, clip)` of a private release request.
 type DpRequest = (String, Option<f64>, Option<f64>, Option<f64>);
+
+/// A store failure as the API says it: a session the store does not have is `not_found`, any
+/// other failure `internal`.
+fn store_error(e: bci2token_store::StoreError) -> ApiError {
+    match e {
+        bci2token_store::StoreError::NoSession(id) => {
+            ApiError::new(ErrorCode::NotFound, format!("no stored session `{id}`"))
+        }
+        other => ApiError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+/// An export's second pass: a session's blocks by sequence number, from the request's reader.
+impl crate::export::Blocks for bci2token_store::ChunkLookup<'_> {
+    fn block(&mut self, seq: u64) -> Result<crate::export::Block, String> {
+        match self.get(seq) {
+            Ok(Some(plain)) => crate::export::decode_block(&plain),
+            Ok(None) => Err(format!("block {seq} is gone from the store")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Exports reading the store now, and whether a deletion left the WAL's truncation to the last of
+/// them (a truncating checkpoint waits for readers, holding up the writer thread meanwhile).
+#[derive(Debug, Default)]
+struct StoreReaders {
+    running: usize,
+    truncate_owed: bool,
+}
+
+/// On the writer thread: checkpoints and truncates the WAL (true), or, while exports read, owes it
+/// to the last of them (false).
+fn truncate_wal(store: &mut bci2token_store::Store, readers: &Mutex<StoreReaders>) -> bool {
+    let mut r = readers.lock().unwrap();
+    if r.running > 0 {
+        r.truncate_owed = true;
+        return false;
+    }
+    r.truncate_owed = false;
+    if let Err(e) = store.checkpoint() {
+        log::warn!("{e}");
+    }
+    true
+}
+
+/// One export counted in [`StoreReaders`] while it lives; the last one out truncates the WAL when
+/// a deletion owed that.
+struct ReaderCount<'s> {
+    service: &'s Service,
+}
+
+impl<'s> ReaderCount<'s> {
+    fn new(service: &'s Service) -> ReaderCount<'s> {
+        service.readers.lock().unwrap().running += 1;
+        ReaderCount { service }
+    }
+}
+
+impl Drop for ReaderCount<'_> {
+    fn drop(&mut self) {
+        let owed = {
+            let mut r = self.service.readers.lock().unwrap();
+            r.running -= 1;
+            r.running == 0 && r.truncate_owed
+        };
+        if owed {
+            let readers = Arc::clone(&self.service.readers);
+            match self.service.store.call(move |s| truncate_wal(s, &readers)) {
+                Ok(true) => log::info!("store: WAL truncated after the exports that read during a deletion"),
+                Ok(false) => {}
+                Err(e) => log::warn!("store: truncating the WAL after a deletion: {e}"),
+            }
+        }
+    }
+}

@@ -12,6 +12,8 @@ use bci2token_driver_abi::host::{Device, Read};
 use bci2token_driver_abi::types::DriverEvent;
 use bci2token_dsp::stats::WindowStats;
 
+use bci2token_sched::Heartbeat;
+
 use crate::decoding::Decoding;
 use crate::hub::Hub;
 use crate::recorder::SessionRecorder;
@@ -42,6 +44,7 @@ struct Counters {
     frames: AtomicU64,
     gaps: AtomicU64,
     annotations: AtomicU64,
+    windows_dropped: AtomicU64,
 }
 
 /// A change of the set of sessions or of one session's state (the service's stream of them).
@@ -80,6 +83,9 @@ pub struct Session {
     subject: std::sync::OnceLock<String>,
     /// Where state changes are reported, besides the session's own event stream.
     changes: std::sync::OnceLock<tokio::sync::broadcast::Sender<SessionChange>>,
+    /// The acquisition thread's: it beats at every read (at most every 100 ms) and while it
+    /// waits for a queue of its own session, so silence means a driver stuck in `read`.
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 /// A fresh random session id: 12 hex digits.
@@ -107,6 +113,7 @@ impl Session {
         subscriber_queue: usize,
     ) -> Self {
         let info = device.info();
+        let heartbeat = Heartbeat::new(format!("acq-{id}"));
         Session {
             id,
             driver,
@@ -125,7 +132,8 @@ impl Session {
                 .collect(),
             sample_rate: info.sample_rate,
             realtime: info.realtime,
-            hub: Arc::new(Hub::new(subscriber_queue)),
+            hub: Arc::new(Hub::new(subscriber_queue, Arc::clone(&heartbeat))),
+            heartbeat,
             state: Mutex::new((SessionState::Starting, None)),
             counters: Counters::default(),
             stop: AtomicBool::new(false),
@@ -196,6 +204,7 @@ impl Session {
             stored_blocks: self.recorder.get().map_or(0, |r| r.counters.stored_blocks.load(Ordering::Acquire)),
             stored_events: self.recorder.get().map_or(0, |r| r.counters.stored_events.load(Ordering::Acquire)),
             store_dropped: self.recorder.get().map_or(0, |r| r.counters.dropped.load(Ordering::Relaxed)),
+            windows_dropped: self.counters.windows_dropped.load(Ordering::Relaxed),
             subject: self.subject.get().cloned(),
         }
     }
@@ -232,6 +241,20 @@ impl Session {
     }
 
     fn run(self: Arc<Self>, mut device: Device, settings: PipelineSettings, mut decoding: Option<Decoding>) {
+        /// However the thread ends (a panic too), its silence from then on is not a stuck thread.
+        struct Retire(Arc<Heartbeat>);
+        impl Drop for Retire {
+            fn drop(&mut self) {
+                self.0.retire();
+            }
+        }
+        let _retire = Retire(Arc::clone(&self.heartbeat));
+        if !self.realtime {
+            // A source that can wait gets the CPU that live sessions leave (see priority).
+            if let Err(e) = bci2token_sched::priority::run_in_background() {
+                log::warn!("session {}: cannot lower the replay's CPU priority: {e}", self.id);
+            }
+        }
         let (state, message) = match self.acquire(&mut device, settings, decoding.as_mut()) {
             Ok(state) => (state, None),
             Err(message) => {
@@ -243,11 +266,14 @@ impl Session {
             log::warn!("session {}: stopping the device: {e}", self.id);
         }
         drop(device);
-        if let Some(d) = &decoding {
+        if let Some(d) = &mut decoding {
             // Tokens of the last windows still belong to this session.
             d.drain();
             log::info!("session {}: {} token(s) decoded", self.id, d.tokens());
         }
+        // Nothing more may hold up the end: a lossless follower that stopped reading loses the
+        // rest (its final state event still comes, after its lost count).
+        self.hub.abort_waits();
         log::info!(
             "session {}: {} after {} blocks ({} frames)",
             self.id,
@@ -278,7 +304,9 @@ impl Session {
         let mut reconnecting = false;
         let mut outages = Outages::default();
         let mut seq: u64 = 0;
+        let heartbeat = Arc::clone(&self.heartbeat);
         loop {
+            heartbeat.beat();
             if self.stop.load(Ordering::Acquire) {
                 return Ok(SessionState::Stopped);
             }
@@ -287,7 +315,8 @@ impl Session {
                     last_data = Instant::now();
                     let received = last_data;
                     let data = &buf[..channels * frames];
-                    if outages.unannounced(flags) {
+                    let outage = outages.block(flags);
+                    if outage.count {
                         self.counters.gaps.fetch_add(1, Ordering::Relaxed);
                     }
                     if self.hub.wants_samples() {
@@ -322,7 +351,15 @@ impl Session {
                         r.block(seq, t, flags, channels, frames, data);
                     }
                     if let Some(d) = decoding.as_deref_mut() {
-                        d.push(data, frames, t, rate, received);
+                        if let Some(reason) = outage.restart {
+                            d.restart(t, reason);
+                        }
+                        // A lossless source waits here for its own decode lane, beating.
+                        d.push(data, frames, t, rate, received, &mut || {
+                            heartbeat.beat();
+                            !self.stop.load(Ordering::Acquire)
+                        });
+                        self.counters.windows_dropped.store(d.dropped_windows(), Ordering::Relaxed);
                     }
                     seq += 1;
                     self.counters.blocks.fetch_add(1, Ordering::Relaxed);
@@ -382,12 +419,21 @@ impl Session {
     }
 }
 
-/// One outage, one count. Drivers announce an outage with a `gap` event (counted where it is
-/// published) before the block they flag GAP; a flagged block counts only when no event
-/// announced its outage, for drivers that only flag.
+/// One outage, one count, one restart of the decoding. Drivers announce an outage with a `gap`
+/// event (counted where it is published) before the block they flag GAP; a flagged block counts
+/// only when no event announced its outage, for drivers that only flag.
 #[derive(Debug, Default)]
 struct Outages {
     announced: bool,
+}
+
+/// What one block says about an outage before it.
+#[derive(Debug, PartialEq)]
+struct BlockOutage {
+    /// An outage no event counted.
+    count: bool,
+    /// Processing starts again at this block (`gap` or `reconnected`).
+    restart: Option<&'static str>,
 }
 
 impl Outages {
@@ -395,11 +441,21 @@ impl Outages {
         self.announced |= matches!(event, DriverEvent::Gap { .. });
     }
 
-    /// True when a block with these flags reports an outage that no event announced.
-    fn unannounced(&mut self, flags: u32) -> bool {
-        let count = flags & block_flags::GAP != 0 && !self.announced;
+    /// What a block with these flags says about an outage before it (an announcement is for the
+    /// next block only).
+    fn block(&mut self, flags: u32) -> BlockOutage {
+        let gap = flags & block_flags::GAP != 0;
+        let reconnected = flags & block_flags::RECONNECTED != 0;
+        let restart = if reconnected {
+            Some("reconnected")
+        } else if gap || self.announced {
+            Some("gap")
+        } else {
+            None
+        };
+        let out = BlockOutage { count: gap && !self.announced, restart };
         self.announced = false;
-        count
+        out
     }
 }
 
@@ -408,21 +464,23 @@ mod outage_tests {
     use super::*;
 
     #[test]
-    fn an_outage_is_counted_once_whether_announced_or_only_flagged() {
+    fn an_outage_is_counted_once_and_restarts_decoding_once() {
         let gap = DriverEvent::Gap { t: 1.0, seconds: 0.1, lost_samples: Some(25) };
+        let b = |count, restart| BlockOutage { count, restart };
         let mut o = Outages::default();
-        // Announced, then flagged: the event was the count.
+        // Announced, then flagged: the event was the count; the block restarts.
         o.event(&gap);
-        assert!(!o.unannounced(block_flags::GAP));
+        assert_eq!(o.block(block_flags::GAP), b(false, Some("gap")));
         // Only flagged: the block is the count.
-        assert!(o.unannounced(block_flags::GAP));
-        // An announcement is for the next block only.
+        assert_eq!(o.block(block_flags::GAP), b(true, Some("gap")));
+        // Only announced (a driver that does not flag): the next block restarts, no second count.
         o.event(&gap);
-        assert!(!o.unannounced(0));
-        assert!(o.unannounced(block_flags::GAP | block_flags::RECONNECTED));
+        assert_eq!(o.block(0), b(false, Some("gap")));
+        assert_eq!(o.block(0), b(false, None), "an announcement is for the next block only");
+        assert_eq!(o.block(block_flags::GAP | block_flags::RECONNECTED), b(true, Some("reconnected")));
+        assert_eq!(o.block(block_flags::RECONNECTED), b(false, Some("reconnected")));
         // Other events announce nothing; other flags are no outage.
         o.event(&DriverEvent::Warning { message: "w".into() });
-        assert!(o.unannounced(block_flags::GAP));
-        assert!(!o.unannounced(block_flags::SATURATED));
+        assert_eq!(o.block(block_flags::SATURATED), b(false, None));
     }
 }

@@ -26,12 +26,18 @@ fn assert_row_exact(row: &[f32], k_board: u64, gains: &[u8]) {
 }
 
 fn start_session(daemon: &Daemon, emulator: &Emulator, extra: &[&str]) -> String {
+    start_decoding(daemon, emulator, extra, &[])
+}
+
+/// A session with `--set` items `extra` and further ctl arguments `args` (e.g. `--model`).
+fn start_decoding(daemon: &Daemon, emulator: &Emulator, extra: &[&str], more: &[&str]) -> String {
     let port = format!("port={}", emulator.path().display());
     let mut args = vec!["session", "start", "--driver", "openbci", "--set", &port];
     for e in extra {
         args.push("--set");
         args.push(e);
     }
+    args.extend_from_slice(more);
     daemon.ctl_json(&args)["id"].as_str().unwrap().to_string()
 }
 
@@ -80,7 +86,14 @@ fn every_footer_and_every_injected_drop_and_garbage_is_handled_exactly() {
     let config = EmulatorConfig { footers: vec![0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6], ..Default::default() };
     let emulator = Emulator::start(dir.path(), config);
     let daemon = start_daemon(DaemonOptions::default());
-    let id = start_session(&daemon, &emulator, &["ch2=gain:8", "ch8=gain:1,input:normal"]);
+    // Decoded with the speller (its montage's labels on the Cyton's 8 channels): every outage
+    // must restart the filters and the window.
+    let id = start_decoding(
+        &daemon,
+        &emulator,
+        &["ch2=gain:8", "ch8=gain:1,input:normal", "labels=O1,Oz,O2,PO3,POz,PO4,PO7,PO8"],
+        &["--model", "speller-40"],
+    );
     let gains = [24, 8, 24, 24, 24, 24, 24, 1];
     let follower = Follower::start(&daemon, &id);
 
@@ -89,7 +102,12 @@ fn every_footer_and_every_injected_drop_and_garbage_is_handled_exactly() {
     let mut seen: Vec<u64> = Vec::new();
     let mut gaps: Vec<(f64, u64)> = Vec::new();
     let mut flagged: Vec<u64> = Vec::new();
+    let mut restarts: Vec<f64> = Vec::new();
     follower.collect_until(Duration::from_secs(30), |ev| {
+        if ev["type"] == "decoder_restart" {
+            assert_eq!(ev["reason"], "gap", "{ev}");
+            restarts.push(ev["t"].as_f64().unwrap());
+        }
         if ev["type"] == "gap" {
             gaps.push((ev["t"].as_f64().unwrap(), ev["lost_samples"].as_u64().unwrap()));
         }
@@ -143,6 +161,12 @@ fn every_footer_and_every_injected_drop_and_garbage_is_handled_exactly() {
     assert_eq!(flagged.len(), 4, "each gap flags the block after it: {flagged:?}");
     let info = daemon.ctl_json(&["session", "show", &id]);
     assert_eq!(info["gaps"], 4, "4 outages, each a gap event and a flagged block, counted once: {info}");
+    // One restart of the decoding per outage, at the first block after it.
+    let after: Vec<f64> = flagged.iter().map(|&k| k as f64 / 250.0).collect();
+    assert_eq!(restarts.len(), 4, "one decoder_restart per outage: {restarts:?}");
+    for (r, a) in restarts.iter().zip(&after) {
+        assert!((r - a).abs() < 1e-9, "restart at {r}, the block after the outage at {a}");
+    }
 }
 
 #[test]

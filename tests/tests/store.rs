@@ -528,3 +528,254 @@ fn private_feature_releases_use_the_gaussian_mechanism_and_spend_the_subjects_bu
     assert_eq!(exports.len(), 3);
     assert!(exports[2]["outcome"].as_str().unwrap().starts_with("refused: the privacy budget"));
 }
+
+/// A line of /proc/PID/status in kB (`VmRSS`, `VmHWM`).
+fn status_kb(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap_or_else(|| panic!("no {key}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs `export` and returns how far the daemon's resident memory rose above what it was before
+/// (kB): its peak (VmHWM, reset to the current RSS first through /proc/PID/clear_refs) less its
+/// RSS before. Where the reset is not allowed, the rise of the peak since start (a lower bound).
+fn memory_growth_kb(pid: u32, export: impl FnOnce()) -> (u64, bool) {
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let before = if reset { status_kb(pid, "VmRSS") } else { status_kb(pid, "VmHWM") };
+    export();
+    (status_kb(pid, "VmHWM").saturating_sub(before), reset)
+}
+
+/// pyedflib's view of an EDF+: records, labels, rates, annotations, and the samples of signals
+/// 1 and 31 that are not zero (index and value), with their digital step.
+fn pyedflib_sparse(file: &Path) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import json, sys
+import numpy as np, pyedflib
+r = pyedflib.EdfReader(sys.argv[1])
+out = {"filetype": r.filetype, "n_records": r.datarecords_in_file, "labels": r.getSignalLabels(),
+       "rates": [float(r.getSampleFrequency(i)) for i in range(r.signals_in_file)], "signals": {}}
+onsets, durations, texts = r.readAnnotations()
+out["annotations"] = [{"onset": float(o), "duration": float(d), "text": t} for o, d, t in zip(onsets, durations, texts)]
+for i in (1, 31):
+    x = r.readSignal(i)
+    step = (r.getPhysicalMaximum(i) - r.getPhysicalMinimum(i)) / (r.getDigitalMaximum(i) - r.getDigitalMinimum(i))
+    nz = np.flatnonzero(np.abs(x) > step)
+    out["signals"][str(i)] = {"n": len(x), "step": step, "index": nz.tolist(), "value": x[nz].tolist()}
+print(json.dumps(out))
+"#;
+    let py = bci2token_tests::reference_python(&["pyedflib", "numpy"]);
+    let o = std::process::Command::new(py).arg("-c").arg(SCRIPT).arg(file).output().unwrap();
+    assert!(o.status.success(), "pyedflib on {}: {}", file.display(), String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// An LSL outlet whose clock jumps a day ahead mid-stream (32 channels at 10 Hz): the session
+/// recorded is exported as EDF+ and CSV with a day of zeros between its halves, which the
+/// whole-session exports of earlier versions held in memory (864,000 frames × 32 channels × 4
+/// bytes ≈ 110 MB, plus the same again for the CSV). Streaming, the daemon's resident memory
+/// rises by a few MB; the files are right: pyedflib reads every sample before and after the jump
+/// at its place, zeros between, and the gap annotated; the CSV has a row for every frame. A session
+/// deleted while an export reads does not wait for it, and leaves no ciphertext once it ends; a
+/// damaged chunk stops an export before anything is written.
+#[test]
+fn a_session_whose_clock_jumps_a_day_exports_in_bounded_memory() {
+    const CHANNELS: usize = 32;
+    // 12 s of samples, the clock jumping after 6 s.
+    const SAMPLES: u64 = 120;
+    const JUMP_AT: u64 = 60;
+    const DAY_FRAMES: u64 = 86_400 * 10;
+    let world = bci2token_tests::LslWorld::new("export-jump");
+    let daemon = start_daemon(DaemonOptions { env: world.env(), ..Default::default() });
+    let mut peer = world.peer(&[
+        "outlet",
+        "bci2token-jump",
+        "src-jump",
+        &CHANNELS.to_string(),
+        "10",
+        "12",
+        "float32",
+        "microvolts",
+        "0",
+        &JUMP_AT.to_string(),
+        "86400",
+    ]);
+    let ready: serde_json::Value = serde_json::from_str(&bci2token_tests::read_line(&mut peer)).unwrap();
+    assert!(ready["ready"].is_number(), "{ready}");
+    let info = daemon.ctl_json(&["session", "start", "--driver", "lsl", "--set", "name=bci2token-jump"]);
+    let id = info["id"].as_str().unwrap().to_string();
+    let done: serde_json::Value = serde_json::from_str(&bci2token_tests::read_line(&mut peer)).unwrap();
+    assert_eq!(done["done"], SAMPLES, "{done}");
+    let _ = peer.wait();
+    // Every block the session took is stored before it stops.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let show = loop {
+        let show = daemon.ctl_json(&["session", "show", &id]);
+        if show["stored_blocks"] == show["blocks"] && show["frames"].as_u64().unwrap() > 0 {
+            break show;
+        }
+        assert!(Instant::now() < deadline, "{show}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(show["gaps"], 1, "the jump is one gap: {show}");
+    daemon.ctl_json(&["session", "stop", &id]);
+    let recorded = show["frames"].as_u64().unwrap();
+
+    let out = TempDir::new("store-export-jump");
+    let pid = daemon.child.id();
+    let export = |format: &str, file: &Path| {
+        let started = Instant::now();
+        let made = daemon.ctl(&["export", &id, "--format", format, "--output", file.to_str().unwrap()]);
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        started.elapsed()
+    };
+    let edf = out.path().join("jump.edf");
+    let mut edf_time = Duration::ZERO;
+    let (edf_growth, reset) = memory_growth_kb(pid, || edf_time = export("edf", &edf));
+    let csv = out.path().join("jump.csv");
+    let mut csv_time = Duration::ZERO;
+    let (csv_growth, _) = memory_growth_kb(pid, || csv_time = export("csv", &csv));
+
+    // The CSV: a header, then a row per frame of the time line.
+    let (mut rows, mut first_k, mut checked) = (0u64, None, 0);
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(std::fs::File::open(&csv).unwrap()).lines();
+        assert!(lines.next().unwrap().unwrap().starts_with("time_s,C1,C2,"));
+        for (frame, line) in lines.enumerate() {
+            let line = line.unwrap();
+            rows += 1;
+            let cells: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+            assert_eq!(cells.len(), CHANNELS + 1);
+            let frame = frame as u64;
+            assert_eq!(cells[0], frame as f64 / 10.0, "row {frame}");
+            let k0 = *first_k.get_or_insert(cells[1] as u64);
+            let k = if frame < DAY_FRAMES { k0 + frame } else { k0 + frame - DAY_FRAMES };
+            let recorded_sample = if frame < DAY_FRAMES { k < JUMP_AT } else { k >= JUMP_AT };
+            for (c, &v) in cells[1..].iter().enumerate() {
+                let want = if recorded_sample { (k % 100_000) as f64 + c as f64 / 8.0 } else { 0.0 };
+                assert_eq!(v, want, "row {frame}, C{}", c + 1);
+            }
+            checked += usize::from(recorded_sample);
+        }
+    }
+    let k0 = first_k.unwrap();
+    assert_eq!(checked as u64, recorded, "every recorded sample at its place");
+    assert!(k0 < JUMP_AT, "samples before the jump were recorded (the first is {k0})");
+    assert_eq!(rows, DAY_FRAMES + (SAMPLES - k0), "frames from the first sample to the last, a day between");
+
+    let seen = pyedflib_sparse(&edf);
+    assert_eq!(seen["n_records"], rows.div_ceil(10), "{}", seen["n_records"]);
+    assert_eq!(seen["labels"].as_array().unwrap().len(), CHANNELS);
+    assert!(seen["rates"].as_array().unwrap().iter().all(|r| r == 10.0));
+    for c in [1usize, 31] {
+        let s = &seen["signals"][c.to_string()];
+        let (index, value) = (s["index"].as_array().unwrap(), s["value"].as_array().unwrap());
+        assert_eq!(index.len() as u64, recorded, "C{}: only the recorded samples are not 0", c + 1);
+        let step = s["step"].as_f64().unwrap();
+        for (i, v) in index.iter().zip(value) {
+            let (i, v) = (i.as_u64().unwrap(), v.as_f64().unwrap());
+            let k = (v - c as f64 / 8.0).round() as u64;
+            let want = if k >= JUMP_AT { k - k0 + DAY_FRAMES } else { k - k0 };
+            assert_eq!(i, want, "C{}: sample {k} at {i}", c + 1);
+            assert!((v - (k as f64 + c as f64 / 8.0)).abs() <= step, "C{} sample {k}: {v}", c + 1);
+        }
+    }
+    let gap = seen["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["text"].as_str().unwrap().starts_with("gap:"))
+        .unwrap_or_else(|| panic!("a gap annotation: {}", seen["annotations"]))
+        .clone();
+    assert_eq!(gap["text"], "gap: 864000 samples lost");
+    assert!((gap["onset"].as_f64().unwrap() - (JUMP_AT - k0) as f64 / 10.0).abs() < 0.01, "{gap}");
+    assert!((gap["duration"].as_f64().unwrap() - 86_400.0).abs() < 0.01, "{gap}");
+
+    let old_kb = rows * CHANNELS as u64 * 4 / 1024;
+    eprintln!(
+        "export of a day-long time line ({rows} frames × {CHANNELS} channels; EDF {} kB, CSV {} kB): resident memory \
+         rose by {edf_growth} kB (EDF, {edf_time:?}) and {csv_growth} kB (CSV, {csv_time:?}){}; the whole-session \
+         time line alone took {old_kb} kB",
+        std::fs::metadata(&edf).unwrap().len() / 1024,
+        std::fs::metadata(&csv).unwrap().len() / 1024,
+        if reset { "" } else { " (peak since start: VmHWM could not be reset)" },
+    );
+    for (format, growth) in [("EDF", edf_growth), ("CSV", csv_growth)] {
+        assert!(
+            growth < 24 * 1024,
+            "{format} export: resident memory rose by {growth} kB (the old time line: {old_kb} kB)"
+        );
+    }
+
+    // A session deleted while an export reads: the deletion does not wait for the export (a
+    // truncating checkpoint would, holding up every recording), and the WAL is truncated when the
+    // export ends, leaving none of the deleted session's ciphertext.
+    let gone = record_to_end(
+        &daemon,
+        &["--driver", "synthetic", "--set", "speed=0", "--set", "loop=false", "--set", "script=13Hz:2"],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let show = daemon.ctl_json(&["session", "show", &gone]);
+        if show["stored_blocks"] == show["blocks"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{show}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ciphertexts: Vec<Vec<u8>> = {
+        let c = rusqlite::Connection::open(daemon.dir.path().join("data/sessions.db")).unwrap();
+        let mut stmt = c
+            .prepare("SELECT data FROM blocks WHERE session = ?1 UNION ALL SELECT sealed FROM session_keys WHERE session = ?1")
+            .unwrap();
+        stmt.query_map([&gone], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert!(ciphertexts.len() > 40, "{}", ciphertexts.len());
+    std::fs::remove_file(&csv).unwrap();
+    let again = out.path().join("again.edf");
+    let (during, deletion) = std::thread::scope(|scope| {
+        let exporting = scope.spawn(|| export("edf", &again));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(daemon.ctl_json(&["session", "delete", &gone])["deleted"], gone.as_str());
+        let deletion = started.elapsed();
+        let during = !exporting.is_finished();
+        exporting.join().unwrap();
+        (during, deletion)
+    });
+    // The export takes about 2 s (a debug build); the deletion, begun 0.3 s in, ends before it.
+    assert!(during && deletion < Duration::from_secs(1), "the deletion took {deletion:?}, waiting for the export");
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&edf).unwrap(), "the same export");
+    assert!(daemon.wait_log("WAL truncated when the exports reading now end", Duration::from_secs(5)));
+    assert!(
+        daemon.wait_log("WAL truncated after the exports that read during a deletion", Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+    for (path, bytes) in db_files(&daemon.dir.path().join("data")) {
+        for (i, ct) in ciphertexts.iter().enumerate() {
+            let probe = &ct[..ct.len().min(24)];
+            assert!(!bytes.windows(probe.len()).any(|w| w == probe), "ciphertext {i} still in {}", path.display());
+        }
+    }
+
+    // A damaged chunk: the first pass finds it, nothing is written, the error names it.
+    {
+        let c = rusqlite::Connection::open(daemon.dir.path().join("data/sessions.db")).unwrap();
+        c.execute(
+            "UPDATE blocks SET data = CAST(x'00' || substr(data, 2) AS BLOB) WHERE session = ?1 AND seq = 3",
+            [&id],
+        )
+        .unwrap();
+    }
+    let damaged = out.path().join("damaged.edf");
+    let refused = daemon.ctl(&["export", &id, "--format", "edf", "--output", damaged.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("1 chunk(s)") && err.contains("block 3 failed"), "{err}");
+    assert!(err.contains("nothing was exported"), "{err}");
+    assert!(!damaged.exists() || std::fs::metadata(&damaged).unwrap().len() == 0, "nothing written");
+}

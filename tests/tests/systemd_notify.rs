@@ -51,3 +51,81 @@ fn watchdog_pings_at_half_the_interval_only_for_its_own_pid() {
     std::thread::sleep(Duration::from_millis(600));
     assert!(!other.notify.lines().iter().any(|l| l == "WATCHDOG=1"), "{:?}", other.notify.lines());
 }
+
+/// The watchdog means the daemon works, not only that its runtime answers: while another process
+/// holds the store's write lock, the store writer makes no progress; the daemon stops feeding the
+/// watchdog (systemd would restart it), names the thread in `status` and in its log, and feeds
+/// the watchdog again once the lock is gone.
+#[test]
+fn a_stuck_store_writer_stops_the_watchdog_until_it_recovers() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    // A 2 s watchdog: pings every 1 s, a thread silent for more than 1 s is stuck.
+    let mut daemon =
+        start_daemon(DaemonOptions { env: vec![("WATCHDOG_USEC".into(), "2000000".into())], ..Default::default() });
+    assert!(daemon.notify.wait_for("WATCHDOG=1", Duration::from_secs(5)), "{:?}", daemon.notify.lines());
+    assert_eq!(daemon.ctl_json(&["status"])["stuck"], serde_json::json!([]));
+    // A recording session keeps the writer busy.
+    let info = daemon.ctl_json(&["session", "start", "--driver", "synthetic"]);
+    let id = info["id"].as_str().unwrap().to_string();
+
+    // Another process takes the database's write lock and holds it.
+    let python = std::env::var("BCI2TOKEN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let db = daemon.dir.path().join("data/sessions.db");
+    let mut locker = Command::new(python)
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.readline()\n\
+             c.execute('COMMIT')\n",
+        ])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(locker.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    // The writer is named in `status` (which never waits for the store) and in the log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let stuck = loop {
+        let stuck = daemon.ctl_json(&["status"])["stuck"].clone();
+        if stuck.as_array().is_some_and(|a| !a.is_empty()) || std::time::Instant::now() > deadline {
+            break stuck;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let names: Vec<&str> = stuck.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(names.iter().any(|s| s.starts_with("store-writer: no progress for")), "{stuck}");
+    assert!(daemon.wait_log("watchdog: stuck: store-writer", Duration::from_secs(5)), "{}", daemon.log());
+    assert!(
+        daemon.notify.wait_for("STATUS=stuck: store-writer", Duration::from_secs(5)),
+        "{:?}",
+        daemon.notify.lines()
+    );
+    // No pings while it is stuck: a healthy daemon sends 4 in 4 s. (The writer beats briefly
+    // between failed writes, each a 5 s wait for the lock, so one ping may slip through.)
+    let pings = |d: &mut bci2token_tests::Daemon| d.notify.lines().iter().filter(|l| *l == "WATCHDOG=1").count();
+    let before = pings(&mut daemon);
+    std::thread::sleep(Duration::from_secs(4));
+    let during = pings(&mut daemon) - before;
+    assert!(during <= 1, "{during} pings in 4 s while the store writer was stuck");
+
+    // The lock goes: the writer catches up, the pings come back, status is clean again.
+    writeln!(locker.stdin.as_mut().unwrap()).unwrap();
+    assert!(locker.wait().unwrap().success());
+    let before = pings(&mut daemon);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pings(&mut daemon) < before + 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pings(&mut daemon) >= before + 2, "the watchdog is fed again: {:?}", daemon.notify.lines());
+    assert_eq!(daemon.ctl_json(&["status"])["stuck"], serde_json::json!([]));
+    assert!(daemon.wait_log("every worker thread makes progress again", Duration::from_secs(5)));
+    daemon.ctl_json(&["session", "stop", &id]);
+}

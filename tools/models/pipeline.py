@@ -40,10 +40,16 @@ def preprocessing_sos(pre: Dict, fs: float) -> np.ndarray:
 
 
 def preprocess(x: np.ndarray, fs: float, pre: Dict) -> np.ndarray:
-    """Causal filtering of a whole recording [channels, frames] from a zero filter state at the
-    first frame (as a session does from its start), then common average reference when car."""
+    """Causal filtering of a whole recording [channels, frames] from the steady state for its
+    first frame (as a session does from its start, and again after an outage), then common
+    average reference when car."""
     sos = preprocessing_sos(pre, fs)
-    y = signal.sosfilt(sos, x, axis=-1) if len(sos) else np.array(x, dtype=np.float64)
+    if len(sos):
+        x = np.asarray(x, dtype=np.float64)
+        zi = signal.sosfilt_zi(sos)[:, None, :] * x[None, :, 0, None]
+        y, _ = signal.sosfilt(sos, x, axis=-1, zi=zi)
+    else:
+        y = np.array(x, dtype=np.float64)
     if pre.get("car", False):
         y = y - y.mean(axis=0, keepdims=True)
     return y

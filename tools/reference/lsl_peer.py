@@ -1,12 +1,13 @@
 """LSL peer for bci2token's tests and benchmarks (pylsl, from .venv).
 
-  lsl_peer.py outlet NAME SOURCE_ID CHANNELS RATE SECONDS [FORMAT [UNIT [START_INDEX]]]
+  lsl_peer.py outlet NAME SOURCE_ID CHANNELS RATE SECONDS [FORMAT [UNIT [START_INDEX [JUMP_AT JUMP_S]]]]
       Publishes a stream and pushes sample k (k = START_INDEX, ...) with value
       value(k, c) = (k % 100000) + c / 8 on channel c (exact in float32 and, for int formats,
       the integer part), stamped t0 + k / RATE on liblsl's clock, in real time. Prints one JSON
       line {"ready": t0, "first": START_INDEX} when the outlet exists, then {"done": n} at the end.
       FORMAT: float32 (default), double64, int32, int16, string; UNIT: written as each
-      channel's <unit> ("" for none). CHANNELS may be 0.
+      channel's <unit> ("" for none). CHANNELS may be 0. JUMP_AT, JUMP_S: from sample JUMP_AT on,
+      the stamps are JUMP_S seconds later (a clock that jumps; the samples still come in real time).
   lsl_peer.py inlet NAME TYPE SECONDS
       Resolves the stream NAME of TYPE, pulls for SECONDS and prints each sample as a JSON line
       {"t": stamp, "sample": [...]}; first a line {"desc": <the stream's XML>}.
@@ -32,8 +33,10 @@ def value(k, c):
     return (k % 100000) + c / 8.0
 
 
-def outlet(name, source_id, channels, rate, seconds, fmt="float32", unit="microvolts", start=0):
+def outlet(name, source_id, channels, rate, seconds, fmt="float32", unit="microvolts", start=0, jump_at=-1,
+           jump_s=0):
     channels, rate, seconds, start = int(channels), float(rate), float(seconds), int(start)
+    jump_at, jump_s = int(jump_at), float(jump_s)
     info = pylsl.StreamInfo(name, "EEG", channels, rate, fmt, source_id)
     chs = info.desc().append_child("channels")
     for c in range(channels):
@@ -59,7 +62,7 @@ def outlet(name, source_id, channels, rate, seconds, fmt="float32", unit="microv
             sample = [int(value(k, c)) for c in range(channels)]
         else:
             sample = [value(k, c) for c in range(channels)]
-        out.push_sample(sample, due)
+        out.push_sample(sample, due + (jump_s if 0 <= jump_at <= k else 0.0))
         k += 1
     print(json.dumps({"done": k - start}), flush=True)
     time.sleep(0.5)

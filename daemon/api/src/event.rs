@@ -136,6 +136,10 @@ pub enum Event {
     /// The decoder failed on the window ending at `t`; no token is invented and the session keeps
     /// recording.
     DecoderError { session: String, t: f64, message: String },
+    /// Decoding started again at stream time `t` after an outage (`reason`: `gap` or
+    /// `reconnected`): the filters were primed on the first block after it and the next window is
+    /// made only of frames from `t` on, so the next token comes a whole window later.
+    DecoderRestart { session: String, t: f64, reason: String },
     /// A warning about the session that does not stop it.
     Warning { session: String, message: String },
     /// This subscriber fell behind and missed `count` events here.

@@ -274,6 +274,11 @@ pub struct StatusInfo {
     pub socket: String,
     /// What the caller may do: `admin`, `operator` or `reader`.
     pub caller_role: String,
+    /// Worker threads that have shown no progress for longer than the watchdog allows, e.g.
+    /// `store-writer: no progress for 12.5 s` (empty when all is well; while not empty the daemon
+    /// stops feeding systemd's watchdog).
+    #[serde(default)]
+    pub stuck: Vec<String>,
 }
 
 /// One loaded driver plugin.
@@ -406,6 +411,10 @@ pub struct SessionInfo {
     /// Blocks and events not recorded because the store fell behind.
     #[serde(default)]
     pub store_dropped: u64,
+    /// Windows a real-time session could not hand to the decoder because its decode queue was
+    /// full (no token was decoded from them).
+    #[serde(default)]
+    pub windows_dropped: u64,
     /// The subject's pseudonym given at start.
     #[serde(default)]
     pub subject: Option<String>,

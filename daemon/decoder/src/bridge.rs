@@ -95,6 +95,13 @@ impl TokenBridge {
         })
     }
 
+    /// Forgets the run of agreeing windows and the last emission (after an outage: windows on
+    /// either side of it do not add up to a token, and stream time may have stepped back).
+    pub fn restart(&mut self) {
+        self.run = None;
+        self.last_emission = None;
+    }
+
     /// Takes the logits of the window ending at stream time `t`; returns a token when the policy
     /// says so. Non-finite logits (a failing model) emit nothing and break the run.
     pub fn push(&mut self, t: f64, logits: &[f32]) -> Option<Emission> {

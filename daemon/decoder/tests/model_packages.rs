@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use bci2token_decoder::engine::{Engine, Job};
+use bci2token_decoder::engine::{Engine, Forward, Job};
 use bci2token_decoder::{Model, ModelError};
+use bci2token_sched::Class;
 use tch::{CModule, Device, Kind, Tensor};
 
 const CHANNELS: i64 = 3;
@@ -127,8 +128,10 @@ fn a_model_that_throws_at_run_time_gives_an_error_not_a_crash() {
 #[test]
 fn the_engine_batches_windows_from_many_sessions() {
     let dir = package("engine", CLASSES, mean_times_w(CLASSES));
-    let model = Arc::new(Model::load(&dir, Device::Cpu).unwrap());
-    let engine = Engine::start(64, 1024).unwrap();
+    let model: Arc<dyn Forward> = Arc::new(Model::load(&dir, Device::Cpu).unwrap());
+    let engine = Engine::start(64).unwrap();
+    // Bulk like the sessions' lanes: one decode thread serves them all.
+    let gate_lane = engine.lane(Class::Bulk, 1);
     let (tx, rx) = mpsc::channel();
     // A first window whose callback holds the decode thread until every session has submitted,
     // so that what happens next does not depend on timing.
@@ -142,11 +145,13 @@ fn the_engine_batches_windows_from_many_sessions() {
             first_tx.send((9999, r)).unwrap();
         }),
     };
-    assert!(engine.submit(gate).is_ok());
-    // Four "sessions" submit 50 windows each.
+    assert!(gate_lane.try_push(gate).is_ok());
+    // Four "sessions" submit 50 windows each, each through a lane of its own.
+    // A lane leaves with what it still queues: they live until the end.
+    let lanes: Vec<_> = (0..4).map(|_| engine.lane(Class::Bulk, 1024)).collect();
     std::thread::scope(|s| {
-        for session in 0..4 {
-            let (tx, model, engine) = (tx.clone(), Arc::clone(&model), &engine);
+        for (session, lane) in lanes.iter().enumerate() {
+            let (tx, model) = (tx.clone(), Arc::clone(&model));
             s.spawn(move || {
                 for i in 0..50 {
                     let seed = session * 100 + i;
@@ -156,7 +161,7 @@ fn the_engine_batches_windows_from_many_sessions() {
                         window: window(seed),
                         done: Box::new(move |r| tx.send((seed, r)).unwrap()),
                     };
-                    assert!(engine.submit(job).is_ok(), "queue of 1024 never fills here");
+                    assert!(lane.try_push(job).is_ok(), "a lane of 1024 never fills here");
                 }
             });
         }
@@ -185,8 +190,9 @@ fn a_failing_window_does_not_fail_the_others_in_its_batch() {
     // the windows one by one, and every one of them then succeeds.
     let w = Tensor::ones([CHANNELS * FRAMES, CLASSES], (Kind::Float, Device::Cpu));
     let dir = package("isolate", CLASSES, move |x| x.reshape([1, CHANNELS * FRAMES]).matmul(&w));
-    let model = Arc::new(Model::load(&dir, Device::Cpu).unwrap());
-    let engine = Engine::start(16, 64).unwrap();
+    let model: Arc<dyn Forward> = Arc::new(Model::load(&dir, Device::Cpu).unwrap());
+    let engine = Engine::start(16).unwrap();
+    let lane = engine.lane(Class::Bulk, 64);
     let (tx, rx) = mpsc::channel();
     let (gate_tx, gate_rx) = mpsc::channel::<()>();
     let first_tx = tx.clone();
@@ -198,11 +204,11 @@ fn a_failing_window_does_not_fail_the_others_in_its_batch() {
             first_tx.send(r).unwrap();
         }),
     };
-    assert!(engine.submit(gate).is_ok());
+    assert!(lane.try_push(gate).is_ok());
     for i in 1..=8 {
         let tx = tx.clone();
         let job = Job { model: Arc::clone(&model), window: window(i), done: Box::new(move |r| tx.send(r).unwrap()) };
-        assert!(engine.submit(job).is_ok());
+        assert!(lane.try_push(job).is_ok());
     }
     gate_tx.send(()).unwrap();
     drop(tx);

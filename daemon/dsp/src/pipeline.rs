@@ -206,10 +206,18 @@ impl Preprocessor {
 }
 
 /// Preprocessing followed by sliding windows: what a decoder is fed.
+///
+/// The filters start in their steady state for the first frame of the stream (see
+/// [`Preprocessor::prime`]): an amplifier's DC offset of tens of millivolts would otherwise ring
+/// through a high-pass for seconds. After an outage, [`Windower::restart`] forgets the filters
+/// and the window and primes again on the first block after it, so that nothing on either side
+/// of the outage is mixed into one window and the step between them does not ring.
 #[derive(Debug, Clone)]
 pub struct Windower {
     pre: Preprocessor,
     window: SlidingWindow,
+    /// Prime the filters on the next block (the stream's first, or the first after an outage).
+    prime_next: bool,
 }
 
 impl Windower {
@@ -223,7 +231,7 @@ impl Windower {
     ) -> Result<Windower, ConfigError> {
         let pre = Preprocessor::new(cfg, fs, channels)?;
         let window = SlidingWindow::new(channels, window_frames, hop_frames, fs)?;
-        Ok(Windower { pre, window })
+        Ok(Windower { pre, window, prime_next: true })
     }
 
     pub fn preprocessor(&mut self) -> &mut Preprocessor {
@@ -237,13 +245,20 @@ impl Windower {
     /// Preprocesses `data` in place (keep a copy first if the raw block is needed) and calls
     /// `on_window` for every window completed by it.
     pub fn push<T: Sample>(&mut self, data: &mut [T], frames: usize, on_window: impl FnMut(WindowInfo, &Array2<f32>)) {
+        if self.prime_next && frames > 0 {
+            self.pre.prime(data, frames);
+            self.prime_next = false;
+        }
         self.pre.process(data, frames);
         self.window.push(data, frames, on_window);
     }
 
-    pub fn reset(&mut self) {
+    /// Starts again as at the stream's start: the next block primes the filters and the next
+    /// window is made of frames from that block on (call after an outage).
+    pub fn restart(&mut self) {
         self.pre.reset();
         self.window.reset();
+        self.prime_next = true;
     }
 }
 
@@ -353,5 +368,72 @@ mod tests {
         // The 50 Hz common to all channels is gone (notch and CAR); the per-channel 9.5 Hz is not.
         let ch2_ptp = last.row(2).fold(f32::MIN, |m, &v| m.max(v)) - last.row(2).fold(f32::MAX, |m, &v| m.min(v));
         assert!(ch2_ptp > 10.0 && ch2_ptp < 30.0, "ptp {ch2_ptp}");
+    }
+
+    /// A recording of 8 channels with a +40 mV electrode offset (or a flat line at 0), 1 µV of
+    /// noise, and outages after which the offset steps (an electrode reseated): what comes out of
+    /// a 1–40 Hz band after each outage must look like the steady state, not a ringing step.
+    #[test]
+    fn no_ringing_after_an_outage_on_flat_and_offset_recordings() {
+        let fs = 250.0;
+        let cfg = PreprocessConfig { notch_hz: 50.0, bandpass_hz: Some([1.0, 40.0]), ..PreprocessConfig::default() };
+        let (channels, win, hop, block) = (8, 500, 125, 25);
+        // Deterministic noise (xorshift), about ±1 µV.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        // (offset µV before the outage, offset after): flat-lined, constant DC, DC step.
+        for (before, after) in [(0.0, 0.0), (40_000.0, 40_000.0), (40_000.0, 25_000.0), (0.0, 40_000.0)] {
+            let run = |restart: bool, noise: &mut dyn FnMut() -> f64| {
+                let mut w = Windower::new(&cfg, fs, channels, win, hop).unwrap();
+                let mut peaks: Vec<(bool, f32)> = Vec::new(); // (after the outage, peak |x| in the window)
+                for b in 0..240 {
+                    // The outage: 2 s of nothing between block 119 and block 120.
+                    let after_outage = b >= 120;
+                    if restart && b == 120 {
+                        w.restart();
+                    }
+                    let offset = if after_outage { after } else { before };
+                    let mut data: Vec<f32> = (0..channels * block).map(|_| (offset + noise()) as f32).collect();
+                    w.push(&mut data, block, |_, a| {
+                        peaks.push((after_outage, a.iter().fold(0f32, |m, v| m.max(v.abs()))));
+                    });
+                }
+                peaks
+            };
+            let peaks = run(true, &mut noise);
+            let steady = peaks.iter().filter(|(after, _)| !after).map(|(_, p)| *p).fold(0f32, f32::max);
+            let first_after = peaks.iter().find(|(after, _)| *after).expect("windows after the outage").1;
+            // The bound: within 3 µV of the steady state's peak (noise of ±1 µV band-passed).
+            assert!(steady < 3.0, "{before}->{after}: the steady state itself rings: {steady} µV");
+            assert!(
+                first_after < steady + 3.0,
+                "{before}->{after}: the first window after the outage peaks at {first_after} µV, the steady state at {steady}"
+            );
+            if before != after {
+                // Without the restart the step rings through the window: the bound above means something.
+                let unrestarted = run(false, &mut noise);
+                let ringing = unrestarted.iter().find(|(after, _)| *after).unwrap().1;
+                assert!(ringing > 100.0 * (steady + 3.0), "{before}->{after}: {ringing} µV without a restart");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_starting_on_a_large_offset_does_not_ring() {
+        let cfg = PreprocessConfig { highpass_hz: Some(1.0), ..PreprocessConfig::default() };
+        let mut w = Windower::new(&cfg, 250.0, 1, 250, 250).unwrap();
+        let mut first = None;
+        let mut data = vec![40_000f32; 250];
+        w.push(&mut data, 250, |_, a| first = Some(a.iter().fold(0f32, |m, v| m.max(v.abs()))));
+        assert!(first.unwrap() < 1e-2, "primed on the first frame: {first:?}");
+        let mut cold = Preprocessor::new(&cfg, 250.0, 1).unwrap();
+        let mut data = vec![40_000f32; 250];
+        cold.process(&mut data, 250);
+        assert!(data[0].abs() > 10_000.0, "unprimed, the offset comes through as a step");
     }
 }

@@ -344,6 +344,15 @@ async fn forward(mut stream: Subscription, emitter: SignalEmitter<'static>, budg
                     )
                     .await
                 }
+                Event::DecoderRestart { t, reason, .. } => {
+                    SessionObject::warning(
+                        &emitter,
+                        &format!(
+                        "decoding restarted at {t} s after an outage ({reason}); the next token needs a whole window"
+                    ),
+                    )
+                    .await
+                }
                 _ => Ok(()),
             },
             Delivery::Lost(n) => {

@@ -7,7 +7,9 @@
 //!   chunk's nonce and associated data bind it to its session, its kind and its sequence number.
 //! - [`schema`]: the tables and the migration ladder.
 //! - [`store`]: sessions, blocks and events in and out, and deletion that destroys the session's
-//!   key first (crypto-shredding), then its rows, then checkpoints and truncates the WAL.
+//!   key first (crypto-shredding), then its rows, then checkpoints and truncates the WAL. Long
+//!   reads (exports) walk a session chunk by chunk ([`Store::for_each`]) on a read-only connection
+//!   of their own ([`StoreReader`]), off the writer's thread.
 
 pub mod audit;
 pub mod keys;
@@ -16,4 +18,4 @@ pub mod seal;
 pub mod store;
 
 pub use keys::MasterKey;
-pub use store::{Op, Store, StoreError};
+pub use store::{ChunkLookup, Op, Store, StoreError, StoreReader};

@@ -2,6 +2,7 @@
 //! `secure_delete` (freed pages are overwritten with zeros).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -86,6 +87,22 @@ pub struct Store {
     path: PathBuf,
     master: Arc<MasterKey>,
     ciphers: HashMap<String, SessionCipher>,
+    /// The progress handler's argument; after `conn`, so that it is freed after the connection
+    /// that calls it has closed.
+    progress: Option<Progress>,
+}
+
+/// A boxed progress callback owned by the store (see [`Store::on_progress`]).
+struct Progress(*mut Box<dyn Fn() + Send + Sync>);
+
+// SAFETY: the box is `Send + Sync` itself; the raw pointer only stops the compiler seeing that.
+unsafe impl Send for Progress {}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // SAFETY: made by Box::into_raw in on_progress, freed once, here.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -101,11 +118,34 @@ impl Store {
 
     /// Opens (or creates) the store at `path`, migrating it to the current schema.
     pub fn open(path: &Path, master: Arc<MasterKey>) -> Result<Store, StoreError> {
-        Ok(Store { conn: connect(path)?, path: path.to_path_buf(), master, ciphers: HashMap::new() })
+        Ok(Store { conn: connect(path)?, path: path.to_path_buf(), master, ciphers: HashMap::new(), progress: None })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Calls `beat` every few thousand SQLite instructions, however long a statement runs: a
+    /// long delete or restore shows progress, a write waiting for another process's lock does
+    /// not (the daemon's watchdog heartbeat). `beat` must not panic.
+    ///
+    /// Through SQLite's C API: rusqlite's `progress_handler` needs SQLite 3.44 (client data),
+    /// and Debian 12 has 3.40.
+    pub fn on_progress(&mut self, beat: Box<dyn Fn() + Send + Sync>) {
+        unsafe extern "C" fn call(arg: *mut std::ffi::c_void) -> std::ffi::c_int {
+            // SAFETY: `arg` is the `Progress` box registered below, alive while the connection is.
+            let beat = unsafe { &*(arg as *const Box<dyn Fn() + Send + Sync>) };
+            beat();
+            0 // go on
+        }
+        let progress = Progress(Box::into_raw(Box::new(beat)));
+        // SAFETY: the handle is this open connection's; the argument outlives it (`progress` is
+        // dropped after `conn`, see the field order), and SQLite calls the handler only on the
+        // thread running a statement of this connection, which owns the store.
+        unsafe {
+            rusqlite::ffi::sqlite3_progress_handler(self.conn.handle(), 10_000, Some(call), progress.0.cast());
+        }
+        self.progress = Some(progress);
     }
 
     /// The master key in use.
@@ -246,21 +286,7 @@ impl Store {
     }
 
     fn cipher(&mut self, session: &str) -> Result<&SessionCipher, StoreError> {
-        if !self.ciphers.contains_key(session) {
-            let row: Option<(Vec<u8>, Vec<u8>)> = self
-                .conn
-                .query_row("SELECT nonce, sealed FROM session_keys WHERE session = ?1", [session], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
-                .map_err(|e| self.err(e))?;
-            let (nonce, sealed) = row.ok_or_else(|| StoreError::NoSession(session.to_string()))?;
-            let nonce: [u8; 12] = nonce.try_into().map_err(|_| StoreError::Key { session: session.into() })?;
-            let cipher = seal::unwrap(&self.master, session, &WrappedKey { nonce, sealed })
-                .map_err(|_| StoreError::Key { session: session.into() })?;
-            self.ciphers.insert(session.to_string(), cipher);
-        }
-        Ok(&self.ciphers[session])
+        session_cipher(&self.conn, &self.path, &self.master, &mut self.ciphers, session)
     }
 
     /// Seals and stores `chunks` (sequence number, plaintext) of one kind in one transaction.
@@ -291,43 +317,33 @@ impl Store {
     }
 
     /// Every chunk of one kind, in order, each opened on its own: a damaged chunk is an error in
-    /// its place and the others still read.
+    /// its place and the others still read. Holds them all in memory: for long sessions, see
+    /// [`Store::for_each`].
     pub fn read_all(&mut self, session: &str, kind: Kind) -> Result<Chunks, StoreError> {
-        let table = match kind {
-            Kind::Block => "blocks",
-            Kind::Event => "events",
-            Kind::Meta => "sessions",
-        };
-        let rows: Vec<(u64, Vec<u8>)> = if kind == Kind::Meta {
-            let meta: Option<Vec<u8>> = self
-                .conn
-                .query_row("SELECT meta FROM sessions WHERE id = ?1", [session], |r| r.get(0))
-                .optional()
-                .map_err(|e| self.err(e))?;
-            vec![(0, meta.ok_or_else(|| StoreError::NoSession(session.into()))?)]
-        } else {
-            let mut stmt = self
-                .conn
-                .prepare(&format!("SELECT seq, data FROM {table} WHERE session = ?1 ORDER BY seq"))
-                .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?;
-            let rows = stmt
-                .query_map([session], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?;
-            rows
-        };
-        let cipher = self.cipher(session)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, data)| {
-                let plain = cipher.open(kind, seq, &data).map_err(|_| StoreError::Chunk {
-                    session: session.to_string(),
-                    kind,
-                    seq,
-                });
-                (seq, plain)
-            })
-            .collect())
+        let mut all = Vec::new();
+        self.for_each(session, kind, |seq, chunk| {
+            all.push((seq, chunk));
+            ControlFlow::<()>::Continue(())
+        })?;
+        Ok(all)
+    }
+
+    /// Calls `f` with every chunk of one kind of `session`, in sequence order, one at a time
+    /// (nothing is collected), each opened on its own as [`Store::read_all`] does; `f` may stop the
+    /// walk by returning `Break`, whose value is then returned (`None`: every chunk was seen).
+    pub fn for_each<B>(
+        &mut self,
+        session: &str,
+        kind: Kind,
+        f: impl FnMut(u64, Result<Vec<u8>, StoreError>) -> ControlFlow<B>,
+    ) -> Result<Option<B>, StoreError> {
+        for_each_chunk(&self.conn, &self.path, &self.master, &mut self.ciphers, session, kind, f)
+    }
+
+    /// A read-only connection of its own to this store's file, with the same master key
+    /// ([`StoreReader`]).
+    pub fn reader(&self) -> Result<StoreReader, StoreError> {
+        StoreReader::open(&self.path, Arc::clone(&self.master))
     }
 
     /// Session ids, oldest first.
@@ -341,6 +357,18 @@ impl Store {
     /// anyone), then its rows, with `secure_delete` zeroing the freed pages; then the WAL is
     /// checkpointed and truncated so no older page image of the session survives in it.
     pub fn delete_session(&mut self, session: &str) -> Result<(), StoreError> {
+        self.delete_session_rows(session)?;
+        // The session is gone; a WAL still holding its old pages is truncated at the next
+        // checkpoint if a reader (a backup) keeps this one from completing.
+        if let Err(e) = self.checkpoint() {
+            log::warn!("{e}");
+        }
+        Ok(())
+    }
+
+    /// [`Store::delete_session`] but the checkpoint: for a caller that knows readers hold the WAL
+    /// now (a checkpoint would wait for them) and checkpoints when they are done.
+    pub fn delete_session_rows(&mut self, session: &str) -> Result<(), StoreError> {
         let path = self.path.clone();
         let fail = |e: rusqlite::Error| StoreError::Database {
             path: path.clone(),
@@ -362,11 +390,6 @@ impl Store {
         tx.execute("DELETE FROM sessions WHERE id = ?1", [session]).map_err(fail)?;
         tx.commit().map_err(fail)?;
         self.ciphers.remove(session);
-        // The session is gone; a WAL still holding its old pages is truncated at the next
-        // checkpoint if a reader (a backup) keeps this one from completing.
-        if let Err(e) = self.checkpoint() {
-            log::warn!("{e}");
-        }
         Ok(())
     }
 
@@ -671,5 +694,214 @@ impl Store {
     /// For tests and tools: the raw connection.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// The table holding chunks of `kind` (`None` for metadata, a column of `sessions`).
+fn chunk_table(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Block => Some("blocks"),
+        Kind::Event => Some("events"),
+        Kind::Meta => None,
+    }
+}
+
+/// The data key of `session`, unwrapped with `master` once and kept in `ciphers`.
+fn session_cipher<'c>(
+    conn: &Connection,
+    path: &Path,
+    master: &MasterKey,
+    ciphers: &'c mut HashMap<String, SessionCipher>,
+    session: &str,
+) -> Result<&'c SessionCipher, StoreError> {
+    if !ciphers.contains_key(session) {
+        let row: Option<(Vec<u8>, Vec<u8>)> = conn
+            .query_row("SELECT nonce, sealed FROM session_keys WHERE session = ?1", [session], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| StoreError::Database { path: path.to_path_buf(), message: e.to_string() })?;
+        let (nonce, sealed) = row.ok_or_else(|| StoreError::NoSession(session.to_string()))?;
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| StoreError::Key { session: session.into() })?;
+        let cipher = seal::unwrap(master, session, &WrappedKey { nonce, sealed })
+            .map_err(|_| StoreError::Key { session: session.into() })?;
+        ciphers.insert(session.to_string(), cipher);
+    }
+    Ok(&ciphers[session])
+}
+
+/// Opens one stored chunk: the one place where a chunk read back is authenticated.
+fn open_chunk(
+    cipher: &SessionCipher,
+    session: &str,
+    kind: Kind,
+    seq: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    cipher.open(kind, seq, sealed).map_err(|_| StoreError::Chunk { session: session.to_string(), kind, seq })
+}
+
+/// Walks the chunks of one kind of `session` in sequence order, opening each as it is read: at
+/// most one chunk is held at a time. A session the store does not have is `NoSession` (before
+/// `f` is called), a data key that does not open `Key`.
+fn for_each_chunk<B>(
+    conn: &Connection,
+    path: &Path,
+    master: &MasterKey,
+    ciphers: &mut HashMap<String, SessionCipher>,
+    session: &str,
+    kind: Kind,
+    mut f: impl FnMut(u64, Result<Vec<u8>, StoreError>) -> ControlFlow<B>,
+) -> Result<Option<B>, StoreError> {
+    let fail = |e: rusqlite::Error| StoreError::Database { path: path.to_path_buf(), message: e.to_string() };
+    let Some(table) = chunk_table(kind) else {
+        let meta: Option<Vec<u8>> = conn
+            .query_row("SELECT meta FROM sessions WHERE id = ?1", [session], |r| r.get(0))
+            .optional()
+            .map_err(fail)?;
+        let meta = meta.ok_or_else(|| StoreError::NoSession(session.into()))?;
+        let cipher = session_cipher(conn, path, master, ciphers, session)?;
+        return Ok(f(0, open_chunk(cipher, session, kind, 0, &meta)).break_value());
+    };
+    let cipher = session_cipher(conn, path, master, ciphers, session)?;
+    let mut stmt =
+        conn.prepare(&format!("SELECT seq, data FROM {table} WHERE session = ?1 ORDER BY seq")).map_err(fail)?;
+    let mut rows = stmt.query([session]).map_err(fail)?;
+    while let Some(row) = rows.next().map_err(fail)? {
+        let seq = row.get::<_, i64>(0).map_err(fail)? as u64;
+        let sealed = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into)).map_err(fail)?;
+        if let ControlFlow::Break(b) = f(seq, open_chunk(cipher, session, kind, seq, sealed)) {
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
+}
+
+/// A read-only connection of its own to a store's file, for long reads (exports) on the calling
+/// thread while the writer goes on (WAL lets readers and one writer work at once). It reads one
+/// snapshot: the store as it was committed when the reader was opened, until it is dropped
+/// (meanwhile a checkpoint cannot truncate the WAL: keep readers short-lived). Chunks are opened
+/// with the master key given, as [`Store`] opens them.
+pub struct StoreReader {
+    conn: Connection,
+    path: PathBuf,
+    master: Arc<MasterKey>,
+    ciphers: HashMap<String, SessionCipher>,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreReader").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl StoreReader {
+    /// Opens the existing store at `path` read-only and begins its snapshot. The store must have
+    /// this build's schema (the writer's [`Store::open`] migrates it).
+    pub fn open(path: &Path, master: Arc<MasterKey>) -> Result<StoreReader, StoreError> {
+        let fail = |m: String| StoreError::Database { path: path.to_path_buf(), message: m };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| fail(format!("opening for reading: {e}")))?;
+        // The snapshot starts with the transaction's first read.
+        conn.execute_batch("BEGIN").map_err(|e| fail(format!("beginning a read: {e}")))?;
+        let version: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| fail(format!("reading the schema version: {e}")))?;
+        if version != schema::current_version() {
+            return Err(fail(format!(
+                "the database has schema version {version}; this reader needs {} (the daemon's writer migrates it)",
+                schema::current_version()
+            )));
+        }
+        Ok(StoreReader { conn, path: path.to_path_buf(), master, ciphers: HashMap::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// As [`Store::state`].
+    pub fn state(&self, session: &str) -> Result<String, StoreError> {
+        self.conn
+            .query_row("SELECT state FROM sessions WHERE id = ?1", [session], |r| r.get(0))
+            .optional()
+            .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?
+            .ok_or_else(|| StoreError::NoSession(session.to_string()))
+    }
+
+    /// As [`Store::read_all`].
+    pub fn read_all(&mut self, session: &str, kind: Kind) -> Result<Chunks, StoreError> {
+        let mut all = Vec::new();
+        self.for_each(session, kind, |seq, chunk| {
+            all.push((seq, chunk));
+            ControlFlow::<()>::Continue(())
+        })?;
+        Ok(all)
+    }
+
+    /// As [`Store::for_each`]: one chunk at a time, in sequence order.
+    pub fn for_each<B>(
+        &mut self,
+        session: &str,
+        kind: Kind,
+        f: impl FnMut(u64, Result<Vec<u8>, StoreError>) -> ControlFlow<B>,
+    ) -> Result<Option<B>, StoreError> {
+        for_each_chunk(&self.conn, &self.path, &self.master, &mut self.ciphers, session, kind, f)
+    }
+
+    /// One chunk by its sequence number, opened: `None` when the session has no such chunk, a
+    /// `Chunk` error when it fails authentication. For many, [`StoreReader::lookup`].
+    pub fn chunk(&mut self, session: &str, kind: Kind, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.lookup(session, kind)?.get(seq)
+    }
+
+    /// Chunks of one kind of `session` by sequence number, in any order, through one prepared
+    /// statement (a session the store does not have is `NoSession` here).
+    pub fn lookup(&mut self, session: &str, kind: Kind) -> Result<ChunkLookup<'_>, StoreError> {
+        session_cipher(&self.conn, &self.path, &self.master, &mut self.ciphers, session)?;
+        let sql = match chunk_table(kind) {
+            Some(table) => format!("SELECT data FROM {table} WHERE session = ?1 AND seq = ?2"),
+            None => "SELECT meta FROM sessions WHERE id = ?1 AND ?2 = 0".to_string(),
+        };
+        let stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| StoreError::Database { path: self.path.clone(), message: e.to_string() })?;
+        Ok(ChunkLookup { stmt, cipher: &self.ciphers[session], session: session.to_string(), kind, path: &self.path })
+    }
+}
+
+/// Chunks of one session and kind by sequence number ([`StoreReader::lookup`]).
+pub struct ChunkLookup<'r> {
+    stmt: rusqlite::Statement<'r>,
+    cipher: &'r SessionCipher,
+    session: String,
+    kind: Kind,
+    path: &'r Path,
+}
+
+impl std::fmt::Debug for ChunkLookup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkLookup").field("session", &self.session).field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl ChunkLookup<'_> {
+    /// Chunk `seq`, opened: `None` when there is none, a `Chunk` error when it fails
+    /// authentication.
+    pub fn get(&mut self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path;
+        let fail = |e: rusqlite::Error| StoreError::Database { path: path.to_path_buf(), message: e.to_string() };
+        let mut rows = self.stmt.query(params![self.session, seq as i64]).map_err(fail)?;
+        match rows.next().map_err(fail)? {
+            None => Ok(None),
+            Some(row) => {
+                let sealed = row.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into)).map_err(fail)?;
+                open_chunk(self.cipher, &self.session, self.kind, seq, sealed).map(Some)
+            }
+        }
     }
 }
