@@ -213,7 +213,10 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
                              recover)",
                             list.join(", ")
                         );
-                        notify::status(&format!("stuck: {}", names.join(", ")));
+                        // systemctl status shows this line to every local user: no session ids.
+                        let shown: Vec<&str> =
+                            names.iter().map(|n| if n.starts_with("acq-") { "acq" } else { n.as_str() }).collect();
+                        notify::status(&format!("stuck: {}", shown.join(", ")));
                     }
                     reported = names;
                 }

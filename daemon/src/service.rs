@@ -596,7 +596,8 @@ impl Service {
         // The configuration is copied out first: no lock is taken while `sessions` is held except
         // `starting` (a reload waiting for `config` must never wait on a session start).
         let cfg = self.config();
-        let caller_role = role_of(caller, cfg.mode, &cfg.admin_group, &cfg.socket_group).as_str().to_string();
+        let role = role_of(caller, cfg.mode, &cfg.admin_group, &cfg.socket_group);
+        let caller_role = role.as_str().to_string();
         let drivers = self.registry.read().unwrap().len();
         let (sessions_active, sessions_total) = {
             let sessions = self.sessions.lock().unwrap();
@@ -618,7 +619,12 @@ impl Service {
             stuck: self
                 .stuck()
                 .iter()
-                .map(|(name, d)| format!("{name}: no progress for {:.1} s", d.as_secs_f64()))
+                .map(|(name, d)| {
+                    // A session's acquisition thread is named after its id: only an admin sees
+                    // the ids of other people's sessions (as in `session list`).
+                    let name = if role == Role::Admin || !name.starts_with("acq-") { name } else { "acq" };
+                    format!("{name}: no progress for {:.1} s", d.as_secs_f64())
+                })
                 .collect(),
         }
     }
