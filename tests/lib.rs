@@ -512,36 +512,43 @@ pub fn ssvep_files() -> Vec<String> {
 
 /// What the daemon does besides a live session, at its worst: `workers` threads each running
 /// `bci2tokenctl evaluate` (a replay at full speed, decoded with ssvep-fbcca-3, followed
-/// losslessly) again and again, and one replay at full speed whose lossless follower has stopped
-/// reading (ctl's stdout is a pipe nobody reads). Runs until [`EvaluateLoad::finish`].
+/// losslessly) again and again, and one decoded replay at full speed, looped, whose lossless
+/// follower has stopped reading. Runs until [`EvaluateLoad::finish`].
 pub struct EvaluateLoad {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     workers: Vec<std::thread::JoinHandle<Result<usize, String>>>,
-    stalled: Child,
+    /// The replay whose follower stopped reading.
+    pub stalled_id: String,
+    /// The stalled follower's connection: nothing is read from it after the start reply.
+    _stalled: std::os::unix::net::UnixStream,
 }
 
 impl EvaluateLoad {
     pub fn start(daemon: &Daemon, workers: usize) -> EvaluateLoad {
         use std::sync::atomic::{AtomicBool, Ordering};
         let files = ssvep_files();
-        let stalled = daemon
-            .ctl_command(&[
-                "--json",
-                "session",
-                "start",
-                "--driver",
-                "replay",
-                "--set",
-                &format!("path={}", files[0]),
-                "--set",
-                "speed=0",
-                "--follow",
-                "--samples",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // The stalled follower speaks the protocol itself: a client program may buffer what it
+        // reads (ctl does), this one reads nothing after the reply, so the daemon's queue to it
+        // fills and the replay, whose follower it is, must wait.
+        let mut stalled = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+        let mut config = bci2token_api::ConfigMap::new();
+        config.insert("path".into(), files[0].clone().into());
+        config.insert("speed".into(), "0".into());
+        // Looped: however large the daemon's queue to the follower, it fills.
+        config.insert("loop".into(), true.into());
+        let start = bci2token_api::Request::SessionStart {
+            driver: "replay".into(),
+            config,
+            // Decoded: its tokens wait for the stalled follower too.
+            model: Some("ssvep-fbcca-3".into()),
+            follow: Some(bci2token_api::FollowOptions { samples: true }),
+            lsl_outlets: false,
+            subject: None,
+        };
+        bci2token_api::write_frame(&mut stalled, &start).unwrap();
+        let reply = bci2token_api::read_frame(&mut stalled).unwrap().expect("the start reply");
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        let stalled_id = reply["ok"]["id"].as_str().unwrap_or_else(|| panic!("no session id in {reply}")).to_string();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let workers = (0..workers)
             .map(|i| {
@@ -573,16 +580,14 @@ impl EvaluateLoad {
                 })
             })
             .collect();
-        EvaluateLoad { stop, workers, stalled }
+        EvaluateLoad { stop, workers, stalled_id, _stalled: stalled }
     }
 
-    /// Stops starting evaluations, waits for those running, ends the stalled follower, and
-    /// returns how many evaluations each worker completed (an error if one failed).
-    pub fn finish(mut self) -> Result<Vec<usize>, String> {
+    /// Stops starting evaluations, waits for those running, ends the stalled follower (its
+    /// connection closes), and returns how many evaluations each worker completed (an error if
+    /// one failed).
+    pub fn finish(self) -> Result<Vec<usize>, String> {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
-        let runs = std::mem::take(&mut self.workers).into_iter().map(|w| w.join().unwrap()).collect();
-        let _ = self.stalled.kill();
-        let _ = self.stalled.wait();
-        runs
+        self.workers.into_iter().map(|w| w.join().unwrap()).collect()
     }
 }

@@ -10,7 +10,7 @@
 //! reaches the decode thread: a lossless follower that stops reading holds up only this
 //! session's publisher, then its lane, then its source.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +28,9 @@ use crate::lsl_outlets::SessionOutlets;
 
 /// How long the end of a session waits for its windows still being decoded.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Restart announcements waiting for the publisher at most; more outages meanwhile restart the
+/// processing without one each.
+const MAX_RESTARTS_WAITING: usize = 64;
 
 /// What the publisher thread receives, in the order it must publish.
 enum Output {
@@ -52,6 +55,10 @@ struct Publisher {
     /// Windows published so far, and restarts waiting for the windows before them.
     published: u64,
     restarts: std::collections::VecDeque<(u64, f64, &'static str)>,
+    /// Restart announcements sent and not yet published (shared with the session's side).
+    restarts_waiting: Arc<AtomicUsize>,
+    /// The session has ended: what still comes is dropped (it would follow the final state).
+    finished: Arc<AtomicBool>,
 }
 
 pub struct Decoding {
@@ -72,6 +79,8 @@ pub struct Decoding {
     lossless: bool,
     /// Windows handed to the decode thread so far.
     submitted: u64,
+    restarts_waiting: Arc<AtomicUsize>,
+    finished: Arc<AtomicBool>,
     dropped_windows: u64,
 }
 
@@ -96,6 +105,8 @@ impl Decoding {
         let lane = engine.lane(class, capacity);
         let tokens = Arc::new(AtomicU64::new(0));
         let outlets = Arc::new(OnceLock::new());
+        let restarts_waiting = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let publisher = Publisher {
             session: session.to_string(),
@@ -106,6 +117,8 @@ impl Decoding {
             outlets: Arc::clone(&outlets),
             published: 0,
             restarts: std::collections::VecDeque::new(),
+            restarts_waiting: Arc::clone(&restarts_waiting),
+            finished: Arc::clone(&finished),
         };
         let thread_lane = lane.clone();
         let thread = std::thread::Builder::new()
@@ -132,6 +145,8 @@ impl Decoding {
             outlets,
             lossless,
             submitted: 0,
+            restarts_waiting,
+            finished,
             dropped_windows: 0,
         })
     }
@@ -145,7 +160,13 @@ impl Decoding {
     /// token stream says so (after the tokens of the windows before the outage).
     pub fn restart(&mut self, t: f64, reason: &'static str) {
         self.windower.restart();
+        // Announced unless many announcements already wait for a publisher that is held up (a
+        // stalled lossless follower of a file with an outage in every block): bounded memory.
+        if self.restarts_waiting.load(Ordering::Acquire) >= MAX_RESTARTS_WAITING {
+            return;
+        }
         if let Some(tx) = &self.results {
+            self.restarts_waiting.fetch_add(1, Ordering::AcqRel);
             let _ = tx.send(Output::Restart { after: self.submitted, t, reason });
         }
     }
@@ -205,15 +226,26 @@ impl Decoding {
 
     /// Waits until every submitted window's token has been published (end of session), then
     /// ends the publisher thread.
-    pub fn drain(&mut self) {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while self.lane.in_flight() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+    /// `beat` is called while waiting. Returns with nothing left to publish, or with the rest
+    /// never to be published (it would come after the session's final state).
+    pub fn drain(&mut self, beat: &dyn Fn()) {
+        let wait = |limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while self.lane.in_flight() > 0 && Instant::now() < deadline {
+                beat();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        wait(DRAIN_TIMEOUT);
+        // From here nobody may hold up the end: a lossless follower that stopped reading loses
+        // the rest (its final state event still comes, after its lost count).
+        self.hub.abort_waits();
+        wait(Duration::from_secs(1));
         let late = self.lane.in_flight();
         self.results = None;
         if late > 0 {
-            // The publisher ends when the decode thread has answered them; not waited for.
+            // Still being decoded: dropped when answered, and the publisher ends then.
+            self.finished.store(true, Ordering::Release);
             log::warn!("session {}: {late} window(s) still being decoded at the end of the session", self.session);
             return;
         }
@@ -246,9 +278,12 @@ impl Publisher {
     /// token (or error) is out. Ends when the session and every pending job let go of the sender.
     fn run(mut self, rx: &mpsc::Receiver<Output>, lane: &Lane<Job>) {
         for output in rx {
+            let finished = self.finished.load(Ordering::Acquire);
             match output {
                 Output::Window { t, result, received } => {
-                    self.deliver(t, result, received);
+                    if !finished {
+                        self.deliver(t, result, received);
+                    }
                     self.published += 1;
                     lane.release(1);
                 }
@@ -256,8 +291,11 @@ impl Publisher {
             }
             while self.restarts.front().is_some_and(|(after, _, _)| *after <= self.published) {
                 let (_, t, reason) = self.restarts.pop_front().expect("just seen");
+                self.restarts_waiting.fetch_sub(1, Ordering::AcqRel);
                 self.bridge.restart();
-                self.hub.publish(Event::DecoderRestart { session: self.session.clone(), t, reason: reason.into() });
+                if !finished {
+                    self.hub.publish(Event::DecoderRestart { session: self.session.clone(), t, reason: reason.into() });
+                }
             }
         }
     }

@@ -36,6 +36,8 @@ use bci2token_api::{Event, SessionInfo};
 /// time stamps span more (a clock jumping to the Unix epoch) is refused rather than written as
 /// years of zeros.
 pub const MAX_SECONDS: f64 = 99_999_999.0;
+/// The highest sample rate an EDF/BDF export takes (a second of every channel is one record).
+pub const MAX_EDF_RATE: f64 = 100_000.0;
 
 /// Rows of CSV per walk step.
 const CSV_ROWS: usize = 1024;
@@ -364,6 +366,14 @@ pub fn write_edf(
     let rate = info.sample_rate;
     if rate.fract() != 0.0 || rate < 1.0 {
         return Err(format!("EDF export needs a whole number of samples per second; this session has {rate} Hz"));
+    }
+    // One record (a second) is held in memory: the rate a stream declares (an LSL peer's
+    // nominal rate) must not make that gigabytes.
+    if rate > MAX_EDF_RATE {
+        return Err(format!(
+            "EDF export holds one second of every channel in memory and takes at most {MAX_EDF_RATE} Hz; this \
+             session declares {rate} Hz: export it as CSV"
+        ));
     }
     let per_record = rate as usize;
     let channels = layout.channels;

@@ -179,8 +179,10 @@ impl Hub {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Delivers `event` to every subscriber. Called from the session's acquisition thread only
-    /// (never from the async runtime: a lossless subscriber can make this block).
+    /// Delivers `event` to every subscriber. Called from the session's own threads only (its
+    /// acquisition and its publisher), never from the async runtime or a shared worker: a
+    /// lossless subscriber can make this block (it then beats the session's heartbeat: waiting
+    /// for a reader is not being stuck).
     pub fn publish(&self, event: Event) {
         if let Some(tap) = self.tap.get() {
             tap(&event);

@@ -100,6 +100,11 @@ impl StoreWriter {
                 path.display()
             ));
         }
+        // A deletion whose WAL truncation was still owed when the daemon last ended (exports
+        // were reading) is completed now, before anything else is written.
+        if let Err(e) = store.checkpoint() {
+            log::warn!("store: checkpoint at start: {e}");
+        }
         let interrupted = store.mark_interrupted().map_err(|e| e.to_string())?;
         if !interrupted.is_empty() {
             log::warn!(
@@ -200,6 +205,15 @@ fn acknowledge(ack: &Ack) {
 }
 
 fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
+    /// However the loop ends (a panic in SQLite's or our code too), nobody may wait for it: what
+    /// is queued is dropped, so callers waiting for an answer get "the store writer has stopped".
+    struct Abandon<'a>(&'a FairQueue<Msg>);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            self.0.abandon();
+        }
+    }
+    let _abandon = Abandon(queue);
     let mut taken: Vec<Taken<Msg>> = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     let mut acks: Vec<Ack> = Vec::with_capacity(MAX_BATCH);
@@ -223,7 +237,12 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
                 }
                 Msg::Call(f) => {
                     flush(&mut store, &mut batch, &mut acks);
-                    f(&mut store);
+                    // A control request that panics fails alone (its caller sees its answer
+                    // dropped); an open transaction is rolled back as it unwinds.
+                    let call = std::panic::AssertUnwindSafe(|| f(&mut store));
+                    if std::panic::catch_unwind(call).is_err() {
+                        log::error!("store: a control request panicked; the writer goes on");
+                    }
                 }
             }
         }

@@ -619,18 +619,20 @@ impl Service {
             stuck: self
                 .stuck()
                 .iter()
-                .map(|(name, d)| {
+                .map(|stuck| {
                     // A session's acquisition thread is named after its id: only an admin sees
                     // the ids of other people's sessions (as in `session list`).
+                    let name = &stuck.name;
                     let name = if role == Role::Admin || !name.starts_with("acq-") { name } else { "acq" };
-                    format!("{name}: no progress for {:.1} s", d.as_secs_f64())
+                    let background = if stuck.background { " (background)" } else { "" };
+                    format!("{name}{background}: no progress for {:.1} s", stuck.silent.as_secs_f64())
                 })
                 .collect(),
         }
     }
 
     /// The worker threads silent for longer than the watchdog allows (see [`STUCK_AFTER`]).
-    pub fn stuck(&self) -> Vec<(String, std::time::Duration)> {
+    pub fn stuck(&self) -> Vec<bci2token_sched::Stuck> {
         self.heartbeats.stuck(self.stuck_after)
     }
 
@@ -1884,11 +1886,34 @@ fn truncate_wal(store: &mut bci2token_store::Store, readers: &Mutex<StoreReaders
         r.truncate_owed = true;
         return false;
     }
-    r.truncate_owed = false;
-    if let Err(e) = store.checkpoint() {
-        log::warn!("{e}");
+    match store.checkpoint() {
+        Ok(()) => {
+            r.truncate_owed = false;
+            true
+        }
+        Err(e) => {
+            // Still owed: retried every minute (Service::truncate_owed_wal) and at the next start.
+            r.truncate_owed = true;
+            log::warn!("{e}; the deleted session's old pages stay until a checkpoint succeeds");
+            false
+        }
     }
-    true
+}
+
+impl Service {
+    /// Checkpoints the WAL if a deletion still owes that (after a failed checkpoint); called every
+    /// minute.
+    pub fn truncate_owed_wal(&self) {
+        if !self.readers.lock().unwrap().truncate_owed {
+            return;
+        }
+        let readers = Arc::clone(&self.readers);
+        match self.store.call(move |s| truncate_wal(s, &readers)) {
+            Ok(true) => log::info!("store: WAL truncated; the deletion it was owed to is complete"),
+            Ok(false) => {}
+            Err(e) => log::warn!("store: truncating the WAL after a deletion: {e}"),
+        }
+    }
 }
 
 /// One export counted in [`StoreReaders`] while it lives; the last one out truncates the WAL when

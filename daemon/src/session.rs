@@ -114,6 +114,10 @@ impl Session {
     ) -> Self {
         let info = device.info();
         let heartbeat = Heartbeat::new(format!("acq-{id}"));
+        if !info.realtime {
+            // Its thread runs at the lowest CPU priority (see `run`).
+            heartbeat.set_background();
+        }
         Session {
             id,
             driver,
@@ -268,7 +272,7 @@ impl Session {
         drop(device);
         if let Some(d) = &mut decoding {
             // Tokens of the last windows still belong to this session.
-            d.drain();
+            d.drain(&|| self.heartbeat.beat());
             log::info!("session {}: {} token(s) decoded", self.id, d.tokens());
         }
         // Nothing more may hold up the end: a lossless follower that stopped reading loses the

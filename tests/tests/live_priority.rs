@@ -44,7 +44,15 @@ fn a_live_session_loses_nothing_to_four_evaluations_and_a_stalled_lossless_follo
     // Four evaluations at once, each started again as soon as it ends, and a replay whose
     // lossless follower has stopped reading, for 20 s.
     let load = EvaluateLoad::start(&daemon, 4);
-    std::thread::sleep(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(19));
+    // The stalled follower really holds its replay up (its source waits for it).
+    let blocks = |d: &bci2token_tests::Daemon| d.ctl_json(&["session", "show", &load.stalled_id]);
+    let before = blocks(&daemon);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = blocks(&daemon);
+    assert_eq!(after["state"], "running", "{after}");
+    assert_eq!(before["blocks"], after["blocks"], "the replay waits for its stalled follower: {after}");
+    assert!(after["blocks"].as_u64().unwrap() > 0, "{after}");
     let runs = load.finish().unwrap();
     eprintln!("evaluate runs per worker in 20 s: {runs:?}");
     assert!(runs.iter().all(|&n| n >= 1), "{runs:?}");

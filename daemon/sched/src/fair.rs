@@ -8,7 +8,12 @@
 //! The worker takes in rounds: real-time lanes first (round robin, one item per lane per turn),
 //! then the oldest [`Class::Ordered`] item once everything pushed before it has been taken, then
 //! bulk lanes (round robin). A round never mixes real-time and bulk items, so a real-time item
-//! waits at most for the round the worker is in.
+//! waits at most for the round the worker is in. So that a worker that is behind on real-time
+//! work still answers control calls and moves replays on, the round after
+//! [`REAL_TIME_STREAK`] real-time rounds in a row goes to the others when they wait.
+//!
+//! A lane whose last handle is dropped stays until the worker has taken and released what it
+//! queued (a session's last writes are not lost because the session itself is forgotten).
 //!
 //! An item counts against its lane's capacity from its push until the worker (or whoever
 //! finishes the item, e.g. the thread that publishes a decoded window) releases it, so that the
@@ -65,6 +70,8 @@ struct LaneState<T> {
     queue: VecDeque<Item<T>>,
     /// Taken and not yet released.
     held: usize,
+    /// Every handle is gone: removed once empty.
+    orphan: bool,
 }
 
 impl<T> LaneState<T> {
@@ -73,12 +80,17 @@ impl<T> LaneState<T> {
     }
 }
 
+/// Real-time rounds in a row at most while other lanes wait.
+pub const REAL_TIME_STREAK: u32 = 4;
+
 struct State<T> {
     lanes: Vec<LaneState<T>>,
     next_id: u64,
     next_ticket: u64,
     /// Where the next round robin of real-time and of bulk lanes starts.
     cursor: [usize; 2],
+    /// Real-time rounds in a row.
+    streak: u32,
     closed: bool,
 }
 
@@ -133,13 +145,37 @@ impl<T> State<T> {
     }
 
     fn pick(&mut self, max: usize, out: &mut Vec<Taken<T>>) {
-        self.round_robin(Class::RealTime, max, out);
-        if out.is_empty() {
-            self.ordered(out);
+        if self.streak < REAL_TIME_STREAK {
+            self.round_robin(Class::RealTime, max, out);
         }
+        if !out.is_empty() {
+            self.streak += 1;
+            return;
+        }
+        self.ordered(out);
         if out.is_empty() {
             self.round_robin(Class::Bulk, max, out);
         }
+        if out.is_empty() {
+            // Nothing else waits: the real-time lanes again (after a streak).
+            self.round_robin(Class::RealTime, max, out);
+        }
+        self.streak = 0;
+    }
+
+    /// Removes the lanes whose handles are gone once they have nothing queued or held.
+    fn forget_orphans(&mut self) -> Vec<LaneState<T>> {
+        let mut gone = Vec::new();
+        let mut i = 0;
+        while i < self.lanes.len() {
+            let l = &self.lanes[i];
+            if l.orphan && l.queue.is_empty() && l.held == 0 {
+                gone.push(self.lanes.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        gone
     }
 }
 
@@ -179,6 +215,7 @@ impl<T> Default for FairQueue<T> {
                     next_id: 0,
                     next_ticket: 0,
                     cursor: [0; 2],
+                    streak: 0,
                     closed: false,
                 }),
                 work: Condvar::new(),
@@ -198,7 +235,14 @@ impl<T> FairQueue<T> {
         let mut state = self.shared.lock();
         let id = state.next_id;
         state.next_id += 1;
-        state.lanes.push(LaneState { id, class, capacity: capacity.max(1), queue: VecDeque::new(), held: 0 });
+        state.lanes.push(LaneState {
+            id,
+            class,
+            capacity: capacity.max(1),
+            queue: VecDeque::new(),
+            held: 0,
+            orphan: false,
+        });
         Lane { handle: Arc::new(LaneHandle { shared: Arc::clone(&self.shared), id }) }
     }
 
@@ -235,6 +279,19 @@ impl<T> FairQueue<T> {
         self.shared.room.notify_all();
     }
 
+    /// For a worker that ends without taking the rest (it failed): refuses new items and drops
+    /// every queued one, so that whoever waits for an item's answer learns it will not come.
+    pub fn abandon(&self) {
+        let dropped: Vec<Item<T>> = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.lanes.iter_mut().flat_map(|l| l.queue.drain(..)).collect()
+        };
+        drop(dropped);
+        self.shared.work.notify_all();
+        self.shared.room.notify_all();
+    }
+
     /// Items waiting in every lane.
     pub fn waiting(&self) -> usize {
         self.shared.lock().lanes.iter().map(|l| l.queue.len()).sum()
@@ -242,9 +299,14 @@ impl<T> FairQueue<T> {
 }
 
 fn release<T>(shared: &Shared<T>, id: u64, n: usize) {
-    if let Some(lane) = shared.lock().lane(id) {
-        lane.held = lane.held.saturating_sub(n);
-    }
+    let gone = {
+        let mut state = shared.lock();
+        if let Some(lane) = state.lane(id) {
+            lane.held = lane.held.saturating_sub(n);
+        }
+        state.forget_orphans()
+    };
+    drop(gone);
     shared.room.notify_all();
 }
 
@@ -254,12 +316,14 @@ struct LaneHandle<T> {
 }
 
 impl<T> Drop for LaneHandle<T> {
-    /// The lane goes with its last handle; what it still queues is dropped.
+    /// The lane goes with its last handle once the worker has taken and released what it holds.
     fn drop(&mut self) {
         let removed = {
             let mut state = self.shared.lock();
-            let at = state.lanes.iter().position(|l| l.id == self.id);
-            at.map(|i| state.lanes.remove(i))
+            if let Some(lane) = state.lane(self.id) {
+                lane.orphan = true;
+            }
+            state.forget_orphans()
         };
         // Dropped outside the lock: an item's drop may take other locks.
         drop(removed);
@@ -461,14 +525,54 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_lane_leaves_with_what_it_queued() {
+    fn a_dropped_lane_stays_until_its_items_are_taken_and_released() {
         let q = FairQueue::new();
         let lane = q.lane(Class::Bulk, 4);
         lane.try_push(1).unwrap();
-        assert_eq!(q.waiting(), 1);
+        lane.try_push(2).unwrap();
         drop(lane);
-        assert_eq!(q.waiting(), 0);
+        assert_eq!(q.waiting(), 2, "a forgotten session's last writes are still written");
+        let taken = take_now(&q, 8);
+        assert_eq!(values(&taken), vec![1, 2]);
+        assert_eq!(q.shared.lock().lanes.len(), 1, "held until released");
+        q.release(taken[0].lane, 2);
+        assert_eq!(q.shared.lock().lanes.len(), 0, "then gone");
         let mut out = Vec::new();
         assert_eq!(q.take(4, &mut out, Duration::from_millis(10)), Take::Idle);
+        // A lane dropped empty goes at once.
+        drop(q.lane(Class::RealTime, 1));
+        assert_eq!(q.shared.lock().lanes.len(), 0);
+    }
+
+    #[test]
+    fn a_busy_real_time_lane_does_not_starve_calls_or_bulk() {
+        let q = FairQueue::new();
+        let live = q.lane(Class::RealTime, 1000);
+        let calls = q.lane(Class::Ordered, 10);
+        let bulk = q.lane(Class::Bulk, 10);
+        // Pushed after the call: only a round of their own serves them.
+        calls.try_push(-2).unwrap();
+        bulk.try_push(-1).unwrap();
+        // Real-time work keeps arriving before every round.
+        let mut order = Vec::new();
+        for i in 0..(3 * REAL_TIME_STREAK as i32) {
+            live.try_push(i).unwrap();
+            order.extend(values(&take_now(&q, 8)));
+        }
+        let at = |v: i32| order.iter().position(|&x| x == v).expect("served");
+        let streak = REAL_TIME_STREAK as usize;
+        assert_eq!(at(-2), streak, "the call after one streak: {order:?}");
+        assert!(at(-1) <= 2 * streak + 2, "bulk after the next: {order:?}");
+    }
+
+    #[test]
+    fn an_abandoned_queue_drops_what_waits_and_refuses_more() {
+        let q = FairQueue::new();
+        let lane = q.lane(Class::Ordered, 4);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        lane.try_push(tx).unwrap();
+        q.abandon();
+        assert!(rx.recv().is_err(), "the waiting item was dropped: its answer will not come");
+        assert!(lane.try_push(std::sync::mpsc::channel().0).is_err());
     }
 }

@@ -14,6 +14,18 @@ pub struct Heartbeat {
     last: AtomicU64,
     /// The thread has ended its work: silence is expected.
     retired: AtomicBool,
+    /// The thread works at the lowest CPU priority (see `priority`): on a machine busy with
+    /// other work it may be starved for long, which is not the daemon being stuck.
+    background: AtomicBool,
+}
+
+/// A thread that has shown no progress for a while.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    pub name: String,
+    pub silent: Duration,
+    /// A background thread: reported, but not a reason to stop feeding the watchdog.
+    pub background: bool,
 }
 
 impl Heartbeat {
@@ -24,12 +36,18 @@ impl Heartbeat {
             epoch: Instant::now(),
             last: AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            background: AtomicBool::new(false),
         })
     }
 
     pub fn beat(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// Marks the thread as one that runs at the lowest CPU priority.
+    pub fn set_background(&self) {
+        self.background.store(true, Ordering::Relaxed);
     }
 
     /// The thread is done (a session's acquisition ended): it is no longer watched.
@@ -65,18 +83,22 @@ impl Heartbeats {
         list.push(Arc::downgrade(beat));
     }
 
-    /// The threads silent for longer than `limit`, with how long, longest first.
-    pub fn stuck(&self, limit: Duration) -> Vec<(String, Duration)> {
+    /// The threads silent for longer than `limit`, longest first.
+    pub fn stuck(&self, limit: Duration) -> Vec<Stuck> {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         list.retain(|w| w.strong_count() > 0);
-        let mut stuck: Vec<(String, Duration)> = list
+        let mut stuck: Vec<Stuck> = list
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|b| !b.retired.load(Ordering::Relaxed))
-            .map(|b| (b.name.clone(), b.silent_for()))
-            .filter(|(_, d)| *d > limit)
+            .map(|b| Stuck {
+                name: b.name.clone(),
+                silent: b.silent_for(),
+                background: b.background.load(Ordering::Relaxed),
+            })
+            .filter(|s| s.silent > limit)
             .collect();
-        stuck.sort_by_key(|s| std::cmp::Reverse(s.1));
+        stuck.sort_by_key(|s| std::cmp::Reverse(s.silent));
         stuck
     }
 }
@@ -97,8 +119,11 @@ mod tests {
         a.beat();
         let stuck = beats.stuck(Duration::from_millis(30));
         assert_eq!(stuck.len(), 1);
-        assert_eq!(stuck[0].0, "store-writer");
-        assert!(stuck[0].1 >= Duration::from_millis(60));
+        assert_eq!(stuck[0].name, "store-writer");
+        assert!(stuck[0].silent >= Duration::from_millis(60));
+        assert!(!stuck[0].background);
+        b.set_background();
+        assert!(beats.stuck(Duration::from_millis(30))[0].background);
         b.retire();
         assert!(beats.stuck(Duration::from_millis(30)).is_empty(), "a retired thread is not stuck");
         let c = Heartbeat::new("acq-1");

@@ -7,4 +7,4 @@ pub mod heartbeat;
 pub mod priority;
 
 pub use fair::{Class, FairQueue, Lane, LaneId, Take, Taken};
-pub use heartbeat::{Heartbeat, Heartbeats};
+pub use heartbeat::{Heartbeat, Heartbeats, Stuck};
