@@ -40,6 +40,10 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     /// Directories searched for driver plugins, in order.
     pub driver_path: Vec<PathBuf>,
+    /// Where sessions' devices run: a driver host process each (default) or in the daemon.
+    pub driver_isolation: crate::driver_host::Isolation,
+    /// A driver host's address space above what it maps at start, MiB.
+    pub driver_memory_limit: u64,
     pub max_sessions: usize,
     /// A running session that delivers nothing for this long fails (seconds, 0 = never).
     pub session_timeout: f64,
@@ -139,6 +143,8 @@ pub const KEYS: &[&str] = &[
     "data_dir",
     "runtime_dir",
     "driver_path",
+    "driver_isolation",
+    "driver_memory_limit",
     "max_sessions",
     "session_timeout",
     "stats_interval",
@@ -394,6 +400,8 @@ impl Config {
             data_dir,
             runtime_dir,
             driver_path: default_driver_path(),
+            driver_isolation: crate::driver_host::Isolation::Process,
+            driver_memory_limit: crate::driver_host::DEFAULT_MEMORY_MIB,
             max_sessions: 8,
             session_timeout: 10.0,
             stats_interval: 1.0,
@@ -519,6 +527,10 @@ impl Config {
                 }
             }
             "decoder_device" => self.decoder_device = src.string()?.parse().map_err(|e: String| src.invalid(e))?,
+            "driver_isolation" => {
+                self.driver_isolation = src.string()?.parse().map_err(|e: String| src.invalid(e))?;
+            }
+            "driver_memory_limit" => self.driver_memory_limit = src.integer(16, 1 << 20)?,
             "decoder_threads" => self.decoder_threads = src.integer(0, 256)? as usize,
             "decoder_max_batch" => self.decoder_max_batch = src.integer(1, 65_536)? as usize,
             "decoder_queue" => self.decoder_queue = src.integer(1, 1 << 20)? as usize,

@@ -7,6 +7,7 @@ mod closer;
 mod config;
 mod control;
 mod decoding;
+mod driver_host;
 mod export;
 mod hub;
 mod logging;
@@ -58,6 +59,9 @@ struct Args {
     /// Print the man page, bci2tokend(8), and exit (for packagers).
     #[arg(long, hide = true)]
     man_page: bool,
+    /// Serve one driver plugin's device on descriptor 3 (the daemon starts this itself).
+    #[arg(long, hide = true)]
+    driver_host: bool,
 }
 
 fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
@@ -86,6 +90,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.man_page {
         return print_man_page();
+    }
+    if args.driver_host {
+        return driver_host::host_main();
     }
     // Everything the daemon creates is its own unless it says otherwise (the socket and the
     // runtime directory get their modes explicitly).

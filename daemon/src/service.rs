@@ -27,6 +27,7 @@ use crate::caller_files::{bounded, take_fd, Use};
 use crate::closer::Passed;
 use crate::config::{Config, Mode};
 use crate::decoding::Decoding;
+use crate::driver_host::{Isolation, RemoteDevice, Source};
 use crate::hub::Subscription;
 use crate::lsl_outlets::SessionOutlets;
 use crate::plugins::Registry;
@@ -848,7 +849,13 @@ impl Service {
             ));
         }
         let (driver_config, held) = self.driver_config(caller, &cfg, (driver, host_keys), &config, fds)?;
-        let device = plugin.open(&driver_config).map_err(|e| {
+        let opened = match cfg.driver_isolation {
+            Isolation::Process => {
+                RemoteDevice::open(&plugin, &driver_config, &held, cfg.driver_memory_limit).map(Source::Remote)
+            }
+            Isolation::InProcess => plugin.open(&driver_config).map(Source::Local),
+        };
+        let device = opened.map_err(|e| {
             let code = if e.panicked { ErrorCode::DriverError } else { ErrorCode::InvalidConfig };
             ApiError::new(code, e.to_string())
         })?;

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use bci2token_api::{Caller, ChannelDesc, ChannelMajor, ChannelStats, ConfigMap, Event, SessionInfo, SessionState};
 use bci2token_driver_abi::ffi::block_flags;
-use bci2token_driver_abi::host::{Device, Read};
+use bci2token_driver_abi::host::Read;
 use bci2token_driver_abi::types::DriverEvent;
 use bci2token_dsp::stats::WindowStats;
 
 use bci2token_sched::Heartbeat;
 
 use crate::decoding::Decoding;
+use crate::driver_host::Source;
 use crate::hub::Hub;
 use crate::recorder::SessionRecorder;
 
@@ -109,7 +110,7 @@ impl Session {
         config: ConfigMap,
         model: Option<String>,
         started_by: Caller,
-        device: &Device,
+        device: &Source,
         subscriber_queue: usize,
     ) -> Self {
         let info = device.info();
@@ -216,7 +217,7 @@ impl Session {
     /// Starts acquisition on a new thread named after the session.
     pub fn spawn(
         self: &Arc<Self>,
-        device: Device,
+        device: Source,
         settings: PipelineSettings,
         decoding: Option<Decoding>,
     ) -> std::io::Result<()> {
@@ -244,7 +245,7 @@ impl Session {
         }
     }
 
-    fn run(self: Arc<Self>, mut device: Device, settings: PipelineSettings, mut decoding: Option<Decoding>) {
+    fn run(self: Arc<Self>, mut device: Source, settings: PipelineSettings, mut decoding: Option<Decoding>) {
         /// However the thread ends (a panic too), its silence from then on is not a stuck thread.
         struct Retire(Arc<Heartbeat>);
         impl Drop for Retire {
@@ -291,7 +292,7 @@ impl Session {
     /// The acquisition loop. Returns the final state, or the failure message.
     fn acquire(
         &self,
-        device: &mut Device,
+        device: &mut Source,
         settings: PipelineSettings,
         mut decoding: Option<&mut Decoding>,
     ) -> Result<SessionState, String> {

@@ -30,40 +30,59 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn main() {
     let file = data_dir().join("eegmmidb/S001R04.edf");
     let real_time = 125.0;
-    let daemon = start_daemon(DaemonOptions {
-        env: vec![
-            ("BCI2TOKEN_MAX_SESSIONS".into(), "1024".into()),
-            ("BCI2TOKEN_LOG_LEVEL".into(), "warn".into()),
-            ("BCI2TOKEN_DECODER_THREADS".into(), "1".into()),
-        ],
-        ..Default::default()
-    });
+    let daemon_with = |isolation: &str| {
+        start_daemon(DaemonOptions {
+            env: vec![
+                ("BCI2TOKEN_MAX_SESSIONS".into(), "1024".into()),
+                ("BCI2TOKEN_LOG_LEVEL".into(), "warn".into()),
+                ("BCI2TOKEN_DECODER_THREADS".into(), "1".into()),
+                ("BCI2TOKEN_DRIVER_ISOLATION".into(), isolation.into()),
+            ],
+            ..Default::default()
+        })
+    };
+    let daemon = daemon_with("process");
+    let in_process = daemon_with("in-process");
     let path_arg = format!("path={}", file.display());
     let rounds = 15;
     println!(
-        "replay of {} ({real_time} s of 64-channel EEG) at speed=0 through bci2tokend, median of {rounds}",
+        "replay of {} ({real_time} s of 64-channel EEG) at speed=0 through bci2tokend, median of {rounds}, the device \
+         read by a driver host process (the default) and in the daemon's own process, alternating",
         file.display()
     );
     for samples in [false, true] {
-        run_once(&daemon, &path_arg, samples); // warm the page cache and the plugin
-        let mut times = Vec::new();
+        let mut times = [Vec::new(), Vec::new()];
         let mut bytes = 0;
-        for _ in 0..rounds {
-            let (t, b) = run_once(&daemon, &path_arg, samples);
-            times.push(t);
-            bytes = b;
+        for d in [&daemon, &in_process] {
+            run_once(d, &path_arg, samples); // warm the page cache and the plugin
         }
-        let t = median(times);
+        for _ in 0..rounds {
+            for (i, d) in [&daemon, &in_process].into_iter().enumerate() {
+                let (t, b) = run_once(d, &path_arg, samples);
+                times[i].push(t);
+                bytes = b;
+            }
+        }
+        let [host, local] = times.map(median);
         println!(
-            "  follow {:<10} {:>8.1} ms  {:>7.0}x real time  ({:.1} MB of JSON lines)",
+            "  follow {:<10} driver host {:>7.1} ms {:>6.0}x real time | in-process {:>7.1} ms {:>6.0}x real time | \
+             host/in-process ×{:.2}, {:+.1} µs per block ({:.1} MB of JSON lines)",
             if samples { "--samples" } else { "(stats)" },
-            t.as_secs_f64() * 1e3,
-            real_time / t.as_secs_f64(),
+            host.as_secs_f64() * 1e3,
+            real_time / host.as_secs_f64(),
+            local.as_secs_f64() * 1e3,
+            real_time / local.as_secs_f64(),
+            host.as_secs_f64() / local.as_secs_f64(),
+            (host.as_secs_f64() - local.as_secs_f64()) * 1e6 / BLOCKS,
             bytes as f64 / 1e6
         );
     }
+    drop(in_process);
     token_latency(&daemon);
 }
+
+/// Blocks in S001R04.edf as the replay driver reads it (one per EDF record: 125 of 1 s).
+const BLOCKS: f64 = 125.0;
 
 /// CLOCK_MONOTONIC now, in ns (the clock of the daemon's `entered_ns`).
 fn monotonic_ns() -> u64 {

@@ -1,0 +1,567 @@
+//! Driver plugins in a process of their own (`driver_isolation = "process"`, the default).
+//!
+//! A plugin is third-party native code. Loaded into the daemon, one segfault in its `read` ends
+//! every session of every user. Instead, each session's device is opened by a *driver host*: the
+//! daemon's own binary re-executed as `bci2tokend --driver-host`, holding one end of a socket
+//! pair (fd 3) and nothing else of the daemon's: no store, no key in memory, no control socket, no
+//! credentials, no service-manager sockets. It loads the plugin, opens the device and answers the
+//! daemon's calls (`start`, `read`, `stop`) over the socket, a sample block per `read`.
+//!
+//! What a plugin does wrong now costs only its session:
+//! - a crash (segfault, `abort()`) ends the host; the session fails with the signal and the
+//!   plugin's last words on stderr;
+//! - a hang: a call not answered within its time-out plus [`GRACE`] kills the host;
+//! - runaway allocation: the host's address space is limited (`driver_memory_limit` above what it
+//!   maps at start), so the plugin's allocation fails and the host ends.
+//!
+//! The host sets `no_new_privs`, ends when the daemon closes its socket, and writes no core
+//! dump. It runs as the daemon's user: it could still open files that user can (see
+//! docs/security.md).
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bci2token_driver_abi::host::{Device, DriverError, Plugin, Read, MAX_BLOCK_FLOATS};
+use bci2token_driver_abi::types::{DriverEvent, StreamInfo};
+use serde::{Deserialize, Serialize};
+
+/// The descriptor the host finds its socket on.
+const HOST_FD: RawFd = 3;
+/// How much longer than a call's own time-out the daemon waits before it calls the host hung.
+pub const GRACE: Duration = Duration::from_secs(5);
+/// Time-outs of the calls that have none of their own.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+const START_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Lines of the host's stderr kept for error messages.
+const STDERR_LINES: usize = 8;
+/// A frame on the socket at most: a block of the largest size a device may describe, and room.
+const MAX_FRAME: usize = MAX_BLOCK_FLOATS * 4 + (1 << 20);
+
+/// Where a session's device runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// In a driver host process (the default).
+    Process,
+    /// In the daemon's own address space (for measurement; a crashing plugin ends the daemon).
+    InProcess,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "process" => Ok(Isolation::Process),
+            "in-process" => Ok(Isolation::InProcess),
+            other => Err(format!("\"{other}\" is not a driver isolation: use \"process\" or \"in-process\"")),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum HostRequest {
+    /// Load `plugin` and open a device with `config` (passed files already renumbered to the
+    /// host's descriptors).
+    Open {
+        plugin: PathBuf,
+        config: serde_json::Map<String, serde_json::Value>,
+        memory_mib: u64,
+    },
+    Start,
+    Stop,
+    Read {
+        timeout_ms: u32,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum HostReply {
+    Opened {
+        info: StreamInfo,
+        name: String,
+    },
+    Done,
+    Failed {
+        message: String,
+        panicked: bool,
+    },
+    /// Followed in the same frame by `channels × frames` f32 (little endian, channel-major).
+    Block {
+        frames: usize,
+        t: f64,
+        flags: u32,
+    },
+    Event(DriverEvent),
+    Timeout,
+    End,
+}
+
+/// Writes one frame: length, JSON length, JSON, then `data`.
+fn write_frame(out: &mut impl std::io::Write, msg: &impl Serialize, data: &[u8]) -> std::io::Result<()> {
+    let json = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    let total = 4 + json.len() + data.len();
+    let mut frame = Vec::with_capacity(4 + total);
+    frame.extend_from_slice(&(total as u32).to_le_bytes());
+    frame.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&json);
+    frame.extend_from_slice(data);
+    out.write_all(&frame)
+}
+
+/// Reads one frame: the message and the bytes after it.
+fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl std::io::Read) -> std::io::Result<(T, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let total = u32::from_le_bytes(len) as usize;
+    if !(4..=MAX_FRAME).contains(&total) {
+        return Err(std::io::Error::other(format!("a frame of {total} bytes")));
+    }
+    let mut frame = vec![0u8; total];
+    input.read_exact(&mut frame)?;
+    let json_len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+    if json_len > total - 4 {
+        return Err(std::io::Error::other("a frame whose message is longer than the frame"));
+    }
+    let msg = serde_json::from_slice(&frame[4..4 + json_len]).map_err(std::io::Error::other)?;
+    Ok((msg, frame[4 + json_len..].to_vec()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon's side.
+
+/// A session's device: opened in this process or in a driver host.
+pub enum Source {
+    Local(Device),
+    Remote(RemoteDevice),
+}
+
+impl Source {
+    pub fn info(&self) -> &StreamInfo {
+        match self {
+            Source::Local(d) => d.info(),
+            Source::Remote(d) => &d.info,
+        }
+    }
+
+    /// Floats a read buffer must hold.
+    pub fn buffer_len(&self) -> usize {
+        let info = self.info();
+        info.channels.len() * info.max_block_frames as usize
+    }
+
+    pub fn start(&mut self) -> Result<(), DriverError> {
+        match self {
+            Source::Local(d) => d.start(),
+            Source::Remote(d) => d.done(&HostRequest::Start, "start", START_STOP_TIMEOUT),
+        }
+    }
+
+    pub fn stop(&mut self) -> Result<(), DriverError> {
+        match self {
+            Source::Local(d) => d.stop(),
+            Source::Remote(d) => d.done(&HostRequest::Stop, "stop", START_STOP_TIMEOUT),
+        }
+    }
+
+    /// As [`Device::read`].
+    pub fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<Read, DriverError> {
+        match self {
+            Source::Local(d) => d.read(timeout, buf),
+            Source::Remote(d) => d.read(timeout, buf),
+        }
+    }
+}
+
+/// A device opened by a driver host process.
+pub struct RemoteDevice {
+    info: StreamInfo,
+    /// The plugin's name, as it reports itself, and its file (for messages).
+    driver: String,
+    file: PathBuf,
+    /// The host process (taken by `drop`).
+    child: Option<Child>,
+    sock: UnixStream,
+    /// The last lines the host wrote to stderr (the plugin's last words).
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Why the host is gone, once it is: every later call says so.
+    dead: Option<DriverError>,
+    /// Its memory limit (`driver_memory_limit`), for messages.
+    memory_mib: u64,
+}
+
+impl RemoteDevice {
+    /// Starts a driver host for `plugin` and opens a device with `config`. `held`: the files the
+    /// config passes (`{"fd": N, ...}`, N one of their descriptors here), handed to the host.
+    pub fn open(
+        plugin: &Plugin,
+        config: &serde_json::Map<String, serde_json::Value>,
+        held: &[OwnedFd],
+        memory_mib: u64,
+    ) -> Result<RemoteDevice, DriverError> {
+        let fail = |message: String| DriverError { driver: plugin.name().to_string(), message, panicked: true };
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| fail(format!("cannot make the driver host's socket: {e}")))?;
+        // The host's descriptors: its socket on 3, the passed files above every descriptor that
+        // is moved (so that no dup2 overwrites one still to be moved).
+        let srcs: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).collect();
+        let base = srcs.iter().copied().chain([theirs.as_raw_fd(), 9]).max().unwrap_or(9) + 1;
+        let moves: Vec<(RawFd, RawFd)> = srcs.iter().enumerate().map(|(i, &fd)| (fd, base + i as RawFd)).collect();
+        let mut config = config.clone();
+        for value in config.values_mut() {
+            if let Some(fd) = value.get("fd").and_then(serde_json::Value::as_i64) {
+                if let Some((_, to)) = moves.iter().find(|(from, _)| i64::from(*from) == fd) {
+                    value["fd"] = (*to).into();
+                }
+            }
+        }
+        let exe = std::env::current_exe().map_err(|e| fail(format!("cannot find bci2tokend's own binary: {e}")))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--driver-host")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Nothing of the service manager's or the store's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        let sock_fd = theirs.as_raw_fd();
+        let moves_in_child = moves.clone();
+        // SAFETY: only dup2 between fork and exec (async-signal-safe); the descriptors are open
+        // in the parent, so they are in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &(from, to) in &moves_in_child {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::dup2(sock_fd, HOST_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start a driver host: {e}")))?;
+        drop(theirs);
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(err) = child.stderr.take() {
+            let (lines, name) = (Arc::clone(&stderr), plugin.name().to_string());
+            let _ = std::thread::Builder::new().name(format!("host-{name}")).spawn(move || {
+                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                    log::warn!("driver `{name}` (its host process): {line}");
+                    let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+                    if l.len() == STDERR_LINES {
+                        l.pop_front();
+                    }
+                    l.push_back(line);
+                }
+            });
+        }
+        let mut device = RemoteDevice {
+            info: StreamInfo {
+                channels: vec![],
+                sample_rate: 0.0,
+                max_block_frames: 0,
+                realtime: true,
+                description: String::new(),
+                duration: None,
+            },
+            driver: plugin.name().to_string(),
+            file: plugin.path().to_path_buf(),
+            child: Some(child),
+            sock: ours,
+            stderr,
+            dead: None,
+            memory_mib,
+        };
+        let open = HostRequest::Open { plugin: plugin.path().to_path_buf(), config, memory_mib };
+        match device.call(&open, "open", OPEN_TIMEOUT, None)? {
+            HostReply::Opened { info, .. } => {
+                device.info = info;
+                Ok(device)
+            }
+            HostReply::Failed { message, panicked } => {
+                Err(DriverError { driver: device.driver.clone(), message, panicked })
+            }
+            other => Err(device.protocol_error("open", &other)),
+        }
+    }
+
+    fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<Read, DriverError> {
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        match self.call(&HostRequest::Read { timeout_ms }, "read", timeout, Some(buf))? {
+            HostReply::Block { frames, t, flags } => Ok(Read::Block { frames, t, flags }),
+            HostReply::Event(e) => Ok(Read::Event(e)),
+            HostReply::Timeout => Ok(Read::Timeout),
+            HostReply::End => Ok(Read::End),
+            HostReply::Failed { message, panicked } => {
+                Err(DriverError { driver: self.driver.clone(), message, panicked })
+            }
+            other => Err(self.protocol_error("read", &other)),
+        }
+    }
+
+    fn done(&mut self, req: &HostRequest, what: &str, timeout: Duration) -> Result<(), DriverError> {
+        match self.call(req, what, timeout, None)? {
+            HostReply::Done => Ok(()),
+            HostReply::Failed { message, panicked } => {
+                Err(DriverError { driver: self.driver.clone(), message, panicked })
+            }
+            other => Err(self.protocol_error(what, &other)),
+        }
+    }
+
+    fn protocol_error(&mut self, what: &str, reply: &HostReply) -> DriverError {
+        let e = self.error(format!("its driver host answered `{what}` with {reply:?}; it was stopped"));
+        self.kill();
+        e
+    }
+
+    fn error(&self, message: String) -> DriverError {
+        DriverError { driver: self.driver.clone(), message, panicked: true }
+    }
+
+    /// Sends `req` and waits at most `timeout` + [`GRACE`] for the reply; a block's samples go
+    /// into `buf`. A host that does not answer in time is killed; one that is gone is described.
+    fn call(
+        &mut self,
+        req: &HostRequest,
+        what: &str,
+        timeout: Duration,
+        buf: Option<&mut [f32]>,
+    ) -> Result<HostReply, DriverError> {
+        if let Some(e) = &self.dead {
+            return Err(e.clone());
+        }
+        let limit = timeout.saturating_add(GRACE);
+        let started = Instant::now();
+        let _ = self.sock.set_write_timeout(Some(limit));
+        let _ = self.sock.set_read_timeout(Some(limit));
+        let sent = write_frame(&mut self.sock, req, &[]);
+        let reply = sent.and_then(|()| read_frame::<HostReply>(&mut self.sock));
+        match reply {
+            Ok((HostReply::Block { frames, t, flags }, data)) => {
+                let values = frames.saturating_mul(self.info.channels.len());
+                let Some(buf) = buf.filter(|b| b.len() >= values && data.len() == values * 4) else {
+                    return Err(self.protocol_error(what, &HostReply::Block { frames, t, flags }));
+                };
+                for (v, b) in buf.iter_mut().zip(data.chunks_exact(4)) {
+                    *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                }
+                Ok(HostReply::Block { frames, t, flags })
+            }
+            Ok((reply, _)) => Ok(reply),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                self.kill();
+                let e = self.error(format!(
+                    "`{what}` was not answered within {:.1} s: the plugin ({}) hangs; its host process was killed",
+                    started.elapsed().as_secs_f64(),
+                    self.file.display()
+                ));
+                self.dead = Some(e.clone());
+                Err(e)
+            }
+            Err(_) => {
+                let how = self.end_of_host();
+                let e = self.error(format!("{how} in `{what}`{}", self.last_words()));
+                self.dead = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// How the host ended (it has closed its socket): waits a moment for its exit status.
+    fn end_of_host(&mut self) -> String {
+        let file = self.file.display().to_string();
+        let Some(pid) = self.child.as_ref().map(|c| c.id() as libc::pid_t) else {
+            return format!("the plugin ({file})'s host is gone");
+        };
+        // Reaped here rather than by `Child`, for the child's own resource usage (its peak memory
+        // tells a runaway allocation from other crashes).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let ended = loop {
+            let mut status = 0;
+            // SAFETY: plain out-parameters; `pid` is our child.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if rc == pid {
+                break Some((std::process::ExitStatus::from_raw(status), usage.ru_maxrss));
+            }
+            if rc < 0 || Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let Some((status, peak_kib)) = ended else {
+            self.kill();
+            return format!("the plugin ({file}) closed its host's connection; the host was stopped");
+        };
+        // Reaped: nothing left for `Child` to kill or wait for.
+        self.child = None;
+        let peak =
+            format!("{} MiB resident at its peak; driver_memory_limit is {} MiB", peak_kib / 1024, self.memory_mib);
+        match status.signal() {
+            Some(sig) => {
+                let name =
+                    nix::sys::signal::Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.to_string());
+                format!("the plugin ({file}) crashed: its host process was killed by {name} ({peak})")
+            }
+            None => format!(
+                "the plugin ({file}) ended its host process with exit status {} ({peak})",
+                status.code().unwrap_or(-1)
+            ),
+        }
+    }
+
+    /// `: "…"`, the host's last stderr lines, when there are any.
+    fn last_words(&self) -> String {
+        // Give the reader thread a moment to take what the host wrote as it died.
+        std::thread::sleep(Duration::from_millis(20));
+        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.is_empty() {
+            String::new()
+        } else {
+            let text: Vec<&str> = lines.iter().map(String::as_str).collect();
+            format!(" (it said: {})", crate::caller_files::bounded(&text.join(" / ")))
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RemoteDevice {
+    /// Closing the socket tells the host to close the device and exit; one that does not within
+    /// a few seconds is killed (on a thread of its own: a session's end does not wait for it).
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        if self.dead.is_some() {
+            self.kill();
+            return;
+        }
+        let Some(mut child) = self.child.take() else { return };
+        let _ = std::thread::Builder::new().name("host-reaper".into()).spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host's side.
+
+/// `bci2tokend --driver-host`: serves one device on fd 3 until the daemon closes the socket.
+pub fn host_main() -> ExitCode {
+    // No privilege gained through exec from here on. (Not PR_SET_PDEATHSIG: it fires when the
+    // daemon *thread* that started the host ends, and those come and go. A host learns that the
+    // daemon is gone from its socket; under systemd the service's cgroup is killed as a whole.)
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    // No core dump: it would hold the samples in flight.
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    // SAFETY: the daemon put the socket on this descriptor (see RemoteDevice::open).
+    let mut sock = unsafe { UnixStream::from_raw_fd(HOST_FD) };
+    match serve(&mut sock) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driver host: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
+    let (first, _) = read_frame::<HostRequest>(sock)?;
+    let HostRequest::Open { plugin, config, memory_mib } = first else {
+        return Err(std::io::Error::other("the first request is not `open`"));
+    };
+    limit_memory(memory_mib);
+    let loaded = match Plugin::load(&plugin) {
+        Ok(p) => p,
+        Err(e) => {
+            return write_frame(sock, &HostReply::Failed { message: e.to_string(), panicked: false }, &[]);
+        }
+    };
+    let mut device = match loaded.open(&config) {
+        Ok(d) => d,
+        Err(e) => return write_frame(sock, &HostReply::Failed { message: e.message, panicked: e.panicked }, &[]),
+    };
+    let info = device.info().clone();
+    write_frame(sock, &HostReply::Opened { info, name: loaded.name().to_string() }, &[])?;
+    let mut buf = vec![0f32; device.buffer_len()];
+    let mut bytes: Vec<u8> = Vec::with_capacity(buf.len() * 4);
+    let channels = device.info().channels.len();
+    loop {
+        let request = match read_frame::<HostRequest>(sock) {
+            Ok((r, _)) => r,
+            // The daemon closed the socket: the session is over.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let failed = |e: DriverError| HostReply::Failed { message: e.message, panicked: e.panicked };
+        bytes.clear();
+        let reply = match request {
+            HostRequest::Start => device.start().map_or_else(failed, |()| HostReply::Done),
+            HostRequest::Stop => device.stop().map_or_else(failed, |()| HostReply::Done),
+            HostRequest::Read { timeout_ms } => match device.read(Duration::from_millis(timeout_ms.into()), &mut buf) {
+                Ok(Read::Block { frames, t, flags }) => {
+                    for v in &buf[..frames * channels] {
+                        bytes.extend_from_slice(&v.to_le_bytes());
+                    }
+                    HostReply::Block { frames, t, flags }
+                }
+                Ok(Read::Event(e)) => HostReply::Event(e),
+                Ok(Read::Timeout) => HostReply::Timeout,
+                Ok(Read::End) => HostReply::End,
+                Err(e) => failed(e),
+            },
+            HostRequest::Open { .. } => {
+                HostReply::Failed { message: "the device is open already".into(), panicked: false }
+            }
+        };
+        write_frame(sock, &reply, &bytes)?;
+    }
+}
+
+/// Limits the address space to what is mapped now plus `mib`, so that a plugin allocating
+/// without bound fails instead of taking the machine's memory.
+fn limit_memory(mib: u64) {
+    let mapped_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmSize:").map(|v| v.trim().trim_end_matches(" kB").trim().to_string()))
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let limit = (mapped_kib * 1024).saturating_add(mib << 20);
+    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit) {
+        eprintln!("driver host: cannot limit its memory: {e}");
+    }
+}
+
+/// The driver host's address space above what it maps at start, by default.
+pub const DEFAULT_MEMORY_MIB: u64 = 1024;

@@ -1,0 +1,160 @@
+//! Nothing a plugin does takes the daemon down: plugins written for this test in C, against the
+//! ABI of docs/driver-abi.md, that segfault in `read`, `abort()` in `open`, hang forever in `read`
+//! and allocate without bound each fail only their own session, with a message naming the
+//! plugin and the cause, while the daemon and a live session on a healthy driver go on, and the
+//! next session works.
+
+use std::time::{Duration, Instant};
+
+use bci2token_tests::{bin_dir, compile_c_library, start_daemon, DaemonOptions, TempDir};
+
+/// A driver named `NAME`: one channel at 100 Hz, a block of 10 frames every 100 ms. `OPEN` runs
+/// in `open`, `READ` in the 4th and every later `read`.
+const PLUGIN: &str = r#"
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+typedef struct { const uint8_t *ptr; size_t len; } AbiStr;
+typedef struct { uint8_t *ptr; size_t len; size_t cap; } AbiBuf;
+typedef struct { uint32_t major, minor, size; } AbiHeader;
+typedef struct { float *data; size_t capacity; uint32_t kind, frames, flags; double t; AbiBuf event; } ReadOut;
+typedef struct {
+    AbiHeader header; AbiStr name; AbiStr version;
+    int32_t (*probe)(AbiBuf *);
+    int32_t (*open)(AbiStr, void **, AbiBuf *);
+    int32_t (*describe)(void *, AbiBuf *);
+    int32_t (*start)(void *);
+    int32_t (*read)(void *, uint32_t, ReadOut *);
+    int32_t (*stop)(void *);
+    void (*close)(void *);
+    int32_t (*last_error)(void *, AbiBuf *);
+    void (*free_buf)(AbiBuf);
+} VTable;
+static AbiBuf text(const char *s) {
+    size_t n = strlen(s);
+    uint8_t *p = malloc(n);
+    memcpy(p, s, n);
+    AbiBuf b = { p, n, n };
+    return b;
+}
+static int device;
+static int reads;
+static int32_t probe(AbiBuf *out) { *out = text("[]"); return 0; }
+static int32_t open_(AbiStr config, void **handle, AbiBuf *err) {
+    (void)config; (void)err;
+    OPEN;
+    *handle = &device;
+    return 0;
+}
+static int32_t describe(void *h, AbiBuf *out) {
+    (void)h;
+    *out = text("{\"channels\":[{\"label\":\"C3\",\"unit\":\"uV\"}],\"sample_rate\":100.0,"
+                "\"max_block_frames\":10,\"realtime\":true,\"description\":\"NAME\"}");
+    return 0;
+}
+static int32_t start(void *h) { (void)h; return 0; }
+static int32_t read_(void *h, uint32_t timeout_ms, ReadOut *out) {
+    (void)h; (void)timeout_ms;
+    if (++reads > 3) { READ; }
+    struct timespec pause = { 0, 100000000L };
+    nanosleep(&pause, 0);
+    for (int i = 0; i < 10; i++) out->data[i] = (float)i;
+    out->kind = 1; out->frames = 10; out->flags = 0; out->t = (reads - 1) * 0.1;
+    return 0;
+}
+static int32_t stop(void *h) { (void)h; return 0; }
+static void close_(void *h) { (void)h; }
+static int32_t last_error(void *h, AbiBuf *out) { (void)h; *out = text("no error"); return 0; }
+static void free_buf(AbiBuf b) { free(b.ptr); }
+static const VTable table = {
+    { 1, 2, sizeof(VTable) }, { (const uint8_t *)"NAME", sizeof("NAME") - 1 }, { (const uint8_t *)"1.0.0", 5 },
+    probe, open_, describe, start, read_, stop, close_, last_error, free_buf,
+};
+const void *bci2token_driver_entry(void) { return &table; }
+"#;
+
+fn plugin(dir: &TempDir, name: &str, open: &str, read: &str) {
+    let source = PLUGIN.replace("NAME", name).replace("OPEN", open).replace("READ", read);
+    compile_c_library(&source, &dir.path().join(format!("lib{name}.so")));
+}
+
+/// Waits until `session show ID` is in a final state; returns it.
+fn ended(daemon: &bci2token_tests::Daemon, id: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let show = daemon.ctl_json(&["session", "show", id]);
+        if matches!(show["state"].as_str(), Some("failed" | "stopped" | "finished")) || Instant::now() > deadline {
+            return show;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
+    let dir = TempDir::new("fault-plugins");
+    plugin(&dir, "segv", "", "*(volatile int *)0 = 1");
+    plugin(&dir, "aborts", "abort()", "");
+    plugin(&dir, "hangs", "", "for (;;) pause()");
+    plugin(
+        &dir,
+        "greedy",
+        "",
+        "for (;;) { char *p = malloc(16 << 20); if (!p) { write(2, \"greedy: out of memory\\n\", 22); abort(); } memset(p, 1, 16 << 20); }",
+    );
+    let daemon = start_daemon(DaemonOptions {
+        driver_path: Some(format!("{}:{}", dir.path().display(), bin_dir().display())),
+        env: vec![("BCI2TOKEN_DRIVER_MEMORY_LIMIT".into(), "128".into())],
+        ..Default::default()
+    });
+    // A live session on a healthy driver, running through all of it.
+    let live = daemon.ctl_json(&["session", "start", "--driver", "synthetic"])["id"].as_str().unwrap().to_string();
+
+    // abort() in open: the start fails, naming the plugin and the signal.
+    let out = daemon.ctl(&["session", "start", "--driver", "aborts"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("libaborts.so") && err.contains("SIGABRT") && err.contains("`open`"), "{err}");
+
+    // Faults in read: the session fails with the cause; the message names the plugin's file.
+    let cases = [("segv", "SIGSEGV"), ("hangs", "hangs"), ("greedy", "driver_memory_limit is 128 MiB")];
+    for (name, cause) in cases {
+        let id = daemon.ctl_json(&["session", "start", "--driver", name])["id"].as_str().unwrap().to_string();
+        let show = ended(&daemon, &id, Duration::from_secs(30));
+        assert_eq!(show["state"], "failed", "{name}: {show}");
+        let message = show["message"].as_str().unwrap();
+        assert!(message.contains(&format!("lib{name}.so")) && message.contains(cause), "{name}: {message}");
+        assert!(message.contains("`read`"), "{name}: {message}");
+        if name == "greedy" {
+            assert!(message.contains("SIGABRT") && message.contains("greedy: out of memory"), "{message}");
+        }
+    }
+
+    // The daemon and the live session never noticed.
+    let before = daemon.ctl_json(&["session", "show", &live]);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = daemon.ctl_json(&["session", "show", &live]);
+    assert_eq!(after["state"], "running", "{after}");
+    assert!(after["blocks"].as_u64() > before["blocks"].as_u64(), "the live session goes on: {before} → {after}");
+    assert_eq!(daemon.ctl_json(&["status"])["sessions_active"], 1);
+
+    // The next session on a healthy driver works.
+    let next = daemon.ctl_json(&[
+        "session",
+        "start",
+        "--driver",
+        "synthetic",
+        "--set",
+        "speed=0",
+        "--set",
+        "loop=false",
+        "--set",
+        "script=13Hz:2",
+    ]);
+    let show = ended(&daemon, next["id"].as_str().unwrap(), Duration::from_secs(30));
+    assert_eq!(show["state"], "finished", "{show}");
+    assert!(show["blocks"].as_u64().unwrap() > 0, "{show}");
+    daemon.ctl_json(&["session", "stop", &live]);
+}
