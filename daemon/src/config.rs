@@ -44,6 +44,8 @@ pub struct Config {
     pub driver_isolation: crate::driver_host::Isolation,
     /// A driver host's address space above what it maps at start, MiB.
     pub driver_memory_limit: u64,
+    /// Seconds a driver host's `read` may take beyond its time-out before it is killed as hung.
+    pub driver_hang_timeout: f64,
     pub max_sessions: usize,
     /// A running session that delivers nothing for this long fails (seconds, 0 = never).
     pub session_timeout: f64,
@@ -145,6 +147,7 @@ pub const KEYS: &[&str] = &[
     "driver_path",
     "driver_isolation",
     "driver_memory_limit",
+    "driver_hang_timeout",
     "max_sessions",
     "session_timeout",
     "stats_interval",
@@ -402,6 +405,7 @@ impl Config {
             driver_path: default_driver_path(),
             driver_isolation: crate::driver_host::Isolation::Process,
             driver_memory_limit: crate::driver_host::DEFAULT_MEMORY_MIB,
+            driver_hang_timeout: crate::driver_host::DEFAULT_HANG_SECONDS,
             max_sessions: 8,
             session_timeout: 10.0,
             stats_interval: 1.0,
@@ -531,6 +535,13 @@ impl Config {
                 self.driver_isolation = src.string()?.parse().map_err(|e: String| src.invalid(e))?;
             }
             "driver_memory_limit" => self.driver_memory_limit = src.integer(16, 1 << 20)?,
+            "driver_hang_timeout" => {
+                let v = src.number()?;
+                if !(1.0..=3600.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 1..=3600 seconds")));
+                }
+                self.driver_hang_timeout = v;
+            }
             "decoder_threads" => self.decoder_threads = src.integer(0, 256)? as usize,
             "decoder_max_batch" => self.decoder_max_batch = src.integer(1, 65_536)? as usize,
             "decoder_queue" => self.decoder_queue = src.integer(1, 1 << 20)? as usize,

@@ -14,9 +14,9 @@
 //! - runaway allocation: the host's address space is limited (`driver_memory_limit` above what it
 //!   maps at start), so the plugin's allocation fails and the host ends.
 //!
-//! The host sets `no_new_privs`, ends when the daemon closes its socket, and writes no core
-//! dump. It runs as the daemon's user: it could still open files that user can (see
-//! docs/security.md).
+//! The host sets `no_new_privs`, is not dumpable, ends when the daemon closes its socket, and
+//! inherits no descriptor but its socket and the session's passed files. It runs as the daemon's
+//! user: it could still open files and signal processes that user can (see docs/security.md).
 
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -28,17 +28,21 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bci2token_driver_abi::host::{Device, DriverError, Plugin, Read, MAX_BLOCK_FLOATS};
+use bci2token_driver_abi::host::{check_stream, Device, DriverError, Plugin, Read, MAX_BLOCK_FLOATS};
 use bci2token_driver_abi::types::{DriverEvent, StreamInfo};
 use serde::{Deserialize, Serialize};
 
 /// The descriptor the host finds its socket on.
 const HOST_FD: RawFd = 3;
-/// How much longer than a call's own time-out the daemon waits before it calls the host hung.
-pub const GRACE: Duration = Duration::from_secs(5);
-/// Time-outs of the calls that have none of their own.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
-const START_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much longer than its own time-out a `read` may take before the daemon calls the host
+/// hung, by default (`driver_hang_timeout`): drivers reconnect a lost device inside `read`
+/// (OpenBCI: reset and reply time-outs of up to a minute). The session's heartbeat is beaten
+/// meanwhile.
+pub const DEFAULT_HANG_SECONDS: f64 = 90.0;
+/// Time-outs of the calls that have none of their own (an OpenBCI open with a minute's reply
+/// time-out, an LSL resolve of up to a minute, then the inlet).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
+const START_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of the host's stderr kept for error messages.
 const STDERR_LINES: usize = 8;
 /// A frame on the socket at most: a block of the largest size a device may describe, and room.
@@ -114,7 +118,7 @@ fn write_frame(out: &mut impl std::io::Write, msg: &impl Serialize, data: &[u8])
     out.write_all(&frame)
 }
 
-/// Reads one frame: the message and the bytes after it.
+/// Reads one frame (the host's side: the daemon is trusted): the message and the bytes after it.
 fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl std::io::Read) -> std::io::Result<(T, Vec<u8>)> {
     let mut len = [0u8; 4];
     input.read_exact(&mut len)?;
@@ -124,12 +128,18 @@ fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl std::io::Read) -> s
     }
     let mut frame = vec![0u8; total];
     input.read_exact(&mut frame)?;
+    parse_frame(frame).map_err(std::io::Error::other)
+}
+
+/// A frame's message and the bytes after it.
+fn parse_frame<T: for<'de> Deserialize<'de>>(mut frame: Vec<u8>) -> Result<(T, Vec<u8>), String> {
     let json_len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
-    if json_len > total - 4 {
-        return Err(std::io::Error::other("a frame whose message is longer than the frame"));
+    if json_len > frame.len() - 4 {
+        return Err("a frame whose message is longer than the frame".into());
     }
-    let msg = serde_json::from_slice(&frame[4..4 + json_len]).map_err(std::io::Error::other)?;
-    Ok((msg, frame[4 + json_len..].to_vec()))
+    let msg = serde_json::from_slice(&frame[4..4 + json_len]).map_err(|e| format!("an unreadable message: {e}"))?;
+    let data = frame.split_off(4 + json_len);
+    Ok((msg, data))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,7 +194,7 @@ pub struct RemoteDevice {
     /// The plugin's name, as it reports itself, and its file (for messages).
     driver: String,
     file: PathBuf,
-    /// The host process (taken by `drop`).
+    /// The host process (taken when it is killed or handed to a reaper).
     child: Option<Child>,
     sock: UnixStream,
     /// The last lines the host wrote to stderr (the plugin's last words).
@@ -193,7 +203,14 @@ pub struct RemoteDevice {
     dead: Option<DriverError>,
     /// Its memory limit (`driver_memory_limit`), for messages.
     memory_mib: u64,
+    /// How much longer than asked a `read` may take (`driver_hang_timeout`).
+    read_grace: Duration,
+    /// Beaten while a call waits (waiting for a host within a deadline is not being stuck).
+    beat: Option<Arc<bci2token_sched::Heartbeat>>,
 }
+
+/// How long one wait on the socket lasts before the heartbeat is beaten and the deadline checked.
+const WAIT_SLICE: Duration = Duration::from_millis(500);
 
 impl RemoteDevice {
     /// Starts a driver host for `plugin` and opens a device with `config`. `held`: the files the
@@ -202,7 +219,7 @@ impl RemoteDevice {
         plugin: &Plugin,
         config: &serde_json::Map<String, serde_json::Value>,
         held: &[OwnedFd],
-        memory_mib: u64,
+        (memory_mib, read_grace): (u64, Duration),
     ) -> Result<RemoteDevice, DriverError> {
         let fail = |message: String| DriverError { driver: plugin.name().to_string(), message, panicked: true };
         let (ours, theirs) =
@@ -220,34 +237,49 @@ impl RemoteDevice {
                 }
             }
         }
-        let exe = std::env::current_exe().map_err(|e| fail(format!("cannot find bci2tokend's own binary: {e}")))?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("--driver-host")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Nothing of the service manager's or the store's.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDNAMES")
-            .env_remove("CREDENTIALS_DIRECTORY");
+        // The running binary, even after a package upgrade replaced the file (its old inode);
+        // shown under the installed path.
+        let shown = std::env::current_exe().map_or_else(|_| "bci2tokend".into(), |p| p.display().to_string());
+        let shown = shown.trim_end_matches(" (deleted)").to_string();
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(&shown).arg("--driver-host").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // Only what a driver may need of the environment: not the service manager's sockets,
+        // credentials or directories, nor the daemon's own settings.
+        cmd.env_clear();
+        for (key, value) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let keep =
+                matches!(&*k, "PATH" | "HOME" | "LANG" | "TZ" | "LSLAPICFG" | "LD_LIBRARY_PATH" | "BCI2TOKEN_LIBLSL")
+                    || k.starts_with("LC_");
+            if keep {
+                cmd.env(key, value);
+            }
+        }
         let sock_fd = theirs.as_raw_fd();
         let moves_in_child = moves.clone();
-        // SAFETY: only dup2 between fork and exec (async-signal-safe); the descriptors are open
-        // in the parent, so they are in the child.
+        // SAFETY: only async-signal-safe calls between fork and exec (close_range, dup2, fcntl,
+        // setsid); the descriptors are open in the parent, so they are in the child.
         unsafe {
             cmd.pre_exec(move || {
+                // Nothing of the daemon's is inherited by mistake (descriptors a library opened
+                // without O_CLOEXEC: D-Bus callers' files in flight, liblsl's sockets).
+                if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) < 0 {
+                    // An older kernel, or a system call filter without it: one by one.
+                    for fd in 3..4096 {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
                 for &(from, to) in &moves_in_child {
                     if libc::dup2(from, to) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                if libc::dup2(sock_fd, HOST_FD) < 0 {
+                if libc::dup2(sock_fd, HOST_FD) < 0 || libc::fcntl(HOST_FD, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // A session of its own: a terminal's Ctrl-C for a `--user` daemon reaches the
+                // daemon, which stops its sessions, not the hosts underneath them.
+                libc::setsid();
                 Ok(())
             });
         }
@@ -256,16 +288,9 @@ impl RemoteDevice {
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(err) = child.stderr.take() {
             let (lines, name) = (Arc::clone(&stderr), plugin.name().to_string());
-            let _ = std::thread::Builder::new().name(format!("host-{name}")).spawn(move || {
-                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                    log::warn!("driver `{name}` (its host process): {line}");
-                    let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
-                    if l.len() == STDERR_LINES {
-                        l.pop_front();
-                    }
-                    l.push_back(line);
-                }
-            });
+            let _ = std::thread::Builder::new()
+                .name(format!("host-{name}"))
+                .spawn(move || drain_stderr(err, &lines, &name));
         }
         let mut device = RemoteDevice {
             info: StreamInfo {
@@ -283,23 +308,35 @@ impl RemoteDevice {
             stderr,
             dead: None,
             memory_mib,
+            read_grace,
+            beat: None,
         };
         let open = HostRequest::Open { plugin: plugin.path().to_path_buf(), config, memory_mib };
         match device.call(&open, "open", OPEN_TIMEOUT, None)? {
             HostReply::Opened { info, .. } => {
+                // What the host says is the plugin's word: checked as in-process.
+                if let Err(m) = check_stream(&info) {
+                    return Err(device.protocol_error("open", &m));
+                }
                 device.info = info;
                 Ok(device)
             }
             HostReply::Failed { message, panicked } => {
                 Err(DriverError { driver: device.driver.clone(), message, panicked })
             }
-            other => Err(device.protocol_error("open", &other)),
+            other => Err(device.protocol_error("open", &format!("{other:?}"))),
         }
+    }
+
+    /// Beats `beat` while a call waits for the host.
+    pub fn beat_while_waiting(&mut self, beat: Arc<bci2token_sched::Heartbeat>) {
+        self.beat = Some(beat);
     }
 
     fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<Read, DriverError> {
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        match self.call(&HostRequest::Read { timeout_ms }, "read", timeout, Some(buf))? {
+        let limit = timeout.saturating_add(self.read_grace);
+        match self.call(&HostRequest::Read { timeout_ms }, "read", limit, Some(buf))? {
             HostReply::Block { frames, t, flags } => Ok(Read::Block { frames, t, flags }),
             HostReply::Event(e) => Ok(Read::Event(e)),
             HostReply::Timeout => Ok(Read::Timeout),
@@ -307,7 +344,7 @@ impl RemoteDevice {
             HostReply::Failed { message, panicked } => {
                 Err(DriverError { driver: self.driver.clone(), message, panicked })
             }
-            other => Err(self.protocol_error("read", &other)),
+            other => Err(self.protocol_error("read", &format!("{other:?}"))),
         }
     }
 
@@ -317,13 +354,16 @@ impl RemoteDevice {
             HostReply::Failed { message, panicked } => {
                 Err(DriverError { driver: self.driver.clone(), message, panicked })
             }
-            other => Err(self.protocol_error(what, &other)),
+            other => Err(self.protocol_error(what, &format!("{other:?}"))),
         }
     }
 
-    fn protocol_error(&mut self, what: &str, reply: &HostReply) -> DriverError {
-        let e = self.error(format!("its driver host answered `{what}` with {reply:?}; it was stopped"));
+    /// The host broke the protocol: it is stopped, and every later call fails with this.
+    fn protocol_error(&mut self, what: &str, said: &str) -> DriverError {
+        let said = crate::caller_files::bounded(said);
+        let e = self.error(format!("its driver host answered `{what}` with {said}; it was stopped"));
         self.kill();
+        self.dead = Some(e.clone());
         e
     }
 
@@ -331,29 +371,37 @@ impl RemoteDevice {
         DriverError { driver: self.driver.clone(), message, panicked: true }
     }
 
-    /// Sends `req` and waits at most `timeout` + [`GRACE`] for the reply; a block's samples go
-    /// into `buf`. A host that does not answer in time is killed; one that is gone is described.
+    /// Sends `req` and waits at most `limit` for the whole reply; a block's samples go into
+    /// `buf`. A host that does not answer in time is killed; one that is gone is described.
     fn call(
         &mut self,
         req: &HostRequest,
         what: &str,
-        timeout: Duration,
+        limit: Duration,
         buf: Option<&mut [f32]>,
     ) -> Result<HostReply, DriverError> {
         if let Some(e) = &self.dead {
             return Err(e.clone());
         }
-        let limit = timeout.saturating_add(GRACE);
         let started = Instant::now();
-        let _ = self.sock.set_write_timeout(Some(limit));
-        let _ = self.sock.set_read_timeout(Some(limit));
+        let deadline = started + limit;
+        // A reply is a block of the described size at most, or a message (events are small).
+        let max = if self.info.channels.is_empty() {
+            1 << 20
+        } else {
+            self.info.channels.len() * self.info.max_block_frames as usize * 4 + (1 << 20)
+        };
+        let _ = self.sock.set_write_timeout(Some(limit.max(Duration::from_millis(1))));
         let sent = write_frame(&mut self.sock, req, &[]);
-        let reply = sent.and_then(|()| read_frame::<HostReply>(&mut self.sock));
+        let reply = sent.and_then(|()| self.receive(deadline, max));
         match reply {
             Ok((HostReply::Block { frames, t, flags }, data)) => {
                 let values = frames.saturating_mul(self.info.channels.len());
-                let Some(buf) = buf.filter(|b| b.len() >= values && data.len() == values * 4) else {
-                    return Err(self.protocol_error(what, &HostReply::Block { frames, t, flags }));
+                let fits = frames <= self.info.max_block_frames as usize && data.len() == values * 4;
+                let Some(buf) = buf.filter(|b| fits && b.len() >= values) else {
+                    return Err(
+                        self.protocol_error(what, &format!("a block of {frames} frames in {} bytes", data.len()))
+                    );
                 };
                 for (v, b) in buf.iter_mut().zip(data.chunks_exact(4)) {
                     *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
@@ -361,7 +409,7 @@ impl RemoteDevice {
                 Ok(HostReply::Block { frames, t, flags })
             }
             Ok((reply, _)) => Ok(reply),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 self.kill();
                 let e = self.error(format!(
                     "`{what}` was not answered within {:.1} s: the plugin ({}) hangs; its host process was killed",
@@ -371,6 +419,7 @@ impl RemoteDevice {
                 self.dead = Some(e.clone());
                 Err(e)
             }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(self.protocol_error(what, &e.to_string())),
             Err(_) => {
                 let how = self.end_of_host();
                 let e = self.error(format!("{how} in `{what}`{}", self.last_words()));
@@ -380,50 +429,78 @@ impl RemoteDevice {
         }
     }
 
+    /// Reads one frame of at most `max` bytes before `deadline`, in slices, beating meanwhile.
+    /// A time-out is `TimedOut`, a malformed frame `InvalidData`, the host gone anything else.
+    fn receive(&mut self, deadline: Instant, max: usize) -> std::io::Result<(HostReply, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        self.read_full(&mut len, deadline)?;
+        let total = u32::from_le_bytes(len) as usize;
+        if !(4..=max).contains(&total) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a frame of {total} bytes")));
+        }
+        let mut frame = vec![0u8; total];
+        self.read_full(&mut frame, deadline)?;
+        parse_frame(frame).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    fn read_full(&mut self, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+        use std::io::Read as _;
+        let mut off = 0;
+        while off < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            let _ = self.sock.set_read_timeout(Some(left.min(WAIT_SLICE)));
+            match self.sock.read(&mut buf[off..]) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => off += n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if let Some(beat) = &self.beat {
+                        beat.beat();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// How the host ended (it has closed its socket): waits a moment for its exit status.
     fn end_of_host(&mut self) -> String {
         let file = self.file.display().to_string();
-        let Some(pid) = self.child.as_ref().map(|c| c.id() as libc::pid_t) else {
+        let Some(mut child) = self.child.take() else {
             return format!("the plugin ({file})'s host is gone");
         };
-        // Reaped here rather than by `Child`, for the child's own resource usage (its peak memory
-        // tells a runaway allocation from other crashes).
         let deadline = Instant::now() + Duration::from_secs(2);
-        let ended = loop {
-            let mut status = 0;
-            // SAFETY: plain out-parameters; `pid` is our child.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            if rc == pid {
-                break Some((std::process::ExitStatus::from_raw(status), usage.ru_maxrss));
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                _ => break None,
             }
-            if rc < 0 || Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
         };
-        let Some((status, peak_kib)) = ended else {
-            self.kill();
+        let Some(status) = status else {
+            let _ = child.kill();
+            reap_later(child);
             return format!("the plugin ({file}) closed its host's connection; the host was stopped");
         };
-        // Reaped: nothing left for `Child` to kill or wait for.
-        self.child = None;
-        let peak =
-            format!("{} MiB resident at its peak; driver_memory_limit is {} MiB", peak_kib / 1024, self.memory_mib);
+        let limit = format!("driver_memory_limit is {} MiB", self.memory_mib);
         match status.signal() {
             Some(sig) => {
                 let name =
                     nix::sys::signal::Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.to_string());
-                format!("the plugin ({file}) crashed: its host process was killed by {name} ({peak})")
+                format!("the plugin ({file}) crashed: its host process was killed by {name} ({limit})")
             }
             None => format!(
-                "the plugin ({file}) ended its host process with exit status {} ({peak})",
+                "the plugin ({file}) ended its host process with exit status {} ({limit})",
                 status.code().unwrap_or(-1)
             ),
         }
     }
 
-    /// `: "…"`, the host's last stderr lines, when there are any.
+    /// ` (it said: …)`, the host's last stderr lines, when there are any.
     fn last_words(&self) -> String {
         // Give the reader thread a moment to take what the host wrote as it died.
         std::thread::sleep(Duration::from_millis(20));
@@ -436,11 +513,49 @@ impl RemoteDevice {
         }
     }
 
+    /// Kills the host now; it is reaped on a thread of its own (a process in uninterruptible
+    /// sleep must not hold up the session's thread).
     fn kill(&mut self) {
-        if let Some(child) = self.child.as_mut() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            reap_later(child);
         }
+    }
+}
+
+/// Waits for `child` on a thread of its own, killing it after 5 s.
+fn reap_later(mut child: Child) {
+    let _ = std::thread::Builder::new().name("host-reaper".into()).spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}
+
+/// Logs the host's stderr a line at a time (at most 4 KiB a line, any bytes) and keeps the last
+/// lines for error messages; reads to the end, so the host never writes into a closed pipe.
+fn drain_stderr(err: std::process::ChildStderr, lines: &Mutex<VecDeque<String>>, name: &str) {
+    let mut reader = std::io::BufReader::new(err);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match std::io::Read::take(&mut reader, 4096).read_until(b'\n', &mut raw) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+        log::warn!("driver `{name}` (its host process): {line}");
+        let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+        if l.len() == STDERR_LINES {
+            l.pop_front();
+        }
+        l.push_back(line);
     }
 }
 
@@ -449,22 +564,9 @@ impl Drop for RemoteDevice {
     /// a few seconds is killed (on a thread of its own: a session's end does not wait for it).
     fn drop(&mut self) {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        if self.dead.is_some() {
-            self.kill();
-            return;
+        if let Some(child) = self.child.take() {
+            reap_later(child);
         }
-        let Some(mut child) = self.child.take() else { return };
-        let _ = std::thread::Builder::new().name("host-reaper".into()).spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        });
     }
 }
 
@@ -479,8 +581,9 @@ pub fn host_main() -> ExitCode {
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        // No core dump (it would hold the samples in flight), whatever the core pattern.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    // No core dump: it would hold the samples in flight.
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     // SAFETY: the daemon put the socket on this descriptor (see RemoteDevice::open).
     let mut sock = unsafe { UnixStream::from_raw_fd(HOST_FD) };

@@ -94,6 +94,12 @@ fn main() -> ExitCode {
     if args.driver_host {
         return driver_host::host_main();
     }
+    // Not dumpable: no core file holds the master key or samples, and no other process of this
+    // user (a plugin in a driver host among them) may ptrace the daemon or read /proc/PID/mem.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     // Everything the daemon creates is its own unless it says otherwise (the socket and the
     // runtime directory get their modes explicitly).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));

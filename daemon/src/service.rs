@@ -851,7 +851,8 @@ impl Service {
         let (driver_config, held) = self.driver_config(caller, &cfg, (driver, host_keys), &config, fds)?;
         let opened = match cfg.driver_isolation {
             Isolation::Process => {
-                RemoteDevice::open(&plugin, &driver_config, &held, cfg.driver_memory_limit).map(Source::Remote)
+                let limits = (cfg.driver_memory_limit, std::time::Duration::from_secs_f64(cfg.driver_hang_timeout));
+                RemoteDevice::open(&plugin, &driver_config, &held, limits).map(Source::Remote)
             }
             Isolation::InProcess => plugin.open(&driver_config).map(Source::Local),
         };

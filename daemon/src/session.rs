@@ -254,6 +254,9 @@ impl Session {
             }
         }
         let _retire = Retire(Arc::clone(&self.heartbeat));
+        if let Source::Remote(d) = &mut device {
+            d.beat_while_waiting(Arc::clone(&self.heartbeat));
+        }
         if !self.realtime {
             // A source that can wait gets the CPU that live sessions leave (see priority).
             if let Err(e) = bci2token_sched::priority::run_in_background() {
@@ -315,7 +318,13 @@ impl Session {
             if self.stop.load(Ordering::Acquire) {
                 return Ok(SessionState::Stopped);
             }
-            match device.read(READ_TIMEOUT, &mut buf).map_err(|e| e.to_string())? {
+            let read = match device.read(READ_TIMEOUT, &mut buf) {
+                Ok(read) => read,
+                // A stop request races the driver's end (a service stop ends driver hosts too).
+                Err(_) if self.stop.load(Ordering::Acquire) => return Ok(SessionState::Stopped),
+                Err(e) => return Err(e.to_string()),
+            };
+            match read {
                 Read::Block { frames, t, flags } => {
                     last_data = Instant::now();
                     let received = last_data;

@@ -87,6 +87,36 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// The most samples (channels × frames) one block may hold: 256 MiB of f32.
 pub const MAX_BLOCK_FLOATS: usize = 64 << 20;
 
+/// Labels, units and the description longer than this make a stream description unusable.
+pub const MAX_STREAM_TEXT: usize = 4096;
+
+/// Refuses a stream description the host could not work with: no channels, a sample rate that
+/// is not a positive finite number, blocks of no frames or larger than [`MAX_BLOCK_FLOATS`]
+/// (the host allocates channels × max_block_frames floats), text beyond [`MAX_STREAM_TEXT`].
+/// Also applied to what a driver host process reports, which the daemon cannot trust more than
+/// the plugin.
+pub fn check_stream(info: &StreamInfo) -> Result<(), String> {
+    let block_floats = info.channels.len().saturating_mul(info.max_block_frames as usize);
+    if info.channels.is_empty()
+        || !info.sample_rate.is_finite()
+        || info.sample_rate <= 0.0
+        || info.max_block_frames == 0
+        || block_floats > MAX_BLOCK_FLOATS
+    {
+        return Err(format!(
+            "the device describes an unusable stream ({} channels, {} Hz, {} frames per block)",
+            info.channels.len(),
+            info.sample_rate,
+            info.max_block_frames
+        ));
+    }
+    let long = |t: &str| t.len() > MAX_STREAM_TEXT;
+    if long(&info.description) || info.channels.iter().any(|c| long(&c.label) || long(&c.unit)) {
+        return Err(format!("the device describes its stream with a text longer than {MAX_STREAM_TEXT} bytes"));
+    }
+    Ok(())
+}
+
 impl Plugin {
     /// Loads `path`, checks the ABI header before reading anything else, and reads name and version.
     pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
@@ -210,24 +240,7 @@ impl Plugin {
         }
         let info: StreamInfo = serde_json::from_slice(&bytes)
             .map_err(|e| self.error(status::ERROR, format!("the stream description is not valid JSON: {e}")))?;
-        // The host allocates channels × max_block_frames floats for the device's blocks.
-        let block_floats = info.channels.len().saturating_mul(info.max_block_frames as usize);
-        if info.channels.is_empty()
-            || info.sample_rate.is_nan()
-            || info.sample_rate <= 0.0
-            || info.max_block_frames == 0
-            || block_floats > MAX_BLOCK_FLOATS
-        {
-            return Err(self.error(
-                status::ERROR,
-                format!(
-                    "the device describes an unusable stream ({} channels, {} Hz, {} frames per block)",
-                    info.channels.len(),
-                    info.sample_rate,
-                    info.max_block_frames
-                ),
-            ));
-        }
+        check_stream(&info).map_err(|m| self.error(status::ERROR, m))?;
         device.info = Some(info);
         Ok(device)
     }
