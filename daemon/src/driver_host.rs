@@ -1,52 +1,153 @@
-//! Driver plugins in a process of their own (`driver_isolation = "process"`, the default).
+//! Driver plugins in a process of their own (`driver_isolation = "process"`, the default): the
+//! daemon's side of `bci2token-driver-host` (crate `bci2token-driver-host`, which holds the host
+//! and the protocol).
 //!
-//! A plugin is third-party native code. Loaded into the daemon, one segfault in its `read` ends
-//! every session of every user. Instead, each session's device is opened by a *driver host*: the
-//! daemon's own binary re-executed as `bci2tokend --driver-host`, holding one end of a socket
-//! pair (fd 3) and nothing else of the daemon's: no store, no key in memory, no control socket, no
-//! credentials, no service-manager sockets. It loads the plugin, opens the device and answers the
-//! daemon's calls (`start`, `read`, `stop`) over the socket, a sample block per `read`.
-//!
-//! What a plugin does wrong now costs only its session:
+//! What a plugin does wrong costs only its session:
 //! - a crash (segfault, `abort()`) ends the host; the session fails with the signal and the
 //!   plugin's last words on stderr;
-//! - a hang: a call not answered within its time-out plus [`GRACE`] kills the host;
+//! - a hang: a call not answered within its time-out (`driver_hang_timeout` beyond a `read`'s
+//!   own) kills the host;
 //! - runaway allocation: the host's address space is limited (`driver_memory_limit` above what it
-//!   maps at start), so the plugin's allocation fails and the host ends.
+//!   maps at start), so the plugin's allocation fails and the host ends;
+//! - malice: the host confines itself before it loads the plugin (its `sandbox` module): no
+//!   files but the system's and the paths named here, no signals, Unix sockets or scheduling of
+//!   other processes.
 //!
-//! The host sets `no_new_privs`, is not dumpable, ends when the daemon closes its socket, and
-//! inherits no descriptor but its socket and the session's passed files. It runs as the daemon's
-//! user: it could still open files and signal processes that user can (see docs/security.md).
+//! The host inherits no descriptor but its socket and the session's passed files, and none of
+//! the daemon's environment but what drivers use.
 
 use std::collections::VecDeque;
 use std::io::BufRead;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bci2token_driver_abi::host::{check_stream, Device, DriverError, Plugin, Read, MAX_BLOCK_FLOATS};
-use bci2token_driver_abi::types::{DriverEvent, StreamInfo};
-use serde::{Deserialize, Serialize};
+use bci2token_driver_abi::host::{check_stream, Device, DriverError, Plugin, Read};
+use bci2token_driver_abi::types::StreamInfo;
+pub use bci2token_driver_host::DEFAULT_MEMORY_MIB;
+use bci2token_driver_host::{parse_frame, write_frame, HostReply, HostRequest, HOST_FD};
 
-/// The descriptor the host finds its socket on.
-const HOST_FD: RawFd = 3;
 /// How much longer than its own time-out a `read` may take before the daemon calls the host
 /// hung, by default (`driver_hang_timeout`): drivers reconnect a lost device inside `read`
 /// (OpenBCI: reset and reply time-outs of up to a minute). The session's heartbeat is beaten
 /// meanwhile.
 pub const DEFAULT_HANG_SECONDS: f64 = 90.0;
+/// Where the packages install the host (a build tree has it beside bci2tokend).
+const LIBEXEC_HOST: &str = "/usr/libexec/bci2token/bci2token-driver-host";
+
+/// The driver host's executable, found and opened once (at the daemon's start): a session runs
+/// that file even after a package upgrade replaced it on disk, so a host always speaks its
+/// daemon's protocol.
+pub struct HostExe {
+    pub path: PathBuf,
+    file: std::fs::File,
+}
+
+/// The host executable: beside the daemon's own (a build tree), else the installed one.
+pub fn host_exe() -> Result<&'static HostExe, String> {
+    static HOST: std::sync::OnceLock<Result<HostExe, String>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let beside = std::env::current_exe().ok().and_then(|d| Some(d.parent()?.join("bci2token-driver-host")));
+        let candidates: Vec<PathBuf> = beside.into_iter().chain([PathBuf::from(LIBEXEC_HOST)]).collect();
+        for path in &candidates {
+            // Above the descriptors a host is given (its socket goes on 3), so that no dup2
+            // before the exec overwrites it.
+            let high = std::fs::File::open(path).and_then(|f| {
+                let fd = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))?;
+                // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+                Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+            });
+            if let Ok(file) = high {
+                return Ok(HostExe { path: path.clone(), file });
+            }
+        }
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        Err(format!(
+            "the driver host (bci2token-driver-host) is not installed: looked for {}; reinstall the package, or set \
+             driver_isolation = \"in-process\" (plugins then run inside the daemon)",
+            tried.join(" and ")
+        ))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// What a driver may read besides the system's directories ([`bci2token_driver_host::sandbox`]):
+/// the plugin's directory and the driver directories, the libraries and LSL configuration the
+/// admin or the environment name, string settings of the admin's that are absolute paths (host
+/// keys `_…`), and in `--user` mode the caller's file keys (the caller is the daemon's user);
+/// the directory of each file named. The host loads the libraries among them before it confines
+/// itself. Never `data_dir` or a directory above or in it: those are left out, with a warning.
+pub fn readable_paths(
+    cfg: &crate::config::Config,
+    plugin: &Path,
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = plugin.parent().map(Path::to_path_buf).into_iter().collect();
+    paths.extend(cfg.driver_path.iter().cloned());
+    paths.extend(cfg.lsl_library.iter().cloned());
+    for var in ["LSLAPICFG", "BCI2TOKEN_LIBLSL"] {
+        paths.extend(std::env::var_os(var).map(PathBuf::from));
+    }
+    if let Some(dirs) = std::env::var_os("LD_LIBRARY_PATH") {
+        paths.extend(std::env::split_paths(&dirs));
+    }
+    let caller_paths = config.get("_caller_paths").and_then(serde_json::Value::as_bool) == Some(true);
+    for (key, value) in config {
+        let named = key.starts_with('_') || (caller_paths && bci2token_api::is_file_key(key));
+        if let (true, Some(p)) = (named, value.as_str()) {
+            paths.push(PathBuf::from(p));
+        }
+    }
+    // A library's own directory too: some load more of themselves from there at run time.
+    let dirs: Vec<PathBuf> =
+        paths.iter().filter(|p| p.is_file()).filter_map(|p| Some(p.parent()?.to_path_buf())).collect();
+    paths.extend(dirs);
+    let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
+    paths.retain(|p| {
+        if !p.is_absolute() {
+            return false;
+        }
+        let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        let holds_data = data_dir.starts_with(&real) || real.starts_with(&data_dir);
+        if holds_data {
+            log::warn!(
+                "driver hosts may not read {} (it holds or is within data_dir {}): left out of their sandbox",
+                p.display(),
+                data_dir.display()
+            );
+        }
+        !holds_data
+    });
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Logs what the first host could enforce; a kernel without Landlock is warned about once.
+fn report_sandbox(sandbox: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if sandbox.contains("NOT confined") {
+            log::warn!(
+                "driver hosts: {sandbox}: a malicious plugin could read the daemon's files, the master key among them"
+            );
+        } else {
+            log::info!("driver hosts: {sandbox}");
+        }
+    });
+}
+
 /// Time-outs of the calls that have none of their own (an OpenBCI open with a minute's reply
 /// time-out, an LSL resolve of up to a minute, then the inlet).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
 const START_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of the host's stderr kept for error messages.
 const STDERR_LINES: usize = 8;
-/// A frame on the socket at most: a block of the largest size a device may describe, and room.
-const MAX_FRAME: usize = MAX_BLOCK_FLOATS * 4 + (1 << 20);
 
 /// Where a session's device runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,80 +169,6 @@ impl std::str::FromStr for Isolation {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum HostRequest {
-    /// Load `plugin` and open a device with `config` (passed files already renumbered to the
-    /// host's descriptors).
-    Open {
-        plugin: PathBuf,
-        config: serde_json::Map<String, serde_json::Value>,
-        memory_mib: u64,
-    },
-    Start,
-    Stop,
-    Read {
-        timeout_ms: u32,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum HostReply {
-    Opened {
-        info: StreamInfo,
-        name: String,
-    },
-    Done,
-    Failed {
-        message: String,
-        panicked: bool,
-    },
-    /// Followed in the same frame by `channels × frames` f32 (little endian, channel-major).
-    Block {
-        frames: usize,
-        t: f64,
-        flags: u32,
-    },
-    Event(DriverEvent),
-    Timeout,
-    End,
-}
-
-/// Writes one frame: length, JSON length, JSON, then `data`.
-fn write_frame(out: &mut impl std::io::Write, msg: &impl Serialize, data: &[u8]) -> std::io::Result<()> {
-    let json = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-    let total = 4 + json.len() + data.len();
-    let mut frame = Vec::with_capacity(4 + total);
-    frame.extend_from_slice(&(total as u32).to_le_bytes());
-    frame.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&json);
-    frame.extend_from_slice(data);
-    out.write_all(&frame)
-}
-
-/// Reads one frame (the host's side: the daemon is trusted): the message and the bytes after it.
-fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl std::io::Read) -> std::io::Result<(T, Vec<u8>)> {
-    let mut len = [0u8; 4];
-    input.read_exact(&mut len)?;
-    let total = u32::from_le_bytes(len) as usize;
-    if !(4..=MAX_FRAME).contains(&total) {
-        return Err(std::io::Error::other(format!("a frame of {total} bytes")));
-    }
-    let mut frame = vec![0u8; total];
-    input.read_exact(&mut frame)?;
-    parse_frame(frame).map_err(std::io::Error::other)
-}
-
-/// A frame's message and the bytes after it.
-fn parse_frame<T: for<'de> Deserialize<'de>>(mut frame: Vec<u8>) -> Result<(T, Vec<u8>), String> {
-    let json_len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
-    if json_len > frame.len() - 4 {
-        return Err("a frame whose message is longer than the frame".into());
-    }
-    let msg = serde_json::from_slice(&frame[4..4 + json_len]).map_err(|e| format!("an unreadable message: {e}"))?;
-    let data = frame.split_off(4 + json_len);
-    Ok((msg, data))
-}
-
 // ---------------------------------------------------------------------------------------------
 // The daemon's side.
 
@@ -157,12 +184,6 @@ impl Source {
             Source::Local(d) => d.info(),
             Source::Remote(d) => &d.info,
         }
-    }
-
-    /// Floats a read buffer must hold.
-    pub fn buffer_len(&self) -> usize {
-        let info = self.info();
-        info.channels.len() * info.max_block_frames as usize
     }
 
     pub fn start(&mut self) -> Result<(), DriverError> {
@@ -219,6 +240,7 @@ impl RemoteDevice {
         plugin: &Plugin,
         config: &serde_json::Map<String, serde_json::Value>,
         held: &[OwnedFd],
+        readable: Vec<PathBuf>,
         (memory_mib, read_grace): (u64, Duration),
     ) -> Result<RemoteDevice, DriverError> {
         let fail = |message: String| DriverError { driver: plugin.name().to_string(), message, panicked: true };
@@ -227,7 +249,8 @@ impl RemoteDevice {
         // The host's descriptors: its socket on 3, the passed files above every descriptor that
         // is moved (so that no dup2 overwrites one still to be moved).
         let srcs: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).collect();
-        let base = srcs.iter().copied().chain([theirs.as_raw_fd(), 9]).max().unwrap_or(9) + 1;
+        let host = host_exe().map_err(&fail)?;
+        let base = srcs.iter().copied().chain([theirs.as_raw_fd(), host.file.as_raw_fd(), 9]).max().unwrap_or(9) + 1;
         let moves: Vec<(RawFd, RawFd)> = srcs.iter().enumerate().map(|(i, &fd)| (fd, base + i as RawFd)).collect();
         let mut config = config.clone();
         for value in config.values_mut() {
@@ -237,12 +260,9 @@ impl RemoteDevice {
                 }
             }
         }
-        // The running binary, even after a package upgrade replaced the file (its old inode);
-        // shown under the installed path.
-        let shown = std::env::current_exe().map_or_else(|_| "bci2tokend".into(), |p| p.display().to_string());
-        let shown = shown.trim_end_matches(" (deleted)").to_string();
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0(&shown).arg("--driver-host").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // The file opened at start, even if an upgrade has replaced it since; shown by its path.
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", host.file.as_raw_fd()));
+        cmd.arg0(&host.path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         // Only what a driver may need of the environment: not the service manager's sockets,
         // credentials or directories, nor the daemon's own settings.
         cmd.env_clear();
@@ -311,13 +331,14 @@ impl RemoteDevice {
             read_grace,
             beat: None,
         };
-        let open = HostRequest::Open { plugin: plugin.path().to_path_buf(), config, memory_mib };
+        let open = HostRequest::Open { plugin: plugin.path().to_path_buf(), config, memory_mib, readable };
         match device.call(&open, "open", OPEN_TIMEOUT, None)? {
-            HostReply::Opened { info, .. } => {
+            HostReply::Opened { info, sandbox, .. } => {
                 // What the host says is the plugin's word: checked as in-process.
                 if let Err(m) = check_stream(&info) {
                     return Err(device.protocol_error("open", &m));
                 }
+                report_sandbox(&sandbox);
                 device.info = info;
                 Ok(device)
             }
@@ -337,10 +358,7 @@ impl RemoteDevice {
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let limit = timeout.saturating_add(self.read_grace);
         match self.call(&HostRequest::Read { timeout_ms }, "read", limit, Some(buf))? {
-            HostReply::Block { frames, t, flags } => Ok(Read::Block { frames, t, flags }),
-            HostReply::Event(e) => Ok(Read::Event(e)),
-            HostReply::Timeout => Ok(Read::Timeout),
-            HostReply::End => Ok(Read::End),
+            HostReply::Read(read) => Ok(read),
             HostReply::Failed { message, panicked } => {
                 Err(DriverError { driver: self.driver.clone(), message, panicked })
             }
@@ -395,7 +413,7 @@ impl RemoteDevice {
         let sent = write_frame(&mut self.sock, req, &[]);
         let reply = sent.and_then(|()| self.receive(deadline, max));
         match reply {
-            Ok((HostReply::Block { frames, t, flags }, data)) => {
+            Ok((HostReply::Read(Read::Block { frames, t, flags }), data)) => {
                 let values = frames.saturating_mul(self.info.channels.len());
                 let fits = frames <= self.info.max_block_frames as usize && data.len() == values * 4;
                 let Some(buf) = buf.filter(|b| fits && b.len() >= values) else {
@@ -406,7 +424,7 @@ impl RemoteDevice {
                 for (v, b) in buf.iter_mut().zip(data.chunks_exact(4)) {
                     *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
                 }
-                Ok(HostReply::Block { frames, t, flags })
+                Ok(HostReply::Read(Read::Block { frames, t, flags }))
             }
             Ok((reply, _)) => Ok(reply),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -569,102 +587,3 @@ impl Drop for RemoteDevice {
         }
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// The host's side.
-
-/// `bci2tokend --driver-host`: serves one device on fd 3 until the daemon closes the socket.
-pub fn host_main() -> ExitCode {
-    // No privilege gained through exec from here on. (Not PR_SET_PDEATHSIG: it fires when the
-    // daemon *thread* that started the host ends, and those come and go. A host learns that the
-    // daemon is gone from its socket; under systemd the service's cgroup is killed as a whole.)
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        // No core dump (it would hold the samples in flight), whatever the core pattern.
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-    }
-    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-    // SAFETY: the daemon put the socket on this descriptor (see RemoteDevice::open).
-    let mut sock = unsafe { UnixStream::from_raw_fd(HOST_FD) };
-    match serve(&mut sock) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("driver host: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
-    let (first, _) = read_frame::<HostRequest>(sock)?;
-    let HostRequest::Open { plugin, config, memory_mib } = first else {
-        return Err(std::io::Error::other("the first request is not `open`"));
-    };
-    limit_memory(memory_mib);
-    let loaded = match Plugin::load(&plugin) {
-        Ok(p) => p,
-        Err(e) => {
-            return write_frame(sock, &HostReply::Failed { message: e.to_string(), panicked: false }, &[]);
-        }
-    };
-    let mut device = match loaded.open(&config) {
-        Ok(d) => d,
-        Err(e) => return write_frame(sock, &HostReply::Failed { message: e.message, panicked: e.panicked }, &[]),
-    };
-    let info = device.info().clone();
-    write_frame(sock, &HostReply::Opened { info, name: loaded.name().to_string() }, &[])?;
-    let mut buf = vec![0f32; device.buffer_len()];
-    let mut bytes: Vec<u8> = Vec::with_capacity(buf.len() * 4);
-    let channels = device.info().channels.len();
-    loop {
-        let request = match read_frame::<HostRequest>(sock) {
-            Ok((r, _)) => r,
-            // The daemon closed the socket: the session is over.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let failed = |e: DriverError| HostReply::Failed { message: e.message, panicked: e.panicked };
-        bytes.clear();
-        let reply = match request {
-            HostRequest::Start => device.start().map_or_else(failed, |()| HostReply::Done),
-            HostRequest::Stop => device.stop().map_or_else(failed, |()| HostReply::Done),
-            HostRequest::Read { timeout_ms } => match device.read(Duration::from_millis(timeout_ms.into()), &mut buf) {
-                Ok(Read::Block { frames, t, flags }) => {
-                    for v in &buf[..frames * channels] {
-                        bytes.extend_from_slice(&v.to_le_bytes());
-                    }
-                    HostReply::Block { frames, t, flags }
-                }
-                Ok(Read::Event(e)) => HostReply::Event(e),
-                Ok(Read::Timeout) => HostReply::Timeout,
-                Ok(Read::End) => HostReply::End,
-                Err(e) => failed(e),
-            },
-            HostRequest::Open { .. } => {
-                HostReply::Failed { message: "the device is open already".into(), panicked: false }
-            }
-        };
-        write_frame(sock, &reply, &bytes)?;
-    }
-}
-
-/// Limits the address space to what is mapped now plus `mib`, so that a plugin allocating
-/// without bound fails instead of taking the machine's memory.
-fn limit_memory(mib: u64) {
-    let mapped_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmSize:").map(|v| v.trim().trim_end_matches(" kB").trim().to_string()))
-        })
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let limit = (mapped_kib * 1024).saturating_add(mib << 20);
-    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit) {
-        eprintln!("driver host: cannot limit its memory: {e}");
-    }
-}
-
-/// The driver host's address space above what it maps at start, by default.
-pub const DEFAULT_MEMORY_MIB: u64 = 1024;

@@ -59,9 +59,6 @@ struct Args {
     /// Print the man page, bci2tokend(8), and exit (for packagers).
     #[arg(long, hide = true)]
     man_page: bool,
-    /// Serve one driver plugin's device on descriptor 3 (the daemon starts this itself).
-    #[arg(long, hide = true)]
-    driver_host: bool,
 }
 
 fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
@@ -90,9 +87,6 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.man_page {
         return print_man_page();
-    }
-    if args.driver_host {
-        return driver_host::host_main();
     }
     // Not dumpable: no core file holds the master key or samples, and no other process of this
     // user (a plugin in a driver host among them) may ptrace the daemon or read /proc/PID/mem.
@@ -123,7 +117,13 @@ fn main() -> ExitCode {
     }
     let mut registry = Registry::default();
     registry.scan(&cfg.driver_path);
+    // Opened now, so that sessions run this daemon's host even after an upgrade replaced it.
+    let host = driver_host::host_exe().map(|h| h.path.display().to_string());
     if args.check {
+        match &host {
+            Ok(path) => println!("driver host {path}"),
+            Err(e) => println!("driver host: {e}"),
+        }
         println!("configuration OK ({})", cfg.file.as_ref().map_or("defaults".into(), |f| f.display().to_string()));
         for d in registry.infos() {
             println!("driver {} {} (ABI {}) {}", d.name, d.version, d.abi, d.file);
@@ -131,8 +131,14 @@ fn main() -> ExitCode {
         for f in registry.failures() {
             println!("not loaded: {}", f.error);
         }
-        let ok = registry.len() > 0 && registry.failures().is_empty();
+        let host_ok = host.is_ok() || cfg.driver_isolation == driver_host::Isolation::InProcess;
+        let ok = registry.len() > 0 && registry.failures().is_empty() && host_ok;
         return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    match &host {
+        Ok(path) => log::debug!("driver host: {path}"),
+        Err(e) if cfg.driver_isolation == driver_host::Isolation::Process => log::error!("{e}"),
+        Err(_) => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

@@ -852,7 +852,8 @@ impl Service {
         let opened = match cfg.driver_isolation {
             Isolation::Process => {
                 let limits = (cfg.driver_memory_limit, std::time::Duration::from_secs_f64(cfg.driver_hang_timeout));
-                RemoteDevice::open(&plugin, &driver_config, &held, limits).map(Source::Remote)
+                let readable = crate::driver_host::readable_paths(&cfg, plugin.path(), &driver_config);
+                RemoteDevice::open(&plugin, &driver_config, &held, readable, limits).map(Source::Remote)
             }
             Isolation::InProcess => plugin.open(&driver_config).map(Source::Local),
         };

@@ -305,7 +305,7 @@ impl Session {
 
         let channels = self.channels.len();
         let rate = self.sample_rate;
-        let mut buf = vec![0f32; device.buffer_len()];
+        let mut buf = vec![0f32; device.info().buffer_len()];
         let mut stats = WindowStats::new(channels, rate, settings.stats_interval, settings.line_frequency);
         let mut last_data = Instant::now();
         // While the driver reconnects a lost device, the stall time-out is its business.

@@ -126,7 +126,8 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let parent = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
-            cmdline.windows(13).any(|w| w == b"--driver-host") && parent == Some(daemon_pid)
+            let host = b"bci2token-driver-host";
+            cmdline.windows(host.len()).any(|w| w == host) && parent == Some(daemon_pid)
         })
         .expect("a driver host process of the daemon");
     let daemon_fds: Vec<String> = std::fs::read_dir(format!("/proc/{daemon_pid}/fd"))
@@ -196,4 +197,132 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
     assert_eq!(show["state"], "finished", "{show}");
     assert!(show["blocks"].as_u64().unwrap() > 0, "{show}");
     daemon.ctl_json(&["session", "stop", &live]);
+}
+
+/// A plugin that tries, in `open`, what a malicious one would: read the master key and list the
+/// data directory, signal, renice and read the limits of the daemon, signal every process, reach
+/// the control socket, write outside /dev; and, as a control, what every driver may do. It
+/// reports each outcome (`name=ok` or the errno) in its error.
+const NOSY: &str = r#"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+static char report[2048];
+static void note(const char *name, int ok) {
+    char one[128];
+    snprintf(one, sizeof one, "%s=%s ", name, ok ? "ok" : strerror(errno));
+    strncat(report, one, sizeof report - strlen(report) - 1);
+}
+/* The string value of "key" in the JSON config (no escapes in what the test sets). */
+static void value(const char *json, size_t len, const char *key, char *out, size_t cap) {
+    char pat[64], buf[4096];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    size_t n = len < sizeof buf - 1 ? len : sizeof buf - 1;
+    memcpy(buf, json, n); buf[n] = 0;
+    char *p = strstr(buf, pat);
+    out[0] = 0;
+    if (!p) return;
+    p += strlen(pat);
+    if (*p == '"') p++;
+    size_t i = 0;
+    while (p[i] && p[i] != '"' && p[i] != ',' && p[i] != '}' && i < cap - 1) { out[i] = p[i]; i++; }
+    out[i] = 0;
+}
+"#;
+
+const NOSY_OPEN: &str = r#"
+    char secret[1024], socket_path[1024], pid_text[32];
+    value((const char *)config.ptr, config.len, "secret", secret, sizeof secret);
+    value((const char *)config.ptr, config.len, "socket", socket_path, sizeof socket_path);
+    value((const char *)config.ptr, config.len, "daemon", pid_text, sizeof pid_text);
+    pid_t daemon = (pid_t)atoi(pid_text);
+    report[0] = 0;
+    note("read_key", open(secret, O_RDONLY) >= 0);
+    char dir[1024]; strcpy(dir, secret); *strrchr(dir, '/') = 0;
+    note("list_data", opendir(dir) != NULL);
+    note("signal_daemon", kill(daemon, 0) == 0);
+    note("signal_all", kill(-1, 0) == 0);
+    note("renice_daemon", setpriority(PRIO_PROCESS, daemon, 0) == 0);
+    /* A user without processes: nothing is changed where the call is allowed (ESRCH there). */
+    note("renice_user", setpriority(PRIO_USER, 65533, 19) == 0);
+    struct rlimit lim;
+    note("limits_daemon", prlimit(daemon, RLIMIT_NOFILE, NULL, &lim) == 0);
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    strncpy(addr.sun_path, socket_path, sizeof addr.sun_path - 1);
+    note("control_socket", s >= 0 && connect(s, (struct sockaddr *)&addr, sizeof addr) == 0);
+    note("write_tmp", open("/tmp/bci2token-nosy-plugin", O_WRONLY | O_CREAT, 0600) >= 0);
+    note("read_etc", open("/etc/passwd", O_RDONLY) >= 0);
+    note("open_dev", open("/dev/null", O_RDWR) >= 0);
+    note("signal_self", kill(getpid(), 0) == 0);
+    note("renice_self", setpriority(PRIO_PROCESS, 0, 1) == 0);
+    *err = text(report);
+    return 1;
+"#;
+
+#[test]
+fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() {
+    let dir = TempDir::new("nosy-plugin");
+    let source = PLUGIN.replace("#include <unistd.h>", &format!("#include <unistd.h>\n{NOSY}"));
+    let source = source.replace("NAME", "nosy").replace("    OPEN;\n", NOSY_OPEN).replace("READ", "");
+    compile_c_library(&source, &dir.path().join("libnosy.so"));
+    let probe = |isolation: &str| -> String {
+        let daemon = start_daemon(DaemonOptions {
+            driver_path: Some(dir.path().display().to_string()),
+            env: vec![("BCI2TOKEN_DRIVER_ISOLATION".into(), isolation.into())],
+            ..Default::default()
+        });
+        let key = daemon.dir.path().join("data/master.key");
+        assert!(key.exists(), "the daemon's key is at {}", key.display());
+        let out = daemon.ctl(&[
+            "session",
+            "start",
+            "--driver",
+            "nosy",
+            "--set",
+            &format!("secret={}", key.display()),
+            "--set",
+            &format!("socket={}", daemon.socket.display()),
+            "--set",
+            &format!("daemon={}", daemon.child.id()),
+        ]);
+        assert!(!out.status.success());
+        // The daemon is up and answers.
+        assert_eq!(daemon.ctl_json(&["status"])["sessions_active"], 0);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        eprintln!("{isolation}: {err}");
+        err
+    };
+    let confined = probe("process");
+    for denied in [
+        "read_key=",
+        "list_data=",
+        "signal_daemon=",
+        "signal_all=",
+        "renice_daemon=",
+        "renice_user=",
+        "limits_daemon=",
+        "control_socket=",
+        "write_tmp=",
+    ] {
+        let refused = ["Permission denied", "Operation not permitted"].map(|e| format!("{denied}{e}"));
+        assert!(refused.iter().any(|r| confined.contains(r.as_str())), "{denied}: {confined}");
+    }
+    for allowed in ["read_etc=ok", "open_dev=ok", "signal_self=ok", "renice_self=ok"] {
+        assert!(confined.contains(allowed), "{allowed}: {confined}");
+    }
+    // The same plugin inside the daemon reaches all of it: the probes above can tell.
+    let inside = probe("in-process");
+    for reached in ["read_key=ok", "list_data=ok", "signal_daemon=ok", "control_socket=ok"] {
+        assert!(inside.contains(reached), "{reached}: {inside}");
+    }
+    let _ = std::fs::remove_file("/tmp/bci2token-nosy-plugin");
 }

@@ -246,8 +246,9 @@ impl Plugin {
     }
 }
 
-/// What [`Device::read`] produced.
-#[derive(Debug, Clone, PartialEq)]
+/// What [`Device::read`] produced. (Serialisable: a driver host sends it to the daemon, a
+/// block's samples following it.)
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Read {
     /// `frames` frames are in the buffer (channel-major), the first at stream time `t`.
     Block {
@@ -279,12 +280,6 @@ impl Device {
         &self.plugin
     }
 
-    /// Floats a read buffer must hold: channels × max_block_frames.
-    pub fn buffer_len(&self) -> usize {
-        let info = self.info();
-        info.channels.len() * info.max_block_frames as usize
-    }
-
     fn last_error(&self, code: i32) -> DriverError {
         let mut out = AbiBuf::EMPTY;
         // SAFETY: live handle, valid slot.
@@ -311,7 +306,7 @@ impl Device {
 
     /// Waits at most `timeout` for a block (written into `buf`) or an event.
     pub fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<Read, DriverError> {
-        assert!(buf.len() >= self.buffer_len(), "read buffer smaller than channels × max_block_frames");
+        assert!(buf.len() >= self.info().buffer_len(), "read buffer smaller than channels × max_block_frames");
         let mut out = ReadOut {
             data: buf.as_mut_ptr(),
             capacity: buf.len(),

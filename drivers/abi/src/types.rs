@@ -41,6 +41,13 @@ pub struct StreamInfo {
     pub duration: Option<f64>,
 }
 
+impl StreamInfo {
+    /// Floats a read buffer must hold: channels × max_block_frames.
+    pub fn buffer_len(&self) -> usize {
+        self.channels.len() * self.max_block_frames as usize
+    }
+}
+
 /// A non-sample event a driver reports in stream order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
