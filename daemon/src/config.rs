@@ -46,6 +46,8 @@ pub struct Config {
     pub driver_memory_limit: u64,
     /// Seconds a driver host's `read` may take beyond its time-out before it is killed as hung.
     pub driver_hang_timeout: f64,
+    /// Restarts in a row of a live device's driver host that died in `read` (0: none).
+    pub driver_restarts: u32,
     pub max_sessions: usize,
     /// A running session that delivers nothing for this long fails (seconds, 0 = never).
     pub session_timeout: f64,
@@ -148,6 +150,7 @@ pub const KEYS: &[&str] = &[
     "driver_isolation",
     "driver_memory_limit",
     "driver_hang_timeout",
+    "driver_restarts",
     "max_sessions",
     "session_timeout",
     "stats_interval",
@@ -406,6 +409,7 @@ impl Config {
             driver_isolation: crate::driver_host::Isolation::Process,
             driver_memory_limit: crate::driver_host::DEFAULT_MEMORY_MIB,
             driver_hang_timeout: crate::driver_host::DEFAULT_HANG_SECONDS,
+            driver_restarts: 3,
             max_sessions: 8,
             session_timeout: 10.0,
             stats_interval: 1.0,
@@ -535,6 +539,7 @@ impl Config {
                 self.driver_isolation = src.string()?.parse().map_err(|e: String| src.invalid(e))?;
             }
             "driver_memory_limit" => self.driver_memory_limit = src.integer(16, 1 << 20)?,
+            "driver_restarts" => self.driver_restarts = src.integer(0, 100)? as u32,
             "driver_hang_timeout" => {
                 let v = src.number()?;
                 if !(1.0..=3600.0).contains(&v) {

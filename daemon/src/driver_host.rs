@@ -26,8 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bci2token_driver_abi::ffi::block_flags;
 use bci2token_driver_abi::host::{check_stream, Device, DriverError, Plugin, Read};
-use bci2token_driver_abi::types::StreamInfo;
+use bci2token_driver_abi::types::{DriverEvent, StreamInfo};
 pub use bci2token_driver_host::DEFAULT_MEMORY_MIB;
 use bci2token_driver_host::{parse_frame, write_frame, HostReply, HostRequest, HOST_FD};
 
@@ -228,90 +229,139 @@ pub struct RemoteDevice {
     read_grace: Duration,
     /// Beaten while a call waits (waiting for a host within a deadline is not being stuck).
     beat: Option<Arc<bci2token_sched::Heartbeat>>,
+    /// How to restart the host (`None`: this session ends when its host does).
+    relaunch: Option<Box<Relaunch>>,
+    /// What `read` hands out before it asks the host again, and flags for the next block.
+    pending: VecDeque<Read>,
+    next_flags: u32,
 }
 
 /// How long one wait on the socket lasts before the heartbeat is beaten and the deadline checked.
 const WAIT_SLICE: Duration = Duration::from_millis(500);
 
+/// What a host needs to be started again after it died in `read` (a live device without passed
+/// files: it can be opened again as it was).
+struct Relaunch {
+    config: serde_json::Map<String, serde_json::Value>,
+    readable: Vec<PathBuf>,
+    /// Restarts allowed in a row (`driver_restarts`); a host that ran [`HEALTHY`] starts the
+    /// count again.
+    max: u32,
+    /// Restarts in a row so far.
+    restarts: u32,
+    /// When the running host was started.
+    started: Instant,
+    /// While the host is down: since when, why, and when to try again.
+    down: Option<(Instant, DriverError, Instant)>,
+    /// The stream time at the end of the last block, and what is added to a restarted device's
+    /// times when its clock started again (so that time goes on across the outage).
+    last_t: f64,
+    offset: f64,
+    /// Set by a restart: the next block's time is checked against `last_t` then.
+    resumed_at: Option<f64>,
+}
+
+/// A host that ran this long before it died is restarted with a fresh count.
+const HEALTHY: Duration = Duration::from_secs(60);
+
+/// Waits before restart `n` (1-based): 1 s, 2 s, 4 s, … at most 30 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// Starts a host process: its socket on fd 3, `held` renumbered above every descriptor moved
+/// (`config`'s `{"fd": N}` values follow them), a session of its own, a short environment.
+/// Returns the process, the daemon's end of the socket, the host's last stderr lines (filled
+/// by a thread of its own) and the config as the host sees it.
+#[allow(clippy::type_complexity)]
+fn spawn_host(
+    name: &str,
+    held: &[OwnedFd],
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(Child, UnixStream, Arc<Mutex<VecDeque<String>>>, serde_json::Map<String, serde_json::Value>), String> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("cannot make the driver host's socket: {e}"))?;
+    // The host's descriptors: its socket on 3, the passed files above every descriptor that
+    // is moved (so that no dup2 overwrites one still to be moved).
+    let srcs: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).collect();
+    let host = host_exe()?;
+    let base = srcs.iter().copied().chain([theirs.as_raw_fd(), host.file.as_raw_fd(), 9]).max().unwrap_or(9) + 1;
+    let moves: Vec<(RawFd, RawFd)> = srcs.iter().enumerate().map(|(i, &fd)| (fd, base + i as RawFd)).collect();
+    let mut config = config.clone();
+    for value in config.values_mut() {
+        if let Some(fd) = value.get("fd").and_then(serde_json::Value::as_i64) {
+            if let Some((_, to)) = moves.iter().find(|(from, _)| i64::from(*from) == fd) {
+                value["fd"] = (*to).into();
+            }
+        }
+    }
+    // The file opened at start, even if an upgrade has replaced it since; shown by its path.
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", host.file.as_raw_fd()));
+    cmd.arg0(&host.path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // Only what a driver may need of the environment: not the service manager's sockets,
+    // credentials or directories, nor the daemon's own settings.
+    cmd.env_clear();
+    for (key, value) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let keep =
+            matches!(&*k, "PATH" | "HOME" | "LANG" | "TZ" | "LSLAPICFG" | "LD_LIBRARY_PATH" | "BCI2TOKEN_LIBLSL")
+                || k.starts_with("LC_");
+        if keep {
+            cmd.env(key, value);
+        }
+    }
+    let sock_fd = theirs.as_raw_fd();
+    let moves_in_child = moves.clone();
+    // SAFETY: only async-signal-safe calls between fork and exec (close_range, dup2, fcntl,
+    // setsid); the descriptors are open in the parent, so they are in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Nothing of the daemon's is inherited by mistake (descriptors a library opened
+            // without O_CLOEXEC: D-Bus callers' files in flight, liblsl's sockets).
+            if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) < 0 {
+                // An older kernel, or a system call filter without it: one by one.
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            for &(from, to) in &moves_in_child {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::dup2(sock_fd, HOST_FD) < 0 || libc::fcntl(HOST_FD, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A session of its own: a terminal's Ctrl-C for a `--user` daemon reaches the
+            // daemon, which stops its sessions, not the hosts underneath them.
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start a driver host: {e}"))?;
+    drop(theirs);
+    let stderr = Arc::new(Mutex::new(VecDeque::new()));
+    if let Some(err) = child.stderr.take() {
+        let (lines, name) = (Arc::clone(&stderr), name.to_string());
+        let _ =
+            std::thread::Builder::new().name(format!("host-{name}")).spawn(move || drain_stderr(err, &lines, &name));
+    }
+    Ok((child, ours, stderr, config))
+}
+
 impl RemoteDevice {
     /// Starts a driver host for `plugin` and opens a device with `config`. `held`: the files the
-    /// config passes (`{"fd": N, ...}`, N one of their descriptors here), handed to the host.
+    /// config passes (`{"fd": N, ...}`, N one of their descriptors here), handed to the host;
+    /// `readable`: what the host may read ([`readable_paths`]). A live device without passed
+    /// files is restarted up to `restarts` times in a row when its host dies in `read`.
     pub fn open(
         plugin: &Plugin,
         config: &serde_json::Map<String, serde_json::Value>,
         held: &[OwnedFd],
         readable: Vec<PathBuf>,
-        (memory_mib, read_grace): (u64, Duration),
+        (memory_mib, read_grace, restarts): (u64, Duration, u32),
     ) -> Result<RemoteDevice, DriverError> {
         let fail = |message: String| DriverError { driver: plugin.name().to_string(), message, panicked: true };
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|e| fail(format!("cannot make the driver host's socket: {e}")))?;
-        // The host's descriptors: its socket on 3, the passed files above every descriptor that
-        // is moved (so that no dup2 overwrites one still to be moved).
-        let srcs: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).collect();
-        let host = host_exe().map_err(&fail)?;
-        let base = srcs.iter().copied().chain([theirs.as_raw_fd(), host.file.as_raw_fd(), 9]).max().unwrap_or(9) + 1;
-        let moves: Vec<(RawFd, RawFd)> = srcs.iter().enumerate().map(|(i, &fd)| (fd, base + i as RawFd)).collect();
-        let mut config = config.clone();
-        for value in config.values_mut() {
-            if let Some(fd) = value.get("fd").and_then(serde_json::Value::as_i64) {
-                if let Some((_, to)) = moves.iter().find(|(from, _)| i64::from(*from) == fd) {
-                    value["fd"] = (*to).into();
-                }
-            }
-        }
-        // The file opened at start, even if an upgrade has replaced it since; shown by its path.
-        let mut cmd = Command::new(format!("/proc/self/fd/{}", host.file.as_raw_fd()));
-        cmd.arg0(&host.path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        // Only what a driver may need of the environment: not the service manager's sockets,
-        // credentials or directories, nor the daemon's own settings.
-        cmd.env_clear();
-        for (key, value) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            let keep =
-                matches!(&*k, "PATH" | "HOME" | "LANG" | "TZ" | "LSLAPICFG" | "LD_LIBRARY_PATH" | "BCI2TOKEN_LIBLSL")
-                    || k.starts_with("LC_");
-            if keep {
-                cmd.env(key, value);
-            }
-        }
-        let sock_fd = theirs.as_raw_fd();
-        let moves_in_child = moves.clone();
-        // SAFETY: only async-signal-safe calls between fork and exec (close_range, dup2, fcntl,
-        // setsid); the descriptors are open in the parent, so they are in the child.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Nothing of the daemon's is inherited by mistake (descriptors a library opened
-                // without O_CLOEXEC: D-Bus callers' files in flight, liblsl's sockets).
-                if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) < 0 {
-                    // An older kernel, or a system call filter without it: one by one.
-                    for fd in 3..4096 {
-                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                    }
-                }
-                for &(from, to) in &moves_in_child {
-                    if libc::dup2(from, to) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if libc::dup2(sock_fd, HOST_FD) < 0 || libc::fcntl(HOST_FD, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // A session of its own: a terminal's Ctrl-C for a `--user` daemon reaches the
-                // daemon, which stops its sessions, not the hosts underneath them.
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start a driver host: {e}")))?;
-        drop(theirs);
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(err) = child.stderr.take() {
-            let (lines, name) = (Arc::clone(&stderr), plugin.name().to_string());
-            let _ = std::thread::Builder::new()
-                .name(format!("host-{name}"))
-                .spawn(move || drain_stderr(err, &lines, &name));
-        }
+        let (child, sock, stderr, host_config) = spawn_host(plugin.name(), held, config).map_err(fail)?;
         let mut device = RemoteDevice {
             info: StreamInfo {
                 channels: vec![],
@@ -324,28 +374,155 @@ impl RemoteDevice {
             driver: plugin.name().to_string(),
             file: plugin.path().to_path_buf(),
             child: Some(child),
-            sock: ours,
+            sock,
             stderr,
             dead: None,
             memory_mib,
             read_grace,
             beat: None,
+            relaunch: None,
+            pending: VecDeque::new(),
+            next_flags: 0,
         };
-        let open = HostRequest::Open { plugin: plugin.path().to_path_buf(), config, memory_mib, readable };
-        match device.call(&open, "open", OPEN_TIMEOUT, None)? {
+        device.info = device.open_in_host(host_config, readable.clone())?;
+        if device.info.realtime && held.is_empty() && restarts > 0 {
+            device.relaunch = Some(Box::new(Relaunch {
+                config: config.clone(),
+                readable,
+                max: restarts,
+                restarts: 0,
+                started: Instant::now(),
+                down: None,
+                last_t: 0.0,
+                offset: 0.0,
+                resumed_at: None,
+            }));
+        }
+        Ok(device)
+    }
+
+    /// Asks the host to load the plugin and open the device; its stream, checked.
+    fn open_in_host(
+        &mut self,
+        config: serde_json::Map<String, serde_json::Value>,
+        readable: Vec<PathBuf>,
+    ) -> Result<StreamInfo, DriverError> {
+        let open = HostRequest::Open { plugin: self.file.clone(), config, memory_mib: self.memory_mib, readable };
+        match self.call(&open, "open", OPEN_TIMEOUT, None)? {
             HostReply::Opened { info, sandbox, .. } => {
                 // What the host says is the plugin's word: checked as in-process.
                 if let Err(m) = check_stream(&info) {
-                    return Err(device.protocol_error("open", &m));
+                    return Err(self.protocol_error("open", &m));
                 }
                 report_sandbox(&sandbox);
-                device.info = info;
-                Ok(device)
+                Ok(info)
             }
             HostReply::Failed { message, panicked } => {
-                Err(DriverError { driver: device.driver.clone(), message, panicked })
+                Err(DriverError { driver: self.driver.clone(), message, panicked })
             }
-            other => Err(device.protocol_error("open", &format!("{other:?}"))),
+            other => Err(self.protocol_error("open", &format!("{other:?}"))),
+        }
+    }
+
+    /// The host died in `read` with `e`: a `Disconnected` event if it is to be restarted (after
+    /// a back-off), else the error the session ends with.
+    fn host_died(&mut self, e: DriverError) -> Result<Read, DriverError> {
+        let Some(relaunch) = self.relaunch.as_mut() else {
+            return Err(e);
+        };
+        if relaunch.started.elapsed() >= HEALTHY {
+            relaunch.restarts = 0;
+        }
+        if relaunch.restarts >= relaunch.max {
+            let message = format!("{} (its host was restarted {} times in a row)", e.message, relaunch.restarts);
+            return Err(DriverError { message, ..e });
+        }
+        relaunch.restarts += 1;
+        let now = Instant::now();
+        let retry = now + backoff(relaunch.restarts);
+        log::warn!(
+            "driver `{}`: {}; restarting its host in {:.0} s ({} of {} in a row)",
+            self.driver,
+            e.message,
+            (retry - now).as_secs_f64(),
+            relaunch.restarts,
+            relaunch.max
+        );
+        relaunch.down = Some((now, e.clone(), retry));
+        Ok(Read::Event(DriverEvent::Disconnected { t: relaunch.last_t, reason: e.message }))
+    }
+
+    /// While the host is down: waits out the back-off (a `Timeout` at a time), then starts a new
+    /// host and opens the device again. Back: a `Reconnected` event, then a `Gap`, and the next
+    /// block flagged GAP and RECONNECTED, as a driver that reconnects itself says it.
+    fn recover(&mut self, timeout: Duration) -> Result<Read, DriverError> {
+        let Some(relaunch) = self.relaunch.as_mut() else {
+            return Err(self.error("its host is gone".into()));
+        };
+        let Some((since, cause, retry)) = relaunch.down.clone() else {
+            return Ok(Read::Timeout);
+        };
+        let now = Instant::now();
+        if now < retry {
+            std::thread::sleep((retry - now).min(timeout));
+            return Ok(Read::Timeout);
+        }
+        let (config, readable) = (relaunch.config.clone(), relaunch.readable.clone());
+        let attempt = spawn_host(&self.driver, &[], &config).map_err(|m| self.error(m)).and_then(
+            |(child, sock, stderr, config)| {
+                self.kill();
+                self.child = Some(child);
+                self.sock = sock;
+                self.stderr = stderr;
+                self.dead = None;
+                let info = self.open_in_host(config, readable)?;
+                let same = info.channels == self.info.channels && info.sample_rate == self.info.sample_rate;
+                if !same || info.max_block_frames > self.info.max_block_frames {
+                    return Err(self.error(format!(
+                    "after a restart the device describes another stream ({} channels at {} Hz, blocks of {} frames; \
+                     it was {} at {} Hz, {})",
+                    info.channels.len(),
+                    info.sample_rate,
+                    info.max_block_frames,
+                    self.info.channels.len(),
+                    self.info.sample_rate,
+                    self.info.max_block_frames
+                )));
+                }
+                self.done(&HostRequest::Start, "start", START_STOP_TIMEOUT)
+            },
+        );
+        let relaunch = self.relaunch.as_mut().expect("checked above");
+        match attempt {
+            Ok(()) => {
+                let outage = since.elapsed().as_secs_f64();
+                let t = relaunch.last_t + outage;
+                relaunch.down = None;
+                relaunch.started = Instant::now();
+                relaunch.resumed_at = Some(t);
+                log::warn!("driver `{}`: its host was restarted after {outage:.1} s", self.driver);
+                self.pending.push_back(Read::Event(DriverEvent::Gap {
+                    t: relaunch.last_t,
+                    seconds: outage,
+                    lost_samples: None,
+                }));
+                self.next_flags = block_flags::GAP | block_flags::RECONNECTED;
+                Ok(Read::Event(DriverEvent::Reconnected { t, outage }))
+            }
+            Err(e) if relaunch.restarts < relaunch.max => {
+                relaunch.restarts += 1;
+                let retry = Instant::now() + backoff(relaunch.restarts);
+                log::warn!("driver `{}`: restarting its host failed: {}; trying again", self.driver, e.message);
+                relaunch.down = Some((since, cause, retry));
+                Ok(Read::Timeout)
+            }
+            Err(e) => {
+                let message = format!(
+                    "{}; its host was restarted {} times in a row, the last time: {}",
+                    cause.message, relaunch.restarts, e.message
+                );
+                Err(self.error(message))
+            }
         }
     }
 
@@ -355,15 +532,43 @@ impl RemoteDevice {
     }
 
     fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<Read, DriverError> {
+        if let Some(read) = self.pending.pop_front() {
+            return Ok(read);
+        }
+        if self.relaunch.as_ref().is_some_and(|r| r.down.is_some()) {
+            return self.recover(timeout);
+        }
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let limit = timeout.saturating_add(self.read_grace);
-        match self.call(&HostRequest::Read { timeout_ms }, "read", limit, Some(buf))? {
+        let reply = match self.call(&HostRequest::Read { timeout_ms }, "read", limit, Some(buf)) {
+            Ok(reply) => reply,
+            // The host died (not the plugin's own error): restarted, if it may be.
+            Err(e) if self.dead.is_some() => return self.host_died(e),
+            Err(e) => return Err(e),
+        };
+        match reply {
+            HostReply::Read(Read::Block { frames, t, flags }) => Ok(self.block(frames, t, flags)),
             HostReply::Read(read) => Ok(read),
             HostReply::Failed { message, panicked } => {
                 Err(DriverError { driver: self.driver.clone(), message, panicked })
             }
             other => Err(self.protocol_error("read", &format!("{other:?}"))),
         }
+    }
+
+    /// A block from the host, in the session's time: after a restart whose device clock
+    /// started again, shifted to go on from the outage's end.
+    fn block(&mut self, frames: usize, t: f64, flags: u32) -> Read {
+        let flags = flags | std::mem::take(&mut self.next_flags);
+        let Some(relaunch) = self.relaunch.as_mut() else {
+            return Read::Block { frames, t, flags };
+        };
+        if let Some(resumed) = relaunch.resumed_at.take() {
+            relaunch.offset = if t + relaunch.offset < relaunch.last_t { resumed - t } else { relaunch.offset };
+        }
+        let t = t + relaunch.offset;
+        relaunch.last_t = t + frames as f64 / self.info.sample_rate;
+        Read::Block { frames, t, flags }
     }
 
     fn done(&mut self, req: &HostRequest, what: &str, timeout: Duration) -> Result<(), DriverError> {

@@ -851,7 +851,8 @@ impl Service {
         let (driver_config, held) = self.driver_config(caller, &cfg, (driver, host_keys), &config, fds)?;
         let opened = match cfg.driver_isolation {
             Isolation::Process => {
-                let limits = (cfg.driver_memory_limit, std::time::Duration::from_secs_f64(cfg.driver_hang_timeout));
+                let hang = std::time::Duration::from_secs_f64(cfg.driver_hang_timeout);
+                let limits = (cfg.driver_memory_limit, hang, cfg.driver_restarts);
                 let readable = crate::driver_host::readable_paths(&cfg, plugin.path(), &driver_config);
                 RemoteDevice::open(&plugin, &driver_config, &held, readable, limits).map(Source::Remote)
             }

@@ -156,17 +156,25 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("libaborts.so") && err.contains("SIGABRT") && err.contains("`open`"), "{err}");
 
-    // Faults in read: the session fails with the cause; the message names the plugin's file.
+    // Faults in read: the host is restarted (driver_restarts, 3 by default, after 1, 2 and 4 s),
+    // each time delivering the 3 blocks the plugin reads well; then the session fails with the
+    // cause, and the message names the plugin's file. All three at once.
     let cases = [("segv", "SIGSEGV"), ("hangs", "hangs"), ("greedy", "greedy: out of memory")];
-    for (name, cause) in cases {
-        let id = daemon.ctl_json(&["session", "start", "--driver", name])["id"].as_str().unwrap().to_string();
-        let show = ended(&daemon, &id, Duration::from_secs(30));
+    let ids: Vec<String> = cases
+        .iter()
+        .map(|(name, _)| daemon.ctl_json(&["session", "start", "--driver", name])["id"].as_str().unwrap().to_string())
+        .collect();
+    for ((name, cause), id) in cases.iter().zip(&ids) {
+        let show = ended(&daemon, id, Duration::from_secs(60));
         assert_eq!(show["state"], "failed", "{name}: {show}");
         let message = show["message"].as_str().unwrap();
         assert!(message.contains(&format!("lib{name}.so")) && message.contains(cause), "{name}: {message}");
-        assert!(message.contains("`read`"), "{name}: {message}");
+        assert!(message.contains("`read`") && message.contains("restarted 3 times in a row"), "{name}: {message}");
+        // Four hosts, three good blocks each; every restart an outage.
+        assert_eq!(show["blocks"], 12, "{name}: {show}");
+        assert!(show["gaps"].as_u64().unwrap() >= 3, "{name}: {show}");
         eprintln!("{name}: {message}");
-        if name == "greedy" {
+        if *name == "greedy" {
             // Its own last words prove the allocation failed at the limit.
             assert!(message.contains("SIGABRT") && message.contains("greedy: out of memory"), "{message}");
         }
