@@ -123,16 +123,8 @@ pub fn input(caller: &Caller, mode: Mode, arg: &FileArg, fds: &mut Passed) -> Re
     }
 }
 
-/// Text from a caller as logs and the audit log keep it: at most 256 characters, no control
-/// characters (a request cannot fill a log nor forge a line of it).
-pub fn bounded(text: &str) -> String {
-    const MAX: usize = 256;
-    let mut out: String = text.chars().take(MAX).map(|c| if c.is_control() { '?' } else { c }).collect();
-    if text.chars().nth(MAX).is_some() {
-        out.push('…');
-    }
-    out
-}
+/// Outside text made fit for a message (one place for it: the driver ABI's).
+pub use bci2token_driver_abi::host::bounded;
 
 fn refuse(message: String) -> ApiError {
     ApiError::new(ErrorCode::PermissionDenied, message)

@@ -27,13 +27,14 @@ use crate::caller_files::{bounded, take_fd, Use};
 use crate::closer::Passed;
 use crate::config::{Config, Mode};
 use crate::decoding::Decoding;
-use crate::driver_host::{Isolation, RemoteDevice, Source};
+use crate::driver_host::{Isolation, Source};
 use crate::hub::Subscription;
 use crate::lsl_outlets::SessionOutlets;
 use crate::plugins::Registry;
 use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session, SessionChange};
 use crate::token_bucket::TokenBucket;
+use bci2token_driver_host::client::Limits;
 use bci2token_store::seal::Kind;
 use bci2token_store::StoreReader;
 
@@ -849,15 +850,16 @@ impl Service {
             ));
         }
         let (driver_config, held) = self.driver_config(caller, &cfg, (driver, host_keys), &config, fds)?;
-        let opened = match cfg.driver_isolation {
-            Isolation::Process => {
-                let hang = std::time::Duration::from_secs_f64(cfg.driver_hang_timeout);
-                let limits = (cfg.driver_memory_limit, hang, cfg.driver_restarts);
-                let readable = crate::driver_host::readable_paths(&cfg, plugin.path(), &driver_config);
-                RemoteDevice::open(&plugin, &driver_config, &held, readable, limits).map(Source::Remote)
-            }
-            Isolation::InProcess => plugin.open(&driver_config).map(Source::Local),
+        let readable = match cfg.driver_isolation {
+            Isolation::Process => crate::driver_host::readable_paths(&cfg, plugin.path(), &driver_config),
+            Isolation::InProcess => Vec::new(),
         };
+        let limits = Limits {
+            memory_mib: cfg.driver_memory_limit,
+            read_grace: std::time::Duration::from_secs_f64(cfg.driver_hang_timeout),
+            restarts: cfg.driver_restarts,
+        };
+        let opened = Source::open(cfg.driver_isolation, &plugin, &driver_config, &held, readable, limits);
         let device = opened.map_err(|e| {
             let code = if e.panicked { ErrorCode::DriverError } else { ErrorCode::InvalidConfig };
             ApiError::new(code, e.to_string())

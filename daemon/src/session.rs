@@ -254,9 +254,7 @@ impl Session {
             }
         }
         let _retire = Retire(Arc::clone(&self.heartbeat));
-        if let Source::Remote(d) = &mut device {
-            d.beat_while_waiting(Arc::clone(&self.heartbeat));
-        }
+        device.beat_while_waiting(Arc::clone(&self.heartbeat));
         if !self.realtime {
             // A source that can wait gets the CPU that live sessions leave (see priority).
             if let Err(e) = bci2token_sched::priority::run_in_background() {

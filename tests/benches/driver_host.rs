@@ -1,21 +1,18 @@
 //! Benchmark (not a test): what a driver host adds per block. The same plugin and device settings
 //! read in this process (`Device::read`, as `driver_isolation = "in-process"`) and through a
-//! `bci2token-driver-host` process (the request, the plugin's read there, the reply with the
-//! samples over the socket pair, parsed as the daemon parses it), alternating, in one run:
+//! `bci2token-driver-host` process driven by the daemon's own client (`RemoteDevice`: the
+//! request, the plugin's read there into the shared sample buffer, the reply, the copy out),
+//! alternating, in one run:
 //! - the synthetic driver at `speed=0`: per-block latency (p50, p99) and what the host adds;
 //! - the replay driver on S001R04.edf (64 ch × 160 Hz, 125 s): the whole file, times real time.
 //!
 //! Build the host and the plugins in release mode first (`tools/bench` builds the workspace).
 
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::host::{Device, Plugin, Read};
-use bci2token_driver_host::{parse_frame, write_frame, HostReply, HostRequest, HOST_FD};
+use bci2token_driver_host::client::{HostExe, Limits, RemoteDevice};
 use bci2token_tests::data_dir;
 use serde_json::{json, Map, Value};
 
@@ -29,88 +26,29 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A device in a driver host, driven as the daemon drives one (the reply's samples decoded into
-/// the caller's buffer).
-struct Hosted {
-    child: Child,
-    sock: UnixStream,
-    channels: usize,
-}
-
-impl Hosted {
-    fn open(plugin: &Path, config: &Map<String, Value>, readable: Vec<PathBuf>) -> Hosted {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(bin_dir().join("bci2token-driver-host"));
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        // SAFETY: dup2 and fcntl only, between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(fd, HOST_FD) < 0 || libc::fcntl(HOST_FD, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap();
-        drop(theirs);
-        let mut hosted = Hosted { child, sock: ours, channels: 0 };
-        let open =
-            HostRequest::Open { plugin: plugin.to_path_buf(), config: config.clone(), memory_mib: 1024, readable };
-        match hosted.call(&open, &mut []) {
-            HostReply::Opened { info, .. } => hosted.channels = info.channels.len(),
-            other => panic!("open: {other:?}"),
-        }
-        assert!(matches!(hosted.call(&HostRequest::Start, &mut []), HostReply::Done));
-        hosted
-    }
-
-    fn call(&mut self, req: &HostRequest, buf: &mut [f32]) -> HostReply {
-        use std::io::Read as _;
-        write_frame(&mut self.sock, req, &[]).unwrap();
-        let mut len = [0u8; 4];
-        self.sock.read_exact(&mut len).unwrap();
-        let mut frame = vec![0u8; u32::from_le_bytes(len) as usize];
-        self.sock.read_exact(&mut frame).unwrap();
-        let (reply, data): (HostReply, Vec<u8>) = parse_frame(frame).unwrap();
-        for (v, b) in buf.iter_mut().zip(data.chunks_exact(4)) {
-            *v = f32::from_le_bytes(b.try_into().unwrap());
-        }
-        reply
-    }
-
-    fn read(&mut self, buf: &mut [f32]) -> Read {
-        match self.call(&HostRequest::Read { timeout_ms: 1000 }, buf) {
-            HostReply::Read(r) => r,
-            other => panic!("read: {other:?}"),
-        }
-    }
-}
-
-impl Drop for Hosted {
-    fn drop(&mut self) {
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        let _ = self.child.wait();
-    }
-}
-
 enum Side {
     Local(Device),
-    Host(Hosted),
+    Host(Box<RemoteDevice>),
 }
 
 impl Side {
     fn read(&mut self, buf: &mut [f32]) -> Read {
         match self {
             Side::Local(d) => d.read(Duration::from_secs(1), buf).unwrap(),
-            Side::Host(h) => h.read(buf),
+            Side::Host(h) => h.read(Duration::from_secs(1), buf).unwrap(),
         }
     }
 }
 
 fn open(side: &str, plugin: &Path, config: &Map<String, Value>, readable: Vec<PathBuf>) -> Side {
     if side == "host" {
-        Side::Host(Hosted::open(plugin, config, readable))
+        // The daemon's own client of the host, as a session uses it.
+        let exe: &'static HostExe =
+            Box::leak(Box::new(HostExe::open(&bin_dir().join("bci2token-driver-host")).unwrap()));
+        let limits = Limits { memory_mib: 1024, read_grace: Duration::from_secs(90), restarts: 0 };
+        let mut d = RemoteDevice::open(exe, (plugin, "bench"), config, &[], readable, limits).unwrap();
+        d.start().unwrap();
+        Side::Host(Box::new(d))
     } else {
         let mut d = Plugin::load(plugin).unwrap().open(config).unwrap();
         d.start().unwrap();

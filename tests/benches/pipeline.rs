@@ -66,23 +66,19 @@ fn main() {
         let [host, local] = times.map(median);
         println!(
             "  follow {:<10} driver host {:>7.1} ms {:>6.0}x real time | in-process {:>7.1} ms {:>6.0}x real time | \
-             host/in-process ×{:.2}, {:+.1} µs per block ({:.1} MB of JSON lines)",
+             host/in-process ×{:.2} (a host's start included; per block: --bench driver_host) ({:.1} MB of JSON lines)",
             if samples { "--samples" } else { "(stats)" },
             host.as_secs_f64() * 1e3,
             real_time / host.as_secs_f64(),
             local.as_secs_f64() * 1e3,
             real_time / local.as_secs_f64(),
             host.as_secs_f64() / local.as_secs_f64(),
-            (host.as_secs_f64() - local.as_secs_f64()) * 1e6 / BLOCKS,
             bytes as f64 / 1e6
         );
     }
     drop(in_process);
     token_latency(&daemon);
 }
-
-/// Blocks in S001R04.edf as the replay driver reads it (one per EDF record: 125 of 1 s).
-const BLOCKS: f64 = 125.0;
 
 /// CLOCK_MONOTONIC now, in ns (the clock of the daemon's `entered_ns`).
 fn monotonic_ns() -> u64 {

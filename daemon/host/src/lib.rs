@@ -16,16 +16,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bci2token_driver_abi::host::{DriverError, Plugin, Read, MAX_BLOCK_FLOATS};
+use bci2token_driver_abi::host::{DriverError, Plugin, Read};
 use bci2token_driver_abi::types::StreamInfo;
 use serde::{Deserialize, Serialize};
 
+pub mod client;
 pub mod sandbox;
+pub mod shm;
 
 /// The descriptor the host finds its socket on.
 pub const HOST_FD: RawFd = 3;
-/// A frame on the socket at most: a block of the largest size a device may describe, and room.
-pub const MAX_FRAME: usize = MAX_BLOCK_FLOATS * 4 + (1 << 20);
+/// A frame on the socket at most (samples go through the shared buffer; messages are small).
+pub const MAX_FRAME: usize = 1 << 20;
 /// The host's address space above what it maps at start, by default (`driver_memory_limit`).
 pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 
@@ -34,12 +36,14 @@ pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 pub enum HostRequest {
     /// Load `plugin` and open a device with `config` (passed files already renumbered to the
     /// host's descriptors). `readable`: paths the plugin may read besides the system's
-    /// directories ([`sandbox`]).
+    /// directories ([`sandbox`]). `samples`: the host's descriptor of the sample buffer
+    /// ([`shm`]), which it sizes for the device.
     Open {
         plugin: PathBuf,
         config: serde_json::Map<String, serde_json::Value>,
         memory_mib: u64,
         readable: Vec<PathBuf>,
+        samples: RawFd,
     },
     Start,
     Stop,
@@ -62,48 +66,36 @@ pub enum HostReply {
         message: String,
         panicked: bool,
     },
-    /// What the device's `read` gave; a block's `channels × frames` f32 (little endian,
-    /// channel-major) follow in the same frame.
+    /// What the device's `read` gave; a block's `channels × frames` f32 (channel-major) are in
+    /// the sample buffer.
     Read(Read),
 }
 
-/// Writes one frame: length, JSON length, JSON, then `data`.
-pub fn write_frame(out: &mut impl std::io::Write, msg: &impl Serialize, data: &[u8]) -> std::io::Result<()> {
+/// Writes one frame: its length (u32, little endian), then the message as JSON.
+pub fn write_frame(out: &mut impl std::io::Write, msg: &impl Serialize) -> std::io::Result<()> {
     let json = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-    let total = 4 + json.len() + data.len();
-    let mut frame = Vec::with_capacity(4 + total);
-    frame.extend_from_slice(&(total as u32).to_le_bytes());
+    let mut frame = Vec::with_capacity(4 + json.len());
     frame.extend_from_slice(&(json.len() as u32).to_le_bytes());
     frame.extend_from_slice(&json);
-    frame.extend_from_slice(data);
     out.write_all(&frame)
 }
 
-/// A frame's message and the bytes after it (`frame`: what followed the length word).
-pub fn parse_frame<T: for<'de> Deserialize<'de>>(mut frame: Vec<u8>) -> Result<(T, Vec<u8>), String> {
-    if frame.len() < 4 {
-        return Err(format!("a frame of {} bytes", frame.len()));
-    }
-    let json_len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
-    if json_len > frame.len() - 4 {
-        return Err("a frame whose message is longer than the frame".into());
-    }
-    let msg = serde_json::from_slice(&frame[4..4 + json_len]).map_err(|e| format!("an unreadable message: {e}"))?;
-    let data = frame.split_off(4 + json_len);
-    Ok((msg, data))
+/// A frame's message (`frame`: what followed the length word).
+pub fn parse_frame<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(frame).map_err(|e| format!("an unreadable message: {e}"))
 }
 
-/// Reads one frame (the host's side: the daemon is trusted): the message and the bytes after it.
-fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl std::io::Read) -> std::io::Result<(T, Vec<u8>)> {
+/// Reads one frame (the host's side: the daemon is trusted).
+fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl std::io::Read) -> std::io::Result<T> {
     let mut len = [0u8; 4];
     input.read_exact(&mut len)?;
     let total = u32::from_le_bytes(len) as usize;
-    if !(4..=MAX_FRAME).contains(&total) {
+    if total > MAX_FRAME {
         return Err(std::io::Error::other(format!("a frame of {total} bytes")));
     }
     let mut frame = vec![0u8; total];
     input.read_exact(&mut frame)?;
-    parse_frame(frame).map_err(std::io::Error::other)
+    parse_frame(&frame).map_err(std::io::Error::other)
 }
 
 /// The host's main: serves one device on fd 3 until the daemon closes the socket.
@@ -131,12 +123,12 @@ pub fn host_main() -> ExitCode {
 }
 
 fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
-    let (first, _) = read_frame::<HostRequest>(sock)?;
-    let HostRequest::Open { plugin, config, memory_mib, readable } = first else {
+    let first = read_frame::<HostRequest>(sock)?;
+    let HostRequest::Open { plugin, config, memory_mib, readable, samples } = first else {
         return Err(std::io::Error::other("the first request is not `open`"));
     };
     let refuse = |sock: &mut UnixStream, message: String, panicked: bool| {
-        write_frame(sock, &HostReply::Failed { message, panicked }, &[])
+        write_frame(sock, &HostReply::Failed { message, panicked })
     };
     limit_memory(memory_mib);
     preload_libraries(&readable);
@@ -154,38 +146,31 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
         Err(e) => return refuse(sock, e.message, e.panicked),
     };
     let info = device.info().clone();
-    write_frame(sock, &HostReply::Opened { info, name: loaded.name().to_string(), sandbox }, &[])?;
-    let mut buf = vec![0f32; device.info().buffer_len()];
-    let mut bytes: Vec<u8> = Vec::with_capacity(buf.len() * 4);
-    let channels = device.info().channels.len();
+    let mut buf = match shm::Mapping::for_host(samples, info.buffer_len()) {
+        Ok(m) => m,
+        Err(e) => return refuse(sock, format!("the driver host cannot map its sample buffer: {e}"), false),
+    };
+    write_frame(sock, &HostReply::Opened { info, name: loaded.name().to_string(), sandbox })?;
     loop {
         let request = match read_frame::<HostRequest>(sock) {
-            Ok((r, _)) => r,
+            Ok(r) => r,
             // The daemon closed the socket: the session is over.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
         let failed = |e: DriverError| HostReply::Failed { message: e.message, panicked: e.panicked };
-        bytes.clear();
         let reply = match request {
             HostRequest::Start => device.start().map_or_else(failed, |()| HostReply::Done),
             HostRequest::Stop => device.stop().map_or_else(failed, |()| HostReply::Done),
-            HostRequest::Read { timeout_ms } => match device.read(Duration::from_millis(timeout_ms.into()), &mut buf) {
-                Ok(read) => {
-                    if let Read::Block { frames, .. } = read {
-                        for v in &buf[..frames * channels] {
-                            bytes.extend_from_slice(&v.to_le_bytes());
-                        }
-                    }
-                    HostReply::Read(read)
-                }
-                Err(e) => failed(e),
-            },
+            HostRequest::Read { timeout_ms } => {
+                let read = device.read(Duration::from_millis(timeout_ms.into()), buf.as_mut_slice());
+                read.map_or_else(failed, HostReply::Read)
+            }
             HostRequest::Open { .. } => {
                 HostReply::Failed { message: "the device is open already".into(), panicked: false }
             }
         };
-        write_frame(sock, &reply, &bytes)?;
+        write_frame(sock, &reply)?;
     }
 }
 
@@ -231,14 +216,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_frame_round_trips_and_a_short_or_lying_one_is_refused() {
+    fn a_frame_round_trips_and_an_oversized_or_unreadable_one_is_refused() {
         let mut out = Vec::new();
-        let reply = HostReply::Read(Read::Block { frames: 2, t: 1.5, flags: 4 });
-        write_frame(&mut out, &reply, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
-        let (back, data) = read_frame::<HostReply>(&mut &out[..]).unwrap();
+        write_frame(&mut out, &HostReply::Read(Read::Block { frames: 2, t: 1.5, flags: 4 })).unwrap();
+        let back = read_frame::<HostReply>(&mut &out[..]).unwrap();
         assert!(matches!(back, HostReply::Read(Read::Block { frames: 2, t, flags: 4 }) if t == 1.5));
-        assert_eq!(data, [1, 2, 3, 4, 5, 6, 7, 8]);
-        assert!(parse_frame::<HostReply>(vec![1, 0]).is_err());
-        assert!(parse_frame::<HostReply>(vec![200, 0, 0, 0, b'{']).unwrap_err().contains("longer than the frame"));
+        let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        assert!(read_frame::<HostReply>(&mut &huge[..]).unwrap_err().to_string().contains("a frame of"));
+        assert!(parse_frame::<HostReply>(b"{").unwrap_err().contains("unreadable"));
     }
 }

@@ -90,6 +90,16 @@ pub const MAX_BLOCK_FLOATS: usize = 64 << 20;
 /// Labels, units and the description longer than this make a stream description unusable.
 pub const MAX_STREAM_TEXT: usize = 4096;
 
+/// Outside text made fit for a message: at most 256 characters, control characters as `?`.
+pub fn bounded(text: &str) -> String {
+    const MAX: usize = 256;
+    let mut out: String = text.chars().take(MAX).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Refuses a stream description the host could not work with: no channels, a sample rate that
 /// is not a positive finite number, blocks of no frames or larger than [`MAX_BLOCK_FLOATS`]
 /// (the host allocates channels × max_block_frames floats), text beyond [`MAX_STREAM_TEXT`].

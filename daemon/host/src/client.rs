@@ -1,0 +1,692 @@
+//! The daemon's end of a driver host: starts `bci2token-driver-host` for one session's device,
+//! drives it over the socket pair, reads blocks out of the shared sample buffer, and tells what
+//! went wrong when the host dies, hangs or breaks the protocol. A live device's host that dies in
+//! `read` is started again (with back-off) and the session sees a disconnection and a reconnect.
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bci2token_driver_abi::ffi::block_flags;
+use bci2token_driver_abi::host::{bounded, check_stream, DriverError, Read};
+use bci2token_driver_abi::types::{DriverEvent, StreamInfo};
+
+use crate::{parse_frame, shm, write_frame, HostReply, HostRequest, HOST_FD, MAX_FRAME};
+
+/// How much longer than its own time-out a `read` may take before the host is called hung, by
+/// default (`driver_hang_timeout`): drivers reconnect a lost device inside `read` (OpenBCI: reset
+/// and reply time-outs of up to a minute). The caller's heartbeat is beaten meanwhile.
+pub const DEFAULT_HANG_SECONDS: f64 = 90.0;
+/// Time-outs of the calls that have none of their own (an OpenBCI open with a minute's reply
+/// time-out, an LSL resolve of up to a minute, then the inlet).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
+const START_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of the host's stderr kept for error messages.
+const STDERR_LINES: usize = 8;
+
+/// The driver host's executable, found and opened once (at the daemon's start): a session runs
+/// that file even after a package upgrade replaced it on disk, so a host always speaks its
+/// daemon's protocol.
+#[derive(Debug)]
+pub struct HostExe {
+    pub path: PathBuf,
+    file: std::fs::File,
+}
+
+impl HostExe {
+    /// Opens the executable at `path`, on a descriptor above those a host is given (its socket
+    /// goes on 3), so that no dup2 before the exec overwrites it.
+    pub fn open(path: &Path) -> std::io::Result<HostExe> {
+        let f = std::fs::File::open(path)?;
+        // SAFETY: fcntl F_DUPFD_CLOEXEC on an open descriptor; it returns a new one nothing
+        // else owns.
+        let fd = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: see above.
+        Ok(HostExe { path: path.to_path_buf(), file: unsafe { std::fs::File::from_raw_fd(fd) } })
+    }
+}
+
+/// What a host may use: its memory (`driver_memory_limit`, MiB), how much longer than asked a
+/// `read` may take (`driver_hang_timeout`), restarts in a row (`driver_restarts`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_mib: u64,
+    pub read_grace: Duration,
+    pub restarts: u32,
+}
+
+/// A device opened by a driver host process.
+pub struct RemoteDevice {
+    info: StreamInfo,
+    /// The plugin's name, as it reports itself, and its file (for messages).
+    driver: String,
+    file: PathBuf,
+    /// The host process (taken when it is killed or handed to a reaper).
+    child: Option<Child>,
+    sock: UnixStream,
+    /// The last lines the host wrote to stderr (the plugin's last words).
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Why the host is gone, once it is: every later call says so.
+    dead: Option<DriverError>,
+    /// Its memory limit (`driver_memory_limit`), for messages.
+    memory_mib: u64,
+    /// How much longer than asked a `read` may take (`driver_hang_timeout`).
+    read_grace: Duration,
+    /// Called while a call waits (waiting for a host within a deadline is not being stuck).
+    beat: Option<Box<dyn Fn() + Send>>,
+    /// The host that runs (kept for restarts), and the sample buffer shared with it.
+    exe: &'static HostExe,
+    samples: shm::Mapping,
+    /// What the host could enforce of its sandbox, in words.
+    sandbox: String,
+    /// How to restart the host (`None`: this session ends when its host does).
+    relaunch: Option<Box<Relaunch>>,
+    /// What `read` hands out before it asks the host again, and flags for the next block.
+    pending: VecDeque<Read>,
+    next_flags: u32,
+}
+
+/// How long one wait on the socket lasts before the heartbeat is beaten and the deadline checked.
+const WAIT_SLICE: Duration = Duration::from_millis(500);
+
+/// What a host needs to be started again after it died in `read` (a live device without passed
+/// files: it can be opened again as it was).
+struct Relaunch {
+    config: Config,
+    readable: Vec<PathBuf>,
+    /// Restarts allowed in a row (`driver_restarts`); a host that ran [`HEALTHY`] starts the
+    /// count again.
+    max: u32,
+    /// Restarts in a row so far.
+    restarts: u32,
+    /// When the running host was started.
+    started: Instant,
+    /// While the host is down: since when, why, and when to try again.
+    down: Option<(Instant, DriverError, Instant)>,
+    /// The stream time at the end of the last block, and what is added to a restarted device's
+    /// times when its clock started again (so that time goes on across the outage).
+    last_t: f64,
+    offset: f64,
+    /// Set by a restart: the next block's time is checked against `last_t` then.
+    resumed_at: Option<f64>,
+}
+
+/// A host that ran this long before it died is restarted with a fresh count.
+const HEALTHY: Duration = Duration::from_secs(60);
+
+/// Waits before restart `n` (1-based): 1 s, 2 s, 4 s, … at most 30 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// Starts a host process: its socket on fd 3, `held` renumbered above every descriptor moved
+/// (`config`'s `{"fd": N}` values follow them), a session of its own, a short environment.
+/// The sample buffer ([`shm`]) goes with them.
+fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd], config: &Config) -> Result<Spawned, String> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("cannot make the driver host's socket: {e}"))?;
+    // Waits on the socket are in slices of this (a deadline is checked, the caller beaten).
+    let _ = ours.set_read_timeout(Some(WAIT_SLICE));
+    let _ = ours.set_write_timeout(Some(START_STOP_TIMEOUT));
+    let samples = shm::create().map_err(|e| format!("cannot make the driver host's sample buffer: {e}"))?;
+    // The host's descriptors: its socket on 3, the sample buffer and the passed files above
+    // every descriptor that is moved (so that no dup2 overwrites one still to be moved).
+    let srcs: Vec<RawFd> = [samples.as_raw_fd()].into_iter().chain(held.iter().map(AsRawFd::as_raw_fd)).collect();
+    let base = srcs.iter().copied().chain([theirs.as_raw_fd(), host.file.as_raw_fd(), 9]).max().unwrap_or(9) + 1;
+    let moves: Vec<(RawFd, RawFd)> = srcs.iter().enumerate().map(|(i, &fd)| (fd, base + i as RawFd)).collect();
+    let mut config = config.clone();
+    for value in config.values_mut() {
+        if let Some(fd) = value.get("fd").and_then(serde_json::Value::as_i64) {
+            if let Some((_, to)) = moves.iter().find(|(from, _)| i64::from(*from) == fd) {
+                value["fd"] = (*to).into();
+            }
+        }
+    }
+    // The file opened at start, even if an upgrade has replaced it since; shown by its path.
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", host.file.as_raw_fd()));
+    cmd.arg0(&host.path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // Only what a driver may need of the environment: not the service manager's sockets,
+    // credentials or directories, nor the daemon's own settings.
+    cmd.env_clear();
+    for (key, value) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let keep =
+            matches!(&*k, "PATH" | "HOME" | "LANG" | "TZ" | "LSLAPICFG" | "LD_LIBRARY_PATH" | "BCI2TOKEN_LIBLSL")
+                || k.starts_with("LC_");
+        if keep {
+            cmd.env(key, value);
+        }
+    }
+    let sock_fd = theirs.as_raw_fd();
+    let moves_in_child = moves.clone();
+    // SAFETY: only async-signal-safe calls between fork and exec (close_range, dup2, fcntl,
+    // setsid); the descriptors are open in the parent, so they are in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Nothing of the daemon's is inherited by mistake (descriptors a library opened
+            // without O_CLOEXEC: D-Bus callers' files in flight, liblsl's sockets).
+            if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) < 0 {
+                // An older kernel, or a system call filter without it: one by one.
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            for &(from, to) in &moves_in_child {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::dup2(sock_fd, HOST_FD) < 0 || libc::fcntl(HOST_FD, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A session of its own: a terminal's Ctrl-C for a `--user` daemon reaches the
+            // daemon, which stops its sessions, not the hosts underneath them.
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start a driver host: {e}"))?;
+    drop(theirs);
+    let stderr = Arc::new(Mutex::new(VecDeque::new()));
+    if let Some(err) = child.stderr.take() {
+        let (lines, name) = (Arc::clone(&stderr), name.to_string());
+        let _ =
+            std::thread::Builder::new().name(format!("host-{name}")).spawn(move || drain_stderr(err, &lines, &name));
+    }
+    let host_samples = moves[0].1;
+    Ok(Spawned { child, sock: ours, stderr, config, samples, host_samples })
+}
+
+type Config = serde_json::Map<String, serde_json::Value>;
+
+/// A host just started: its process, the daemon's end of the socket, its last stderr lines
+/// (filled by a thread of its own), the config as the host sees it, and the sample buffer (ours
+/// and the host's descriptor of it).
+struct Spawned {
+    child: Child,
+    sock: UnixStream,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    config: Config,
+    samples: OwnedFd,
+    host_samples: RawFd,
+}
+
+impl RemoteDevice {
+    /// Starts a driver host (`exe`) for the plugin `file` (which calls itself `driver`) and
+    /// opens a device with `config`. `held`: the files the config passes (`{"fd": N, ...}`, N one
+    /// of their descriptors here), handed to the host; `readable`: what the host may read besides
+    /// the system's directories ([`crate::sandbox`]). A live device without passed files is
+    /// restarted up to `limits.restarts` times in a row when its host dies in `read`.
+    pub fn open(
+        exe: &'static HostExe,
+        (file, driver): (&Path, &str),
+        config: &Config,
+        held: &[OwnedFd],
+        readable: Vec<PathBuf>,
+        limits: Limits,
+    ) -> Result<RemoteDevice, DriverError> {
+        let fail = |message: String| DriverError { driver: driver.to_string(), message, panicked: true };
+        let spawned = spawn_host(exe, driver, held, config).map_err(fail)?;
+        let Limits { memory_mib, read_grace, restarts } = limits;
+        let mut device = RemoteDevice {
+            info: StreamInfo {
+                channels: vec![],
+                sample_rate: 0.0,
+                max_block_frames: 0,
+                realtime: true,
+                description: String::new(),
+                duration: None,
+            },
+            driver: driver.to_string(),
+            file: file.to_path_buf(),
+            child: Some(spawned.child),
+            sock: spawned.sock,
+            stderr: spawned.stderr,
+            dead: None,
+            memory_mib,
+            read_grace,
+            beat: None,
+            exe,
+            samples: shm::Mapping::empty(),
+            sandbox: String::new(),
+            relaunch: None,
+            pending: VecDeque::new(),
+            next_flags: 0,
+        };
+        device.info = device.open_in_host(spawned.config, spawned.host_samples, &spawned.samples, readable.clone())?;
+        if device.info.realtime && held.is_empty() && restarts > 0 {
+            device.relaunch = Some(Box::new(Relaunch {
+                config: config.clone(),
+                readable,
+                max: restarts,
+                restarts: 0,
+                started: Instant::now(),
+                down: None,
+                last_t: 0.0,
+                offset: 0.0,
+                resumed_at: None,
+            }));
+        }
+        Ok(device)
+    }
+
+    /// Asks the host to load the plugin and open the device (`host_samples`: its descriptor of
+    /// `samples`); its stream, checked, and the sample buffer mapped.
+    fn open_in_host(
+        &mut self,
+        config: Config,
+        host_samples: RawFd,
+        samples: &OwnedFd,
+        readable: Vec<PathBuf>,
+    ) -> Result<StreamInfo, DriverError> {
+        let open = HostRequest::Open {
+            plugin: self.file.clone(),
+            config,
+            memory_mib: self.memory_mib,
+            readable,
+            samples: host_samples,
+        };
+        match self.call(&open, "open", OPEN_TIMEOUT, None)? {
+            HostReply::Opened { info, sandbox, .. } => {
+                // What the host says is the plugin's word: checked as in-process.
+                if let Err(m) = check_stream(&info) {
+                    return Err(self.protocol_error("open", &m));
+                }
+                match shm::Mapping::for_daemon(samples, info.buffer_len()) {
+                    Ok(m) => self.samples = m,
+                    Err(m) => return Err(self.protocol_error("open", &m)),
+                }
+                self.sandbox = sandbox;
+                Ok(info)
+            }
+            HostReply::Failed { message, panicked } => {
+                Err(DriverError { driver: self.driver.clone(), message, panicked })
+            }
+            other => Err(self.protocol_error("open", &format!("{other:?}"))),
+        }
+    }
+
+    /// The host died in `read` with `e`: a `Disconnected` event if it is to be restarted (after
+    /// a back-off), else the error the session ends with.
+    fn host_died(&mut self, e: DriverError) -> Result<Read, DriverError> {
+        let Some(relaunch) = self.relaunch.as_mut() else {
+            return Err(e);
+        };
+        if relaunch.started.elapsed() >= HEALTHY {
+            relaunch.restarts = 0;
+        }
+        if relaunch.restarts >= relaunch.max {
+            let message = format!("{} (its host was restarted {} times in a row)", e.message, relaunch.restarts);
+            return Err(DriverError { message, ..e });
+        }
+        relaunch.restarts += 1;
+        let now = Instant::now();
+        let retry = now + backoff(relaunch.restarts);
+        log::warn!(
+            "driver `{}`: {}; restarting its host in {:.0} s ({} of {} in a row)",
+            self.driver,
+            e.message,
+            (retry - now).as_secs_f64(),
+            relaunch.restarts,
+            relaunch.max
+        );
+        relaunch.down = Some((now, e.clone(), retry));
+        Ok(Read::Event(DriverEvent::Disconnected { t: relaunch.last_t, reason: e.message }))
+    }
+
+    /// While the host is down: waits out the back-off (a `Timeout` at a time), then starts a new
+    /// host and opens the device again. Back: a `Reconnected` event, then a `Gap`, and the next
+    /// block flagged GAP and RECONNECTED, as a driver that reconnects itself says it.
+    fn recover(&mut self, timeout: Duration) -> Result<Read, DriverError> {
+        let Some(relaunch) = self.relaunch.as_mut() else {
+            return Err(self.error("its host is gone".into()));
+        };
+        let Some((since, cause, retry)) = relaunch.down.clone() else {
+            return Ok(Read::Timeout);
+        };
+        let now = Instant::now();
+        if now < retry {
+            std::thread::sleep((retry - now).min(timeout));
+            return Ok(Read::Timeout);
+        }
+        let (config, readable) = (relaunch.config.clone(), relaunch.readable.clone());
+        let attempt = spawn_host(self.exe, &self.driver, &[], &config).map_err(|m| self.error(m)).and_then(|spawned| {
+            self.kill();
+            self.child = Some(spawned.child);
+            self.sock = spawned.sock;
+            self.stderr = spawned.stderr;
+            self.dead = None;
+            let info = self.open_in_host(spawned.config, spawned.host_samples, &spawned.samples, readable)?;
+            let same = info.channels == self.info.channels && info.sample_rate == self.info.sample_rate;
+            if !same || info.max_block_frames > self.info.max_block_frames {
+                return Err(self.error(format!(
+                    "after a restart the device describes another stream ({} channels at {} Hz, blocks of {} frames; \
+                     it was {} at {} Hz, {})",
+                    info.channels.len(),
+                    info.sample_rate,
+                    info.max_block_frames,
+                    self.info.channels.len(),
+                    self.info.sample_rate,
+                    self.info.max_block_frames
+                )));
+            }
+            self.done(&HostRequest::Start, "start", START_STOP_TIMEOUT)
+        });
+        let relaunch = self.relaunch.as_mut().expect("checked above");
+        match attempt {
+            Ok(()) => {
+                let outage = since.elapsed().as_secs_f64();
+                let t = relaunch.last_t + outage;
+                relaunch.down = None;
+                relaunch.started = Instant::now();
+                relaunch.resumed_at = Some(t);
+                log::warn!("driver `{}`: its host was restarted after {outage:.1} s", self.driver);
+                self.pending.push_back(Read::Event(DriverEvent::Gap {
+                    t: relaunch.last_t,
+                    seconds: outage,
+                    lost_samples: None,
+                }));
+                self.next_flags = block_flags::GAP | block_flags::RECONNECTED;
+                Ok(Read::Event(DriverEvent::Reconnected { t, outage }))
+            }
+            Err(e) if relaunch.restarts < relaunch.max => {
+                relaunch.restarts += 1;
+                let retry = Instant::now() + backoff(relaunch.restarts);
+                log::warn!("driver `{}`: restarting its host failed: {}; trying again", self.driver, e.message);
+                relaunch.down = Some((since, cause, retry));
+                Ok(Read::Timeout)
+            }
+            Err(e) => {
+                let message = format!(
+                    "{}; its host was restarted {} times in a row, the last time: {}",
+                    cause.message, relaunch.restarts, e.message
+                );
+                Err(self.error(message))
+            }
+        }
+    }
+
+    /// Calls `beat` while a call waits for the host.
+    pub fn beat_while_waiting(&mut self, beat: Box<dyn Fn() + Send>) {
+        self.beat = Some(beat);
+    }
+
+    /// The device's stream.
+    pub fn info(&self) -> &StreamInfo {
+        &self.info
+    }
+
+    /// What the host could enforce of its sandbox, in words.
+    pub fn sandbox(&self) -> &str {
+        &self.sandbox
+    }
+
+    /// As [`bci2token_driver_abi::host::Device::start`].
+    pub fn start(&mut self) -> Result<(), DriverError> {
+        self.done(&HostRequest::Start, "start", START_STOP_TIMEOUT)
+    }
+
+    /// As [`bci2token_driver_abi::host::Device::stop`].
+    pub fn stop(&mut self) -> Result<(), DriverError> {
+        self.done(&HostRequest::Stop, "stop", START_STOP_TIMEOUT)
+    }
+
+    /// As [`bci2token_driver_abi::host::Device::read`]; a block's samples are copied into `buf`.
+    pub fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<Read, DriverError> {
+        if let Some(read) = self.pending.pop_front() {
+            return Ok(read);
+        }
+        if self.relaunch.as_ref().is_some_and(|r| r.down.is_some()) {
+            return self.recover(timeout);
+        }
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let limit = timeout.saturating_add(self.read_grace);
+        let reply = match self.call(&HostRequest::Read { timeout_ms }, "read", limit, Some(buf)) {
+            Ok(reply) => reply,
+            // The host died (not the plugin's own error): restarted, if it may be.
+            Err(e) if self.dead.is_some() => return self.host_died(e),
+            Err(e) => return Err(e),
+        };
+        match reply {
+            HostReply::Read(Read::Block { frames, t, flags }) => Ok(self.block(frames, t, flags)),
+            HostReply::Read(read) => Ok(read),
+            HostReply::Failed { message, panicked } => {
+                Err(DriverError { driver: self.driver.clone(), message, panicked })
+            }
+            other => Err(self.protocol_error("read", &format!("{other:?}"))),
+        }
+    }
+
+    /// A block from the host, in the session's time: after a restart whose device clock
+    /// started again, shifted to go on from the outage's end.
+    fn block(&mut self, frames: usize, t: f64, flags: u32) -> Read {
+        let flags = flags | std::mem::take(&mut self.next_flags);
+        let Some(relaunch) = self.relaunch.as_mut() else {
+            return Read::Block { frames, t, flags };
+        };
+        if let Some(resumed) = relaunch.resumed_at.take() {
+            relaunch.offset = if t + relaunch.offset < relaunch.last_t { resumed - t } else { relaunch.offset };
+        }
+        let t = t + relaunch.offset;
+        relaunch.last_t = t + frames as f64 / self.info.sample_rate;
+        Read::Block { frames, t, flags }
+    }
+
+    fn done(&mut self, req: &HostRequest, what: &str, timeout: Duration) -> Result<(), DriverError> {
+        match self.call(req, what, timeout, None)? {
+            HostReply::Done => Ok(()),
+            HostReply::Failed { message, panicked } => {
+                Err(DriverError { driver: self.driver.clone(), message, panicked })
+            }
+            other => Err(self.protocol_error(what, &format!("{other:?}"))),
+        }
+    }
+
+    /// The host broke the protocol: it is stopped, and every later call fails with this.
+    fn protocol_error(&mut self, what: &str, said: &str) -> DriverError {
+        let said = bounded(said);
+        let e = self.error(format!("its driver host answered `{what}` with {said}; it was stopped"));
+        self.kill();
+        self.dead = Some(e.clone());
+        e
+    }
+
+    fn error(&self, message: String) -> DriverError {
+        DriverError { driver: self.driver.clone(), message, panicked: true }
+    }
+
+    /// Sends `req` and waits at most `limit` for the whole reply; a block's samples go into
+    /// `buf`. A host that does not answer in time is killed; one that is gone is described.
+    fn call(
+        &mut self,
+        req: &HostRequest,
+        what: &str,
+        limit: Duration,
+        buf: Option<&mut [f32]>,
+    ) -> Result<HostReply, DriverError> {
+        if let Some(e) = &self.dead {
+            return Err(e.clone());
+        }
+        let started = Instant::now();
+        let deadline = started + limit;
+        let sent = write_frame(&mut self.sock, req);
+        let reply = sent.and_then(|()| self.receive(deadline));
+        match reply {
+            Ok(HostReply::Read(Read::Block { frames, t, flags })) => {
+                // The block is in the sample buffer: of the described size at most.
+                let values = frames.saturating_mul(self.info.channels.len());
+                let fits = frames <= self.info.max_block_frames as usize;
+                let copied = fits && buf.is_some_and(|b| self.samples.copy_to(b, values));
+                if !copied {
+                    return Err(self.protocol_error(what, &format!("a block of {frames} frames")));
+                }
+                Ok(HostReply::Read(Read::Block { frames, t, flags }))
+            }
+            Ok(reply) => Ok(reply),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                self.kill();
+                let e = self.error(format!(
+                    "`{what}` was not answered within {:.1} s: the plugin ({}) hangs; its host process was killed",
+                    started.elapsed().as_secs_f64(),
+                    self.file.display()
+                ));
+                self.dead = Some(e.clone());
+                Err(e)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(self.protocol_error(what, &e.to_string())),
+            Err(_) => {
+                let how = self.end_of_host();
+                let e = self.error(format!("{how} in `{what}`{}", self.last_words()));
+                self.dead = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads one frame before `deadline`, in slices, beating meanwhile. A time-out is
+    /// `TimedOut`, a malformed or oversized frame `InvalidData`, the host gone anything else.
+    fn receive(&mut self, deadline: Instant) -> std::io::Result<HostReply> {
+        let mut len = [0u8; 4];
+        self.read_full(&mut len, deadline)?;
+        let total = u32::from_le_bytes(len) as usize;
+        if total > MAX_FRAME {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a frame of {total} bytes")));
+        }
+        let mut frame = vec![0u8; total];
+        self.read_full(&mut frame, deadline)?;
+        parse_frame(&frame).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    fn read_full(&mut self, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+        use std::io::Read as _;
+        let mut off = 0;
+        while off < buf.len() {
+            if Instant::now() >= deadline {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            // The socket's read time-out is WAIT_SLICE: a deadline is kept to within that.
+            match self.sock.read(&mut buf[off..]) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => off += n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if let Some(beat) = &self.beat {
+                        beat();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// How the host ended (it has closed its socket): waits a moment for its exit status.
+    fn end_of_host(&mut self) -> String {
+        let file = self.file.display().to_string();
+        let Some(mut child) = self.child.take() else {
+            return format!("the plugin ({file})'s host is gone");
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                _ => break None,
+            }
+        };
+        let Some(status) = status else {
+            let _ = child.kill();
+            reap_later(child);
+            return format!("the plugin ({file}) closed its host's connection; the host was stopped");
+        };
+        let limit = format!("driver_memory_limit is {} MiB", self.memory_mib);
+        match status.signal() {
+            Some(sig) => {
+                let name =
+                    nix::sys::signal::Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.to_string());
+                format!("the plugin ({file}) crashed: its host process was killed by {name} ({limit})")
+            }
+            None => format!(
+                "the plugin ({file}) ended its host process with exit status {} ({limit})",
+                status.code().unwrap_or(-1)
+            ),
+        }
+    }
+
+    /// ` (it said: …)`, the host's last stderr lines, when there are any.
+    fn last_words(&self) -> String {
+        // Give the reader thread a moment to take what the host wrote as it died.
+        std::thread::sleep(Duration::from_millis(20));
+        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.is_empty() {
+            String::new()
+        } else {
+            let text: Vec<&str> = lines.iter().map(String::as_str).collect();
+            format!(" (it said: {})", bounded(&text.join(" / ")))
+        }
+    }
+
+    /// Kills the host now; it is reaped on a thread of its own (a process in uninterruptible
+    /// sleep must not hold up the session's thread).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            reap_later(child);
+        }
+    }
+}
+
+/// Waits for `child` on a thread of its own, killing it after 5 s.
+fn reap_later(mut child: Child) {
+    let _ = std::thread::Builder::new().name("host-reaper".into()).spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}
+
+/// Logs the host's stderr a line at a time (at most 4 KiB a line, any bytes) and keeps the last
+/// lines for error messages; reads to the end, so the host never writes into a closed pipe.
+fn drain_stderr(err: std::process::ChildStderr, lines: &Mutex<VecDeque<String>>, name: &str) {
+    let mut reader = std::io::BufReader::new(err);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match std::io::Read::take(&mut reader, 4096).read_until(b'\n', &mut raw) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+        log::warn!("driver `{name}` (its host process): {line}");
+        let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+        if l.len() == STDERR_LINES {
+            l.pop_front();
+        }
+        l.push_back(line);
+    }
+}
+
+impl Drop for RemoteDevice {
+    /// Closing the socket tells the host to close the device and exit; one that does not within
+    /// a few seconds is killed (on a thread of its own: a session's end does not wait for it).
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        if let Some(child) = self.child.take() {
+            reap_later(child);
+        }
+    }
+}
