@@ -219,6 +219,7 @@ const NOSY: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -268,6 +269,9 @@ const NOSY_OPEN: &str = r#"
     strncpy(addr.sun_path, socket_path, sizeof addr.sun_path - 1);
     note("control_socket", s >= 0 && connect(s, (struct sockaddr *)&addr, sizeof addr) == 0);
     note("write_tmp", open("/tmp/bci2token-nosy-plugin", O_WRONLY | O_CREAT, 0600) >= 0);
+    /* Typing into a terminal: refused before the descriptor is even looked at. */
+    char c = ' ';
+    note("type_into_tty", ioctl(0, TIOCSTI, &c) == 0);
     note("read_etc", open("/etc/passwd", O_RDONLY) >= 0);
     note("open_dev", open("/dev/null", O_RDWR) >= 0);
     note("signal_self", kill(getpid(), 0) == 0);
@@ -320,6 +324,7 @@ fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() 
         "limits_daemon=",
         "control_socket=",
         "write_tmp=",
+        "type_into_tty=",
     ] {
         let refused = ["Permission denied", "Operation not permitted"].map(|e| format!("{denied}{e}"));
         assert!(refused.iter().any(|r| confined.contains(r.as_str())), "{denied}: {confined}");

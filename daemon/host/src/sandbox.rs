@@ -12,7 +12,8 @@
 //! - **Other processes** (a seccomp filter, any kernel): signals only to itself, scheduling,
 //!   priority and resource limits only of itself, no Unix-domain sockets (the control socket,
 //!   D-Bus, the journal, the service manager's notify socket), no ptrace, no reading or writing
-//!   another process's memory, no kernel keyrings. Refused calls fail with EPERM.
+//!   another process's memory, no kernel keyrings, no typing into a terminal (TIOCSTI,
+//!   TIOCLINUX). Refused calls fail with EPERM.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -112,6 +113,15 @@ fn restrict_calls() -> Result<(), String> {
         // IOPRIO_WHO_PROCESS of itself (a group or a user would include the daemon).
         rules.insert(libc::SYS_setpriority, vec![rule(&[(0, Ne, libc::PRIO_PROCESS as i64)])?, not_self(1)?]);
         rules.insert(libc::SYS_ioprio_set, vec![rule(&[(0, Ne, 1)])?, not_self(1)?]);
+        // Typing into a terminal (TIOCSTI) or pasting on a console (TIOCLINUX): with /dev open
+        // for serial ports, a `--user` daemon's host could reach its user's terminals.
+        rules.insert(
+            libc::SYS_ioctl,
+            vec![
+                rule(&[(1, SeccompCmpOp::Eq, libc::TIOCSTI as i64)])?,
+                rule(&[(1, SeccompCmpOp::Eq, libc::TIOCLINUX as i64)])?,
+            ],
+        );
         // Unix-domain sockets: the control socket, D-Bus, the journal, the notify socket.
         rules.insert(libc::SYS_socket, vec![rule(&[(0, SeccompCmpOp::Eq, i64::from(libc::AF_UNIX))])?]);
         // Nothing of another process's memory, descriptors or keys.
