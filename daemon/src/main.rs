@@ -235,8 +235,7 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
                             list.join(", ")
                         );
                         // systemctl status shows this line to every local user: no session ids.
-                        let shown: Vec<&str> =
-                            names.iter().map(|n| if n.starts_with("acq-") { "acq" } else { n.as_str() }).collect();
+                        let shown: Vec<&str> = stuck.iter().map(|s| s.public_name()).collect();
                         notify::status(&format!("stuck: {}", shown.join(", ")));
                     }
                     reported = names;

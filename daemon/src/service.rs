@@ -624,8 +624,7 @@ impl Service {
                 .map(|stuck| {
                     // A session's acquisition thread is named after its id: only an admin sees
                     // the ids of other people's sessions (as in `session list`).
-                    let name = &stuck.name;
-                    let name = if role == Role::Admin || !name.starts_with("acq-") { name } else { "acq" };
+                    let name = if role == Role::Admin { &stuck.name } else { stuck.public_name() };
                     let background = if stuck.background { " (background)" } else { "" };
                     format!("{name}{background}: no progress for {:.1} s", stuck.silent.as_secs_f64())
                 })

@@ -293,7 +293,8 @@ impl<T> FairQueue<T> {
     }
 
     /// Items waiting in every lane.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.shared.lock().lanes.iter().map(|l| l.queue.len()).sum()
     }
 }
@@ -345,10 +346,6 @@ impl<T> Clone for Lane<T> {
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 impl<T> Lane<T> {
-    pub fn id(&self) -> LaneId {
-        LaneId(self.handle.id)
-    }
-
     fn push_locked(&self, state: &mut State<T>, value: T) -> Result<(), T> {
         if state.closed {
             return Err(value);

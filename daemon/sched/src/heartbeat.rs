@@ -28,6 +28,18 @@ pub struct Stuck {
     pub background: bool,
 }
 
+impl Stuck {
+    /// The name as anyone may see it (STATUS=, a non-admin's `status`): a session's acquisition
+    /// thread (`acq-ID`) without the session's id.
+    pub fn public_name(&self) -> &str {
+        if self.name.starts_with("acq-") {
+            "acq"
+        } else {
+            &self.name
+        }
+    }
+}
+
 impl Heartbeat {
     /// A heartbeat that has just beaten (not registered anywhere; see [`Heartbeats::register`]).
     pub fn new(name: impl Into<String>) -> Arc<Heartbeat> {
