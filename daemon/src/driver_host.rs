@@ -1,20 +1,13 @@
-//! Driver plugins in a process of their own (`driver_isolation = "process"`, the default): the
-//! daemon's side of `bci2token-driver-host` (crate `bci2token-driver-host`, which holds the host
-//! and the protocol).
+//! Driver plugins in a process of their own (`driver_isolation = "process"`, the default): which
+//! host executable runs, what a host may read and preload, and the session's `Source` (in this
+//! process or in a host). The host itself, its sandbox and the daemon's client of it live in the
+//! crate `bci2token-driver-host`.
 //!
-//! What a plugin does wrong costs only its session:
-//! - a crash (segfault, `abort()`) ends the host; the session fails with the signal and the
-//!   plugin's last words on stderr;
-//! - a hang: a call not answered within its time-out (`driver_hang_timeout` beyond a `read`'s
-//!   own) kills the host;
-//! - runaway allocation: the host's address space is limited (`driver_memory_limit` above what it
-//!   maps at start), so the plugin's allocation fails and the host ends;
-//! - malice: the host confines itself before it loads the plugin (its `sandbox` module): no
-//!   files but the system's and the paths named here, no signals, Unix sockets or scheduling of
-//!   other processes.
-//!
-//! The host inherits no descriptor but its socket and the session's passed files, and none of
-//! the daemon's environment but what drivers use.
+//! What a plugin does wrong costs only its session: a crash, a hang (a call not answered within
+//! its time-out, `driver_hang_timeout` beyond a `read`'s own) or a runaway allocation
+//! (`driver_memory_limit`) ends its host; a live device gets a new host (`driver_restarts`),
+//! otherwise the session fails with the cause. A malicious plugin is confined by the host's
+//! sandbox (docs/security.md, "Code the daemon runs").
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -51,31 +44,38 @@ pub fn host_exe() -> Result<&'static HostExe, String> {
     .map_err(Clone::clone)
 }
 
-/// What a driver may read besides the system's directories ([`bci2token_driver_host::sandbox`]):
-/// the plugin's directory and the driver directories, the libraries and LSL configuration the
-/// admin or the environment name, string settings of the admin's that are absolute paths (host
-/// keys `_…`), and in `--user` mode the caller's file keys (the caller is the daemon's user);
-/// the directory of each file named. The host loads the libraries among them before it confines
-/// itself. Never `data_dir` or a directory above or in it: those are left out, with a warning.
+/// What a driver host may read besides the system's directories
+/// ([`bci2token_driver_host::sandbox`]), and which libraries it loads before it confines itself.
+/// Readable: the plugin's directory and the driver directories, the libraries and LSL
+/// configuration the admin or the environment name, string settings of the admin's that are
+/// absolute paths (host keys `_…`), in `--user` mode the caller's file keys (the caller is the
+/// daemon's user), and the directory of each file named; as canonical paths. Preloaded: the
+/// libraries among what the admin or the environment name (never a caller's file). Never
+/// `data_dir`, a directory above it or a path in it: those are left out, with a warning.
 pub fn readable_paths(
     cfg: &crate::config::Config,
     plugin: &Path,
     config: &serde_json::Map<String, serde_json::Value>,
-) -> Vec<PathBuf> {
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut admin: Vec<PathBuf> = cfg.lsl_library.iter().cloned().collect();
+    admin.extend(std::env::var_os("BCI2TOKEN_LIBLSL").map(PathBuf::from));
+    for (key, value) in config {
+        if let (true, Some(p)) = (key.starts_with('_'), value.as_str()) {
+            admin.push(PathBuf::from(p));
+        }
+    }
     let mut paths: Vec<PathBuf> = plugin.parent().map(Path::to_path_buf).into_iter().collect();
     paths.extend(cfg.driver_path.iter().cloned());
-    paths.extend(cfg.lsl_library.iter().cloned());
-    for var in ["LSLAPICFG", "BCI2TOKEN_LIBLSL"] {
-        paths.extend(std::env::var_os(var).map(PathBuf::from));
-    }
+    paths.extend(admin.iter().cloned());
+    paths.extend(std::env::var_os("LSLAPICFG").map(PathBuf::from));
     if let Some(dirs) = std::env::var_os("LD_LIBRARY_PATH") {
         paths.extend(std::env::split_paths(&dirs));
     }
-    let caller_paths = config.get("_caller_paths").and_then(serde_json::Value::as_bool) == Some(true);
-    for (key, value) in config {
-        let named = key.starts_with('_') || (caller_paths && bci2token_api::is_file_key(key));
-        if let (true, Some(p)) = (named, value.as_str()) {
-            paths.push(PathBuf::from(p));
+    if config.get("_caller_paths").and_then(serde_json::Value::as_bool) == Some(true) {
+        for (key, value) in config {
+            if let (true, Some(p)) = (bci2token_api::is_file_key(key), value.as_str()) {
+                paths.push(PathBuf::from(p));
+            }
         }
     }
     // A library's own directory too: some load more of themselves from there at run time.
@@ -83,24 +83,30 @@ pub fn readable_paths(
         paths.iter().filter(|p| p.is_file()).filter_map(|p| Some(p.parent()?.to_path_buf())).collect();
     paths.extend(dirs);
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
-    paths.retain(|p| {
-        if !p.is_absolute() {
-            return false;
-        }
-        let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-        let holds_data = data_dir.starts_with(&real) || real.starts_with(&data_dir);
-        if holds_data {
+    // Canonical (the host opens them later; no symbolic link of the moment decides), absolute,
+    // existing, and away from the store.
+    let allowed = |p: &PathBuf| -> Option<PathBuf> {
+        let real = std::fs::canonicalize(p).ok().filter(|_| p.is_absolute())?;
+        if data_dir.starts_with(&real) || real.starts_with(&data_dir) {
             log::warn!(
                 "driver hosts may not read {} (it holds or is within data_dir {}): left out of their sandbox",
                 p.display(),
                 data_dir.display()
             );
+            return None;
         }
-        !holds_data
-    });
-    paths.sort();
-    paths.dedup();
-    paths
+        Some(real)
+    };
+    let mut readable: Vec<PathBuf> = paths.iter().filter_map(allowed).collect();
+    readable.sort();
+    readable.dedup();
+    let is_library = |p: &PathBuf| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        (name.ends_with(".so") || name.contains(".so.")) && p.is_file()
+    };
+    let mut preload: Vec<PathBuf> = admin.iter().filter_map(allowed).filter(is_library).collect();
+    preload.dedup();
+    (readable, preload)
 }
 
 /// Logs what the first host could enforce; a kernel without Landlock is warned about once.
@@ -148,13 +154,13 @@ pub enum Source {
 
 impl Source {
     /// Opens `plugin`'s device with `config` where `isolation` says (`held`: the files `config`
-    /// passes; `readable`: what a host may read, [`readable_paths`]).
+    /// passes; `readable`: what a host may read and preloads, [`readable_paths`]).
     pub fn open(
         isolation: Isolation,
         plugin: &Arc<Plugin>,
         config: &serde_json::Map<String, serde_json::Value>,
         held: &[OwnedFd],
-        readable: Vec<PathBuf>,
+        readable: (Vec<PathBuf>, Vec<PathBuf>),
         limits: Limits,
     ) -> Result<Source, DriverError> {
         match isolation {
@@ -201,11 +207,12 @@ impl Source {
         }
     }
 
-    /// Beats `beat` while a driver host is waited for (waiting within a deadline is not being
-    /// stuck); a device in this process beats through the session's own loop.
-    pub fn beat_while_waiting(&mut self, beat: Arc<bci2token_sched::Heartbeat>) {
+    /// Calls `waiting` while a driver host is waited for (waiting within a deadline is not being
+    /// stuck; a stopping session does not wait); a device in this process is the session's own
+    /// loop's business.
+    pub fn while_waiting(&mut self, waiting: Box<dyn Fn() -> bool + Send>) {
         if let Source::Remote(d) = self {
-            d.beat_while_waiting(Box::new(move || beat.beat()));
+            d.while_waiting(waiting);
         }
     }
 }

@@ -254,7 +254,14 @@ impl Session {
             }
         }
         let _retire = Retire(Arc::clone(&self.heartbeat));
-        device.beat_while_waiting(Arc::clone(&self.heartbeat));
+        // Waiting for a driver host beats; a stop ends the wait (and the host).
+        let session = Arc::downgrade(&self);
+        device.while_waiting(Box::new(move || {
+            session.upgrade().is_some_and(|s| {
+                s.heartbeat.beat();
+                !s.stop.load(Ordering::Acquire)
+            })
+        }));
         if !self.realtime {
             // A source that can wait gets the CPU that live sessions leave (see priority).
             if let Err(e) = bci2token_sched::priority::run_in_background() {

@@ -46,7 +46,7 @@ fn open(side: &str, plugin: &Path, config: &Map<String, Value>, readable: Vec<Pa
         let exe: &'static HostExe =
             Box::leak(Box::new(HostExe::open(&bin_dir().join("bci2token-driver-host")).unwrap()));
         let limits = Limits { memory_mib: 1024, read_grace: Duration::from_secs(90), restarts: 0 };
-        let mut d = RemoteDevice::open(exe, (plugin, "bench"), config, &[], readable, limits).unwrap();
+        let mut d = RemoteDevice::open(exe, (plugin, "bench"), config, &[], (readable, vec![]), limits).unwrap();
         d.start().unwrap();
         Side::Host(Box::new(d))
     } else {

@@ -141,11 +141,17 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
             })
             .collect();
         open.sort();
+        // Its own: stdio, its end of the socket pair (the daemon holds the other), the sample
+        // buffer the two share.
+        let shared = |t: &str| t.starts_with("/memfd:bci2token-samples");
         for (fd, target) in &open {
-            let inherited = *fd > 3 && daemon_fds.contains(target);
+            let inherited = *fd > 2 && daemon_fds.contains(target) && !shared(target);
             assert!(!inherited, "the host {host} holds the daemon's {target} as fd {fd}: {open:?}");
         }
-        assert!(open.iter().any(|(fd, t)| *fd == 3 && t.starts_with("socket:")), "{open:?}");
+        let sockets = open.iter().filter(|(fd, t)| *fd > 2 && t.starts_with("socket:")).count();
+        assert_eq!(sockets, 1, "{open:?}");
+        assert_eq!(open.iter().filter(|(_, t)| shared(t)).count(), 1, "{open:?}");
+        assert_eq!(open.len(), 5, "stdio, the socket, the sample buffer: {open:?}");
     } else {
         eprintln!("cannot list the host's descriptors (not root): the check of what it inherited is skipped");
     }
@@ -205,6 +211,20 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
     assert_eq!(show["state"], "finished", "{show}");
     assert!(show["blocks"].as_u64().unwrap() > 0, "{show}");
     daemon.ctl_json(&["session", "stop", &live]);
+
+    // A session stopped while its plugin hangs (with the default 90 s before a hang is called)
+    // stops at once: the wait for the host gives up and the host is killed.
+    let patient = start_daemon(DaemonOptions {
+        driver_path: Some(format!("{}:{}", dir.path().display(), bin_dir().display())),
+        ..Default::default()
+    });
+    let id = patient.ctl_json(&["session", "start", "--driver", "hangs"])["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500)); // 3 blocks, then the hanging read
+    let asked = Instant::now();
+    patient.ctl_json(&["session", "stop", &id]);
+    let show = ended(&patient, &id, Duration::from_secs(30));
+    assert_eq!(show["state"], "stopped", "{show}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "stopping took {:?}", asked.elapsed());
 }
 
 /// A plugin that tries, in `open`, what a malicious one would: read the master key and list the
@@ -220,6 +240,7 @@ const NOSY: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -272,6 +293,21 @@ const NOSY_OPEN: &str = r#"
     /* Typing into a terminal: refused before the descriptor is even looked at. */
     char c = ' ';
     note("type_into_tty", ioctl(0, TIOCSTI, &c) == 0);
+    /* io_uring would carry a socket and a connect past the filter. */
+    note("io_uring", syscall(425 /* io_uring_setup */, 8, calloc(1, 120)) >= 0);
+    /* SIGIO to the daemon through a descriptor's owner. */
+    int p[2];
+    note("sigio_daemon", pipe(p) == 0 && fcntl(p[0], F_SETOWN, daemon) == 0);
+    /* The x32 ABI's numbers (getpid with bit 30): not one of the filter's. */
+    note("x32_call", syscall(0x40000000 | 39) >= 0);
+    /* Leaving the host's process group: its children die with it. */
+    note("new_session", setsid() >= 0);
+    pid_t child = fork();
+    /* In the daemon (the control run) the child is a copy of the daemon: it ends in 20 s. */
+    if (child == 0) { alarm(20); for (;;) pause(); }
+    char forked[32];
+    snprintf(forked, sizeof forked, "forked=%d ", (int)child);
+    strncat(report, forked, sizeof report - strlen(report) - 1);
     note("read_etc", open("/etc/passwd", O_RDONLY) >= 0);
     note("open_dev", open("/dev/null", O_RDWR) >= 0);
     note("signal_self", kill(getpid(), 0) == 0);
@@ -325,6 +361,10 @@ fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() 
         "control_socket=",
         "write_tmp=",
         "type_into_tty=",
+        "io_uring=",
+        "sigio_daemon=",
+        "x32_call=",
+        "new_session=",
     ] {
         let refused = ["Permission denied", "Operation not permitted"].map(|e| format!("{denied}{e}"));
         assert!(refused.iter().any(|r| confined.contains(r.as_str())), "{denied}: {confined}");
@@ -332,10 +372,19 @@ fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() 
     for allowed in ["read_etc=ok", "open_dev=ok", "signal_self=ok", "renice_self=ok"] {
         assert!(confined.contains(allowed), "{allowed}: {confined}");
     }
+    // The child the plugin forked went with its host's process group.
+    let child: u32 = confined.split("forked=").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
+    assert!(child > 0, "{confined}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{child}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{child}")).exists(), "the plugin's child {child} outlived its host");
     // The same plugin inside the daemon reaches all of it: the probes above can tell.
     let inside = probe("in-process");
-    for reached in ["read_key=ok", "list_data=ok", "signal_daemon=ok", "control_socket=ok"] {
+    for reached in ["read_key=ok", "list_data=ok", "signal_daemon=ok", "control_socket=ok", "sigio_daemon=ok"] {
         assert!(inside.contains(reached), "{reached}: {inside}");
     }
+    // (In the daemon, the plugin's child is the daemon's: it goes when the test's daemon does.)
     let _ = std::fs::remove_file("/tmp/bci2token-nosy-plugin");
 }

@@ -17,7 +17,7 @@ use bci2token_driver_abi::ffi::block_flags;
 use bci2token_driver_abi::host::{bounded, check_stream, DriverError, Read};
 use bci2token_driver_abi::types::{DriverEvent, StreamInfo};
 
-use crate::{parse_frame, shm, write_frame, HostReply, HostRequest, HOST_FD, MAX_FRAME};
+use crate::{parse_frame, shm, write_frame, HostReply, HostRequest, MAX_FRAME};
 
 /// How much longer than its own time-out a `read` may take before the host is called hung, by
 /// default (`driver_hang_timeout`): drivers reconnect a lost device inside `read` (OpenBCI: reset
@@ -27,6 +27,10 @@ pub const DEFAULT_HANG_SECONDS: f64 = 90.0;
 /// time-out, an LSL resolve of up to a minute, then the inlet).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
 const START_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A plugin's error message, at most (a session keeps and lists it).
+const MAX_MESSAGE: usize = 4096;
+/// Lines of a host's stderr written to the daemon's log, at most (the rest is only counted).
+const LOGGED_LINES: usize = 64;
 /// Lines of the host's stderr kept for error messages.
 const STDERR_LINES: usize = 8;
 
@@ -81,8 +85,11 @@ pub struct RemoteDevice {
     memory_mib: u64,
     /// How much longer than asked a `read` may take (`driver_hang_timeout`).
     read_grace: Duration,
-    /// Called while a call waits (waiting for a host within a deadline is not being stuck).
-    beat: Option<Box<dyn Fn() + Send>>,
+    /// Called while a call waits (waiting for a host within a deadline is not being stuck);
+    /// `false`: give up, the session is stopping.
+    waiting: Option<Box<dyn Fn() -> bool + Send>>,
+    /// Given up by `waiting`: the host was killed for it, and is not restarted.
+    stopped: bool,
     /// The host that runs (kept for restarts), and the sample buffer shared with it.
     exe: &'static HostExe,
     samples: shm::Mapping,
@@ -103,6 +110,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(500);
 struct Relaunch {
     config: Config,
     readable: Vec<PathBuf>,
+    preload: Vec<PathBuf>,
     /// Restarts allowed in a row (`driver_restarts`); a host that ran [`HEALTHY`] starts the
     /// count again.
     max: u32,
@@ -128,31 +136,22 @@ fn backoff(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
-/// Starts a host process: its socket on fd 3, `held` renumbered above every descriptor moved
-/// (`config`'s `{"fd": N}` values follow them), a session of its own, a short environment.
-/// The sample buffer ([`shm`]) goes with them.
-fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd], config: &Config) -> Result<Spawned, String> {
+/// Starts a host process with its socket, the sample buffer ([`shm`]) and the passed files
+/// `held`, each at the descriptor number it has here (so `config`'s `{"fd": N}` values hold, and
+/// nothing is moved onto a descriptor the spawn itself uses); a session and process group of its
+/// own; a short environment.
+fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd]) -> Result<Spawned, String> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("cannot make the driver host's socket: {e}"))?;
-    // Waits on the socket are in slices of this (a deadline is checked, the caller beaten).
+    // Waits on the socket are in slices of this (a deadline is checked, the caller asked).
     let _ = ours.set_read_timeout(Some(WAIT_SLICE));
     let _ = ours.set_write_timeout(Some(START_STOP_TIMEOUT));
     let samples = shm::create().map_err(|e| format!("cannot make the driver host's sample buffer: {e}"))?;
-    // The host's descriptors: its socket on 3, the sample buffer and the passed files above
-    // every descriptor that is moved (so that no dup2 overwrites one still to be moved).
-    let srcs: Vec<RawFd> = [samples.as_raw_fd()].into_iter().chain(held.iter().map(AsRawFd::as_raw_fd)).collect();
-    let base = srcs.iter().copied().chain([theirs.as_raw_fd(), host.file.as_raw_fd(), 9]).max().unwrap_or(9) + 1;
-    let moves: Vec<(RawFd, RawFd)> = srcs.iter().enumerate().map(|(i, &fd)| (fd, base + i as RawFd)).collect();
-    let mut config = config.clone();
-    for value in config.values_mut() {
-        if let Some(fd) = value.get("fd").and_then(serde_json::Value::as_i64) {
-            if let Some((_, to)) = moves.iter().find(|(from, _)| i64::from(*from) == fd) {
-                value["fd"] = (*to).into();
-            }
-        }
-    }
+    let passed: Vec<RawFd> =
+        [theirs.as_raw_fd(), samples.as_raw_fd()].into_iter().chain(held.iter().map(AsRawFd::as_raw_fd)).collect();
     // The file opened at start, even if an upgrade has replaced it since; shown by its path.
     let mut cmd = Command::new(format!("/proc/self/fd/{}", host.file.as_raw_fd()));
-    cmd.arg0(&host.path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg0(&host.path).arg("--socket").arg(theirs.as_raw_fd().to_string());
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     // Only what a driver may need of the environment: not the service manager's sockets,
     // credentials or directories, nor the daemon's own settings.
     cmd.env_clear();
@@ -165,31 +164,30 @@ fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd], config: &Config) -> 
             cmd.env(key, value);
         }
     }
-    let sock_fd = theirs.as_raw_fd();
-    let moves_in_child = moves.clone();
-    // SAFETY: only async-signal-safe calls between fork and exec (close_range, dup2, fcntl,
-    // setsid); the descriptors are open in the parent, so they are in the child.
+    // SAFETY: only async-signal-safe calls between fork and exec (close_range, fcntl, setsid);
+    // the descriptors are open in the parent, so they are in the child.
     unsafe {
         cmd.pre_exec(move || {
             // Nothing of the daemon's is inherited by mistake (descriptors a library opened
-            // without O_CLOEXEC: D-Bus callers' files in flight, liblsl's sockets).
+            // without O_CLOEXEC: D-Bus callers' files in flight, liblsl's sockets) ...
             if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) < 0 {
                 // An older kernel, or a system call filter without it: one by one.
                 for fd in 3..4096 {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }
             }
-            for &(from, to) in &moves_in_child {
-                if libc::dup2(from, to) < 0 {
+            // ... but what the host is given.
+            for &fd in &passed {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if libc::dup2(sock_fd, HOST_FD) < 0 || libc::fcntl(HOST_FD, libc::F_SETFD, 0) < 0 {
+            // A session and process group of its own: a terminal's Ctrl-C for a `--user`
+            // daemon reaches the daemon, not the hosts underneath it, and the daemon ends a host
+            // with everything it started by killing the group.
+            if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // A session of its own: a terminal's Ctrl-C for a `--user` daemon reaches the
-            // daemon, which stops its sessions, not the hosts underneath them.
-            libc::setsid();
             Ok(())
         });
     }
@@ -201,40 +199,37 @@ fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd], config: &Config) -> 
         let _ =
             std::thread::Builder::new().name(format!("host-{name}")).spawn(move || drain_stderr(err, &lines, &name));
     }
-    let host_samples = moves[0].1;
-    Ok(Spawned { child, sock: ours, stderr, config, samples, host_samples })
+    Ok(Spawned { child, sock: ours, stderr, samples })
 }
 
 type Config = serde_json::Map<String, serde_json::Value>;
 
 /// A host just started: its process, the daemon's end of the socket, its last stderr lines
-/// (filled by a thread of its own), the config as the host sees it, and the sample buffer (ours
-/// and the host's descriptor of it).
+/// (filled by a thread of its own) and the sample buffer.
 struct Spawned {
     child: Child,
     sock: UnixStream,
     stderr: Arc<Mutex<VecDeque<String>>>,
-    config: Config,
     samples: OwnedFd,
-    host_samples: RawFd,
 }
 
 impl RemoteDevice {
     /// Starts a driver host (`exe`) for the plugin `file` (which calls itself `driver`) and
     /// opens a device with `config`. `held`: the files the config passes (`{"fd": N, ...}`, N one
     /// of their descriptors here), handed to the host; `readable`: what the host may read besides
-    /// the system's directories ([`crate::sandbox`]). A live device without passed files is
-    /// restarted up to `limits.restarts` times in a row when its host dies in `read`.
+    /// the system's directories ([`crate::sandbox`]); `preload`: libraries the host loads before
+    /// it confines itself. A live device without passed files is restarted up to
+    /// `limits.restarts` times in a row when its host dies in `read`.
     pub fn open(
         exe: &'static HostExe,
         (file, driver): (&Path, &str),
         config: &Config,
         held: &[OwnedFd],
-        readable: Vec<PathBuf>,
+        (readable, preload): (Vec<PathBuf>, Vec<PathBuf>),
         limits: Limits,
     ) -> Result<RemoteDevice, DriverError> {
         let fail = |message: String| DriverError { driver: driver.to_string(), message, panicked: true };
-        let spawned = spawn_host(exe, driver, held, config).map_err(fail)?;
+        let spawned = spawn_host(exe, driver, held).map_err(fail)?;
         let Limits { memory_mib, read_grace, restarts } = limits;
         let mut device = RemoteDevice {
             info: StreamInfo {
@@ -253,7 +248,8 @@ impl RemoteDevice {
             dead: None,
             memory_mib,
             read_grace,
-            beat: None,
+            waiting: None,
+            stopped: false,
             exe,
             samples: shm::Mapping::empty(),
             sandbox: String::new(),
@@ -261,11 +257,12 @@ impl RemoteDevice {
             pending: VecDeque::new(),
             next_flags: 0,
         };
-        device.info = device.open_in_host(spawned.config, spawned.host_samples, &spawned.samples, readable.clone())?;
+        device.info = device.open_in_host(config.clone(), &spawned.samples, readable.clone(), preload.clone())?;
         if device.info.realtime && held.is_empty() && restarts > 0 {
             device.relaunch = Some(Box::new(Relaunch {
                 config: config.clone(),
                 readable,
+                preload,
                 max: restarts,
                 restarts: 0,
                 started: Instant::now(),
@@ -278,21 +275,22 @@ impl RemoteDevice {
         Ok(device)
     }
 
-    /// Asks the host to load the plugin and open the device (`host_samples`: its descriptor of
-    /// `samples`); its stream, checked, and the sample buffer mapped.
+    /// Asks the host to load the plugin and open the device; its stream, checked, and the
+    /// sample buffer mapped.
     fn open_in_host(
         &mut self,
         config: Config,
-        host_samples: RawFd,
         samples: &OwnedFd,
         readable: Vec<PathBuf>,
+        preload: Vec<PathBuf>,
     ) -> Result<StreamInfo, DriverError> {
         let open = HostRequest::Open {
             plugin: self.file.clone(),
             config,
             memory_mib: self.memory_mib,
             readable,
-            samples: host_samples,
+            preload,
+            samples: samples.as_raw_fd(),
         };
         match self.call(&open, "open", OPEN_TIMEOUT, None)? {
             HostReply::Opened { info, sandbox, .. } => {
@@ -307,9 +305,7 @@ impl RemoteDevice {
                 self.sandbox = sandbox;
                 Ok(info)
             }
-            HostReply::Failed { message, panicked } => {
-                Err(DriverError { driver: self.driver.clone(), message, panicked })
-            }
+            HostReply::Failed { message, panicked } => Err(self.failed(message, panicked)),
             other => Err(self.protocol_error("open", &format!("{other:?}"))),
         }
     }
@@ -317,7 +313,7 @@ impl RemoteDevice {
     /// The host died in `read` with `e`: a `Disconnected` event if it is to be restarted (after
     /// a back-off), else the error the session ends with.
     fn host_died(&mut self, e: DriverError) -> Result<Read, DriverError> {
-        let Some(relaunch) = self.relaunch.as_mut() else {
+        let Some(relaunch) = self.relaunch.as_mut().filter(|_| !self.stopped) else {
             return Err(e);
         };
         if relaunch.started.elapsed() >= HEALTHY {
@@ -358,13 +354,17 @@ impl RemoteDevice {
             return Ok(Read::Timeout);
         }
         let (config, readable) = (relaunch.config.clone(), relaunch.readable.clone());
-        let attempt = spawn_host(self.exe, &self.driver, &[], &config).map_err(|m| self.error(m)).and_then(|spawned| {
+        let preload = relaunch.preload.clone();
+        if !self.go_on() {
+            return Err(cause);
+        }
+        let attempt = spawn_host(self.exe, &self.driver, &[]).map_err(|m| self.error(m)).and_then(|spawned| {
             self.kill();
             self.child = Some(spawned.child);
             self.sock = spawned.sock;
             self.stderr = spawned.stderr;
             self.dead = None;
-            let info = self.open_in_host(spawned.config, spawned.host_samples, &spawned.samples, readable)?;
+            let info = self.open_in_host(config, &spawned.samples, readable, preload)?;
             let same = info.channels == self.info.channels && info.sample_rate == self.info.sample_rate;
             if !same || info.max_block_frames > self.info.max_block_frames {
                 return Err(self.error(format!(
@@ -414,9 +414,16 @@ impl RemoteDevice {
         }
     }
 
-    /// Calls `beat` while a call waits for the host.
-    pub fn beat_while_waiting(&mut self, beat: Box<dyn Fn() + Send>) {
-        self.beat = Some(beat);
+    /// Calls `waiting` while a call waits for the host, every half second at least; when it
+    /// returns `false` the call gives up and the host is killed (a stopping session must not
+    /// wait out a plugin's time-outs).
+    pub fn while_waiting(&mut self, waiting: Box<dyn Fn() -> bool + Send>) {
+        self.waiting = Some(waiting);
+    }
+
+    /// Whether to go on waiting.
+    fn go_on(&self) -> bool {
+        self.waiting.as_ref().is_none_or(|w| w())
     }
 
     /// The device's stream.
@@ -458,9 +465,7 @@ impl RemoteDevice {
         match reply {
             HostReply::Read(Read::Block { frames, t, flags }) => Ok(self.block(frames, t, flags)),
             HostReply::Read(read) => Ok(read),
-            HostReply::Failed { message, panicked } => {
-                Err(DriverError { driver: self.driver.clone(), message, panicked })
-            }
+            HostReply::Failed { message, panicked } => Err(self.failed(message, panicked)),
             other => Err(self.protocol_error("read", &format!("{other:?}"))),
         }
     }
@@ -483,9 +488,7 @@ impl RemoteDevice {
     fn done(&mut self, req: &HostRequest, what: &str, timeout: Duration) -> Result<(), DriverError> {
         match self.call(req, what, timeout, None)? {
             HostReply::Done => Ok(()),
-            HostReply::Failed { message, panicked } => {
-                Err(DriverError { driver: self.driver.clone(), message, panicked })
-            }
+            HostReply::Failed { message, panicked } => Err(self.failed(message, panicked)),
             other => Err(self.protocol_error(what, &format!("{other:?}"))),
         }
     }
@@ -497,6 +500,19 @@ impl RemoteDevice {
         self.kill();
         self.dead = Some(e.clone());
         e
+    }
+
+    /// The plugin's own error, as the host reports it: at most [`MAX_MESSAGE`] bytes of it.
+    fn failed(&self, mut message: String, panicked: bool) -> DriverError {
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        DriverError { driver: self.driver.clone(), message, panicked }
     }
 
     fn error(&self, message: String) -> DriverError {
@@ -542,6 +558,13 @@ impl RemoteDevice {
                 Err(e)
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(self.protocol_error(what, &e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                self.kill();
+                self.stopped = true;
+                let e = self.error(format!("the session stopped while `{what}` waited; its host process was killed"));
+                self.dead = Some(e.clone());
+                Err(e)
+            }
             Err(_) => {
                 let how = self.end_of_host();
                 let e = self.error(format!("{how} in `{what}`{}", self.last_words()));
@@ -577,8 +600,8 @@ impl RemoteDevice {
                 Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => off += n,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    if let Some(beat) = &self.beat {
-                        beat();
+                    if !self.go_on() {
+                        return Err(std::io::ErrorKind::ConnectionAborted.into());
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -595,17 +618,17 @@ impl RemoteDevice {
             return format!("the plugin ({file})'s host is gone");
         };
         let deadline = Instant::now() + Duration::from_secs(2);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                _ => break None,
+        while !ended(&child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Whatever the plugin started goes with it, before the host is reaped.
+        kill_group(&child);
+        let status = match child.try_wait() {
+            Ok(Some(status)) => status,
+            _ => {
+                reap_later(child);
+                return format!("the plugin ({file}) closed its host's connection; the host was stopped");
             }
-        };
-        let Some(status) = status else {
-            let _ = child.kill();
-            reap_later(child);
-            return format!("the plugin ({file}) closed its host's connection; the host was stopped");
         };
         let limit = format!("driver_memory_limit is {} MiB", self.memory_mib);
         match status.signal() {
@@ -637,46 +660,79 @@ impl RemoteDevice {
     /// Kills the host now; it is reaped on a thread of its own (a process in uninterruptible
     /// sleep must not hold up the session's thread).
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+        if let Some(child) = self.child.take() {
+            // The leader is not reaped yet, so its group is still its own.
+            kill_group(&child);
             reap_later(child);
         }
     }
 }
 
-/// Waits for `child` on a thread of its own, killing it after 5 s.
-fn reap_later(mut child: Child) {
-    let _ = std::thread::Builder::new().name("host-reaper".into()).spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    });
+/// Kills a host's process group: the host and whatever its plugin started (which cannot leave
+/// the group: the host's filter refuses setsid and setpgid).
+fn kill_group(child: &Child) {
+    // SAFETY: kill(2) with a negative pid; the group is the unreaped host's own.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
 }
 
-/// Logs the host's stderr a line at a time (at most 4 KiB a line, any bytes) and keeps the last
-/// lines for error messages; reads to the end, so the host never writes into a closed pipe.
+/// Whether `child` has ended, without reaping it (its pid, and so its process group's id, stay
+/// reserved until then).
+fn ended(child: &Child) -> bool {
+    // SAFETY: waitid into a zeroed siginfo_t, with WNOWAIT: nothing is reaped.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    let r = unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, flags) };
+    // SAFETY: si_pid is set by waitid when a child was found (0 when none has ended).
+    r < 0 || unsafe { info.si_pid() } != 0
+}
+
+/// Waits for `child` on a thread of its own: once it has ended (or after 5 s, killed), its
+/// process group is killed too, then it is reaped.
+fn reap_later(mut child: Child) {
+    let pid = child.id();
+    let spawned = std::thread::Builder::new().name("host-reaper".into()).spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ended(&child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_group(&child);
+        let _ = child.wait();
+    });
+    if let Err(e) = spawned {
+        // Not even a thread to spare: the group is killed (the zombie stays until the daemon ends).
+        // SAFETY: kill(2) with a negative pid.
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        log::error!("cannot start a thread to reap driver host {pid}: {e}");
+    }
+}
+
+/// Logs the host's first [`LOGGED_LINES`] stderr lines (at most 4 KiB a line, any bytes, control
+/// characters shown as `?`) and keeps the last lines for error messages; reads to the end, so
+/// the host never writes into a closed pipe. (It ends when the host's process group is gone.)
 fn drain_stderr(err: std::process::ChildStderr, lines: &Mutex<VecDeque<String>>, name: &str) {
     let mut reader = std::io::BufReader::new(err);
     let mut raw = Vec::new();
+    let mut count = 0usize;
     loop {
         raw.clear();
         match std::io::Read::take(&mut reader, 4096).read_until(b'\n', &mut raw) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let line = String::from_utf8_lossy(&raw).trim_end().to_string();
-        log::warn!("driver `{name}` (its host process): {line}");
+        let line: String =
+            String::from_utf8_lossy(&raw).trim_end().chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+        count += 1;
+        if count <= LOGGED_LINES {
+            log::warn!("driver `{name}` (its host process): {line}");
+        }
         let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
         if l.len() == STDERR_LINES {
             l.pop_front();
         }
         l.push_back(line);
+    }
+    if count > LOGGED_LINES {
+        log::warn!("driver `{name}` (its host process): {} more lines on stderr, not logged", count - LOGGED_LINES);
     }
 }
 

@@ -24,8 +24,6 @@ pub mod client;
 pub mod sandbox;
 pub mod shm;
 
-/// The descriptor the host finds its socket on.
-pub const HOST_FD: RawFd = 3;
 /// A frame on the socket at most (samples go through the shared buffer; messages are small).
 pub const MAX_FRAME: usize = 1 << 20;
 /// The host's address space above what it maps at start, by default (`driver_memory_limit`).
@@ -36,13 +34,15 @@ pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 pub enum HostRequest {
     /// Load `plugin` and open a device with `config` (passed files already renumbered to the
     /// host's descriptors). `readable`: paths the plugin may read besides the system's
-    /// directories ([`sandbox`]). `samples`: the host's descriptor of the sample buffer
+    /// directories ([`sandbox`]); `preload`: libraries the admin or the environment name, loaded
+    /// before the host confines itself. `samples`: the host's descriptor of the sample buffer
     /// ([`shm`]), which it sizes for the device.
     Open {
         plugin: PathBuf,
         config: serde_json::Map<String, serde_json::Value>,
         memory_mib: u64,
         readable: Vec<PathBuf>,
+        preload: Vec<PathBuf>,
         samples: RawFd,
     },
     Start,
@@ -98,8 +98,18 @@ fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl std::io::Read) -> s
     parse_frame(&frame).map_err(std::io::Error::other)
 }
 
-/// The host's main: serves one device on fd 3 until the daemon closes the socket.
+/// The host's main (`bci2token-driver-host --socket FD`): serves one device on the socket until
+/// the daemon closes it.
 pub fn host_main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let fd = match args.as_slice() {
+        [_, flag, fd] if flag == "--socket" => fd.parse::<RawFd>().ok().filter(|fd| *fd > 2),
+        _ => None,
+    };
+    let Some(fd) = fd else {
+        eprintln!("bci2token-driver-host is started by bci2tokend for each session, not by hand");
+        return ExitCode::from(2);
+    };
     // No privilege gained through exec from here on (and seccomp needs it). Not
     // PR_SET_PDEATHSIG: it fires when the daemon *thread* that started the host ends, and those
     // come and go. A host learns that the daemon is gone from its socket; under systemd the
@@ -111,8 +121,11 @@ pub fn host_main() -> ExitCode {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-    // SAFETY: the daemon put the socket on this descriptor; nothing else here owns it.
-    let mut sock = unsafe { UnixStream::from_raw_fd(HOST_FD) };
+    // The OOM killer takes this process first (not the daemon): memory a plugin holds outside
+    // its address space (a memfd it never maps) escapes RLIMIT_AS.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    // SAFETY: the daemon passed the socket on this descriptor; nothing else here owns it.
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
     match serve(&mut sock) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -124,14 +137,24 @@ pub fn host_main() -> ExitCode {
 
 fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
     let first = read_frame::<HostRequest>(sock)?;
-    let HostRequest::Open { plugin, config, memory_mib, readable, samples } = first else {
+    let HostRequest::Open { plugin, config, memory_mib, readable, preload, samples } = first else {
         return Err(std::io::Error::other("the first request is not `open`"));
     };
     let refuse = |sock: &mut UnixStream, message: String, panicked: bool| {
         write_frame(sock, &HostReply::Failed { message, panicked })
     };
     limit_memory(memory_mib);
-    preload_libraries(&readable);
+    preload_libraries(&preload);
+    // Landlock confines the calling thread only: no library may have started one before.
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        if tasks.count() > 1 {
+            return refuse(
+                sock,
+                "a preloaded library started threads before the driver host confined itself".into(),
+                false,
+            );
+        }
+    }
     // Before the plugin is loaded: its constructors run at load.
     let sandbox = match sandbox::apply(&readable) {
         Ok(s) => s,
@@ -174,15 +197,11 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
     }
 }
 
-/// Loads the shared libraries among `readable` (those the admin or the environment name, e.g.
-/// liblsl): the plugin that later opens one by its path gets it, with the libraries it depends
-/// on (which may lie anywhere its RUNPATH says, out of the sandbox's reach). They are the
-/// daemon's own trusted libraries, which it loads itself too; the plugin is not loaded yet.
-fn preload_libraries(readable: &[PathBuf]) {
-    let libraries = readable.iter().filter(|p| {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        (name.ends_with(".so") || name.contains(".so.")) && p.is_file()
-    });
+/// Loads the libraries the admin or the environment name (e.g. liblsl): the plugin that later
+/// opens one by its path gets it, with the libraries it depends on (which may lie anywhere its
+/// RUNPATH says, out of the sandbox's reach). They are the daemon's own trusted libraries, which
+/// it loads itself too; the plugin is not loaded yet.
+fn preload_libraries(libraries: &[PathBuf]) {
     for library in libraries {
         // SAFETY: a library the daemon's configuration names, loaded as the daemon loads it.
         match unsafe { libloading::Library::new(library) } {

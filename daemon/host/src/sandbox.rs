@@ -97,6 +97,15 @@ fn restrict_calls() -> Result<(), String> {
         for call in [libc::SYS_tgkill, libc::SYS_rt_sigqueueinfo, libc::SYS_rt_tgsigqueueinfo, libc::SYS_pidfd_open] {
             rules.insert(call, vec![rule(&[(0, Ne, me)])?]);
         }
+        // SIGIO/SIGURG to another process: a descriptor's owner only itself or its group.
+        const F_SETOWN_EX: i64 = 15;
+        rules.insert(
+            libc::SYS_fcntl,
+            vec![
+                rule(&[(1, SeccompCmpOp::Eq, i64::from(libc::F_SETOWN)), (2, Ne, 0), (2, Ne, me), (2, Ne, -me)])?,
+                rule(&[(1, SeccompCmpOp::Eq, F_SETOWN_EX)])?,
+            ],
+        );
         // Scheduling, priority and limits: of itself (`who`/`pid` 0 or its own pid).
         for call in [
             libc::SYS_sched_setaffinity,
@@ -115,12 +124,13 @@ fn restrict_calls() -> Result<(), String> {
         rules.insert(libc::SYS_ioprio_set, vec![rule(&[(0, Ne, 1)])?, not_self(1)?]);
         // Typing into a terminal (TIOCSTI) or pasting on a console (TIOCLINUX): with /dev open
         // for serial ports, a `--user` daemon's host could reach its user's terminals.
+        // FIOSETOWN and SIOCSPGRP set a descriptor's SIGIO owner, as F_SETOWN does.
+        const FIOSETOWN: i64 = 0x8901;
+        const SIOCSPGRP: i64 = 0x8902;
+        let ioctls = [libc::TIOCSTI as i64, libc::TIOCLINUX as i64, FIOSETOWN, SIOCSPGRP];
         rules.insert(
             libc::SYS_ioctl,
-            vec![
-                rule(&[(1, SeccompCmpOp::Eq, libc::TIOCSTI as i64)])?,
-                rule(&[(1, SeccompCmpOp::Eq, libc::TIOCLINUX as i64)])?,
-            ],
+            ioctls.iter().map(|&r| rule(&[(1, SeccompCmpOp::Eq, r)])).collect::<Result<_, _>>()?,
         );
         // Unix-domain sockets: the control socket, D-Bus, the journal, the notify socket.
         rules.insert(libc::SYS_socket, vec![rule(&[(0, SeccompCmpOp::Eq, i64::from(libc::AF_UNIX))])?]);
@@ -137,6 +147,14 @@ fn restrict_calls() -> Result<(), String> {
             libc::SYS_keyctl,
             libc::SYS_add_key,
             libc::SYS_request_key,
+            // io_uring's operations (a socket, a connect) would pass no filter at all.
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+            // Leaving the host's process group: the daemon ends a host by killing its group, so
+            // a plugin's children must stay in it.
+            libc::SYS_setsid,
+            libc::SYS_setpgid,
         ] {
             rules.insert(call, vec![]);
         }
@@ -151,5 +169,32 @@ fn restrict_calls() -> Result<(), String> {
     )
     .map_err(fail)?;
     let program: seccompiler::BpfProgram = filter.try_into().map_err(fail)?;
-    seccompiler::apply_filter_all_threads(&program).map_err(fail)
+    seccompiler::apply_filter_all_threads(&program).map_err(fail)?;
+    refuse_x32().map_err(fail)
+}
+
+/// x32 system calls: numbered with bit 30 set under the x86-64 architecture tag, they would match
+/// none of the rules above (seccompiler knows only x86-64's numbers). A second filter refuses
+/// them all (the kernel applies every filter; the strictest answer wins).
+#[cfg(target_arch = "x86_64")]
+fn refuse_x32() -> Result<(), seccompiler::Error> {
+    use seccompiler::sock_filter;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let op = |code: u16, jt: u8, jf: u8, k: u32| sock_filter { code, jt, jf, k };
+    let (ld_abs_w, jeq_k, jge_k, ret_k) = (0x20, 0x15, 0x35, 0x06);
+    let program = vec![
+        op(ld_abs_w, 0, 0, 4), // seccomp_data.arch
+        op(jeq_k, 0, 3, AUDIT_ARCH_X86_64),
+        op(ld_abs_w, 0, 0, 0), // seccomp_data.nr
+        op(jge_k, 0, 1, X32_SYSCALL_BIT),
+        op(ret_k, 0, 0, 0x0005_0000 | libc::EPERM as u32), // SECCOMP_RET_ERRNO
+        op(ret_k, 0, 0, 0x7fff_0000),                      // SECCOMP_RET_ALLOW
+    ];
+    seccompiler::apply_filter_all_threads(&program)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn refuse_x32() -> Result<(), seccompiler::Error> {
+    Ok(())
 }

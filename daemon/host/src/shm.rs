@@ -61,7 +61,8 @@ impl Mapping {
             return Err(format!("its sample buffer cannot be inspected ({})", std::io::Error::last_os_error()));
         }
         let needed = floats.saturating_mul(4);
-        if (st.st_size as u64) < needed as u64 {
+        // Exactly: a host must not park memory here beyond its address-space limit.
+        if st.st_size as u64 != needed as u64 {
             return Err(format!("its sample buffer holds {} bytes, not the {needed} of a block", st.st_size));
         }
         Self::map(fd.as_raw_fd(), floats, libc::PROT_READ)
