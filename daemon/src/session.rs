@@ -275,6 +275,12 @@ impl Session {
                 (SessionState::Failed, Some(message))
             }
         };
+        // The device's own stop gets its time (a host is given up on only while acquiring).
+        let heartbeat = Arc::clone(&self.heartbeat);
+        device.while_waiting(Box::new(move || {
+            heartbeat.beat();
+            true
+        }));
         if let Err(e) = device.stop() {
             log::warn!("session {}: stopping the device: {e}", self.id);
         }

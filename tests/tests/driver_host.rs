@@ -300,6 +300,13 @@ const NOSY_OPEN: &str = r#"
     note("sigio_daemon", pipe(p) == 0 && fcntl(p[0], F_SETOWN, daemon) == 0);
     /* The x32 ABI's numbers (getpid with bit 30): not one of the filter's. */
     note("x32_call", syscall(0x40000000 | 39) >= 0);
+    /* A Unix socket pair's datagram end could send to a socket's path. */
+    int sp[2];
+    note("unix_pair", socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) == 0);
+    /* A child of the daemon's (CLONE_PARENT) would outlive the host. */
+    long cp = syscall(SYS_clone, 0x00008000 /* CLONE_PARENT */ | SIGCHLD, 0, 0, 0, 0);
+    if (cp == 0) _exit(0);
+    note("clone_parent", cp > 0);
     /* Leaving the host's process group: its children die with it. */
     note("new_session", setsid() >= 0);
     pid_t child = fork();
@@ -365,6 +372,8 @@ fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() 
         "sigio_daemon=",
         "x32_call=",
         "new_session=",
+        "unix_pair=",
+        "clone_parent=",
     ] {
         let refused = ["Permission denied", "Operation not permitted"].map(|e| format!("{denied}{e}"));
         assert!(refused.iter().any(|r| confined.contains(r.as_str())), "{denied}: {confined}");

@@ -44,8 +44,7 @@ pub struct HostExe {
 }
 
 impl HostExe {
-    /// Opens the executable at `path`, on a descriptor above those a host is given (its socket
-    /// goes on 3), so that no dup2 before the exec overwrites it.
+    /// Opens the executable at `path` (on a descriptor of 10 or above, out of stdio's way).
     pub fn open(path: &Path) -> std::io::Result<HostExe> {
         let f = std::fs::File::open(path)?;
         // SAFETY: fcntl F_DUPFD_CLOEXEC on an open descriptor; it returns a new one nothing
@@ -164,6 +163,10 @@ fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd]) -> Result<Spawned, S
             cmd.env(key, value);
         }
     }
+    // Every descriptor this process may have (the daemon raises its soft limit), for kernels
+    // without close_range's CLOEXEC flag.
+    let max_fd = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(65536, |(soft, _)| soft.min(i32::MAX as u64) as i32);
     // SAFETY: only async-signal-safe calls between fork and exec (close_range, fcntl, setsid);
     // the descriptors are open in the parent, so they are in the child.
     unsafe {
@@ -172,7 +175,7 @@ fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd]) -> Result<Spawned, S
             // without O_CLOEXEC: D-Bus callers' files in flight, liblsl's sockets) ...
             if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) < 0 {
                 // An older kernel, or a system call filter without it: one by one.
-                for fd in 3..4096 {
+                for fd in 3..max_fd {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }
             }
@@ -302,7 +305,7 @@ impl RemoteDevice {
                     Ok(m) => self.samples = m,
                     Err(m) => return Err(self.protocol_error("open", &m)),
                 }
-                self.sandbox = sandbox;
+                self.sandbox = bounded(&sandbox);
                 Ok(info)
             }
             HostReply::Failed { message, panicked } => Err(self.failed(message, panicked)),
@@ -503,7 +506,8 @@ impl RemoteDevice {
     }
 
     /// The plugin's own error, as the host reports it: at most [`MAX_MESSAGE`] bytes of it.
-    fn failed(&self, mut message: String, panicked: bool) -> DriverError {
+    fn failed(&self, message: String, panicked: bool) -> DriverError {
+        let mut message: String = message.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
         if message.len() > MAX_MESSAGE {
             let mut end = MAX_MESSAGE;
             while !message.is_char_boundary(end) {
@@ -591,19 +595,25 @@ impl RemoteDevice {
     fn read_full(&mut self, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
         use std::io::Read as _;
         let mut off = 0;
+        let mut asked = Instant::now();
         while off < buf.len() {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            // Every WAIT_SLICE of waiting, however the bytes come (a host trickling a byte at a
+            // time must not keep the caller from beating or from giving up).
+            if now.duration_since(asked) >= WAIT_SLICE {
+                asked = now;
+                if !self.go_on() {
+                    return Err(std::io::ErrorKind::ConnectionAborted.into());
+                }
             }
             // The socket's read time-out is WAIT_SLICE: a deadline is kept to within that.
             match self.sock.read(&mut buf[off..]) {
                 Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => off += n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    if !self.go_on() {
-                        return Err(std::io::ErrorKind::ConnectionAborted.into());
-                    }
-                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

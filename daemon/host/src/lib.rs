@@ -2,8 +2,8 @@
 //!
 //! A plugin is third-party native code. Loaded into the daemon, one segfault in its `read` ends
 //! every session of every user, and a hostile one reads the master key. Instead bci2tokend starts
-//! `bci2token-driver-host` per session, holding one end of a socket pair on fd 3 and the session's
-//! passed files, nothing else of the daemon's. The host restricts itself ([`sandbox`]), loads the
+//! `bci2token-driver-host --socket FD` per session, holding one end of a socket pair, the sample
+//! buffer and the session's passed files, nothing else of the daemon's. The host restricts itself ([`sandbox`]), loads the
 //! plugin, opens the device and answers the daemon's calls (`start`, `read`, `stop`) over the
 //! socket, a sample block per `read`. It ends when the daemon closes the socket.
 //!
@@ -114,6 +114,12 @@ pub fn host_main() -> ExitCode {
     // PR_SET_PDEATHSIG: it fires when the daemon *thread* that started the host ends, and those
     // come and go. A host learns that the daemon is gone from its socket; under systemd the
     // service's cgroup is killed as a whole.
+    // The OOM killer takes this process first (not the daemon): memory a plugin holds outside
+    // its address space (a memfd it never maps) escapes RLIMIT_AS. Before PR_SET_DUMPABLE: then
+    // /proc/self belongs to root and an unprivileged host could not write it.
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "1000") {
+        eprintln!("driver host: cannot raise its OOM score: {e}");
+    }
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
@@ -121,9 +127,6 @@ pub fn host_main() -> ExitCode {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-    // The OOM killer takes this process first (not the daemon): memory a plugin holds outside
-    // its address space (a memfd it never maps) escapes RLIMIT_AS.
-    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
     // SAFETY: the daemon passed the socket on this descriptor; nothing else here owns it.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
     match serve(&mut sock) {

@@ -132,8 +132,26 @@ fn restrict_calls() -> Result<(), String> {
             libc::SYS_ioctl,
             ioctls.iter().map(|&r| rule(&[(1, SeccompCmpOp::Eq, r)])).collect::<Result<_, _>>()?,
         );
-        // Unix-domain sockets: the control socket, D-Bus, the journal, the notify socket.
-        rules.insert(libc::SYS_socket, vec![rule(&[(0, SeccompCmpOp::Eq, i64::from(libc::AF_UNIX))])?]);
+        // Unix-domain sockets: the control socket, D-Bus, the journal, the notify socket (a
+        // datagram socket pair's end could send to a path too).
+        let unix = i64::from(libc::AF_UNIX);
+        rules.insert(libc::SYS_socket, vec![rule(&[(0, SeccompCmpOp::Eq, unix)])?]);
+        // Stream pairs stay (tokio's signal handling makes one; a connected stream reaches no
+        // path); datagram and seqpacket ones go.
+        let kind =
+            |t: libc::c_int| rule(&[(0, SeccompCmpOp::Eq, unix), (1, SeccompCmpOp::MaskedEq(0xf), i64::from(t))]);
+        rules.insert(libc::SYS_socketpair, vec![kind(libc::SOCK_DGRAM)?, kind(libc::SOCK_SEQPACKET)?]);
+        // A child of the daemon's (CLONE_PARENT) would outlive the host as the daemon's zombie.
+        let parent = libc::CLONE_PARENT as u64;
+        rules.insert(
+            libc::SYS_clone,
+            vec![SeccompRule::new(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(parent),
+                parent,
+            )?])?],
+        );
         // Nothing of another process's memory, descriptors or keys.
         for call in [
             libc::SYS_ptrace,
@@ -169,6 +187,17 @@ fn restrict_calls() -> Result<(), String> {
     )
     .map_err(fail)?;
     let program: seccompiler::BpfProgram = filter.try_into().map_err(fail)?;
+    seccompiler::apply_filter_all_threads(&program).map_err(fail)?;
+    // clone3 passes its flags in memory, out of a filter's sight: "not implemented", so that
+    // glibc falls back to clone, whose flags the filter above checks.
+    let no_clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, vec![])]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        std::env::consts::ARCH.try_into().map_err(fail)?,
+    )
+    .map_err(fail)?;
+    let program: seccompiler::BpfProgram = no_clone3.try_into().map_err(fail)?;
     seccompiler::apply_filter_all_threads(&program).map_err(fail)?;
     refuse_x32().map_err(fail)
 }
