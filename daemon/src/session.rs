@@ -29,6 +29,8 @@ const _: () = {
 
 /// How long one `read` may wait before the thread checks its stop flag again.
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a device in a driver host gets for its own `stop` when a session ends.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Settings a session takes from the daemon config when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -275,11 +277,12 @@ impl Session {
                 (SessionState::Failed, Some(message))
             }
         };
-        // The device's own stop gets its time (a host is given up on only while acquiring).
+        // The device's own stop gets a few seconds (not a hanging plugin's whole time-out).
         let heartbeat = Arc::clone(&self.heartbeat);
+        let until = std::time::Instant::now() + STOP_GRACE;
         device.while_waiting(Box::new(move || {
             heartbeat.beat();
-            true
+            std::time::Instant::now() < until
         }));
         if let Err(e) = device.stop() {
             log::warn!("session {}: stopping the device: {e}", self.id);

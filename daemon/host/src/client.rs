@@ -143,7 +143,9 @@ fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd]) -> Result<Spawned, S
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("cannot make the driver host's socket: {e}"))?;
     // Waits on the socket are in slices of this (a deadline is checked, the caller asked).
     let _ = ours.set_read_timeout(Some(WAIT_SLICE));
-    let _ = ours.set_write_timeout(Some(START_STOP_TIMEOUT));
+    // A request fits the socket's buffer (nothing else is queued: see `call`); a write that
+    // still waits this long means the host is gone.
+    let _ = ours.set_write_timeout(Some(WAIT_SLICE));
     let samples = shm::create().map_err(|e| format!("cannot make the driver host's sample buffer: {e}"))?;
     let passed: Vec<RawFd> =
         [theirs.as_raw_fd(), samples.as_raw_fd()].into_iter().chain(held.iter().map(AsRawFd::as_raw_fd)).collect();
@@ -163,10 +165,12 @@ fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd]) -> Result<Spawned, S
             cmd.env(key, value);
         }
     }
-    // Every descriptor this process may have (the daemon raises its soft limit), for kernels
-    // without close_range's CLOEXEC flag.
-    let max_fd = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(65536, |(soft, _)| soft.min(i32::MAX as u64) as i32);
+    // Past the highest descriptor open now, for kernels without close_range's CLOEXEC flag (one
+    // fcntl each: the soft limit may be in the millions).
+    let max_fd = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).max().unwrap_or(1024))
+        .unwrap_or(65536)
+        .saturating_add(64);
     // SAFETY: only async-signal-safe calls between fork and exec (close_range, fcntl, setsid);
     // the descriptors are open in the parent, so they are in the child.
     unsafe {
@@ -467,6 +471,7 @@ impl RemoteDevice {
         };
         match reply {
             HostReply::Read(Read::Block { frames, t, flags }) => Ok(self.block(frames, t, flags)),
+            HostReply::Read(Read::Event(event)) => Ok(Read::Event(clean_event(event))),
             HostReply::Read(read) => Ok(read),
             HostReply::Failed { message, panicked } => Err(self.failed(message, panicked)),
             other => Err(self.protocol_error("read", &format!("{other:?}"))),
@@ -507,16 +512,7 @@ impl RemoteDevice {
 
     /// The plugin's own error, as the host reports it: at most [`MAX_MESSAGE`] bytes of it.
     fn failed(&self, message: String, panicked: bool) -> DriverError {
-        let mut message: String = message.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
-        if message.len() > MAX_MESSAGE {
-            let mut end = MAX_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
-        DriverError { driver: self.driver.clone(), message, panicked }
+        DriverError { driver: self.driver.clone(), message: clean(&message), panicked }
     }
 
     fn error(&self, message: String) -> DriverError {
@@ -537,6 +533,14 @@ impl RemoteDevice {
         }
         let started = Instant::now();
         let deadline = started + limit;
+        // A host that never read the last request (its reply sent ahead) would fill the socket
+        // until our write blocks: nothing may still be queued.
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
+        let unread = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } == 0 && queued > 0;
+        if unread {
+            return Err(self.protocol_error(what, "replies to requests it had not read"));
+        }
         let sent = write_frame(&mut self.sock, req);
         let reply = sent.and_then(|()| self.receive(deadline));
         match reply {
@@ -675,6 +679,32 @@ impl RemoteDevice {
             kill_group(&child);
             reap_later(child);
         }
+    }
+}
+
+/// A host's text (a message, an event's): control characters as `?`, at most [`MAX_MESSAGE`]
+/// bytes (it goes into logs, the session's message and events).
+fn clean(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().map(|c| if c.is_control() { '?' } else { c }) {
+        if out.len() + c.len_utf8() > MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A driver event from a host, its text [`clean`]ed.
+fn clean_event(event: DriverEvent) -> DriverEvent {
+    match event {
+        DriverEvent::Annotation { onset, duration, text } => {
+            DriverEvent::Annotation { onset, duration, text: clean(&text) }
+        }
+        DriverEvent::Warning { message } => DriverEvent::Warning { message: clean(&message) },
+        DriverEvent::Disconnected { t, reason } => DriverEvent::Disconnected { t, reason: clean(&reason) },
+        other @ (DriverEvent::Gap { .. } | DriverEvent::Reconnected { .. }) => other,
     }
 }
 

@@ -137,10 +137,11 @@ fn restrict_calls() -> Result<(), String> {
         let unix = i64::from(libc::AF_UNIX);
         rules.insert(libc::SYS_socket, vec![rule(&[(0, SeccompCmpOp::Eq, unix)])?]);
         // Stream pairs stay (tokio's signal handling makes one; a connected stream reaches no
-        // path); datagram and seqpacket ones go.
-        let kind =
-            |t: libc::c_int| rule(&[(0, SeccompCmpOp::Eq, unix), (1, SeccompCmpOp::MaskedEq(0xf), i64::from(t))]);
-        rules.insert(libc::SYS_socketpair, vec![kind(libc::SOCK_DGRAM)?, kind(libc::SOCK_SEQPACKET)?]);
+        // path); every other type goes (datagram, seqpacket, and SOCK_RAW, which the kernel
+        // makes a datagram pair).
+        let kind = |t: i64| rule(&[(0, SeccompCmpOp::Eq, unix), (1, SeccompCmpOp::MaskedEq(0xf), t)]);
+        let stream = i64::from(libc::SOCK_STREAM);
+        rules.insert(libc::SYS_socketpair, (0..16).filter(|t| *t != stream).map(kind).collect::<Result<_, _>>()?);
         // A child of the daemon's (CLONE_PARENT) would outlive the host as the daemon's zombie.
         let parent = libc::CLONE_PARENT as u64;
         rules.insert(
@@ -190,6 +191,7 @@ fn restrict_calls() -> Result<(), String> {
     seccompiler::apply_filter_all_threads(&program).map_err(fail)?;
     // clone3 passes its flags in memory, out of a filter's sight: "not implemented", so that
     // glibc falls back to clone, whose flags the filter above checks.
+    // (Installed after the main filter: of two errno answers the kernel takes the newest's.)
     let no_clone3 = SeccompFilter::new(
         BTreeMap::from([(libc::SYS_clone3, vec![])]),
         SeccompAction::Allow,
