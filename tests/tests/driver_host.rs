@@ -242,6 +242,7 @@ const NOSY: &str = r#"
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
+int prlimit(pid_t, int, const struct rlimit *, struct rlimit *);
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -395,11 +396,17 @@ fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() 
     // The child the plugin forked went with its host's process group.
     let child: u32 = confined.split("forked=").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
     assert!(child > 0, "{confined}");
+    // Gone, or a zombie: dead, waiting for whoever inherited it (init or a subreaper) to reap it.
+    let alive = || {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+        !stat.is_empty() && !matches!(state, "Z" | "X")
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{child}")).exists() && Instant::now() < deadline {
+    while alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!std::path::Path::new(&format!("/proc/{child}")).exists(), "the plugin's child {child} outlived its host");
+    assert!(!alive(), "the plugin's child {child} outlived its host");
     // The same plugin inside the daemon reaches all of it: the probes above can tell.
     let inside = probe("in-process");
     for reached in ["read_key=ok", "list_data=ok", "signal_daemon=ok", "control_socket=ok", "sigio_daemon=ok"] {

@@ -264,7 +264,14 @@ impl RemoteDevice {
             pending: VecDeque::new(),
             next_flags: 0,
         };
-        device.info = device.open_in_host(config.clone(), &spawned.samples, readable.clone(), preload.clone())?;
+        // A host whose device did not open goes now, with whatever its plugin started.
+        device.info = match device.open_in_host(config.clone(), &spawned.samples, readable.clone(), preload.clone()) {
+            Ok(info) => info,
+            Err(e) => {
+                device.kill();
+                return Err(e);
+            }
+        };
         if device.info.realtime && held.is_empty() && restarts > 0 {
             device.relaunch = Some(Box::new(Relaunch {
                 config: config.clone(),
