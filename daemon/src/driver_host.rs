@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bci2token_config::Isolation;
 use bci2token_driver_abi::host::{Device, DriverError, Plugin, Read};
 use bci2token_driver_abi::types::StreamInfo;
 use bci2token_driver_host::client::{HostExe, Limits, RemoteDevice};
-pub use bci2token_driver_host::{client::DEFAULT_HANG_SECONDS, DEFAULT_MEMORY_MIB};
 
 /// Where the packages install the host (a build tree has it beside bci2tokend).
 const LIBEXEC_HOST: &str = "/usr/libexec/bci2token/bci2token-driver-host";
@@ -121,26 +121,6 @@ fn report_sandbox(sandbox: &str) {
             log::info!("driver hosts: {sandbox}");
         }
     });
-}
-
-/// Where a session's device runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isolation {
-    /// In a driver host process (the default).
-    Process,
-    /// In the daemon's own address space (for measurement; a crashing plugin ends the daemon).
-    InProcess,
-}
-
-impl std::str::FromStr for Isolation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "process" => Ok(Isolation::Process),
-            "in-process" => Ok(Isolation::InProcess),
-            other => Err(format!("\"{other}\" is not a driver isolation: use \"process\" or \"in-process\"")),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

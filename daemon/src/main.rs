@@ -4,7 +4,6 @@ mod auth;
 mod bus;
 mod caller_files;
 mod closer;
-mod config;
 mod control;
 mod decoding;
 mod driver_host;
@@ -24,6 +23,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+// The configuration lives in a crate of its own (no libtorch, so that it can be fuzzed).
+use bci2token_config as config;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 

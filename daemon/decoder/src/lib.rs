@@ -6,13 +6,15 @@
 //! - [`engine`]: the decode thread that batches windows from many sessions into one forward pass.
 //! - [`vectors`]: the test vectors shipped beside each model.
 
+/// `model.toml` (the crate `bci2token-manifest`, which has no libtorch).
+pub use bci2token_manifest as manifest;
+
 pub mod bridge;
 pub mod ctc;
 pub mod engine;
 pub mod fit;
-pub mod manifest;
 pub mod model;
 pub mod vectors;
 
-pub use manifest::{Manifest, ManifestError};
-pub use model::{DevicePreference, Model, ModelError};
+pub use manifest::{DevicePreference, Manifest, ManifestError};
+pub use model::{Model, ModelError};

@@ -5,28 +5,7 @@ use std::sync::OnceLock;
 
 use tch::{CModule, Device, Kind, Tensor};
 
-use crate::manifest::{Manifest, ManifestError, OutputKind, MODEL_FILE};
-
-/// Where a model runs, as configured (`device = "auto" | "cpu" | "cuda"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DevicePreference {
-    /// CUDA when available, else CPU.
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-impl std::str::FromStr for DevicePreference {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DevicePreference::Auto),
-            "cpu" => Ok(DevicePreference::Cpu),
-            "cuda" => Ok(DevicePreference::Cuda),
-            other => Err(format!("{other:?} is not a device (auto, cpu or cuda)")),
-        }
-    }
-}
+use crate::manifest::{DevicePreference, Manifest, ManifestError, OutputKind, MODEL_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

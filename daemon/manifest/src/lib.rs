@@ -1,5 +1,10 @@
 //! `model.toml`: what a model package promises (input layout, preprocessing, outputs, tokens,
 //! emission policy). The format is documented in docs/models.md.
+//!
+//! A crate of its own, without libtorch, so that the manifests (outside input: an admin installs
+//! third-party models) can be fuzzed (fuzz/fuzz_targets/model_manifest.rs); `bci2token-decoder`
+//! re-exports it as `bci2token_decoder::manifest`. [`DevicePreference`] (the daemon's
+//! `decoder_device`) is here too, so that the daemon's configuration needs no libtorch either.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,8 +14,34 @@ use serde::Deserialize;
 
 pub const MANIFEST_FILE: &str = "model.toml";
 pub const MODEL_FILE: &str = "model.pt";
+/// The most samples (channels × frames) in one input window: 64 MiB of `f32`, far beyond any EEG
+/// model, and a bound on what a session and the decoder allocate for a model's windows.
+pub const MAX_WINDOW_FLOATS: usize = 1 << 24;
+/// The longest hop between windows, in frames (more than a day at 160 Hz).
+pub const MAX_HOP_FRAMES: usize = 1 << 24;
 /// Tokenizers the token bridge knows.
 pub const TOKENIZERS: &[&str] = &["gpt2", "cl100k_base", "o200k_base"];
+
+/// Where a model runs, as configured (`decoder_device = "auto" | "cpu" | "cuda"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePreference {
+    /// CUDA when available, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DevicePreference {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DevicePreference::Auto),
+            "cpu" => Ok(DevicePreference::Cpu),
+            "cuda" => Ok(DevicePreference::Cuda),
+            other => Err(format!("{other:?} is not a device (auto, cpu or cuda)")),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -134,8 +165,13 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text =
             std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses and validates the text of a manifest read from `path` (named in errors).
+    pub fn parse(text: &str, path: PathBuf) -> Result<Manifest, ManifestError> {
         let mut manifest: Manifest =
-            toml::from_str(&text).map_err(|e| ManifestError::Parse { path: path.clone(), message: e.to_string() })?;
+            toml::from_str(text).map_err(|e| ManifestError::Parse { path: path.clone(), message: e.to_string() })?;
         manifest.path = path;
         manifest.validate()?;
         Ok(manifest)
@@ -164,8 +200,31 @@ impl Manifest {
         if !(i.window_seconds.is_finite() && i.window_seconds > 0.0) || self.window_frames() < 2 {
             return Err(self.invalid("input.window_seconds", format!("{} gives no usable window", i.window_seconds)));
         }
+        let floats = i.channels.len().saturating_mul(self.window_frames());
+        if floats > MAX_WINDOW_FLOATS {
+            return Err(self.invalid(
+                "input.window_seconds",
+                format!(
+                    "{} s of {} channels at {} Hz is {floats} samples per window; at most {MAX_WINDOW_FLOATS}",
+                    i.window_seconds,
+                    i.channels.len(),
+                    i.sample_rate
+                ),
+            ));
+        }
         if !(i.hop_seconds.is_finite() && i.hop_seconds > 0.0) || self.hop_frames() < 1 {
             return Err(self.invalid("input.hop_seconds", format!("{} is not a positive hop", i.hop_seconds)));
+        }
+        if self.hop_frames() > MAX_HOP_FRAMES {
+            return Err(self.invalid(
+                "input.hop_seconds",
+                format!(
+                    "{} s at {} Hz is {} frames; at most {MAX_HOP_FRAMES}",
+                    i.hop_seconds,
+                    i.sample_rate,
+                    self.hop_frames()
+                ),
+            ));
         }
         self.preprocessing.validate(i.sample_rate).map_err(|e| self.invalid("preprocessing", e.to_string()))?;
         let o = &self.output;
@@ -312,6 +371,12 @@ refractory_seconds = 0.5
             (GOOD.replace("0.7", "1.5"), "`policy.confidence_threshold`"),
             (GOOD.replace("consecutive = 2", "consecutive = 0"), "`policy.consecutive`"),
             (GOOD.replace("window_seconds = 1.0", "window_seconds = 0.0"), "`input.window_seconds`"),
+            // Found by fuzzing (fuzz/fuzz_targets/model_manifest.rs): a window too large to
+            // allocate aborted the daemon when a session (or the model's warm-up) made one, and
+            // a hop past 2^64 frames overflowed the window's frame count.
+            (GOOD.replace("window_seconds = 1.0", "window_seconds = 1e12"), "`input.window_seconds`: 1000000000000 s"),
+            (GOOD.replace("window_seconds = 1.0", "window_seconds = 22370"), "is 16777500 samples per window"),
+            (GOOD.replace("hop_seconds = 0.1", "hop_seconds = 1e20"), "`input.hop_seconds`: 100000000000000000000 s"),
             (GOOD.replace("notch_hz = 50", "notch_hz = 55"), "`preprocessing`: preprocessing: notch_hz = 55"),
         ];
         for (text, want) in cases {

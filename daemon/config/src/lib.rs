@@ -1,10 +1,14 @@
 //! Daemon configuration: defaults per mode, the TOML file, then `BCI2TOKEN_*` environment
 //! variables, each key validated with an error that names it.
+//!
+//! A crate of its own, without libtorch, so that the config file's parser can be fuzzed
+//! (fuzz/fuzz_targets/config.rs); the daemon uses it as its `config` module.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bci2token_decoder::DevicePreference;
+use bci2token_driver_host::{client::DEFAULT_HANG_SECONDS, DEFAULT_MEMORY_MIB};
+pub use bci2token_manifest::DevicePreference;
 
 /// Where the daemon runs: as the system service or as a user's own process (`--user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +45,7 @@ pub struct Config {
     /// Directories searched for driver plugins, in order.
     pub driver_path: Vec<PathBuf>,
     /// Where sessions' devices run: a driver host process each (default) or in the daemon.
-    pub driver_isolation: crate::driver_host::Isolation,
+    pub driver_isolation: Isolation,
     /// A driver host's address space above what it maps at start, MiB.
     pub driver_memory_limit: u64,
     /// Seconds a driver host's `read` may take beyond its time-out before it is killed as hung.
@@ -111,6 +115,26 @@ pub struct Config {
     pub driver_settings: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
     /// The D-Bus bus the daemon offers its API on (see [`Bus`]).
     pub bus: Bus,
+}
+
+/// Where a session's device runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// In a driver host process (the default).
+    Process,
+    /// In the daemon's own address space (for measurement; a crashing plugin ends the daemon).
+    InProcess,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "process" => Ok(Isolation::Process),
+            "in-process" => Ok(Isolation::InProcess),
+            other => Err(format!("\"{other}\" is not a driver isolation: use \"process\" or \"in-process\"")),
+        }
+    }
 }
 
 /// Which D-Bus bus to be on: the mode's own (`system` bus for the system daemon, `session` bus
@@ -202,7 +226,7 @@ pub enum ConfigError {
     UnknownKey { path: PathBuf, key: String },
     #[error("{source_name}: {message}")]
     Invalid { source_name: String, message: String },
-    #[error("--user mode needs $HOME or the XDG base directory variables to find its directories")]
+    #[error("--user mode needs $HOME (an absolute path) or the XDG base directory variables to find its directories")]
     NoHome,
 }
 
@@ -311,9 +335,10 @@ fn parse_level(s: &str) -> Option<log::LevelFilter> {
     }
 }
 
-/// Directories a `--user` daemon uses, from the XDG base directory specification.
+/// Directories a `--user` daemon uses, from the XDG base directory specification (relative
+/// values are ignored, `HOME`'s too, as `bci2token_api::paths` does for the runtime directory).
 fn user_dirs(env: &dyn Fn(&str) -> Option<String>) -> Result<(PathBuf, PathBuf, PathBuf), ConfigError> {
-    let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let home = env("HOME").filter(|h| Path::new(h).is_absolute()).map(PathBuf::from);
     let xdg = |var: &str, fallback: &str| -> Result<PathBuf, ConfigError> {
         match env(var).filter(|v| Path::new(v).is_absolute()) {
             Some(v) => Ok(PathBuf::from(v)),
@@ -390,6 +415,32 @@ impl Config {
     /// Loads the configuration for `mode`: defaults, then `file` (or the mode's default file if it
     /// exists), then `BCI2TOKEN_*` variables from `env`.
     pub fn load(mode: Mode, file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (cfg, default_file) = Config::defaults(mode, env)?;
+        // An explicitly named file must exist; the default one is optional.
+        let (path, required) = match file {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_file, false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => cfg.read(Some((path, &text)), env),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => cfg.read(None, env),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// As [`Config::load`] with `text` as the content of the config file `path` (not read).
+    pub fn parse(
+        mode: Mode,
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (cfg, _) = Config::defaults(mode, env)?;
+        cfg.read(Some((path.to_path_buf(), text)), env)
+    }
+
+    /// The defaults of `mode`, and its config file.
+    fn defaults(mode: Mode, env: &dyn Fn(&str) -> Option<String>) -> Result<(Config, PathBuf), ConfigError> {
         let (default_file, data_dir, runtime_dir) = match mode {
             Mode::System => (
                 PathBuf::from(SYSTEM_CONFIG_FILE),
@@ -398,7 +449,7 @@ impl Config {
             ),
             Mode::User => user_dirs(env)?,
         };
-        let mut cfg = Config {
+        let cfg = Config {
             mode,
             file: None,
             log_level: log::LevelFilter::Info,
@@ -406,9 +457,9 @@ impl Config {
             data_dir,
             runtime_dir,
             driver_path: default_driver_path(),
-            driver_isolation: crate::driver_host::Isolation::Process,
-            driver_memory_limit: crate::driver_host::DEFAULT_MEMORY_MIB,
-            driver_hang_timeout: crate::driver_host::DEFAULT_HANG_SECONDS,
+            driver_isolation: Isolation::Process,
+            driver_memory_limit: DEFAULT_MEMORY_MIB,
+            driver_hang_timeout: DEFAULT_HANG_SECONDS,
             driver_restarts: 3,
             max_sessions: 8,
             session_timeout: 10.0,
@@ -442,28 +493,27 @@ impl Config {
             driver_settings: BTreeMap::new(),
             bus: if mode == Mode::System { Bus::System } else { Bus::Session },
         };
+        Ok((cfg, default_file))
+    }
 
-        // An explicitly named file must exist; the default one is optional.
-        let (path, required) = match file {
-            Some(p) => (p.to_path_buf(), true),
-            None => (default_file, false),
-        };
+    /// The defaults, then `file` (its path and text), then `BCI2TOKEN_*` variables from `env`.
+    fn read(
+        mut self,
+        file: Option<(PathBuf, &str)>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut values: BTreeMap<String, (String, Raw)> = BTreeMap::new();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let table: toml::Table = text
-                    .parse()
-                    .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.clone(), message: e.to_string() })?;
-                for (key, value) in table {
-                    if !KEYS.contains(&key.as_str()) {
-                        return Err(ConfigError::UnknownKey { path, key });
-                    }
-                    values.insert(key.clone(), (format!("{} key `{key}`", path.display()), Raw::Toml(value)));
+        if let Some((path, text)) = file {
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.clone(), message: e.to_string() })?;
+            for (key, value) in table {
+                if !KEYS.contains(&key.as_str()) {
+                    return Err(ConfigError::UnknownKey { path, key });
                 }
-                cfg.file = Some(path);
+                values.insert(key.clone(), (format!("{} key `{key}`", path.display()), Raw::Toml(value)));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
-            Err(source) => return Err(ConfigError::Read { path, source }),
+            self.file = Some(path);
         }
         for key in KEYS.iter().filter(|k| **k != "drivers") {
             let var = env_name(key);
@@ -472,12 +522,12 @@ impl Config {
             }
         }
         for (key, (name, raw)) in &values {
-            cfg.apply(key, &Source { name: name.clone(), raw })?;
+            self.apply(key, &Source { name: name.clone(), raw })?;
         }
         if !values.contains_key("model_path") {
-            cfg.model_path = default_model_path(mode, &cfg.data_dir);
+            self.model_path = default_model_path(self.mode, &self.data_dir);
         }
-        Ok(cfg)
+        Ok(self)
     }
 
     fn apply(&mut self, key: &str, src: &Source<'_>) -> Result<(), ConfigError> {
@@ -641,6 +691,25 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("/home/ada/.local/share/bci2token"));
         assert_eq!(cfg.socket_path(), PathBuf::from("/run/user/1000/bci2token/control.sock"));
         assert_eq!(cfg.file, None);
+    }
+
+    #[test]
+    fn a_relative_home_is_no_home() {
+        // Found by fuzzing (fuzz/fuzz_targets/config.rs): the data directory was relative to the
+        // daemon's working directory.
+        for home in ["", "'/home/ada", "home/ada"] {
+            let env = env_of(&[("HOME", home), ("XDG_RUNTIME_DIR", "/run/user/1000")]);
+            let err = Config::load(Mode::User, None, &env).unwrap_err();
+            assert!(matches!(err, ConfigError::NoHome), "HOME={home:?}: {err}");
+        }
+        let env = env_of(&[
+            ("HOME", "home/ada"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("XDG_CONFIG_HOME", "/c"),
+            ("XDG_DATA_HOME", "/d"),
+        ]);
+        let cfg = Config::load(Mode::User, None, &env).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/d/bci2token"));
     }
 
     #[test]
