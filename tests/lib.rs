@@ -56,9 +56,7 @@ pub fn read_f64(path: &Path) -> Vec<f64> {
 /// The directory holding the built binaries and driver plugins (`target/debug` for a dev build):
 /// the test executable lives in `<that dir>/deps`.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("test binary in <target>/<profile>/deps").to_path_buf();
-    for needed in [
+    bin_dir_with(&[
         "bci2tokend",
         "bci2tokenctl",
         "bci2token-driver-host",
@@ -66,7 +64,14 @@ pub fn bin_dir() -> PathBuf {
         "libbci2token_driver_openbci.so",
         "libbci2token_driver_replay.so",
         "libbci2token_driver_synthetic.so",
-    ] {
+    ])
+}
+
+/// The build's bin dir, asserting that the files a test or benchmark needs are there.
+pub fn bin_dir_with(needed: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("test binary in <target>/<profile>/deps").to_path_buf();
+    for needed in needed {
         assert!(
             dir.join(needed).exists(),
             "{} is missing: build the workspace first (`cargo build --workspace`, as tools/test-all does)",
@@ -158,6 +163,9 @@ pub struct DaemonOptions {
     /// Run as the system daemon (no `--user`; the test must be root), still with the temporary
     /// directories.
     pub system: bool,
+    /// A program (and its arguments) that runs the daemon, e.g. `unshare --time …` for a time
+    /// namespace; the daemon's path and arguments follow them.
+    pub wrapper: Vec<String>,
 }
 
 /// A running `bci2tokend` (`--user` unless started with `system`).
@@ -180,7 +188,14 @@ pub fn spawn_daemon(opts: DaemonOptions) -> Daemon {
     let notify = NotifySocket::bind(dir.path());
     let log = dir.path().join("daemon.log");
     let config_file = dir.path().join("bci2tokend.toml");
-    let mut cmd = Command::new(bin.join("bci2tokend"));
+    let mut cmd = match opts.wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin.join("bci2tokend"));
+            cmd
+        }
+        None => Command::new(bin.join("bci2tokend")),
+    };
     if !opts.system {
         cmd.arg("--user");
     }

@@ -191,3 +191,37 @@ pub fn home_of(tmp: &TempDir, user: &User, files: &[(&str, &[u8])]) -> PathBuf {
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// Puts the Python client and jeepney (from the reference venv) where the test users can run them.
+pub fn stage_python_client(user: &User) {
+    let py = crate::reference_python(&["jeepney"]);
+    let out = Command::new(&py)
+        .args(["-c", "import jeepney, os; print(os.path.dirname(jeepney.__file__))"])
+        .output()
+        .unwrap();
+    let jeepney = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let target = user.stage.join("py/jeepney");
+    if !target.exists() {
+        copy_dir(&jeepney, &target);
+    }
+    let client = user.stage.join("bus_client.py");
+    std::fs::copy(workspace_root().join("tests/fixtures/bus_client.py"), &client).unwrap();
+    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_dir(&entry.path(), &dest);
+            }
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}

@@ -18,6 +18,7 @@ mod recorder;
 mod service;
 mod session;
 mod token_bucket;
+mod wall_clock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -249,12 +250,18 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
             }
         });
     }
-    // Retention: at start, then hourly (on a blocking thread: deletions rewrite pages).
+    // Retention: at start, hourly, and after each reload (a changed retention_days applies at
+    // once), on a blocking thread: deletions rewrite pages.
     let retention_service = Arc::clone(&service);
+    let reloaded = Arc::new(tokio::sync::Notify::new());
+    let retention_due = Arc::clone(&reloaded);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = retention_due.notified() => {}
+            }
             let s = Arc::clone(&retention_service);
             let _ = tokio::task::spawn_blocking(move || s.apply_retention()).await;
         }
@@ -297,6 +304,7 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
                 match load_config(&args) {
                     Ok(new) => {
                         let not_applied = service.reload(new);
+                        reloaded.notify_one();
                         if not_applied.is_empty() {
                             log::info!("configuration reloaded");
                         } else {

@@ -8,6 +8,11 @@
 //!
 //! Control operations (delete, audit) run on the same thread, after every write queued before
 //! them in any lane.
+//!
+//! A write that fails (the file system is full, an I/O error) fails the session's recording:
+//! its later writes are not tried, and the session ends `failed` with the cause at its next block
+//! (see [`SessionRecorder::failed`]). What was committed before stays; other sessions go on, and
+//! a session started once there is room records again.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +24,7 @@ use std::thread::JoinHandle;
 
 use bci2token_api::Event;
 use bci2token_store::seal::Kind;
-use bci2token_store::{MasterKey, Op, Store};
+use bci2token_store::{MasterKey, Op, Store, StoreError};
 
 use crate::hub::Hub;
 
@@ -31,8 +36,18 @@ const MAX_BATCH: usize = 512;
 pub struct RecordCounters {
     pub stored_blocks: AtomicU64,
     pub stored_events: AtomicU64,
-    /// Writes dropped because the queue was full.
+    /// Writes dropped because the queue was full, or not made after the recording failed.
     pub dropped: AtomicU64,
+    /// Why the recording failed (the first failed write's cause).
+    failed: std::sync::OnceLock<String>,
+}
+
+impl RecordCounters {
+    /// The session's recording failed: counts the lost write, keeps the first cause.
+    fn fail(&self, cause: &StoreError) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let _ = self.failed.set(format!("the session could not be recorded: {cause}"));
+    }
 }
 
 type Call = Box<dyn FnOnce(&mut Store) + Send>;
@@ -167,12 +182,15 @@ impl StoreWriter {
         heartbeat: Arc<Heartbeat>,
     ) -> Result<Arc<SessionRecorder>, String> {
         let lane = self.queue.lane(if lossless { Class::Bulk } else { Class::RealTime }, self.lane_capacity);
-        lane.push_wait(Msg::Op(Op::Create { id: session.to_string(), created, meta }, None), || true)
+        let counters = Arc::new(RecordCounters::default());
+        // A creation that fails (a full disk) fails the recording like any other write.
+        let create = Op::Create { id: session.to_string(), created, meta };
+        lane.push_wait(Msg::Op(create, Some(Arc::clone(&counters))), || true)
             .map_err(|_| "the store writer has stopped".to_string())?;
         let recorder = Arc::new(SessionRecorder {
             session: session.to_string(),
             lane,
-            counters: Arc::new(RecordCounters::default()),
+            counters,
             next_event: AtomicU64::new(0),
             hub: Arc::downgrade(hub),
             lossless,
@@ -194,13 +212,20 @@ impl Drop for StoreWriter {
     }
 }
 
-/// Who to tell about one write of a batch.
-type Ack = Option<(Arc<RecordCounters>, Kind)>;
+/// Whose write one write of a batch is, and what it counts as once committed (a block, an event,
+/// or nothing: the session's creation).
+type Ack = Option<(Arc<RecordCounters>, Option<Kind>)>;
 
 fn acknowledge(ack: &Ack) {
-    if let Some((c, kind)) = ack {
+    if let Some((c, Some(kind))) = ack {
         let counter = if *kind == Kind::Block { &c.stored_blocks } else { &c.stored_events };
         counter.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn fail(ack: &Ack, cause: &StoreError) {
+    if let Some((c, _)) = ack {
+        c.fail(cause);
     }
 }
 
@@ -229,10 +254,20 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
             lanes.push(lane);
             match value {
                 Msg::Op(op, ack) => {
-                    acks.push(match (ack, &op) {
-                        (Some(c), Op::Chunk { kind, .. }) => Some((c, *kind)),
-                        _ => None,
+                    let ack = ack.map(|c| {
+                        let kind = if let Op::Chunk { kind, .. } = &op { Some(*kind) } else { None };
+                        (c, kind)
                     });
+                    // A failed recording's later blocks and events are not tried (a full disk
+                    // would fail each of them again); its end is, so that it is not left
+                    // `recording`.
+                    if let Some((c, Some(_))) = &ack {
+                        if c.failed.get().is_some() {
+                            c.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                    acks.push(ack);
                     batch.push(op);
                 }
                 Msg::Call(f) => {
@@ -262,18 +297,22 @@ fn flush(store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>) {
     }
     match store.apply(batch) {
         Ok(()) => acks.iter().for_each(acknowledge),
+        Err(e) if e.is_full() => {
+            // Each write on its own would fail the same way: every session of the batch stops
+            // recording (a session that was not in it finds out with its next write).
+            log::error!("store: {e}: {} write(s) lost; their sessions stop recording", batch.len());
+            acks.iter().for_each(|ack| fail(ack, &e));
+        }
         Err(e) => {
-            // One bad write must not take the others with it: retry each on its own, and count
-            // the ones that still fail against their session.
+            // One bad write must not take the others with it: retry each on its own; a session
+            // whose write still fails stops recording.
             log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
             for (op, ack) in batch.iter().zip(acks.iter()) {
                 match store.apply(std::slice::from_ref(op)) {
                     Ok(()) => acknowledge(ack),
                     Err(e) => {
                         log::error!("store: a write was lost: {e}");
-                        if let Some((c, _)) = ack {
-                            c.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
+                        fail(ack, &e);
                     }
                 }
             }
@@ -300,6 +339,12 @@ pub struct SessionRecorder {
 }
 
 impl SessionRecorder {
+    /// Why this session's recording failed, once a write of it has failed; the session then ends
+    /// `failed` with this message.
+    pub fn failed(&self) -> Option<&str> {
+        self.counters.failed.get().map(String::as_str)
+    }
+
     fn msg(&self, op: Op) -> Msg {
         Msg::Op(op, Some(Arc::clone(&self.counters)))
     }

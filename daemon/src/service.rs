@@ -280,6 +280,8 @@ pub struct Service {
     heartbeats: Heartbeats,
     /// A thread silent for longer is stuck: half the watchdog time-out, or [`STUCK_AFTER`].
     stuck_after: std::time::Duration,
+    /// Retention deletes by age only while the wall clock has not stepped.
+    wall_clock: crate::wall_clock::StepWatch,
 }
 
 /// Without a watchdog: how long a worker thread may show no progress before `status` names it.
@@ -304,6 +306,7 @@ impl Service {
             stuck_after: crate::notify::watchdog_interval()
                 .unwrap_or(STUCK_AFTER)
                 .max(std::time::Duration::from_secs(1)),
+            wall_clock: crate::wall_clock::StepWatch::new(),
             config: RwLock::new(config),
             registry: RwLock::new(registry),
             sessions: Mutex::new(Vec::new()),
@@ -1006,8 +1009,13 @@ impl Service {
         if days <= 0.0 {
             return 0;
         }
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now = match self.wall_clock.trusted_now() {
+            Ok(now) => now,
+            Err(why) => {
+                log::info!("retention: nothing deleted now: {why}");
+                return 0;
+            }
+        };
         let cutoff = now - days * 86_400.0;
         let expired = match self.stored(move |s| s.ended_before(cutoff)) {
             Ok(ids) => ids,

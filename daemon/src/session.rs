@@ -257,12 +257,10 @@ impl Session {
         }
         let _retire = Retire(Arc::clone(&self.heartbeat));
         // Waiting for a driver host beats; a stop ends the wait (and the host).
-        let session = Arc::downgrade(&self);
+        let session = Arc::clone(&self);
         device.while_waiting(Box::new(move || {
-            session.upgrade().is_some_and(|s| {
-                s.heartbeat.beat();
-                !s.stop.load(Ordering::Acquire)
-            })
+            session.heartbeat.beat();
+            !session.stop.load(Ordering::Acquire)
         }));
         if !self.realtime {
             // A source that can wait gets the CPU that live sessions leave (see priority).
@@ -376,6 +374,11 @@ impl Session {
                         });
                     });
                     if let Some(r) = self.recorder.get() {
+                        // A recording that failed (a full disk) ends the session: it was asked
+                        // to record, and what it stored so far stays readable.
+                        if let Some(cause) = r.failed() {
+                            return Err(cause.to_string());
+                        }
                         r.block(seq, t, flags, channels, frames, data);
                     }
                     if let Some(d) = decoding.as_deref_mut() {

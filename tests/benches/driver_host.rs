@@ -18,12 +18,11 @@ use serde_json::{json, Map, Value};
 
 /// Where cargo put the host and the plugins (the bench's profile; the daemon is not needed).
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    for needed in ["bci2token-driver-host", "libbci2token_driver_synthetic.so", "libbci2token_driver_replay.so"] {
-        assert!(dir.join(needed).exists(), "{needed} is not in {}: build the workspace first", dir.display());
-    }
-    dir
+    bci2token_tests::bin_dir_with(&[
+        "bci2token-driver-host",
+        "libbci2token_driver_synthetic.so",
+        "libbci2token_driver_replay.so",
+    ])
 }
 
 enum Side {

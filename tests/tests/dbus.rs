@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use bci2token_tests::private_bus::PrivateBus;
 use bci2token_tests::system_users::{
-    as_root, home_of, system_daemon, system_daemon_with_env, text, world, User, ADMIN_GROUP, OPERATOR_GROUP,
+    as_root, home_of, stage_python_client, system_daemon, system_daemon_with_env, text, world, User, ADMIN_GROUP,
+    OPERATOR_GROUP,
 };
-use bci2token_tests::{data_dir, reference_python, start_daemon, workspace_root, Daemon, DaemonOptions, TempDir};
+use bci2token_tests::{data_dir, start_daemon, workspace_root, Daemon, DaemonOptions, TempDir};
 
 const NAME: &str = "org.bci2token.Daemon1";
 
@@ -40,40 +41,6 @@ fn python_client(user: &User, bus: &PrivateBus, args: &[&str]) -> Vec<serde_json
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-/// Puts the Python client and jeepney (from the reference venv) where the test users can run them.
-fn stage_python_client(user: &User) {
-    let py = reference_python(&["jeepney"]);
-    let out = Command::new(&py)
-        .args(["-c", "import jeepney, os; print(os.path.dirname(jeepney.__file__))"])
-        .output()
-        .unwrap();
-    let jeepney = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let target = user.stage.join("py/jeepney");
-    if !target.exists() {
-        copy_dir(&jeepney, &target);
-    }
-    let client = user.stage.join("bus_client.py");
-    std::fs::copy(workspace_root().join("tests/fixtures/bus_client.py"), &client).unwrap();
-    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() != "__pycache__" {
-                copy_dir(&entry.path(), &dest);
-            }
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
 }
 
 fn bus_daemon(bus: &PrivateBus, extra: &str) -> Daemon {

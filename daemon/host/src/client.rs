@@ -766,8 +766,7 @@ fn drain_stderr(err: std::process::ChildStderr, lines: &Mutex<VecDeque<String>>,
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let line: String =
-            String::from_utf8_lossy(&raw).trim_end().chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+        let line = clean(String::from_utf8_lossy(&raw).trim_end());
         count += 1;
         if count <= LOGGED_LINES {
             log::warn!("driver `{name}` (its host process): {line}");

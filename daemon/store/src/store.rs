@@ -29,6 +29,20 @@ pub enum StoreError {
     Chunk { session: String, kind: Kind, seq: u64 },
     #[error("the store's {name} key does not open with this master key")]
     Secret { name: String },
+    /// SQLite's SQLITE_FULL: the file system holding the store has no room (ENOSPC) or a quota
+    /// is reached. What was committed before stays readable.
+    #[error(
+        "{}: the file system holding the store is full; nothing more can be recorded until space is freed there",
+        path.display()
+    )]
+    Full { path: PathBuf },
+}
+
+impl StoreError {
+    /// The store's file system is full (a condition the operator fixes, not a damaged store).
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full { .. })
+    }
 }
 
 /// A connection set up as the store needs it, its schema migrated.
@@ -210,7 +224,10 @@ impl Store {
             });
         }
         let path = self.path.clone();
-        let fail = |e: rusqlite::Error| StoreError::Database { path: path.clone(), message: format!("writing: {e}") };
+        let fail = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full { path: path.clone() },
+            _ => StoreError::Database { path: path.clone(), message: format!("writing: {e}") },
+        };
         let tx = self.conn.transaction().map_err(fail)?;
         for row in rows {
             match row {
