@@ -130,6 +130,9 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
             cmdline.windows(host.len()).any(|w| w == host) && parent == Some(daemon_pid)
         })
         .expect("a driver host process of the daemon");
+    // Named for ps, top and the journal (not after the descriptor it was executed through).
+    let comm = std::fs::read_to_string(format!("/proc/{host}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "bci2token-host", "the host's process name");
     let daemon_fds: Vec<String> = std::fs::read_dir(format!("/proc/{daemon_pid}/fd"))
         .map(|d| d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string()).collect())
         .unwrap_or_default();

@@ -120,8 +120,12 @@ pub fn host_main() -> ExitCode {
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "1000") {
         eprintln!("driver host: cannot raise its OOM score: {e}");
     }
-    // SAFETY: prctl with integer arguments only.
+    // SAFETY: prctl with integer arguments, and PR_SET_NAME with a NUL-terminated string of at
+    // most 16 bytes.
     unsafe {
+        // Executed through a descriptor (/proc/self/fd/N), the process would be named "N" in
+        // ps, top and the journal's _COMM.
+        libc::prctl(libc::PR_SET_NAME, c"bci2token-host".as_ptr(), 0, 0, 0);
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         // No core dump (it would hold the samples in flight), whatever the core pattern.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
