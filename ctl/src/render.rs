@@ -326,6 +326,7 @@ pub fn session_show(s: &SessionInfo, now: f64) -> String {
         ("Annotations", s.annotations.to_string()),
         ("Events dropped", s.events_dropped.to_string()),
         ("Windows dropped", s.windows_dropped.to_string()),
+        ("Recording", s.recording_error.clone().unwrap_or_else(|| format!("{} blocks stored", s.stored_blocks))),
         ("Subscribers", s.subscribers.to_string()),
     ]);
     if !s.channels.is_empty() {
@@ -429,6 +430,7 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
         Event::DecoderRestart { t, reason, .. } => {
             format!("t={t:.3}s  decoding restarted after an outage ({reason}): next token after a full window\n")
         }
+        Event::RecordingStopped { message, .. } => format!("error: {message}\n"),
         Event::Warning { message, .. } => format!("warning: {message}\n"),
         Event::Lost { count, .. } => format!("lost {count} events (you are reading too slowly)\n"),
     }
@@ -496,6 +498,7 @@ mod tests {
             stored_blocks: 10,
             stored_events: 3,
             store_dropped: 0,
+            recording_error: None,
             windows_dropped: 0,
             subject: None,
         }

@@ -9,13 +9,15 @@
 //! Control operations (delete, audit) run on the same thread, after every write queued before
 //! them in any lane.
 //!
-//! A write that fails (the file system is full, an I/O error) fails the session's recording:
-//! its later writes are not tried, and the session ends `failed` with the cause at its next block
-//! (see [`SessionRecorder::failed`]). What was committed before stays; other sessions go on, and
-//! a session started once there is room records again.
+//! A write that fails (the file system is full, an I/O error) stops that session's recording,
+//! not the session: its later blocks and events are not tried, it gets a `recording_stopped`
+//! event with the cause at its next write, and `recording_error` in its info. A batch that
+//! fails is retried write by write, so only the sessions whose own writes fail stop recording.
+//! What was committed before stays. After a full file system the store counts as full (new
+//! recording sessions are refused) until [`RESUME_FREE_BYTES`] are free again.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,22 +33,38 @@ use crate::hub::Hub;
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 512;
 
+/// After a full file system, new recording sessions are refused until this much is free again.
+pub const RESUME_FREE_BYTES: u64 = 8 << 20;
+
 /// What a session's recording has done so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecordCounters {
+    session: String,
     pub stored_blocks: AtomicU64,
     pub stored_events: AtomicU64,
-    /// Writes dropped because the queue was full, or not made after the recording failed.
+    /// Writes dropped because the queue was full.
     pub dropped: AtomicU64,
-    /// Why the recording failed (the first failed write's cause).
+    /// Why the recording stopped (the first failed write's cause).
     failed: std::sync::OnceLock<String>,
 }
 
 impl RecordCounters {
-    /// The session's recording failed: counts the lost write, keeps the first cause.
+    fn new(session: &str) -> RecordCounters {
+        RecordCounters {
+            session: session.to_string(),
+            stored_blocks: AtomicU64::new(0),
+            stored_events: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The session's recording stopped on `cause` (logged once, the first cause kept).
     fn fail(&self, cause: &StoreError) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        let _ = self.failed.set(format!("the session could not be recorded: {cause}"));
+        let message = format!("recording stopped: {cause}; the session goes on unrecorded");
+        if self.failed.set(message).is_ok() {
+            log::error!("session {}: recording stopped: {cause}", self.session);
+        }
     }
 }
 
@@ -65,6 +83,9 @@ const IDLE_BEAT: Duration = Duration::from_millis(500);
 /// The writer thread and the ways to it.
 pub struct StoreWriter {
     queue: FairQueue<Msg>,
+    /// Set when a write found the file system full; see [`StoreWriter::check_room`].
+    full: Arc<AtomicBool>,
+    data_dir: PathBuf,
     /// Control calls, each after every write queued before it.
     calls: Lane<Msg>,
     /// Each session's lane holds at most this many writes in flight.
@@ -143,14 +164,44 @@ impl StoreWriter {
         store.on_progress(Box::new(move || beat.beat()));
         let queue = FairQueue::new();
         let calls = queue.lane(Class::Ordered, CALL_QUEUE);
+        let full = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (queue, heartbeat) = (queue.clone(), Arc::clone(&heartbeat));
+            let (queue, heartbeat, full) = (queue.clone(), Arc::clone(&heartbeat), Arc::clone(&full));
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || write_loop(store, &queue, &heartbeat))
+                .spawn(move || write_loop(store, &queue, &heartbeat, &full))
                 .map_err(|e| format!("cannot start the store writer: {e}"))?
         };
-        Ok(StoreWriter { queue, calls, lane_capacity: queue_len, thread: Some(thread), heartbeat })
+        Ok(StoreWriter {
+            queue,
+            full,
+            data_dir: data_dir.to_path_buf(),
+            calls,
+            lane_capacity: queue_len,
+            thread: Some(thread),
+            heartbeat,
+        })
+    }
+
+    /// Whether a new session may record: not while the store's file system is full, that is
+    /// after a write found it full and until [`RESUME_FREE_BYTES`] are free there again.
+    pub fn check_room(&self) -> Result<(), String> {
+        if !self.full.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let free =
+            nix::sys::statvfs::statvfs(&self.data_dir).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
+        if free >= RESUME_FREE_BYTES {
+            self.full.store(false, Ordering::Release);
+            return Ok(());
+        }
+        Err(format!(
+            "the file system holding the session store ({}) is full ({} KiB free): nothing can be recorded; free at \
+             least {} MiB there and start the session again",
+            self.data_dir.display(),
+            free / 1024,
+            RESUME_FREE_BYTES >> 20
+        ))
     }
 
     /// The writer thread's heartbeat (it beats between batches, while idle, and as SQLite works).
@@ -182,7 +233,7 @@ impl StoreWriter {
         heartbeat: Arc<Heartbeat>,
     ) -> Result<Arc<SessionRecorder>, String> {
         let lane = self.queue.lane(if lossless { Class::Bulk } else { Class::RealTime }, self.lane_capacity);
-        let counters = Arc::new(RecordCounters::default());
+        let counters = Arc::new(RecordCounters::new(session));
         // A creation that fails (a full disk) fails the recording like any other write.
         let create = Op::Create { id: session.to_string(), created, meta };
         lane.push_wait(Msg::Op(create, Some(Arc::clone(&counters))), || true)
@@ -193,6 +244,7 @@ impl StoreWriter {
             counters,
             next_event: AtomicU64::new(0),
             hub: Arc::downgrade(hub),
+            announced: AtomicBool::new(false),
             lossless,
             heartbeat,
         });
@@ -229,7 +281,7 @@ fn fail(ack: &Ack, cause: &StoreError) {
     }
 }
 
-fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
+fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat, full: &AtomicBool) {
     /// However the loop ends (a panic in SQLite's or our code too), nobody may wait for it: what
     /// is queued is dropped, so callers waiting for an answer get "the store writer has stopped".
     struct Abandon<'a>(&'a FairQueue<Msg>);
@@ -258,12 +310,11 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
                         let kind = if let Op::Chunk { kind, .. } = &op { Some(*kind) } else { None };
                         (c, kind)
                     });
-                    // A failed recording's later blocks and events are not tried (a full disk
+                    // A stopped recording's later blocks and events are not tried (a full disk
                     // would fail each of them again); its end is, so that it is not left
                     // `recording`.
                     if let Some((c, Some(_))) = &ack {
                         if c.failed.get().is_some() {
-                            c.dropped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
                     }
@@ -271,7 +322,7 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
                     batch.push(op);
                 }
                 Msg::Call(f) => {
-                    flush(&mut store, &mut batch, &mut acks);
+                    flush(&mut store, &mut batch, &mut acks, full);
                     // A control request that panics fails alone (its caller sees its answer
                     // dropped); an open transaction is rolled back as it unwinds.
                     let call = std::panic::AssertUnwindSafe(|| f(&mut store));
@@ -281,7 +332,7 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
                 }
             }
         }
-        flush(&mut store, &mut batch, &mut acks);
+        flush(&mut store, &mut batch, &mut acks, full);
         // Written: the room goes back to each lane.
         for lane in lanes.drain(..) {
             queue.release(lane, 1);
@@ -290,29 +341,33 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat) {
     let _ = store.checkpoint();
 }
 
-/// Commits `batch` in one transaction and counts each write for its session.
-fn flush(store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>) {
+/// Commits `batch` in one transaction and counts each write for its session. `full` is set
+/// when a write found the file system full.
+fn flush(store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>, full: &AtomicBool) {
     if batch.is_empty() {
         return;
     }
     match store.apply(batch) {
         Ok(()) => acks.iter().for_each(acknowledge),
-        Err(e) if e.is_full() => {
-            // Each write on its own would fail the same way: every session of the batch stops
-            // recording (a session that was not in it finds out with its next write).
-            log::error!("store: {e}: {} write(s) lost; their sessions stop recording", batch.len());
-            acks.iter().for_each(|ack| fail(ack, &e));
-        }
         Err(e) => {
-            // One bad write must not take the others with it: retry each on its own; a session
-            // whose write still fails stops recording.
+            // One session's write must not take the others' with it (a small write may still
+            // fit where a large one did not): each is retried on its own, and a session whose
+            // own write fails stops recording; its later writes in this batch are not tried.
             log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
+            full.fetch_or(e.is_full(), Ordering::AcqRel);
             for (op, ack) in batch.iter().zip(acks.iter()) {
+                let stopped = matches!(ack, Some((c, Some(_))) if c.failed.get().is_some());
+                if stopped {
+                    continue;
+                }
                 match store.apply(std::slice::from_ref(op)) {
                     Ok(()) => acknowledge(ack),
                     Err(e) => {
-                        log::error!("store: a write was lost: {e}");
-                        fail(ack, &e);
+                        full.fetch_or(e.is_full(), Ordering::AcqRel);
+                        match ack {
+                            Some(_) => fail(ack, &e),
+                            None => log::error!("store: a write was lost: {e}"),
+                        }
                     }
                 }
             }
@@ -330,6 +385,8 @@ pub struct SessionRecorder {
     next_event: AtomicU64,
     /// For the overflow warning (weak: the hub owns its tap, which owns this).
     hub: std::sync::Weak<Hub>,
+    /// The `recording_stopped` event was published.
+    announced: AtomicBool,
     /// The source can wait (replay at full speed): its threads (acquisition, publisher) wait for
     /// room in this session's lane instead of dropping.
     lossless: bool,
@@ -339,10 +396,25 @@ pub struct SessionRecorder {
 }
 
 impl SessionRecorder {
-    /// Why this session's recording failed, once a write of it has failed; the session then ends
-    /// `failed` with this message.
+    /// Why this session's recording stopped, once a write of it has failed.
     pub fn failed(&self) -> Option<&str> {
         self.counters.failed.get().map(String::as_str)
+    }
+
+    /// True once the recording stopped; the first time, announces it with a
+    /// `recording_stopped` event (from the session's own threads, as the slow-disk warning:
+    /// never from the writer thread, which must not wait for a follower).
+    fn stopped(&self) -> bool {
+        let Some(message) = self.failed() else { return false };
+        if !self.announced.swap(true, Ordering::AcqRel) {
+            if let Some(hub) = self.hub.upgrade() {
+                hub.publish_untapped(Event::RecordingStopped {
+                    session: self.session.clone(),
+                    message: message.to_string(),
+                });
+            }
+        }
+        true
     }
 
     fn msg(&self, op: Op) -> Msg {
@@ -360,6 +432,9 @@ impl SessionRecorder {
     /// Waits only for a lossless source; a real-time session's write is dropped when its lane
     /// is full.
     fn send(&self, op: Op) {
+        if self.stopped() {
+            return;
+        }
         if self.lossless {
             return self.send_waiting(op);
         }
@@ -407,11 +482,11 @@ impl SessionRecorder {
             // The session's last writes (published by its acquisition thread as it ends, after the
             // decoder drained) wait for room: a full queue must not leave it `recording`.
             Event::State { state, .. } if state.is_final() => {
-                self.send_waiting(op);
-                let stopped = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
+                // A stopped recording still records its end (the writer tries it).
+                if !self.stopped() {
+                    self.send_waiting(op);
+                }
+                let stopped = crate::wall_clock::wall_now();
                 self.send_waiting(Op::Finish {
                     session: self.session.clone(),
                     state: state.as_str().to_string(),
@@ -438,9 +513,10 @@ mod tests {
         let recorder = SessionRecorder {
             session: "s".into(),
             lane: queue.lane(Class::RealTime, 1),
-            counters: Arc::new(RecordCounters::default()),
+            counters: Arc::new(RecordCounters::new("s")),
             next_event: AtomicU64::new(0),
             hub: Arc::downgrade(&hub),
+            announced: AtomicBool::new(false),
             lossless: false,
             heartbeat: Heartbeat::new("test"),
         };

@@ -306,7 +306,7 @@ impl Service {
             stuck_after: crate::notify::watchdog_interval()
                 .unwrap_or(STUCK_AFTER)
                 .max(std::time::Duration::from_secs(1)),
-            wall_clock: crate::wall_clock::StepWatch::new(),
+            wall_clock: crate::wall_clock::StepWatch::new(config.data_dir.join("retention-hold")),
             config: RwLock::new(config),
             registry: RwLock::new(registry),
             sessions: Mutex::new(Vec::new()),
@@ -582,8 +582,7 @@ impl Service {
     /// log, which anchors the chain's head outside the database.
     fn audit(&self, caller: &Caller, action: &str, object: &str, outcome: &str) {
         let store = &self.store;
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let t = crate::wall_clock::wall_now();
         let (uid, pid) = (caller.uid, caller.pid.and_then(|p| u32::try_from(p).ok()));
         let (a, o, r) = (bounded(action), bounded(object), bounded(outcome));
         let (action, object, outcome) = (a.clone(), o.clone(), r.clone());
@@ -831,6 +830,10 @@ impl Service {
                 ErrorCode::BadRequest,
                 "`subject` is a pseudonym: at most 128 characters, no control characters",
             ));
+        }
+        // A store whose file system is full would stop the recording at its first write.
+        if cfg.record {
+            self.store.check_room().map_err(|e| ApiError::new(ErrorCode::LimitReached, e))?;
         }
         let slot = self.reserve_start(caller, &cfg)?;
         let plugin = {

@@ -126,10 +126,7 @@ impl Session {
             driver,
             config,
             model,
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            created: crate::wall_clock::wall_now(),
             started_by,
             description: info.description.clone(),
             channels: info
@@ -211,6 +208,7 @@ impl Session {
             stored_blocks: self.recorder.get().map_or(0, |r| r.counters.stored_blocks.load(Ordering::Acquire)),
             stored_events: self.recorder.get().map_or(0, |r| r.counters.stored_events.load(Ordering::Acquire)),
             store_dropped: self.recorder.get().map_or(0, |r| r.counters.dropped.load(Ordering::Relaxed)),
+            recording_error: self.recorder.get().and_then(|r| r.failed().map(str::to_string)),
             windows_dropped: self.counters.windows_dropped.load(Ordering::Relaxed),
             subject: self.subject.get().cloned(),
         }
@@ -374,11 +372,6 @@ impl Session {
                         });
                     });
                     if let Some(r) = self.recorder.get() {
-                        // A recording that failed (a full disk) ends the session: it was asked
-                        // to record, and what it stored so far stays readable.
-                        if let Some(cause) = r.failed() {
-                            return Err(cause.to_string());
-                        }
                         r.block(seq, t, flags, channels, frames, data);
                     }
                     if let Some(d) = decoding.as_deref_mut() {

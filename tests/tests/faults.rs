@@ -21,6 +21,13 @@ use bci2token_tests::{
 };
 use nix::sys::signal::Signal;
 
+/// The tests of this file one at a time: each loads the machine (replays at full speed, a disk
+/// filling up) or asserts timing (no window lost), and the test harness runs tests in parallel.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -96,11 +103,12 @@ fn as_strs(v: &[String]) -> Vec<&str> {
 /// before it, and the database passes SQLite's integrity check.
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_block() {
+    let _serial = serial();
     let kills = env_number("BCI2TOKEN_FAULT_KILLS", 6);
     let mut rng = Rng::from_env("kill -9");
     let data = TempDir::new("faults-kill");
     let recording = data_dir().join("eegmmidb/S001R04.edf").display().to_string();
-    let (mut while_recording, mut acknowledged_total) = (0, 0);
+    let (mut while_recording, mut before_ready, mut acknowledged_total) = (0, 0, 0);
     for round in 0..kills {
         let mut daemon = spawn_daemon(options(data.path(), None));
         let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
@@ -158,6 +166,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_block() {
             "round {round}: the daemon ended on its own ({status}); log:\n{}",
             daemon.log()
         );
+        before_ready += u64::from(!ready);
         let mut store = open_store(data.path());
         for (id, &n) in &acked {
             let stored = stored_blocks(&mut store, id);
@@ -176,28 +185,31 @@ fn kill_9_at_random_moments_loses_no_acknowledged_block() {
         }
     }
     eprintln!(
-        "kill -9: {kills} kills, {while_recording} while recording; {acknowledged_total} acknowledged blocks, none lost"
+        "kill -9: {kills} kills, {while_recording} while recording, {before_ready} before READY=1; \
+         {acknowledged_total} acknowledged blocks, none lost"
     );
     assert!(while_recording * 2 >= kills, "most kills must come while recording: {while_recording} of {kills}");
 }
 
-/// The data directory on a small tmpfs that fills up: the recording sessions end `failed`
-/// naming the full file system, the daemon stays up and answers, what was stored reads back,
-/// a session started while it is full is refused or fails the same way, and once space is freed
-/// a new session records completely. The database is intact afterwards.
+/// The data directory on a small tmpfs that fills up: the replay at full speed that filled it
+/// stops recording with a `recording_stopped` event naming the full file system and goes on
+/// unrecorded, as does the live session beside it; the daemon stays up; a session started while
+/// the disk is full is refused; what was stored reads back; once space is freed a new session
+/// records completely. The database is intact afterwards.
 #[test]
-fn a_full_file_system_fails_the_recording_not_the_daemon_and_recording_resumes_when_freed() {
+fn a_full_file_system_stops_recording_not_sessions_and_recording_resumes_when_freed() {
+    let _serial = serial();
     if !as_root("mounting a tmpfs") {
         return;
     }
     let dir = TempDir::new("faults-full");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let mount = |args: &[&str]| {
-        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    mount(&["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", data.to_str().unwrap()]);
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -211,54 +223,47 @@ fn a_full_file_system_fails_the_recording_not_the_daemon_and_recording_resumes_w
     let ballast = data.join("ballast");
     std::fs::write(&ballast, vec![1u8; 16 << 20]).unwrap();
     let recording = data_dir().join("eegmmidb/S001R04.edf").display().to_string();
-    let replay = try_start(&daemon, &as_strs(&replay_args(&recording))).expect("the replay starts");
+    let mut args = vec!["--json".to_string(), "session".into(), "start".into()];
+    args.extend(replay_args(&recording));
+    args.push("--follow".into());
+    let replay = Follower::spawn(&daemon, &as_strs(&args));
     let live = try_start(&daemon, &["--driver", "synthetic", "--set", "script=13Hz:2,rest:1"]).expect("live starts");
-    let ended = |daemon: &Daemon, id: &str, within: Duration| -> serde_json::Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let s = show(daemon, id);
-            if s["state"] != "running" && s["state"] != "starting" {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "session {id} still records after {within:?}: {s}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let full_message = |s: &serde_json::Value| {
-        assert_eq!(s["state"], "failed", "{s}");
-        let m = s["message"].as_str().unwrap_or_default();
-        assert!(m.contains("the file system holding the store is full"), "{s}");
-        assert!(m.contains(data.to_str().unwrap()), "the message names the store: {s}");
-    };
-    let replay_end = ended(&daemon, &replay, Duration::from_secs(60));
-    full_message(&replay_end);
-    // The live session's next write fails too.
-    let live_end = ended(&daemon, &live, Duration::from_secs(30));
-    full_message(&live_end);
-    assert!(replay_end["stored_blocks"].as_u64().unwrap() > 50, "{replay_end}");
+    let events = replay.collect_until(Duration::from_secs(90), |e| e["type"] == "recording_stopped");
+    let replay_id = events[0]["session"].as_str().unwrap().to_string();
+    let message = events.last().unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("the file system holding the store is full"), "{message}");
+    assert!(message.contains(data.to_str().unwrap()), "the message names the store: {message}");
+    // The sessions go on: acquisition does not depend on the disk.
+    let replay_now = show(&daemon, &replay_id);
+    assert_eq!(replay_now["state"], "running", "{replay_now}");
+    assert_eq!(replay_now["recording_error"].as_str(), Some(message.as_str()), "{replay_now}");
+    let stored = replay_now["stored_blocks"].as_u64().unwrap();
+    assert!(stored > 50, "{replay_now}");
+    let live_before = show(&daemon, &live);
+    std::thread::sleep(Duration::from_secs(1));
+    let live_after = show(&daemon, &live);
+    assert_eq!(live_after["state"], "running", "{live_after}");
+    assert!(live_after["blocks"].as_u64() > live_before["blocks"].as_u64(), "{live_after}");
     assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon ended: {}", daemon.log());
-    assert_eq!(daemon.ctl_json(&["status"])["sessions_active"], 0);
 
-    // Started while the file system is still full: refused, or ended the same way.
+    // Started while the file system is still full: refused, saying why and what to do.
     let args = ["--driver", "synthetic", "--set", "speed=0", "--set", "loop=false", "--set", "script=13Hz:2,rest:1"];
-    match try_start(&daemon, &args) {
-        Some(id) => full_message(&ended(&daemon, &id, Duration::from_secs(30))),
-        None => {
-            let out = daemon.ctl(&[&["session", "start"][..], &args[..]].concat());
-            let text = String::from_utf8_lossy(&out.stderr);
-            assert!(text.contains("full"), "{text}");
-        }
-    }
+    let refused = daemon.ctl(&[&["session", "start"][..], &args[..]].concat());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a session started on a full store");
+    assert!(text.contains("is full") && text.contains("free at least 8 MiB"), "{text}");
 
-    // What was stored before reads back (an export authenticates every block).
+    // Room again: the sessions' ends are recorded, what was stored before reads back (an export
+    // authenticates every block), and a new session records every block.
+    std::fs::remove_file(&ballast).unwrap();
+    for id in [&replay_id, &live] {
+        assert_eq!(daemon.ctl_json(&["session", "stop", id])["state"], "stopped");
+    }
     let csv = dir.path().join("replay.csv");
-    let out = daemon.ctl(&["export", &replay, "--format", "csv", "--output", csv.to_str().unwrap()]);
+    let out = daemon.ctl(&["export", &replay_id, "--format", "csv", "--output", csv.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows = std::fs::read_to_string(&csv).unwrap().lines().count() as u64;
-    assert!(rows > replay_end["stored_blocks"].as_u64().unwrap() * 160, "{rows} rows");
-
-    // Room again: a new session records every block.
-    std::fs::remove_file(&ballast).unwrap();
+    assert!(rows > stored * 160, "{rows} rows for {stored} blocks of 160 frames");
     let out = daemon.ctl(&[&["--json", "session", "start"][..], &args[..], &["--follow"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let first: serde_json::Value =
@@ -266,12 +271,14 @@ fn a_full_file_system_fails_the_recording_not_the_daemon_and_recording_resumes_w
     let again = show(&daemon, first["id"].as_str().unwrap());
     assert_eq!(again["state"], "finished", "{again}");
     assert_eq!(again["stored_blocks"], again["blocks"], "{again}");
+    assert!(again.get("recording_error").is_none(), "{again}");
 
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(20)).success(), "{}", daemon.log());
     let mut store = open_store(&data);
     assert_eq!(store.integrity_check().unwrap(), "ok");
-    assert!(stored_blocks(&mut store, &replay) >= replay_end["stored_blocks"].as_u64().unwrap());
+    assert!(stored_blocks(&mut store, &replay_id) >= stored);
+    assert_eq!(store.state(&replay_id).unwrap(), "stopped", "the end of a session whose recording stopped");
     assert_eq!(stored_blocks(&mut store, first["id"].as_str().unwrap()), again["blocks"].as_u64().unwrap());
 }
 
@@ -280,6 +287,7 @@ fn a_full_file_system_fails_the_recording_not_the_daemon_and_recording_resumes_w
 /// session beside it loses no block and records every one.
 #[test]
 fn a_sighup_storm_costs_a_live_session_nothing() {
+    let _serial = serial();
     let mut daemon =
         start_daemon(DaemonOptions { config: Some("log_level = \"info\"\n".into()), ..Default::default() });
     let live = Follower::spawn(
@@ -391,6 +399,7 @@ time_t time(time_t *t) {
 /// would not have deleted before the step: deletions by age wait a day after a step.
 #[test]
 fn wall_clock_steps_during_a_recording_lose_nothing_and_delete_nothing() {
+    let _serial = serial();
     let dir = TempDir::new("faults-clock");
     let shim = dir.path().join("libclockshift.so");
     compile_c_library(CLOCK_SHIM, &shim);
@@ -476,6 +485,7 @@ fn wall_clock_steps_during_a_recording_lose_nothing_and_delete_nothing() {
 /// decoding session emits a token every window (0.25 s) without a hole, as it does at boot.
 #[test]
 fn a_monotonic_clock_ten_years_on_decodes_as_at_boot() {
+    let _serial = serial();
     if !as_root("a time namespace") {
         return;
     }
@@ -490,7 +500,7 @@ fn a_monotonic_clock_ten_years_on_decodes_as_at_boot() {
 
     let model_dir = TempDir::new("faults-ns-speller");
     let model = relaxed_speller(&model_dir).display().to_string();
-    let daemon = start_daemon(DaemonOptions {
+    let mut daemon = start_daemon(DaemonOptions {
         wrapper: ["unshare", "--time", "--monotonic", &ten_years, "--boottime", &ten_years, "--kill-child"]
             .map(String::from)
             .to_vec(),
@@ -527,6 +537,10 @@ fn a_monotonic_clock_ten_years_on_decodes_as_at_boot() {
     let end = show(&daemon, &id);
     assert_eq!(end["windows_dropped"], 0, "{end}");
     assert_eq!(end["stored_blocks"], end["blocks"], "{end}");
+    // The daemon is unshare's child: stopped by its own SIGTERM, it ends cleanly, and unshare
+    // with it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success(), "{}", daemon.log());
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -579,6 +593,7 @@ fn raw_follower(
 /// buffering it, and the daemon's memory stays bounded.
 #[test]
 fn stuck_and_slow_socket_followers_cost_a_live_session_nothing() {
+    let _serial = serial();
     let daemon = start_daemon(DaemonOptions {
         env: vec![("BCI2TOKEN_SUBSCRIBER_QUEUE".into(), "16".into())],
         ..Default::default()
@@ -651,6 +666,7 @@ fn stuck_and_slow_socket_followers_cost_a_live_session_nothing() {
 /// for a follower that keeps up, the daemon's memory stays bounded, and the bus still answers.
 #[test]
 fn stuck_bus_subscribers_cost_a_live_session_nothing() {
+    let _serial = serial();
     use bci2token_tests::private_bus::PrivateBus;
     use bci2token_tests::system_users::{stage_python_client, system_daemon, world, ADMIN_GROUP, OPERATOR_GROUP};
     let Some(w) = world() else { return };

@@ -140,6 +140,10 @@ pub enum Event {
     /// `reconnected`): the filters were primed on the first block after it and the next window is
     /// made only of frames from `t` on, so the next token comes a whole window later.
     DecoderRestart { session: String, t: f64, reason: String },
+    /// The session's recording stopped (a full file system, an I/O error) while the session
+    /// goes on: nothing from here on is stored. Sent once, at the session's next write after the
+    /// failure.
+    RecordingStopped { session: String, message: String },
     /// A warning about the session that does not stop it.
     Warning { session: String, message: String },
     /// This subscriber fell behind and missed `count` events here.

@@ -411,6 +411,10 @@ pub struct SessionInfo {
     /// Blocks and events not recorded because the store fell behind.
     #[serde(default)]
     pub store_dropped: u64,
+    /// Why the session's recording stopped while the session went on (a full file system, an
+    /// I/O error); absent while it records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_error: Option<String>,
     /// Windows a real-time session could not hand to the decoder because its decode queue was
     /// full (no token was decoded from them).
     #[serde(default)]

@@ -336,7 +336,9 @@ async fn forward(mut stream: Subscription, emitter: SignalEmitter<'static>, budg
                     SessionObject::state_changed_signal(&emitter, state.as_str(), message.as_deref().unwrap_or(""))
                         .await
                 }
-                Event::Warning { message, .. } => SessionObject::warning(&emitter, message).await,
+                Event::Warning { message, .. } | Event::RecordingStopped { message, .. } => {
+                    SessionObject::warning(&emitter, message).await
+                }
                 Event::DecoderError { t, message, .. } => {
                     SessionObject::warning(
                         &emitter,
