@@ -529,18 +529,36 @@ fn a_monotonic_clock_ten_years_on_decodes_as_at_boot() {
     std::thread::sleep(Duration::from_secs(6));
     daemon.ctl_json(&["session", "stop", &id]);
     let events = live.collect_until(Duration::from_secs(20), |e| e["type"] == "state" && e["state"] == "stopped");
-    let times: Vec<f64> = events.iter().filter(|e| e["type"] == "token").map(|e| e["t"].as_f64().unwrap()).collect();
-    assert!(times.len() >= 12, "{} tokens in 6 s", times.len());
-    for pair in times.windows(2) {
-        assert!((pair[1] - pair[0] - 0.25).abs() < 0.01, "a window is missing between t={} and t={}", pair[0], pair[1]);
-    }
-    let end = show(&daemon, &id);
-    assert_eq!(end["windows_dropped"], 0, "{end}");
-    assert_eq!(end["stored_blocks"], end["blocks"], "{end}");
+    assert_every_block_and_window(&events, 0, 12);
+    assert_kept_everything(&show(&daemon, &id));
     // The daemon is unshare's child: stopped by its own SIGTERM, it ends cleanly, and unshare
     // with it.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
     assert!(daemon.wait_exit(Duration::from_secs(20)).success(), "{}", daemon.log());
+}
+
+/// What a follower that kept up saw of a live decoding session: at least `blocks` blocks with no
+/// hole in their numbers, and at least `tokens` tokens one window hop (0.25 s) apart.
+fn assert_every_block_and_window(events: &[serde_json::Value], blocks: usize, tokens: usize) {
+    let seqs: Vec<u64> = events.iter().filter(|e| e["type"] == "samples").map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.len() >= blocks, "{} blocks", seqs.len());
+    if let Some(&first) = seqs.first() {
+        let expected: Vec<u64> = (first..first + seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "the follower that keeps up lost a block");
+    }
+    let times: Vec<f64> = events.iter().filter(|e| e["type"] == "token").map(|e| e["t"].as_f64().unwrap()).collect();
+    assert!(times.len() >= tokens, "{} tokens", times.len());
+    for pair in times.windows(2) {
+        assert!((pair[1] - pair[0] - 0.25).abs() < 0.01, "a window is missing between t={} and t={}", pair[0], pair[1]);
+    }
+}
+
+/// A session's counters after it ended: nothing dropped, no gap, every block stored.
+fn assert_kept_everything(end: &serde_json::Value) {
+    for counter in ["windows_dropped", "store_dropped", "gaps"] {
+        assert_eq!(end[counter], 0, "{counter}: {end}");
+    }
+    assert_eq!(end["stored_blocks"], end["blocks"], "{end}");
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -628,24 +646,9 @@ fn stuck_and_slow_socket_followers_cost_a_live_session_nothing() {
     assert_eq!(stopped["state"], "stopped", "{stopped}");
     let events = live.collect_until(Duration::from_secs(30), |e| e["type"] == "state" && e["state"] == "stopped");
 
-    let seqs: Vec<u64> = events.iter().filter(|e| e["type"] == "samples").map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.len() > 30, "{} blocks", seqs.len());
-    assert_eq!(
-        seqs,
-        (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>(),
-        "the follower that keeps up lost a block"
-    );
-    let times: Vec<f64> = events.iter().filter(|e| e["type"] == "token").map(|e| e["t"].as_f64().unwrap()).collect();
-    assert!(times.len() >= 30, "{} tokens in 10 s", times.len());
-    for pair in times.windows(2) {
-        assert!((pair[1] - pair[0] - 0.25).abs() < 0.01, "a window is missing between t={} and t={}", pair[0], pair[1]);
-    }
+    assert_every_block_and_window(&events, 30, 30);
     assert!(!events.iter().any(|e| e["type"] == "lost"), "the follower that keeps up was told it lost events");
-    let end = show(&daemon, &id);
-    for counter in ["windows_dropped", "store_dropped", "gaps"] {
-        assert_eq!(end[counter], 0, "{counter}: {end}");
-    }
-    assert_eq!(end["stored_blocks"], end["blocks"], "{end}");
+    assert_kept_everything(&show(&daemon, &id));
     for s in slow {
         let events = s.join().unwrap();
         let lost: u64 = events.iter().filter(|e| e["type"] == "lost").map(|e| e["count"].as_u64().unwrap()).sum();
@@ -722,23 +725,8 @@ fn stuck_bus_subscribers_cost_a_live_session_nothing() {
     let stopped = w.alice.ctl_json(&daemon, &["session", "stop", &id]);
     assert_eq!(stopped["state"], "stopped", "{stopped}");
     let events = live.collect_until(Duration::from_secs(30), |e| e["type"] == "state" && e["state"] == "stopped");
-    let seqs: Vec<u64> = events.iter().filter(|e| e["type"] == "samples").map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.len() > 30, "{} blocks", seqs.len());
-    assert_eq!(
-        seqs,
-        (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>(),
-        "the follower that keeps up lost a block"
-    );
-    let times: Vec<f64> = events.iter().filter(|e| e["type"] == "token").map(|e| e["t"].as_f64().unwrap()).collect();
-    assert!(times.len() >= 30, "{} tokens in 10 s", times.len());
-    for pair in times.windows(2) {
-        assert!((pair[1] - pair[0] - 0.25).abs() < 0.01, "a window is missing between t={} and t={}", pair[0], pair[1]);
-    }
-    let end = w.alice.ctl_json(&daemon, &["session", "show", &id]);
-    for counter in ["windows_dropped", "store_dropped", "gaps"] {
-        assert_eq!(end[counter], 0, "{counter}: {end}");
-    }
-    assert_eq!(end["stored_blocks"], end["blocks"], "{end}");
+    assert_every_block_and_window(&events, 30, 30);
+    assert_kept_everything(&w.alice.ctl_json(&daemon, &["session", "show", &id]));
     for mut child in stuck {
         let _ = child.kill();
         let _ = child.wait();
