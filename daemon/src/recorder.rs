@@ -353,7 +353,15 @@ fn flush(store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>, full: &Ato
             // One session's write must not take the others' with it (a small write may still
             // fit where a large one did not): each is retried on its own, and a session whose
             // own write fails stops recording; its later writes in this batch are not tried.
-            log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
+            // On a disk nearly full every batch may fail while single writes fit: said once a
+            // minute at most.
+            static WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
+                *warned = Some(std::time::Instant::now());
+            }
+            drop(warned);
             full.fetch_or(e.is_full(), Ordering::AcqRel);
             for (op, ack) in batch.iter().zip(acks.iter()) {
                 let stopped = matches!(ack, Some((c, Some(_))) if c.failed.get().is_some());

@@ -43,11 +43,33 @@ fn start_sessions(daemon: &Daemon, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Sums of (windows dropped, gaps, store drops, blocks) over `ids`, and how many are running.
-fn totals(daemon: &Daemon, ids: &[String]) -> (u64, u64, u64, u64, usize) {
+/// Sums of (windows dropped, gaps, store drops, blocks) over `ids`, and how many are running;
+/// an error when the daemon did not answer (its threads' stacks are then saved for a look).
+fn totals(daemon: &Daemon, ids: &[String]) -> Result<(u64, u64, u64, u64, usize), String> {
     let mut t = (0, 0, 0, 0, 0);
     for id in ids {
-        let s = daemon.ctl_json(&["session", "show", id]);
+        let out = daemon.ctl(&["--json", "session", "show", id]);
+        let Ok(s) = serde_json::from_slice::<serde_json::Value>(&out.stdout).map_err(|_| ()).and_then(|s| {
+            if out.status.success() {
+                Ok(s)
+            } else {
+                Err(())
+            }
+        }) else {
+            let pid = daemon.child.id();
+            let stacks = std::env::temp_dir().join(format!("soak-stacks-{pid}.txt"));
+            if let Ok(gdb) = std::process::Command::new("gdb")
+                .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 25"])
+                .output()
+            {
+                let _ = std::fs::write(&stacks, gdb.stdout);
+            }
+            return Err(format!(
+                "`session show {id}` failed: {}; the daemon's thread stacks: {}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                stacks.display()
+            ));
+        };
         let n = |k: &str| s[k].as_u64().unwrap_or(0);
         t.0 += n("windows_dropped");
         t.1 += n("gaps");
@@ -55,7 +77,7 @@ fn totals(daemon: &Daemon, ids: &[String]) -> (u64, u64, u64, u64, usize) {
         t.3 += n("blocks");
         t.4 += usize::from(s["state"] == "running");
     }
-    t
+    Ok(t)
 }
 
 fn env_number(key: &str, default: f64) -> f64 {
@@ -79,12 +101,13 @@ fn main() {
     std::thread::sleep(Duration::from_secs(5)); // started and warm
     let (rss_started, cpu0) = usage(pid);
     let t0 = Instant::now();
-    let before = totals(&daemon, &ids);
+    let soak_totals = |ids: &[String]| totals(&daemon, ids).unwrap_or_else(|e| panic!("{e}"));
+    let before = soak_totals(&ids);
     let total = Duration::from_secs_f64(minutes * 60.0);
     while t0.elapsed() < total {
         std::thread::sleep(Duration::from_secs(60).min(total.saturating_sub(t0.elapsed())));
         let (rss, cpu) = usage(pid);
-        let (w, g, s, b, running) = totals(&daemon, &ids);
+        let (w, g, s, b, running) = soak_totals(&ids);
         println!(
             "  {:>5.1} min: {running}/{sessions} running, {} blocks, windows dropped {w}, gaps {g}, store drops {s}, \
              RSS {:.1} MiB, CPU {:.0}% of one core",
@@ -95,7 +118,7 @@ fn main() {
         );
     }
     let (rss1, cpu1) = usage(pid);
-    let after = totals(&daemon, &ids);
+    let after = soak_totals(&ids);
     let seconds = t0.elapsed().as_secs_f64();
     // The synthetic driver's blocks at 250 Hz: 10 frames, 25 a second.
     let expected_blocks = sessions as f64 * seconds * 25.0;
@@ -123,9 +146,17 @@ fn main() {
     loop {
         running.extend(start_sessions(&daemon, step));
         std::thread::sleep(Duration::from_secs(5));
-        let before = totals(&daemon, &running);
-        std::thread::sleep(Duration::from_secs(30));
-        let after = totals(&daemon, &running);
+        let measured = totals(&daemon, &running).and_then(|before| {
+            std::thread::sleep(Duration::from_secs(30));
+            totals(&daemon, &running).map(|after| (before, after))
+        });
+        let (before, after) = match measured {
+            Ok(m) => m,
+            Err(e) => {
+                println!("ceiling: at {} sessions the daemon stopped answering: {e}", running.len());
+                break;
+            }
+        };
         let dropped = (after.0 - before.0) + (after.1 - before.1) + (after.2 - before.2);
         let (rss, _) = usage(pid);
         println!(
