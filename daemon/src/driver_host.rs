@@ -11,13 +11,14 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use bci2token_config::Isolation;
-use bci2token_driver_abi::host::{Device, DriverError, Plugin, Read};
+use bci2token_driver_abi::host::{Device, DriverError, Read};
 use bci2token_driver_abi::types::StreamInfo;
 use bci2token_driver_host::client::{HostExe, Limits, RemoteDevice};
+
+use crate::plugins::Driver;
 
 /// Where the packages install the host (a build tree has it beside bci2tokend).
 const LIBEXEC_HOST: &str = "/usr/libexec/bci2token/bci2token-driver-host";
@@ -46,7 +47,7 @@ pub fn host_exe() -> Result<&'static HostExe, String> {
 
 /// What a driver host may read besides the system's directories
 /// ([`bci2token_driver_host::sandbox`]), and which libraries it loads before it confines itself.
-/// Readable: the plugin's directory and the driver directories, the libraries and LSL
+/// Readable: the plugin's directory (and its target's, for a link) and the driver directories, the libraries and LSL
 /// configuration the admin or the environment name, string settings of the admin's that are
 /// absolute paths (host keys `_…`), in `--user` mode the caller's file keys (the caller is the
 /// daemon's user), and the directory of each file named; as canonical paths. Preloaded: the
@@ -64,7 +65,14 @@ pub fn readable_paths(
             admin.push(PathBuf::from(p));
         }
     }
-    let mut paths: Vec<PathBuf> = plugin.parent().map(Path::to_path_buf).into_iter().collect();
+    // The plugin's directory, and where it really lies if it is a symbolic link (a package's
+    // `libfoo.so -> libfoo.so.1`, a link to a build tree).
+    let real_plugin = std::fs::canonicalize(plugin).ok();
+    let mut paths: Vec<PathBuf> = [Some(plugin), real_plugin.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some(p.parent()?.to_path_buf()))
+        .collect();
     paths.extend(cfg.driver_path.iter().cloned());
     paths.extend(admin.iter().cloned());
     paths.extend(std::env::var_os("LSLAPICFG").map(PathBuf::from));
@@ -137,21 +145,21 @@ impl Source {
     /// passes; `readable`: what a host may read and preloads, [`readable_paths`]).
     pub fn open(
         isolation: Isolation,
-        plugin: &Arc<Plugin>,
+        driver: &Driver,
         config: &serde_json::Map<String, serde_json::Value>,
         held: &[OwnedFd],
         readable: (Vec<PathBuf>, Vec<PathBuf>),
         limits: Limits,
     ) -> Result<Source, DriverError> {
         match isolation {
-            Isolation::InProcess => plugin.open(config).map(Source::Local),
+            Isolation::InProcess => driver.in_process()?.open(config).map(Source::Local),
             Isolation::Process => {
                 let exe = host_exe().map_err(|message| DriverError {
-                    driver: plugin.name().to_string(),
+                    driver: driver.name.clone(),
                     message,
                     panicked: false,
                 })?;
-                let device = RemoteDevice::open(exe, (plugin.path(), plugin.name()), config, held, readable, limits)?;
+                let device = RemoteDevice::open(exe, (&driver.path, &driver.name), config, held, readable, limits)?;
                 report_sandbox(device.sandbox());
                 Ok(Source::Remote(Box::new(device)))
             }

@@ -117,10 +117,11 @@ fn main() -> ExitCode {
         eprintln!("bci2tokend: cannot set up logging: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let mut registry = Registry::default();
-    registry.scan(&cfg.driver_path);
-    // Opened now, so that sessions run this daemon's host even after an upgrade replaced it.
+    // Opened now, so that sessions run this daemon's host even after an upgrade replaced it
+    // (and before the scan, whose hosts describe the plugins).
     let host = driver_host::host_exe().map(|h| h.path.display().to_string());
+    let mut registry = Registry::default();
+    registry.scan(&cfg);
     if args.check {
         match &host {
             Ok(path) => println!("driver host {path}"),

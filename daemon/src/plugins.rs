@@ -1,17 +1,94 @@
-//! The set of loaded driver plugins. Every shared library in the driver path is tried; a file that
-//! is not a plugin or speaks another ABI is recorded with its reason and the rest still load.
+//! The driver plugins found in the driver path. Every shared library there is tried; a file that
+//! is not a plugin, speaks another ABI, or crashes or hangs when loaded is recorded with its
+//! reason and the rest are still used.
+//!
+//! With `driver_isolation = "process"` (the default) the daemon never loads a plugin itself: a
+//! driver host loads each one to say what it is (at start and at each reload) and to probe for
+//! devices ([`Driver::probe`]), so a plugin's constructors and `probe` run confined, as its
+//! sessions do. In-process isolation loads the plugin here, once, at its first use.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bci2token_api::{DriverInfo, PluginFailure};
-use bci2token_driver_abi::host::Plugin;
+use bci2token_driver_abi::host::{DriverError, Plugin};
+use bci2token_driver_abi::types::DeviceInfo;
+use bci2token_driver_host::client::{self, Limits};
 
-#[derive(Default)]
-pub struct Registry {
-    /// By driver name.
-    plugins: BTreeMap<String, Arc<Plugin>>,
+use crate::config::Config;
+use crate::driver_host::{host_exe, readable_paths, Isolation};
+
+/// A plugin file in the driver path, as it described itself.
+#[derive(Debug)]
+pub struct Driver {
+    pub name: String,
+    pub version: String,
+    /// (major, minor) the plugin was built with.
+    pub abi: (u32, u32),
+    pub path: PathBuf,
+    /// The plugin loaded into this process (in-process isolation only): at its first use.
+    loaded: Mutex<Option<Arc<Plugin>>>,
+}
+
+impl Driver {
+    /// The plugin, loaded into this process (in-process isolation). Refused when the file now
+    /// holds another driver than the one found at the last scan.
+    pub fn in_process(&self) -> Result<Arc<Plugin>, DriverError> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plugin) = loaded.as_ref() {
+            return Ok(Arc::clone(plugin));
+        }
+        let plugin = Plugin::load(&self.path).map_err(|e| self.error(e.to_string()))?;
+        if plugin.name() != self.name {
+            return Err(self.error(format!(
+                "{} now holds driver `{}`; reload the daemon (systemctl reload bci2tokend) to use it",
+                self.path.display(),
+                plugin.name()
+            )));
+        }
+        *loaded = Some(Arc::clone(&plugin));
+        Ok(plugin)
+    }
+
+    /// The devices the driver can open now: its `probe`, where `cfg.driver_isolation` says.
+    pub fn probe(&self, cfg: &Config) -> Result<Vec<DeviceInfo>, DriverError> {
+        match cfg.driver_isolation {
+            Isolation::InProcess => self.in_process()?.probe(),
+            Isolation::Process => {
+                let exe = host_exe().map_err(|m| self.error(m))?;
+                let found = client::describe(exe, &self.path, sandbox_for(cfg, &self.path), limits(cfg), true)?;
+                if found.name != self.name {
+                    return Err(self.error(format!(
+                        "{} now holds driver `{}`; reload the daemon (systemctl reload bci2tokend) to use it",
+                        self.path.display(),
+                        found.name
+                    )));
+                }
+                found.probe.unwrap_or_else(|| Err(self.error("its host did not probe".into())))
+            }
+        }
+    }
+
+    fn error(&self, message: String) -> DriverError {
+        DriverError { driver: self.name.clone(), message, panicked: false }
+    }
+}
+
+/// What a host that only describes or probes may read and preload: as a session's host with
+/// no session settings.
+fn sandbox_for(cfg: &Config, plugin: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    readable_paths(cfg, plugin, &serde_json::Map::new())
+}
+
+fn limits(cfg: &Config) -> Limits {
+    Limits { memory_mib: cfg.driver_memory_limit, read_grace: Duration::ZERO, restarts: 0 }
+}
+
+/// What looking at the driver path found: the new plugins and the files that are none.
+pub struct Scan {
+    found: Vec<Driver>,
     failed: Vec<PluginFailure>,
 }
 
@@ -26,54 +103,118 @@ fn libraries_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-impl Registry {
-    /// Loads every plugin found in `dirs` that is not loaded yet. Already-loaded plugins stay as
-    /// they are (sessions may be using them). Returns the names newly loaded.
-    pub fn scan(&mut self, dirs: &[PathBuf]) -> Vec<String> {
-        self.failed.clear();
-        let mut added = Vec::new();
-        for dir in dirs {
-            let files = match libraries_in(dir) {
-                Ok(files) => files,
-                Err(e) => {
-                    log::warn!("driver directory {}: {e}", dir.display());
-                    continue;
-                }
-            };
-            for file in files {
-                if self.plugins.values().any(|p| p.path() == file) {
-                    continue;
-                }
-                match Plugin::load(&file) {
-                    Ok(plugin) => {
-                        let name = plugin.name().to_string();
-                        if let Some(existing) = self.plugins.get(&name) {
-                            let msg = format!(
-                                "driver `{name}` is already loaded from {}; this copy is ignored",
-                                existing.path().display()
-                            );
-                            log::warn!("{}: {msg}", file.display());
-                            self.failed.push(PluginFailure { file: file.display().to_string(), error: msg });
-                            continue;
-                        }
-                        log::info!(
-                            "loaded driver `{name}` {} (ABI {}.{}) from {}",
-                            plugin.version(),
-                            plugin.abi().0,
-                            plugin.abi().1,
-                            file.display()
-                        );
-                        added.push(name.clone());
-                        self.plugins.insert(name, plugin);
-                    }
-                    Err(e) => {
-                        log::warn!("{e}");
-                        self.failed.push(PluginFailure { file: file.display().to_string(), error: e.to_string() });
-                    }
-                }
+/// Describes every plugin in `cfg.driver_path` that is not among `known` (files already
+/// registered: sessions may be using them). Each file in a driver host of its own, all at once
+/// (one that hangs costs its own time-out, not the others'); in this process with in-process
+/// isolation. Takes no lock: a reload runs it while requests are served.
+pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
+    let mut files = Vec::new();
+    for dir in &cfg.driver_path {
+        match libraries_in(dir) {
+            Ok(found) => files.extend(found.into_iter().filter(|f| !known.contains(f))),
+            Err(e) => log::warn!("driver directory {}: {e}", dir.display()),
+        }
+    }
+    let described: Vec<Result<Driver, String>> = match cfg.driver_isolation {
+        Isolation::InProcess => files.iter().map(|f| load_here(f)).collect(),
+        Isolation::Process => std::thread::scope(|scope| {
+            let each: Vec<_> = files.iter().map(|f| scope.spawn(move || describe_in_host(cfg, f))).collect();
+            each.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("describing it panicked".into()))).collect()
+        }),
+    };
+    let mut scan = Scan { found: Vec::new(), failed: Vec::new() };
+    for (file, result) in files.iter().zip(described) {
+        match result {
+            Ok(driver) => scan.found.push(driver),
+            Err(error) => {
+                log::warn!("{error}");
+                scan.failed.push(PluginFailure { file: file.display().to_string(), error });
             }
         }
-        if self.plugins.is_empty() {
+    }
+    scan
+}
+
+fn load_here(file: &Path) -> Result<Driver, String> {
+    let plugin = Plugin::load(file).map_err(|e| e.to_string())?;
+    Ok(Driver {
+        name: plugin.name().to_string(),
+        version: plugin.version().to_string(),
+        abi: plugin.abi(),
+        path: file.to_path_buf(),
+        loaded: Mutex::new(Some(plugin)),
+    })
+}
+
+fn describe_in_host(cfg: &Config, file: &Path) -> Result<Driver, String> {
+    let exe = host_exe()?;
+    let found = client::describe(exe, file, sandbox_for(cfg, file), limits(cfg), false).map_err(|e| {
+        // Most of the host's messages name the file already.
+        let path = file.display().to_string();
+        if e.message.contains(&path) {
+            e.message
+        } else {
+            format!("{path}: {}", e.message)
+        }
+    })?;
+    Ok(Driver {
+        name: found.name,
+        version: found.version,
+        abi: found.abi,
+        path: file.to_path_buf(),
+        loaded: Mutex::new(None),
+    })
+}
+
+#[derive(Default)]
+pub struct Registry {
+    /// By driver name.
+    drivers: BTreeMap<String, Arc<Driver>>,
+    failed: Vec<PluginFailure>,
+}
+
+impl Registry {
+    /// Describes and adds every plugin in `cfg.driver_path` (the daemon's start).
+    pub fn scan(&mut self, cfg: &Config) -> Vec<String> {
+        let scan = inspect(cfg, &self.files());
+        self.add(scan, &cfg.driver_path)
+    }
+
+    /// The plugin files registered.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.drivers.values().map(|d| d.path.clone()).collect()
+    }
+
+    /// Adds what a scan found (the first file of a name wins; registered ones stay as they are)
+    /// and keeps its failures as the current ones. Returns the names newly added.
+    pub fn add(&mut self, scan: Scan, dirs: &[PathBuf]) -> Vec<String> {
+        self.failed = scan.failed;
+        let mut added = Vec::new();
+        for driver in scan.found {
+            if self.drivers.values().any(|d| d.path == driver.path) {
+                continue;
+            }
+            if let Some(existing) = self.drivers.get(&driver.name) {
+                let msg = format!(
+                    "driver `{}` is already loaded from {}; this copy is ignored",
+                    driver.name,
+                    existing.path.display()
+                );
+                log::warn!("{}: {msg}", driver.path.display());
+                self.failed.push(PluginFailure { file: driver.path.display().to_string(), error: msg });
+                continue;
+            }
+            let (major, minor) = driver.abi;
+            log::info!(
+                "found driver `{}` {} (ABI {major}.{minor}) in {}",
+                driver.name,
+                driver.version,
+                driver.path.display()
+            );
+            added.push(driver.name.clone());
+            self.drivers.insert(driver.name.clone(), Arc::new(driver));
+        }
+        if self.drivers.is_empty() {
             let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
             log::warn!(
                 "no driver plugins found in {}; set driver_path (BCI2TOKEN_DRIVER_PATH) to the directory holding \
@@ -84,30 +225,30 @@ impl Registry {
         added
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
-        self.plugins.get(name)
+    pub fn get(&self, name: &str) -> Option<&Arc<Driver>> {
+        self.drivers.get(name)
     }
 
     pub fn len(&self) -> usize {
-        self.plugins.len()
+        self.drivers.len()
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.plugins.keys().cloned().collect()
+        self.drivers.keys().cloned().collect()
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
-        self.plugins.values()
+    pub fn drivers(&self) -> impl Iterator<Item = &Arc<Driver>> {
+        self.drivers.values()
     }
 
     pub fn infos(&self) -> Vec<DriverInfo> {
-        self.plugins
+        self.drivers
             .values()
-            .map(|p| DriverInfo {
-                name: p.name().to_string(),
-                version: p.version().to_string(),
-                abi: format!("{}.{}", p.abi().0, p.abi().1),
-                file: p.path().display().to_string(),
+            .map(|d| DriverInfo {
+                name: d.name.clone(),
+                version: d.version.clone(),
+                abi: format!("{}.{}", d.abi.0, d.abi.1),
+                file: d.path.display().to_string(),
             })
             .collect()
     }

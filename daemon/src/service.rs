@@ -30,10 +30,11 @@ use crate::decoding::Decoding;
 use crate::driver_host::{Isolation, Source};
 use crate::hub::Subscription;
 use crate::lsl_outlets::SessionOutlets;
-use crate::plugins::Registry;
+use crate::plugins::{Driver, Registry};
 use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session, SessionChange};
 use crate::token_bucket::TokenBucket;
+use bci2token_driver_abi::host::DriverError;
 use bci2token_driver_host::client::Limits;
 use bci2token_store::seal::Kind;
 use bci2token_store::StoreReader;
@@ -644,24 +645,41 @@ impl Service {
         DriverList { drivers: reg.infos(), failed: reg.failures().to_vec() }
     }
 
+    /// What the drivers (or `only` the one named) can open now. The registry is not held while
+    /// they probe (a probe may take seconds; a reload must not wait for it), and with process
+    /// isolation each probes in a host of its own, all at once.
     fn probe_devices(&self, only: Option<&str>) -> Result<DeviceList, ApiError> {
-        let reg = self.registry.read().unwrap();
-        if let Some(name) = only {
-            if reg.get(name).is_none() {
-                return Err(unknown_driver(name, &reg));
+        let drivers: Vec<Arc<Driver>> = {
+            let reg = self.registry.read().unwrap();
+            if let Some(name) = only {
+                if reg.get(name).is_none() {
+                    return Err(unknown_driver(name, &reg));
+                }
             }
-        }
+            reg.drivers().filter(|d| only.is_none_or(|n| n == d.name)).cloned().collect()
+        };
+        let cfg = self.config();
+        let probed: Vec<_> = std::thread::scope(|scope| {
+            let each: Vec<_> = drivers.iter().map(|d| scope.spawn(|| d.probe(&cfg))).collect();
+            each.into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(DriverError { driver: String::new(), message: "its probe panicked".into(), panicked: true })
+                    })
+                })
+                .collect()
+        });
         let mut list = DeviceList { devices: Vec::new(), errors: Vec::new() };
-        for plugin in reg.plugins().filter(|p| only.is_none_or(|n| n == p.name())) {
-            match plugin.probe() {
+        for (driver, result) in drivers.iter().zip(probed) {
+            match result {
                 Ok(devices) => list.devices.extend(devices.into_iter().map(|d| DeviceEntry {
-                    driver: plugin.name().to_string(),
+                    driver: driver.name.clone(),
                     id: d.id,
                     description: d.description,
                     config: d.config,
                 })),
                 Err(e) => {
-                    list.errors.push(PluginFailure { file: plugin.path().display().to_string(), error: e.to_string() })
+                    list.errors.push(PluginFailure { file: driver.path.display().to_string(), error: e.to_string() })
                 }
             }
         }
@@ -842,9 +860,9 @@ impl Service {
         };
         // Host keys came with ABI 1.2: an older plugin would refuse them, and it cannot be told
         // that callers' paths are not to be opened, so a system daemon does not run it.
-        let host_keys = plugin.abi() >= (1, 2);
+        let host_keys = plugin.abi >= (1, 2);
         if !host_keys && cfg.mode == Mode::System {
-            let (major, minor) = plugin.abi();
+            let (major, minor) = plugin.abi;
             return Err(ApiError::new(
                 ErrorCode::DriverError,
                 format!(
@@ -856,7 +874,7 @@ impl Service {
         }
         let (driver_config, held) = self.driver_config(caller, &cfg, (driver, host_keys), &config, fds)?;
         let readable = match cfg.driver_isolation {
-            Isolation::Process => crate::driver_host::readable_paths(&cfg, plugin.path(), &driver_config),
+            Isolation::Process => crate::driver_host::readable_paths(&cfg, &plugin.path, &driver_config),
             Isolation::InProcess => Default::default(),
         };
         let limits = Limits {
@@ -1710,7 +1728,9 @@ impl Service {
     pub fn reload(&self, new: Config) -> Vec<String> {
         // New plugins first, without the configuration locked: a scan may wait for a probe in
         // progress, and every connection reads the configuration.
-        let added = self.registry.write().unwrap().scan(&new.driver_path);
+        let known = self.registry.read().unwrap().files();
+        let scan = crate::plugins::inspect(&new, &known);
+        let added = self.registry.write().unwrap().add(scan, &new.driver_path);
         if !added.is_empty() {
             log::info!("reload: loaded new drivers: {}", added.join(", "));
         }

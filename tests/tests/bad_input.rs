@@ -49,6 +49,17 @@ fn wrong_abi_and_non_plugins_are_refused_and_the_rest_load() {
     assert!(error_of("junk.so").contains("cannot be loaded as a shared library"));
     // The log says the same, for an administrator reading the journal.
     assert!(daemon.log().contains("libwrong_abi.so: driver ABI 99.0"), "{}", daemon.log());
+    // A plugin that is a symbolic link (as a package's `libfoo.so -> libfoo.so.1`) runs in its
+    // driver host, whose sandbox lets it read where the link leads.
+    let id = daemon.ctl_json(&["session", "start", "--driver", "synthetic"])["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while daemon.ctl_json(&["session", "show", &id])["blocks"].as_u64() == Some(0)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let show = daemon.ctl_json(&["session", "show", &id]);
+    assert!(show["state"] == "running" && show["blocks"].as_u64() > Some(0), "{show}");
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bci2token_tests::{bin_dir, compile_c_library, start_daemon, DaemonOptions, TempDir};
 
-/// A driver named `NAME`: one channel at 100 Hz, a block of 10 frames every 100 ms. `OPEN` runs
+/// A driver named `NAME`: one channel at 100 Hz, a block of 10 frames every 100 ms, one device
+/// `NAME-1` found by `probe`. `LOAD` runs when the library is loaded, `PROBE` in `probe`, `OPEN`
 /// in `open`, `READ` in the 4th and every later `read`.
 const PLUGIN: &str = r#"
 #include <stdint.h>
@@ -41,7 +42,12 @@ static AbiBuf text(const char *s) {
 }
 static int device;
 static int reads;
-static int32_t probe(AbiBuf *out) { *out = text("[]"); return 0; }
+__attribute__((constructor)) static void on_load(void) { LOAD; }
+static int32_t probe(AbiBuf *out) {
+    PROBE;
+    *out = text("[{\"id\":\"NAME-1\",\"description\":\"NAME's device\"}]");
+    return 0;
+}
 static int32_t open_(AbiStr config, void **handle, AbiBuf *err) {
     (void)config; (void)err;
     OPEN;
@@ -75,9 +81,18 @@ static const VTable table = {
 const void *bci2token_driver_entry(void) { return &table; }
 "#;
 
+/// [`PLUGIN`] named `name`, with code at load, in `probe`, `open` and `read`.
+fn source(name: &str, [load, probe, open, read]: [&str; 4]) -> String {
+    PLUGIN
+        .replace("NAME", name)
+        .replace("LOAD", load)
+        .replace("PROBE", probe)
+        .replace("OPEN", open)
+        .replace("READ", read)
+}
+
 fn plugin(dir: &TempDir, name: &str, open: &str, read: &str) {
-    let source = PLUGIN.replace("NAME", name).replace("OPEN", open).replace("READ", read);
-    compile_c_library(&source, &dir.path().join(format!("lib{name}.so")));
+    compile_c_library(&source(name, ["", "", open, read]), &dir.path().join(format!("lib{name}.so")));
 }
 
 /// Waits until `session show ID` is in a final state; returns it.
@@ -338,8 +353,9 @@ const NOSY_OPEN: &str = r#"
 #[test]
 fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() {
     let dir = TempDir::new("nosy-plugin");
-    let source = PLUGIN.replace("#include <unistd.h>", &format!("#include <unistd.h>\n{NOSY}"));
-    let source = source.replace("NAME", "nosy").replace("    OPEN;\n", NOSY_OPEN).replace("READ", "");
+    let source = source("nosy", ["", "", "OPEN", ""]);
+    let source = source.replace("#include <unistd.h>", &format!("#include <unistd.h>\n{NOSY}"));
+    let source = source.replace("    OPEN;\n", NOSY_OPEN);
     compile_c_library(&source, &dir.path().join("libnosy.so"));
     let probe = |isolation: &str| -> String {
         let daemon = start_daemon(DaemonOptions {
@@ -417,4 +433,96 @@ fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() 
     }
     // (In the daemon, the plugin's child is the daemon's: it goes when the test's daemon does.)
     let _ = std::fs::remove_file("/tmp/bci2token-nosy-plugin");
+}
+
+/// Which of `files` the process `pid` has mapped.
+fn mapped(pid: u32, files: &[std::path::PathBuf]) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    files.iter().map(|f| f.display().to_string()).filter(|f| maps.contains(f.as_str())).collect()
+}
+
+/// With process isolation the daemon never loads a plugin: hosts describe them at start and at a
+/// reload, and probe for devices. A plugin that crashes or hangs as it is loaded is listed as
+/// failed with the cause (and delays the start by its time-out at most); one that crashes in
+/// `probe` is an error in `devices`; the daemon, the other drivers and their sessions go on.
+#[test]
+fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon() {
+    let dir = TempDir::new("host-scan");
+    let lib = |name: &str| dir.path().join(format!("lib{name}.so"));
+    compile_c_library(&source("calm", ["", "", "", ""]), &lib("calm"));
+    compile_c_library(&source("crashload", ["*(volatile int *)0 = 1", "", "", ""]), &lib("crashload"));
+    compile_c_library(&source("hangload", ["for (;;) pause()", "", "", ""]), &lib("hangload"));
+    compile_c_library(&source("segvprobe", ["", "*(volatile int *)0 = 1", "", ""]), &lib("segvprobe"));
+    let started = Instant::now();
+    let daemon = start_daemon(DaemonOptions {
+        driver_path: Some(format!("{}:{}", dir.path().display(), bin_dir().display())),
+        ..Default::default()
+    });
+    eprintln!("READY=1 after {:.1} s (a plugin that hangs when loaded costs 10 s)", started.elapsed().as_secs_f64());
+
+    let list = daemon.ctl_json(&["drivers"]);
+    let names: Vec<&str> = list["drivers"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    for name in ["calm", "segvprobe", "synthetic", "replay"] {
+        assert!(names.contains(&name), "{name}: {list}");
+    }
+    let calm = list["drivers"].as_array().unwrap().iter().find(|d| d["name"] == "calm").unwrap();
+    assert_eq!((calm["version"].as_str(), calm["abi"].as_str()), (Some("1.0.0"), Some("1.2")), "{calm}");
+    let error_of = |file: &str| -> String {
+        let failed = list["failed"].as_array().unwrap();
+        let f = failed.iter().find(|f| f["file"].as_str().unwrap().ends_with(file));
+        f.unwrap_or_else(|| panic!("{file} not reported: {list}"))["error"].as_str().unwrap().to_string()
+    };
+    let crash = error_of("libcrashload.so");
+    assert!(
+        crash.contains("SIGSEGV")
+            && crash.contains("`describe`")
+            && crash.contains(&lib("crashload").display().to_string()),
+        "{crash}"
+    );
+    let hang = error_of("libhangload.so");
+    assert!(hang.contains("hangs") && hang.contains("not answered within 10"), "{hang}");
+
+    // `devices`: every driver probed in a host; the one that crashes is an error, the rest list.
+    let devices = daemon.ctl_json(&["devices"]);
+    let ids: Vec<&str> = devices["devices"].as_array().unwrap().iter().filter_map(|d| d["id"].as_str()).collect();
+    assert!(ids.contains(&"calm-1"), "{devices}");
+    let errors = devices["errors"].as_array().unwrap();
+    let segv = errors.iter().find(|e| e["file"].as_str().unwrap().ends_with("libsegvprobe.so"));
+    let segv = segv.unwrap_or_else(|| panic!("no error for segvprobe: {devices}"))["error"].as_str().unwrap();
+    assert!(segv.contains("SIGSEGV"), "{segv}");
+    let only = daemon.ctl_json(&["devices", "--driver", "calm"]);
+    assert_eq!(only["devices"].as_array().unwrap().len(), 1, "{only}");
+
+    // A session on a plugin found this way runs (in its host).
+    let id = daemon.ctl_json(&["session", "start", "--driver", "calm"])["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let show = daemon.ctl_json(&["session", "show", &id]);
+    assert_eq!(show["state"], "running", "{show}");
+    daemon.ctl_json(&["session", "stop", &id]);
+
+    // A plugin added later is found at a reload, also by a host.
+    compile_c_library(&source("late", ["", "", "", ""]), &lib("late"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), nix::sys::signal::SIGHUP).unwrap();
+    assert!(daemon.wait_log("loaded new drivers: late", Duration::from_secs(20)), "{}", daemon.log());
+
+    // None of it was ever mapped into the daemon: not the test's plugins, not the shipped ones.
+    let mut files: Vec<std::path::PathBuf> =
+        ["calm", "crashload", "hangload", "segvprobe", "late"].iter().map(|n| lib(n)).collect();
+    let shipped = std::fs::read_dir(bin_dir()).unwrap().filter_map(|e| Some(e.ok()?.path()));
+    files.extend(shipped.filter(|p| p.extension().is_some_and(|e| e == "so")));
+    assert!(files.len() >= 8, "{files:?}");
+    assert_eq!(mapped(daemon.child.id(), &files), Vec::<String>::new(), "plugins mapped into the daemon");
+    assert_eq!(daemon.ctl_json(&["status"])["sessions_active"], 0);
+
+    // In-process isolation loads them into the daemon (what the check above tells apart).
+    let plain = TempDir::new("host-scan-in-process");
+    compile_c_library(&source("calm", ["", "", "", ""]), &plain.path().join("libcalm.so"));
+    let inside = start_daemon(DaemonOptions {
+        driver_path: Some(format!("{}:{}", plain.path().display(), bin_dir().display())),
+        env: vec![("BCI2TOKEN_DRIVER_ISOLATION".into(), "in-process".into())],
+        ..Default::default()
+    });
+    let synthetic = bin_dir().join("libbci2token_driver_synthetic.so");
+    let here = mapped(inside.child.id(), &[plain.path().join("libcalm.so"), synthetic]);
+    assert_eq!(here.len(), 2, "in-process: {here:?}");
 }

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::ffi::block_flags;
-use bci2token_driver_abi::host::{bounded, check_stream, DriverError, Read};
-use bci2token_driver_abi::types::{DriverEvent, StreamInfo};
+use bci2token_driver_abi::host::{bounded, check_identity, check_stream, DriverError, Read};
+use bci2token_driver_abi::types::{DeviceInfo, DriverEvent, StreamInfo};
 
-use crate::{parse_frame, shm, write_frame, HostReply, HostRequest, MAX_FRAME};
+use crate::{parse_frame, shm, write_frame, HostReply, HostRequest, Load, MAX_FRAME};
 
 /// How much longer than its own time-out a `read` may take before the host is called hung, by
 /// default (`driver_hang_timeout`): drivers reconnect a lost device inside `read` (OpenBCI: reset
@@ -237,33 +237,9 @@ impl RemoteDevice {
     ) -> Result<RemoteDevice, DriverError> {
         let fail = |message: String| DriverError { driver: driver.to_string(), message, panicked: true };
         let spawned = spawn_host(exe, driver, held).map_err(fail)?;
-        let Limits { memory_mib, read_grace, restarts } = limits;
-        let mut device = RemoteDevice {
-            info: StreamInfo {
-                channels: vec![],
-                sample_rate: 0.0,
-                max_block_frames: 0,
-                realtime: true,
-                description: String::new(),
-                duration: None,
-            },
-            driver: driver.to_string(),
-            file: file.to_path_buf(),
-            child: Some(spawned.child),
-            sock: spawned.sock,
-            stderr: spawned.stderr,
-            dead: None,
-            memory_mib,
-            read_grace,
-            waiting: None,
-            stopped: false,
-            exe,
-            samples: shm::Mapping::empty(),
-            sandbox: String::new(),
-            relaunch: None,
-            pending: VecDeque::new(),
-            next_flags: 0,
-        };
+        let restarts = limits.restarts;
+        let mut device =
+            RemoteDevice::connected(exe, (file, driver), spawned.child, spawned.sock, spawned.stderr, limits);
         // A host whose device did not open goes now, with whatever its plugin started.
         device.info = match device.open_in_host(config.clone(), &spawned.samples, readable.clone(), preload.clone()) {
             Ok(info) => info,
@@ -289,6 +265,43 @@ impl RemoteDevice {
         Ok(device)
     }
 
+    /// A device whose host has just been started, not yet open.
+    fn connected(
+        exe: &'static HostExe,
+        (file, driver): (&Path, &str),
+        child: Child,
+        sock: UnixStream,
+        stderr: Arc<Mutex<VecDeque<String>>>,
+        limits: Limits,
+    ) -> RemoteDevice {
+        RemoteDevice {
+            info: StreamInfo {
+                channels: vec![],
+                sample_rate: 0.0,
+                max_block_frames: 0,
+                realtime: true,
+                description: String::new(),
+                duration: None,
+            },
+            driver: driver.to_string(),
+            file: file.to_path_buf(),
+            child: Some(child),
+            sock,
+            stderr,
+            dead: None,
+            memory_mib: limits.memory_mib,
+            read_grace: limits.read_grace,
+            waiting: None,
+            stopped: false,
+            exe,
+            samples: shm::Mapping::empty(),
+            sandbox: String::new(),
+            relaunch: None,
+            pending: VecDeque::new(),
+            next_flags: 0,
+        }
+    }
+
     /// Asks the host to load the plugin and open the device; its stream, checked, and the
     /// sample buffer mapped.
     fn open_in_host(
@@ -298,14 +311,8 @@ impl RemoteDevice {
         readable: Vec<PathBuf>,
         preload: Vec<PathBuf>,
     ) -> Result<StreamInfo, DriverError> {
-        let open = HostRequest::Open {
-            plugin: self.file.clone(),
-            config,
-            memory_mib: self.memory_mib,
-            readable,
-            preload,
-            samples: samples.as_raw_fd(),
-        };
+        let load = Load { plugin: self.file.clone(), memory_mib: self.memory_mib, readable, preload };
+        let open = HostRequest::Open { load, config, samples: samples.as_raw_fd() };
         match self.call(&open, "open", OPEN_TIMEOUT, None)? {
             HostReply::Opened { info, sandbox, .. } => {
                 // What the host says is the plugin's word: checked as in-process.
@@ -686,6 +693,71 @@ impl RemoteDevice {
             kill_group(&child);
             reap_later(child);
         }
+    }
+}
+
+/// What a plugin file is, as a driver host found it ([`describe`]).
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub name: String,
+    pub version: String,
+    pub abi: (u32, u32),
+    /// The devices its `probe` found, when asked, or its error.
+    pub probe: Option<Result<Vec<DeviceInfo>, DriverError>>,
+}
+
+/// How long a host may take to load a plugin and describe it; with a probe (which may look at
+/// serial ports or the network), [`PROBE_TIMEOUT`].
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Devices one probe may list, at most.
+const MAX_PROBED: usize = 256;
+
+/// Loads the plugin `file` in a driver host of its own (`exe`, `limits.memory_mib`; `readable` and
+/// `preload` as for [`RemoteDevice::open`]) and asks what it is, and with `probe` what devices it
+/// can open now. The host ends after answering. A plugin that crashes, hangs or is no plugin
+/// costs only this answer: the error names the file and the cause.
+pub fn describe(
+    exe: &'static HostExe,
+    file: &Path,
+    (readable, preload): (Vec<PathBuf>, Vec<PathBuf>),
+    limits: Limits,
+    probe: bool,
+) -> Result<Described, DriverError> {
+    // Until it has said its name, the plugin is called by its file's.
+    let label = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let label = bounded(&label);
+    let spawned = spawn_host(exe, &label, &[]).map_err(|message| DriverError {
+        driver: label.clone(),
+        message,
+        panicked: true,
+    })?;
+    let mut host = RemoteDevice::connected(exe, (file, &label), spawned.child, spawned.sock, spawned.stderr, limits);
+    let load = Load { plugin: file.to_path_buf(), memory_mib: limits.memory_mib, readable, preload };
+    let timeout = if probe { PROBE_TIMEOUT } else { DESCRIBE_TIMEOUT };
+    let reply = host.call(&HostRequest::Describe { load, probe }, "describe", timeout, None)?;
+    match reply {
+        HostReply::Described { name, version, abi, probe } => {
+            // The host's word is the plugin's: held to what a plugin loaded here is held to.
+            let checked = check_identity("name", &name).and_then(|()| check_identity("version", &version));
+            if let Err(m) = checked {
+                return Err(host.protocol_error("describe", &m));
+            }
+            host.driver = name.clone();
+            let probe =
+                probe.map(|found| match found {
+                    Ok(devices) if devices.len() > MAX_PROBED => Err(host
+                        .failed(format!("its probe listed {} devices, more than {MAX_PROBED}", devices.len()), false)),
+                    Ok(devices) => Ok(devices
+                        .into_iter()
+                        .map(|d| DeviceInfo { id: clean(&d.id), description: clean(&d.description), config: d.config })
+                        .collect()),
+                    Err(message) => Err(host.failed(message, false)),
+                });
+            Ok(Described { name, version, abi, probe })
+        }
+        HostReply::Failed { message, panicked } => Err(host.failed(message, panicked)),
+        other => Err(host.protocol_error("describe", &format!("{other:?}"))),
     }
 }
 

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bci2token_driver_abi::host::{DriverError, Plugin, Read};
-use bci2token_driver_abi::types::StreamInfo;
+use bci2token_driver_abi::types::{DeviceInfo, StreamInfo};
 use serde::{Deserialize, Serialize};
 
 pub mod client;
@@ -29,21 +29,33 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// The host's address space above what it maps at start, by default (`driver_memory_limit`).
 pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 
-/// The daemon's calls.
+/// What a host needs to load a plugin: the plugin's file, its memory limit, `readable`: paths the
+/// plugin may read besides the system's directories ([`sandbox`]), and `preload`: libraries the
+/// admin or the environment name, loaded before the host confines itself.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Load {
+    pub plugin: PathBuf,
+    pub memory_mib: u64,
+    pub readable: Vec<PathBuf>,
+    pub preload: Vec<PathBuf>,
+}
+
+/// The daemon's calls. The first is `Open` or `Describe`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum HostRequest {
-    /// Load `plugin` and open a device with `config` (passed files already renumbered to the
-    /// host's descriptors). `readable`: paths the plugin may read besides the system's
-    /// directories ([`sandbox`]); `preload`: libraries the admin or the environment name, loaded
-    /// before the host confines itself. `samples`: the host's descriptor of the sample buffer
-    /// ([`shm`]), which it sizes for the device.
+    /// Load the plugin and open a device with `config` (passed files already renumbered to the
+    /// host's descriptors). `samples`: the host's descriptor of the sample buffer ([`shm`]),
+    /// which it sizes for the device.
     Open {
-        plugin: PathBuf,
+        load: Load,
         config: serde_json::Map<String, serde_json::Value>,
-        memory_mib: u64,
-        readable: Vec<PathBuf>,
-        preload: Vec<PathBuf>,
         samples: RawFd,
+    },
+    /// Load the plugin, say what it is, with `probe` the devices it can open now; then the host
+    /// ends. (The daemon learns what is in its driver path without loading any of it.)
+    Describe {
+        load: Load,
+        probe: bool,
     },
     Start,
     Stop,
@@ -60,6 +72,14 @@ pub enum HostReply {
         info: StreamInfo,
         name: String,
         sandbox: String,
+    },
+    /// What `Describe` asked: the plugin's name, version and ABI (major, minor), and what its
+    /// `probe` gave when asked (the devices, or its error).
+    Described {
+        name: String,
+        version: String,
+        abi: (u32, u32),
+        probe: Option<Result<Vec<DeviceInfo>, String>>,
     },
     Done,
     Failed {
@@ -144,14 +164,15 @@ pub fn host_main() -> ExitCode {
 
 fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
     let first = read_frame::<HostRequest>(sock)?;
-    let HostRequest::Open { plugin, config, memory_mib, readable, preload, samples } = first else {
-        return Err(std::io::Error::other("the first request is not `open`"));
+    let load = match &first {
+        HostRequest::Open { load, .. } | HostRequest::Describe { load, .. } => load,
+        _ => return Err(std::io::Error::other("the first request is neither `open` nor `describe`")),
     };
     let refuse = |sock: &mut UnixStream, message: String, panicked: bool| {
         write_frame(sock, &HostReply::Failed { message, panicked })
     };
-    limit_memory(memory_mib);
-    preload_libraries(&preload);
+    limit_memory(load.memory_mib);
+    preload_libraries(&load.preload);
     // Landlock confines the calling thread only: no library may have started one before.
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         if tasks.count() > 1 {
@@ -163,22 +184,44 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
         }
     }
     // Before the plugin is loaded: its constructors run at load.
-    let sandbox = match sandbox::apply(&readable) {
+    let sandbox = match sandbox::apply(&load.readable) {
         Ok(s) => s,
         Err(e) => return refuse(sock, format!("the driver host {e}; the plugin was not loaded"), false),
     };
-    let loaded = match Plugin::load(&plugin) {
+    let loaded = match Plugin::load(&load.plugin) {
         Ok(p) => p,
         Err(e) => return refuse(sock, e.to_string(), false),
     };
-    let mut device = match loaded.open(&config) {
+    match first {
+        HostRequest::Open { config, samples, .. } => serve_device(sock, &loaded, &config, samples, sandbox),
+        HostRequest::Describe { probe, .. } => {
+            let probe = probe.then(|| loaded.probe().map_err(|e| e.message));
+            let (name, version) = (loaded.name().to_string(), loaded.version().to_string());
+            write_frame(sock, &HostReply::Described { name, version, abi: loaded.abi(), probe })
+        }
+        _ => unreachable!("checked above"),
+    }
+}
+
+/// Opens the device and answers `start`, `read` and `stop` until the daemon closes the socket.
+fn serve_device(
+    sock: &mut UnixStream,
+    loaded: &std::sync::Arc<Plugin>,
+    config: &serde_json::Map<String, serde_json::Value>,
+    samples: RawFd,
+    sandbox: String,
+) -> std::io::Result<()> {
+    let mut device = match loaded.open(config) {
         Ok(d) => d,
-        Err(e) => return refuse(sock, e.message, e.panicked),
+        Err(e) => return write_frame(sock, &HostReply::Failed { message: e.message, panicked: e.panicked }),
     };
     let info = device.info().clone();
     let mut buf = match shm::Mapping::for_host(samples, info.buffer_len()) {
         Ok(m) => m,
-        Err(e) => return refuse(sock, format!("the driver host cannot map its sample buffer: {e}"), false),
+        Err(e) => {
+            let message = format!("the driver host cannot map its sample buffer: {e}");
+            return write_frame(sock, &HostReply::Failed { message, panicked: false });
+        }
     };
     write_frame(sock, &HostReply::Opened { info, name: loaded.name().to_string(), sandbox })?;
     loop {
@@ -196,7 +239,7 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
                 let read = device.read(Duration::from_millis(timeout_ms.into()), buf.as_mut_slice());
                 read.map_or_else(failed, HostReply::Read)
             }
-            HostRequest::Open { .. } => {
+            HostRequest::Open { .. } | HostRequest::Describe { .. } => {
                 HostReply::Failed { message: "the device is open already".into(), panicked: false }
             }
         };

@@ -62,13 +62,30 @@ impl std::fmt::Debug for Plugin {
 fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
     // SAFETY: the table's strings are static data of the loaded library.
     let bytes = unsafe { s.as_bytes() };
-    match std::str::from_utf8(bytes) {
-        Ok(text) if !text.is_empty() => Ok(text.to_string()),
-        _ => Err(LoadError::BadTable {
-            path: path.to_path_buf(),
-            problem: format!("the driver {what} is empty or not UTF-8"),
-        }),
+    let text = std::str::from_utf8(bytes).map_err(|_| String::new()).and_then(|t| check_identity(what, t).map(|()| t));
+    text.map(str::to_string).map_err(|_| LoadError::BadTable {
+        path: path.to_path_buf(),
+        problem: format!(
+            "the driver {what} is empty, not UTF-8, longer than {MAX_IDENTITY} bytes or holds other than letters, \
+             digits and `._+-`"
+        ),
+    })
+}
+
+/// A driver's name or version at most (they go into logs, listings and `[driver.NAME]` sections).
+pub const MAX_IDENTITY: usize = 64;
+
+/// Whether `text` may be a driver's `what` (name or version): 1 to [`MAX_IDENTITY`] bytes of
+/// ASCII letters, digits and `._+-`. Also applied to what a driver host reports.
+pub fn check_identity(what: &str, text: &str) -> Result<(), String> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-');
+    if text.is_empty() || text.len() > MAX_IDENTITY || !text.chars().all(fits) {
+        return Err(format!(
+            "a driver {what} of {} bytes that is not 1 to {MAX_IDENTITY} of `A-Za-z0-9._+-`",
+            text.len()
+        ));
     }
+    Ok(())
 }
 
 /// An error with its causes (libloading puts dlopen's own message in the source). Shared by
