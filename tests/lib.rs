@@ -494,6 +494,34 @@ impl SampleBlock {
     }
 }
 
+impl Follower {
+    /// A live synthetic session (SSVEP at 14.1 Hz for 3 s, then 1 s of rest, over and over)
+    /// decoded by the speller package `model`, started with `--follow` (and `extra` options,
+    /// e.g. `--samples`). Returns the follower and the session's id, once its first event came.
+    pub fn live_speller(daemon: &Daemon, model: &str, extra: &[&str]) -> (Follower, String) {
+        let mut args = vec![
+            "--json",
+            "session",
+            "start",
+            "--driver",
+            "synthetic",
+            "--set",
+            LIVE_SCRIPT,
+            "--model",
+            model,
+            "--follow",
+        ];
+        args.extend_from_slice(extra);
+        let live = Follower::spawn(daemon, &args);
+        let first = live.next(Duration::from_secs(20)).expect("the live session's first event");
+        let id = first["session"].as_str().expect("a session id in the first event").to_string();
+        (live, id)
+    }
+}
+
+/// The synthetic board's script of a live speller session: one target, then rest, in a loop.
+pub const LIVE_SCRIPT: &str = "script=14.1Hz:3,rest:1";
+
 /// A copy of the shipped speller-40 in `dir` with its policy relaxed so that every window emits a
 /// token (the latency benchmarks need many to rank). Returns the package's directory.
 pub fn relaxed_speller(dir: &TempDir) -> PathBuf {

@@ -26,6 +26,9 @@ use bci2token_sched::{Class, Lane};
 use crate::hub::Hub;
 use crate::lsl_outlets::SessionOutlets;
 
+/// The windows one session may have in flight, in bytes at most (window × `decoder_queue`).
+const MAX_QUEUED_WINDOW_BYTES: usize = 1 << 30;
+
 /// How long the end of a session waits for its windows still being decoded.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Restart announcements waiting for the publisher at most; more outages meanwhile restart the
@@ -98,6 +101,23 @@ impl Decoding {
         capacity: usize,
     ) -> Result<Decoding, String> {
         let m = &model.manifest;
+        // The session's lane holds up to `capacity` windows: what a model's window and
+        // `decoder_queue` may cost together is bounded, whatever the package says.
+        let window_bytes = map.len().saturating_mul(m.window_frames()).saturating_mul(4);
+        let queued = window_bytes.saturating_mul(capacity);
+        if queued > MAX_QUEUED_WINDOW_BYTES {
+            return Err(format!(
+                "model `{}`: its window ({} channels × {} frames, {} KiB) times decoder_queue ({capacity}) is {} MiB of \
+                 windows in flight, more than the {} MiB a session may hold; lower decoder_queue in the daemon's \
+                 configuration or use a model with a shorter window",
+                m.name,
+                map.len(),
+                m.window_frames(),
+                window_bytes >> 10,
+                queued >> 20,
+                MAX_QUEUED_WINDOW_BYTES >> 20
+            ));
+        }
         let windower = Windower::new(&m.preprocessing, sample_rate, map.len(), m.window_frames(), m.hop_frames())
             .map_err(|e| format!("model `{}`: {e}", m.name))?;
         let bridge = TokenBridge::new(m).map_err(|e| format!("model `{}`: {e}", m.name))?;

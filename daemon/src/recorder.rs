@@ -295,6 +295,7 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat, f
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     let mut acks: Vec<Ack> = Vec::with_capacity(MAX_BATCH);
     let mut lanes: Vec<bci2token_sched::LaneId> = Vec::with_capacity(MAX_BATCH);
+    let mut warned = None;
     loop {
         heartbeat.beat();
         match queue.take(MAX_BATCH, &mut taken, IDLE_BEAT) {
@@ -322,7 +323,7 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat, f
                     batch.push(op);
                 }
                 Msg::Call(f) => {
-                    flush(&mut store, &mut batch, &mut acks, full);
+                    flush(&mut store, (&mut batch, &mut acks), full, &mut warned);
                     // A control request that panics fails alone (its caller sees its answer
                     // dropped); an open transaction is rolled back as it unwinds.
                     let call = std::panic::AssertUnwindSafe(|| f(&mut store));
@@ -332,7 +333,7 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat, f
                 }
             }
         }
-        flush(&mut store, &mut batch, &mut acks, full);
+        flush(&mut store, (&mut batch, &mut acks), full, &mut warned);
         // Written: the room goes back to each lane.
         for lane in lanes.drain(..) {
             queue.release(lane, 1);
@@ -342,8 +343,13 @@ fn write_loop(mut store: Store, queue: &FairQueue<Msg>, heartbeat: &Heartbeat, f
 }
 
 /// Commits `batch` in one transaction and counts each write for its session. `full` is set
-/// when a write found the file system full.
-fn flush(store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>, full: &AtomicBool) {
+/// when a write found the file system full; `warned`: when a failed batch was last logged.
+fn flush(
+    store: &mut Store,
+    (batch, acks): (&mut Vec<Op>, &mut Vec<Ack>),
+    full: &AtomicBool,
+    warned: &mut Option<std::time::Instant>,
+) {
     if batch.is_empty() {
         return;
     }
@@ -355,13 +361,10 @@ fn flush(store: &mut Store, batch: &mut Vec<Op>, acks: &mut Vec<Ack>, full: &Ato
             // own write fails stops recording; its later writes in this batch are not tried.
             // On a disk nearly full every batch may fail while single writes fit: said once a
             // minute at most.
-            static WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
             if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                 log::warn!("store: a batch of {} write(s) failed ({e}); writing them one by one", batch.len());
                 *warned = Some(std::time::Instant::now());
             }
-            drop(warned);
             full.fetch_or(e.is_full(), Ordering::AcqRel);
             for (op, ack) in batch.iter().zip(acks.iter()) {
                 let stopped = matches!(ack, Some((c, Some(_))) if c.failed.get().is_some());

@@ -843,10 +843,13 @@ impl Service {
                 format!("the session's settings take more than {} KiB", MAX_SESSION_CONFIG_BYTES >> 10),
             ));
         }
-        if subject.as_ref().is_some_and(|s| s.chars().count() > 128 || s.chars().any(char::is_control)) {
+        if subject
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > 128 || s.chars().any(bci2token_driver_abi::host::unprintable))
+        {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
-                "`subject` is a pseudonym: at most 128 characters, no control characters",
+                "`subject` is a pseudonym: at most 128 characters, no control or bidirectional formatting characters",
             ));
         }
         // A store whose file system is full would stop the recording at its first write.
@@ -1053,7 +1056,14 @@ impl Service {
             admin_by_polkit: false,
         };
         let mut deleted = 0;
-        for id in expired {
+        let total = expired.len();
+        for (tried, id) in expired.into_iter().enumerate() {
+            // A daemon that is stopping does not go on deleting (each deletion rewrites pages and
+            // waits for the store): the rest is deleted after the next start.
+            if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                log::info!("retention: stopping; {} expired session(s) left for the next start", total - tried);
+                break;
+            }
             let result = self.delete_session(&id);
             let outcome = match &result {
                 Ok(_) => format!("ok: older than retention_days = {days}"),

@@ -106,6 +106,16 @@ fn broken_and_misfitting_models_are_refused_with_what_is_wrong() {
     let show = daemon.ctl_json(&["session", "show", &live_id]);
     assert_eq!(show["state"], "running", "the live session kept recording");
     assert_eq!(daemon.ctl_json(&["status"])["sessions_total"], 1, "no half-started sessions");
+
+    // A window times decoder_queue beyond what a session may hold in flight (1 GiB): the 8 × 125
+    // frame window of `throws` (0.5 s at 250 Hz) with the largest queue the configuration allows.
+    let greedy = start_daemon(DaemonOptions {
+        env: vec![("BCI2TOKEN_DECODER_QUEUE".into(), "1048576".into())],
+        ..Default::default()
+    });
+    let err = ctl_error(&greedy, &["session", "start", "--driver", "synthetic", "--model", &fixture("throws")]);
+    assert!(err.contains("decoder_queue (1048576)") && err.contains("more than the 1024 MiB"), "{err}");
+    assert_eq!(greedy.ctl_json(&["status"])["sessions_total"], 0, "{err}");
 }
 
 fn ssvep_file(subject: &str) -> String {

@@ -95,6 +95,31 @@ fn plugin(dir: &TempDir, name: &str, open: &str, read: &str) {
     compile_c_library(&source(name, ["", "", open, read]), &dir.path().join(format!("lib{name}.so")));
 }
 
+/// The driver host processes whose parent is `daemon`.
+fn hosts_of(daemon: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1)?.parse().ok());
+            let host = b"bci2token-driver-host";
+            cmdline.windows(host.len()).any(|w| w == host) && parent == Some(daemon)
+        })
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie is dead: it waits for whoever inherited it to reap it).
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+    !stat.is_empty() && !matches!(state, "Z" | "X")
+}
+
 /// Waits until `session show ID` is in a final state; returns it.
 fn ended(daemon: &bci2token_tests::Daemon, id: &str, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
@@ -134,17 +159,7 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
     // Its driver host holds nothing of the daemon's: its socket on 3, stdio, nothing else open
     // that the daemon had (the control socket, the store, D-Bus, other sessions' files).
     let daemon_pid = daemon.child.id();
-    let host = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let parent = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
-            let host = b"bci2token-driver-host";
-            cmdline.windows(host.len()).any(|w| w == host) && parent == Some(daemon_pid)
-        })
-        .expect("a driver host process of the daemon");
+    let host = hosts_of(daemon_pid).into_iter().next().expect("a driver host process of the daemon");
     // Named for ps, top and the journal (not after the descriptor it was executed through).
     let comm = std::fs::read_to_string(format!("/proc/{host}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "bci2token-host", "the host's process name");
@@ -232,7 +247,7 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
 
     // A session stopped while its plugin hangs (with the default 90 s before a hang is called)
     // stops at once: the wait for the host gives up and the host is killed.
-    let patient = start_daemon(DaemonOptions {
+    let mut patient = start_daemon(DaemonOptions {
         driver_path: Some(format!("{}:{}", dir.path().display(), bin_dir().display())),
         ..Default::default()
     });
@@ -243,6 +258,20 @@ fn a_crashing_hanging_or_greedy_plugin_fails_only_its_own_session() {
     let show = ended(&patient, &id, Duration::from_secs(30));
     assert_eq!(show["state"], "stopped", "{show}");
     assert!(asked.elapsed() < Duration::from_secs(5), "stopping took {:?}", asked.elapsed());
+
+    // A daemon killed outright (no systemd cgroup to clean up after it, as for a `--user`
+    // daemon in a terminal) leaves no host behind, even one whose plugin hangs in `read`.
+    patient.ctl_json(&["session", "start", "--driver", "hangs"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let hosts = hosts_of(patient.child.id());
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    patient.child.kill().unwrap();
+    patient.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(hosts[0]) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(hosts[0]), "the host {} of a killed daemon lives on", hosts[0]);
 }
 
 /// A plugin that tries, in `open`, what a malicious one would: read the master key and list the
@@ -415,17 +444,11 @@ fn a_malicious_plugin_in_a_driver_host_reaches_neither_the_key_nor_the_daemon() 
     // The child the plugin forked went with its host's process group.
     let child: u32 = confined.split("forked=").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
     assert!(child > 0, "{confined}");
-    // Gone, or a zombie: dead, waiting for whoever inherited it (init or a subreaper) to reap it.
-    let alive = || {
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("");
-        !stat.is_empty() && !matches!(state, "Z" | "X")
-    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while alive() && Instant::now() < deadline {
+    while alive(child) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!alive(), "the plugin's child {child} outlived its host");
+    assert!(!alive(child), "the plugin's child {child} outlived its host");
     // The same plugin inside the daemon reaches all of it: the probes above can tell.
     let inside = probe("in-process");
     for reached in ["read_key=ok", "list_data=ok", "signal_daemon=ok", "control_socket=ok", "sigio_daemon=ok"] {

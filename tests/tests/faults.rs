@@ -18,6 +18,7 @@ use bci2token_store::{MasterKey, Store};
 use bci2token_tests::system_users::as_root;
 use bci2token_tests::{
     compile_c_library, data_dir, relaxed_speller, spawn_daemon, start_daemon, Daemon, DaemonOptions, Follower, TempDir,
+    LIVE_SCRIPT,
 };
 use nix::sys::signal::Signal;
 
@@ -510,22 +511,7 @@ fn a_monotonic_clock_ten_years_on_decodes_as_at_boot() {
     let pid = daemon.ctl_json(&["status"])["pid"].as_u64().unwrap();
     std::fs::File::open(format!("/proc/{pid}/timens_offsets")).unwrap().read_to_string(&mut stat).unwrap();
     assert!(stat.contains(&ten_years), "the daemon is not in the namespace: {stat}");
-    let live = Follower::spawn(
-        &daemon,
-        &[
-            "--json",
-            "session",
-            "start",
-            "--driver",
-            "synthetic",
-            "--set",
-            "script=14.1Hz:3,rest:1",
-            "--model",
-            &model,
-            "--follow",
-        ],
-    );
-    let id = live.next(Duration::from_secs(20)).expect("the first event")["session"].as_str().unwrap().to_string();
+    let (live, id) = Follower::live_speller(&daemon, &model, &[]);
     std::thread::sleep(Duration::from_secs(6));
     daemon.ctl_json(&["session", "stop", &id]);
     let events = live.collect_until(Duration::from_secs(20), |e| e["type"] == "state" && e["state"] == "stopped");
@@ -618,23 +604,7 @@ fn stuck_and_slow_socket_followers_cost_a_live_session_nothing() {
     });
     let model_dir = TempDir::new("faults-followers");
     let model = relaxed_speller(&model_dir).display().to_string();
-    let live = Follower::spawn(
-        &daemon,
-        &[
-            "--json",
-            "session",
-            "start",
-            "--driver",
-            "synthetic",
-            "--set",
-            "script=14.1Hz:3,rest:1",
-            "--model",
-            &model,
-            "--follow",
-            "--samples",
-        ],
-    );
-    let id = live.next(Duration::from_secs(20)).expect("the first event")["session"].as_str().unwrap().to_string();
+    let (live, id) = Follower::live_speller(&daemon, &model, &["--samples"]);
     let rss_before = rss_kib(daemon.child.id());
     let hurry = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stuck: Vec<_> = (0..8).map(|_| raw_follower(&daemon, &id, None, &hurry)).collect();
@@ -689,7 +659,7 @@ fn stuck_bus_subscribers_cost_a_live_session_nothing() {
 
     let info = w.alice.ctl_json(
         &daemon,
-        &["session", "start", "--driver", "synthetic", "--set", "script=14.1Hz:3,rest:1", "--model", "speller-relaxed"],
+        &["session", "start", "--driver", "synthetic", "--set", LIVE_SCRIPT, "--model", "speller-relaxed"],
     );
     let id = info["id"].as_str().unwrap().to_string();
     let live = Follower::from_command(w.alice.ctl_command(&daemon, &["--json", "follow", &id, "--samples"]));

@@ -23,23 +23,7 @@ fn a_live_session_loses_nothing_to_four_evaluations_and_a_stalled_lossless_follo
     // Every window of the relaxed speller emits a token: a lost window is a hole in the tokens.
     let model_dir = TempDir::new("live-speller");
     let model = relaxed_speller(&model_dir).display().to_string();
-    let live = Follower::spawn(
-        &daemon,
-        &[
-            "--json",
-            "session",
-            "start",
-            "--driver",
-            "synthetic",
-            "--set",
-            "script=14.1Hz:3,rest:1",
-            "--model",
-            &model,
-            "--follow",
-        ],
-    );
-    let first = live.next(Duration::from_secs(20)).expect("the live session's first event");
-    let id = first["session"].as_str().unwrap().to_string();
+    let (live, id) = Follower::live_speller(&daemon, &model, &[]);
 
     // Four evaluations at once, each started again as soon as it ends, and a replay whose
     // lossless follower has stopped reading, for 20 s.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::ffi::block_flags;
-use bci2token_driver_abi::host::{bounded, check_identity, check_stream, DriverError, Read};
+use bci2token_driver_abi::host::{bounded, check_identity, check_stream, unprintable, DriverError, Read};
 use bci2token_driver_abi::types::{DeviceInfo, DriverEvent, StreamInfo};
 
 use crate::{parse_frame, shm, write_frame, HostReply, HostRequest, Load, MAX_FRAME};
@@ -761,11 +761,11 @@ pub fn describe(
     }
 }
 
-/// A host's text (a message, an event's): control characters as `?`, at most [`MAX_MESSAGE`]
+/// A host's text (a message, an event's): [`unprintable`] characters as `?`, at most [`MAX_MESSAGE`]
 /// bytes (it goes into logs, the session's message and events).
 fn clean(text: &str) -> String {
     let mut out = String::new();
-    for c in text.chars().map(|c| if c.is_control() { '?' } else { c }) {
+    for c in text.chars().map(|c| if unprintable(c) { '?' } else { c }) {
         if out.len() + c.len_utf8() > MAX_MESSAGE {
             out.push('…');
             break;

@@ -10,7 +10,7 @@
 //! This crate is both sides' protocol ([`HostRequest`], [`HostReply`], frames) and the host's
 //! main. It links no libtorch, store or D-Bus: it starts fast and holds nothing worth stealing.
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -188,6 +188,8 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
         Ok(s) => s,
         Err(e) => return refuse(sock, format!("the driver host {e}; the plugin was not loaded"), false),
     };
+    // After the sandbox (a thread started now is confined as this one is), before the plugin.
+    watch_daemon(sock.as_raw_fd());
     let loaded = match Plugin::load(&load.plugin) {
         Ok(p) => p,
         Err(e) => return refuse(sock, e.to_string(), false),
@@ -244,6 +246,35 @@ fn serve_device(
             }
         };
         write_frame(sock, &reply)?;
+    }
+}
+
+/// How long a host whose daemon has closed its socket may still take to close its device and
+/// exit on its own (its daemon kills it after as long when it ends a session itself).
+const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+
+/// Watches the daemon's end of the socket on a thread of its own: once the daemon is gone (or
+/// has hung up) and the host has not exited within [`ORPHAN_GRACE`] (its plugin is stuck in a
+/// call), the host's process group is killed, the plugin's children with it. Without this a
+/// host of a daemon that died (kill -9, or a `--user` daemon outside systemd, whose cgroup would
+/// otherwise take care of it) would live on as long as its plugin hangs. Not PR_SET_PDEATHSIG:
+/// that fires when the daemon *thread* that started the host ends.
+fn watch_daemon(fd: RawFd) {
+    let watch = move || loop {
+        let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+        // SAFETY: poll on one pollfd of a descriptor this process holds for its whole life.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            std::thread::sleep(ORPHAN_GRACE);
+            // SAFETY: kill(2) of this process's own group (the seccomp filter allows it).
+            unsafe { libc::kill(0, libc::SIGKILL) };
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("daemon-watch".into()).spawn(watch) {
+        eprintln!("driver host: cannot watch for its daemon's end: {e}");
     }
 }
 

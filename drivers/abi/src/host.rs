@@ -107,10 +107,18 @@ pub const MAX_BLOCK_FLOATS: usize = 64 << 20;
 /// Labels, units and the description longer than this make a stream description unusable.
 pub const MAX_STREAM_TEXT: usize = 4096;
 
-/// Outside text made fit for a message: at most 256 characters, control characters as `?`.
+/// Whether `c` would change how the text around it looks in a terminal or a log: control
+/// characters, and the bidirectional formatting characters (which reorder what follows them, so a
+/// message could show other words than it holds).
+pub fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Outside text made fit for a message: at most 256 characters, [`unprintable`] ones as `?`.
 pub fn bounded(text: &str) -> String {
     const MAX: usize = 256;
-    let mut out: String = text.chars().take(MAX).map(|c| if c.is_control() { '?' } else { c }).collect();
+    let mut out: String = text.chars().take(MAX).map(|c| if unprintable(c) { '?' } else { c }).collect();
     if text.chars().nth(MAX).is_some() {
         out.push('…');
     }
@@ -380,5 +388,28 @@ impl Drop for Device {
     fn drop(&mut self) {
         // SAFETY: the handle is live and closed exactly once.
         unsafe { (self.plugin.table().close)(self.handle) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_shows_no_control_or_reordering_characters_and_ends_after_256() {
+        // "file.exe" shown as "file\u{202E}txt.exe" would read "fileexe.txt".
+        assert_eq!(bounded("a\u{202E}b\u{2066}c\u{200F}d\ne\u{1b}[31m"), "a?b?c?d?e?[31m");
+        assert_eq!(bounded("Grüße, 東京"), "Grüße, 東京");
+        let long = "x".repeat(300);
+        assert_eq!(bounded(&long), format!("{}…", "x".repeat(256)));
+    }
+
+    #[test]
+    fn a_driver_name_is_short_plain_ascii() {
+        assert!(check_identity("name", "openbci").is_ok());
+        assert!(check_identity("version", "1.2.3-rc.1+g1a2b").is_ok());
+        for bad in ["", "two words", "x\u{202E}y", "../etc", "名前", &"n".repeat(65)] {
+            assert!(check_identity("name", bad).is_err(), "{bad:?}");
+        }
     }
 }
