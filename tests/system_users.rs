@@ -132,6 +132,10 @@ pub fn world() -> Option<World> {
     if !as_root("the system-mode tests (users, groups, setpriv)") {
         return None;
     }
+    // Tests of one binary run at once: one of them creates the users and groups, the others
+    // wait for it (groupadd and useradd refuse a name that a parallel call has just taken).
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
     ensure_group(ADMIN_GROUP);
     ensure_group(OPERATOR_GROUP);
     // The checkout may sit where the test users cannot go (a clone in a 0700 directory): what
@@ -147,14 +151,15 @@ pub fn world() -> Option<World> {
         std::fs::set_permissions(stage.path().join(to), std::fs::Permissions::from_mode(mode)).unwrap();
     }
     let user = |name, groups: &[&str]| User { stage: stage.path().to_path_buf(), ..ensure_user(name, groups) };
-    Some(World {
+    let (admin, alice, bob, eve) = (
         // Admins reach the socket as members of its group too (docs/security.md).
-        admin: user("b2tt-admin1", &[ADMIN_GROUP, OPERATOR_GROUP]),
-        alice: user("b2tt-alice", &[OPERATOR_GROUP]),
-        bob: user("b2tt-bob", &[OPERATOR_GROUP]),
-        eve: user("b2tt-eve", &[]),
-        _stage: stage,
-    })
+        user("b2tt-admin1", &[ADMIN_GROUP, OPERATOR_GROUP]),
+        user("b2tt-alice", &[OPERATOR_GROUP]),
+        user("b2tt-bob", &[OPERATOR_GROUP]),
+        user("b2tt-eve", &[]),
+    );
+    drop(creating);
+    Some(World { admin, alice, bob, eve, _stage: stage })
 }
 
 /// A system daemon for the test users; `extra` adds config lines (`socket_mode = "0666"` lets the

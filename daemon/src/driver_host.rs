@@ -47,7 +47,7 @@ pub fn host_exe() -> Result<&'static HostExe, String> {
 
 /// What a driver host may read besides the system's directories
 /// ([`bci2token_driver_host::sandbox`]), and which libraries it loads before it confines itself.
-/// Readable: the plugin's directory (and its target's, for a link) and the driver directories, the libraries and LSL
+/// Readable: the plugin's directory and file (the file a link leads to), the driver directories, the libraries and LSL
 /// configuration the admin or the environment name, string settings of the admin's that are
 /// absolute paths (host keys `_…`), in `--user` mode the caller's file keys (the caller is the
 /// daemon's user), and the directory of each file named; as canonical paths. Preloaded: the
@@ -65,14 +65,7 @@ pub fn readable_paths(
             admin.push(PathBuf::from(p));
         }
     }
-    // The plugin's directory, and where it really lies if it is a symbolic link (a package's
-    // `libfoo.so -> libfoo.so.1`, a link to a build tree).
-    let real_plugin = std::fs::canonicalize(plugin).ok();
-    let mut paths: Vec<PathBuf> = [Some(plugin), real_plugin.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some(p.parent()?.to_path_buf()))
-        .collect();
+    let mut paths: Vec<PathBuf> = plugin.parent().map(Path::to_path_buf).into_iter().collect();
     paths.extend(cfg.driver_path.iter().cloned());
     paths.extend(admin.iter().cloned());
     paths.extend(std::env::var_os("LSLAPICFG").map(PathBuf::from));
@@ -90,6 +83,9 @@ pub fn readable_paths(
     let dirs: Vec<PathBuf> =
         paths.iter().filter(|p| p.is_file()).filter_map(|p| Some(p.parent()?.to_path_buf())).collect();
     paths.extend(dirs);
+    // A plugin that is a symbolic link (a package's `libfoo.so -> libfoo.so.1`, a link into a
+    // build tree): the file it leads to, not that file's directory.
+    paths.push(plugin.to_path_buf());
     let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
     // Canonical (the host opens them later; no symbolic link of the moment decides), absolute,
     // existing, and away from the store.
@@ -159,7 +155,8 @@ impl Source {
                     message,
                     panicked: false,
                 })?;
-                let device = RemoteDevice::open(exe, (&driver.path, &driver.name), config, held, readable, limits)?;
+                let device =
+                    RemoteDevice::open(exe, (&driver.path, &driver.name, driver.abi), config, held, readable, limits)?;
                 report_sandbox(device.sandbox());
                 Ok(Source::Remote(Box::new(device)))
             }

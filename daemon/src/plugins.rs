@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bci2token_api::{DriverInfo, PluginFailure};
-use bci2token_driver_abi::host::{DriverError, Plugin};
+use bci2token_driver_abi::host::{bounded, DriverError, Plugin};
 use bci2token_driver_abi::types::DeviceInfo;
 use bci2token_driver_host::client::{self, Limits};
 
@@ -30,7 +30,21 @@ pub struct Driver {
     pub path: PathBuf,
     /// The plugin loaded into this process (in-process isolation only): at its first use.
     loaded: Mutex<Option<Arc<Plugin>>>,
+    /// The last probe's answer and when it was asked. Held while a probe runs: requests at the
+    /// same time wait for it and share its answer, so there is one probe host per driver at most.
+    probed: Mutex<Option<(Instant, Probed)>>,
 }
+
+/// What a probe answered.
+type Probed = Result<Vec<DeviceInfo>, DriverError>;
+
+/// A probe's answer is shared with the requests of the next this long.
+const PROBE_FRESH: Duration = Duration::from_secs(2);
+/// Devices one probe may list, configuration keys one device may carry, at most.
+const MAX_PROBED: usize = 256;
+const MAX_DEVICE_KEYS: usize = 32;
+/// Plugins described at once at a scan.
+const DESCRIBED_AT_ONCE: usize = 8;
 
 impl Driver {
     /// The plugin, loaded into this process (in-process isolation). Refused when the file now
@@ -52,16 +66,55 @@ impl Driver {
         Ok(plugin)
     }
 
-    /// The devices the driver can open now: its `probe`, where `cfg.driver_isolation` says.
+    /// The devices the driver can open now: its `probe`, where `cfg.driver_isolation` says, or
+    /// the answer of a probe asked less than [`PROBE_FRESH`] ago. What it lists is made fit for
+    /// a terminal: at most [`MAX_PROBED`] devices, texts [`bounded`], settings of plain values.
     pub fn probe(&self, cfg: &Config) -> Result<Vec<DeviceInfo>, DriverError> {
+        let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, answer)) = probed.as_ref().filter(|(at, _)| at.elapsed() < PROBE_FRESH) {
+            log::debug!("driver `{}`: the probe of {:.1} s ago answers", self.name, at.elapsed().as_secs_f64());
+            return answer.clone();
+        }
+        let answer = self.probe_now(cfg).and_then(|devices| self.tidy(devices));
+        *probed = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    fn tidy(&self, devices: Vec<DeviceInfo>) -> Result<Vec<DeviceInfo>, DriverError> {
+        if devices.len() > MAX_PROBED {
+            return Err(self.error(format!("its probe listed {} devices, more than {MAX_PROBED}", devices.len())));
+        }
+        let plain = |v: serde_json::Value| match v {
+            serde_json::Value::String(text) => Some(serde_json::Value::String(bounded(&text))),
+            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Some(v),
+            _ => None,
+        };
+        Ok(devices
+            .into_iter()
+            .map(|d| DeviceInfo {
+                id: bounded(&d.id),
+                description: bounded(&d.description),
+                config: d
+                    .config
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((bounded(&k), plain(v)?)))
+                    .take(MAX_DEVICE_KEYS)
+                    .collect(),
+            })
+            .collect())
+    }
+
+    fn probe_now(&self, cfg: &Config) -> Result<Vec<DeviceInfo>, DriverError> {
         match cfg.driver_isolation {
             Isolation::InProcess => self.in_process()?.probe(),
             Isolation::Process => {
                 let exe = host_exe().map_err(|m| self.error(m))?;
                 let found = client::describe(exe, &self.path, sandbox_for(cfg, &self.path), limits(cfg), true)?;
-                if found.name != self.name {
+                if found.name != self.name || found.abi != self.abi {
+                    let (major, minor) = found.abi;
                     return Err(self.error(format!(
-                        "{} now holds driver `{}`; reload the daemon (systemctl reload bci2tokend) to use it",
+                        "{} now holds driver `{}` (ABI {major}.{minor}), not the one listed; reload the daemon \
+                         (systemctl reload bci2tokend) to use it",
                         self.path.display(),
                         found.name
                     )));
@@ -104,9 +157,9 @@ fn libraries_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Describes every plugin in `cfg.driver_path` that is not among `known` (files already
-/// registered: sessions may be using them). Each file in a driver host of its own, all at once
-/// (one that hangs costs its own time-out, not the others'); in this process with in-process
-/// isolation. Takes no lock: a reload runs it while requests are served.
+/// registered: sessions may be using them). Each file in a driver host of its own,
+/// [`DESCRIBED_AT_ONCE`] at a time; in this process with in-process isolation. Takes no lock: a
+/// reload runs it while requests are served.
 pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
     let mut files = Vec::new();
     for dir in &cfg.driver_path {
@@ -117,10 +170,25 @@ pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
     }
     let described: Vec<Result<Driver, String>> = match cfg.driver_isolation {
         Isolation::InProcess => files.iter().map(|f| load_here(f)).collect(),
-        Isolation::Process => std::thread::scope(|scope| {
-            let each: Vec<_> = files.iter().map(|f| scope.spawn(move || describe_in_host(cfg, f))).collect();
-            each.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("describing it panicked".into()))).collect()
-        }),
+        // A few at a time (a driver path with thousands of files must not start thousands of
+        // processes); one that hangs costs its own time-out, not the others'.
+        Isolation::Process => files
+            .chunks(DESCRIBED_AT_ONCE)
+            .flat_map(|chunk| {
+                std::thread::scope(|scope| {
+                    let each: Vec<_> = chunk
+                        .iter()
+                        .map(|f| std::thread::Builder::new().spawn_scoped(scope, move || describe_in_host(cfg, f)))
+                        .collect();
+                    each.into_iter()
+                        .map(|h| match h {
+                            Ok(h) => h.join().unwrap_or_else(|_| Err("describing it panicked".into())),
+                            Err(e) => Err(format!("no thread to describe it: {e}")),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect(),
     };
     let mut scan = Scan { found: Vec::new(), failed: Vec::new() };
     for (file, result) in files.iter().zip(described) {
@@ -143,6 +211,7 @@ fn load_here(file: &Path) -> Result<Driver, String> {
         abi: plugin.abi(),
         path: file.to_path_buf(),
         loaded: Mutex::new(Some(plugin)),
+        probed: Mutex::new(None),
     })
 }
 
@@ -163,6 +232,7 @@ fn describe_in_host(cfg: &Config, file: &Path) -> Result<Driver, String> {
         abi: found.abi,
         path: file.to_path_buf(),
         loaded: Mutex::new(None),
+        probed: Mutex::new(None),
     })
 }
 

@@ -34,7 +34,6 @@ use crate::plugins::{Driver, Registry};
 use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session, SessionChange};
 use crate::token_bucket::TokenBucket;
-use bci2token_driver_abi::host::DriverError;
 use bci2token_driver_host::client::Limits;
 use bci2token_store::seal::Kind;
 use bci2token_store::StoreReader;
@@ -646,8 +645,9 @@ impl Service {
     }
 
     /// What the drivers (or `only` the one named) can open now. The registry is not held while
-    /// they probe (a probe may take seconds; a reload must not wait for it), and with process
-    /// isolation each probes in a host of its own, all at once.
+    /// they probe (a probe may take seconds; a reload must not wait for it). One after the other:
+    /// a request costs one probe host at a time, and requests at the same time share each
+    /// driver's probe ([`Driver::probe`]).
     fn probe_devices(&self, only: Option<&str>) -> Result<DeviceList, ApiError> {
         let drivers: Vec<Arc<Driver>> = {
             let reg = self.registry.read().unwrap();
@@ -659,19 +659,9 @@ impl Service {
             reg.drivers().filter(|d| only.is_none_or(|n| n == d.name)).cloned().collect()
         };
         let cfg = self.config();
-        let probed: Vec<_> = std::thread::scope(|scope| {
-            let each: Vec<_> = drivers.iter().map(|d| scope.spawn(|| d.probe(&cfg))).collect();
-            each.into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(DriverError { driver: String::new(), message: "its probe panicked".into(), panicked: true })
-                    })
-                })
-                .collect()
-        });
         let mut list = DeviceList { devices: Vec::new(), errors: Vec::new() };
-        for (driver, result) in drivers.iter().zip(probed) {
-            match result {
+        for driver in &drivers {
+            match driver.probe(&cfg) {
                 Ok(devices) => list.devices.extend(devices.into_iter().map(|d| DeviceEntry {
                     driver: driver.name.clone(),
                     id: d.id,

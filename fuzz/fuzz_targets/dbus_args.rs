@@ -3,8 +3,8 @@
 //! Session1.OpenStream), `sa{sv}a{sv}` (StartSession), `sa{sv}a{sv}a{sv}`
 //! (StartSessionWithStream), `sssha{sv}` (Export) or `a(sh)b` (InstallModel); two descriptors
 //! come with the message. The rest is the body, decoded as zbus decodes a call's arguments, then
-//! converted as the daemon converts them (`bci2token_api::dbus`): options to a JSON object and
-//! into the API's request types, driver settings value by value. Checks that the JSON form of a
+//! converted by the daemon's own conversions (`bci2token_api::dbus_args`: each method's options,
+//! driver settings with their descriptors) and into the API's request types. Checks that the JSON form of a
 //! dictionary is kept on the way back to D-Bus (as replies carry records): in memory, and through
 //! the wire in the same byte order.
 #![no_main]
@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
 
-use bci2token_api::dbus::{dict_to_json, to_dict, to_json};
-use bci2token_api::message::{FollowOptions, Request};
+use bci2token_api::dbus::{dict_to_json, to_dict};
+use bci2token_api::dbus_args::{driver_config, options, AuditOptions, ExportOptions, StartOptions, StreamOptions};
+use bci2token_api::message::{FileArg, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value as J};
 use zbus::zvariant::serialized::{Context, Data};
@@ -30,10 +31,11 @@ fuzz_target!(|data: &[u8]| {
     let body = Data::new_borrowed_fds(body, ctx, [null.as_fd(), null.as_fd()]);
     match (pick >> 1) % 5 {
         0 => {
-            let Ok(((options,), _)) = body.deserialize_for_dynamic_signature::<_, (Dict,)>("a{sv}") else { return };
-            let options = options_json(&options, ctx);
-            let _ = serde_json::from_value::<FollowOptions>(J::Object(options.clone()));
-            request("audit_list", options, Map::new());
+            let Ok(((dict,), _)) = body.deserialize_for_dynamic_signature::<_, (Dict,)>("a{sv}") else { return };
+            // As ListAudit and OpenStream read it.
+            let _ = options::<AuditOptions>("ListAudit", &dict);
+            let _ = options::<StreamOptions>("OpenStream", &dict);
+            request("audit_list", options_json(&dict, ctx), Map::new());
         }
         1 => {
             let sig = "sa{sv}a{sv}";
@@ -51,8 +53,8 @@ fuzz_target!(|data: &[u8]| {
             else {
                 return;
             };
-            let stream = options_json(&stream, ctx);
-            let _ = serde_json::from_value::<FollowOptions>(J::Object(stream));
+            check_round_trip(&stream, ctx);
+            let _ = options::<StreamOptions>("StartSessionWithStream", &stream);
             start(driver, &config, &options, ctx);
         }
         3 => {
@@ -62,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
             else {
                 return;
             };
+            let _ = options::<ExportOptions>("Export", &options);
             let fixed = json!({"id": id, "format": format, "path": {"fd": 0, "name": name}});
             request("export", options_json(&options, ctx), fixed.as_object().unwrap().clone());
         }
@@ -79,13 +82,20 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// StartSession's arguments: the driver's settings each as its JSON value (a descriptor has none:
-/// the daemon takes those apart first), the options as a JSON object, together a request.
-fn start(driver: String, config: &Dict, options: &Dict, ctx: Context) {
-    let settings: Map<String, J> = config.iter().filter_map(|(k, v)| Some((k.clone(), to_json(v)?))).collect();
+/// StartSession's arguments as the daemon takes them: the driver's settings (a descriptor, `h` or
+/// `(sh)`, becomes a passed file, the `n`th of the call), the options as `StartOptions` and as a
+/// JSON object, together a request.
+fn start(driver: String, config: &Dict, dict: &Dict, ctx: Context) {
     check_round_trip(config, ctx);
+    let _ = options::<StartOptions>("StartSession", dict);
+    let mut n = 0;
+    let settings = driver_config(config, |name, _fd| {
+        n += 1;
+        Ok(FileArg::Fd { fd: n - 1, name: name.to_string() })
+    });
+    let Ok(settings) = settings else { return };
     let fixed = json!({"driver": driver, "config": settings});
-    request("session_start", options_json(options, ctx), fixed.as_object().unwrap().clone());
+    request("session_start", options_json(dict, ctx), fixed.as_object().unwrap().clone());
 }
 
 /// Options as the daemon reads them (a JSON object), checked on the way back.

@@ -45,7 +45,10 @@ fn open(side: &str, plugin: &Path, config: &Map<String, Value>, readable: Vec<Pa
         let exe: &'static HostExe =
             Box::leak(Box::new(HostExe::open(&bin_dir().join("bci2token-driver-host")).unwrap()));
         let limits = Limits { memory_mib: 1024, read_grace: Duration::from_secs(90), restarts: 0 };
-        let mut d = RemoteDevice::open(exe, (plugin, "bench"), config, &[], (readable, vec![]), limits).unwrap();
+        // The name and ABI the plugin reports (the daemon's listing), which the host's must match.
+        let listed = Plugin::load(plugin).unwrap();
+        let expect = (plugin, listed.name(), listed.abi());
+        let mut d = RemoteDevice::open(exe, expect, config, &[], (readable, vec![]), limits).unwrap();
         d.start().unwrap();
         Side::Host(Box::new(d))
     } else {

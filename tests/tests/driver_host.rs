@@ -13,6 +13,7 @@ use bci2token_tests::{bin_dir, compile_c_library, start_daemon, DaemonOptions, T
 /// in `open`, `READ` in the 4th and every later `read`.
 const PLUGIN: &str = r#"
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -101,6 +102,9 @@ fn hosts_of(daemon: u32) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
+            if !alive(*pid) {
+                return false;
+            }
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .unwrap_or_default()
@@ -476,6 +480,10 @@ fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon()
     compile_c_library(&source("crashload", ["*(volatile int *)0 = 1", "", "", ""]), &lib("crashload"));
     compile_c_library(&source("hangload", ["for (;;) pause()", "", "", ""]), &lib("hangload"));
     compile_c_library(&source("segvprobe", ["", "*(volatile int *)0 = 1", "", ""]), &lib("segvprobe"));
+    // Starts a child when loaded, and says which.
+    let fork = r#"pid_t c = fork(); if (c == 0) { for (;;) pause(); }
+        char m[64]; int n = snprintf(m, sizeof m, "forked child=%d\n", (int)c); write(2, m, n)"#;
+    compile_c_library(&source("forks", [fork, "", "", ""]), &lib("forks"));
     let started = Instant::now();
     let daemon = start_daemon(DaemonOptions {
         driver_path: Some(format!("{}:{}", dir.path().display(), bin_dir().display())),
@@ -503,7 +511,21 @@ fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon()
         "{crash}"
     );
     let hang = error_of("libhangload.so");
-    assert!(hang.contains("hangs") && hang.contains("not answered within 10"), "{hang}");
+    assert!(hang.contains("hangs") && hang.contains("`describe` was not answered within"), "{hang}");
+
+    // A host that has answered ends with its process group: the child the plugin started when
+    // it was loaded is gone, though no session ever ran it.
+    let log = daemon.log();
+    let child: u32 = log
+        .split("forked child=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the plugin's child is not in the log: {log}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(child) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(child), "the child {child} of a plugin loaded to describe it lives on");
 
     // `devices`: every driver probed in a host; the one that crashes is an error, the rest list.
     let devices = daemon.ctl_json(&["devices"]);
@@ -523,14 +545,28 @@ fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon()
     assert_eq!(show["state"], "running", "{show}");
     daemon.ctl_json(&["session", "stop", &id]);
 
-    // A plugin added later is found at a reload, also by a host.
+    // The file of a listed driver replaced by another driver: neither a session nor a probe runs
+    // what was not listed.
+    let other = dir.path().join("other.c.so");
+    compile_c_library(&source("other", ["", "", "", ""]), &other);
+    std::fs::rename(&other, lib("calm")).unwrap();
+    let out = daemon.ctl(&["session", "start", "--driver", "calm"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("now holds driver `other`") && err.contains("reload"), "{err}");
+    std::thread::sleep(Duration::from_secs(2)); // past the probe answer shared with later requests
+    let probed = daemon.ctl_json(&["devices", "--driver", "calm"]);
+    assert!(probed["errors"][0]["error"].as_str().unwrap_or("").contains("now holds driver `other`"), "{probed}");
+
+    // A plugin added later is found at a reload, also by a host. (The one that hangs is taken
+    // away first: each reload would describe it again.)
+    std::fs::remove_file(lib("hangload")).unwrap();
     compile_c_library(&source("late", ["", "", "", ""]), &lib("late"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), nix::sys::signal::SIGHUP).unwrap();
     assert!(daemon.wait_log("loaded new drivers: late", Duration::from_secs(20)), "{}", daemon.log());
 
     // None of it was ever mapped into the daemon: not the test's plugins, not the shipped ones.
     let mut files: Vec<std::path::PathBuf> =
-        ["calm", "crashload", "hangload", "segvprobe", "late"].iter().map(|n| lib(n)).collect();
+        ["calm", "crashload", "segvprobe", "forks", "late"].iter().map(|n| lib(n)).collect();
     let shipped = std::fs::read_dir(bin_dir()).unwrap().filter_map(|e| Some(e.ok()?.path()));
     files.extend(shipped.filter(|p| p.extension().is_some_and(|e| e == "so")));
     assert!(files.len() >= 8, "{files:?}");

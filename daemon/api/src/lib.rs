@@ -4,6 +4,7 @@
 //! The wire protocol is documented in `docs/control-protocol.md`.
 
 pub mod dbus;
+pub mod dbus_args;
 pub mod event;
 pub mod framing;
 pub mod message;

@@ -70,8 +70,9 @@ pub struct Limits {
 /// A device opened by a driver host process.
 pub struct RemoteDevice {
     info: StreamInfo,
-    /// The plugin's name, as it reports itself, and its file (for messages).
+    /// The plugin's name, as it reports itself, its ABI (major, minor) and its file.
     driver: String,
+    abi: (u32, u32),
     file: PathBuf,
     /// The host process (taken when it is killed or handed to a reaper).
     child: Option<Child>,
@@ -229,7 +230,7 @@ impl RemoteDevice {
     /// `limits.restarts` times in a row when its host dies in `read`.
     pub fn open(
         exe: &'static HostExe,
-        (file, driver): (&Path, &str),
+        (file, driver, abi): (&Path, &str, (u32, u32)),
         config: &Config,
         held: &[OwnedFd],
         (readable, preload): (Vec<PathBuf>, Vec<PathBuf>),
@@ -239,7 +240,7 @@ impl RemoteDevice {
         let spawned = spawn_host(exe, driver, held).map_err(fail)?;
         let restarts = limits.restarts;
         let mut device =
-            RemoteDevice::connected(exe, (file, driver), spawned.child, spawned.sock, spawned.stderr, limits);
+            RemoteDevice::connected(exe, (file, driver, abi), spawned.child, spawned.sock, spawned.stderr, limits);
         // A host whose device did not open goes now, with whatever its plugin started.
         device.info = match device.open_in_host(config.clone(), &spawned.samples, readable.clone(), preload.clone()) {
             Ok(info) => info,
@@ -268,7 +269,7 @@ impl RemoteDevice {
     /// A device whose host has just been started, not yet open.
     fn connected(
         exe: &'static HostExe,
-        (file, driver): (&Path, &str),
+        (file, driver, abi): (&Path, &str, (u32, u32)),
         child: Child,
         sock: UnixStream,
         stderr: Arc<Mutex<VecDeque<String>>>,
@@ -284,6 +285,7 @@ impl RemoteDevice {
                 duration: None,
             },
             driver: driver.to_string(),
+            abi,
             file: file.to_path_buf(),
             child: Some(child),
             sock,
@@ -314,7 +316,22 @@ impl RemoteDevice {
         let load = Load { plugin: self.file.clone(), memory_mib: self.memory_mib, readable, preload };
         let open = HostRequest::Open { load, config, samples: samples.as_raw_fd() };
         match self.call(&open, "open", OPEN_TIMEOUT, None)? {
-            HostReply::Opened { info, sandbox, .. } => {
+            HostReply::Opened { info, sandbox, name, abi } => {
+                // The file may have been replaced since the daemon listed it: a session runs only
+                // the driver (and ABI) it was started for.
+                if name != self.driver || abi != self.abi {
+                    let (major, minor) = abi;
+                    let message = format!(
+                        "{} now holds driver `{}` (ABI {major}.{minor}), not the one listed; reload the daemon \
+                         (systemctl reload bci2tokend) to use it",
+                        self.file.display(),
+                        bounded(&name)
+                    );
+                    self.kill();
+                    let e = self.error(message);
+                    self.dead = Some(e.clone());
+                    return Err(e);
+                }
                 // What the host says is the plugin's word: checked as in-process.
                 if let Err(m) = check_stream(&info) {
                     return Err(self.protocol_error("open", &m));
@@ -707,11 +724,9 @@ pub struct Described {
 }
 
 /// How long a host may take to load a plugin and describe it; with a probe (which may look at
-/// serial ports or the network), [`PROBE_TIMEOUT`].
+/// serial ports or the network), [`PROBE_TIMEOUT`] (within a D-Bus call's default 25 s).
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Devices one probe may list, at most.
-const MAX_PROBED: usize = 256;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Loads the plugin `file` in a driver host of its own (`exe`, `limits.memory_mib`; `readable` and
 /// `preload` as for [`RemoteDevice::open`]) and asks what it is, and with `probe` what devices it
@@ -732,7 +747,9 @@ pub fn describe(
         message,
         panicked: true,
     })?;
-    let mut host = RemoteDevice::connected(exe, (file, &label), spawned.child, spawned.sock, spawned.stderr, limits);
+    // (What the plugin is, is the question: no name or ABI to hold it to.)
+    let mut host =
+        RemoteDevice::connected(exe, (file, &label, (0, 0)), spawned.child, spawned.sock, spawned.stderr, limits);
     let load = Load { plugin: file.to_path_buf(), memory_mib: limits.memory_mib, readable, preload };
     let timeout = if probe { PROBE_TIMEOUT } else { DESCRIBE_TIMEOUT };
     let reply = host.call(&HostRequest::Describe { load, probe }, "describe", timeout, None)?;
@@ -744,16 +761,8 @@ pub fn describe(
                 return Err(host.protocol_error("describe", &m));
             }
             host.driver = name.clone();
-            let probe =
-                probe.map(|found| match found {
-                    Ok(devices) if devices.len() > MAX_PROBED => Err(host
-                        .failed(format!("its probe listed {} devices, more than {MAX_PROBED}", devices.len()), false)),
-                    Ok(devices) => Ok(devices
-                        .into_iter()
-                        .map(|d| DeviceInfo { id: clean(&d.id), description: clean(&d.description), config: d.config })
-                        .collect()),
-                    Err(message) => Err(host.failed(message, false)),
-                });
+            // (The caller bounds what a probe lists, as it does a plugin's in its own process.)
+            let probe = probe.map(|found| found.map_err(|message| host.failed(message, false)));
             Ok(Described { name, version, abi, probe })
         }
         HostReply::Failed { message, panicked } => Err(host.failed(message, panicked)),

@@ -67,10 +67,12 @@ pub enum HostRequest {
 /// The host's answers.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum HostReply {
-    /// The device is open. `sandbox`: what the host could enforce, in words.
+    /// The device is open. `name` and `abi`: the plugin's; `sandbox`: what the host could
+    /// enforce, in words.
     Opened {
         info: StreamInfo,
         name: String,
+        abi: (u32, u32),
         sandbox: String,
     },
     /// What `Describe` asked: the plugin's name, version and ABI (major, minor), and what its
@@ -153,13 +155,14 @@ pub fn host_main() -> ExitCode {
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     // SAFETY: the daemon passed the socket on this descriptor; nothing else here owns it.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
-    match serve(&mut sock) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("driver host: {e}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = serve(&mut sock) {
+        eprintln!("driver host: {e}");
     }
+    // Done: the daemon has its answer or has gone. Whatever the plugin started goes with the
+    // host, also when no daemon is left to kill the group (which it does when it ends a session).
+    // SAFETY: kill(2) of this process's own group (the seccomp filter allows it).
+    unsafe { libc::kill(0, libc::SIGKILL) };
+    ExitCode::SUCCESS
 }
 
 fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
@@ -225,7 +228,7 @@ fn serve_device(
             return write_frame(sock, &HostReply::Failed { message, panicked: false });
         }
     };
-    write_frame(sock, &HostReply::Opened { info, name: loaded.name().to_string(), sandbox })?;
+    write_frame(sock, &HostReply::Opened { info, name: loaded.name().to_string(), abi: loaded.abi(), sandbox })?;
     loop {
         let request = match read_frame::<HostRequest>(sock) {
             Ok(r) => r,
@@ -254,11 +257,12 @@ fn serve_device(
 const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
 /// Watches the daemon's end of the socket on a thread of its own: once the daemon is gone (or
-/// has hung up) and the host has not exited within [`ORPHAN_GRACE`] (its plugin is stuck in a
+/// has hung up) and the host has not ended within [`ORPHAN_GRACE`] (its plugin is stuck in a
 /// call), the host's process group is killed, the plugin's children with it. Without this a
 /// host of a daemon that died (kill -9, or a `--user` daemon outside systemd, whose cgroup would
 /// otherwise take care of it) would live on as long as its plugin hangs. Not PR_SET_PDEATHSIG:
-/// that fires when the daemon *thread* that started the host ends.
+/// that fires when the daemon *thread* that started the host ends. (A hostile plugin can close
+/// or replace the descriptor watched; only the service's cgroup holds against that.)
 fn watch_daemon(fd: RawFd) {
     let watch = move || loop {
         let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
@@ -273,7 +277,8 @@ fn watch_daemon(fd: RawFd) {
             return;
         }
     };
-    if let Err(e) = std::thread::Builder::new().name("daemon-watch".into()).spawn(watch) {
+    // A small stack: it counts against the plugin's address space (`driver_memory_limit`).
+    if let Err(e) = std::thread::Builder::new().name("daemon-watch".into()).stack_size(64 << 10).spawn(watch) {
         eprintln!("driver host: cannot watch for its daemon's end: {e}");
     }
 }

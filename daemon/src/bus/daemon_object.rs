@@ -3,23 +3,21 @@
 //! descriptors (`h`), each with the name the caller gives it (shown in messages and the audit
 //! log; its extension may tell a recording's format).
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use bci2token_api::dbus::{dict_to_json, record, session_path, to_json, DAEMON_PATH};
-use bci2token_api::{ConfigMap, FileArg, FollowOptions, MAX_REQUEST_FDS};
-use serde::de::DeserializeOwned;
+use bci2token_api::dbus::{record, session_path, DAEMON_PATH};
+use bci2token_api::dbus_args::{self, driver_config, AuditOptions, ExportOptions, StartOptions, StreamOptions};
+use bci2token_api::{ApiError, ErrorCode, FileArg, FollowOptions, MAX_REQUEST_FDS};
 use zbus::message::Header;
-use zbus::zvariant::{self, OwnedObjectPath, OwnedValue, Value};
+use zbus::zvariant::{self, OwnedObjectPath};
 
-use super::error::{bad, BusError};
+use super::error::BusError;
 use super::Ctx;
 use crate::closer::Passed;
 use crate::service::{ExportRequest, Op, StartRequest, Started};
 
-/// A record: `a{sv}`.
-pub type Dict = HashMap<String, OwnedValue>;
+pub use bci2token_api::dbus::Dict;
 
 pub struct DaemonObject {
     ctx: Arc<Ctx>,
@@ -38,45 +36,8 @@ pub async fn active_sessions_changed(conn: &zbus::Connection) {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartOptions {
-    model: Option<String>,
-    #[serde(default)]
-    lsl_outlets: bool,
-    subject: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditOptions {
-    since: Option<f64>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExportOptions {
-    features: Option<String>,
-    dp_epsilon: Option<f64>,
-    dp_delta: Option<f64>,
-    dp_clip: Option<f64>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamOptions {
-    #[serde(default)]
-    samples: bool,
-}
-
-/// Options (`a{sv}`) of a method as `T`, or an error naming the method and what is wrong.
-fn options<T: DeserializeOwned>(method: &str, dict: &Dict) -> Result<T, BusError> {
-    serde_json::from_value(serde_json::Value::Object(dict_to_json(dict)))
-        .map_err(|e| bad(format!("{method}: options: {e} (see docs/dbus.md)")))
-}
-
 pub fn stream_options(dict: &Dict) -> Result<FollowOptions, BusError> {
-    let o: StreamOptions = options("OpenStream", dict)?;
+    let o: StreamOptions = dbus_args::options("OpenStream", dict)?;
     Ok(FollowOptions { samples: o.samples })
 }
 
@@ -98,10 +59,11 @@ impl Files {
         Files { uid, fds: Vec::new() }
     }
 
-    fn add(&mut self, name: &str, fd: OwnedFd) -> Result<FileArg, BusError> {
+    fn add(&mut self, name: &str, fd: OwnedFd) -> Result<FileArg, ApiError> {
         if self.fds.len() >= MAX_REQUEST_FDS {
             crate::closer::dispose(self.uid, vec![fd]);
-            return Err(bad(format!("a call may pass at most {MAX_REQUEST_FDS} files")));
+            let message = format!("a call may pass at most {MAX_REQUEST_FDS} files");
+            return Err(ApiError::new(ErrorCode::BadRequest, message));
         }
         self.fds.push(fd);
         Ok(FileArg::Fd { fd: (self.fds.len() - 1) as u32, name: name.to_string() })
@@ -110,45 +72,6 @@ impl Files {
     fn passed(mut self) -> Passed {
         Passed::new(self.uid, std::mem::take(&mut self.fds))
     }
-}
-
-fn own(fd: &zvariant::Fd<'_>) -> Result<OwnedFd, BusError> {
-    match fd.try_to_owned() {
-        Ok(zvariant::Fd::Owned(fd)) => Ok(fd),
-        Ok(_) => Err(BusError::Internal("a passed descriptor could not be kept".into())),
-        Err(e) => Err(BusError::Internal(format!("a passed descriptor could not be kept: {e}"))),
-    }
-}
-
-/// Driver settings from `a{sv}`: a value that is a descriptor (`h`, or `(sh)` with its name)
-/// becomes a passed file; everything else its JSON value.
-fn driver_config(config: &Dict, files: &mut Files) -> Result<ConfigMap, BusError> {
-    let mut out = ConfigMap::new();
-    for (key, value) in config {
-        let v: &Value<'_> = value;
-        let v = match v {
-            Value::Value(inner) => inner,
-            other => other,
-        };
-        let json = match v {
-            Value::Fd(fd) => serde_json::to_value(files.add(key, own(fd)?)?),
-            Value::Structure(s) => match s.fields() {
-                [Value::Str(name), Value::Fd(fd)] => serde_json::to_value(files.add(name.as_str(), own(fd)?)?),
-                _ => serde_json::to_value(to_json(v)),
-            },
-            other => serde_json::to_value(to_json(other)),
-        }
-        .map_err(|e| BusError::Internal(e.to_string()))?;
-        if json.is_null() {
-            return Err(bad(format!(
-                "config key `{key}`: {} has no JSON form (a descriptor inside a container, or a number that is \
-                 not finite); give a descriptor as the key's own value, `h` or `(sh)`",
-                v.value_signature()
-            )));
-        }
-        out.insert(key.clone(), json);
-    }
-    Ok(out)
 }
 
 #[zbus::interface(name = "org.bci2token.Daemon1")]
@@ -282,7 +205,7 @@ impl DaemonObject {
     /// Audit entries; `options`: `since` (d, Unix seconds). Admin only.
     #[zbus(out_args("entries"))]
     async fn list_audit(&self, options: Dict, #[zbus(header)] h: Header<'_>) -> Result<Vec<Dict>, BusError> {
-        let o: AuditOptions = self::options("ListAudit", &options)?;
+        let o: AuditOptions = dbus_args::options("ListAudit", &options)?;
         let entries = self.ctx.run_admin(&h, Op::AuditList, move |s, c| s.audit_list(c, o.since)).await?;
         super::fits(entries, "the audit entries").map(|v| v.iter().map(record).collect())
     }
@@ -343,7 +266,7 @@ impl DaemonObject {
         options: Dict,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Dict, BusError> {
-        let o: ExportOptions = self::options("Export", &options)?;
+        let o: ExportOptions = dbus_args::options("Export", &options)?;
         let op = if o.features.is_some() { Op::ExportFeatures } else { Op::Export };
         let caller = self.ctx.admitted_admin(&h, op).await?;
         let mut files = Files::new(caller.uid);
@@ -371,9 +294,9 @@ impl DaemonObject {
         follow: Option<FollowOptions>,
         caller: bci2token_api::Caller,
     ) -> Result<Started, BusError> {
-        let o: StartOptions = self::options("StartSession", &options)?;
+        let o: StartOptions = dbus_args::options("StartSession", &options)?;
         let mut files = Files::new(caller.uid);
-        let config = driver_config(&config, &mut files)?;
+        let config = driver_config(&config, |name, fd| files.add(name, fd))?;
         let passed = files.passed();
         let start =
             StartRequest { driver, config, model: o.model, follow, lsl_outlets: o.lsl_outlets, subject: o.subject };

@@ -40,10 +40,6 @@ impl From<ApiError> for BusError {
     }
 }
 
-pub fn bad(message: impl Into<String>) -> BusError {
-    BusError::BadRequest(message.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

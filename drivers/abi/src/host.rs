@@ -62,28 +62,26 @@ impl std::fmt::Debug for Plugin {
 fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
     // SAFETY: the table's strings are static data of the loaded library.
     let bytes = unsafe { s.as_bytes() };
-    let text = std::str::from_utf8(bytes).map_err(|_| String::new()).and_then(|t| check_identity(what, t).map(|()| t));
-    text.map(str::to_string).map_err(|_| LoadError::BadTable {
-        path: path.to_path_buf(),
-        problem: format!(
-            "the driver {what} is empty, not UTF-8, longer than {MAX_IDENTITY} bytes or holds other than letters, \
-             digits and `._+-`"
-        ),
-    })
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("the driver {what} is not UTF-8"));
+    let text = text.and_then(|t| check_identity(what, t).map(|()| t));
+    text.map(str::to_string).map_err(|problem| LoadError::BadTable { path: path.to_path_buf(), problem })
 }
 
 /// A driver's name or version at most (they go into logs, listings and `[driver.NAME]` sections).
 pub const MAX_IDENTITY: usize = 64;
 
-/// Whether `text` may be a driver's `what` (name or version): 1 to [`MAX_IDENTITY`] bytes of
-/// ASCII letters, digits and `._+-`. Also applied to what a driver host reports.
+/// Whether `text` may be a driver's `what`: a name (what users type after `--driver` and in
+/// `[drivers.NAME]`) is 1 to [`MAX_IDENTITY`] bytes of ASCII letters, digits and `._+-`; a
+/// version 1 to [`MAX_IDENTITY`] bytes without [`unprintable`] characters (`1.0~rc1`, `2.1 beta`).
+/// Also applied to what a driver host reports.
 pub fn check_identity(what: &str, text: &str) -> Result<(), String> {
-    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-');
+    let fits = |c: char| match what {
+        "name" => c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'),
+        _ => !unprintable(c),
+    };
     if text.is_empty() || text.len() > MAX_IDENTITY || !text.chars().all(fits) {
-        return Err(format!(
-            "a driver {what} of {} bytes that is not 1 to {MAX_IDENTITY} of `A-Za-z0-9._+-`",
-            text.len()
-        ));
+        let allowed = if what == "name" { "ASCII letters, digits and `._+-`" } else { "printable characters" };
+        return Err(format!("the driver {what} ({} bytes) is not 1 to {MAX_IDENTITY} bytes of {allowed}", text.len()));
     }
     Ok(())
 }
@@ -108,11 +106,24 @@ pub const MAX_BLOCK_FLOATS: usize = 64 << 20;
 pub const MAX_STREAM_TEXT: usize = 4096;
 
 /// Whether `c` would change how the text around it looks in a terminal or a log: control
-/// characters, and the bidirectional formatting characters (which reorder what follows them, so a
-/// message could show other words than it holds).
+/// characters, the bidirectional formatting characters (which reorder what follows them, so a
+/// message could show other words than it holds), and the other invisible format characters and
+/// line separators (zero-width spaces and joiners, the byte-order mark, interlinear annotation,
+/// tags).
 pub fn unprintable(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
 }
 
 /// Outside text made fit for a message: at most 256 characters, [`unprintable`] ones as `?`.
@@ -399,6 +410,7 @@ mod tests {
     fn bounded_text_shows_no_control_or_reordering_characters_and_ends_after_256() {
         // "file.exe" shown as "file\u{202E}txt.exe" would read "fileexe.txt".
         assert_eq!(bounded("a\u{202E}b\u{2066}c\u{200F}d\ne\u{1b}[31m"), "a?b?c?d?e?[31m");
+        assert_eq!(bounded("x\u{200B}y\u{FEFF}z\u{E0041}"), "x?y?z?");
         assert_eq!(bounded("Grüße, 東京"), "Grüße, 東京");
         let long = "x".repeat(300);
         assert_eq!(bounded(&long), format!("{}…", "x".repeat(256)));
@@ -408,6 +420,8 @@ mod tests {
     fn a_driver_name_is_short_plain_ascii() {
         assert!(check_identity("name", "openbci").is_ok());
         assert!(check_identity("version", "1.2.3-rc.1+g1a2b").is_ok());
+        assert!(check_identity("version", "1.0~rc1 beta").is_ok());
+        assert!(check_identity("version", "1.0\u{202E}").is_err());
         for bad in ["", "two words", "x\u{202E}y", "../etc", "名前", &"n".repeat(65)] {
             assert!(check_identity("name", bad).is_err(), "{bad:?}");
         }
