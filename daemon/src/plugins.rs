@@ -43,8 +43,9 @@ const PROBE_FRESH: Duration = Duration::from_secs(2);
 /// Devices one probe may list, configuration keys one device may carry, at most.
 const MAX_PROBED: usize = 256;
 const MAX_DEVICE_KEYS: usize = 32;
-/// Plugins described at once at a scan.
-const DESCRIBED_AT_ONCE: usize = 8;
+/// Driver hosts that describe or probe at once, at most (a driver path with thousands of files
+/// must not start thousands of processes).
+pub const HOSTS_AT_ONCE: usize = 8;
 
 impl Driver {
     /// The plugin, loaded into this process (in-process isolation). Refused when the file now
@@ -80,28 +81,37 @@ impl Driver {
         answer
     }
 
+    /// A probe's devices fit for a terminal and for `session start --set`: a device whose id or
+    /// settings would have to be changed to show (a control or formatting character, more than
+    /// 256 characters, a setting that is not a string, number or boolean, more than
+    /// [`MAX_DEVICE_KEYS`] settings) is left out with a warning, since the changed settings would
+    /// not open it; descriptions are only shown, so they are [`bounded`].
     fn tidy(&self, devices: Vec<DeviceInfo>) -> Result<Vec<DeviceInfo>, DriverError> {
         if devices.len() > MAX_PROBED {
             return Err(self.error(format!("its probe listed {} devices, more than {MAX_PROBED}", devices.len())));
         }
-        let plain = |v: serde_json::Value| match v {
-            serde_json::Value::String(text) => Some(serde_json::Value::String(bounded(&text))),
-            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Some(v),
-            _ => None,
+        let shows = |text: &str| bounded(text) == text;
+        let plain = |v: &serde_json::Value| match v {
+            serde_json::Value::String(text) => shows(text),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => true,
+            _ => false,
         };
-        Ok(devices
-            .into_iter()
-            .map(|d| DeviceInfo {
-                id: bounded(&d.id),
-                description: bounded(&d.description),
-                config: d
-                    .config
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((bounded(&k), plain(v)?)))
-                    .take(MAX_DEVICE_KEYS)
-                    .collect(),
-            })
-            .collect())
+        let mut kept = Vec::with_capacity(devices.len());
+        for d in devices {
+            let fits =
+                shows(&d.id) && d.config.len() <= MAX_DEVICE_KEYS && d.config.iter().all(|(k, v)| shows(k) && plain(v));
+            if fits {
+                kept.push(DeviceInfo { description: bounded(&d.description), ..d });
+            } else {
+                log::warn!(
+                    "driver `{}`: its probe listed a device ({}) whose id or settings cannot be shown as they are; \
+                     left out",
+                    self.name,
+                    bounded(&d.id)
+                );
+            }
+        }
+        Ok(kept)
     }
 
     fn probe_now(&self, cfg: &Config) -> Result<Vec<DeviceInfo>, DriverError> {
@@ -158,7 +168,7 @@ fn libraries_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Describes every plugin in `cfg.driver_path` that is not among `known` (files already
 /// registered: sessions may be using them). Each file in a driver host of its own,
-/// [`DESCRIBED_AT_ONCE`] at a time; in this process with in-process isolation. Takes no lock: a
+/// [`HOSTS_AT_ONCE`] at a time; in this process with in-process isolation. Takes no lock: a
 /// reload runs it while requests are served.
 pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
     let mut files = Vec::new();
@@ -170,25 +180,7 @@ pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
     }
     let described: Vec<Result<Driver, String>> = match cfg.driver_isolation {
         Isolation::InProcess => files.iter().map(|f| load_here(f)).collect(),
-        // A few at a time (a driver path with thousands of files must not start thousands of
-        // processes); one that hangs costs its own time-out, not the others'.
-        Isolation::Process => files
-            .chunks(DESCRIBED_AT_ONCE)
-            .flat_map(|chunk| {
-                std::thread::scope(|scope| {
-                    let each: Vec<_> = chunk
-                        .iter()
-                        .map(|f| std::thread::Builder::new().spawn_scoped(scope, move || describe_in_host(cfg, f)))
-                        .collect();
-                    each.into_iter()
-                        .map(|h| match h {
-                            Ok(h) => h.join().unwrap_or_else(|_| Err("describing it panicked".into())),
-                            Err(e) => Err(format!("no thread to describe it: {e}")),
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect(),
+        Isolation::Process => at_most(HOSTS_AT_ONCE, &files, |f| describe_in_host(cfg, f)),
     };
     let mut scan = Scan { found: Vec::new(), failed: Vec::new() };
     for (file, result) in files.iter().zip(described) {
@@ -201,6 +193,31 @@ pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
         }
     }
     scan
+}
+
+/// `work` on every item, by at most `n` threads at once, each taking the next item when it is
+/// done (one that takes long holds up only its own thread); the answers in the items' order. If
+/// no thread can be started, on this one.
+pub fn at_most<T: Sync, R: Send>(n: usize, items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let answers: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let worker = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(item) = items.get(i) else { break };
+        let answer = work(item);
+        *answers[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+    };
+    std::thread::scope(|scope| {
+        let started =
+            (0..n.min(items.len())).filter(|_| std::thread::Builder::new().spawn_scoped(scope, worker).is_ok());
+        if started.count() == 0 {
+            worker();
+        }
+    });
+    answers
+        .into_iter()
+        .map(|a| a.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every item is worked"))
+        .collect()
 }
 
 fn load_here(file: &Path) -> Result<Driver, String> {

@@ -645,9 +645,9 @@ impl Service {
     }
 
     /// What the drivers (or `only` the one named) can open now. The registry is not held while
-    /// they probe (a probe may take seconds; a reload must not wait for it). One after the other:
-    /// a request costs one probe host at a time, and requests at the same time share each
-    /// driver's probe ([`Driver::probe`]).
+    /// they probe (a probe may take seconds; a reload must not wait for it). A few drivers at a
+    /// time, and requests at the same time share each driver's probe ([`Driver::probe`]): one
+    /// probe host per driver at most, and a request waits about one probe's time-out at most.
     fn probe_devices(&self, only: Option<&str>) -> Result<DeviceList, ApiError> {
         let drivers: Vec<Arc<Driver>> = {
             let reg = self.registry.read().unwrap();
@@ -659,9 +659,10 @@ impl Service {
             reg.drivers().filter(|d| only.is_none_or(|n| n == d.name)).cloned().collect()
         };
         let cfg = self.config();
+        let probed = crate::plugins::at_most(crate::plugins::HOSTS_AT_ONCE, &drivers, |d| d.probe(&cfg));
         let mut list = DeviceList { devices: Vec::new(), errors: Vec::new() };
-        for driver in &drivers {
-            match driver.probe(&cfg) {
+        for (driver, result) in drivers.iter().zip(probed) {
+            match result {
                 Ok(devices) => list.devices.extend(devices.into_iter().map(|d| DeviceEntry {
                     driver: driver.name.clone(),
                     id: d.id,

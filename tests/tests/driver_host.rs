@@ -513,8 +513,8 @@ fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon()
     let hang = error_of("libhangload.so");
     assert!(hang.contains("hangs") && hang.contains("`describe` was not answered within"), "{hang}");
 
-    // A host that has answered ends with its process group: the child the plugin started when
-    // it was loaded is gone, though no session ever ran it.
+    // The child the plugin started when it was loaded is gone, though no session ever ran it.
+    // (Without a daemon to kill the group, a_host_ends_with_what_its_plugin_started_… checks it.)
     let log = daemon.log();
     let child: u32 = log
         .split("forked child=")
@@ -548,11 +548,14 @@ fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon()
     // The file of a listed driver replaced by another driver: neither a session nor a probe runs
     // what was not listed.
     let other = dir.path().join("other.c.so");
-    compile_c_library(&source("other", ["", "", "", ""]), &other);
+    compile_c_library(&source("other", ["", "", r#"write(2, "other: open ran\n", 16)"#, ""]), &other);
     std::fs::rename(&other, lib("calm")).unwrap();
     let out = daemon.ctl(&["session", "start", "--driver", "calm"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("now holds driver `other`") && err.contains("reload"), "{err}");
+    // Refused before its `open` ran (which could have reset a board with this session's settings).
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!daemon.log().contains("other: open ran"), "{}", daemon.log());
     std::thread::sleep(Duration::from_secs(2)); // past the probe answer shared with later requests
     let probed = daemon.ctl_json(&["devices", "--driver", "calm"]);
     assert!(probed["errors"][0]["error"].as_str().unwrap_or("").contains("now holds driver `other`"), "{probed}");
@@ -584,4 +587,58 @@ fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon()
     let synthetic = bin_dir().join("libbci2token_driver_synthetic.so");
     let here = mapped(inside.child.id(), &[plain.path().join("libcalm.so"), synthetic]);
     assert_eq!(here.len(), 2, "in-process: {here:?}");
+}
+
+/// A host that has answered ends with everything its plugin started, on its own: here no daemon
+/// is left to kill its process group (the host is started as the daemon starts it, by the test,
+/// which then neither closes its socket nor kills anything).
+#[test]
+fn a_host_ends_with_what_its_plugin_started_with_no_daemon_to_clean_up() {
+    use std::io::{BufRead, Read as _};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    use bci2token_driver_host::{parse_frame, write_frame, HostReply, HostRequest, Load};
+
+    let dir = TempDir::new("host-alone");
+    let fork = r#"pid_t c = fork(); if (c == 0) { for (;;) pause(); }
+        char m[64]; int n = snprintf(m, sizeof m, "forked child=%d\n", (int)c); write(2, m, n)"#;
+    let plugin = dir.path().join("libforks.so");
+    compile_c_library(&source("forks", [fork, "", "", ""]), &plugin);
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = std::process::Command::new(bin_dir().join("bci2token-driver-host"));
+    cmd.arg("--socket").arg(fd.to_string()).stderr(std::process::Stdio::piped());
+    // SAFETY: fcntl and setsid only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut host = cmd.spawn().unwrap();
+    drop(theirs);
+    let load =
+        Load { plugin: plugin.clone(), memory_mib: 1024, readable: vec![dir.path().to_path_buf()], preload: vec![] };
+    write_frame(&mut ours, &HostRequest::Describe { load, probe: false }).unwrap();
+    let mut len = [0u8; 4];
+    ours.read_exact(&mut len).unwrap();
+    let mut frame = vec![0u8; u32::from_le_bytes(len) as usize];
+    ours.read_exact(&mut frame).unwrap();
+    let reply: HostReply = parse_frame(&frame).unwrap();
+    assert!(matches!(&reply, HostReply::Described { name, .. } if name == "forks"), "{reply:?}");
+    let stderr = std::io::BufReader::new(host.stderr.take().unwrap());
+    let line = stderr.lines().map_while(Result::ok).find(|l| l.contains("forked child=")).expect("the child's pid");
+    let child: u32 = line.rsplit('=').next().unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(child) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(child), "the plugin's child {child} outlived its host");
+    // The host went too (it killed its own group), though its socket is still open here.
+    let status = host.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status:?}");
+    drop(ours);
 }

@@ -134,3 +134,24 @@ fn a_stuck_store_writer_stops_the_watchdog_until_it_recovers() {
     assert!(daemon.wait_log("every worker thread makes progress again", Duration::from_secs(5)));
     daemon.ctl_json(&["session", "stop", &id]);
 }
+
+/// A service manager that stops reading notifications (its socket's queue full) holds up
+/// nothing: notifications are sent by a thread of their own, and dropped once it is stuck. Each
+/// reload sends two (RELOADING=1, READY=1); the queue takes 10 by default, so twenty reloads that
+/// nobody reads would stop the signal loop at the sixth if it sent them itself.
+#[test]
+fn a_service_manager_that_does_not_read_notifications_holds_up_nothing() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    let reloads = || daemon.log().matches("configuration reloaded").count();
+    for n in 1..=20 {
+        nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while reloads() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(reloads(), n, "reload {n} did not happen: {}", daemon.log());
+    }
+    assert!(daemon.log().contains("the service manager does not take notifications"), "{}", daemon.log());
+    assert_eq!(daemon.ctl_json(&["status"])["sessions_active"], 0);
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::ffi::block_flags;
-use bci2token_driver_abi::host::{bounded, check_identity, check_stream, unprintable, DriverError, Read};
+use bci2token_driver_abi::host::{bounded, check_identity, check_stream, unprintable, DriverError, Identity, Read};
 use bci2token_driver_abi::types::{DeviceInfo, DriverEvent, StreamInfo};
 
 use crate::{parse_frame, shm, write_frame, HostReply, HostRequest, Load, MAX_FRAME};
@@ -314,7 +314,8 @@ impl RemoteDevice {
         preload: Vec<PathBuf>,
     ) -> Result<StreamInfo, DriverError> {
         let load = Load { plugin: self.file.clone(), memory_mib: self.memory_mib, readable, preload };
-        let open = HostRequest::Open { load, config, samples: samples.as_raw_fd() };
+        let expect = (self.driver.clone(), self.abi);
+        let open = HostRequest::Open { load, config, samples: samples.as_raw_fd(), expect };
         match self.call(&open, "open", OPEN_TIMEOUT, None)? {
             HostReply::Opened { info, sandbox, name, abi } => {
                 // The file may have been replaced since the daemon listed it: a session runs only
@@ -724,7 +725,8 @@ pub struct Described {
 }
 
 /// How long a host may take to load a plugin and describe it; with a probe (which may look at
-/// serial ports or the network), [`PROBE_TIMEOUT`] (within a D-Bus call's default 25 s).
+/// serial ports or the network), [`PROBE_TIMEOUT`] (drivers are probed side by side: a
+/// `devices` call answers within a D-Bus call's default 25 s).
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -756,7 +758,8 @@ pub fn describe(
     match reply {
         HostReply::Described { name, version, abi, probe } => {
             // The host's word is the plugin's: held to what a plugin loaded here is held to.
-            let checked = check_identity("name", &name).and_then(|()| check_identity("version", &version));
+            let checked =
+                check_identity(Identity::Name, &name).and_then(|()| check_identity(Identity::Version, &version));
             if let Err(m) = checked {
                 return Err(host.protocol_error("describe", &m));
             }

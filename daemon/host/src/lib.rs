@@ -50,6 +50,8 @@ pub enum HostRequest {
         load: Load,
         config: serde_json::Map<String, serde_json::Value>,
         samples: RawFd,
+        /// The driver (name, ABI) the daemon listed for this file: another one is not opened.
+        expect: (String, (u32, u32)),
     },
     /// Load the plugin, say what it is, with `probe` the devices it can open now; then the host
     /// ends. (The daemon learns what is in its driver path without loading any of it.)
@@ -160,8 +162,7 @@ pub fn host_main() -> ExitCode {
     }
     // Done: the daemon has its answer or has gone. Whatever the plugin started goes with the
     // host, also when no daemon is left to kill the group (which it does when it ends a session).
-    // SAFETY: kill(2) of this process's own group (the seccomp filter allows it).
-    unsafe { libc::kill(0, libc::SIGKILL) };
+    kill_own_group();
     ExitCode::SUCCESS
 }
 
@@ -198,7 +199,22 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
         Err(e) => return refuse(sock, e.to_string(), false),
     };
     match first {
-        HostRequest::Open { config, samples, .. } => serve_device(sock, &loaded, &config, samples, sandbox),
+        HostRequest::Open { ref config, samples, ref expect, .. } => {
+            // A file replaced since the daemon listed it: its plugin's `open` (which may reset a
+            // board) is not run with this session's settings and files.
+            let (name, abi) = (loaded.name(), loaded.abi());
+            if (name, abi) != (expect.0.as_str(), expect.1) {
+                let message = format!(
+                    "{} now holds driver `{name}` (ABI {}.{}), not the one listed; reload the daemon (systemctl \
+                     reload bci2tokend) to use it",
+                    load.plugin.display(),
+                    abi.0,
+                    abi.1
+                );
+                return refuse(sock, message, false);
+            }
+            serve_device(sock, &loaded, config, samples, sandbox)
+        }
         HostRequest::Describe { probe, .. } => {
             let probe = probe.then(|| loaded.probe().map_err(|e| e.message));
             let (name, version) = (loaded.name().to_string(), loaded.version().to_string());
@@ -270,8 +286,7 @@ fn watch_daemon(fd: RawFd) {
         let r = unsafe { libc::poll(&mut p, 1, -1) };
         if r > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
             std::thread::sleep(ORPHAN_GRACE);
-            // SAFETY: kill(2) of this process's own group (the seccomp filter allows it).
-            unsafe { libc::kill(0, libc::SIGKILL) };
+            kill_own_group();
         }
         if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             return;
@@ -280,6 +295,18 @@ fn watch_daemon(fd: RawFd) {
     // A small stack: it counts against the plugin's address space (`driver_memory_limit`).
     if let Err(e) = std::thread::Builder::new().name("daemon-watch".into()).stack_size(64 << 10).spawn(watch) {
         eprintln!("driver host: cannot watch for its daemon's end: {e}");
+    }
+}
+
+/// Kills this process's group, this process with it, if it leads the group (the daemon starts
+/// each host in a session of its own); a host started otherwise (by hand) kills nobody else.
+fn kill_own_group() {
+    // SAFETY: getpgrp/getpid have no preconditions; kill(2) of this process's own group (the
+    // seccomp filter allows it).
+    unsafe {
+        if libc::getpgrp() == libc::getpid() {
+            libc::kill(0, libc::SIGKILL);
+        }
     }
 }
 

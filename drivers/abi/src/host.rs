@@ -59,10 +59,10 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
+fn static_str(path: &Path, what: Identity, s: AbiStr) -> Result<String, LoadError> {
     // SAFETY: the table's strings are static data of the loaded library.
     let bytes = unsafe { s.as_bytes() };
-    let text = std::str::from_utf8(bytes).map_err(|_| format!("the driver {what} is not UTF-8"));
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("the driver {} is not UTF-8", what.as_str()));
     let text = text.and_then(|t| check_identity(what, t).map(|()| t));
     text.map(str::to_string).map_err(|problem| LoadError::BadTable { path: path.to_path_buf(), problem })
 }
@@ -70,20 +70,38 @@ fn static_str(path: &Path, what: &str, s: AbiStr) -> Result<String, LoadError> {
 /// A driver's name or version at most (they go into logs, listings and `[driver.NAME]` sections).
 pub const MAX_IDENTITY: usize = 64;
 
-/// Whether `text` may be a driver's `what`: a name (what users type after `--driver` and in
-/// `[drivers.NAME]`) is 1 to [`MAX_IDENTITY`] bytes of ASCII letters, digits and `._+-`; a
-/// version 1 to [`MAX_IDENTITY`] bytes without [`unprintable`] characters (`1.0~rc1`, `2.1 beta`).
-/// Also applied to what a driver host reports.
-pub fn check_identity(what: &str, text: &str) -> Result<(), String> {
-    let fits = |c: char| match what {
-        "name" => c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'),
-        _ => !unprintable(c),
+/// Whether `text` may be a driver's `what` ([`Identity`]): 1 to [`MAX_IDENTITY`] bytes, of ASCII
+/// letters, digits and `._+-` for a name (what users type after `--driver` and in
+/// `[drivers.NAME]`), of printable ASCII for a version (`1.0~rc1`, `2.1 beta`). Also applied to
+/// what a driver host reports.
+pub fn check_identity(what: Identity, text: &str) -> Result<(), String> {
+    let (fits, allowed): (fn(char) -> bool, &str) = match what {
+        Identity::Name => {
+            (|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'), "ASCII letters, digits and `._+-`")
+        }
+        Identity::Version => (|c| matches!(c, ' '..='~'), "printable ASCII"),
     };
     if text.is_empty() || text.len() > MAX_IDENTITY || !text.chars().all(fits) {
-        let allowed = if what == "name" { "ASCII letters, digits and `._+-`" } else { "printable characters" };
+        let what = what.as_str();
         return Err(format!("the driver {what} ({} bytes) is not 1 to {MAX_IDENTITY} bytes of {allowed}", text.len()));
     }
     Ok(())
+}
+
+/// What [`check_identity`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    Name,
+    Version,
+}
+
+impl Identity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::Name => "name",
+            Identity::Version => "version",
+        }
+    }
 }
 
 /// An error with its causes (libloading puts dlopen's own message in the source). Shared by
@@ -203,8 +221,8 @@ impl Plugin {
         }
         // SAFETY: the size check above proves the table has every field of this version.
         let table = unsafe { &*vtable };
-        let name = static_str(path, "name", table.name)?;
-        let version = static_str(path, "version", table.version)?;
+        let name = static_str(path, Identity::Name, table.name)?;
+        let version = static_str(path, Identity::Version, table.version)?;
         Ok(Arc::new(Plugin {
             vtable,
             name,
@@ -418,12 +436,13 @@ mod tests {
 
     #[test]
     fn a_driver_name_is_short_plain_ascii() {
-        assert!(check_identity("name", "openbci").is_ok());
-        assert!(check_identity("version", "1.2.3-rc.1+g1a2b").is_ok());
-        assert!(check_identity("version", "1.0~rc1 beta").is_ok());
-        assert!(check_identity("version", "1.0\u{202E}").is_err());
+        assert!(check_identity(Identity::Name, "openbci").is_ok());
+        assert!(check_identity(Identity::Version, "1.2.3-rc.1+g1a2b").is_ok());
+        assert!(check_identity(Identity::Version, "1.0~rc1 beta").is_ok());
+        assert!(check_identity(Identity::Version, "1.0\u{202E}").is_err());
+        assert!(check_identity(Identity::Version, "1.0\u{3164}").is_err());
         for bad in ["", "two words", "x\u{202E}y", "../etc", "名前", &"n".repeat(65)] {
-            assert!(check_identity("name", bad).is_err(), "{bad:?}");
+            assert!(check_identity(Identity::Name, bad).is_err(), "{bad:?}");
         }
     }
 }
