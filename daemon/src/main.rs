@@ -329,5 +329,6 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
         log::debug!("removing {}: {e}", socket.display());
     }
     log::info!("stopped");
+    notify::flush(std::time::Duration::from_secs(1));
     ExitCode::SUCCESS
 }

@@ -180,7 +180,10 @@ pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
     }
     let described: Vec<Result<Driver, String>> = match cfg.driver_isolation {
         Isolation::InProcess => files.iter().map(|f| load_here(f)).collect(),
-        Isolation::Process => at_most(HOSTS_AT_ONCE, &files, |f| describe_in_host(cfg, f)),
+        Isolation::Process => at_most(HOSTS_AT_ONCE, &files, |f| describe_in_host(cfg, f))
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|_| Err("describing it panicked".into())))
+            .collect(),
     };
     let mut scan = Scan { found: Vec::new(), failed: Vec::new() };
     for (file, result) in files.iter().zip(described) {
@@ -196,27 +199,33 @@ pub fn inspect(cfg: &Config, known: &[PathBuf]) -> Scan {
 }
 
 /// `work` on every item, by at most `n` threads at once, each taking the next item when it is
-/// done (one that takes long holds up only its own thread); the answers in the items' order. If
-/// no thread can be started, on this one.
-pub fn at_most<T: Sync, R: Send>(n: usize, items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// done (one that takes long holds up only its own thread); the answers in the items' order, a
+/// panic in `work` as `Err` (it must not end the reload or request that asked). One item, or no
+/// thread to be had: on this thread.
+pub fn at_most<T: Sync, R: Send>(n: usize, items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<std::thread::Result<R>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let answers: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let answers: Vec<Mutex<Option<std::thread::Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
     let worker = || loop {
         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(item) = items.get(i) else { break };
-        let answer = work(item);
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)));
         *answers[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
     };
-    std::thread::scope(|scope| {
-        let started =
-            (0..n.min(items.len())).filter(|_| std::thread::Builder::new().spawn_scoped(scope, worker).is_ok());
-        if started.count() == 0 {
-            worker();
-        }
-    });
+    if items.len() <= 1 {
+        worker();
+    } else {
+        std::thread::scope(|scope| {
+            let started =
+                (0..n.min(items.len())).filter(|_| std::thread::Builder::new().spawn_scoped(scope, worker).is_ok());
+            if started.count() == 0 {
+                worker();
+            }
+        });
+    }
+    // Every item was taken by a worker, and every worker ran to the end (none can panic).
     answers
         .into_iter()
-        .map(|a| a.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every item is worked"))
+        .map(|a| a.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or(Err(Box::new(()))))
         .collect()
 }
 

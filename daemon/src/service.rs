@@ -30,10 +30,11 @@ use crate::decoding::Decoding;
 use crate::driver_host::{Isolation, Source};
 use crate::hub::Subscription;
 use crate::lsl_outlets::SessionOutlets;
-use crate::plugins::{Driver, Registry};
+use crate::plugins::{at_most, Driver, Registry, HOSTS_AT_ONCE};
 use crate::recorder::StoreWriter;
 use crate::session::{new_id, PipelineSettings, Session, SessionChange};
 use crate::token_bucket::TokenBucket;
+use bci2token_driver_abi::host::DriverError;
 use bci2token_driver_host::client::Limits;
 use bci2token_store::seal::Kind;
 use bci2token_store::StoreReader;
@@ -274,6 +275,8 @@ pub struct Service {
     changes: tokio::sync::broadcast::Sender<SessionChange>,
     /// Set when the daemon stops: no session starts any more.
     closing: std::sync::atomic::AtomicBool,
+    /// Held by the `devices` request that probes ([`Service::probe_devices`]).
+    probing: Mutex<()>,
     /// Exports reading the store through readers of their own ([`Service::store_reader`]).
     readers: Arc<Mutex<StoreReaders>>,
     /// The worker threads' heartbeats: decode, store writer, each session's acquisition.
@@ -320,6 +323,7 @@ impl Service {
             torch_device: OnceLock::new(),
             changes: tokio::sync::broadcast::channel(SESSION_CHANGES_QUEUE).0,
             closing: std::sync::atomic::AtomicBool::new(false),
+            probing: Mutex::new(()),
             readers: Arc::default(),
         })
     }
@@ -645,9 +649,10 @@ impl Service {
     }
 
     /// What the drivers (or `only` the one named) can open now. The registry is not held while
-    /// they probe (a probe may take seconds; a reload must not wait for it). A few drivers at a
-    /// time, and requests at the same time share each driver's probe ([`Driver::probe`]): one
-    /// probe host per driver at most, and a request waits about one probe's time-out at most.
+    /// they probe (a probe may take seconds; a reload must not wait for it). One request probes
+    /// at a time, [`HOSTS_AT_ONCE`] drivers side by side; the next finds the answers of the last
+    /// 2 s ready ([`Driver::probe`]). So however many callers ask, there are that many probe
+    /// threads and hosts at most.
     fn probe_devices(&self, only: Option<&str>) -> Result<DeviceList, ApiError> {
         let drivers: Vec<Arc<Driver>> = {
             let reg = self.registry.read().unwrap();
@@ -659,9 +664,14 @@ impl Service {
             reg.drivers().filter(|d| only.is_none_or(|n| n == d.name)).cloned().collect()
         };
         let cfg = self.config();
-        let probed = crate::plugins::at_most(crate::plugins::HOSTS_AT_ONCE, &drivers, |d| d.probe(&cfg));
+        let probing = self.probing.lock().unwrap_or_else(|p| p.into_inner());
+        let probed = at_most(HOSTS_AT_ONCE, &drivers, |d| d.probe(&cfg));
+        drop(probing);
         let mut list = DeviceList { devices: Vec::new(), errors: Vec::new() };
         for (driver, result) in drivers.iter().zip(probed) {
+            let result = result.unwrap_or_else(|_| {
+                Err(DriverError { driver: driver.name.clone(), message: "its probe panicked".into(), panicked: true })
+            });
             match result {
                 Ok(devices) => list.devices.extend(devices.into_iter().map(|d| DeviceEntry {
                     driver: driver.name.clone(),

@@ -552,9 +552,11 @@ fn plugins_are_described_and_probed_in_driver_hosts_never_loaded_by_the_daemon()
     std::fs::rename(&other, lib("calm")).unwrap();
     let out = daemon.ctl(&["session", "start", "--driver", "calm"]);
     let err = String::from_utf8_lossy(&out.stderr);
+    // Refused by the host before the plugin's `open` ran (which could have reset a board with
+    // this session's settings); what the host wrote before it ended is in the log by now.
     assert!(!out.status.success() && err.contains("now holds driver `other`") && err.contains("reload"), "{err}");
-    // Refused before its `open` ran (which could have reset a board with this session's settings).
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(err.contains("its open was not run"), "{err}");
+    std::thread::sleep(Duration::from_secs(1));
     assert!(!daemon.log().contains("other: open ran"), "{}", daemon.log());
     std::thread::sleep(Duration::from_secs(2)); // past the probe answer shared with later requests
     let probed = daemon.ctl_json(&["devices", "--driver", "calm"]);
@@ -620,6 +622,7 @@ fn a_host_ends_with_what_its_plugin_started_with_no_daemon_to_clean_up() {
     }
     let mut host = cmd.spawn().unwrap();
     drop(theirs);
+    ours.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let load =
         Load { plugin: plugin.clone(), memory_mib: 1024, readable: vec![dir.path().to_path_buf()], preload: vec![] };
     write_frame(&mut ours, &HostRequest::Describe { load, probe: false }).unwrap();
@@ -629,8 +632,14 @@ fn a_host_ends_with_what_its_plugin_started_with_no_daemon_to_clean_up() {
     ours.read_exact(&mut frame).unwrap();
     let reply: HostReply = parse_frame(&frame).unwrap();
     assert!(matches!(&reply, HostReply::Described { name, .. } if name == "forks"), "{reply:?}");
+    // Read on a thread of its own: the paused child holds the pipe open.
     let stderr = std::io::BufReader::new(host.stderr.take().unwrap());
-    let line = stderr.lines().map_while(Result::ok).find(|l| l.contains("forked child=")).expect("the child's pid");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = stderr.lines().map_while(Result::ok).find(|l| l.contains("forked child="));
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).ok().flatten().expect("the child's pid");
     let child: u32 = line.rsplit('=').next().unwrap().trim().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(child) && Instant::now() < deadline {

@@ -205,13 +205,14 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
             let (name, abi) = (loaded.name(), loaded.abi());
             if (name, abi) != (expect.0.as_str(), expect.1) {
                 let message = format!(
-                    "{} now holds driver `{name}` (ABI {}.{}), not the one listed; reload the daemon (systemctl \
-                     reload bci2tokend) to use it",
+                    "{} now holds driver `{name}` (ABI {}.{}), not the one listed; its open was not run; reload \
+                     the daemon (systemctl reload bci2tokend) to use it",
                     load.plugin.display(),
                     abi.0,
                     abi.1
                 );
-                return refuse(sock, message, false);
+                // A driver error (not the caller's settings): the admin replaced the file.
+                return refuse(sock, message, true);
             }
             serve_device(sock, &loaded, config, samples, sandbox)
         }
@@ -299,14 +300,13 @@ fn watch_daemon(fd: RawFd) {
 }
 
 /// Kills this process's group, this process with it, if it leads the group (the daemon starts
-/// each host in a session of its own); a host started otherwise (by hand) kills nobody else.
+/// each host in a session of its own); a host started otherwise (by hand) kills only itself.
 fn kill_own_group() {
-    // SAFETY: getpgrp/getpid have no preconditions; kill(2) of this process's own group (the
-    // seccomp filter allows it).
+    // SAFETY: getpgrp/getpid have no preconditions; kill(2) of this process's own group or of
+    // itself (the seccomp filter allows both).
     unsafe {
-        if libc::getpgrp() == libc::getpid() {
-            libc::kill(0, libc::SIGKILL);
-        }
+        let me = libc::getpid();
+        libc::kill(if libc::getpgrp() == me { 0 } else { me }, libc::SIGKILL);
     }
 }
 
