@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::sync::OnceLock;
 
 use bci2token_api::dbus::{dict_to_json, to_dict};
-use bci2token_api::dbus_args::{driver_config, options, AuditOptions, ExportOptions, StartOptions, StreamOptions};
+use bci2token_api::dbus_args::{self, driver_config, AuditOptions, ExportOptions, StartOptions, StreamOptions};
 use bci2token_api::message::{FileArg, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value as J};
@@ -33,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             let Ok(((dict,), _)) = body.deserialize_for_dynamic_signature::<_, (Dict,)>("a{sv}") else { return };
             // As ListAudit and OpenStream read it.
-            let _ = options::<AuditOptions>("ListAudit", &dict);
-            let _ = options::<StreamOptions>("OpenStream", &dict);
+            let _ = dbus_args::options::<AuditOptions>("ListAudit", &dict);
+            let _ = dbus_args::options::<StreamOptions>("OpenStream", &dict);
             request("audit_list", options_json(&dict, ctx), Map::new());
         }
         1 => {
@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             check_round_trip(&stream, ctx);
-            let _ = options::<StreamOptions>("StartSessionWithStream", &stream);
+            let _ = dbus_args::options::<StreamOptions>("StartSessionWithStream", &stream);
             start(driver, &config, &options, ctx);
         }
         3 => {
@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
             else {
                 return;
             };
-            let _ = options::<ExportOptions>("Export", &options);
+            let _ = dbus_args::options::<ExportOptions>("Export", &options);
             let fixed = json!({"id": id, "format": format, "path": {"fd": 0, "name": name}});
             request("export", options_json(&options, ctx), fixed.as_object().unwrap().clone());
         }
@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
 /// JSON object, together a request.
 fn start(driver: String, config: &Dict, dict: &Dict, ctx: Context) {
     check_round_trip(config, ctx);
-    let _ = options::<StartOptions>("StartSession", dict);
+    let _ = dbus_args::options::<StartOptions>("StartSession", dict);
     let mut n = 0;
     let settings = driver_config(config, |name, _fd| {
         n += 1;
