@@ -77,6 +77,8 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
     let mut files = Files::default();
     let (request, follow_count) = match &cli.command {
         Command::Status => (Request::Status, None),
+        Command::Health => (Request::Health, None),
+        Command::Metrics => (Request::Metrics, None),
         Command::Drivers => (Request::Drivers, None),
         Command::Devices { driver } => (Request::Devices { driver: driver.clone() }, None),
         Command::Models => (Request::Models, None),
@@ -135,6 +137,30 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
 
     match &cli.command {
         Command::Status => print_value(out, json, &reply, |r| Ok(render::status(&r.decode::<StatusInfo>(method)?))),
+        Command::Health => {
+            let report: bci2token_api::HealthReport = reply.decode(method)?;
+            print_value(out, json, &reply, |_| Ok(render::health(&report)))?;
+            let problems =
+                report.findings.iter().filter(|f| f.severity > bci2token_api::observe::Severity::Info).count();
+            match report.verdict {
+                bci2token_api::Verdict::Ok => Ok(()),
+                bci2token_api::Verdict::Degraded => {
+                    Err(CtlError::new(Kind::Degraded, format!("degraded: {problems} warning(s)")))
+                }
+                bci2token_api::Verdict::Failing => {
+                    Err(CtlError::new(Kind::Failing, format!("failing: {problems} problem(s)")))
+                }
+            }
+        }
+        Command::Metrics => {
+            let text: String = reply.decode(method)?;
+            if json {
+                write_out(out, &reply.json_line())?;
+            } else {
+                write_out(out, text.as_bytes())?;
+            }
+            out.flush().map_err(CtlError::from_stdout)
+        }
         Command::Drivers => print_value(out, json, &reply, |r| Ok(render::drivers(&r.decode::<DriverList>(method)?))),
         Command::Devices { .. } => {
             print_value(out, json, &reply, |r| Ok(render::devices(&r.decode::<DeviceList>(method)?)))

@@ -123,6 +123,11 @@ async fn run(
     let plain = |r: Result<OkReply, zbus::Error>| r.map(|r| (r, None));
     match request {
         Request::Status => plain(reply::<StatusInfo>(object(&daemon.status().await?), "status")),
+        Request::Health => plain(reply::<bci2token_api::HealthReport>(object(&daemon.health().await?), "health")),
+        Request::Metrics => {
+            let text = daemon.metrics().await?;
+            plain(reply::<String>(serde_json::Value::String(text), "metrics"))
+        }
         Request::Drivers => plain(reply::<DriverList>(object(&daemon.drivers().await?), "drivers")),
         Request::Devices { driver } => {
             plain(reply::<DeviceList>(object(&daemon.devices(driver.as_deref().unwrap_or("")).await?), "devices"))

@@ -49,6 +49,13 @@ pub struct Cli {
 pub enum Command {
     /// Show the daemon's version, mode, sessions and your role
     Status,
+    /// Check the daemon's health: devices (connected, measured rate, gaps, electrode quality),
+    /// decoders (queue, latency, circuit breaker), the store (free space, last backup) and the
+    /// audit chain's head. Exit status 0 when all is well, 10 when degraded, 11 when failing (for
+    /// scripts and systemd's ExecCondition=)
+    Health,
+    /// Print the daemon's metrics in Prometheus' text format (what `metrics_listen` serves)
+    Metrics,
     /// List loaded driver plugins (name, version, ABI, file) and files that failed to load
     Drivers,
     /// List what each driver can open now

@@ -30,6 +30,11 @@ pub mod exit {
     pub const LIMIT: u8 = 8;
     /// A check found damage: `audit verify` found the audit log's chain broken.
     pub const INTEGRITY: u8 = 9;
+    /// `health`: the daemon works with warnings (bad electrodes, gaps, an old backup).
+    pub const DEGRADED: u8 = 10;
+    /// `health`: something is failing (a device disconnected, a model's breaker open, a stuck
+    /// thread, recording stopped).
+    pub const FAILING: u8 = 11;
 }
 
 /// Help text listing the exit codes (shown after `--help`).
@@ -44,6 +49,9 @@ Exit status:
   6  invalid configuration or bad request
   7  driver error, or the followed session ended in state 'failed'
   8  limit reached (e.g. too many sessions)
+  9  audit verify found the audit log's chain broken
+ 10  health: degraded (warnings)
+ 11  health: failing (a device disconnected, a decoder breaker open, ...)
 
 Environment:
   BCI2TOKEN_SOCKET  control socket to use when --socket is not given
@@ -77,6 +85,10 @@ pub enum Kind {
     StdoutClosed,
     /// A verification found damage (the audit log's chain).
     Integrity,
+    /// `health` answered: degraded.
+    Degraded,
+    /// `health` answered: failing.
+    Failing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +156,8 @@ impl CtlError {
             Kind::Usage => "usage".into(),
             Kind::StdoutClosed => "stdout_closed".into(),
             Kind::Integrity => "integrity".into(),
+            Kind::Degraded => "degraded".into(),
+            Kind::Failing => "failing".into(),
         }
     }
 
@@ -191,6 +205,8 @@ pub fn exit_code(kind: Kind) -> u8 {
         Kind::Usage => exit::USAGE,
         Kind::StdoutClosed => exit::OK,
         Kind::Integrity => exit::INTEGRITY,
+        Kind::Degraded => exit::DEGRADED,
+        Kind::Failing => exit::FAILING,
     }
 }
 

@@ -138,6 +138,97 @@ pub fn status(s: &StatusInfo) -> String {
     ])
 }
 
+pub fn health(h: &bci2token_api::HealthReport) -> String {
+    use bci2token_api::observe::Severity;
+    let verdict = match h.verdict {
+        bci2token_api::Verdict::Ok => "ok",
+        bci2token_api::Verdict::Degraded => "DEGRADED",
+        bci2token_api::Verdict::Failing => "FAILING",
+    };
+    let mut out = key_values(&[
+        ("Health", verdict.to_string()),
+        ("Uptime", fmt_duration(h.uptime_seconds)),
+        (
+            "Store",
+            format!(
+                "{} MiB, {} MiB free, {} write(s) queued",
+                h.store.size_bytes >> 20,
+                h.store.free_bytes >> 20,
+                h.store.queue
+            ),
+        ),
+        (
+            "Last backup",
+            match h.store.last_backup {
+                Some(t) => format!("{} ago", fmt_duration(now_unix() - t)),
+                None => "never".into(),
+            },
+        ),
+        (
+            "Audit head",
+            match (&h.store.audit_head_seq, &h.store.audit_head_mac) {
+                (Some(seq), Some(mac)) => format!("entry {seq}, mac {mac}…"),
+                _ => "empty".into(),
+            },
+        ),
+        ("Other sessions", h.other_sessions.to_string()),
+    ]);
+    if !h.sessions.is_empty() {
+        out.push('\n');
+        let mut t = Table::new(&[
+            ("SESSION", Align::Left),
+            ("STATE", Align::Left),
+            ("RATE Hz", Align::Right),
+            ("GAPS/MIN", Align::Right),
+            ("QUALITY", Align::Right),
+            ("BREAKER", Align::Left),
+            ("QUEUE", Align::Right),
+            ("P50/P99 ms", Align::Right),
+        ]);
+        for s in &h.sessions {
+            let rate = match s.measured_rate {
+                Some(r) => format!("{r:.1}/{}", fmt_num(s.sample_rate)),
+                None => format!("-/{}", fmt_num(s.sample_rate)),
+            };
+            let quality = s.quality.as_ref().map_or("-".into(), |q| format!("{:.0}%", q.score * 100.0));
+            let (breaker, queue, latency) = match &s.decoder {
+                Some(d) => (
+                    d.breaker.as_str().to_string(),
+                    format!("{}/{}", d.queue, d.queue_capacity),
+                    match (d.latency_p50_ms, d.latency_p99_ms) {
+                        (Some(a), Some(b)) => format!("{a:.1}/{b:.1}"),
+                        _ => "-".into(),
+                    },
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            t.row(vec![
+                s.id.clone(),
+                s.state.as_str().to_string(),
+                rate,
+                s.gaps_last_minute.to_string(),
+                quality,
+                breaker,
+                queue,
+                latency,
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if !h.findings.is_empty() {
+        out.push('\n');
+        for f in &h.findings {
+            let level = match f.severity {
+                Severity::Critical => "critical",
+                Severity::Warning => "warning",
+                Severity::Info => "info",
+            };
+            out.push_str(&format!("{level}: {}: {}\n", f.subject, f.message));
+        }
+    }
+    out
+}
+
 pub fn drivers(d: &DriverList) -> String {
     let mut out = String::new();
     if d.drivers.is_empty() {
@@ -328,12 +419,47 @@ pub fn session_show(s: &SessionInfo, now: f64) -> String {
         ("Windows dropped", s.windows_dropped.to_string()),
         ("Recording", s.recording_error.clone().unwrap_or_else(|| format!("{} blocks stored", s.stored_blocks))),
         ("Subscribers", s.subscribers.to_string()),
+        (
+            "Quality",
+            s.quality.as_ref().map_or("-".into(), |q| {
+                let bad = q.bad_channels();
+                let good = q.channels.len() - bad.len();
+                format!("{:.0}% ({good}/{} channels good at t={:.1} s)", q.score * 100.0, q.channels.len(), q.t)
+            }),
+        ),
+        (
+            "Decoder",
+            s.decoder.as_ref().map_or("-".into(), |d| {
+                let latency = match (d.latency_p50_ms, d.latency_p99_ms) {
+                    (Some(a), Some(b)) => format!(", latency p50 {a:.1} ms p99 {b:.1} ms"),
+                    _ => String::new(),
+                };
+                format!(
+                    "breaker {}, {} window(s) decoded, {} failed, queue {}/{}{latency}",
+                    d.breaker.as_str(),
+                    d.windows_decoded,
+                    d.failures,
+                    d.queue,
+                    d.queue_capacity
+                )
+            }),
+        ),
     ]);
     if !s.channels.is_empty() {
         out.push_str("\nChannels:\n");
-        let mut t = Table::new(&[("#", Align::Right), ("LABEL", Align::Left), ("UNIT", Align::Left)]).indent(2);
+        let mut t =
+            Table::new(&[("#", Align::Right), ("LABEL", Align::Left), ("UNIT", Align::Left), ("QUALITY", Align::Left)])
+                .indent(2);
         for (i, c) in s.channels.iter().enumerate() {
-            t.row(vec![i.to_string(), c.label.clone(), c.unit.clone()]);
+            // The quality's channels are the session's, in order.
+            let quality = s.quality.as_ref().and_then(|q| q.channels.get(i)).map_or("-".to_string(), |q| {
+                if q.flags.is_empty() {
+                    "ok".into()
+                } else {
+                    q.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            });
+            t.row(vec![i.to_string(), c.label.clone(), c.unit.clone(), quality]);
         }
         out.push_str(&t.render());
     }
@@ -433,6 +559,24 @@ pub fn event(ev: &Event, ctx: &EventContext) -> String {
         Event::RecordingStopped { message, .. } => format!("error: {message}\n"),
         Event::Warning { message, .. } => format!("warning: {message}\n"),
         Event::Lost { count, .. } => format!("lost {count} events (you are reading too slowly)\n"),
+        Event::Quality { quality, .. } => {
+            let bad = quality.bad_channels();
+            let good = quality.channels.len() - bad.len();
+            let mut out = format!(
+                "t={:.3}s  quality {:.0}%: {good}/{} channels good",
+                quality.t,
+                quality.score * 100.0,
+                quality.channels.len()
+            );
+            if !bad.is_empty() {
+                out.push_str(&format!("; {}", bad.join("; ")));
+            }
+            out.push('\n');
+            out
+        }
+        Event::Breaker { t, state, message, .. } => {
+            format!("t={t:.3}s  decoder breaker {}: {message}\n", state.as_str())
+        }
     }
 }
 
@@ -490,6 +634,8 @@ mod tests {
             created: 1_000_000.0,
             started_by: Caller { uid: 1000, gid: 1000, pid: Some(42), groups: vec![], admin_by_polkit: false },
             blocks: 10,
+            quality: None,
+            decoder: None,
             frames: 1500,
             gaps: 0,
             annotations: 2,

@@ -527,6 +527,8 @@ fn dispatch(service: &Service, caller: &Caller, request: Request, fds: Passed) -
             let export = ExportRequest { id, format, path, features, dp_epsilon, dp_delta, dp_clip };
             reply(service.export(c, export, fds))
         }
+        Request::Health => reply(service.health(c)),
+        Request::Metrics => reply(service.metrics(c)),
         Request::Follow { id, options } => match service.follow(c, &id, &options) {
             Ok(Followed { info, stream }) => (json(&info), Some((info.id.clone(), stream))),
             Err(e) => (Err(e), None),

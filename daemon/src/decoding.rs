@@ -23,6 +23,7 @@ use bci2token_decoder::Model;
 use bci2token_dsp::pipeline::Windower;
 use bci2token_sched::{Class, Lane};
 
+use crate::breaker::{Breaker, Transition, Try};
 use crate::hub::Hub;
 use crate::lsl_outlets::SessionOutlets;
 
@@ -38,7 +39,7 @@ const MAX_RESTARTS_WAITING: usize = 64;
 /// What the publisher thread receives, in the order it must publish.
 enum Output {
     /// The decoder's answer for the window whose last frame is at stream time `t`.
-    Window { t: f64, result: Result<Vec<f32>, String>, received: Instant },
+    Window { t: f64, result: Result<Vec<f32>, String>, received: Instant, attempt: Try },
     /// Processing started again at stream time `t` after an outage, once the first `after`
     /// windows submitted are published (their answers may still be on their way when this is
     /// sent; the decode thread answers one session's windows in order).
@@ -62,6 +63,104 @@ struct Publisher {
     restarts_waiting: Arc<AtomicUsize>,
     /// The session has ended: what still comes is dropped (it would follow the final state).
     finished: Arc<AtomicBool>,
+    breaker: Arc<Breaker>,
+    stats: Arc<DecoderStats>,
+    model: String,
+}
+
+/// Latencies kept for `health`'s last-minute quantiles, at most.
+const MAX_LATENCIES: usize = 8192;
+
+/// What a session's decoding did, for `session show`, `health` and the metrics.
+#[derive(Default)]
+pub struct DecoderStats {
+    pub decoded: AtomicU64,
+    pub failures: AtomicU64,
+    /// Decode latencies of the last minute (when, seconds).
+    latencies: std::sync::Mutex<std::collections::VecDeque<(Instant, f64)>>,
+}
+
+impl DecoderStats {
+    fn latency(&self, at: Instant, seconds: f64) {
+        let mut l = self.latencies.lock().unwrap();
+        while l.front().is_some_and(|(t, _)| at.duration_since(*t) > Duration::from_secs(60))
+            || l.len() >= MAX_LATENCIES
+        {
+            l.pop_front();
+        }
+        l.push_back((at, seconds));
+    }
+
+    /// The median and 99th percentile of the last minute's decode latencies, seconds.
+    pub fn latency_quantiles(&self) -> Option<(f64, f64)> {
+        let now = Instant::now();
+        let mut v: Vec<f64> = self
+            .latencies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= Duration::from_secs(60))
+            .map(|(_, s)| *s)
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some((at(0.5), at(0.99)))
+    }
+}
+
+/// A view of a session's decoding for other threads.
+#[derive(Clone)]
+pub struct DecoderView {
+    pub breaker: Arc<Breaker>,
+    pub stats: Arc<DecoderStats>,
+    lane: Lane<Job>,
+    capacity: usize,
+    tokens: Arc<AtomicU64>,
+}
+
+impl DecoderView {
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self, windows_dropped: u64) -> bci2token_api::observe::DecoderHealth {
+        let (breaker, consecutive_failures) = self.breaker.state();
+        let quantiles = self.stats.latency_quantiles();
+        bci2token_api::observe::DecoderHealth {
+            breaker,
+            consecutive_failures,
+            windows_decoded: self.stats.decoded.load(Ordering::Relaxed),
+            failures: self.stats.failures.load(Ordering::Relaxed),
+            windows_dropped,
+            queue: self.lane.in_flight(),
+            queue_capacity: self.capacity,
+            latency_p50_ms: quantiles.map(|q| q.0 * 1e3),
+            latency_p99_ms: quantiles.map(|q| q.1 * 1e3),
+        }
+    }
+}
+
+/// Publishes a breaker transition as the session's event (and says it in the log).
+fn tell<'a>(hub: &'a Hub, session: &str, t: f64) -> impl FnMut(Transition) + 'a {
+    let session = session.to_string();
+    move |tr: Transition| {
+        if tr.state == bci2token_api::BreakerState::Open {
+            log::warn!("session {session}: decoder breaker open: {}", tr.message);
+        } else {
+            log::info!("session {session}: decoder breaker {}: {}", tr.state.as_str(), tr.message);
+        }
+        hub.publish(Event::Breaker {
+            session: session.clone(),
+            t,
+            state: tr.state,
+            failures: tr.failures,
+            retry_in: tr.retry_in,
+            message: tr.message,
+        });
+    }
 }
 
 pub struct Decoding {
@@ -85,6 +184,7 @@ pub struct Decoding {
     restarts_waiting: Arc<AtomicUsize>,
     finished: Arc<AtomicBool>,
     dropped_windows: u64,
+    view: DecoderView,
 }
 
 impl Decoding {
@@ -99,6 +199,7 @@ impl Decoding {
         engine: &Engine,
         lossless: bool,
         capacity: usize,
+        breaker: Breaker,
     ) -> Result<Decoding, String> {
         let m = &model.manifest;
         // The session's lane holds up to `capacity` windows: what a model's window and
@@ -128,6 +229,13 @@ impl Decoding {
         let restarts_waiting = Arc::new(AtomicUsize::new(0));
         let finished = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
+        let view = DecoderView {
+            breaker: Arc::new(breaker),
+            stats: Arc::new(DecoderStats::default()),
+            lane: lane.clone(),
+            capacity,
+            tokens: Arc::clone(&tokens),
+        };
         let publisher = Publisher {
             session: session.to_string(),
             hub: Arc::clone(&hub),
@@ -139,6 +247,9 @@ impl Decoding {
             restarts: std::collections::VecDeque::new(),
             restarts_waiting: Arc::clone(&restarts_waiting),
             finished: Arc::clone(&finished),
+            breaker: Arc::clone(&view.breaker),
+            stats: Arc::clone(&view.stats),
+            model: m.name.clone(),
         };
         let thread_lane = lane.clone();
         let thread = std::thread::Builder::new()
@@ -168,7 +279,13 @@ impl Decoding {
             restarts_waiting,
             finished,
             dropped_windows: 0,
+            view,
         })
+    }
+
+    /// What other threads may read of this decoding.
+    pub fn view(&self) -> DecoderView {
+        self.view.clone()
     }
 
     /// Publishes this session's tokens and probabilities on LSL outlets too.
@@ -219,12 +336,16 @@ impl Decoding {
 
     fn submit(&mut self, t: f64, window: Vec<f32>, received: Instant, keep_waiting: &mut dyn FnMut() -> bool) {
         let Some(results) = self.results.clone() else { return };
+        // An open breaker: the window is not decoded (the session goes on recording).
+        let Some(attempt) = self.view.breaker.admit(Instant::now(), &mut tell(&self.hub, &self.session, t)) else {
+            return;
+        };
         let job = Job {
             model: Arc::clone(&self.model) as Arc<dyn bci2token_decoder::engine::Forward>,
             window,
             // On the decode thread: only a hand-over to this session's publisher.
             done: Box::new(move |result| {
-                let _ = results.send(Output::Window { t, result, received });
+                let _ = results.send(Output::Window { t, result, received, attempt });
             }),
         };
         let pushed = if self.lossless { self.lane.push_wait(job, keep_waiting) } else { self.lane.try_push(job) };
@@ -300,7 +421,8 @@ impl Publisher {
         for output in rx {
             let finished = self.finished.load(Ordering::Acquire);
             match output {
-                Output::Window { t, result, received } => {
+                Output::Window { t, result, received, attempt } => {
+                    self.account(t, result.is_ok(), received, attempt, finished);
                     if !finished {
                         self.deliver(t, result, received);
                     }
@@ -317,6 +439,25 @@ impl Publisher {
                     self.hub.publish(Event::DecoderRestart { session: self.session.clone(), t, reason: reason.into() });
                 }
             }
+        }
+    }
+
+    /// Counts the answer, times it, and tells the breaker (whose transitions are published while
+    /// the session lasts).
+    fn account(&mut self, t: f64, ok: bool, received: Instant, attempt: Try, finished: bool) {
+        let now = Instant::now();
+        if ok {
+            self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+            let seconds = now.duration_since(received).as_secs_f64();
+            self.stats.latency(now, seconds);
+            crate::metrics::decode_latency(&self.model, seconds);
+        } else {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if finished {
+            self.breaker.record(attempt, ok, now, &mut |_| {});
+        } else {
+            self.breaker.record(attempt, ok, now, &mut tell(&self.hub, &self.session, t));
         }
     }
 

@@ -96,6 +96,9 @@ fn note_of(event: &Event) -> Option<Note> {
         Event::DecoderError { t, message, .. } => {
             Some(Note { onset: *t, duration: None, text: format!("decoder error: {message}") })
         }
+        Event::Breaker { t, state, .. } => {
+            Some(Note { onset: *t, duration: None, text: format!("decoder breaker {}", state.as_str()) })
+        }
         _ => None,
     }
 }

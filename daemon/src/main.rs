@@ -1,6 +1,7 @@
 //! bci2tokend: acquires EEG through driver plugins, processes it and publishes events to clients.
 
 mod auth;
+mod breaker;
 mod bus;
 mod caller_files;
 mod closer;
@@ -9,9 +10,13 @@ mod decoding;
 mod driver_host;
 mod export;
 mod hub;
+mod live_quality;
 mod logging;
 mod lsl_outlets;
+mod metrics;
+mod metrics_http;
 mod notify;
+mod observe;
 mod plugins;
 mod private_release;
 mod recorder;
@@ -202,8 +207,24 @@ async fn run(args: Args, cfg: Config, registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics_listener = match service.config().metrics_listen {
+        Some(addr) => match metrics_http::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let door = Arc::new(control::Door::default());
     let server = tokio::spawn(control::serve(listener, Arc::clone(&service), Arc::clone(&door)));
+    if let Some(l) = metrics_listener {
+        if let Ok(addr) = l.local_addr() {
+            log::info!("serving metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(metrics_http::serve(l, Arc::clone(&service)));
+    }
     start_bus(Arc::clone(&service), door).await;
     log::info!("listening on {} with drivers: {}", socket.display(), drivers.join(", "));
     notify::ready(&format!("ready: {} drivers, no sessions", drivers.len()));

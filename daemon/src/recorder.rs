@@ -80,6 +80,11 @@ const CALL_QUEUE: usize = 64;
 /// How long the idle writer waits before it beats again.
 const IDLE_BEAT: Duration = Duration::from_millis(500);
 
+/// Free bytes for an unprivileged writer on the file system holding `dir` (0 when unknown).
+pub fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0)
+}
+
 /// The writer thread and the ways to it.
 pub struct StoreWriter {
     queue: FairQueue<Msg>,
@@ -189,8 +194,7 @@ impl StoreWriter {
         if !self.full.load(Ordering::Acquire) {
             return Ok(());
         }
-        let free =
-            nix::sys::statvfs::statvfs(&self.data_dir).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
+        let free = free_bytes(&self.data_dir);
         if free >= RESUME_FREE_BYTES {
             self.full.store(false, Ordering::Release);
             return Ok(());
@@ -408,6 +412,11 @@ pub struct SessionRecorder {
 
 impl SessionRecorder {
     /// Why this session's recording stopped, once a write of it has failed.
+    /// Writes of this session waiting for the writer thread, and the most it may have.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.lane.in_flight(), self.lane.capacity())
+    }
+
     pub fn failed(&self) -> Option<&str> {
         self.counters.failed.get().map(String::as_str)
     }

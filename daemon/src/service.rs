@@ -113,11 +113,13 @@ pub enum Op {
     /// (whoever recorded it): the admin's decision.
     ExportFeatures,
     Follow,
+    Health,
+    Metrics,
 }
 
 impl Op {
     #[cfg(test)]
-    pub const ALL: [Op; 19] = [
+    pub const ALL: [Op; 21] = [
         Op::Status,
         Op::Drivers,
         Op::Devices,
@@ -137,6 +139,8 @@ impl Op {
         Op::Export,
         Op::ExportFeatures,
         Op::Follow,
+        Op::Health,
+        Op::Metrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -159,12 +163,15 @@ impl Op {
             Op::Restore => "restore",
             Op::Export | Op::ExportFeatures => "export",
             Op::Follow => "follow",
+            Op::Health => "health",
+            Op::Metrics => "metrics",
         }
     }
 
     pub fn role(self) -> Role {
         match self {
-            Op::Status => Role::Reader,
+            // Other users' sessions are only counted in `health`.
+            Op::Status | Op::Health => Role::Reader,
             Op::SessionDelete
             | Op::AuditList
             | Op::AuditVerify
@@ -182,7 +189,8 @@ impl Op {
             | Op::SessionShow
             | Op::SessionStop
             | Op::Export
-            | Op::Follow => Role::Operator,
+            | Op::Follow
+            | Op::Metrics => Role::Operator,
         }
     }
 
@@ -204,7 +212,15 @@ impl Op {
     fn audited(self) -> bool {
         !matches!(
             self,
-            Op::Status | Op::Drivers | Op::Devices | Op::Models | Op::ModelShow | Op::SessionList | Op::SessionShow
+            Op::Status
+                | Op::Drivers
+                | Op::Devices
+                | Op::Models
+                | Op::ModelShow
+                | Op::SessionList
+                | Op::SessionShow
+                | Op::Health
+                | Op::Metrics
         )
     }
 }
@@ -233,6 +249,8 @@ impl Audited for Followed {
 }
 impl<T> Audited for Vec<T> {}
 impl Audited for StatusInfo {}
+impl Audited for bci2token_api::HealthReport {}
+impl Audited for String {}
 impl Audited for DriverList {}
 impl Audited for DeviceList {}
 impl Audited for ModelList {}
@@ -269,6 +287,8 @@ pub struct Service {
     starting: Mutex<HashMap<u32, usize>>,
     /// Per-uid budget of refusals written to the audit log individually.
     refusal_log: Mutex<HashMap<u32, RefusalLog>>,
+    /// Refusals so far by what was refused (`connect`, `request`, an operation), for the metrics.
+    refusals: Mutex<std::collections::BTreeMap<String, u64>>,
     /// The torch device, chosen at the first model load (loading CUDA is not free).
     torch_device: OnceLock<Result<tch::Device, String>>,
     /// Sessions added, changed and removed (see [`SessionChange`]).
@@ -320,6 +340,7 @@ impl Service {
             store,
             starting: Mutex::new(HashMap::new()),
             refusal_log: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(std::collections::BTreeMap::new()),
             torch_device: OnceLock::new(),
             changes: tokio::sync::broadcast::channel(SESSION_CHANGES_QUEUE).0,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -529,6 +550,76 @@ impl Service {
         self.guarded(caller, op, &object, || self.export_session(caller, &id, &format, (&path, &mut fds), dp))
     }
 
+    /// How the daemon is doing; a caller who is not an admin sees their own sessions.
+    pub fn health(&self, caller: &Caller) -> Result<bci2token_api::HealthReport, ApiError> {
+        self.guarded(caller, Op::Health, "", || {
+            let admin = self.role(caller) == Role::Admin;
+            Ok(self.look().health(&|s: &SessionInfo| admin || s.started_by.uid == caller.uid))
+        })
+    }
+
+    /// The metrics text (Prometheus / OpenMetrics).
+    pub fn metrics(&self, caller: &Caller) -> Result<String, ApiError> {
+        self.guarded(caller, Op::Metrics, "", || Ok(self.metrics_text(crate::metrics::Format::Classic)))
+    }
+
+    /// The metrics text, for the `/metrics` listener.
+    pub fn metrics_text(&self, format: crate::metrics::Format) -> String {
+        crate::metrics::encode(&self.look(), format)
+    }
+
+    /// One look at the sessions, the store and the threads.
+    fn look(&self) -> crate::observe::Look {
+        let cfg = self.config();
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().clone();
+        let mut states = std::collections::BTreeMap::new();
+        let mut live = Vec::new();
+        for s in &sessions {
+            let info = s.info();
+            states.entry(info.state.as_str()).or_insert((info.state, 0)).1 += 1;
+            if info.state.is_final() {
+                continue;
+            }
+            let (measured_rate, gaps_last_minute) = s.activity();
+            live.push(crate::observe::SessionLook {
+                measured_rate,
+                gaps_last_minute,
+                tokens: s.decoder().map_or(0, |d| d.tokens()),
+                store_queue: s.store_queue(),
+                info,
+            });
+        }
+        let free_bytes = crate::recorder::free_bytes(&cfg.data_dir);
+        let size_bytes = ["sessions.db", "sessions.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(cfg.data_dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        let (facts, error) = match self.store.call(|s| s.facts()) {
+            Ok(Ok(f)) => (Some(f), None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(e)),
+        };
+        crate::observe::Look {
+            sessions: live,
+            states: states.into_values().collect(),
+            store: crate::observe::StoreLook {
+                free_bytes,
+                size_bytes,
+                facts,
+                epsilon_budget: cfg.dp_epsilon_budget,
+                error,
+            },
+            stuck: self
+                .stuck()
+                .iter()
+                .map(|s| format!("{}: no progress for {:.1} s", s.public_name(), s.silent.as_secs_f64()))
+                .collect(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            refusals: self.refusals.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+
     /// Subscribes to a running session's events.
     pub fn follow(&self, caller: &Caller, id: &str, options: &FollowOptions) -> Result<Followed, ApiError> {
         self.guarded(caller, Op::Follow, id, || self.subscribe(caller, id, options))
@@ -539,6 +630,11 @@ impl Service {
     /// an entry of its own ([`Self::audit_suppressed_refusals`]): refusals cannot flood the log,
     /// and none goes unrecorded.
     pub fn audit_refusal(&self, caller: &Caller, action: &str, object: &str, message: &str) {
+        {
+            let mut refusals = self.refusals.lock().unwrap();
+            // Actions are the daemon's own names, a few dozen at most.
+            *refusals.entry(bounded(action)).or_default() += 1;
+        }
         let per_minute = self.config.read().unwrap().audit_refusals_per_minute as f64;
         let suppressed = {
             let mut log = self.refusal_log.lock().unwrap();
@@ -948,6 +1044,10 @@ impl Service {
                     &self.engine,
                     !session.realtime,
                     cfg.decoder_queue,
+                    crate::breaker::Breaker::new(
+                        cfg.breaker_failures,
+                        std::time::Duration::from_secs_f64(cfg.breaker_backoff),
+                    ),
                 )
                 .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?,
             ),
@@ -983,6 +1083,8 @@ impl Service {
             stats_interval: cfg.stats_interval,
             line_frequency: cfg.line_frequency,
             stall_timeout: cfg.session_timeout,
+            quality: cfg.quality,
+            quality_interval: cfg.quality_interval,
         };
         session
             .spawn(device, settings, decoding)

@@ -17,6 +17,7 @@ use bci2token_sched::Heartbeat;
 use crate::decoding::Decoding;
 use crate::driver_host::Source;
 use crate::hub::Hub;
+use crate::live_quality::LiveQuality;
 use crate::recorder::SessionRecorder;
 
 // The daemon passes driver block flags through to clients unchanged: the two sets must agree.
@@ -39,6 +40,42 @@ pub struct PipelineSettings {
     pub line_frequency: f64,
     /// Fail the session when the device delivers nothing for this long (0 = never).
     pub stall_timeout: f64,
+    pub quality: bci2token_dsp::quality::QualityConfig,
+    pub quality_interval: f64,
+}
+
+/// Frames and outages counted once a second over the last minute: the measured rate and the gaps
+/// per minute of `health`.
+#[derive(Default)]
+struct Activity {
+    marks: std::collections::VecDeque<(Instant, u64, u64)>,
+}
+
+impl Activity {
+    const KEEP: Duration = Duration::from_secs(61);
+
+    fn mark(&mut self, now: Instant, frames: u64, gaps: u64) {
+        if self.marks.back().is_some_and(|(t, _, _)| now.duration_since(*t) < Duration::from_secs(1)) {
+            return;
+        }
+        while self.marks.front().is_some_and(|(t, _, _)| now.duration_since(*t) > Self::KEEP) {
+            self.marks.pop_front();
+        }
+        self.marks.push_back((now, frames, gaps));
+    }
+
+    /// Frames per second over the last 10 s (at least one second of marks), and outages in the
+    /// last minute.
+    fn rates(&self, frames: u64, gaps: u64) -> (Option<f64>, u64) {
+        let now = Instant::now();
+        let recent = self.marks.iter().find(|(t, _, _)| now.duration_since(*t) <= Duration::from_secs(10));
+        let rate = recent.and_then(|(t, f, _)| {
+            let dt = now.duration_since(*t).as_secs_f64();
+            (dt >= 1.0).then(|| frames.saturating_sub(*f) as f64 / dt)
+        });
+        let minute_ago = self.marks.front().map_or(0, |(_, _, g)| *g);
+        (rate, gaps.saturating_sub(minute_ago))
+    }
 }
 
 #[derive(Default)]
@@ -89,6 +126,12 @@ pub struct Session {
     /// The acquisition thread's: it beats at every read (at most every 100 ms) and while it
     /// waits for a queue of its own session, so silence means a driver stuck in `read`.
     pub heartbeat: Arc<Heartbeat>,
+    /// The latest signal quality (set when the session starts, unless the meter cannot work at
+    /// its rate).
+    quality: std::sync::OnceLock<Arc<Mutex<Option<bci2token_api::Quality>>>>,
+    /// The session's decoding, when it has a model.
+    decoder: std::sync::OnceLock<crate::decoding::DecoderView>,
+    activity: Mutex<Activity>,
 }
 
 /// A fresh random session id: 12 hex digits.
@@ -145,6 +188,9 @@ impl Session {
             recorder: std::sync::OnceLock::new(),
             subject: std::sync::OnceLock::new(),
             changes: std::sync::OnceLock::new(),
+            quality: std::sync::OnceLock::new(),
+            decoder: std::sync::OnceLock::new(),
+            activity: Mutex::new(Activity::default()),
         }
     }
 
@@ -211,7 +257,34 @@ impl Session {
             recording_error: self.recorder.get().and_then(|r| r.failed().map(str::to_string)),
             windows_dropped: self.counters.windows_dropped.load(Ordering::Relaxed),
             subject: self.subject.get().cloned(),
+            quality: self.quality(),
+            decoder: self.decoder_health(),
         }
+    }
+
+    /// The latest signal quality.
+    pub fn quality(&self) -> Option<bci2token_api::Quality> {
+        self.quality.get().and_then(|q| q.lock().unwrap().clone())
+    }
+
+    pub fn decoder_health(&self) -> Option<bci2token_api::observe::DecoderHealth> {
+        self.decoder.get().map(|d| d.health(self.counters.windows_dropped.load(Ordering::Relaxed)))
+    }
+
+    /// The session's store writes waiting, and the most it may have ((0, 0) when not recorded).
+    pub fn store_queue(&self) -> (usize, usize) {
+        self.recorder.get().map_or((0, 0), |r| r.queued())
+    }
+
+    pub fn decoder(&self) -> Option<&crate::decoding::DecoderView> {
+        self.decoder.get()
+    }
+
+    /// Frames per second over the last 10 s, and outages in the last minute.
+    pub fn activity(&self) -> (Option<f64>, u64) {
+        let frames = self.counters.frames.load(Ordering::Relaxed);
+        let gaps = self.counters.gaps.load(Ordering::Relaxed);
+        self.activity.lock().unwrap().rates(frames, gaps)
     }
 
     /// Starts acquisition on a new thread named after the session.
@@ -221,10 +294,30 @@ impl Session {
         settings: PipelineSettings,
         decoding: Option<Decoding>,
     ) -> std::io::Result<()> {
+        if let Some(d) = &decoding {
+            let _ = self.decoder.set(d.view());
+        }
+        let labels = self.channels.iter().map(|c| c.label.clone()).collect();
+        let quality = match LiveQuality::new(
+            labels,
+            self.sample_rate,
+            settings.line_frequency,
+            settings.quality,
+            settings.quality_interval,
+        ) {
+            Ok(q) => {
+                let _ = self.quality.set(q.latest());
+                Some(q)
+            }
+            Err(e) => {
+                log::warn!("session {}: no signal quality: {e}", self.id);
+                None
+            }
+        };
         let session = Arc::clone(self);
         let handle = std::thread::Builder::new()
             .name(format!("acq-{}", self.id))
-            .spawn(move || session.run(device, settings, decoding))?;
+            .spawn(move || session.run(device, settings, decoding, quality))?;
         *self.thread.lock().unwrap() = Some(handle);
         Ok(())
     }
@@ -245,7 +338,13 @@ impl Session {
         }
     }
 
-    fn run(self: Arc<Self>, mut device: Source, settings: PipelineSettings, mut decoding: Option<Decoding>) {
+    fn run(
+        self: Arc<Self>,
+        mut device: Source,
+        settings: PipelineSettings,
+        mut decoding: Option<Decoding>,
+        mut quality: Option<LiveQuality>,
+    ) {
         /// However the thread ends (a panic too), its silence from then on is not a stuck thread.
         struct Retire(Arc<Heartbeat>);
         impl Drop for Retire {
@@ -266,7 +365,7 @@ impl Session {
                 log::warn!("session {}: cannot lower the replay's CPU priority: {e}", self.id);
             }
         }
-        let (state, message) = match self.acquire(&mut device, settings, decoding.as_mut()) {
+        let (state, message) = match self.acquire(&mut device, settings, decoding.as_mut(), quality.as_mut()) {
             Ok(state) => (state, None),
             Err(message) => {
                 log::error!("session {}: {message}", self.id);
@@ -308,6 +407,7 @@ impl Session {
         device: &mut Source,
         settings: PipelineSettings,
         mut decoding: Option<&mut Decoding>,
+        mut quality: Option<&mut LiveQuality>,
     ) -> Result<SessionState, String> {
         device.start().map_err(|e| e.to_string())?;
         self.set_state(SessionState::Running, None);
@@ -374,6 +474,14 @@ impl Session {
                     if let Some(r) = self.recorder.get() {
                         r.block(seq, t, flags, channels, frames, data);
                     }
+                    if let Some(q) = quality.as_deref_mut() {
+                        if outage.restart.is_some() {
+                            q.restart();
+                        }
+                        q.push(data, frames, t, &mut |quality| {
+                            self.hub.publish(Event::Quality { session: self.id.clone(), quality })
+                        });
+                    }
                     if let Some(d) = decoding.as_deref_mut() {
                         if let Some(reason) = outage.restart {
                             d.restart(t, reason);
@@ -387,7 +495,8 @@ impl Session {
                     }
                     seq += 1;
                     self.counters.blocks.fetch_add(1, Ordering::Relaxed);
-                    self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed);
+                    let total = self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed) + frames as u64;
+                    self.activity.lock().unwrap().mark(received, total, self.counters.gaps.load(Ordering::Relaxed));
                 }
                 Read::Event(event) => {
                     outages.event(&event);

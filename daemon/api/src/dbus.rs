@@ -146,6 +146,8 @@ pub type Dict = HashMap<String, OwnedValue>;
 )]
 pub trait Daemon1 {
     fn status(&self) -> zbus::Result<Dict>;
+    fn health(&self) -> zbus::Result<Dict>;
+    fn metrics(&self) -> zbus::Result<String>;
     fn drivers(&self) -> zbus::Result<Dict>;
     fn devices(&self, driver: &str) -> zbus::Result<Dict>;
     fn models(&self) -> zbus::Result<Dict>;

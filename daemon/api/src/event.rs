@@ -146,6 +146,25 @@ pub enum Event {
     RecordingStopped { session: String, message: String },
     /// A warning about the session that does not stop it.
     Warning { session: String, message: String },
+    /// The session's signal quality: sent when a channel's flags change, and every
+    /// `quality_interval` seconds while nothing changes.
+    Quality {
+        session: String,
+        #[serde(flatten)]
+        quality: crate::observe::Quality,
+    },
+    /// The circuit breaker around the session's model changed state: `open` after `failures`
+    /// failures in a row (windows stop going to the model, recording goes on) until `retry_in`
+    /// seconds have passed; `half_open` when one window tries again; `closed` when it answered.
+    Breaker {
+        session: String,
+        t: f64,
+        state: crate::observe::BreakerState,
+        failures: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in: Option<f64>,
+        message: String,
+    },
     /// This subscriber fell behind and missed `count` events here.
     Lost { session: String, count: u64 },
 }

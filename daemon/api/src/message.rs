@@ -135,6 +135,10 @@ pub enum Request {
         #[serde(default)]
         dp_clip: Option<f64>,
     },
+    /// How the daemon is doing: devices, decoders, store, audit chain, and a verdict.
+    Health,
+    /// The daemon's metrics in Prometheus' text exposition format (the reply is a string).
+    Metrics,
     /// Subscribes to a running session; the reply is followed by events until the session ends.
     Follow {
         id: String,
@@ -164,6 +168,8 @@ impl Request {
             Request::Backup { .. } => "backup",
             Request::Restore { .. } => "restore",
             Request::Export { .. } => "export",
+            Request::Health => "health",
+            Request::Metrics => "metrics",
             Request::Follow { .. } => "follow",
         }
     }
@@ -422,6 +428,12 @@ pub struct SessionInfo {
     /// The subject's pseudonym given at start.
     #[serde(default)]
     pub subject: Option<String>,
+    /// The latest signal quality (absent until the first quality window is full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::observe::Quality>,
+    /// The session's decoding (absent without a model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<crate::observe::DecoderHealth>,
 }
 
 /// One audit log entry.

@@ -110,6 +110,19 @@ pub struct Config {
     /// Refusals of one uid written to the audit log individually per minute; beyond, they are
     /// counted and the count is written with the next entry.
     pub audit_refusals_per_minute: usize,
+    /// Signal-quality thresholds (`[quality]`; its mains frequency is `line_frequency`).
+    pub quality: bci2token_dsp::quality::QualityConfig,
+    /// A session's quality is sent at least this often while no flag changes (seconds).
+    pub quality_interval: f64,
+    /// A session's model failing this many windows in a row opens its circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before it tries the model again (seconds; doubled at each
+    /// failed try, up to 32 times).
+    pub breaker_backoff: f64,
+    /// Where the Prometheus `/metrics` listener listens (`None`: no listener).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Let `metrics_listen` be an address other than loopback.
+    pub metrics_listen_public: bool,
     /// The admin's per-driver settings (`[drivers.NAME]` tables): passed to the driver as host keys
     /// (`_KEY`) that no session can set, e.g. `[drivers.lsl] library = "/opt/lsl/liblsl.so"`.
     pub driver_settings: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
@@ -206,6 +219,12 @@ pub const KEYS: &[&str] = &[
     "max_sessions_per_uid",
     "audit_refusals_per_minute",
     "drivers",
+    "quality",
+    "quality_interval",
+    "breaker_failures",
+    "breaker_backoff",
+    "metrics_listen",
+    "metrics_listen_public",
 ];
 
 /// The models the packages ship; the system daemon also looks in `data_dir/models` (installed by
@@ -380,6 +399,22 @@ fn default_model_path(mode: Mode, data_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `[drivers.NAME]` tables of scalar settings (the environment cannot set them: they may load code).
+/// `[quality]`: the quality meter's thresholds, checked as a meter would check them.
+fn quality_thresholds(src: &Source<'_>) -> Result<bci2token_dsp::quality::QualityConfig, ConfigError> {
+    use bci2token_dsp::quality::{QualityConfig, QualityMeter};
+    let Raw::Toml(value @ toml::Value::Table(table)) = src.raw else {
+        return Err(src.invalid("expected a table [quality] (not settable from the environment)"));
+    };
+    if table.contains_key("line_hz") {
+        return Err(src.invalid("`line_hz` is not set here: the mains frequency is the daemon's `line_frequency`"));
+    }
+    let cfg: QualityConfig =
+        value.clone().try_into().map_err(|e: toml::de::Error| src.invalid(e.message().to_string()))?;
+    // Thresholds that do not depend on the session's rate (checked with the widest meter).
+    QualityMeter::new(1, 1000, 1000.0, cfg).map_err(|e| src.invalid(e.to_string()))?;
+    Ok(cfg)
+}
+
 fn driver_settings(
     src: &Source<'_>,
 ) -> Result<BTreeMap<String, serde_json::Map<String, serde_json::Value>>, ConfigError> {
@@ -490,6 +525,12 @@ impl Config {
             request_burst: 40.0,
             max_sessions_per_uid: 4,
             audit_refusals_per_minute: 60,
+            quality: bci2token_dsp::quality::QualityConfig::default(),
+            quality_interval: 5.0,
+            breaker_failures: 5,
+            breaker_backoff: 5.0,
+            metrics_listen: None,
+            metrics_listen_public: false,
             driver_settings: BTreeMap::new(),
             bus: if mode == Mode::System { Bus::System } else { Bus::Session },
         };
@@ -515,7 +556,7 @@ impl Config {
             }
             self.file = Some(path);
         }
-        for key in KEYS.iter().filter(|k| **k != "drivers") {
+        for key in KEYS.iter().filter(|k| !matches!(**k, "drivers" | "quality")) {
             let var = env_name(key);
             if let Some(v) = env(&var) {
                 values.insert((*key).to_string(), (format!("environment variable {var}"), Raw::Env(v)));
@@ -526,6 +567,20 @@ impl Config {
         }
         if !values.contains_key("model_path") {
             self.model_path = default_model_path(self.mode, &self.data_dir);
+        }
+        if let Some(addr) = self.metrics_listen {
+            // The listener has no authentication: off loopback it needs a decision of its own.
+            if !addr.ip().is_loopback() && !self.metrics_listen_public {
+                let name = values.get("metrics_listen").map_or("metrics_listen".to_string(), |(n, _)| n.clone());
+                return Err(ConfigError::Invalid {
+                    source_name: name,
+                    message: format!(
+                        "{addr} is not a loopback address: anyone who can reach it could read the metrics; listen on \
+                         127.0.0.1 or [::1] behind a TLS and authenticating proxy (docs/monitoring.md), or set \
+                         metrics_listen_public = true"
+                    ),
+                });
+            }
         }
         Ok(self)
     }
@@ -636,6 +691,35 @@ impl Config {
             "max_sessions_per_uid" => self.max_sessions_per_uid = src.integer(1, 1024)? as usize,
             "audit_refusals_per_minute" => self.audit_refusals_per_minute = src.integer(1, 1_000_000)? as usize,
             "drivers" => self.driver_settings = driver_settings(src)?,
+            "quality" => self.quality = quality_thresholds(src)?,
+            "quality_interval" => {
+                let v = src.number()?;
+                if !(0.5..=600.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 0.5..=600 seconds")));
+                }
+                self.quality_interval = v;
+            }
+            "breaker_failures" => self.breaker_failures = src.integer(1, 10_000)? as u32,
+            "breaker_backoff" => {
+                let v = src.number()?;
+                if !(0.1..=3600.0).contains(&v) {
+                    return Err(src.invalid(format!("{v} is out of range 0.1..=3600 seconds")));
+                }
+                self.breaker_backoff = v;
+            }
+            "metrics_listen" => {
+                let text = src.string()?;
+                self.metrics_listen = if text.is_empty() {
+                    None
+                } else {
+                    Some(text.parse().map_err(|_| {
+                        src.invalid(format!(
+                            "{text:?} is not an address and port such as \"127.0.0.1:9464\" or \"[::1]:9464\" (\"\" = no listener)"
+                        ))
+                    })?)
+                };
+            }
+            "metrics_listen_public" => self.metrics_listen_public = src.boolean()?,
             "bus" => self.bus = src.string()?.parse().map_err(|e: String| src.invalid(e))?,
             "store_queue" => self.store_queue = src.integer(16, 1 << 20)? as usize,
             "dp_epsilon_budget" | "dp_delta_budget" => {

@@ -393,6 +393,11 @@ impl<T> Lane<T> {
         release(&self.handle.shared, self.handle.id, n);
     }
 
+    /// The most items this lane holds in flight.
+    pub fn capacity(&self) -> usize {
+        self.handle.shared.lock().lane(self.handle.id).map_or(0, |l| l.capacity)
+    }
+
     /// Items queued or taken and not yet released.
     pub fn in_flight(&self) -> usize {
         self.handle.shared.lock().lane(self.handle.id).map_or(0, |l| l.queue.len() + l.held)

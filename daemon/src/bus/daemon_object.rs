@@ -100,6 +100,19 @@ impl DaemonObject {
         self.ctx.run(&h, |s, c| s.status(c)).await.map(|v| record(&v))
     }
 
+    /// How the daemon is doing (`health`): a `verdict` (ok, degraded, failing), `findings`, the
+    /// caller's sessions, the store; anyone (other users' sessions are only counted).
+    #[zbus(out_args("health"))]
+    async fn health(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        self.ctx.run(&h, |s, c| s.health(c)).await.map(|v| record(&v))
+    }
+
+    /// The daemon's metrics in Prometheus' text format; operators.
+    #[zbus(out_args("text"))]
+    async fn metrics(&self, #[zbus(header)] h: Header<'_>) -> Result<String, BusError> {
+        self.ctx.run(&h, |s, c| s.metrics(c)).await
+    }
+
     /// Loaded driver plugins and plugins that failed to load.
     #[zbus(out_args("drivers"))]
     async fn drivers(&self, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {

@@ -18,4 +18,4 @@ pub mod seal;
 pub mod store;
 
 pub use keys::MasterKey;
-pub use store::{ChunkLookup, Op, Store, StoreError, StoreReader};
+pub use store::{ChunkLookup, Op, Store, StoreError, StoreFacts, StoreReader};

@@ -96,6 +96,17 @@ pub type Budget = (f64, f64);
 /// Chunks in order, each opened or failed on its own.
 pub type Chunks = Vec<(u64, Result<Vec<u8>, StoreError>)>;
 
+/// See [`Store::facts`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreFacts {
+    /// The last audit entry's number and MAC.
+    pub audit_head: Option<(u64, Vec<u8>)>,
+    /// Unix time of the last backup the audit log records as done.
+    pub last_backup: Option<f64>,
+    /// The most ε any subject has spent.
+    pub max_epsilon_spent: f64,
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -575,6 +586,27 @@ impl Store {
             .and_then(|it| it.collect())
             .map_err(|e| self.err(e))?;
         Ok(rows)
+    }
+
+    /// What `health` and the metrics tell of the store: the audit log's head, the last backup
+    /// the audit log records as done, and the most of the ε budget any subject has spent.
+    pub fn facts(&self) -> Result<StoreFacts, StoreError> {
+        let head: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let last_backup: Option<f64> = self
+            .conn
+            .query_row("SELECT max(t) FROM audit WHERE action = 'backup' AND outcome LIKE 'ok%'", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let max_epsilon: Option<f64> =
+            self.conn.query_row("SELECT max(epsilon) FROM dp_budget", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok(StoreFacts {
+            audit_head: head.map(|(seq, mac)| (seq as u64, mac)),
+            last_backup,
+            max_epsilon_spent: max_epsilon.unwrap_or(0.0),
+        })
     }
 
     /// Checks the whole chain: the number of entries, or the first break.
