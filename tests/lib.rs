@@ -6,6 +6,7 @@
 pub mod cyton_emulator;
 pub mod private_bus;
 pub mod system_users;
+pub mod tmux;
 
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
@@ -635,3 +636,60 @@ impl EvaluateLoad {
         self.workers.into_iter().map(|w| w.join().unwrap()).collect()
     }
 }
+
+/// Writes an EDF of the first `seconds` of `src` with some channels changed, in µV:
+/// `zero` channels all 0, `clip` channels clipped at ± their own 60th percentile of |x| (so a
+/// third and more of the samples sit on a "rail"). Returns the labels.
+pub fn write_edf(src: &Path, dst: &Path, seconds: f64, zero: &[&str], clip: &[&str]) -> Vec<String> {
+    const SCRIPT: &str = r#"
+src, dst, seconds, zero, clip = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
+r = pyedflib.EdfReader(src)
+labels = r.getSignalLabels()
+fs = r.getSampleFrequency(0)
+n = int(seconds * fs)
+rows = [r.readSignal(i)[:n].astype(np.float64) for i in range(len(labels))]
+r.close()
+for i, l in enumerate(labels):
+    if l in zero:
+        rows[i] = np.zeros(n)
+    if l in clip:
+        x = rows[i] - np.mean(rows[i])
+        c = np.percentile(np.abs(x), 60)
+        rows[i] = np.clip(x, -c, c)
+write(dst, labels, fs, rows)
+print(json.dumps(labels))
+"#;
+    let py = reference_python(&["pyedflib", "numpy"]);
+    let json = |v: &[&str]| serde_json::to_string(v).unwrap();
+    let script = format!("{WRITE_EDF}{SCRIPT}");
+    let o = Command::new(py)
+        .args(["-c", &script])
+        .arg(src)
+        .arg(dst)
+        .arg(seconds.to_string())
+        .arg(json(zero))
+        .arg(json(clip))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "writing {}: {}", dst.display(), String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Python: `write(dst, labels, fs, rows)` writes an EDF+ of rows in µV.
+pub const WRITE_EDF: &str = r#"
+import json, sys
+import numpy as np
+import pyedflib
+def write(dst, labels, fs, rows):
+  headers = []
+  for i, l in enumerate(labels):
+    lo, hi = float(np.min(rows[i])), float(np.max(rows[i]))
+    if hi - lo < 1.0:
+      lo, hi = lo - 100.0, hi + 100.0
+    headers.append({"label": l, "dimension": "uV", "sample_frequency": fs, "physical_min": lo, "physical_max": hi,
+                    "digital_min": -32768, "digital_max": 32767, "transducer": "", "prefilter": ""})
+  w = pyedflib.EdfWriter(dst, len(labels), file_type=pyedflib.FILETYPE_EDFPLUS)
+  w.setSignalHeaders(headers)
+  w.writeSamples(rows)
+  w.close()
+"#;

@@ -15,6 +15,8 @@ use crate::error::{CtlError, Kind};
 use crate::evaluate;
 use crate::files::Files;
 use crate::generate;
+use crate::monitor;
+use crate::progress;
 use crate::render::{self, EventContext};
 use crate::socket::{self, Env};
 use crate::stream::{self, StreamOptions};
@@ -61,6 +63,7 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
     match &cli.command {
         Command::Completions { shell } => return generate::completions(*shell, out),
         Command::ManPages { dir } => return generate::man_pages(dir),
+        Command::Monitor(_) if cli.json => return Err(monitor::json_refused()),
         _ => {}
     }
     let transport = match &cli.bus {
@@ -72,6 +75,14 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
     if let Command::Evaluate(a) = &cli.command {
         // Many requests, one file at a time: see crate::evaluate.
         return evaluate::run(a, cli.json, &transport, out);
+    }
+    if let Command::Plot(a) = &cli.command {
+        // A follow, or two exports, then drawing: see crate::plot.
+        return crate::plot::run(a, cli.json, &transport, out);
+    }
+    if let Command::Monitor(a) = &cli.command {
+        // A terminal UI over follow streams: see crate::monitor.
+        return monitor::run(a, &transport);
     }
     // Build the request first, so usage errors do not depend on a running daemon.
     let mut files = Files::default();
@@ -117,12 +128,34 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Follow(f) => {
             (Request::Follow { id: f.id.clone(), options: FollowOptions { samples: f.samples } }, f.count)
         }
-        Command::Evaluate(_) | Command::Completions { .. } | Command::ManPages { .. } => {
+        Command::Evaluate(_)
+        | Command::Monitor(_)
+        | Command::Plot(_)
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => {
             unreachable!("handled above")
         }
     };
 
-    let answer = match transport.call(&request, &files) {
+    // Long transfers show a bar while the daemon works (on a terminal, without --json).
+    let watched = match &cli.command {
+        Command::Export { .. } | Command::Backup { .. } => files.first_output().map(progress::Watched::Written),
+        Command::Restore { .. } => files.first_shared().map(progress::Watched::Read),
+        _ => None,
+    };
+    let call = || transport.call(&request, &files);
+    let answer = match watched {
+        Some(w) => {
+            let label = match &cli.command {
+                Command::Export { .. } => "exporting",
+                Command::Backup { .. } => "backing up",
+                _ => "restoring",
+            };
+            progress::while_running(cli.json, label, w, call)
+        }
+        None => call(),
+    };
+    let answer = match answer {
         Ok(a) => a,
         Err(e) => {
             files.discard_outputs();
@@ -280,7 +313,11 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
             let opts = StreamOptions { json, count: follow_count, ctx: EventContext::from_session(info.as_ref()) };
             stream::follow(&mut frames()?, out, &opts, &place, &f.id)
         }
-        Command::Evaluate(_) | Command::Completions { .. } | Command::ManPages { .. } => {
+        Command::Evaluate(_)
+        | Command::Monitor(_)
+        | Command::Plot(_)
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => {
             unreachable!("handled above")
         }
     }

@@ -74,6 +74,12 @@ pub enum Command {
     Session(SessionCommand),
     /// Stream a running session's events until it ends
     Follow(FollowArgs),
+    /// Draw a session into a PNG or SVG: each channel's power spectrum, signal quality over time
+    /// and the decoded tokens (a running session: --seconds of it; an ended one: from the store)
+    Plot(PlotArgs),
+    /// Watch live sessions in a terminal UI: traces, band powers, electrode quality, tokens
+    /// (q quits, Tab/n and p switch sessions; the keys are shown at the bottom)
+    Monitor(MonitorArgs),
     /// The audit log of privileged and refused calls
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -102,8 +108,9 @@ pub enum Command {
     Export {
         /// Session id
         id: String,
-        /// edf (16-bit EDF+ with annotations), bdf (24-bit BDF+) or csv (samples only)
-        #[arg(long, value_parser = ["edf", "bdf", "csv"])]
+        /// edf (16-bit EDF+ with annotations), bdf (24-bit BDF+), csv (samples only) or events
+        /// (the stored events as JSON lines, after a line with the session's metadata)
+        #[arg(long, value_parser = ["edf", "bdf", "csv", "events"])]
         format: String,
         /// The new file (never overwritten)
         #[arg(long, value_name = "FILE")]
@@ -233,6 +240,30 @@ pub struct StartArgs {
     /// releases of its features count against this subject's privacy budget
     #[arg(long, value_name = "PSEUDONYM")]
     pub subject: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Session id [default: the first live session you can see in `session list`]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Session id
+    pub id: String,
+
+    /// The new image, FILE.png or FILE.svg (the extension decides; never overwritten)
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Image size in pixels
+    #[arg(long, value_name = "WxH", default_value = "1600x1200", value_parser = crate::plot::parse_size)]
+    pub size: (u32, u32),
+
+    /// A running session: plot this many seconds of its stream, from now
+    #[arg(long, value_name = "N", default_value = "10", value_parser = parse_seconds)]
+    pub seconds: f64,
 }
 
 #[derive(Debug, Args)]

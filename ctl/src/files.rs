@@ -90,6 +90,16 @@ impl Files {
         self.open.iter().map(AsFd::as_fd).collect()
     }
 
+    /// The first output file this command created, if any.
+    pub fn first_output(&self) -> Option<&Path> {
+        self.created.first().map(PathBuf::as_path)
+    }
+
+    /// The first file as a second descriptor sharing its offset (to see how far the daemon read).
+    pub fn first_shared(&self) -> Option<File> {
+        self.open.first().and_then(|f| f.try_clone().ok())
+    }
+
     /// Removes the outputs this command created (the request failed).
     pub fn discard_outputs(&mut self) {
         self.open.clear();

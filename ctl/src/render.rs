@@ -138,6 +138,12 @@ pub fn status(s: &StatusInfo) -> String {
     ])
 }
 
+/// Text from elsewhere (a driver's reason, a path) as it may go to a terminal: no control
+/// characters (an escape sequence could rewrite what the reader sees).
+fn shown(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
 pub fn health(h: &bci2token_api::HealthReport) -> String {
     use bci2token_api::observe::Severity;
     let verdict = match h.verdict {
@@ -151,11 +157,19 @@ pub fn health(h: &bci2token_api::HealthReport) -> String {
         (
             "Store",
             format!(
-                "{} MiB, {} MiB free, {} write(s) queued",
+                "{} MiB (write-ahead log {} MiB), {} MiB free, {} write(s) queued",
                 h.store.size_bytes >> 20,
+                h.store.wal_bytes >> 20,
                 h.store.free_bytes >> 20,
                 h.store.queue
             ),
+        ),
+        (
+            "Last checkpoint",
+            match h.store.last_checkpoint {
+                Some(t) => format!("{} ago", fmt_duration(now_unix() - t)),
+                None => "-".into(),
+            },
         ),
         (
             "Last backup",
@@ -223,7 +237,7 @@ pub fn health(h: &bci2token_api::HealthReport) -> String {
                 Severity::Warning => "warning",
                 Severity::Info => "info",
             };
-            out.push_str(&format!("{level}: {}: {}\n", f.subject, f.message));
+            out.push_str(&format!("{level}: {}: {}\n", shown(&f.subject), shown(&f.message)));
         }
     }
     out
@@ -753,7 +767,54 @@ mod tests {
         let config = show.lines().find(|l| l.contains("Config:")).unwrap();
         assert!(config.contains("seed=7") && config.contains(r#"script=[{"label":"13Hz"}]"#), "{show}");
         assert!(show.contains("       Frames: 1500 (6s)\n"), "{show}");
-        assert!(show.contains("\nChannels:\n  #  LABEL  UNIT\n  0  Fp1    µV\n  1  Fp2    µV\n"), "{show}");
+        assert!(
+            show.contains("\nChannels:\n  #  LABEL  UNIT  QUALITY\n  0  Fp1    µV    -\n  1  Fp2    µV    -\n"),
+            "{show}"
+        );
+        assert!(show.contains("      Quality: -\n") && show.contains("      Decoder: -\n"), "{show}");
+        // With a quality and a decoder: the score, each channel's flags, the breaker.
+        let mut s = session();
+        s.quality = Some(bci2token_api::Quality {
+            t: 12.0,
+            window: 1.0,
+            score: 0.5,
+            channels: vec![
+                bci2token_api::observe::ChannelQuality {
+                    label: "Fp1".into(),
+                    flags: vec![],
+                    std_uv: 5.0,
+                    ptp_uv: 30.0,
+                    railed_fraction: 0.0,
+                    line_ratio: 0.1,
+                },
+                bci2token_api::observe::ChannelQuality {
+                    label: "Fp2".into(),
+                    flags: vec![bci2token_api::QualityFlag::Flat, bci2token_api::QualityFlag::LineNoise],
+                    std_uv: 0.0,
+                    ptp_uv: 0.0,
+                    railed_fraction: 0.0,
+                    line_ratio: 2.0,
+                },
+            ],
+        });
+        s.decoder = Some(bci2token_api::observe::DecoderHealth {
+            breaker: bci2token_api::BreakerState::Open,
+            consecutive_failures: 5,
+            windows_decoded: 10,
+            failures: 5,
+            windows_dropped: 0,
+            queue: 1,
+            queue_capacity: 16,
+            latency_p50_ms: Some(2.0),
+            latency_p99_ms: Some(4.5),
+        });
+        let show = session_show(&s, 1_000_180.0);
+        assert!(show.contains("      Quality: 50% (1/2 channels good at t=12.0 s)\n"), "{show}");
+        assert!(
+            show.contains("      Decoder: breaker open, 10 window(s) decoded, 5 failed, queue 1/16, latency p50 2.0 ms p99 4.5 ms\n"),
+            "{show}"
+        );
+        assert!(show.contains("  0  Fp1    µV    ok\n  1  Fp2    µV    flat, line_noise\n"), "{show}");
     }
 
     #[test]

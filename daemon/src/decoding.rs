@@ -25,6 +25,7 @@ use bci2token_sched::{Class, Lane};
 
 use crate::breaker::{Breaker, Transition, Try};
 use crate::hub::Hub;
+use crate::logging::SessionTag;
 use crate::lsl_outlets::SessionOutlets;
 
 /// The windows one session may have in flight, in bytes at most (window × `decoder_queue`).
@@ -44,11 +45,14 @@ enum Output {
     /// windows submitted are published (their answers may still be on their way when this is
     /// sent; the decode thread answers one session's windows in order).
     Restart { after: u64, t: f64, reason: &'static str },
+    /// The acquisition thread's breaker transition (to half-open), in order with the answers.
+    Breaker { t: f64, transition: Transition },
 }
 
 /// The publisher thread's state.
 struct Publisher {
     session: String,
+    tag: SessionTag,
     hub: Arc<Hub>,
     bridge: TokenBridge,
     tokenizer: String,
@@ -144,27 +148,22 @@ impl DecoderView {
 }
 
 /// Publishes a breaker transition as the session's event (and says it in the log).
-fn tell<'a>(hub: &'a Hub, session: &str, t: f64) -> impl FnMut(Transition) + 'a {
-    let session = session.to_string();
-    move |tr: Transition| {
-        if tr.state == bci2token_api::BreakerState::Open {
-            log::warn!("session {session}: decoder breaker open: {}", tr.message);
-        } else {
-            log::info!("session {session}: decoder breaker {}: {}", tr.state.as_str(), tr.message);
-        }
-        hub.publish(Event::Breaker {
-            session: session.clone(),
-            t,
-            state: tr.state,
-            failures: tr.failures,
-            retry_in: tr.retry_in,
-            message: tr.message,
-        });
-    }
+fn publish_transition(hub: &Hub, tag: &SessionTag, t: f64, tr: Transition) {
+    let level = if tr.state == bci2token_api::BreakerState::Open { log::Level::Warn } else { log::Level::Info };
+    tag.log(level, format_args!("decoder breaker {}: {}", tr.state.as_str(), tr.message));
+    hub.publish(Event::Breaker {
+        session: tag.id.clone(),
+        t,
+        state: tr.state,
+        failures: tr.failures,
+        retry_in: tr.retry_in,
+        message: tr.message,
+    });
 }
 
 pub struct Decoding {
     session: String,
+    tag: SessionTag,
     hub: Arc<Hub>,
     model: Arc<Model>,
     map: ChannelMap,
@@ -191,7 +190,7 @@ impl Decoding {
     /// `capacity`: the session's windows in flight at most (its lane into the decode thread).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        session: &str,
+        tag: SessionTag,
         hub: Arc<Hub>,
         model: Arc<Model>,
         map: ChannelMap,
@@ -236,8 +235,10 @@ impl Decoding {
             capacity,
             tokens: Arc::clone(&tokens),
         };
+        let session = tag.id.as_str();
         let publisher = Publisher {
             session: session.to_string(),
+            tag: tag.clone(),
             hub: Arc::clone(&hub),
             bridge,
             tokenizer: m.tokens.tokenizer.clone(),
@@ -264,6 +265,7 @@ impl Decoding {
             .map_err(|e| format!("cannot start the session's publisher thread: {e}"))?;
         Ok(Decoding {
             session: session.to_string(),
+            tag,
             hub,
             model,
             map,
@@ -336,10 +338,14 @@ impl Decoding {
 
     fn submit(&mut self, t: f64, window: Vec<f32>, received: Instant, keep_waiting: &mut dyn FnMut() -> bool) {
         let Some(results) = self.results.clone() else { return };
-        // An open breaker: the window is not decoded (the session goes on recording).
-        let Some(attempt) = self.view.breaker.admit(Instant::now(), &mut tell(&self.hub, &self.session, t)) else {
-            return;
-        };
+        // An open breaker: the window is not decoded (the session goes on recording). A
+        // transition goes through the publisher, before this window's answer.
+        let (attempt, told) = self.view.breaker.admit(Instant::now());
+        if let Some(transition) = told {
+            let _ = results.send(Output::Breaker { t, transition });
+        }
+        let Some(attempt) = attempt else { return };
+        let tried = results.clone();
         let job = Job {
             model: Arc::clone(&self.model) as Arc<dyn bci2token_decoder::engine::Forward>,
             window,
@@ -352,6 +358,11 @@ impl Decoding {
         if pushed.is_ok() {
             self.submitted += 1;
         } else {
+            if attempt == Try::HalfOpen {
+                if let Some(transition) = self.view.breaker.try_not_sent(Instant::now()) {
+                    let _ = tried.send(Output::Breaker { t, transition });
+                }
+            }
             self.dropped_windows += 1;
             if self.dropped_windows.is_power_of_two() {
                 self.hub.publish(Event::Warning {
@@ -387,12 +398,13 @@ impl Decoding {
         if late > 0 {
             // Still being decoded: dropped when answered, and the publisher ends then.
             self.finished.store(true, Ordering::Release);
-            log::warn!("session {}: {late} window(s) still being decoded at the end of the session", self.session);
+            self.tag
+                .log(log::Level::Warn, format_args!("{late} window(s) still being decoded at the end of the session"));
             return;
         }
         if let Some(thread) = self.publisher.take() {
             if thread.join().is_err() {
-                log::error!("session {}: the publisher thread panicked", self.session);
+                self.tag.log(log::Level::Error, format_args!("the publisher thread panicked"));
             }
         }
     }
@@ -430,6 +442,11 @@ impl Publisher {
                     lane.release(1);
                 }
                 Output::Restart { after, t, reason } => self.restarts.push_back((after, t, reason)),
+                Output::Breaker { t, transition } => {
+                    if !finished {
+                        publish_transition(&self.hub, &self.tag, t, transition);
+                    }
+                }
             }
             while self.restarts.front().is_some_and(|(after, _, _)| *after <= self.published) {
                 let (_, t, reason) = self.restarts.pop_front().expect("just seen");
@@ -454,10 +471,10 @@ impl Publisher {
         } else {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
-        if finished {
-            self.breaker.record(attempt, ok, now, &mut |_| {});
-        } else {
-            self.breaker.record(attempt, ok, now, &mut tell(&self.hub, &self.session, t));
+        if let Some(transition) = self.breaker.record(attempt, ok, now) {
+            if !finished {
+                publish_transition(&self.hub, &self.tag, t, transition);
+            }
         }
     }
 
@@ -473,7 +490,7 @@ impl Publisher {
                 }
             }
             Err(message) => {
-                log::warn!("session {}: decoder: {message}", self.session);
+                self.tag.log(log::Level::Warn, format_args!("decoder: {message}"));
                 self.hub.publish(Event::DecoderError { session: self.session.clone(), t, message });
             }
         }

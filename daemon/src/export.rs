@@ -557,6 +557,28 @@ pub fn write_csv(out: &mut impl Write, info: &SessionInfo, layout: &Layout, bloc
     out.flush().map_err(|e| e.to_string())
 }
 
+/// `export --format events`: a first line `{"type":"session","session":ID,"info":SessionInfo}` (the
+/// session's stored metadata), then each stored event as one line of JSON, in the order stored (the
+/// follow stream's events less sample blocks, statistics and lost-event notices). `events` gives
+/// the stored events' JSON to `write`, one at a time; an `Err` from it stops the export.
+pub fn write_events(
+    out: &mut impl Write,
+    info: &SessionInfo,
+    events: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), String>) -> Result<(), String>,
+) -> Result<(), String> {
+    let header = serde_json::json!({"type": "session", "session": info.id, "info": info});
+    serde_json::to_writer(&mut *out, &header).map_err(|e| e.to_string())?;
+    out.write_all(b"\n").map_err(|e| e.to_string())?;
+    events(&mut |json: &[u8]| {
+        // Stored as serde_json wrote it: one line, no newline in it; checked all the same.
+        if json.contains(&b'\n') {
+            return Err("a stored event holds a line break".into());
+        }
+        out.write_all(json).and_then(|()| out.write_all(b"\n")).map_err(|e| e.to_string())
+    })?;
+    out.flush().map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1034,6 +1056,29 @@ pub(crate) mod tests {
         assert_eq!(field_number(61379.361, false), "61379.37");
         assert_eq!(field_number(-8_388_607.5, true), "-8388608");
         assert!(field_number(1234567.891, false).parse::<f64>().unwrap() >= 1234567.891);
+    }
+
+    #[test]
+    fn events_are_json_lines_after_the_session_line() {
+        let info = info(250.0, 2);
+        let events = events(0.0);
+        let mut out = Vec::new();
+        write_events(&mut out, &info, |write| events.iter().try_for_each(|e| write(&serde_json::to_vec(e).unwrap())))
+            .unwrap();
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), events.len() + 1);
+        assert_eq!((lines[0]["type"].as_str(), lines[0]["session"].as_str()), (Some("session"), Some("0123456789ab")));
+        assert_eq!(serde_json::from_value::<SessionInfo>(lines[0]["info"].clone()).unwrap(), info);
+        for (line, e) in lines[1..].iter().zip(&events) {
+            assert_eq!(serde_json::from_value::<Event>(line.clone()).unwrap(), *e);
+        }
+        let failed = write_events(&mut Vec::new(), &info, |write| {
+            write(b"{\"a\":1}")?;
+            Err("chunk 3 fails authentication".into())
+        });
+        assert_eq!(failed.unwrap_err(), "chunk 3 fails authentication");
+        assert!(write_events(&mut Vec::new(), &info, |write| write(b"{\n}")).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A session's signal quality, live: the last second (the quality meter's Welch segment) of every
 //! channel, as the device delivered it, assessed every quarter second by `bci2token-dsp`'s
-//! quality meter. Runs on the acquisition thread; allocation-free per block.
+//! quality meter. Runs on the acquisition thread; a block costs a copy into the ring, an
+//! assessment (every quarter second) one Welch estimate per channel and the event's few small
+//! allocations.
 
 use std::sync::{Arc, Mutex};
 
@@ -46,7 +48,9 @@ impl LiveQuality {
         let cfg = QualityConfig { line_hz, ..cfg };
         let frames = (cfg.welch_seconds.max(1.0) * rate).round() as usize;
         let channels = labels.len();
-        if channels == 0 || frames == 0 || channels.saturating_mul(frames) > 1 << 24 {
+        // Two copies of the window are kept: 4 M samples (32 MiB) at most, e.g. 256 channels at
+        // 16 kHz; more would cost the acquisition thread too much time too.
+        if channels == 0 || frames == 0 || channels.saturating_mul(frames) > 1 << 22 {
             return Err(format!("{channels} channels × {frames} frames is not a window it can assess"));
         }
         let meter = QualityMeter::new(channels, frames, rate, cfg).map_err(|e| e.to_string())?;

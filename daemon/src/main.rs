@@ -118,9 +118,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = logging::init(cfg.log_target, cfg.log_level) {
-        eprintln!("bci2tokend: cannot set up logging: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+    match logging::init(cfg.log_target, cfg.log_level) {
+        Ok(to) => log::debug!("logging to {to}"),
+        Err(e) => {
+            eprintln!("bci2tokend: cannot set up logging: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
     // Opened now, so that sessions run this daemon's host even after an upgrade replaced it
     // (and before the scan, whose hosts describe the plugins).

@@ -18,7 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::observe::Look;
 
-/// Decode latency buckets, seconds: 0.5 ms to 5 s.
+/// Decode latency buckets, seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +72,23 @@ struct VersionLabels {
     version: String,
 }
 
+/// A label value as the text formats need it: prometheus-client writes label values as they are,
+/// and a channel label, a model or a driver name is outside text (a quote or a newline in it would
+/// break the scrape or forge a series).
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 type LatencyFamily = Family<ModelLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -84,7 +101,7 @@ static DECODE_LATENCY: LazyLock<LatencyFamily> =
 /// Records one window's decode latency (a window's last sample entering the daemon to the model's
 /// answer reaching the session's publisher).
 pub fn decode_latency(model: &str, seconds: f64) {
-    DECODE_LATENCY.get_or_create(&ModelLabels { model: model.to_string() }).observe(seconds);
+    DECODE_LATENCY.get_or_create(&ModelLabels { model: label(model) }).observe(seconds);
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -333,7 +350,7 @@ fn encode_openmetrics(look: &Look) -> String {
                 bci2token_api::QualityFlag::ALL.into_iter().map(move |f| {
                     let labels = ChannelLabels {
                         session: x.info.id.clone(),
-                        channel: c.label.clone(),
+                        channel: label(&c.label),
                         flag: f.as_str().to_string(),
                     };
                     (labels, gauge(flag(c.flags.contains(&f))))
@@ -369,7 +386,14 @@ fn encode_openmetrics(look: &Look) -> String {
         if room == 0 { 0.0 } else { waiting as f64 / room as f64 },
     );
     plain(reg, "store_free", "Free space on the store's file system", Some(Unit::Bytes), store.free_bytes as f64);
-    plain(reg, "store_size", "The store's database and its journal", Some(Unit::Bytes), store.size_bytes as f64);
+    plain(
+        reg,
+        "store_size",
+        "The store's database and its write-ahead log",
+        Some(Unit::Bytes),
+        store.size_bytes as f64,
+    );
+    plain(reg, "store_wal", "The store's write-ahead log", Some(Unit::Bytes), store.wal_bytes as f64);
     if let Some(f) = &store.facts {
         plain(
             reg,
@@ -447,6 +471,13 @@ fn process(reg: &mut Registry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_cannot_break_out_of_their_quotes() {
+        assert_eq!(label(r#"O1"} 1\nforged{a="#), r#"O1\"} 1\\nforged{a="#);
+        assert_eq!(label("a\\b\u{1b}[2J"), "a\\\\b?[2J");
+        assert_eq!(label("two\nlines"), "two\\nlines");
+    }
 
     #[test]
     fn the_classic_format_names_counter_families_with_their_suffix_and_has_no_unit_or_eof() {

@@ -213,6 +213,27 @@ impl StoreWriter {
         &self.heartbeat
     }
 
+    /// As [`StoreWriter::call`], giving up after `limit` (the call still runs when its turn
+    /// comes; its result is dropped then).
+    pub fn call_within<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let deadline = std::time::Instant::now() + limit;
+        let late =
+            || format!("the store writer did not answer within {} s (it is behind or stuck)", limit.as_secs_f64());
+        let (reply, answer) = std::sync::mpsc::channel();
+        let call: Call = Box::new(move |store| {
+            let _ = reply.send(f(store));
+        });
+        self.calls.push_wait(Msg::Call(call), || std::time::Instant::now() < deadline).map_err(|_| late())?;
+        answer.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => late(),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => "the store writer has stopped".to_string(),
+        })
+    }
+
     /// Runs `f` on the writer thread after the writes queued so far, and returns its result.
     pub fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Store) -> T + Send + 'static) -> Result<T, String> {
         let (reply, answer) = std::sync::mpsc::channel();
@@ -411,12 +432,12 @@ pub struct SessionRecorder {
 }
 
 impl SessionRecorder {
-    /// Why this session's recording stopped, once a write of it has failed.
     /// Writes of this session waiting for the writer thread, and the most it may have.
     pub fn queued(&self) -> (usize, usize) {
         (self.lane.in_flight(), self.lane.capacity())
     }
 
+    /// Why this session's recording stopped, once a write of it has failed.
     pub fn failed(&self) -> Option<&str> {
         self.counters.failed.get().map(String::as_str)
     }

@@ -289,6 +289,10 @@ pub struct Service {
     refusal_log: Mutex<HashMap<u32, RefusalLog>>,
     /// Refusals so far by what was refused (`connect`, `request`, an operation), for the metrics.
     refusals: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The store's facts for `health` and the metrics, and when they were read; held by the one
+    /// caller that reads them again (see [`Service::store_facts`]).
+    facts: RwLock<Option<(Instant, Result<bci2token_store::StoreFacts, String>)>>,
+    facts_refresh: Mutex<()>,
     /// The torch device, chosen at the first model load (loading CUDA is not free).
     torch_device: OnceLock<Result<tch::Device, String>>,
     /// Sessions added, changed and removed (see [`SessionChange`]).
@@ -306,6 +310,11 @@ pub struct Service {
     /// Retention deletes by age only while the wall clock has not stepped.
     wall_clock: crate::wall_clock::StepWatch,
 }
+
+/// How long the store's facts are reused by `health` and the metrics.
+const FACTS_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long `health` and the metrics wait for the store writer.
+const FACTS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Without a watchdog: how long a worker thread may show no progress before `status` names it.
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
@@ -341,6 +350,8 @@ impl Service {
             starting: Mutex::new(HashMap::new()),
             refusal_log: Mutex::new(HashMap::new()),
             refusals: Mutex::new(std::collections::BTreeMap::new()),
+            facts: RwLock::new(None),
+            facts_refresh: Mutex::new(()),
             torch_device: OnceLock::new(),
             changes: tokio::sync::broadcast::channel(SESSION_CHANGES_QUEUE).0,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -412,6 +423,7 @@ impl Service {
         let cfg = self.config.read().unwrap();
         let group = if needed == Role::Admin { &cfg.admin_group } else { &cfg.socket_group };
         log::warn!(
+            caller_uid = caller.uid;
             "refused {method} for uid {} pid {}: role {} needs {}",
             caller.uid,
             caller.pid.unwrap_or(0),
@@ -530,7 +542,10 @@ impl Service {
     }
 
     pub fn backup(&self, caller: &Caller, path: &FileArg, mut fds: Passed) -> Result<BackupDone, ApiError> {
-        self.guarded(caller, Op::Backup, path.display(), || self.backup_to(caller, path, &mut fds))
+        let done = self.guarded(caller, Op::Backup, path.display(), || self.backup_to(caller, path, &mut fds));
+        // Its audit entry is written: `health` sees the new backup at once.
+        *self.facts.write().unwrap() = None;
+        done
     }
 
     pub fn restore(&self, caller: &Caller, path: &FileArg, mut fds: Passed) -> Result<Restored, ApiError> {
@@ -547,14 +562,20 @@ impl Service {
             ),
         };
         let dp = features.map(|f| (f, dp_epsilon, dp_delta, dp_clip));
-        self.guarded(caller, op, &object, || self.export_session(caller, &id, &format, (&path, &mut fds), dp))
+        let done =
+            self.guarded(caller, op, &object, || self.export_session(caller, &id, &format, (&path, &mut fds), dp));
+        if op == Op::ExportFeatures {
+            // A privacy budget was spent: `health` sees it at once.
+            *self.facts.write().unwrap() = None;
+        }
+        done
     }
 
     /// How the daemon is doing; a caller who is not an admin sees their own sessions.
     pub fn health(&self, caller: &Caller) -> Result<bci2token_api::HealthReport, ApiError> {
         self.guarded(caller, Op::Health, "", || {
             let admin = self.role(caller) == Role::Admin;
-            Ok(self.look().health(&|s: &SessionInfo| admin || s.started_by.uid == caller.uid))
+            Ok(self.look().health(&|s: &SessionInfo| admin || s.started_by.uid == caller.uid, admin))
         })
     }
 
@@ -590,14 +611,11 @@ impl Service {
             });
         }
         let free_bytes = crate::recorder::free_bytes(&cfg.data_dir);
-        let size_bytes = ["sessions.db", "sessions.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(cfg.data_dir.join(f)).ok())
-            .map(|m| m.len())
-            .sum();
-        let (facts, error) = match self.store.call(|s| s.facts()) {
-            Ok(Ok(f)) => (Some(f), None),
-            Ok(Err(e)) => (None, Some(e.to_string())),
+        let size = |f: &str| std::fs::metadata(cfg.data_dir.join(f)).map_or(0, |m| m.len());
+        let wal_bytes = size("sessions.db-wal");
+        let size_bytes = size("sessions.db") + wal_bytes;
+        let (facts, error) = match self.store_facts() {
+            Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e)),
         };
         crate::observe::Look {
@@ -606,6 +624,7 @@ impl Service {
             store: crate::observe::StoreLook {
                 free_bytes,
                 size_bytes,
+                wal_bytes,
                 facts,
                 epsilon_budget: cfg.dp_epsilon_budget,
                 error,
@@ -618,6 +637,25 @@ impl Service {
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             refusals: self.refusals.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
+    }
+
+    /// The store's facts (audit head, last backup, budget spent), read on the writer thread at
+    /// most every [`FACTS_FRESH`] and waited for at most [`FACTS_WAIT`]: however many callers ask
+    /// for health or metrics, the writer answers one at a time, and a caller that finds a read
+    /// under way takes what was read before.
+    fn store_facts(&self) -> Result<bci2token_store::StoreFacts, String> {
+        let cached = || self.facts.read().unwrap().as_ref().map(|(at, f)| (*at, f.clone()));
+        let Ok(_refreshing) = self.facts_refresh.try_lock() else {
+            return cached().map(|(_, f)| f).unwrap_or_else(|| Err("the store is being asked already".into()));
+        };
+        if let Some((at, f)) = cached() {
+            if at.elapsed() < FACTS_FRESH {
+                return f;
+            }
+        }
+        let read = self.store.call_within(FACTS_WAIT, |s| s.facts().map_err(|e| e.to_string())).and_then(|r| r);
+        *self.facts.write().unwrap() = Some((Instant::now(), read.clone()));
+        read
     }
 
     /// Subscribes to a running session's events.
@@ -688,11 +726,12 @@ impl Service {
         let (action, object, outcome) = (a.clone(), o.clone(), r.clone());
         match store.call(move |s| s.audit_append(t, uid, pid, &a, &o, &r)).and_then(|r| r.map_err(|e| e.to_string())) {
             Ok(entry) => log::info!(
+                caller_uid = uid;
                 "audit {}: {action} {object} by uid {uid}: {outcome} (mac {})",
                 entry.seq,
                 entry.mac.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
             ),
-            Err(e) => log::error!("audit: {action} {object} by uid {uid} could not be recorded: {e}"),
+            Err(e) => log::error!(caller_uid = uid; "audit: {action} {object} by uid {uid} could not be recorded: {e}"),
         }
     }
 
@@ -1036,7 +1075,7 @@ impl Service {
         let decoding = match fitted {
             Some((m, map)) => Some(
                 Decoding::new(
-                    &session.id,
+                    session.tag(),
                     Arc::clone(&session.hub),
                     m,
                     map,
@@ -1089,7 +1128,12 @@ impl Service {
         session
             .spawn(device, settings, decoding)
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start the acquisition thread: {e}")))?;
+        let tag = session.tag();
         log::info!(
+            session_id = tag.id.as_str(),
+            driver = tag.driver.as_str(),
+            model = tag.model.as_str(),
+            caller_uid = caller.uid;
             "session {}: started with driver `{driver}` by uid {} pid {} ({} channels at {} Hz)",
             session.id,
             caller.uid,
@@ -1285,10 +1329,10 @@ impl Service {
         (path, fds): (&FileArg, &mut Passed),
         dp: Option<DpRequest>,
     ) -> Result<ExportDone, ApiError> {
-        if !matches!(format, "edf" | "bdf" | "csv") {
+        if !matches!(format, "edf" | "bdf" | "csv" | "events") {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
-                format!("no export format `{format}`; use edf, bdf or csv"),
+                format!("no export format `{format}`; use edf, bdf, csv or events"),
             ));
         }
         if let Ok(live) = self.find(id) {
@@ -1336,7 +1380,7 @@ impl Service {
         let mut damaged: Vec<String> =
             meta.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
         let mut scan = match &info {
-            Some(Ok(info)) => Some(crate::export::Scan::new(info, dp.is_none() && format != "csv")),
+            Some(Ok(info)) => Some(crate::export::Scan::new(info, dp.is_none() && matches!(format, "edf" | "bdf"))),
             _ => None,
         };
         let mut undecodable: Option<String> = None;
@@ -1395,6 +1439,27 @@ impl Service {
         };
         if let Some(e) = undecodable {
             return Err(ApiError::new(ErrorCode::Internal, format!("session `{id}`: {e}")));
+        }
+        if format == "events" && dp.is_none() {
+            // Pass 2 of an events export: the events again, as stored, one JSON line each.
+            let output = crate::caller_files::output(caller, self.config.read().unwrap().mode, path, fds)?;
+            let mut out = std::io::BufWriter::new(&output.file);
+            let written = crate::export::write_events(&mut out, &info, |write| {
+                let stop = reader.for_each(id, Kind::Event, |_, chunk| {
+                    match chunk.map_err(|e| e.to_string()).and_then(|plain| write(&plain)) {
+                        Ok(()) => std::ops::ControlFlow::Continue(()),
+                        Err(e) => std::ops::ControlFlow::Break(e),
+                    }
+                });
+                stop.map_err(|e| e.to_string())?.map_or(Ok(()), Err)
+            });
+            drop(out);
+            if let Err(e) = written {
+                output.discard();
+                return Err(ApiError::new(ErrorCode::Internal, format!("exporting session `{id}`: {e}")));
+            }
+            log::info!("session {id}: exported as events to {}", output.shown);
+            return Ok(ExportDone::Recording(Exported { id: id.into(), format: "events".into(), path: output.shown }));
         }
         let layout = scan
             .expect("a scan for parsed metadata")
@@ -1867,6 +1932,9 @@ impl Service {
         if new.bus != cfg.bus {
             not_applied.push("bus".to_string());
         }
+        if new.metrics_listen != cfg.metrics_listen || new.metrics_listen_public != cfg.metrics_listen_public {
+            not_applied.push("metrics_listen".to_string());
+        }
         log::set_max_level(new.log_level);
         // Keys that need a restart keep their running values so status stays truthful.
         let keep = (
@@ -1876,9 +1944,12 @@ impl Service {
             cfg.socket_group.clone(),
             cfg.socket_mode,
             cfg.bus.clone(),
+            (cfg.metrics_listen, cfg.metrics_listen_public),
         );
         *cfg = new;
-        (cfg.data_dir, cfg.runtime_dir, cfg.log_target, cfg.socket_group, cfg.socket_mode, cfg.bus) = keep;
+        let metrics;
+        (cfg.data_dir, cfg.runtime_dir, cfg.log_target, cfg.socket_group, cfg.socket_mode, cfg.bus, metrics) = keep;
+        (cfg.metrics_listen, cfg.metrics_listen_public) = metrics;
         not_applied
     }
 }

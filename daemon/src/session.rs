@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bci2token_api::{Caller, ChannelDesc, ChannelMajor, ChannelStats, ConfigMap, Event, SessionInfo, SessionState};
 use bci2token_driver_abi::ffi::block_flags;
-use bci2token_driver_abi::host::Read;
+use bci2token_driver_abi::host::{bounded, Read};
 use bci2token_driver_abi::types::DriverEvent;
 use bci2token_dsp::stats::WindowStats;
 
@@ -171,11 +171,13 @@ impl Session {
             model,
             created: crate::wall_clock::wall_now(),
             started_by,
-            description: info.description.clone(),
+            // What a device says goes to logs, terminals, metrics and the journal: no control or
+            // invisible formatting characters (a replayed file's labels are anyone's text).
+            description: bounded(&info.description),
             channels: info
                 .channels
                 .iter()
-                .map(|c| ChannelDesc { label: c.label.clone(), unit: c.unit.clone() })
+                .map(|c| ChannelDesc { label: bounded(&c.label), unit: bounded(&c.unit) })
                 .collect(),
             sample_rate: info.sample_rate,
             realtime: info.realtime,
@@ -192,6 +194,20 @@ impl Session {
             decoder: std::sync::OnceLock::new(),
             activity: Mutex::new(Activity::default()),
         }
+    }
+
+    /// The session's journal fields.
+    pub fn tag(&self) -> crate::logging::SessionTag {
+        crate::logging::SessionTag {
+            id: self.id.clone(),
+            driver: self.driver.clone(),
+            model: self.model.clone().unwrap_or_default(),
+        }
+    }
+
+    /// A record `session ID: …` with the session's journal fields.
+    fn log(&self, level: log::Level, args: std::fmt::Arguments<'_>) {
+        self.tag().log(level, args);
     }
 
     /// Sets the subject's pseudonym (before the session is recorded).
@@ -310,7 +326,7 @@ impl Session {
                 Some(q)
             }
             Err(e) => {
-                log::warn!("session {}: no signal quality: {e}", self.id);
+                self.log(log::Level::Warn, format_args!("no signal quality: {e}"));
                 None
             }
         };
@@ -333,7 +349,7 @@ impl Session {
         let handle = self.thread.lock().unwrap().take();
         if let Some(h) = handle {
             if h.join().is_err() {
-                log::error!("session {}: acquisition thread panicked", self.id);
+                self.log(log::Level::Error, format_args!("acquisition thread panicked"));
             }
         }
     }
@@ -362,13 +378,13 @@ impl Session {
         if !self.realtime {
             // A source that can wait gets the CPU that live sessions leave (see priority).
             if let Err(e) = bci2token_sched::priority::run_in_background() {
-                log::warn!("session {}: cannot lower the replay's CPU priority: {e}", self.id);
+                self.log(log::Level::Warn, format_args!("cannot lower the replay's CPU priority: {e}"));
             }
         }
         let (state, message) = match self.acquire(&mut device, settings, decoding.as_mut(), quality.as_mut()) {
             Ok(state) => (state, None),
             Err(message) => {
-                log::error!("session {}: {message}", self.id);
+                self.log(log::Level::Error, format_args!("{message}"));
                 (SessionState::Failed, Some(message))
             }
         };
@@ -380,23 +396,25 @@ impl Session {
             std::time::Instant::now() < until
         }));
         if let Err(e) = device.stop() {
-            log::warn!("session {}: stopping the device: {e}", self.id);
+            self.log(log::Level::Warn, format_args!("stopping the device: {e}"));
         }
         drop(device);
         if let Some(d) = &mut decoding {
             // Tokens of the last windows still belong to this session.
             d.drain(&|| self.heartbeat.beat());
-            log::info!("session {}: {} token(s) decoded", self.id, d.tokens());
+            self.log(log::Level::Info, format_args!("{} token(s) decoded", d.tokens()));
         }
         // Nothing more may hold up the end: a lossless follower that stopped reading loses the
         // rest (its final state event still comes, after its lost count).
         self.hub.abort_waits();
-        log::info!(
-            "session {}: {} after {} blocks ({} frames)",
-            self.id,
-            state.as_str(),
-            self.counters.blocks.load(Ordering::Relaxed),
-            self.counters.frames.load(Ordering::Relaxed)
+        self.log(
+            log::Level::Info,
+            format_args!(
+                "{} after {} blocks ({} frames)",
+                state.as_str(),
+                self.counters.blocks.load(Ordering::Relaxed),
+                self.counters.frames.load(Ordering::Relaxed)
+            ),
         );
         self.set_state(state, message);
     }
@@ -411,7 +429,7 @@ impl Session {
     ) -> Result<SessionState, String> {
         device.start().map_err(|e| e.to_string())?;
         self.set_state(SessionState::Running, None);
-        log::info!("session {}: running ({})", self.id, self.description);
+        self.log(log::Level::Info, format_args!("running ({})", self.description));
 
         let channels = self.channels.len();
         let rate = self.sample_rate;
@@ -529,20 +547,20 @@ impl Session {
             }
             DriverEvent::Gap { t, seconds, lost_samples } => {
                 self.counters.gaps.fetch_add(1, Ordering::Relaxed);
-                log::warn!("session {session}: gap of {seconds:.3} s at t={t:.3} s");
+                self.log(log::Level::Warn, format_args!("gap of {seconds:.3} s at t={t:.3} s"));
                 Event::Gap { session, t, seconds, lost_samples }
             }
             DriverEvent::Warning { message } => {
-                log::warn!("session {session}: {message}");
+                self.log(log::Level::Warn, format_args!("{message}"));
                 Event::Warning { session, message }
             }
             DriverEvent::Disconnected { t, reason } => {
-                log::warn!("session {session}: device lost at t={t:.3} s: {reason}");
+                self.log(log::Level::Warn, format_args!("device lost at t={t:.3} s: {reason}"));
                 self.set_state(SessionState::Reconnecting, Some(reason));
                 return Some(true);
             }
             DriverEvent::Reconnected { t, outage } => {
-                log::info!("session {session}: device back at t={t:.3} s after {outage:.1} s");
+                self.log(log::Level::Info, format_args!("device back at t={t:.3} s after {outage:.1} s"));
                 self.set_state(SessionState::Running, None);
                 return Some(false);
             }

@@ -126,21 +126,27 @@ pub fn run<W: Write>(args: &EvaluateArgs, json: bool, socket: &Transport, out: &
     .map_err(|m| CtlError::new(Kind::Usage, m))?;
 
     let mut files = Vec::new();
+    let bar = crate::progress::FilesBar::new(json, args.files.len());
     for file in &args.files {
         let name = file.display().to_string();
-        let result = match replay::replay_file(socket, file, &sets, &model.request) {
+        bar.file(&name);
+        let result = match replay::replay_file(socket, file, &sets, &model.request, &|t| bar.at(&name, t)) {
             // Without a daemon no other file can do better.
             Err(e) if matches!(e.kind, Kind::NotRunning | Kind::SocketPermission) => return Err(e),
             Err(e) => Err(e),
             Ok(collected) => score_file(collected, &alignment),
         };
         let outcome = FileOutcome { result: result.map_err(|e| e.context(&name)), file: name };
+        bar.done_one();
         if !json {
-            out.write_all(report::file_block(&outcome).as_bytes()).map_err(CtlError::from_stdout)?;
-            out.flush().map_err(CtlError::from_stdout)?;
+            bar.suspend(|| {
+                out.write_all(report::file_block(&outcome).as_bytes()).map_err(CtlError::from_stdout)?;
+                out.flush().map_err(CtlError::from_stdout)
+            })?;
         }
         files.push(outcome);
     }
+    drop(bar);
 
     if files.iter().all(|f| f.result.is_err()) {
         let errors: Vec<&CtlError> = files.iter().filter_map(|f| f.result.as_ref().err()).collect();

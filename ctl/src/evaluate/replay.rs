@@ -93,7 +93,14 @@ pub fn start_request(file: &Path, sets: &ConfigMap, model: &str, files: &mut Fil
 }
 
 /// Replays `file` and collects its events. Errors do not carry the file name (the caller adds it).
-pub fn replay_file(socket: &Transport, file: &Path, sets: &ConfigMap, model: &str) -> Result<Collected, CtlError> {
+/// `at` is told the stream time the replay has reached, as events come.
+pub fn replay_file(
+    socket: &Transport,
+    file: &Path,
+    sets: &ConfigMap,
+    model: &str,
+    at: &dyn Fn(f64),
+) -> Result<Collected, CtlError> {
     if !file.is_file() {
         return Err(CtlError::new(Kind::Usage, "no such file"));
     }
@@ -103,13 +110,18 @@ pub fn replay_file(socket: &Transport, file: &Path, sets: &ConfigMap, model: &st
     drop(files);
     let id = answer.reply.value.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_string();
     let mut frames = answer.frames.ok_or_else(|| CtlError::protocol("no event stream came with the session"))?;
-    collect(&mut frames, &socket.place(), &id)
+    collect(&mut frames, &socket.place(), &id, at)
 }
 
 /// Reads a follow stream to its final `state` event, collecting annotations and tokens.
 /// A `failed` or `stopped` session, a decoder error, lost events, or a stream that ends early are
 /// errors: the scores would not be honest.
-pub fn collect<R: Read>(frames: &mut FrameReader<R>, socket: &Path, session: &str) -> Result<Collected, CtlError> {
+pub fn collect<R: Read>(
+    frames: &mut FrameReader<R>,
+    socket: &Path,
+    session: &str,
+    at: &dyn Fn(f64),
+) -> Result<Collected, CtlError> {
     let mut out = Collected { session: session.to_string(), ..Collected::default() };
     let mut decoder_errors: Vec<(f64, String)> = Vec::new();
     let mut seen = 0u64;
@@ -132,6 +144,9 @@ pub fn collect<R: Read>(frames: &mut FrameReader<R>, socket: &Path, session: &st
                 None => CtlError::protocol(format!("event without a \"type\" in session {session}")),
             });
         };
+        if let Some(t) = ev.t.or(ev.onset) {
+            at(t);
+        }
         let missing =
             |field: &str| CtlError::protocol(format!("{kind} event without \"{field}\" in session {session}"));
         match kind.as_str() {
@@ -215,8 +230,10 @@ mod tests {
             r#"{"type":"state","session":"s","state":"finished","message":"end of file"}"#,
             TOKEN, // after the end: not read
         ]);
-        let c = collect(&mut r, Path::new("/sock"), "s").unwrap();
+        let times = std::cell::RefCell::new(Vec::new());
+        let c = collect(&mut r, Path::new("/sock"), "s", &|t| times.borrow_mut().push(t)).unwrap();
         assert_eq!(c.session, "s");
+        assert_eq!(times.borrow().first(), Some(&1.0), "the replay's position, from the events' times");
         assert_eq!(
             c.annotations,
             vec![
@@ -239,6 +256,7 @@ mod tests {
             ]),
             Path::new("/sock"),
             "s",
+            &|_| {},
         )
         .unwrap_err();
         assert_eq!(e.exit_code(), 7);
@@ -248,6 +266,7 @@ mod tests {
             &mut wire(&[r#"{"type":"state","session":"s","state":"failed","message":"bad EDF header"}"#]),
             Path::new("/sock"),
             "s",
+            &|_| {},
         )
         .unwrap_err();
         assert_eq!((e.kind, e.message.as_str()), (Kind::SessionFailed, "session s failed: bad EDF header"));
@@ -256,23 +275,27 @@ mod tests {
             &mut wire(&[r#"{"type":"state","session":"s","state":"stopped","message":null}"#]),
             Path::new("/sock"),
             "s",
+            &|_| {},
         )
         .unwrap_err();
         assert!(e.message.contains("stopped"), "{}", e.message);
 
-        let e = collect(&mut wire(&[r#"{"type":"lost","session":"s","count":3}"#, fin]), Path::new("/sock"), "s")
-            .unwrap_err();
+        let e =
+            collect(&mut wire(&[r#"{"type":"lost","session":"s","count":3}"#, fin]), Path::new("/sock"), "s", &|_| {})
+                .unwrap_err();
         assert!(e.message.contains("3 events were lost"), "{}", e.message);
 
-        let e = collect(&mut wire(&[TOKEN]), Path::new("/sock"), "s").unwrap_err();
+        let e = collect(&mut wire(&[TOKEN]), Path::new("/sock"), "s", &|_| {}).unwrap_err();
         assert_eq!(e.kind, Kind::Protocol);
         assert!(e.message.contains("after 1 events"), "{}", e.message);
 
-        let e = collect(&mut wire(&[r#"{"type":"token","session":"s"}"#]), Path::new("/sock"), "s").unwrap_err();
+        let e =
+            collect(&mut wire(&[r#"{"type":"token","session":"s"}"#]), Path::new("/sock"), "s", &|_| {}).unwrap_err();
         assert!(e.message.contains("without \"t\""), "{}", e.message);
 
-        let e = collect(&mut wire(&[r#"{"error":{"code":"not_found","message":"gone"}}"#]), Path::new("/s"), "s")
-            .unwrap_err();
+        let e =
+            collect(&mut wire(&[r#"{"error":{"code":"not_found","message":"gone"}}"#]), Path::new("/s"), "s", &|_| {})
+                .unwrap_err();
         assert_eq!(e.exit_code(), 4);
     }
 

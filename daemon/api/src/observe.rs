@@ -165,6 +165,12 @@ pub struct StoreHealth {
     pub queue: usize,
     pub free_bytes: u64,
     pub size_bytes: u64,
+    /// The write-ahead log's size: one that keeps growing means checkpoints are held up.
+    #[serde(default)]
+    pub wal_bytes: u64,
+    /// Unix time of the daemon's last truncating checkpoint (its start, deletions, restores).
+    #[serde(default)]
+    pub last_checkpoint: Option<f64>,
     /// Unix time of the last completed backup (from the audit log), if any.
     pub last_backup: Option<f64>,
     /// The audit log's head: its last entry's number and the start of its MAC (hex).

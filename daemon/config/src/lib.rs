@@ -28,8 +28,11 @@ impl Mode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogTarget {
+    /// stderr; the journal's native protocol when stderr is the journal (a systemd service).
     Stderr,
     Syslog,
+    /// The journal's native protocol always.
+    Journal,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -597,7 +600,10 @@ impl Config {
                 self.log_target = match src.string()?.as_str() {
                     "stderr" => LogTarget::Stderr,
                     "syslog" => LogTarget::Syslog,
-                    other => return Err(src.invalid(format!("{other:?} is not a log target (stderr or syslog)"))),
+                    "journal" => LogTarget::Journal,
+                    other => {
+                        return Err(src.invalid(format!("{other:?} is not a log target (stderr, journal or syslog)")))
+                    }
                 }
             }
             "data_dir" => self.data_dir = src.path()?,

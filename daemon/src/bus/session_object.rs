@@ -257,6 +257,28 @@ impl SessionObject {
     /// one window, events it missed).
     #[zbus(signal)]
     async fn warning(emitter: &SignalEmitter<'_>, message: &str) -> zbus::Result<()>;
+
+    /// The session's signal quality changed (or `quality_interval` passed): `score` is the
+    /// fraction of good channels over the window ending at `stream_time`; `bad` maps each flagged
+    /// channel's label to its flags (`flat`, `railed`, `line_noise`, `out_of_range`).
+    #[zbus(signal)]
+    async fn quality_changed(
+        emitter: &SignalEmitter<'_>,
+        stream_time: f64,
+        score: f64,
+        bad: HashMap<String, Vec<String>>,
+    ) -> zbus::Result<()>;
+
+    /// The circuit breaker around the session's model changed: `state` is `open` (no window
+    /// goes to the model for `retry_in` seconds), `half_open` or `closed`; `failures` in a row.
+    #[zbus(signal)]
+    async fn breaker_changed(
+        emitter: &SignalEmitter<'_>,
+        state: &str,
+        failures: u32,
+        retry_in: f64,
+        message: &str,
+    ) -> zbus::Result<()>;
 }
 
 /// Turns a subscription's events into the subscriber's signals until the session ends.
@@ -298,7 +320,8 @@ async fn forward(mut stream: Subscription, emitter: SignalEmitter<'static>, budg
             });
             ping = Some((last_ping, answer));
         }
-        let important = matches!(&delivery, Delivery::Event(e) if matches!(**e, Event::State { .. }));
+        let important =
+            matches!(&delivery, Delivery::Event(e) if matches!(**e, Event::State { .. } | Event::Breaker { .. }));
         if !important && (own.take(SIGNALS_PER_SECOND, SIGNAL_BURST).is_err() || !budget.take()) {
             dropped += 1;
             continue;
@@ -343,6 +366,25 @@ async fn forward(mut stream: Subscription, emitter: SignalEmitter<'static>, budg
                     SessionObject::warning(
                         &emitter,
                         &format!("the decoder failed on the window ending at {t} s: {message}"),
+                    )
+                    .await
+                }
+                Event::Quality { quality, .. } => {
+                    let bad = quality
+                        .channels
+                        .iter()
+                        .filter(|c| !c.flags.is_empty())
+                        .map(|c| (c.label.clone(), c.flags.iter().map(|f| f.as_str().to_string()).collect()))
+                        .collect();
+                    SessionObject::quality_changed(&emitter, quality.t, quality.score, bad).await
+                }
+                Event::Breaker { state, failures, retry_in, message, .. } => {
+                    SessionObject::breaker_changed(
+                        &emitter,
+                        state.as_str(),
+                        *failures,
+                        retry_in.unwrap_or(0.0),
+                        message,
                     )
                     .await
                 }

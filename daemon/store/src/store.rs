@@ -105,6 +105,9 @@ pub struct StoreFacts {
     pub last_backup: Option<f64>,
     /// The most ε any subject has spent.
     pub max_epsilon_spent: f64,
+    /// Unix time of the last truncating checkpoint since the store was opened (at the daemon's
+    /// start, after deletions, restores and key rotations; SQLite checkpoints on its own too).
+    pub last_checkpoint: Option<f64>,
 }
 
 pub struct Store {
@@ -115,6 +118,8 @@ pub struct Store {
     /// The progress handler's argument; after `conn`, so that it is freed after the connection
     /// that calls it has closed.
     progress: Option<Progress>,
+    /// Unix time of the last truncating checkpoint of this connection.
+    last_checkpoint: Option<f64>,
 }
 
 /// A boxed progress callback owned by the store (see [`Store::on_progress`]).
@@ -143,7 +148,14 @@ impl Store {
 
     /// Opens (or creates) the store at `path`, migrating it to the current schema.
     pub fn open(path: &Path, master: Arc<MasterKey>) -> Result<Store, StoreError> {
-        Ok(Store { conn: connect(path)?, path: path.to_path_buf(), master, ciphers: HashMap::new(), progress: None })
+        Ok(Store {
+            conn: connect(path)?,
+            path: path.to_path_buf(),
+            master,
+            ciphers: HashMap::new(),
+            progress: None,
+            last_checkpoint: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -432,6 +444,8 @@ impl Store {
                 self.err("checkpointing the WAL: a reader kept it busy; retry when backups and exports are done")
             );
         }
+        self.last_checkpoint =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs_f64());
         Ok(())
     }
 
@@ -598,7 +612,11 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let last_backup: Option<f64> = self
             .conn
-            .query_row("SELECT max(t) FROM audit WHERE action = 'backup' AND outcome LIKE 'ok%'", [], |r| r.get(0))
+            .query_row(
+                "SELECT max(t) FROM audit INDEXED BY audit_by_action WHERE action = 'backup' AND outcome LIKE 'ok%'",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))?;
         let max_epsilon: Option<f64> =
             self.conn.query_row("SELECT max(epsilon) FROM dp_budget", [], |r| r.get(0)).map_err(|e| self.err(e))?;
@@ -606,6 +624,7 @@ impl Store {
             audit_head: head.map(|(seq, mac)| (seq as u64, mac)),
             last_backup,
             max_epsilon_spent: max_epsilon.unwrap_or(0.0),
+            last_checkpoint: self.last_checkpoint,
         })
     }
 
