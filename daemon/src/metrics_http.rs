@@ -31,6 +31,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 
 pub async fn serve(listener: TcpListener, service: Arc<Service>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Host names are checked on loopback only (see `answer`); a public listener is reached by the
+    // names its proxy or scraper use.
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
@@ -45,7 +48,7 @@ pub async fn serve(listener: TcpListener, service: Arc<Service>) {
         // The permit goes with the connection, and into the blocking collection when there is
         // one: a client that gives up does not free its slot before its scrape is done.
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, service, permit)).await {
+            if let Err(e) = tokio::time::timeout(CLIENT_TIMEOUT, answer(stream, service, permit, loopback)).await {
                 log::debug!("metrics listener: {peer}: {e}");
             }
         });
@@ -74,7 +77,12 @@ async fn read_head(stream: &mut TcpStream, too_large: &mut bool) -> Option<Vec<u
     tokio::time::timeout(HEAD_TIMEOUT, reading).await.ok().flatten().map(|()| head)
 }
 
-async fn answer(mut stream: TcpStream, service: Arc<Service>, permit: OwnedSemaphorePermit) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    service: Arc<Service>,
+    permit: OwnedSemaphorePermit,
+    loopback: bool,
+) -> std::io::Result<()> {
     let mut too_large = false;
     let Some(head) = read_head(&mut stream, &mut too_large).await else {
         if too_large {
@@ -102,9 +110,9 @@ async fn answer(mut stream: TcpStream, service: Arc<Service>, permit: OwnedSemap
     let head_text = String::from_utf8_lossy(&head).to_ascii_lowercase();
     // A web page in a browser on this machine could reach a loopback listener through a name of
     // its own that resolves to 127.0.0.1 (DNS rebinding): only addresses and `localhost` are
-    // hosts here.
+    // hosts of a loopback listener.
     let host = head_text.lines().find_map(|l| l.strip_prefix("host:")).map(str::trim);
-    if host.is_some_and(|h| !host_is_an_address(h)) {
+    if loopback && host.is_some_and(|h| !host_is_an_address(h)) {
         return respond(&mut stream, "421 Misdirected Request", "text/plain", "use the listener's address\n").await;
     }
     // OpenMetrics for a scraper that asks for it (Prometheus does), else the classic format.

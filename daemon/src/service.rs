@@ -544,7 +544,7 @@ impl Service {
     pub fn backup(&self, caller: &Caller, path: &FileArg, mut fds: Passed) -> Result<BackupDone, ApiError> {
         let done = self.guarded(caller, Op::Backup, path.display(), || self.backup_to(caller, path, &mut fds));
         // Its audit entry is written: `health` sees the new backup at once.
-        *self.facts.write().unwrap() = None;
+        self.facts_are_stale();
         done
     }
 
@@ -566,7 +566,7 @@ impl Service {
             self.guarded(caller, op, &object, || self.export_session(caller, &id, &format, (&path, &mut fds), dp));
         if op == Op::ExportFeatures {
             // A privacy budget was spent: `health` sees it at once.
-            *self.facts.write().unwrap() = None;
+            self.facts_are_stale();
         }
         done
     }
@@ -641,13 +641,12 @@ impl Service {
 
     /// The store's facts (audit head, last backup, budget spent), read on the writer thread at
     /// most every [`FACTS_FRESH`] and waited for at most [`FACTS_WAIT`]: however many callers ask
-    /// for health or metrics, the writer answers one at a time, and a caller that finds a read
-    /// under way takes what was read before.
+    /// for health or metrics, the writer answers one at a time: a caller that finds a read under
+    /// way waits for it and takes what it read.
     fn store_facts(&self) -> Result<bci2token_store::StoreFacts, String> {
         let cached = || self.facts.read().unwrap().as_ref().map(|(at, f)| (*at, f.clone()));
-        let Ok(_refreshing) = self.facts_refresh.try_lock() else {
-            return cached().map(|(_, f)| f).unwrap_or_else(|| Err("the store is being asked already".into()));
-        };
+        // One caller reads; the others wait for it (at most FACTS_WAIT) and take what it read.
+        let _refreshing = self.facts_refresh.lock().unwrap();
         if let Some((at, f)) = cached() {
             if at.elapsed() < FACTS_FRESH {
                 return f;
@@ -656,6 +655,13 @@ impl Service {
         let read = self.store.call_within(FACTS_WAIT, |s| s.facts().map_err(|e| e.to_string())).and_then(|r| r);
         *self.facts.write().unwrap() = Some((Instant::now(), read.clone()));
         read
+    }
+
+    /// The next look at the store's facts reads them again (the cached ones stay until then).
+    fn facts_are_stale(&self) {
+        if let Some((at, _)) = self.facts.write().unwrap().as_mut() {
+            *at = Instant::now().checked_sub(FACTS_FRESH).unwrap_or(*at);
+        }
     }
 
     /// Subscribes to a running session's events.

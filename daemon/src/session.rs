@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bci2token_api::{Caller, ChannelDesc, ChannelMajor, ChannelStats, ConfigMap, Event, SessionInfo, SessionState};
 use bci2token_driver_abi::ffi::block_flags;
-use bci2token_driver_abi::host::{bounded, Read};
+use bci2token_driver_abi::host::{bounded, unprintable, Read};
 use bci2token_driver_abi::types::DriverEvent;
 use bci2token_dsp::stats::WindowStats;
 
@@ -538,12 +538,22 @@ impl Session {
     }
 
     /// Publishes a driver event; for a connection change, returns whether the device is now lost.
+    /// A driver's text goes on to logs, terminals and the journal without control or invisible
+    /// formatting characters (an annotation of a replayed file is anyone's text); its length is
+    /// the driver ABI's to bound.
     fn publish_driver_event(&self, event: DriverEvent) -> Option<bool> {
         let session = self.id.clone();
+        let printable = |text: String| -> String {
+            if text.chars().any(unprintable) {
+                text.chars().map(|c| if unprintable(c) { '?' } else { c }).collect()
+            } else {
+                text
+            }
+        };
         let event = match event {
             DriverEvent::Annotation { onset, duration, text } => {
                 self.counters.annotations.fetch_add(1, Ordering::Relaxed);
-                Event::Annotation { session, onset, duration, text }
+                Event::Annotation { session, onset, duration, text: printable(text) }
             }
             DriverEvent::Gap { t, seconds, lost_samples } => {
                 self.counters.gaps.fetch_add(1, Ordering::Relaxed);
@@ -551,10 +561,12 @@ impl Session {
                 Event::Gap { session, t, seconds, lost_samples }
             }
             DriverEvent::Warning { message } => {
+                let message = printable(message);
                 self.log(log::Level::Warn, format_args!("{message}"));
                 Event::Warning { session, message }
             }
             DriverEvent::Disconnected { t, reason } => {
+                let reason = printable(reason);
                 self.log(log::Level::Warn, format_args!("device lost at t={t:.3} s: {reason}"));
                 self.set_state(SessionState::Reconnecting, Some(reason));
                 return Some(true);

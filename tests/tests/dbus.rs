@@ -131,6 +131,11 @@ fn apps_on_the_bus_start_a_speller_session_and_receive_its_tokens() {
         assert_eq!(top.0, &id, "the decoded token has the largest bias: {t}");
         assert!(t["latency"].as_f64().unwrap() < 1.0, "{t}");
     }
+    // The session's signal quality came as a signal too: the synthetic board's channels are good.
+    let quality: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("quality").is_some()).collect();
+    assert!(!quality.is_empty(), "no QualityChanged: {lines:?}");
+    assert!(quality.iter().all(|q| q["quality"] == 1.0 && q["bad"] == serde_json::json!({})), "{quality:?}");
+    assert!(quality[0]["t"].as_f64().unwrap() > 0.9, "a second of signal first: {:?}", quality[0]);
     let end = lines.last().unwrap();
     assert_eq!(end["added"], true, "InterfacesAdded for the session: {lines:?}");
     assert_eq!(end["ended"], "finished", "{lines:?}");

@@ -7,7 +7,10 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use bci2token_tests::tmux::{Tmux, PROMPT};
 use bci2token_tests::{bin_dir, data_dir, start_daemon, workspace_root, write_edf, DaemonOptions, Follower, TempDir};
@@ -180,6 +183,115 @@ fn monitor_shows_a_live_speller_and_a_replay_switches_and_gives_the_terminal_bac
     let flags = stty_flags(&screen);
     assert!(flags.contains("icanon") && flags.contains("echo") && !flags.contains("-echo"), "{screen}");
     drop(live);
+}
+
+/// The monitor's pid: the child of the pane's shell (once it has started it).
+fn child_of(shell: u32) -> u32 {
+    let path = format!("/proc/{shell}/task/{shell}/children");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            return pid.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no child of the shell {shell}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True while `pid`'s main thread is blocked writing to its standard output.
+fn writing_to_stdout(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .is_ok_and(|s| s.starts_with(&format!("{} 0x1 ", libc::SYS_write)))
+}
+
+/// True once `pid` has ended (reaped, or a zombie).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Sends SIGCONT to a stopped process when dropped (also when the test fails).
+struct Resume(Pid);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// Kills a monitor that has not ended when dropped (a failed test leaves none behind).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !ended(self.0) {
+            let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A monitor stuck writing to a terminal that does not read (here: a stopped tmux) cannot end
+/// gracefully on SIGTERM; a second SIGTERM ends it at once, with 128 + 15. A monitor whose
+/// terminal goes away (tmux killed: SIGHUP, then reads fail) ends at once too.
+#[test]
+fn a_second_signal_ends_a_monitor_stuck_on_its_terminal_and_a_hangup_ends_it() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let id = daemon.ctl_json(&["session", "start", "--driver", "synthetic"])["id"].as_str().unwrap().to_string();
+    let tmux = Tmux::start("monitor-stuck", 200, 60);
+    tmux.wait("the shell's prompt", Duration::from_secs(10), |s| s.contains(PROMPT.trim_end()));
+    let ctl = bin_dir().join("bci2tokenctl");
+    let socket = daemon.socket.display().to_string();
+    tmux.type_line(&format!("'{}' --socket '{socket}' monitor {id}", ctl.display()));
+    tmux.wait("the traces", Duration::from_secs(20), |s| {
+        s.contains(&format!("session {id} (")) && scale_labels(s) >= 1
+    });
+    let monitor = child_of(tmux.display("#{pane_pid}").parse().unwrap());
+    let _kill = KillOnDrop(monitor);
+    let server = Pid::from_raw(tmux.display("#{pid}").parse().unwrap());
+
+    // The terminal stops reading: the traces fill its buffer and the monitor blocks in write(1).
+    kill(server, Signal::SIGSTOP).unwrap();
+    let resume = Resume(server);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !writing_to_stdout(monitor) {
+        assert!(Instant::now() < deadline, "the monitor never blocked writing to the stopped terminal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let monitor_pid = Pid::from_raw(monitor as i32);
+    kill(monitor_pid, Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!ended(monitor) && writing_to_stdout(monitor), "the first SIGTERM only asks the UI loop to end");
+    kill(monitor_pid, Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ended(monitor) {
+        assert!(Instant::now() < deadline, "the second SIGTERM did not end the monitor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(resume);
+
+    // The shell got the exit status (the terminal is left as the monitor had it: best effort).
+    tmux.type_line("echo \"rc=$?\"");
+    let screen = tmux.wait("the exit status", Duration::from_secs(10), |s| s.contains("rc=1"));
+    assert!(screen.contains("rc=143"), "{screen}");
+
+    // The terminal goes away under a running monitor.
+    let tmux = Tmux::start("monitor-hangup", 80, 24);
+    tmux.wait("the shell's prompt", Duration::from_secs(10), |s| s.contains(PROMPT.trim_end()));
+    tmux.type_line(&format!("'{}' --socket '{socket}' monitor {id}", ctl.display()));
+    tmux.wait("the traces", Duration::from_secs(20), |s| {
+        s.contains(&format!("session {id} (")) && scale_labels(s) >= 1
+    });
+    let monitor = child_of(tmux.display("#{pane_pid}").parse().unwrap());
+    let _kill = KillOnDrop(monitor);
+    drop(tmux);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ended(monitor) {
+        assert!(Instant::now() < deadline, "the monitor did not end when its terminal went away");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Where a terminal UI makes no sense, `monitor` says so (usage error, exit 2) before anything.

@@ -1,13 +1,16 @@
 //! The monitor's threads: one reads the followed session's events, one lists the live sessions
-//! every few seconds. Both hand what they get to the UI thread through one bounded channel, so
-//! the UI never waits on the daemon, and a UI that falls behind makes the reader wait, the daemon
-//! drop events for this follower, and a `lost` event say so.
+//! every few seconds. The reader applies each event at once to the session's [`SessionView`],
+//! shared with the UI thread behind a mutex: its memory is bounded in bytes (rings of samples, a
+//! few tokens) however far the drawing falls behind, and the reader keeps up with the daemon as
+//! long as the CPU does (when it does not, the daemon drops events for this follower and a `lost`
+//! event says so). The lister hands its (small) answers to the UI through a bounded channel.
+//! Neither waits on the terminal.
 
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bci2token_api::{Event, FollowOptions, Request, SessionInfo};
@@ -16,26 +19,22 @@ use crate::client::{frame_error, FrameReader};
 use crate::files::Files;
 use crate::transport::Transport;
 
-/// What the threads tell the UI. `generation` tells apart the subscriptions: events of a session
-/// the user has switched away from are dropped.
+use super::model::SessionView;
+
+/// What the lister tells the UI.
 #[derive(Debug)]
 pub enum Msg {
-    /// The reply to `follow`: the session as it is now.
-    Reply {
-        generation: u64,
-        info: Box<SessionInfo>,
-    },
-    Event {
-        generation: u64,
-        event: Box<Event>,
-    },
-    /// The stream ended: `None` after the final `state` event, else why it broke.
-    Closed {
-        generation: u64,
-        error: Option<String>,
-    },
     /// The caller's sessions (all states), or why they could not be listed.
     Sessions(Result<Vec<SessionInfo>, String>),
+}
+
+/// A session's view, shared by its reader and the UI.
+pub type Shared = Arc<Mutex<SessionView>>;
+
+/// Locks a shared view (one left by a panicking thread is still drawn: the panic ends the
+/// monitor anyway, see `term`).
+pub fn lock(view: &Mutex<SessionView>) -> MutexGuard<'_, SessionView> {
+    view.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The `follow` request of the monitor (with sample blocks).
@@ -43,35 +42,36 @@ pub fn follow_request(id: &str) -> Request {
     Request::Follow { id: id.to_string(), options: FollowOptions { samples: true } }
 }
 
-/// One session followed on a thread of its own; cancelled when dropped.
+/// One session followed on a thread of its own, into a view of its own; cancelled when dropped.
+/// A session switched away from keeps writing (until its thread sees the cancel) only into its
+/// own view, which the UI no longer draws.
 pub struct Subscription {
     stop: Arc<AtomicBool>,
     stream: Arc<Mutex<Option<UnixStream>>>,
 }
 
 impl Subscription {
-    /// Follows `id`: with `connected`, on a stream already answered (the reply was handled by
-    /// the caller), otherwise by sending the request from the thread.
+    /// Follows `id` into `view`: with `connected`, on a stream already answered (the reply was
+    /// handled by the caller), otherwise by sending the request from the thread.
     pub fn start(
-        generation: u64,
         id: &str,
         transport: &Transport,
         connected: Option<FrameReader<UnixStream>>,
-        tx: SyncSender<Msg>,
+        view: Shared,
     ) -> Subscription {
         let stop = Arc::new(AtomicBool::new(false));
         let stream = Arc::new(Mutex::new(None));
         let sub = Subscription { stop: stop.clone(), stream: stream.clone() };
-        let (transport, id, failed) = (transport.clone(), id.to_string(), tx.clone());
+        let (transport, id, failed) = (transport.clone(), id.to_string(), view.clone());
         let spawned = std::thread::Builder::new().name("monitor-follow".into()).spawn(move || {
-            let error = read(generation, &id, &transport, connected, &tx, &stop, &stream);
+            let error = read(&id, &transport, connected, &view, &stop, &stream);
             if !stop.load(Ordering::SeqCst) {
-                let _ = tx.send(Msg::Closed { generation, error });
+                lock(&view).close(error);
             }
         });
         if let Err(e) = spawned {
             // Only when out of threads; said where the stream's state is shown.
-            let _ = failed.try_send(Msg::Closed { generation, error: Some(format!("cannot start a thread: {e}")) });
+            lock(&failed).close(Some(format!("cannot start a thread: {e}")));
         }
         sub
     }
@@ -95,11 +95,10 @@ impl Drop for Subscription {
 
 /// The reading loop; returns why the stream ended (`None`: the session ended).
 fn read(
-    generation: u64,
     id: &str,
     transport: &Transport,
     connected: Option<FrameReader<UnixStream>>,
-    tx: &SyncSender<Msg>,
+    view: &Mutex<SessionView>,
     stop: &AtomicBool,
     shared: &Mutex<Option<UnixStream>>,
 ) -> Option<String> {
@@ -111,9 +110,10 @@ fn read(
                     Ok(info) => info,
                     Err(e) => return Some(e.message),
                 };
-                if tx.send(Msg::Reply { generation, info: Box::new(info) }).is_err() {
+                if stop.load(Ordering::SeqCst) {
                     return None;
                 }
+                lock(view).on_reply(&info);
                 match answer.frames {
                     Some(frames) => frames,
                     None => return Some("no event stream came with the reply".into()),
@@ -142,9 +142,7 @@ fn read(
         match serde_json::from_slice::<Event>(frame) {
             Ok(event) => {
                 let last = event.is_final();
-                if tx.send(Msg::Event { generation, event: Box::new(event) }).is_err() {
-                    return None;
-                }
+                lock(view).apply(&event);
                 if last {
                     return None;
                 }
@@ -178,4 +176,93 @@ pub fn lister(transport: &Transport, tx: SyncSender<Msg>, stop: Arc<AtomicBool>,
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::path::PathBuf;
+
+    use bci2token_api::event::ChannelMajor;
+
+    use super::*;
+    use crate::monitor::model::{tests::info, Stream};
+    use crate::socket::{Resolved, Source};
+
+    fn transport() -> Transport {
+        Transport::Socket(Resolved { path: PathBuf::from("/nonexistent"), source: Source::Flag, user_candidate: None })
+    }
+
+    fn frame(out: &mut impl Write, event: &serde_json::Value) {
+        let body = serde_json::to_vec(event).unwrap();
+        out.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        out.write_all(&body).unwrap();
+    }
+
+    fn samples(frames: usize, value: f32) -> serde_json::Value {
+        let data = ChannelMajor { channels: 2, frames, values: vec![value; 2 * frames].into() };
+        serde_json::to_value(Event::Samples { session: "s".into(), seq: 0, t: 0.0, frames, flags: 0, data }).unwrap()
+    }
+
+    fn shared(fs: f64) -> Shared {
+        let mut view = SessionView::connecting("s");
+        view.on_reply(&info("s", &["O1", "O2"], fs));
+        Arc::new(Mutex::new(view))
+    }
+
+    fn wait_for(view: &Shared, what: &str, ok: impl Fn(&SessionView) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ok(&lock(view)) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_reader_keeps_up_without_the_ui_in_bounded_memory() {
+        // Nobody draws: the reader still takes every event, into rings of 10 s.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let view = shared(250.0);
+        let _sub = Subscription::start("s", &transport(), Some(FrameReader::new(ours)), view.clone());
+        let mut out = theirs.try_clone().unwrap();
+        for i in 0..2000 {
+            frame(&mut out, &samples(25, i as f32));
+        }
+        frame(
+            &mut out,
+            &serde_json::json!({"type":"token","session":"s","seq":0,"t":1.0,"label":"h","text":"h",
+            "tokenizer":"gpt2","token_ids":[1],"confidence":0.9,"probabilities":{},"logit_bias":{},"latency_us":5,
+            "entered_ns":1}),
+        );
+        frame(&mut out, &serde_json::json!({"type":"state","session":"s","state":"finished","message":null}));
+        wait_for(&view, "the end of the session", |v| v.ended());
+        let v = lock(&view);
+        assert_eq!((v.blocks, v.token_count, v.text.as_str(), v.stream.clone()), (2000, 1, "h", Stream::Ended));
+        assert_eq!(v.channels[1].ring.len(), 2500);
+        assert_eq!(v.channels[1].ring.last(1).next(), Some(1999.0));
+    }
+
+    #[test]
+    fn a_broken_stream_is_said_and_a_cancelled_one_is_not() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let view = shared(250.0);
+        let _sub = Subscription::start("s", &transport(), Some(FrameReader::new(ours)), view.clone());
+        frame(&mut &theirs, &samples(5, 1.0));
+        drop(theirs);
+        wait_for(&view, "the stream closed", |v| matches!(v.stream, Stream::Closed(_)));
+        assert!(matches!(&lock(&view).stream, Stream::Closed(why) if why.contains("before it ended")));
+
+        // Cancelled (the user switched away): the stream is shut, the view left as it was.
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let view = shared(250.0);
+        let sub = Subscription::start("s", &transport(), Some(FrameReader::new(ours)), view.clone());
+        frame(&mut theirs, &samples(5, 1.0));
+        wait_for(&view, "a block", |v| v.blocks == 1);
+        let revision = lock(&view).revision;
+        drop(sub);
+        assert_eq!(theirs.read(&mut [0u8; 1]).unwrap(), 0, "shut");
+        std::thread::sleep(Duration::from_millis(100));
+        let v = lock(&view);
+        assert_eq!((v.stream.clone(), v.revision), (Stream::Live, revision));
+    }
 }

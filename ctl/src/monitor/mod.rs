@@ -1,9 +1,10 @@
 //! `bci2tokenctl monitor [ID]`: a terminal UI over a live session's events (docs/bci2tokenctl.md).
 //!
-//! Threads: the UI thread (this one) reads keys and draws at a fixed rate; a thread per followed
-//! session reads its `follow --samples` stream; another lists the live sessions every few
-//! seconds (for switching). They talk through one bounded channel (see [`feed`]). The terminal
-//! is restored by [`term::Guard`] on every way out.
+//! Threads: the UI thread (this one) reads keys and draws, at most at a fixed rate and only when
+//! something changed; a thread per followed session reads its `follow --samples` stream into the
+//! session's view, shared behind a mutex; another lists the live sessions every few seconds (for
+//! switching) and sends them through a small bounded channel (see [`feed`]). The terminal is
+//! restored by [`term::Guard`] on every way out.
 
 mod bands;
 mod feed;
@@ -15,8 +16,8 @@ mod ui;
 
 use std::io::{self, IsTerminal};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bci2token_api::{ErrorCode, Request, SessionInfo};
@@ -30,18 +31,18 @@ use crate::files::Files;
 use crate::transport::Transport;
 
 use bands::BandMeter;
-use feed::{Msg, Subscription};
+use feed::{lock, Msg, Shared, Subscription};
 use keys::{Action, Nav};
 use model::SessionView;
 
-/// How often the screen is drawn.
+/// How often the screen is drawn at most.
 const FRAME: Duration = Duration::from_millis(100);
+/// How often an idle UI looks for news (changes of the view, messages, signals).
+const IDLE: Duration = Duration::from_millis(25);
 /// How often the live sessions are listed.
 const LIST_EVERY: Duration = Duration::from_secs(2);
-/// Messages waiting for the UI at most (then the reader waits and the daemon drops events).
-const QUEUE: usize = 512;
-/// At most this long spent on waiting messages before a frame is drawn.
-const DRAIN_BUDGET: Duration = Duration::from_millis(40);
+/// Lists waiting for the UI at most (then the lister waits).
+const QUEUE: usize = 4;
 /// How long a note stays in the status line.
 const NOTE_FOR: Duration = Duration::from_secs(3);
 
@@ -72,13 +73,13 @@ pub fn run(args: &MonitorArgs, transport: &Transport) -> Result<(), CtlError> {
     let info: SessionInfo = answer.reply.decode("follow")?;
     let frames = answer.frames.ok_or_else(|| CtlError::protocol("no event stream came with the reply to 'follow'"))?;
 
+    let mut view = SessionView::connecting(&id);
+    view.on_reply(&info);
     let (tx, rx) = mpsc::sync_channel(QUEUE);
-    let mut app = App::new(transport.clone(), tx.clone());
-    app.view.on_reply(&info);
-    app.meter = BandMeter::new(info.sample_rate);
+    let mut app = App::new(transport.clone(), view);
 
     let guard = term::Guard::enter().map_err(|e| terminal_error(&e))?;
-    app.sub = Some(Subscription::start(app.generation, &id, transport, Some(frames), tx.clone()));
+    app.sub = Some(Subscription::start(&id, transport, Some(frames), app.view.clone()));
     let stop_listing = Arc::new(AtomicBool::new(false));
     feed::lister(transport, tx, stop_listing.clone(), LIST_EVERY);
     let result = Terminal::new(CrosstermBackend::new(io::stdout()))
@@ -109,13 +110,16 @@ fn first_live(transport: &Transport) -> Result<String, CtlError> {
 
 struct App {
     transport: Transport,
-    tx: SyncSender<Msg>,
-    view: SessionView,
+    /// The followed session's, written by its subscription's thread (each subscription has a
+    /// view of its own: nothing of a session switched away from reaches this one).
+    view: Shared,
     nav: Nav,
+    /// For the band powers at the rate the view's rings hold (`meter_rate`).
     meter: Option<BandMeter>,
+    meter_rate: Option<u64>,
     sub: Option<Subscription>,
-    /// Of the current subscription; messages of earlier ones are dropped.
-    generation: u64,
+    /// The view's revision last drawn.
+    drawn: Option<u64>,
     /// The live sessions' ids, in the daemon's order.
     live: Vec<String>,
     list_error: Option<String>,
@@ -126,15 +130,15 @@ struct App {
 }
 
 impl App {
-    fn new(transport: Transport, tx: SyncSender<Msg>) -> App {
+    fn new(transport: Transport, view: SessionView) -> App {
         App {
             transport,
-            tx,
-            view: SessionView::connecting(""),
+            view: Arc::new(Mutex::new(view)),
             nav: Nav::default(),
             meter: None,
+            meter_rate: None,
             sub: None,
-            generation: 1,
+            drawn: None,
             live: Vec::new(),
             list_error: None,
             note: None,
@@ -156,6 +160,8 @@ impl App {
         let draw_error = |e: B::Error| CtlError::new(Kind::Io, format!("drawing on the terminal: {e}"));
         terminal.clear().map_err(draw_error)?;
         let mut next_draw = Instant::now();
+        // Something other than the view changed (a key, a list, the size): draw.
+        let mut dirty = true;
         loop {
             if guard.signalled.load(Ordering::SeqCst) {
                 return Ok(());
@@ -163,22 +169,27 @@ impl App {
             if let Some(panic) = guard.panicked() {
                 return Err(CtlError::new(Kind::Io, panic));
             }
-            let started = Instant::now();
             while let Ok(msg) = rx.try_recv() {
-                self.on_msg(msg);
-                if started.elapsed() > DRAIN_BUDGET {
-                    break;
-                }
+                dirty |= self.on_msg(msg);
             }
-            if Instant::now() >= next_draw {
-                if self.note.as_ref().is_some_and(|(at, _)| at.elapsed() > NOTE_FOR) {
-                    self.note = None;
-                }
+            if self.note.as_ref().is_some_and(|(at, _)| at.elapsed() > NOTE_FOR) {
+                self.note = None;
+                dirty = true;
+            }
+            let changed = dirty || self.drawn != Some(lock(&self.view).revision);
+            if changed && Instant::now() >= next_draw {
+                // The view is locked only while the frame is made, not while it is written out
+                // (a slow terminal does not hold up the reader).
                 terminal.draw(|frame| self.draw(frame)).map_err(draw_error)?;
                 next_draw = Instant::now() + FRAME;
+                dirty = false;
             }
-            let wait = next_draw.saturating_duration_since(Instant::now());
-            if event::poll(wait).map_err(|e| terminal_error(&e))? {
+            let wait = next_draw.saturating_duration_since(Instant::now()).max(IDLE);
+            if !event::poll(wait).map_err(|e| terminal_error(&e))? {
+                continue;
+            }
+            // Every key already typed before the next frame.
+            loop {
                 match event::read().map_err(|e| terminal_error(&e))? {
                     TermEvent::Key(key) => {
                         if let Some(action) = keys::action(&key) {
@@ -186,51 +197,55 @@ impl App {
                                 return Ok(());
                             }
                             self.on_action(action);
-                            next_draw = Instant::now();
+                            (next_draw, dirty) = (Instant::now(), true);
                         }
                     }
-                    TermEvent::Resize(..) => next_draw = Instant::now(),
+                    TermEvent::Resize(..) => (next_draw, dirty) = (Instant::now(), true),
                     _ => {}
+                }
+                if !event::poll(Duration::ZERO).map_err(|e| terminal_error(&e))? {
+                    break;
                 }
             }
         }
     }
 
     fn draw(&mut self, frame: &mut ratatui::Frame) {
-        let position = (self.live.iter().position(|id| *id == self.view.id).map(|i| i + 1), self.live.len());
+        let view = lock(&self.view);
+        let rate = view.held_rate();
+        if self.meter_rate != Some(rate.to_bits()) {
+            self.meter = BandMeter::new(rate);
+            self.meter_rate = Some(rate.to_bits());
+        }
+        let position = (self.live.iter().position(|id| *id == view.id).map(|i| i + 1), self.live.len());
         let note = self.note.as_ref().map(|(_, n)| n.as_str());
-        let screen = ui::Screen { view: &self.view, nav: &self.nav, position, note, theme: self.theme };
+        let screen = ui::Screen { view: &view, nav: &self.nav, position, note, theme: self.theme };
         let drawn = ui::draw(frame, &screen, self.meter.as_mut(), &mut self.scratch);
         self.per_page = drawn.per_page;
+        self.drawn = Some(view.revision);
     }
 
-    fn on_msg(&mut self, msg: Msg) {
+    /// True when the screen changes.
+    fn on_msg(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Reply { generation, info } if generation == self.generation => {
-                self.view.on_reply(&info);
-                self.meter = BandMeter::new(info.sample_rate);
-            }
-            Msg::Event { generation, event } if generation == self.generation => self.view.apply(&event),
-            Msg::Closed { generation, error } if generation == self.generation => {
-                if let Some(why) = error {
-                    if !self.view.ended() {
-                        self.view.stream = model::Stream::Closed(why);
-                    }
-                }
-            }
             Msg::Sessions(Ok(list)) => {
-                self.live = list.iter().filter(|s| !s.state.is_final()).map(|s| s.id.clone()).collect();
-                self.list_error = None;
+                let live: Vec<String> = list.iter().filter(|s| !s.state.is_final()).map(|s| s.id.clone()).collect();
+                let changed = live != self.live;
+                (self.live, self.list_error) = (live, None);
+                changed
             }
-            Msg::Sessions(Err(e)) => self.list_error = Some(e),
-            Msg::Reply { .. } | Msg::Event { .. } | Msg::Closed { .. } => {}
+            Msg::Sessions(Err(e)) => {
+                self.list_error = Some(e);
+                false
+            }
         }
     }
 
     fn on_action(&mut self, action: Action) {
         match action {
             Action::NextSession | Action::PrevSession => {
-                match keys::neighbour(&self.view.id, &self.live, action == Action::NextSession) {
+                let id = lock(&self.view).id.clone();
+                match keys::neighbour(&id, &self.live, action == Action::NextSession) {
                     Some(id) => self.switch_to(&id),
                     None => {
                         let why = match &self.list_error {
@@ -241,19 +256,22 @@ impl App {
                     }
                 }
             }
-            other => self.nav.apply(other, self.view.channels.len(), self.per_page),
+            other => {
+                let channels = lock(&self.view).channels.len();
+                self.nav.apply(other, channels, self.per_page);
+            }
         }
     }
 
     /// Follows `id` instead of the current session.
     fn switch_to(&mut self, id: &str) {
-        self.sub = None; // cancels the old stream
-        self.generation += 1;
-        self.view = SessionView::connecting(id);
-        self.meter = None;
+        // Cancels the old stream; what its thread may still write goes to the old view.
+        self.sub = None;
+        self.view = Arc::new(Mutex::new(SessionView::connecting(id)));
+        self.drawn = None;
         self.nav.selected = 0;
         self.note = None;
-        self.sub = Some(Subscription::start(self.generation, id, &self.transport, None, self.tx.clone()));
+        self.sub = Some(Subscription::start(id, &self.transport, None, self.view.clone()));
     }
 }
 

@@ -1,6 +1,7 @@
-//! What the monitor knows about the session it follows, updated event by event. Bounded: the
-//! last [`MAX_SECONDS`] of samples per channel, the last [`MAX_TOKENS`] tokens and the last
-//! [`MAX_TEXT`] bytes of decoded text.
+//! What the monitor knows about the session it follows, updated event by event (by the thread
+//! that reads the events, behind a mutex the UI thread draws from). Bounded: the last
+//! [`MAX_SECONDS`] of samples per channel (at most [`MAX_RING`] values each), the last
+//! [`MAX_TOKENS`] tokens and the last [`MAX_TEXT`] bytes of decoded text.
 
 use std::collections::VecDeque;
 
@@ -11,8 +12,9 @@ use super::ring::Ring;
 
 /// Seconds of samples kept per channel (the longest time span the traces show).
 pub const MAX_SECONDS: f64 = 10.0;
-/// At most this many samples per channel, whatever the rate.
-const MAX_RING: usize = 200_000;
+/// At most this many values per channel, whatever the rate: above `MAX_RING / MAX_SECONDS` Hz
+/// (20 kHz) the rings hold means of consecutive samples, so that they still span [`MAX_SECONDS`].
+pub const MAX_RING: usize = 200_000;
 /// Tokens kept for display.
 pub const MAX_TOKENS: usize = 16;
 /// Bytes of decoded text kept.
@@ -64,6 +66,8 @@ pub struct SessionView {
     pub description: String,
     pub model: Option<String>,
     pub sample_rate: f64,
+    /// Samples of the session per value the rings hold (1 up to 20 kHz; see [`MAX_RING`]).
+    pub every: usize,
     pub channels: Vec<ChannelView>,
     /// Stream time of the newest sample, s.
     pub latest_t: Option<f64>,
@@ -89,6 +93,8 @@ pub struct SessionView {
     /// The last annotation: onset and text.
     pub annotation: Option<(f64, String)>,
     pub stream: Stream,
+    /// Changes with every update (so that the UI draws only when something changed).
+    pub revision: u64,
 }
 
 impl SessionView {
@@ -100,6 +106,7 @@ impl SessionView {
             description: String::new(),
             model: None,
             sample_rate: 0.0,
+            every: 1,
             channels: Vec::new(),
             latest_t: None,
             blocks: 0,
@@ -117,16 +124,29 @@ impl SessionView {
             problem: None,
             annotation: None,
             stream: Stream::Connecting,
+            revision: 0,
         }
     }
 
-    /// Samples held per channel for a rate of `fs` Hz.
-    fn ring_capacity(fs: f64) -> usize {
-        if fs.is_finite() && fs > 0.0 {
-            ((fs * MAX_SECONDS).ceil() as usize).clamp(1, MAX_RING)
-        } else {
-            1
+    /// The rings for a rate of `fs` Hz: values held per channel, and samples per value, such
+    /// that [`MAX_SECONDS`] fit in at most [`MAX_RING`] values.
+    fn ring_shape(fs: f64) -> (usize, usize) {
+        if !(fs.is_finite() && fs > 0.0) {
+            return (1, 1);
         }
+        let samples = (fs * MAX_SECONDS).ceil();
+        let every = (samples / MAX_RING as f64).ceil().max(1.0);
+        (((samples / every).ceil() as usize).clamp(1, MAX_RING), every as usize)
+    }
+
+    fn new_ring(&self) -> Ring {
+        let (capacity, every) = Self::ring_shape(self.sample_rate);
+        Ring::decimating(capacity, every)
+    }
+
+    /// The rate of the values the rings hold, Hz (the sample rate, or less; see [`MAX_RING`]).
+    pub fn held_rate(&self) -> f64 {
+        self.sample_rate / self.every as f64
     }
 
     /// The reply to `follow`: the session as it is now.
@@ -136,11 +156,11 @@ impl SessionView {
         self.description = info.description.clone();
         self.model = info.model.clone();
         self.sample_rate = info.sample_rate;
-        let cap = Self::ring_capacity(info.sample_rate);
+        self.every = Self::ring_shape(info.sample_rate).1;
         self.channels = info
             .channels
             .iter()
-            .map(|c| ChannelView { label: c.label.clone(), unit: c.unit.clone(), ring: Ring::new(cap) })
+            .map(|c| ChannelView { label: c.label.clone(), unit: c.unit.clone(), ring: self.new_ring() })
             .collect();
         self.state = Some(info.state);
         self.state_message = info.message.clone();
@@ -154,20 +174,28 @@ impl SessionView {
             (Some(_), None) => Some(BreakerView { state: BreakerState::Closed, failures: 0, retry_in: None }),
         };
         self.stream = if info.state.is_final() { Stream::Ended } else { Stream::Live };
+        self.revision += 1;
+    }
+
+    /// The stream ended: `None` after the final `state` event, else why it broke.
+    pub fn close(&mut self, error: Option<String>) {
+        if let Some(why) = error {
+            if !self.ended() {
+                self.stream = Stream::Closed(why);
+            }
+        }
+        self.revision += 1;
     }
 
     pub fn apply(&mut self, ev: &Event) {
+        self.revision += 1;
         match ev {
             Event::Samples { t, frames, data, .. } => {
                 if data.channels > self.channels.len() {
                     // More rows than the reply announced: show them under their numbers.
-                    let cap = Self::ring_capacity(self.sample_rate);
                     for n in self.channels.len()..data.channels {
-                        self.channels.push(ChannelView {
-                            label: format!("ch{}", n + 1),
-                            unit: String::new(),
-                            ring: Ring::new(cap),
-                        });
+                        let ring = self.new_ring();
+                        self.channels.push(ChannelView { label: format!("ch{}", n + 1), unit: String::new(), ring });
                     }
                 }
                 for (ch, view) in self.channels.iter_mut().enumerate().take(data.channels) {
@@ -299,6 +327,48 @@ pub(crate) mod tests {
         v.apply(&samples(15.0, &[&[1.0], &[2.0], &[3.0]]));
         assert_eq!(v.channels[2].label, "ch3");
         assert_eq!(v.channels[2].ring.len(), 1);
+    }
+
+    #[test]
+    fn ten_seconds_fit_at_any_rate() {
+        for (fs, capacity, every) in [
+            (10.0, 100, 1),
+            (250.0, 2500, 1),
+            (20_000.0, MAX_RING, 1),
+            (30_000.0, 150_000, 2),
+            (30_001.0, 150_005, 2),
+            (100_000.0, 200_000, 5),
+            (1e7, 200_000, 500),
+            (0.0, 1, 1),
+        ] {
+            let mut v = SessionView::connecting("s");
+            v.on_reply(&info("s", &["O1"], fs));
+            assert_eq!((v.channels[0].ring.capacity(), v.every), (capacity, every), "{fs} Hz");
+            if fs > 0.0 {
+                assert!(capacity as f64 * every as f64 >= fs * MAX_SECONDS, "{fs} Hz: 10 s fit");
+                assert_eq!(v.held_rate(), fs / every as f64);
+            }
+        }
+        for fs in [f64::NAN, f64::INFINITY, -1.0] {
+            assert_eq!(SessionView::ring_shape(fs), (1, 1), "{fs}");
+        }
+        // 64 channels at 30 kHz: 10 s of 1 s blocks hold 10 s (as means of 2 samples).
+        let labels: Vec<String> = (1..=64).map(|i| format!("E{i}")).collect();
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let mut v = SessionView::connecting("s");
+        v.on_reply(&info("s", &refs, 30_000.0));
+        let row: Vec<f32> = (0..30_000).map(|i| (i % 2) as f32).collect();
+        let rows: Vec<&[f32]> = (0..64).map(|_| row.as_slice()).collect();
+        let revision = v.revision;
+        for s in 0..12 {
+            v.apply(&samples(f64::from(s), &rows));
+        }
+        assert!(v.revision > revision);
+        assert!(v.channels.iter().all(|c| c.ring.len() == 150_000));
+        assert!(v.channels[63].ring.last(usize::MAX).all(|x| x == 0.5));
+        // A gap of 0.1 s at 30 kHz: 1500 held values.
+        v.apply(&event(serde_json::json!({"type":"gap","session":"s","t":3.0,"seconds":0.1,"lost_samples":null})));
+        assert_eq!(v.channels[0].ring.last(1600).filter(|x| x.is_nan()).count(), 1500);
     }
 
     #[test]

@@ -30,7 +30,11 @@ fn restore() {
 
 /// The terminal, taken over until this is dropped.
 pub struct Guard {
-    /// Set by SIGTERM, SIGINT or SIGHUP: the UI loop ends as if `q` had been pressed.
+    /// Set by SIGTERM or SIGINT: the UI loop ends as if `q` had been pressed. A second one ends
+    /// the process at once, with 128 + the signal's number (for a UI thread stuck writing to a
+    /// terminal that does not read; the terminal is left as it is then). SIGHUP (the terminal is
+    /// gone: nothing to restore, and crossterm's reader spins on a hung-up terminal instead of
+    /// returning) ends the process at once, with 129.
     pub signalled: Arc<AtomicBool>,
     signals: Vec<signal_hook::SigId>,
 }
@@ -41,9 +45,17 @@ impl Guard {
         install_panic_hook();
         let signalled = Arc::new(AtomicBool::new(false));
         let mut signals = Vec::new();
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            // In this order: the exit looks at the flag before the first signal sets it.
+            signals.push(signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, signalled.clone())?);
             signals.push(signal_hook::flag::register(sig, signalled.clone())?);
         }
+        let hup = signal_hook::consts::SIGHUP;
+        signals.push(signal_hook::flag::register_conditional_shutdown(
+            hup,
+            128 + hup,
+            Arc::new(AtomicBool::new(true)),
+        )?);
         let guard = Guard { signalled, signals };
         enable_raw_mode()?;
         ACTIVE.store(true, Ordering::SeqCst);

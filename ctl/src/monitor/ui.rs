@@ -115,7 +115,10 @@ pub fn draw(frame: &mut Frame, s: &Screen, meter: Option<&mut BandMeter>, scratc
         let [quality, bands] = Layout::vertical([Constraint::Min(3), Constraint::Length(7)]).areas(side);
         frame.render_widget(quality_widget(s, per_page), quality);
         let powers = match (meter, s.view.channels.get(s.nav.selected)) {
-            (Some(m), Some(ch)) => m.compute(ch.ring.last(usize::MAX), ch.ring.len()).ok_or(m.samples()),
+            (Some(m), Some(ch)) => {
+                let n = m.samples();
+                m.compute(ch.ring.last(n), ch.ring.len().min(n)).ok_or(n)
+            }
             _ => Err(0),
         };
         frame.render_widget(bands_widget(s, powers, bands.width.saturating_sub(2)), bands);
@@ -131,13 +134,13 @@ fn header_line<'a>(s: &Screen<'a>) -> Line<'a> {
         (Some(i), n) => format!(" ({i}/{n} live)"),
         (None, n) => format!(" ({n} live)"),
     };
-    let mut spans = vec![Span::raw(" session "), Span::styled(v.id.clone(), t.title()), Span::raw(position)];
+    let mut spans = vec![Span::raw(" session "), Span::styled(safe(&v.id), t.title()), Span::raw(position)];
     if !v.driver.is_empty() {
-        spans.extend([sep(), Span::raw(v.driver.clone())]);
-        spans.extend([sep(), Span::raw(v.model.clone().unwrap_or_else(|| "no model".into()))]);
+        spans.extend([sep(), Span::raw(safe(&v.driver))]);
+        spans.extend([sep(), Span::raw(v.model.as_deref().map_or_else(|| "no model".into(), safe))]);
         spans.extend([sep(), Span::raw(format!("{} ch @ {} Hz", v.channels.len(), number(v.sample_rate)))]);
         if !v.description.is_empty() {
-            spans.extend([sep(), Span::styled(v.description.clone(), t.dim())]);
+            spans.extend([sep(), Span::styled(safe(&v.description), t.dim())]);
         }
     }
     Line::from(spans)
@@ -147,16 +150,18 @@ fn status_line<'a>(s: &Screen<'a>) -> Line<'a> {
     let v = s.view;
     let t = s.theme;
     if let Some(note) = s.note {
-        return Line::styled(format!(" {note}"), t.warn());
+        return Line::styled(format!(" {}", safe(note)), t.warn());
     }
     match &v.stream {
-        Stream::Connecting => return Line::styled(format!(" connecting to session {}\u{2026}", v.id), t.warn()),
+        Stream::Connecting => {
+            return Line::styled(format!(" connecting to session {}\u{2026}", safe(&v.id)), t.warn());
+        }
         Stream::Closed(why) => {
-            return Line::styled(format!(" stream closed: {why}; Tab/n switches, q quits"), t.bad());
+            return Line::styled(format!(" stream closed: {}; Tab/n switches, q quits", safe(why)), t.bad());
         }
         Stream::Ended => {
             let state = v.state.map_or("ended", |s| s.as_str());
-            let why = v.state_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            let why = v.state_message.as_deref().map(|m| format!(": {}", safe(m))).unwrap_or_default();
             return Line::styled(
                 format!(" the session ended ({state}{why}); Tab/n switches to a live one, q quits"),
                 t.warn(),
@@ -208,10 +213,10 @@ fn status_line<'a>(s: &Screen<'a>) -> Line<'a> {
     }
     if let Some(p) = &v.problem {
         spans.push(sep());
-        spans.push(Span::styled(p.clone(), t.warn()));
+        spans.push(Span::styled(safe(p), t.warn()));
     } else if let Some((onset, text)) = &v.annotation {
         spans.push(sep());
-        spans.push(Span::raw(format!("marker \"{text}\" at {onset:.1} s")));
+        spans.push(Span::raw(format!("marker \"{}\" at {onset:.1} s", safe(text))));
     }
     Line::from(spans)
 }
@@ -261,7 +266,7 @@ fn draw_traces(frame: &mut Frame, s: &Screen, area: Rect, per_page: usize, scrat
         return;
     }
     let rows = (strips.height / page.len() as u16).max(1);
-    let shown = (span * v.sample_rate).round().max(1.0) as usize;
+    let shown = (span * v.held_rate()).round().max(1.0) as usize;
     for (i, ch) in page.clone().enumerate() {
         let y = strips.y + i as u16 * rows;
         if y >= strips.y + strips.height {
@@ -307,8 +312,8 @@ fn draw_strip(
         t.title()
     };
     let mut lines = vec![
-        Line::from(vec![Span::raw(marker), Span::styled(ch.label.clone(), name_style)]),
-        Line::styled(format!(" {}", scale_label(scale, &ch.unit)), t.dim().remove_modifier(Modifier::BOLD)),
+        Line::from(vec![Span::raw(marker), Span::styled(safe(&ch.label), name_style)]),
+        Line::styled(format!(" {}", scale_label(scale, &safe(&ch.unit))), t.dim().remove_modifier(Modifier::BOLD)),
     ];
     if !flags.is_empty() {
         lines.push(Line::styled(format!(" {}", flags.join(",")), t.bad()));
@@ -380,10 +385,10 @@ fn quality_widget<'a>(s: &Screen<'a>, per_page: usize) -> Paragraph<'a> {
     let mut lines = Vec::new();
     for c in q.channels.iter().filter(|c| on_page.contains(&c.label.as_str())) {
         let line = if c.flags.is_empty() {
-            Line::from(vec![Span::raw(format!("{:<8}", c.label)), Span::styled("ok", t.good())])
+            Line::from(vec![Span::raw(format!("{:<8}", safe(&c.label))), Span::styled("ok", t.good())])
         } else {
             let flags: Vec<&str> = c.flags.iter().map(|f| f.as_str()).collect();
-            Line::styled(format!("{:<8}{}", c.label, flags.join(", ")), t.bad())
+            Line::styled(format!("{:<8}{}", safe(&c.label), flags.join(", ")), t.bad())
         };
         lines.push(line);
     }
@@ -391,7 +396,7 @@ fn quality_widget<'a>(s: &Screen<'a>, per_page: usize) -> Paragraph<'a> {
         .channels
         .iter()
         .filter(|c| !c.flags.is_empty() && !on_page.contains(&c.label.as_str()))
-        .map(|c| format!("{} {}", c.label, c.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",")))
+        .map(|c| format!("{} {}", safe(&c.label), c.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",")))
         .collect();
     if !elsewhere.is_empty() {
         lines.push(Line::styled(format!("other pages: {}", elsewhere.join("; ")), t.bad()));
@@ -403,7 +408,7 @@ fn quality_widget<'a>(s: &Screen<'a>, per_page: usize) -> Paragraph<'a> {
 fn bands_widget<'a>(s: &Screen<'a>, powers: Result<Powers, usize>, inner_width: u16) -> Paragraph<'a> {
     let t = s.theme;
     let label = s.view.channels.get(s.nav.selected).map_or("-", |c| c.label.as_str());
-    let block = Block::bordered().title(format!(" Bands {label}, \u{b5}V\u{b2}, last 1 s "));
+    let block = Block::bordered().title(format!(" Bands {}, \u{b5}V\u{b2}, last 1 s ", safe(label)));
     let p = match powers {
         Ok(p) => p,
         Err(0) => {
@@ -467,9 +472,32 @@ fn number(v: f64) -> String {
     }
 }
 
-/// The decoded text's tail that fits `width`, control characters made visible.
+/// A string of the daemon's as it may go to the terminal: its control characters and bidi
+/// controls (which could hide or reorder what is around them) made `?`.
+pub fn safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() || is_bidi_control(c) { '?' } else { c }).collect()
+}
+
+/// Unicode's Bidi_Control characters: ALM, LRM, RLM, the embeddings and overrides (U+202A–E) and
+/// the isolates (U+2066–9).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The decoded text's tail that fits `width`, control characters made visible (bidi controls `?`).
 fn text_tail(text: &str, width: usize) -> String {
-    let shown: Vec<char> = text.chars().map(|c| if c.is_control() { '\u{b7}' } else { c }).collect();
+    let shown: Vec<char> = text
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                '\u{b7}'
+            } else if is_bidi_control(c) {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
     if shown.len() <= width {
         return shown.into_iter().collect();
     }
@@ -492,22 +520,22 @@ fn tokens_widget<'a>(s: &Screen<'a>, width: u16) -> Paragraph<'a> {
     match v.tokens.back() {
         None => lines.push(Line::styled("last  none yet", t.dim())),
         Some(last) => {
-            let recent: Vec<&str> = v.tokens.iter().rev().skip(1).take(8).map(|k| k.label.as_str()).collect();
+            let recent: Vec<String> = v.tokens.iter().rev().skip(1).take(8).map(|k| safe(&k.label)).collect();
             let before =
                 if recent.is_empty() { String::new() } else { format!(" \u{2502} before: {}", recent.join(" ")) };
             lines.push(Line::from(vec![
                 Span::styled("last  ", t.title()),
-                Span::styled(last.label.clone(), t.good()),
+                Span::styled(safe(&last.label), t.good()),
                 Span::raw(format!(
-                    " {:?} p={:.2} t={:.2} s {:.1} ms{before}",
-                    last.text,
+                    " {} p={:.2} t={:.2} s {:.1} ms{before}",
+                    safe(&format!("{:?}", last.text)),
                     last.confidence,
                     last.t,
                     last.latency_us as f64 / 1000.0,
                 )),
             ]));
             let probs: Vec<String> =
-                last.probabilities.iter().take(8).map(|(label, p)| format!("{label} {p:.2}")).collect();
+                last.probabilities.iter().take(8).map(|(label, p)| format!("{} {p:.2}", safe(label))).collect();
             lines.push(Line::from(vec![Span::styled("probs ", t.title()), Span::raw(probs.join("  "))]));
         }
     }
@@ -552,7 +580,7 @@ mod tests {
 
     fn screen_text(view: &SessionView, nav: &Nav, width: u16, height: u16) -> (Vec<String>, Drawn) {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-        let mut meter = BandMeter::new(view.sample_rate);
+        let mut meter = BandMeter::new(view.held_rate());
         let mut scratch = Vec::new();
         let mut drawn = None;
         terminal
@@ -661,6 +689,57 @@ mod tests {
         assert!(all.contains("Bands E10"), "{all}");
         // The flagged O2 is not among them: nothing flagged on this page.
         assert!(!all.contains("flat"), "{all}");
+    }
+
+    #[test]
+    fn daemon_strings_reach_the_terminal_without_controls_or_bidi_overrides() {
+        assert_eq!(safe("O1"), "O1");
+        assert_eq!(safe("a\u{1b}[2Jb\n\u{7f}\u{9b}"), "a?[2Jb???");
+        assert_eq!(safe("x\u{202e}y\u{2066}\u{2069}\u{200f}\u{61c}z\u{b5}V"), "x?y????z\u{b5}V");
+        assert_eq!(text_tail("a\u{202e}b\nc", 9), "a?b\u{b7}c");
+
+        let evil = "\u{202e}lol\u{1b}[31m\u{2067}";
+        let mut v = session(&["O1", evil]);
+        v.description = evil.into();
+        v.problem = Some(format!("warning: {evil}"));
+        v.apply(
+            &serde_json::from_value(serde_json::json!({"type":"token","session":"s","seq":9,"t":2.5,
+            "label":evil,"text":evil,"tokenizer":"gpt2","token_ids":[71],"confidence":0.91,
+            "probabilities":{(evil):0.91},"logit_bias":{},"latency_us":1500,"entered_ns":1}))
+            .unwrap(),
+        );
+        let mut nav = Nav::default();
+        nav.apply(super::super::keys::Action::NextChannel, 2, 8);
+        let (lines, _) = screen_text(&v, &nav, 120, 24);
+        let all = lines.join("\n");
+        assert!(!all.chars().any(|c| c.is_control() && c != '\n' || is_bidi_control(c)), "{all:?}");
+        assert!(all.contains("?lol?[31m?"), "{all}");
+        v.annotation = Some((1.0, evil.into()));
+        v.problem = None;
+        v.stream = Stream::Closed(evil.into());
+        for (view, note) in [(&v, None), (&v, Some(evil))] {
+            let mut terminal = Terminal::new(TestBackend::new(120, 24)).unwrap();
+            terminal
+                .draw(|f| {
+                    let s = Screen { view, nav: &nav, position: (None, 0), note, theme: Theme { color: true } };
+                    draw(f, &s, None, &mut Vec::new());
+                })
+                .unwrap();
+            let buf = terminal.backend().buffer();
+            let text: String = buf.content().iter().map(|c| c.symbol()).collect();
+            assert!(!text.chars().any(|c| c.is_control() || is_bidi_control(c)), "{text:?}");
+            assert!(text.contains("?lol?[31m?"), "{text}");
+        }
+        v.stream = Stream::Live;
+        let annotated = status_line(&Screen {
+            view: &v,
+            nav: &nav,
+            position: (None, 0),
+            note: None,
+            theme: Theme { color: false },
+        });
+        let text: String = annotated.spans.iter().map(|s| s.content.as_ref()).collect();
+        assert!(text.contains("marker \"?lol?[31m?\""), "{text}");
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub fn parse_size(arg: &str) -> Result<(u32, u32), String> {
             return Err(format!("'{arg}': a {what} of {v} pixels is out of range (64 to 16384)"));
         }
     }
+    // An RGB image of this many pixels is held in memory while it is drawn: 64 megapixels
+    // (192 MB) at most.
+    if u64::from(w) * u64::from(h) > 64_000_000 {
+        return Err(format!("'{arg}': {w} × {h} pixels is more than 64 megapixels; draw it smaller"));
+    }
     Ok((w, h))
 }
 
@@ -266,7 +271,10 @@ impl Collector {
             Event::Samples { t, frames, data, .. } => self.samples(*t, *frames, data),
             Event::Quality { quality, .. } => self.quality(quality),
             Event::Token { t, label, confidence, .. } => {
-                self.tokens.push(TokenMark { t: *t, label: label.clone(), confidence: f64::from(*confidence) })
+                // A model's label is its package's text: no control characters into the SVG (XML
+                // has no way to write most of them) or the PNG.
+                let label = label.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+                self.tokens.push(TokenMark { t: *t, label, confidence: f64::from(*confidence) })
             }
             Event::Lost { count, .. } => self.lost += count,
             _ => {}

@@ -45,7 +45,7 @@ pub fn run<W: Write>(args: &PlotArgs, json: bool, transport: &Transport, out: &m
     let fig = gather(args, transport)?;
 
     let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&args.output).map_err(|e| {
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&args.output).map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
                 "already exists; give a new file name (nothing is overwritten)".to_string()
             } else {
@@ -254,7 +254,32 @@ fn stored(transport: &Transport, id: &str, info: Option<&SessionInfo>) -> Result
     }
 
     let csv_path = scratch.0.join("samples.csv");
+    enough_room(&scratch.0, info)?;
     data::read_csv(export(transport, id, "csv", &csv_path)?, &mut c).map_err(|e| bad("csv", e))?;
     drop(scratch);
     Ok(c.finish(Source::Stored))
+}
+
+/// The CSV of a stored session goes through a temporary file (removed by name at once, but its
+/// space is used until the export ends): refused when it would not fit in half of what is free
+/// there, estimated from the frames the daemon counted when it still lists the session.
+fn enough_room(dir: &std::path::Path, info: Option<&SessionInfo>) -> Result<(), CtlError> {
+    let Ok(fs) = nix::sys::statvfs::statvfs(dir) else { return Ok(()) };
+    let free = fs.blocks_available() * fs.fragment_size();
+    // About 12 bytes a value in the CSV (a number and its separator), plus the time column.
+    let needed = info.map_or(0, |i| i.frames.saturating_mul(i.channels.len() as u64 + 1).saturating_mul(12));
+    if needed > free / 2 {
+        return Err(CtlError::new(
+            Kind::Usage,
+            format!(
+                "session {}'s samples need about {} MiB of temporary space in {} and {} MiB are free; set TMPDIR \
+                 to a larger file system, or plot the session while it is live (--seconds)",
+                info.map_or("?", |i| i.id.as_str()),
+                needed >> 20,
+                dir.display(),
+                free >> 20
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -266,7 +266,7 @@ impl DaemonObject {
     }
 
     /// Writes a stored session into `file` (empty, open for writing) as `format` (edf, bdf,
-    /// csv); `options`: `features` (s), `dp_epsilon`, `dp_delta`, `dp_clip` (d) for a private
+    /// csv, events); `options`: `features` (s), `dp_epsilon`, `dp_delta`, `dp_clip` (d) for a private
     /// release of features instead.
     #[allow(clippy::too_many_arguments)]
     #[zbus(out_args("exported"))]

@@ -61,14 +61,15 @@ CREATE TABLE dp_budget (
 );
 ";
 
-/// Version 4: the audit log by action, so that `health` and the metrics find the last backup
-/// without reading the whole log.
-const V4: &str = "
-CREATE INDEX audit_by_action ON audit (action, t);
-";
-
 /// Every migration, in order: `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+
+/// Indexes that change no data, made at every open: a daemon of an earlier version reads the
+/// store as it is (no schema version for them).
+pub const INDEXES: &str = "
+-- `health` and the metrics find the last backup without reading the whole audit log.
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, t);
+";
 
 /// The version this build writes.
 pub fn current_version() -> u32 {

@@ -76,6 +76,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| fail(format!("setting up: {e}")))?;
     schema::migrate(&mut conn).map_err(fail)?;
+    conn.execute_batch(schema::INDEXES).map_err(|e| fail(format!("creating indexes: {e}")))?;
     Ok(conn)
 }
 
