@@ -245,6 +245,13 @@ fn the_bus_refuses_by_role_and_ownership_and_audits_every_refusal() {
         assert!(!out.status.success(), "{method}: {}", text(&out));
         assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{method}: {}", text(&out));
     }
+    // Health is anyone's (their own sessions only); the metrics are the operators'.
+    let out = gdbus(Some(&w.eve), &bus, "/org/bci2token", "org.bci2token.Daemon1.Health", &[]);
+    assert!(out.status.success() && text(&out).contains("'verdict'"), "{}", text(&out));
+    let out = gdbus(Some(&w.eve), &bus, "/org/bci2token", "org.bci2token.Daemon1.Metrics", &[]);
+    assert!(text(&out).contains("org.bci2token.Error.PermissionDenied"), "{}", text(&out));
+    let out = gdbus(Some(&w.alice), &bus, "/org/bci2token", "org.bci2token.Daemon1.Metrics", &[]);
+    assert!(out.status.success() && text(&out).contains("bci2token_build_info"), "{}", text(&out));
     // An operator: admin methods refused, with the group to join in the message.
     for method in ["RotateKey", "VerifyAudit"] {
         let out = gdbus(Some(&w.alice), &bus, "/org/bci2token", &format!("org.bci2token.Daemon1.{method}"), &[]);
@@ -551,6 +558,33 @@ fn bci2tokenctl_prints_the_same_over_the_bus_and_the_socket() {
         }
         assert_eq!((s.code, &s.stderr), (b.code, &b.stderr));
     }
+    // Health: all but the uptime and the store's size (the audit log grows with every call); the
+    // store's facts are the same cached read. The metrics: the same families either way.
+    for json in [false, true] {
+        let args: &[&str] = if json { &["--json", "health"] } else { &["health"] };
+        let (s, b) = both(args);
+        assert_eq!((s.code, b.code), (Some(0), Some(0)), "{s:?} {b:?}");
+        if json {
+            let strip = |t: &str| {
+                let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
+                v["uptime_seconds"] = serde_json::Value::Null;
+                for k in ["size_bytes", "wal_bytes", "free_bytes"] {
+                    v["store"][k] = serde_json::Value::Null;
+                }
+                v
+            };
+            assert_eq!(strip(&s.stdout), strip(&b.stdout));
+            assert_eq!(strip(&s.stdout)["verdict"], "ok", "{}", s.stdout);
+        } else {
+            let volatile = ["Uptime", "Store"];
+            assert_eq!(steady(&s.stdout, &volatile), steady(&b.stdout, &volatile));
+        }
+    }
+    let (s, b) = both(&["metrics"]);
+    assert_eq!((s.code, b.code), (Some(0), Some(0)), "{s:?} {b:?}");
+    let families = |t: &str| t.lines().filter(|l| l.starts_with("# TYPE ")).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(families(&s.stdout), families(&b.stdout));
+    assert!(s.stdout.contains("bci2token_build_info{version="), "{}", s.stdout);
     // The audit log: the bus sees one entry more, the socket's own listing.
     let (s, b) = both(&["--json", "audit", "list"]);
     let (s, b): (Vec<serde_json::Value>, Vec<serde_json::Value>) =
