@@ -61,6 +61,7 @@ pub fn bin_dir() -> PathBuf {
         "bci2tokend",
         "bci2tokenctl",
         "bci2token-driver-host",
+        "libbci2token_driver_brainflow.so",
         "libbci2token_driver_lsl.so",
         "libbci2token_driver_openbci.so",
         "libbci2token_driver_replay.so",

@@ -59,7 +59,9 @@ pub fn readable_paths(
     config: &serde_json::Map<String, serde_json::Value>,
 ) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut admin: Vec<PathBuf> = cfg.lsl_library.iter().cloned().collect();
-    admin.extend(std::env::var_os("BCI2TOKEN_LIBLSL").map(PathBuf::from));
+    for var in ["BCI2TOKEN_LIBLSL", "BCI2TOKEN_BRAINFLOW_LIB"] {
+        admin.extend(std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from));
+    }
     for (key, value) in config {
         if let (true, Some(p)) = (key.starts_with('_'), value.as_str()) {
             admin.push(PathBuf::from(p));

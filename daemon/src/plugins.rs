@@ -119,7 +119,8 @@ impl Driver {
             Isolation::InProcess => self.in_process()?.probe(),
             Isolation::Process => {
                 let exe = host_exe().map_err(|m| self.error(m))?;
-                let found = client::describe(exe, &self.path, sandbox_for(cfg, &self.path), limits(cfg), true)?;
+                let found =
+                    client::describe(exe, &self.path, sandbox_for(cfg, &self.path, &self.name), limits(cfg), true)?;
                 if found.name != self.name || found.abi != self.abi {
                     let (major, minor) = found.abi;
                     return Err(self.error(format!(
@@ -140,9 +141,17 @@ impl Driver {
 }
 
 /// What a host that only describes or probes may read and preload: as a session's host with
-/// no session settings.
-fn sandbox_for(cfg: &Config, plugin: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    readable_paths(cfg, plugin, &serde_json::Map::new())
+/// no session settings but the admin's for this driver (`[drivers.NAME] library` is readable and
+/// preloaded, so a probe that looks the library up by name finds that one).
+fn sandbox_for(cfg: &Config, plugin: &Path, driver: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let admin: serde_json::Map<String, serde_json::Value> = cfg
+        .driver_settings
+        .get(driver)
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| (format!("_{key}"), value.clone()))
+        .collect();
+    readable_paths(cfg, plugin, &admin)
 }
 
 fn limits(cfg: &Config) -> Limits {
@@ -243,7 +252,7 @@ fn load_here(file: &Path) -> Result<Driver, String> {
 
 fn describe_in_host(cfg: &Config, file: &Path) -> Result<Driver, String> {
     let exe = host_exe()?;
-    let found = client::describe(exe, file, sandbox_for(cfg, file), limits(cfg), false).map_err(|e| {
+    let found = client::describe(exe, file, sandbox_for(cfg, file, ""), limits(cfg), false).map_err(|e| {
         // Most of the host's messages name the file already.
         let path = file.display().to_string();
         if e.message.contains(&path) {

@@ -35,10 +35,11 @@ impl FileArg {
 }
 
 /// Whether a driver config key names a file, by the drivers' convention: `path`, or a name ending
-/// in `_path` or `_file`. bci2tokenctl passes such files as descriptors; a system daemon refuses
-/// a path for them.
+/// in `_path` or `_file`; and BrainFlow's own names for its files (`file`, `file_aux`, `file_anc`,
+/// which the brainflow driver passes through). bci2tokenctl passes such files as descriptors; a
+/// system daemon refuses a path for them.
 pub fn is_file_key(key: &str) -> bool {
-    key == "path" || key.ends_with("_path") || key.ends_with("_file")
+    matches!(key, "path" | "file" | "file_aux" | "file_anc") || key.ends_with("_path") || key.ends_with("_file")
 }
 
 /// Most descriptors one request may carry.

@@ -159,9 +159,17 @@ fn spawn_host(host: &HostExe, name: &str, held: &[OwnedFd]) -> Result<Spawned, S
     cmd.env_clear();
     for (key, value) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        let keep =
-            matches!(&*k, "PATH" | "HOME" | "LANG" | "TZ" | "LSLAPICFG" | "LD_LIBRARY_PATH" | "BCI2TOKEN_LIBLSL")
-                || k.starts_with("LC_");
+        let keep = matches!(
+            &*k,
+            "PATH"
+                | "HOME"
+                | "LANG"
+                | "TZ"
+                | "LSLAPICFG"
+                | "LD_LIBRARY_PATH"
+                | "BCI2TOKEN_LIBLSL"
+                | "BCI2TOKEN_BRAINFLOW_LIB"
+        ) || k.starts_with("LC_");
         if keep {
             cmd.env(key, value);
         }

@@ -2,8 +2,9 @@
 //! found in sysfs, plus the ports named in `BCI2TOKEN_OPENBCI_PORTS` (comma-separated; for
 //! adapters with other ids, or fixed names from udev symlinks).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use bci2token_driver_abi::serial::{read_trimmed, usb_ports};
 use bci2token_driver_abi::types::DeviceInfo;
 
 /// The dongle's USB vendor and product ids.
@@ -11,42 +12,19 @@ pub const DONGLE_USB_ID: (&str, &str) = ("0403", "6015");
 /// Environment variable with extra ports to list.
 pub const PORTS_ENV: &str = "BCI2TOKEN_OPENBCI_PORTS";
 
-fn read_trimmed(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
-
-/// The USB device directory above a tty's `device` link: the first ancestor with `idVendor`.
-fn usb_device(tty: &Path) -> Option<PathBuf> {
-    let mut dir = std::fs::canonicalize(tty.join("device")).ok()?;
-    loop {
-        if dir.join("idVendor").exists() {
-            return Some(dir);
-        }
-        if !dir.pop() {
-            return None;
-        }
-    }
-}
-
 /// Dongles under `sysfs` (normally `/sys`), sorted by device name.
 pub fn dongles(sysfs: &Path) -> Vec<DeviceInfo> {
-    let Ok(entries) = std::fs::read_dir(sysfs.join("class/tty")) else { return Vec::new() };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let tty = entry.path();
-        let Some(usb) = usb_device(&tty) else { continue };
-        let ids = (read_trimmed(&usb.join("idVendor")), read_trimmed(&usb.join("idProduct")));
-        if ids.0.as_deref() != Some(DONGLE_USB_ID.0) || ids.1.as_deref() != Some(DONGLE_USB_ID.1) {
+    for usb in usb_ports(sysfs) {
+        if (usb.vendor.as_str(), usb.product.as_str()) != DONGLE_USB_ID {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let port = format!("/dev/{name}");
         let mut description = format!("OpenBCI dongle (FTDI {}:{}", DONGLE_USB_ID.0, DONGLE_USB_ID.1);
-        if let Some(s) = read_trimmed(&usb.join("serial")) {
+        if let Some(s) = &usb.serial {
             description.push_str(&format!(", serial {s}"));
         }
         description.push(')');
-        if let Some(ms) = read_trimmed(&tty.join("device/latency_timer")).and_then(|v| v.parse::<u32>().ok()) {
+        if let Some(ms) = read_trimmed(&usb.sysfs.join("device/latency_timer")).and_then(|v| v.parse::<u32>().ok()) {
             if ms > 1 {
                 description.push_str(&format!(
                     "; FTDI latency timer {ms} ms: data arrives in bursts, install the udev rule that sets 1 ms"
@@ -54,10 +32,9 @@ pub fn dongles(sysfs: &Path) -> Vec<DeviceInfo> {
             }
         }
         let mut config = serde_json::Map::new();
-        config.insert("port".into(), port.clone().into());
-        found.push(DeviceInfo { id: port, description, config });
+        config.insert("port".into(), usb.port.clone().into());
+        found.push(DeviceInfo { id: usb.port, description, config });
     }
-    found.sort_by(|a, b| a.id.cmp(&b.id));
     found
 }
 

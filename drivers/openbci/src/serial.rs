@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bci2token_driver_abi::serial::is_serial_line;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{
     ClearBuffer, DataBits, FlowControl, Parity, SerialPort, SerialPortBuilderExt, SerialStream, StopBits,
@@ -22,15 +23,6 @@ pub struct Port {
     stream: SerialStream,
     rt: tokio::runtime::Runtime,
     path: PathBuf,
-}
-
-/// A serial line: a USB serial adapter (ttyUSB, major 188; ttyACM, 166), or a pseudo-terminal
-/// (136–143) when allowed; never a file, a watchdog, a disk or a console.
-fn serial_line(m: &std::fs::Metadata, allow_pty: bool) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let rdev = m.rdev();
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    m.file_type().is_char_device() && (matches!(major, 188 | 166) || (allow_pty && (136..=143).contains(&major)))
 }
 
 impl Port {
@@ -56,7 +48,7 @@ impl Port {
                 return Err(open_error(path, &e));
             }
         };
-        if std::fs::metadata(&resolved).is_ok_and(|m| !serial_line(&m, allow_pty)) {
+        if std::fs::metadata(&resolved).is_ok_and(|m| !is_serial_line(&m, allow_pty)) {
             return Err(not_serial());
         }
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -80,7 +72,7 @@ impl Port {
             let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
             std::fs::File::from(fd.try_clone_to_owned().map_err(|e| format!("{}: {e}", path.display()))?).metadata()
         };
-        if !opened.is_ok_and(|m| serial_line(&m, allow_pty)) {
+        if !opened.is_ok_and(|m| is_serial_line(&m, allow_pty)) {
             return Err(not_serial());
         }
         let mut port = Port { stream, rt, path: path.to_path_buf() };

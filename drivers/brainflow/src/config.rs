@@ -1,0 +1,212 @@
+//! The `brainflow` driver's session keys, and BrainFlow's input parameters (its
+//! `BrainFlowInputParams` JSON) built from them.
+//!
+//! A driver runs with the daemon's rights, so nothing a caller sets may make it open what the
+//! caller could not: `serial_port` must be a serial line ([`checked_port`]), and BrainFlow's file
+//! parameters (`file`, `file_aux`, `file_anc`) are files the caller passes (bci2tokenctl opens
+//! them with the caller's rights), which BrainFlow reads through `/proc/self/fd`. The library to
+//! load is the admin's (`[drivers.brainflow] library`): a session that could name one would run
+//! its code as the daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bci2token_driver_abi::plugin::{config_bool, config_f64, config_file, config_string, reject_unknown_keys, Config};
+use bci2token_driver_abi::serial::checked_port;
+
+use crate::boards::Rows;
+
+/// BrainFlow's text parameters, passed through (but `serial_port` and the files, checked first).
+const TEXT_PARAMS: &[&str] =
+    &["mac_address", "ip_address", "ip_address_aux", "ip_address_anc", "other_info", "serial_number"];
+/// BrainFlow's whole-number parameters.
+const NUMBER_PARAMS: &[&str] = &["ip_port", "ip_port_aux", "ip_port_anc", "timeout"];
+/// BrainFlow's file parameters.
+pub const FILE_PARAMS: &[&str] = &["file", "file_aux", "file_anc"];
+
+/// Every session key.
+pub const KEYS: &[&str] = &[
+    "board",
+    "master_board",
+    "preset",
+    "channels",
+    "labels",
+    "stall_timeout",
+    "reconnect",
+    "serial_port",
+    "mac_address",
+    "ip_address",
+    "ip_address_aux",
+    "ip_address_anc",
+    "ip_port",
+    "ip_port_aux",
+    "ip_port_anc",
+    "ip_protocol",
+    "other_info",
+    "timeout",
+    "serial_number",
+    "file",
+    "file_aux",
+    "file_anc",
+];
+
+/// Longest text parameter taken (BrainFlow's own are short: addresses, names).
+const MAX_TEXT: usize = 1024;
+
+#[derive(Debug)]
+pub struct BrainFlowConfig {
+    /// As given; resolved against the library's boards ([`crate::boards::resolve`]).
+    pub board: String,
+    pub master_board: Option<String>,
+    pub preset: i32,
+    pub rows: Rows,
+    pub labels: Option<Vec<String>>,
+    /// No sample for this long marks the device lost.
+    pub stall_timeout: Duration,
+    pub reconnect: bool,
+    /// The admin's library (host key `_library`).
+    pub library: Option<PathBuf>,
+    /// BrainFlow's input parameters but `master_board` (set once the board is resolved).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// The files passed for BrainFlow's file parameters, kept open for the device's life.
+    pub files: Vec<std::fs::File>,
+    /// `serial_port`, checked, for messages.
+    pub port: Option<PathBuf>,
+}
+
+impl BrainFlowConfig {
+    pub fn from_config(config: &Config) -> Result<BrainFlowConfig, String> {
+        reject_unknown_keys("brainflow", config, KEYS)?;
+        let board = config_string(config, "board")?.ok_or(
+            "needs `board`: BrainFlow's board name or id, for example --set board=Synthetic or --set board=Cyton \
+             --set serial_port=/dev/ttyUSB0; `bci2tokenctl devices --driver brainflow` lists the boards",
+        )?;
+        let stall = config_f64(config, "stall_timeout")?.unwrap_or(3.0);
+        if !(stall.is_finite() && stall > 0.0 && stall <= 3600.0) {
+            return Err(format!(
+                "config key `stall_timeout`: {stall} s is not allowed; use seconds above 0 and up to 3600"
+            ));
+        }
+        let labels =
+            config_string(config, "labels")?.map(|s| s.split(',').map(|l| l.trim().to_string()).collect::<Vec<_>>());
+        if labels.as_ref().is_some_and(|l| l.iter().any(String::is_empty)) {
+            return Err("config key `labels`: an empty label; give one label per channel, separated by commas".into());
+        }
+        let allow_pty = config_bool(config, "_caller_paths")?.unwrap_or(false)
+            || config_bool(config, "_allow_pty")?.unwrap_or(false);
+
+        let mut params = serde_json::Map::new();
+        for key in TEXT_PARAMS.iter().chain(["serial_port"].iter()).chain(FILE_PARAMS) {
+            params.insert((*key).into(), "".into());
+        }
+        for key in NUMBER_PARAMS.iter().chain(["ip_protocol"].iter()) {
+            params.insert((*key).into(), 0.into());
+        }
+        for key in TEXT_PARAMS {
+            if let Some(v) = config_string(config, key)? {
+                if v.len() > MAX_TEXT || v.contains('\0') {
+                    return Err(format!("config key `{key}`: longer than {MAX_TEXT} bytes, or holds a NUL"));
+                }
+                params.insert((*key).into(), v.into());
+            }
+        }
+        for key in NUMBER_PARAMS {
+            if let Some(v) = config_f64(config, key)? {
+                let most = if *key == "timeout" { 3600.0 } else { 65535.0 };
+                if !(v.fract() == 0.0 && (0.0..=most).contains(&v)) {
+                    return Err(format!("config key `{key}`: {v} is not a whole number from 0 to {most}"));
+                }
+                params.insert((*key).into(), (v as i64).into());
+            }
+        }
+        if let Some(v) = config_string(config, "ip_protocol")? {
+            let p = match v.to_ascii_lowercase().as_str() {
+                "none" | "0" => 0,
+                "udp" | "1" => 1,
+                "tcp" | "2" => 2,
+                _ => return Err(format!("config key `ip_protocol`: {v:?} is not none, udp or tcp")),
+            };
+            params.insert("ip_protocol".into(), p.into());
+        }
+        let mut port = None;
+        if let Some(p) = config_string(config, "serial_port")? {
+            let checked = checked_port(std::path::Path::new(&p), allow_pty)
+                .map_err(|e| format!("config key `serial_port`: {e}"))?;
+            params.insert("serial_port".into(), checked.to_string_lossy().into_owned().into());
+            port = Some(PathBuf::from(p));
+        }
+        let mut files = Vec::new();
+        for key in FILE_PARAMS {
+            if let Some(f) = config_file(config, key)? {
+                use std::os::fd::AsRawFd;
+                params.insert((*key).into(), format!("/proc/self/fd/{}", f.file.as_raw_fd()).into());
+                files.push(f.file);
+            }
+        }
+        Ok(BrainFlowConfig {
+            board,
+            master_board: config_string(config, "master_board")?,
+            preset: config_string(config, "preset")?.map(|p| crate::boards::preset(&p)).transpose()?.unwrap_or(0),
+            rows: config_string(config, "channels")?.map(|r| Rows::parse(&r)).transpose()?.unwrap_or(Rows::Eeg),
+            labels,
+            stall_timeout: Duration::from_secs_f64(stall),
+            reconnect: config_bool(config, "reconnect")?.unwrap_or(true),
+            library: config_string(config, "_library")?.map(PathBuf::from),
+            params,
+            files,
+            port,
+        })
+    }
+
+    /// BrainFlow's input parameters as its JSON, for `master_board` (or BrainFlow's NO_BOARD).
+    pub fn params_json(&self, master_board: Option<i32>) -> String {
+        let mut params = self.params.clone();
+        params.insert("master_board".into(), master_board.unwrap_or(-100).into());
+        serde_json::Value::Object(params).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        pairs.iter().map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v))).collect()
+    }
+
+    #[test]
+    fn every_brainflow_parameter_is_in_the_json_with_its_default() {
+        let c = BrainFlowConfig::from_config(&config(&[
+            ("board", "Cyton"),
+            ("ip_port", "6677"),
+            ("ip_protocol", "udp"),
+            ("other_info", "a\"b"),
+        ]))
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&c.params_json(None)).unwrap();
+        assert_eq!(json["ip_port"], 6677);
+        assert_eq!(json["ip_protocol"], 1);
+        assert_eq!(json["other_info"], "a\"b", "quotes stay inside the value");
+        assert_eq!(json["master_board"], -100);
+        assert_eq!(json["serial_port"], "");
+        assert_eq!(json["timeout"], 0);
+        assert_eq!(json.as_object().unwrap().len(), 16, "{json}");
+        assert_eq!(c.stall_timeout, Duration::from_secs(3));
+        assert_eq!(c.rows, Rows::Eeg);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let e = |pairs: &[(&str, &str)]| BrainFlowConfig::from_config(&config(pairs)).unwrap_err();
+        assert!(e(&[]).contains("needs `board`"));
+        assert!(e(&[("board", "Cyton"), ("port", "/dev/ttyUSB0")]).contains("no config key `port`"));
+        assert!(e(&[("board", "Cyton"), ("ip_port", "70000")]).contains("`ip_port`"));
+        assert!(e(&[("board", "Cyton"), ("ip_protocol", "sctp")]).contains("none, udp or tcp"));
+        assert!(e(&[("board", "Cyton"), ("serial_port", "/etc/passwd")]).contains("is not a serial port"));
+        assert!(e(&[("board", "Cyton"), ("serial_port", "/dev/ttyNOSUCH")]).contains("no such port"));
+        assert!(e(&[("board", "Cyton"), ("channels", "some")]).contains("eeg, exg or all"));
+        assert!(e(&[("board", "Cyton"), ("labels", "a,,b")]).contains("empty label"));
+        // A system daemon opens no file by a caller's path.
+        assert!(e(&[("board", "PlayBack"), ("file", "/etc/shadow")]).contains("pass the file itself"));
+    }
+}

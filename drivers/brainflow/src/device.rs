@@ -1,0 +1,518 @@
+//! The `brainflow` driver as a plugin: open = `prepare_session`, start = `start_stream`, read =
+//! the samples in BrainFlow's ring (`get_board_data_count` + `get_board_data`) as blocks of the
+//! chosen rows, with gaps from the board's package counter and markers as annotations; a board
+//! that stops sending is released and prepared again with back-off, as the openbci driver does.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bci2token_driver_abi::ffi::block_flags;
+use bci2token_driver_abi::plugin::{Config, Device, Driver, ReadOutcome};
+use bci2token_driver_abi::serial::usb_ports;
+use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
+
+use crate::boards::{self, Channel, Descr};
+use crate::config::BrainFlowConfig;
+use crate::library::{BoardController, Session};
+
+/// How often BrainFlow's ring is looked at while it is empty: it has no call that waits, and 1 ms
+/// keeps a block's latency near the board's own.
+const POLL: Duration = Duration::from_millis(1);
+/// First and longest wait between attempts to prepare a lost board again.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(4);
+/// BrainFlow's ring, in seconds of samples: reads empty it every few milliseconds, so this only
+/// bridges a stalled consumer (the daemon's own buffers are behind it).
+const RING_SECONDS: f64 = 30.0;
+
+pub struct BrainFlowDriver;
+
+impl Driver for BrainFlowDriver {
+    const NAME: &'static str = "brainflow";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Device = BrainFlowDevice;
+
+    /// The boards the library knows, then the USB serial ports present (for serial boards).
+    fn probe() -> Result<Vec<DeviceInfo>, String> {
+        let lib = BoardController::load(None)?;
+        let version = lib.version();
+        let mut list: Vec<DeviceInfo> = boards::catalogue(lib)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|b| {
+                let mut config = serde_json::Map::new();
+                config.insert("board".into(), b.id.to_string().into());
+                let rate = b.rate.map_or("the master board's rate".to_string(), |r| format!("{r} Hz"));
+                let presets: Vec<&str> = b.presets.iter().map(|&p| boards::preset_name(p)).collect();
+                DeviceInfo {
+                    id: format!("board {}", b.id),
+                    description: format!(
+                        "BrainFlow {version}: {} (board id {}), {} EEG channels at {rate}, presets {}",
+                        b.name,
+                        b.id,
+                        b.eeg,
+                        presets.join(", ")
+                    ),
+                    config,
+                }
+            })
+            .collect();
+        for port in usb_ports(std::path::Path::new("/sys")) {
+            let mut config = serde_json::Map::new();
+            config.insert("serial_port".into(), port.port.clone().into());
+            list.push(DeviceInfo {
+                id: port.port.clone(),
+                description: format!(
+                    "USB serial port ({}:{}{}) for a serial board: add --set board=NAME",
+                    port.vendor,
+                    port.product,
+                    port.name.map(|n| format!(", {n}")).unwrap_or_default()
+                ),
+                config,
+            });
+        }
+        Ok(list)
+    }
+
+    fn open(config: &Config) -> Result<BrainFlowDevice, String> {
+        let cfg = BrainFlowConfig::from_config(config)?;
+        let lib = BoardController::load(cfg.library.as_deref())?;
+        let catalogue = boards::catalogue(lib).map_err(|e| e.to_string())?;
+        let board = boards::resolve(&catalogue, "board", &cfg.board)?;
+        let master = match (&cfg.master_board, board) {
+            (Some(m), _) => Some(boards::resolve(&catalogue, "master_board", m)?),
+            (None, boards::PLAYBACK | boards::STREAMING) => {
+                return Err("BrainFlow's playback and streaming boards need `master_board`: the board whose rows the \
+                            data has (for example --set master_board=Cyton)"
+                    .into())
+            }
+            (None, _) => None,
+        };
+        // The rows are those of the master board where there is one.
+        let layout = master.unwrap_or(board);
+        let descr = lib
+            .board_descr(layout, cfg.preset)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("config key `preset`: board {layout} has no {} preset", boards::preset_name(cfg.preset))
+            })
+            .and_then(|json| Descr::parse(&json))?;
+        let rate = descr.sampling_rate.filter(|r| r.is_finite() && *r > 0.0).ok_or_else(|| {
+            format!("BrainFlow gives no sampling rate for board {layout} preset {}", boards::preset_name(cfg.preset))
+        })?;
+        let rows = descr.num_rows.ok_or_else(|| format!("BrainFlow gives no row count for board {layout}"))?;
+        let mut channels = boards::channels(&descr, cfg.rows);
+        if let Some(bad) = channels.iter().find(|c| c.row >= rows) {
+            return Err(format!("BrainFlow's description of board {layout} names row {} of {rows}", bad.row));
+        }
+        if channels.is_empty() {
+            return Err(format!(
+                "board {} ({}) has no {} rows in its {} preset; try --set channels=all or another preset",
+                layout,
+                descr.name,
+                match cfg.rows {
+                    boards::Rows::Eeg => "EEG",
+                    boards::Rows::Exg => "EEG, EMG, ECG or EOG",
+                    boards::Rows::All => "data",
+                },
+                boards::preset_name(cfg.preset)
+            ));
+        }
+        if let Some(labels) = &cfg.labels {
+            if labels.len() != channels.len() {
+                return Err(format!(
+                    "config key `labels`: {} labels for {} channels ({})",
+                    labels.len(),
+                    channels.len(),
+                    channels.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(",")
+                ));
+            }
+            for (c, l) in channels.iter_mut().zip(labels) {
+                c.label = l.clone();
+            }
+        }
+        let bookkeeping = [descr.package_num_channel, descr.marker_channel, descr.timestamp_channel];
+        if bookkeeping.iter().flatten().any(|&r| r >= rows) {
+            return Err(format!("BrainFlow's description of board {layout} names a row beyond its {rows}"));
+        }
+        let params = cfg.params_json(master);
+        let session = lib.prepare(board, &params).map_err(|e| prepare_error(&cfg, e))?;
+        let max_block = ((rate / 50.0).ceil() as usize).max(64);
+        let description = format!(
+            "BrainFlow {}: {}{} (board id {board}{}), {} preset{}",
+            lib.version(),
+            descr.name,
+            if master.is_some() {
+                format!(" of {}", catalogue.iter().find(|b| b.id == board).map_or("?", |b| b.name.as_str()))
+            } else {
+                String::new()
+            },
+            master.map(|m| format!(", master board {m}")).unwrap_or_default(),
+            boards::preset_name(cfg.preset),
+            cfg.port.as_ref().map(|p| format!(", on {}", p.display())).unwrap_or_default()
+        );
+        Ok(BrainFlowDevice {
+            lib,
+            board,
+            playback: board == boards::PLAYBACK,
+            params,
+            session: Some(session),
+            lost: None,
+            preset: cfg.preset,
+            rows,
+            rate,
+            channels,
+            package_row: descr.package_num_channel,
+            marker_row: descr.marker_channel,
+            max_block,
+            ring: ((rate * RING_SECONDS) as usize).max(4 * max_block),
+            description,
+            stall_timeout: cfg.stall_timeout,
+            reconnect: cfg.reconnect,
+            _files: cfg.files,
+            staged: Vec::new(),
+            staged_n: 0,
+            cursor: 0,
+            counter: Counter::default(),
+            pending_lost: None,
+            next_frame: 0,
+            next_flags: 0,
+            events: VecDeque::new(),
+            last_data: Instant::now(),
+            streaming: false,
+            outage: None,
+        })
+    }
+}
+
+/// A failed `prepare_session`, with what to check for the board's kind of connection.
+fn prepare_error(cfg: &BrainFlowConfig, e: crate::library::BfError) -> String {
+    let on = cfg.port.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default();
+    format!("cannot open board {:?}{on}: {e}", cfg.board)
+}
+
+/// The board's package counter: how many samples are missing before each one. BrainFlow's
+/// counters are per sample and wrap (at 256 on OpenBCI boards, elsewhere on others), so the
+/// wrap is learnt: the highest value seen is the top. A loss that straddles the first wrap is
+/// counted from 0 only; a value that is not a whole number turns the count off.
+#[derive(Debug, Default)]
+struct Counter {
+    prev: Option<u64>,
+    top: u64,
+    off: bool,
+}
+
+impl Counter {
+    fn step(&mut self, value: f64) -> u64 {
+        if self.off {
+            return 0;
+        }
+        if !(value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 1e12) {
+            self.off = true;
+            return 0;
+        }
+        let k = value as u64;
+        let lost = match self.prev {
+            None => 0,
+            Some(p) if k > p => k - p - 1,
+            // Several samples of one package carry one number.
+            Some(p) if k == p => 0,
+            Some(p) => self.top.saturating_sub(p) + k,
+        };
+        self.top = self.top.max(k);
+        self.prev = Some(k);
+        lost
+    }
+
+    fn restart(&mut self) {
+        self.prev = None;
+    }
+}
+
+/// The board is gone since `since`; preparing it again is next tried at `next_try`.
+struct Outage {
+    since: Instant,
+    t: f64,
+    next_try: Instant,
+    backoff: Duration,
+    last_failure: String,
+}
+
+pub struct BrainFlowDevice {
+    lib: &'static BoardController,
+    board: i32,
+    /// BrainFlow's playback board: when its file is played, the stream ends (preparing it again
+    /// would play the file from the start).
+    playback: bool,
+    params: String,
+    session: Option<Session>,
+    /// The session of a board just lost, released at the first attempt to reconnect.
+    lost: Option<Session>,
+    preset: i32,
+    /// Rows BrainFlow delivers per sample.
+    rows: usize,
+    rate: f64,
+    channels: Vec<Channel>,
+    package_row: Option<usize>,
+    marker_row: Option<usize>,
+    max_block: usize,
+    ring: usize,
+    description: String,
+    stall_timeout: Duration,
+    reconnect: bool,
+    /// The passed files BrainFlow reads through /proc/self/fd: open as long as the device.
+    _files: Vec<std::fs::File>,
+    /// Samples taken from BrainFlow's ring, row-major (`staged[row * staged_n + i]`), delivered
+    /// from `cursor` on.
+    staged: Vec<f64>,
+    staged_n: usize,
+    cursor: usize,
+    counter: Counter,
+    /// The loss before the sample at `cursor`, already counted (the block before it was cut there).
+    pending_lost: Option<u64>,
+    /// Stream frame index of the next sample: samples delivered plus samples lost.
+    next_frame: u64,
+    next_flags: u32,
+    events: VecDeque<DriverEvent>,
+    last_data: Instant,
+    streaming: bool,
+    outage: Option<Outage>,
+}
+
+impl BrainFlowDevice {
+    fn now_t(&self) -> f64 {
+        self.next_frame as f64 / self.rate
+    }
+
+    fn value(&self, row: usize, i: usize) -> f64 {
+        self.staged[row * self.staged_n + i]
+    }
+
+    /// A block from the staged samples: up to a gap (reported first, as an event) or a marker (the
+    /// block ends with the marked sample; its annotation follows).
+    fn assemble(&mut self, buf: &mut [f32]) -> Result<ReadOutcome, String> {
+        let first = self.cursor;
+        let lost = match self.pending_lost.take() {
+            Some(lost) => lost,
+            None => self.package_row.map_or(0, |r| self.counter.step(self.value(r, first))),
+        };
+        if lost > 0 {
+            let gap = DriverEvent::Gap { t: self.now_t(), seconds: lost as f64 / self.rate, lost_samples: Some(lost) };
+            self.next_frame += lost;
+            self.next_flags |= block_flags::GAP;
+            self.pending_lost = Some(0);
+            return Ok(ReadOutcome::Event(gap));
+        }
+        let mut end = first + 1;
+        let mut marker = self.marker_at(first);
+        while marker.is_none() && end < self.staged_n && end - first < self.max_block {
+            let lost = self.package_row.map_or(0, |r| self.counter.step(self.value(r, end)));
+            if lost > 0 {
+                self.pending_lost = Some(lost);
+                break;
+            }
+            marker = self.marker_at(end);
+            end += 1;
+        }
+        let frames = end - first;
+        let need = frames * self.channels.len();
+        if buf.len() < need {
+            return Err(format!("the read buffer of {} values is smaller than a block of {need}", buf.len()));
+        }
+        for (c, ch) in self.channels.iter().enumerate() {
+            let row = &self.staged[ch.row * self.staged_n + first..ch.row * self.staged_n + end];
+            for (out, &v) in buf[c * frames..(c + 1) * frames].iter_mut().zip(row) {
+                *out = v as f32;
+            }
+        }
+        let t = self.now_t();
+        if let Some((i, value)) = marker {
+            let onset = t + (i - first) as f64 / self.rate;
+            self.events.push_back(DriverEvent::Annotation { onset, duration: None, text: format!("marker {value}") });
+        }
+        self.cursor = end;
+        self.next_frame += frames as u64;
+        Ok(ReadOutcome::Block { frames, t, flags: std::mem::take(&mut self.next_flags) })
+    }
+
+    /// The sample's marker (BrainFlow's marker row: 0 where there is none).
+    fn marker_at(&self, i: usize) -> Option<(usize, f64)> {
+        let v = self.value(self.marker_row?, i);
+        (v != 0.0 && v.is_finite()).then_some((i, v))
+    }
+
+    /// The board went silent: report it and start reconnecting (or end the session).
+    fn lose(&mut self, reason: String) -> Result<ReadOutcome, String> {
+        // Released at the first reconnection attempt, after the loss is reported: BrainFlow's
+        // release stops its reader thread and closes the port, which takes a while.
+        self.lost = self.session.take();
+        self.staged_n = 0;
+        self.cursor = 0;
+        self.pending_lost = None;
+        self.counter.restart();
+        if !self.reconnect {
+            return Err(format!("device lost: {reason} (reconnect is off)"));
+        }
+        let t = self.now_t();
+        self.outage = Some(Outage {
+            since: self.last_data,
+            t,
+            next_try: Instant::now() + RECONNECT_FIRST,
+            backoff: RECONNECT_FIRST,
+            last_failure: String::new(),
+        });
+        Ok(ReadOutcome::Event(DriverEvent::Disconnected { t, reason: format!("{reason}; reconnecting") }))
+    }
+
+    /// One attempt to prepare and start the board again, when it is due.
+    fn reconnect(&mut self, timeout: Duration) -> Result<ReadOutcome, String> {
+        let started = Instant::now();
+        let outage = self.outage.as_mut().expect("called during an outage");
+        let wait = outage.next_try.saturating_duration_since(started);
+        if wait > timeout {
+            std::thread::sleep(timeout);
+            return Ok(ReadOutcome::Timeout);
+        }
+        // Releasing frees the port and BrainFlow's slot for this board.
+        self.lost = None;
+        std::thread::sleep(wait.saturating_sub(started.elapsed()));
+        let attempt = self.lib.prepare(self.board, &self.params).and_then(|mut s| s.start(self.ring).map(|()| s));
+        let outage = self.outage.as_mut().expect("still in the outage");
+        let session = match attempt {
+            Ok(s) => s,
+            Err(e) => {
+                outage.backoff = (outage.backoff * 2).min(RECONNECT_MAX);
+                outage.next_try = Instant::now() + outage.backoff;
+                let message = e.to_string();
+                if message != outage.last_failure {
+                    outage.last_failure = message.clone();
+                    return Ok(ReadOutcome::Event(DriverEvent::Warning {
+                        message: format!("reconnecting: {message}; trying again"),
+                    }));
+                }
+                return Ok(ReadOutcome::Timeout);
+            }
+        };
+        let outage = self.outage.take().expect("still in the outage");
+        let seconds = outage.since.elapsed().as_secs_f64();
+        self.session = Some(session);
+        self.last_data = Instant::now();
+        // Stream time stays near wall-clock time; how many samples the outage held is not known.
+        self.next_frame += (seconds * self.rate).round() as u64;
+        self.next_flags |= block_flags::GAP | block_flags::RECONNECTED;
+        self.events.push_back(DriverEvent::Gap { t: outage.t, seconds, lost_samples: None });
+        Ok(ReadOutcome::Event(DriverEvent::Reconnected { t: self.now_t(), outage: seconds }))
+    }
+}
+
+impl Device for BrainFlowDevice {
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            channels: self
+                .channels
+                .iter()
+                .map(|c| ChannelInfo { label: c.label.clone(), unit: c.unit.clone() })
+                .collect(),
+            sample_rate: self.rate,
+            max_block_frames: self.max_block as u32,
+            realtime: true,
+            description: self.description.clone(),
+            duration: None,
+        }
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let session = self.session.as_mut().ok_or("the board is not connected")?;
+        session.start(self.ring).map_err(|e| e.to_string())?;
+        self.streaming = true;
+        self.last_data = Instant::now();
+        Ok(())
+    }
+
+    fn read(&mut self, timeout: Duration, buf: &mut [f32]) -> Result<ReadOutcome, String> {
+        if let Some(event) = self.events.pop_front() {
+            return Ok(ReadOutcome::Event(event));
+        }
+        if self.outage.is_some() {
+            return self.reconnect(timeout);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.cursor < self.staged_n {
+                return self.assemble(buf);
+            }
+            let session = self.session.as_ref().ok_or("the board is not connected")?;
+            let waiting = match session.count(self.preset) {
+                Ok(n) => n,
+                Err(e) => return self.lose(e.to_string()),
+            };
+            if waiting > 0 {
+                let n = waiting.min(self.max_block);
+                if let Err(e) = session.take(n, self.preset, self.rows, &mut self.staged) {
+                    return self.lose(e.to_string());
+                }
+                self.staged_n = n;
+                self.cursor = 0;
+                self.last_data = Instant::now();
+                continue;
+            }
+            let now = Instant::now();
+            let stall_at = self.last_data + self.stall_timeout;
+            if now >= stall_at {
+                if self.playback {
+                    // The file has been played (BrainFlow's playback does not say so otherwise).
+                    return Ok(ReadOutcome::End);
+                }
+                let silent = now.duration_since(self.last_data).as_secs_f64();
+                return self.lose(format!(
+                    "no data from the board for {silent:.1} s (stall_timeout {} s)",
+                    self.stall_timeout.as_secs_f64()
+                ));
+            }
+            if now >= deadline {
+                return Ok(ReadOutcome::Timeout);
+            }
+            std::thread::sleep(POLL.min(deadline - now).min(stall_at - now));
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        self.streaming = false;
+        if let Some(s) = self.session.as_mut() {
+            // The board may be gone already; stopping still succeeds, and the release follows.
+            let _ = s.stop();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_counts_losses_and_learns_where_it_wraps() {
+        let mut c = Counter::default();
+        let lost: Vec<u64> = [0.0, 1.0, 2.0, 5.0, 5.0, 6.0].iter().map(|&v| c.step(v)).collect();
+        assert_eq!(lost, [0, 0, 0, 2, 0, 0]);
+        // Up to 255, then a wrap to 0: none lost; after it, a loss across the wrap counts both sides.
+        let mut c = Counter::default();
+        for k in 0..=255 {
+            assert_eq!(c.step(f64::from(k)), 0);
+        }
+        assert_eq!(c.step(0.0), 0);
+        for k in 1..=253 {
+            assert_eq!(c.step(f64::from(k)), 0);
+        }
+        assert_eq!(c.step(1.0), 2 + 1, "254, 255 and 0 are missing");
+        // A counter with another top (Ganglion-like, 0..=200) wraps without an invented gap.
+        let mut c = Counter::default();
+        let total: u64 = (0..3).flat_map(|_| 0..=200).map(|k| c.step(f64::from(k))).sum();
+        assert_eq!(total, 0);
+        // A value that is not a counter turns it off.
+        let mut c = Counter::default();
+        c.step(1.0);
+        assert_eq!(c.step(7.5), 0);
+        assert_eq!(c.step(100.0), 0);
+    }
+}
