@@ -102,6 +102,18 @@ fn the_synthetic_board_gives_its_described_channels_at_its_rate_with_nothing_los
     let stopped = daemon.ctl_json(&["session", "stop", &id]);
     assert_eq!(stopped["gaps"], 0, "{stopped}");
     assert_eq!(stopped["state"], "stopped");
+    // Every data row, when asked: the description's rows but the counter, time stamp and marker.
+    let all =
+        daemon.ctl_json(&["session", "start", "--driver", "brainflow", "--set", "board=-1", "--set", "channels=all"]);
+    let info = daemon.ctl_json(&["session", "show", all["id"].as_str().unwrap()]);
+    let rows = want["num_rows"].as_u64().unwrap() as usize;
+    let bookkeeping = ["package_num_channel", "timestamp_channel", "marker_channel"].map(|k| want[k].as_u64().unwrap());
+    let channels = info["channels"].as_array().unwrap();
+    assert_eq!(channels.len(), rows - bookkeeping.len(), "{info}");
+    let units: Vec<&str> = channels.iter().map(|c| c["unit"].as_str().unwrap()).collect();
+    assert_eq!(units.iter().filter(|u| **u == "uV").count(), names.len(), "{units:?}");
+    assert_eq!(units.iter().filter(|u| **u == "g").count(), want["accel_channels"].as_array().unwrap().len());
+    assert!(labels(&info).contains(&"gyro1".to_string()) && labels(&info).contains(&"battery1".to_string()));
 }
 
 /// BrainFlow's playback board plays a BrainFlow CSV (written by BrainFlow's DataFilter from a
@@ -157,6 +169,9 @@ fn the_playback_board_delivers_every_value_of_the_file_in_order() {
     });
     assert_eq!(events.last().unwrap()["state"], "finished", "{:?}", events.last());
     assert!(!events.iter().any(|e| e["type"] == "gap"), "no gap events");
+    // BrainFlow's playback clears the marker row, so no annotation (the driver's markers are
+    // unit-tested in drivers/brainflow/src/blocks.rs).
+    assert!(!events.iter().any(|e| e["type"] == "annotation"));
     assert_eq!(rows.len(), n, "every sample of the file, once");
     for (k, (row, line)) in rows.iter().zip(&file).enumerate() {
         assert_eq!(row.len(), 8);
@@ -221,25 +236,49 @@ fn brainflow_s_cyton_gives_the_values_the_native_driver_gives_for_the_same_packe
     });
     let mut compared = 0;
     for (k, row) in &bf_rows {
-        // Both are the emulator's counts × 4.5 V / 24 / (2^23 - 1), rounded once to f32.
+        // Both are the emulator's counts × 4.5 V / 24 / (2^23 - 1) in double, rounded once to f32:
+        // the same bits.
         for (ch, v) in row.iter().enumerate() {
             let want = (f64::from(counts(*k, ch)) * scale_uv(24)) as f32;
-            assert!(
-                (v - want).abs() <= want.abs() * f32::EPSILON,
+            assert_eq!(
+                v.to_bits(),
+                want.to_bits(),
                 "packet {k} channel {}: {v} µV through BrainFlow, {want} from the counts",
                 ch + 1
             );
         }
         if let Some(theirs) = native_rows.get(k) {
-            let same = row.iter().zip(theirs).all(|(a, b)| (a - b).abs() <= b.abs() * f32::EPSILON);
+            let same = row.iter().zip(theirs).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "packet {k}: BrainFlow {row:?}, native {theirs:?}");
             compared += 1;
         }
     }
     assert!(compared >= 100, "only {compared} packets seen by both");
-    for id in [&native, &bf] {
-        assert_eq!(daemon.ctl_json(&["session", "stop", id])["gaps"], 0);
-    }
+
+    // Packets the board never sent: BrainFlow's package counter jumps, and the driver reports
+    // exactly that many samples lost, at the right stream time.
+    let follower = Follower::start(&daemon, &bf);
+    let mut before: Option<u64> = None;
+    let last_k = |b: &SampleBlock| (f64::from(b.rows.last().unwrap()[0]) / scale_uv(24)).round() as u64;
+    follower.collect_until(Duration::from_secs(10), |ev| {
+        SampleBlock::of(ev).inspect(|b| before = Some(last_k(b))).is_some()
+    });
+    bf_board.drop_packets(3);
+    let events = follower.collect_until(Duration::from_secs(10), |ev| {
+        let Some(b) = SampleBlock::of(ev) else { return false };
+        let k = (f64::from(b.rows[0][0]) / scale_uv(24)).round() as u64;
+        if b.flags & GAP == 0 {
+            before = Some(last_k(&b));
+            return false;
+        }
+        assert_eq!(Some(k), before.map(|p| p + 4), "three packets missing before the flagged block");
+        assert!((b.t - k as f64 / 250.0).abs() < 1e-9, "t counts the lost samples");
+        true
+    });
+    let gap = events.iter().find(|e| e["type"] == "gap").expect("a gap event");
+    assert_eq!(gap["lost_samples"], 3, "{gap}");
+    assert_eq!(daemon.ctl_json(&["session", "stop", &native])["gaps"], 0);
+    assert_eq!(daemon.ctl_json(&["session", "stop", &bf])["gaps"], 1);
 }
 
 /// No library, an unknown board, a port that is not there, and a board that stops sending: each a

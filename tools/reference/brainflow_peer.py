@@ -10,7 +10,8 @@
   brainflow_peer.py playback EDF OUT SECONDS
       Writes a BrainFlow CSV for master board Cyton (id 0, 24 rows) with DataFilter.write_file:
       the first 8 channels of EDF (µV, pyEDFlib), SECONDS of them, in the EEG rows, the package
-      counter k % 256 in row 0, time stamps 1e9 + k / 250 in row 22, all else 0. Prints
+      counter k % 256 in row 0, time stamps 1e9 + k / 250 in row 22, all else 0 (BrainFlow's playback
+      board clears the marker row: markers come only from insert_marker). Prints
       {"samples": n}.
 """
 import json

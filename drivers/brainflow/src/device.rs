@@ -11,6 +11,7 @@ use bci2token_driver_abi::plugin::{Config, Device, Driver, ReadOutcome};
 use bci2token_driver_abi::serial::usb_ports;
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 
+use crate::blocks::Blocks;
 use crate::boards::{self, Channel, Descr};
 use crate::config::BrainFlowConfig;
 use crate::library::{BoardController, Session};
@@ -151,6 +152,7 @@ impl Driver for BrainFlowDriver {
             boards::preset_name(cfg.preset),
             cfg.port.as_ref().map(|p| format!(", on {}", p.display())).unwrap_or_default()
         );
+        let channel_rows = channels.iter().map(|c| c.row).collect();
         Ok(BrainFlowDevice {
             lib,
             board,
@@ -162,21 +164,13 @@ impl Driver for BrainFlowDriver {
             rows,
             rate,
             channels,
-            package_row: descr.package_num_channel,
-            marker_row: descr.marker_channel,
             max_block,
             ring: ((rate * RING_SECONDS) as usize).max(4 * max_block),
             description,
             stall_timeout: cfg.stall_timeout,
             reconnect: cfg.reconnect,
             _files: cfg.files,
-            staged: Vec::new(),
-            staged_n: 0,
-            cursor: 0,
-            counter: Counter::default(),
-            pending_lost: None,
-            next_frame: 0,
-            next_flags: 0,
+            blocks: Blocks::new(channel_rows, descr.package_num_channel, descr.marker_channel, rate, max_block),
             events: VecDeque::new(),
             last_data: Instant::now(),
             streaming: false,
@@ -189,44 +183,6 @@ impl Driver for BrainFlowDriver {
 fn prepare_error(cfg: &BrainFlowConfig, e: crate::library::BfError) -> String {
     let on = cfg.port.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default();
     format!("cannot open board {:?}{on}: {e}", cfg.board)
-}
-
-/// The board's package counter: how many samples are missing before each one. BrainFlow's
-/// counters are per sample and wrap (at 256 on OpenBCI boards, elsewhere on others), so the
-/// wrap is learnt: the highest value seen is the top. A loss that straddles the first wrap is
-/// counted from 0 only; a value that is not a whole number turns the count off.
-#[derive(Debug, Default)]
-struct Counter {
-    prev: Option<u64>,
-    top: u64,
-    off: bool,
-}
-
-impl Counter {
-    fn step(&mut self, value: f64) -> u64 {
-        if self.off {
-            return 0;
-        }
-        if !(value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 1e12) {
-            self.off = true;
-            return 0;
-        }
-        let k = value as u64;
-        let lost = match self.prev {
-            None => 0,
-            Some(p) if k > p => k - p - 1,
-            // Several samples of one package carry one number.
-            Some(p) if k == p => 0,
-            Some(p) => self.top.saturating_sub(p) + k,
-        };
-        self.top = self.top.max(k);
-        self.prev = Some(k);
-        lost
-    }
-
-    fn restart(&mut self) {
-        self.prev = None;
-    }
 }
 
 /// The board is gone since `since`; preparing it again is next tried at `next_try`.
@@ -253,8 +209,6 @@ pub struct BrainFlowDevice {
     rows: usize,
     rate: f64,
     channels: Vec<Channel>,
-    package_row: Option<usize>,
-    marker_row: Option<usize>,
     max_block: usize,
     ring: usize,
     description: String,
@@ -262,17 +216,8 @@ pub struct BrainFlowDevice {
     reconnect: bool,
     /// The passed files BrainFlow reads through /proc/self/fd: open as long as the device.
     _files: Vec<std::fs::File>,
-    /// Samples taken from BrainFlow's ring, row-major (`staged[row * staged_n + i]`), delivered
-    /// from `cursor` on.
-    staged: Vec<f64>,
-    staged_n: usize,
-    cursor: usize,
-    counter: Counter,
-    /// The loss before the sample at `cursor`, already counted (the block before it was cut there).
-    pending_lost: Option<u64>,
-    /// Stream frame index of the next sample: samples delivered plus samples lost.
-    next_frame: u64,
-    next_flags: u32,
+    /// Samples taken from BrainFlow's ring, on their way to blocks.
+    blocks: Blocks,
     events: VecDeque<DriverEvent>,
     last_data: Instant,
     streaming: bool,
@@ -280,80 +225,16 @@ pub struct BrainFlowDevice {
 }
 
 impl BrainFlowDevice {
-    fn now_t(&self) -> f64 {
-        self.next_frame as f64 / self.rate
-    }
-
-    fn value(&self, row: usize, i: usize) -> f64 {
-        self.staged[row * self.staged_n + i]
-    }
-
-    /// A block from the staged samples: up to a gap (reported first, as an event) or a marker (the
-    /// block ends with the marked sample; its annotation follows).
-    fn assemble(&mut self, buf: &mut [f32]) -> Result<ReadOutcome, String> {
-        let first = self.cursor;
-        let lost = match self.pending_lost.take() {
-            Some(lost) => lost,
-            None => self.package_row.map_or(0, |r| self.counter.step(self.value(r, first))),
-        };
-        if lost > 0 {
-            let gap = DriverEvent::Gap { t: self.now_t(), seconds: lost as f64 / self.rate, lost_samples: Some(lost) };
-            self.next_frame += lost;
-            self.next_flags |= block_flags::GAP;
-            self.pending_lost = Some(0);
-            return Ok(ReadOutcome::Event(gap));
-        }
-        let mut end = first + 1;
-        let mut marker = self.marker_at(first);
-        while marker.is_none() && end < self.staged_n && end - first < self.max_block {
-            let lost = self.package_row.map_or(0, |r| self.counter.step(self.value(r, end)));
-            if lost > 0 {
-                self.pending_lost = Some(lost);
-                break;
-            }
-            marker = self.marker_at(end);
-            end += 1;
-        }
-        let frames = end - first;
-        let need = frames * self.channels.len();
-        if buf.len() < need {
-            return Err(format!("the read buffer of {} values is smaller than a block of {need}", buf.len()));
-        }
-        for (c, ch) in self.channels.iter().enumerate() {
-            let row = &self.staged[ch.row * self.staged_n + first..ch.row * self.staged_n + end];
-            for (out, &v) in buf[c * frames..(c + 1) * frames].iter_mut().zip(row) {
-                *out = v as f32;
-            }
-        }
-        let t = self.now_t();
-        if let Some((i, value)) = marker {
-            let onset = t + (i - first) as f64 / self.rate;
-            self.events.push_back(DriverEvent::Annotation { onset, duration: None, text: format!("marker {value}") });
-        }
-        self.cursor = end;
-        self.next_frame += frames as u64;
-        Ok(ReadOutcome::Block { frames, t, flags: std::mem::take(&mut self.next_flags) })
-    }
-
-    /// The sample's marker (BrainFlow's marker row: 0 where there is none).
-    fn marker_at(&self, i: usize) -> Option<(usize, f64)> {
-        let v = self.value(self.marker_row?, i);
-        (v != 0.0 && v.is_finite()).then_some((i, v))
-    }
-
     /// The board went silent: report it and start reconnecting (or end the session).
     fn lose(&mut self, reason: String) -> Result<ReadOutcome, String> {
         // Released at the first reconnection attempt, after the loss is reported: BrainFlow's
         // release stops its reader thread and closes the port, which takes a while.
         self.lost = self.session.take();
-        self.staged_n = 0;
-        self.cursor = 0;
-        self.pending_lost = None;
-        self.counter.restart();
+        self.blocks.restart();
         if !self.reconnect {
             return Err(format!("device lost: {reason} (reconnect is off)"));
         }
-        let t = self.now_t();
+        let t = self.blocks.now_t();
         self.outage = Some(Outage {
             since: self.last_data,
             t,
@@ -398,10 +279,9 @@ impl BrainFlowDevice {
         self.session = Some(session);
         self.last_data = Instant::now();
         // Stream time stays near wall-clock time; how many samples the outage held is not known.
-        self.next_frame += (seconds * self.rate).round() as u64;
-        self.next_flags |= block_flags::GAP | block_flags::RECONNECTED;
+        self.blocks.skip(seconds, block_flags::GAP | block_flags::RECONNECTED);
         self.events.push_back(DriverEvent::Gap { t: outage.t, seconds, lost_samples: None });
-        Ok(ReadOutcome::Event(DriverEvent::Reconnected { t: self.now_t(), outage: seconds }))
+        Ok(ReadOutcome::Event(DriverEvent::Reconnected { t: self.blocks.now_t(), outage: seconds }))
     }
 }
 
@@ -438,8 +318,8 @@ impl Device for BrainFlowDevice {
         }
         let deadline = Instant::now() + timeout;
         loop {
-            if self.cursor < self.staged_n {
-                return self.assemble(buf);
+            if !self.blocks.is_empty() {
+                return self.blocks.next(buf, &mut self.events);
             }
             let session = self.session.as_ref().ok_or("the board is not connected")?;
             let waiting = match session.count(self.preset) {
@@ -448,11 +328,10 @@ impl Device for BrainFlowDevice {
             };
             if waiting > 0 {
                 let n = waiting.min(self.max_block);
-                if let Err(e) = session.take(n, self.preset, self.rows, &mut self.staged) {
+                if let Err(e) = session.take(n, self.preset, self.rows, self.blocks.buffer()) {
                     return self.lose(e.to_string());
                 }
-                self.staged_n = n;
-                self.cursor = 0;
+                self.blocks.staged(n);
                 self.last_data = Instant::now();
                 continue;
             }
@@ -483,36 +362,5 @@ impl Device for BrainFlowDevice {
             let _ = s.stop();
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_counter_counts_losses_and_learns_where_it_wraps() {
-        let mut c = Counter::default();
-        let lost: Vec<u64> = [0.0, 1.0, 2.0, 5.0, 5.0, 6.0].iter().map(|&v| c.step(v)).collect();
-        assert_eq!(lost, [0, 0, 0, 2, 0, 0]);
-        // Up to 255, then a wrap to 0: none lost; after it, a loss across the wrap counts both sides.
-        let mut c = Counter::default();
-        for k in 0..=255 {
-            assert_eq!(c.step(f64::from(k)), 0);
-        }
-        assert_eq!(c.step(0.0), 0);
-        for k in 1..=253 {
-            assert_eq!(c.step(f64::from(k)), 0);
-        }
-        assert_eq!(c.step(1.0), 2 + 1, "254, 255 and 0 are missing");
-        // A counter with another top (Ganglion-like, 0..=200) wraps without an invented gap.
-        let mut c = Counter::default();
-        let total: u64 = (0..3).flat_map(|_| 0..=200).map(|k| c.step(f64::from(k))).sum();
-        assert_eq!(total, 0);
-        // A value that is not a counter turns it off.
-        let mut c = Counter::default();
-        c.step(1.0);
-        assert_eq!(c.step(7.5), 0);
-        assert_eq!(c.step(100.0), 0);
     }
 }
