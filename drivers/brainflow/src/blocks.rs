@@ -216,8 +216,11 @@ mod tests {
         b
     }
 
-    /// Everything `blocks` gives until it is empty: (block t, channel-major values, flags) or events.
-    fn drain(b: &mut Blocks) -> Vec<Result<(f64, Vec<f32>, u32), DriverEvent>> {
+    /// A block: its t, channel-major values and flags.
+    type Block = (f64, Vec<f32>, u32);
+
+    /// Everything `blocks` gives until it is empty: blocks, or events.
+    fn drain(b: &mut Blocks) -> Vec<Result<Block, DriverEvent>> {
         let mut out = Vec::new();
         let mut events = VecDeque::new();
         let mut buf = vec![0f32; 2 * 64];
