@@ -374,3 +374,58 @@ fn bad_input_gives_clear_errors_and_a_silent_board_reconnects() {
     let stopped = daemon.ctl_json(&["session", "stop", &id]);
     assert_eq!(stopped["state"], "stopped");
 }
+
+/// A system daemon (real users through setpriv): the library is the admin's `[drivers.brainflow]
+/// library` (no environment), also for `devices`; a caller's playback file works only as the file
+/// bci2tokenctl passes, never by path; a pseudo-terminal is not a serial port without the admin's
+/// allow_pty, and a library is no session key.
+#[test]
+fn a_system_daemon_loads_the_admin_s_library_and_opens_nothing_by_a_caller_s_name() {
+    use bci2token_tests::system_users::{system_daemon, text, world};
+    use std::os::unix::fs::PermissionsExt;
+    let Some(w) = world() else { return };
+    let lib = library();
+    let d = system_daemon(&format!("[drivers.brainflow]\nlibrary = \"{}\"\n", lib.display()));
+    let devices = text(&w.alice.ctl(&d, &["devices", "--driver", "brainflow"]));
+    assert!(devices.contains("Synthetic (board id -1)") && devices.contains("Cyton (board id 0)"), "{devices}");
+    let started = w.alice.ctl_json(&d, &["session", "start", "--driver", "brainflow", "--set", "board=Synthetic"]);
+    assert!(started["description"].as_str().unwrap().contains("Synthetic (board id -1)"), "{started}");
+
+    // Alice's own BrainFlow file, readable by her only: passed, it plays.
+    let tmp = TempDir::new("brainflow-system");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let csv = tmp.path().join("mine.csv");
+    peer(&["playback", &ssvep_files()[0], csv.to_str().unwrap(), "2"]);
+    nix::unistd::chown(&csv, Some(w.alice.uid.into()), Some(w.alice.gid.into())).unwrap();
+    std::fs::set_permissions(&csv, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = format!("file={}", csv.display());
+    let playback = ["session", "start", "--driver", "brainflow", "--set", "board=PlayBack", "--set", "master_board=0"];
+    let mine = w.alice.ctl_json(&d, &[&playback[..], &["--set", &file]].concat());
+    assert!(mine["description"].as_str().unwrap().contains("PlayBack (board id -3) with the rows of Cyton (board id 0)"), "{mine}");
+    let follower =
+        Follower::from_command(w.alice.ctl_command(&d, &["--json", "follow", mine["id"].as_str().unwrap(), "--samples"]));
+    let mut frames = 0;
+    let events = follower.collect_until(Duration::from_secs(30), |ev| {
+        frames += SampleBlock::of(ev).map_or(0, |b| b.rows.len());
+        ev["state"] == "finished" || ev["state"] == "failed"
+    });
+    assert_eq!(events.last().unwrap()["state"], "finished", "{:?}", events.last());
+    assert!(frames > 0, "the passed file played (the driver host could open it again)");
+    // Bob cannot read it, so bci2tokenctl cannot pass it; by path the daemon refuses it.
+    let o = w.bob.ctl(&d, &[&playback[..], &["--set", &file]].concat());
+    assert!(!o.status.success(), "{}", text(&o));
+    let req = serde_json::json!({"method": "session_start", "params": {"driver": "brainflow",
+        "config": {"board": "PlayBack", "master_board": "0", "file": csv.display().to_string()}}});
+    let r = w.bob.raw(&d, &["request", &req.to_string()]);
+    assert!(r["error"]["message"].as_str().unwrap_or("").contains("pass the file"), "{r}");
+
+    // A pseudo-terminal (the emulator) is refused without allow_pty; a library is no session key.
+    let board = Emulator::start(tmp.path(), EmulatorConfig::default());
+    let port = format!("serial_port={}", std::fs::read_link(board.path()).unwrap().display());
+    let o = w.alice.ctl(&d, &["session", "start", "--driver", "brainflow", "--set", "board=Cyton", "--set", &port]);
+    assert!(text(&o).contains("is not a serial port") && text(&o).contains("allow_pty"), "{}", text(&o));
+    for set in ["library=/tmp/evil.so", "_library=/tmp/evil.so"] {
+        let o = w.alice.ctl(&d, &["session", "start", "--driver", "brainflow", "--set", "board=-1", "--set", set]);
+        assert!(!o.status.success(), "{}", text(&o));
+    }
+}

@@ -139,18 +139,16 @@ impl Driver for BrainFlowDriver {
         let params = cfg.params_json(master);
         let session = lib.prepare(board, &params).map_err(|e| prepare_error(&cfg, e))?;
         let max_block = ((rate / 50.0).ceil() as usize).max(64);
+        let name = catalogue.iter().find(|b| b.id == board).map_or("?", |b| b.name.as_str());
+        let rows_of = match master {
+            Some(m) => format!(" with the rows of {} (board id {m})", descr.name),
+            None => String::new(),
+        };
+        let on = cfg.port.as_ref().map(|p| format!(", on {}", p.display())).unwrap_or_default();
         let description = format!(
-            "BrainFlow {}: {}{} (board id {board}{}), {} preset{}",
+            "BrainFlow {}: {name} (board id {board}){rows_of}, {} preset{on}",
             lib.version(),
-            descr.name,
-            if master.is_some() {
-                format!(" of {}", catalogue.iter().find(|b| b.id == board).map_or("?", |b| b.name.as_str()))
-            } else {
-                String::new()
-            },
-            master.map(|m| format!(", master board {m}")).unwrap_or_default(),
             boards::preset_name(cfg.preset),
-            cfg.port.as_ref().map(|p| format!(", on {}", p.display())).unwrap_or_default()
         );
         let channel_rows = channels.iter().map(|c| c.row).collect();
         Ok(BrainFlowDevice {
