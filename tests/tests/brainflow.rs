@@ -429,3 +429,53 @@ fn a_system_daemon_loads_the_admin_s_library_and_opens_nothing_by_a_caller_s_nam
         assert!(!o.status.success(), "{}", text(&o));
     }
 }
+
+/// The board table in docs/drivers.md is BrainFlow's library's (through its Python binding's
+/// list of board ids), and the driver's `devices` lists exactly those boards.
+#[test]
+fn the_board_table_in_the_docs_is_the_library_s() {
+    let boards: Vec<serde_json::Value> = peer(&["boards"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(boards.len() > 60, "{} boards", boards.len());
+    let daemon = daemon_with(&library(), None);
+    let devices = daemon.ctl_json(&["devices", "--driver", "brainflow"]).to_string();
+    for b in &boards {
+        let shown = format!("{} (board id {})", b["name"].as_str().unwrap(), b["id"]);
+        assert!(devices.contains(&shown), "{shown} not listed: {devices}");
+    }
+    assert_eq!(devices.matches("(board id ").count(), boards.len(), "the driver lists the same boards");
+
+    let preset_names = |p: &serde_json::Value| -> String {
+        let names: Vec<&str> = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| match v.as_i64() {
+                Some(0) => "default",
+                Some(1) => "auxiliary",
+                _ => "ancillary",
+            })
+            .collect();
+        names.join(", ")
+    };
+    let mut table = String::from("| Id | Board | EEG channels | Rate (default preset) | Presets |\n|---|---|---|---|---|\n");
+    for b in &boards {
+        let rate = b["rate"].as_f64().map_or("the master board's".to_string(), |r| format!("{r} Hz"));
+        table.push_str(&format!(
+            "| {} | {} | {} | {rate} | {} |\n",
+            b["id"],
+            b["name"].as_str().unwrap(),
+            b["eeg"],
+            preset_names(&b["presets"])
+        ));
+    }
+    let path = workspace_root().join("docs/drivers.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = ("<!-- brainflow boards: generated -->\n", "<!-- end of brainflow boards -->");
+    let a = doc.find(start).expect("the table's start marker") + start.len();
+    let b = doc.find(end).expect("the table's end marker");
+    if std::env::var_os("BCI2TOKEN_BLESS").is_some() {
+        std::fs::write(&path, format!("{}{table}{}", &doc[..a], &doc[b..])).unwrap();
+        return;
+    }
+    assert_eq!(&doc[a..b], table, "docs/drivers.md's board table is not BrainFlow's: rerun with BCI2TOKEN_BLESS=1");
+}

@@ -5,7 +5,7 @@
   brainflow_peer.py descr BOARD_ID [PRESET]
       Prints BrainFlow's description of a board (get_board_descr) as one JSON line.
   brainflow_peer.py boards
-      Prints {"id": .., "name": .., "rate": .., "eeg": ..} lines for every board the library knows,
+      Prints {"id": .., "name": .., "rate": .., "eeg": .., "presets": [..]} lines for every board the library knows,
       asking BrainFlow's Python binding (its BoardIds enum), to compare with the driver's probe.
   brainflow_peer.py playback EDF OUT SECONDS
       Writes a BrainFlow CSV for master board Cyton (id 0, 24 rows) with DataFilter.write_file:
@@ -38,7 +38,8 @@ def main():
             except Exception:
                 continue
             print(json.dumps({"id": b, "name": d["name"], "rate": d.get("sampling_rate"),
-                              "eeg": len(d.get("eeg_channels", []))}))
+                              "eeg": len(d.get("eeg_channels", [])),
+                              "presets": sorted(BoardShim.get_board_presets(b))}))
     elif cmd == "playback":
         import pyedflib
         edf, out, seconds = sys.argv[2], sys.argv[3], float(sys.argv[4])
