@@ -508,3 +508,30 @@ impl Board {
         }
     }
 }
+
+/// Latency (µs) of each block of session `id` (a default Cyton on `emulator`, recording write
+/// times) at a `follow` subscriber of `daemon`, for `seconds`: from the last byte of the block's
+/// last packet written to the pty to the block's arrival. For the benchmarks.
+pub fn follow_latency(daemon: &crate::Daemon, id: &str, emulator: &Emulator, seconds: f64) -> Vec<f64> {
+    use bci2token_api::{read_frame, write_frame, FollowOptions, Request};
+    let mut sock = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    write_frame(&mut sock, &Request::Follow { id: id.to_string(), options: FollowOptions { samples: true } }).unwrap();
+    read_frame(&mut sock).unwrap();
+    let scale = scale_uv(24);
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        let Some(body) = read_frame(&mut sock).unwrap() else { break };
+        let now = Instant::now();
+        let ev: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if ev["type"] != "samples" {
+            continue;
+        }
+        let last = ev["data"][0].as_array().unwrap().last().unwrap().as_f64().unwrap();
+        let k = (last / scale).round() as u64;
+        if let Some(t) = emulator.write_time(k) {
+            lat.push(now.duration_since(t).as_secs_f64() * 1e6);
+        }
+    }
+    lat
+}

@@ -48,20 +48,25 @@ pub fn host_exe() -> Result<&'static HostExe, String> {
 /// What a driver host may read besides the system's directories
 /// ([`bci2token_driver_host::sandbox`]), and which libraries it loads before it confines itself.
 /// Readable: the plugin's directory and file (the file a link leads to), the driver directories, the libraries and LSL
-/// configuration the admin or the environment name, string settings of the admin's that are
+/// configuration the admin or the environment name (`$BCI2TOKEN_LIBLSL` for `lsl`'s hosts,
+/// `$BCI2TOKEN_BRAINFLOW_LIB` for `brainflow`'s), string settings of the admin's that are
 /// absolute paths (host keys `_…`), in `--user` mode the caller's file keys (the caller is the
 /// daemon's user), and the directory of each file named; as canonical paths. Preloaded: the
 /// libraries among what the admin or the environment name (never a caller's file). Never
 /// `data_dir`, a directory above it or a path in it: those are left out, with a warning.
 pub fn readable_paths(
     cfg: &crate::config::Config,
-    plugin: &Path,
+    (plugin, driver): (&Path, &str),
     config: &serde_json::Map<String, serde_json::Value>,
 ) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut admin: Vec<PathBuf> = cfg.lsl_library.iter().cloned().collect();
-    for var in ["BCI2TOKEN_LIBLSL", "BCI2TOKEN_BRAINFLOW_LIB"] {
-        admin.extend(std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from));
-    }
+    // A library the environment names goes to the hosts of the driver that loads it only.
+    let env_library = match driver {
+        "lsl" => Some("BCI2TOKEN_LIBLSL"),
+        "brainflow" => Some("BCI2TOKEN_BRAINFLOW_LIB"),
+        _ => None,
+    };
+    admin.extend(env_library.and_then(std::env::var_os).filter(|v| !v.is_empty()).map(PathBuf::from));
     for (key, value) in config {
         if let (true, Some(p)) = (key.starts_with('_'), value.as_str()) {
             admin.push(PathBuf::from(p));

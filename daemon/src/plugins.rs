@@ -151,7 +151,7 @@ fn sandbox_for(cfg: &Config, plugin: &Path, driver: &str) -> (Vec<PathBuf>, Vec<
         .flatten()
         .map(|(key, value)| (format!("_{key}"), value.clone()))
         .collect();
-    readable_paths(cfg, plugin, &admin)
+    readable_paths(cfg, (plugin, driver), &admin)
 }
 
 fn limits(cfg: &Config) -> Limits {

@@ -1019,7 +1019,7 @@ impl Service {
         }
         let (driver_config, held) = self.driver_config(caller, &cfg, (driver, host_keys), &config, fds)?;
         let readable = match cfg.driver_isolation {
-            Isolation::Process => crate::driver_host::readable_paths(&cfg, &plugin.path, &driver_config),
+            Isolation::Process => crate::driver_host::readable_paths(&cfg, (&plugin.path, driver), &driver_config),
             Isolation::InProcess => Default::default(),
         };
         let limits = Limits {

@@ -8,41 +8,16 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bci2token_api::{read_frame, write_frame, FollowOptions, Request};
-use bci2token_tests::cyton_emulator::{scale_uv, Emulator, EmulatorConfig};
-use bci2token_tests::{reference_python, start_daemon, workspace_root, Daemon, DaemonOptions, TempDir};
+use bci2token_tests::cyton_emulator::{follow_latency, Emulator, EmulatorConfig};
+use bci2token_tests::{reference_python, start_daemon, workspace_root, DaemonOptions, TempDir};
 
 const SECONDS: f64 = 30.0;
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Each block's latency (µs) for a `follow` subscriber of session `id`, for `SECONDS`.
-fn follow_latency(daemon: &Daemon, id: &str, emulator: &Emulator) -> Vec<f64> {
-    let mut sock = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
-    write_frame(&mut sock, &Request::Follow { id: id.to_string(), options: FollowOptions { samples: true } }).unwrap();
-    read_frame(&mut sock).unwrap();
-    let scale = scale_uv(24);
-    let mut lat = Vec::new();
-    let end = Instant::now() + Duration::from_secs_f64(SECONDS);
-    while Instant::now() < end {
-        let Some(body) = read_frame(&mut sock).unwrap() else { break };
-        let now = Instant::now();
-        let ev: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        if ev["type"] != "samples" {
-            continue;
-        }
-        let last = ev["data"][0].as_array().unwrap().last().unwrap().as_f64().unwrap();
-        let k = (last / scale).round() as u64;
-        if let Some(t) = emulator.write_time(k) {
-            lat.push(now.duration_since(t).as_secs_f64() * 1e6);
-        }
-    }
-    lat
 }
 
 /// The daemon's driver hosts: (pid, whether it has `library` mapped).
@@ -114,8 +89,8 @@ fn main() {
     let cpu0 = (cpu_seconds(native_host), cpu_seconds(bf_host));
     let wall = Instant::now();
     let (mut native_lat, mut bf_lat) = std::thread::scope(|s| {
-        let a = s.spawn(|| follow_latency(&daemon, &native, &native_board));
-        let b = s.spawn(|| follow_latency(&daemon, &bf, &bf_board));
+        let a = s.spawn(|| follow_latency(&daemon, &native, &native_board, SECONDS));
+        let b = s.spawn(|| follow_latency(&daemon, &bf, &bf_board, SECONDS));
         (a.join().unwrap(), b.join().unwrap())
     });
     let elapsed = wall.elapsed().as_secs_f64();

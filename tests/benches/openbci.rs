@@ -8,10 +8,9 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use bci2token_api::{read_frame, write_frame, FollowOptions, Request};
 use bci2token_driver_openbci::packet::{scale_uv, PacketParser};
 use bci2token_driver_openbci::rows::{RowAssembler, Step};
-use bci2token_tests::cyton_emulator::{Emulator, EmulatorConfig};
+use bci2token_tests::cyton_emulator::{follow_latency, Emulator, EmulatorConfig};
 use bci2token_tests::{start_daemon, DaemonOptions, TempDir};
 
 const SECONDS: f64 = 20.0;
@@ -111,25 +110,7 @@ fn daemon_latency(dir: &TempDir) -> Vec<f64> {
     let port = format!("port={}", emulator.path().display());
     let info = daemon.ctl_json(&["session", "start", "--driver", "openbci", "--set", &port]);
     let id = info["id"].as_str().unwrap().to_string();
-    let mut sock = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
-    write_frame(&mut sock, &Request::Follow { id: id.clone(), options: FollowOptions { samples: true } }).unwrap();
-    read_frame(&mut sock).unwrap();
-    let scale = scale_uv(24);
-    let mut lat = Vec::new();
-    let end = Instant::now() + Duration::from_secs_f64(SECONDS);
-    while Instant::now() < end {
-        let Some(body) = read_frame(&mut sock).unwrap() else { break };
-        let now = Instant::now();
-        let ev: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        if ev["type"] != "samples" {
-            continue;
-        }
-        let last = ev["data"][0].as_array().unwrap().last().unwrap().as_f64().unwrap();
-        let k = (last / scale).round() as u64;
-        if let Some(t) = emulator.write_time(k) {
-            lat.push(now.duration_since(t).as_secs_f64() * 1e6);
-        }
-    }
+    let lat = follow_latency(&daemon, &id, &emulator, SECONDS);
     daemon.ctl_json(&["session", "stop", &id]);
     lat
 }

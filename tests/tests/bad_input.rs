@@ -139,7 +139,10 @@ fn malformed_recordings_and_bad_session_config_are_refused_and_the_daemon_stays_
     assert!(!out.status.success() && err.contains("channels"), "{err}");
     let out = daemon.ctl(&["session", "start", "--driver", "nonesuch"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("loaded drivers: brainflow, lsl, openbci, replay, synthetic"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("loaded drivers: brainflow, lsl, openbci, replay, synthetic"),
+        "{err}"
+    );
 
     assert_eq!(daemon.ctl_json(&["status"])["sessions_total"], 0, "nothing half-started was kept");
 }

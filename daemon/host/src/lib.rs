@@ -188,8 +188,7 @@ fn serve(sock: &mut UnixStream) -> std::io::Result<()> {
         }
     }
     // Before the plugin is loaded: its constructors run at load.
-    let passed = passed_files(&first);
-    let sandbox = match sandbox::apply(&load.readable, &passed) {
+    let sandbox = match sandbox::apply(&load.readable) {
         Ok(s) => s,
         Err(e) => return refuse(sock, format!("the driver host {e}; the plugin was not loaded"), false),
     };
@@ -309,23 +308,6 @@ fn kill_own_group() {
         let me = libc::getpid();
         libc::kill(if libc::getpgrp() == me { 0 } else { me }, libc::SIGKILL);
     }
-}
-
-/// The regular files the daemon passed for an `open` (`{"fd": N, ...}` values of its config), which
-/// this process holds from its start.
-fn passed_files(request: &HostRequest) -> Vec<std::os::fd::BorrowedFd<'_>> {
-    let HostRequest::Open { config, .. } = request else { return Vec::new() };
-    let fds =
-        config.values().filter_map(|v| v.as_object()?.get("fd")?.as_i64()).filter_map(|fd| i32::try_from(fd).ok());
-    fds.filter(|&fd| fd > 2)
-        .filter_map(|fd| {
-            // SAFETY: only looked at (fstat) and, if a regular file, borrowed for the request's life;
-            // a number that is not open fails the fstat.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            let owned = fd.try_clone_to_owned().ok()?;
-            std::fs::File::from(owned).metadata().ok()?.is_file().then_some(fd)
-        })
-        .collect()
 }
 
 /// Loads the libraries the admin or the environment name (e.g. liblsl): the plugin that later

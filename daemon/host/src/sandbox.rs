@@ -19,8 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
-    ABI,
+    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
 
@@ -31,19 +30,14 @@ const SYSTEM_READABLE: &[&str] =
 /// Restricts this process (every thread) for good; `readable`: paths the daemon lets the plugin
 /// read besides the system's. Returns what was enforced, in words. An error means the host must
 /// not load the plugin.
-///
-/// `passed`: the regular files the caller passed for this session (held open by the host): each
-/// may be opened again for reading, and only it, so that a library that takes a file by name
-/// (BrainFlow's playback board) can be given `/proc/self/fd/N`. That opens the inode the caller
-/// opened with its own rights, read-only: nothing the caller could not read.
-pub fn apply(readable: &[PathBuf], passed: &[std::os::fd::BorrowedFd<'_>]) -> Result<String, String> {
-    let files = restrict_files(readable, passed)?;
+pub fn apply(readable: &[PathBuf]) -> Result<String, String> {
+    let files = restrict_files(readable)?;
     restrict_calls()?;
     Ok(format!("{files}; system calls: filtered (seccomp)"))
 }
 
 /// Landlock, as far as this kernel has it: `Ok` with what was enforced.
-fn restrict_files(readable: &[PathBuf], passed: &[std::os::fd::BorrowedFd<'_>]) -> Result<String, String> {
+fn restrict_files(readable: &[PathBuf]) -> Result<String, String> {
     // The newest ABI this code was written for; an older kernel enforces what it knows.
     let abi = ABI::V6;
     let read = AccessFs::from_read(abi);
@@ -63,8 +57,6 @@ fn restrict_files(readable: &[PathBuf], passed: &[std::os::fd::BorrowedFd<'_>]) 
         .add_rules(path_beneath_rules(readable, read))
         .map_err(fail)?
         .add_rules(path_beneath_rules(["/dev"], device))
-        .map_err(fail)?
-        .add_rules(passed.iter().map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(*fd, AccessFs::ReadFile))))
         .map_err(fail)?
         .restrict_self()
         .map_err(fail)?;

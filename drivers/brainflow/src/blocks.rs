@@ -11,13 +11,16 @@ use bci2token_driver_abi::plugin::ReadOutcome;
 use bci2token_driver_abi::types::DriverEvent;
 
 /// The board's package counter: how many samples are missing before each one. BrainFlow's
-/// counters are per sample and wrap (at 256 on OpenBCI boards, elsewhere on others), so the
-/// wrap is learnt: the highest value seen is the top. A loss that straddles the first wrap is
-/// counted from 0 only; a value that is not a whole number turns the count off.
+/// counters wrap (at 256 on OpenBCI boards, elsewhere on others) and step by 1, or by 2 where a
+/// sample is made of two packets (Cyton + Daisy), so both are learnt: the step is the smallest
+/// rise seen, the top the highest value. A loss that straddles the first wrap is counted from 0
+/// only, and one before the step is known is not seen; a value that is not a whole number turns
+/// the count off.
 #[derive(Debug, Default)]
 struct Counter {
     prev: Option<u64>,
     top: u64,
+    step: Option<u64>,
     off: bool,
 }
 
@@ -33,10 +36,21 @@ impl Counter {
         let k = value as u64;
         let lost = match self.prev {
             None => 0,
-            Some(p) if k > p => k - p - 1,
             // Several samples of one package carry one number.
             Some(p) if k == p => 0,
-            Some(p) => self.top.saturating_sub(p) + k,
+            Some(p) if k > p => {
+                let rise = k - p;
+                let step = *self.step.get_or_insert(rise);
+                if rise < step {
+                    self.step = Some(rise);
+                }
+                (rise / self.step.unwrap_or(1)).saturating_sub(1)
+            }
+            // A wrap: the values above `p` up to the top, and those below `k`, are missing.
+            Some(p) => {
+                let step = self.step.unwrap_or(1);
+                (self.top.saturating_sub(p) + k) / step
+            }
         };
         self.top = self.top.max(k);
         self.prev = Some(k);
@@ -291,6 +305,14 @@ mod tests {
         let mut c = Counter::default();
         let total: u64 = (0..3).flat_map(|_| 0..=200).map(|k| c.step(f64::from(k))).sum();
         assert_eq!(total, 0);
+        // Cyton + Daisy: even numbers only (two packets a sample), wrapping after 254.
+        let mut c = Counter::default();
+        let total: u64 = (0..3).flat_map(|_| (0..=254).step_by(2)).map(|k| c.step(f64::from(k))).sum();
+        assert_eq!(total, 0, "a step of 2 is no loss");
+        assert_eq!(c.step(2.0), 1, "after 254, 0 is missing");
+        assert_eq!(c.step(8.0), 2, "4 and 6 are missing");
+        assert_eq!(c.step(252.0), 121);
+        assert_eq!(c.step(2.0), 2, "254 and 0 are missing");
         // A value that is not a counter turns it off.
         let mut c = Counter::default();
         c.step(1.0);

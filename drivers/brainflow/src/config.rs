@@ -2,11 +2,15 @@
 //! `BrainFlowInputParams` JSON) built from them.
 //!
 //! A driver runs with the daemon's rights, so nothing a caller sets may make it open what the
-//! caller could not: `serial_port` must be a serial line ([`checked_port`]), and BrainFlow's file
-//! parameters (`file`, `file_aux`, `file_anc`) are files the caller passes (bci2tokenctl opens
-//! them with the caller's rights), which BrainFlow reads through `/proc/self/fd`. The library to
-//! load is the admin's (`[drivers.brainflow] library`): a session that could name one would run
-//! its code as the daemon.
+//! caller could not: `serial_port` must be a serial line ([`checked_port`], checked again before
+//! every reconnection), and BrainFlow's file parameters (`file`, `file_aux`, `file_anc`) are files
+//! the caller passes (bci2tokenctl opens them with the caller's rights). BrainFlow takes a file
+//! by name only, and reopening a passed file through `/proc/self/fd` would check the daemon's
+//! rights on it (and the driver host's sandbox does not let it read the caller's directories), so
+//! the driver copies a passed file into a memory file of its own ([`MAX_FILE`] at most) and gives
+//! BrainFlow that one's `/proc/self/fd/N`. The library to load is the admin's
+//! (`[drivers.brainflow] library`): a session that could name one would run its code as the
+//! daemon.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +56,14 @@ pub const KEYS: &[&str] = &[
 
 /// Longest text parameter taken (BrainFlow's own are short: addresses, names).
 const MAX_TEXT: usize = 1024;
+/// Largest passed file taken: it is copied into memory (a BrainFlow CSV of 24 rows at 250 Hz is
+/// about 200 MB an hour).
+pub const MAX_FILE: u64 = 1 << 30;
+/// BrainFlow's `timeout` runs inside `open` and each reconnection, which the daemon allows 180 s
+/// and `driver_hang_timeout` (90 s by default) beyond a read's own.
+const MAX_BOARD_TIMEOUT: f64 = 60.0;
+/// Below this, a board's own packet spacing (or the 1 ms poll) would read as a stall.
+const MIN_STALL: f64 = 0.1;
 
 #[derive(Debug)]
 pub struct BrainFlowConfig {
@@ -68,10 +80,38 @@ pub struct BrainFlowConfig {
     pub library: Option<PathBuf>,
     /// BrainFlow's input parameters but `master_board` (set once the board is resolved).
     pub params: serde_json::Map<String, serde_json::Value>,
-    /// The files passed for BrainFlow's file parameters, kept open for the device's life.
+    /// Memory copies of the files passed for BrainFlow's file parameters, open for the device's life.
     pub files: Vec<std::fs::File>,
-    /// `serial_port`, checked, for messages.
+    /// `serial_port` as given (a name such as /dev/serial/by-id/… may lead to another device
+    /// after a replug).
     pub port: Option<PathBuf>,
+    pub allow_pty: bool,
+}
+
+/// A copy of a passed file in a memory file of this process, which BrainFlow can open by name.
+fn in_memory(f: bci2token_driver_abi::plugin::ConfigFile) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek};
+    use std::os::fd::FromRawFd;
+    let name = f.name.display().to_string();
+    // SAFETY: memfd_create with a static NUL-terminated name; the descriptor is owned below.
+    let fd = unsafe { libc::memfd_create(c"bci2token-brainflow".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("cannot make a memory file for {name}: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut source = f.file;
+    let _ = source.rewind();
+    let n =
+        std::io::copy(&mut (&mut source).take(MAX_FILE + 1), &mut copy).map_err(|e| format!("reading {name}: {e}"))?;
+    if n > MAX_FILE {
+        return Err(format!(
+            "{name} is larger than {} MiB, which the brainflow driver copies into memory at most; play a part of it",
+            MAX_FILE >> 20
+        ));
+    }
+    copy.rewind().map_err(|e| format!("{name}: {e}"))?;
+    Ok(copy)
 }
 
 impl BrainFlowConfig {
@@ -82,9 +122,9 @@ impl BrainFlowConfig {
              --set serial_port=/dev/ttyUSB0; `bci2tokenctl devices --driver brainflow` lists the boards",
         )?;
         let stall = config_f64(config, "stall_timeout")?.unwrap_or(3.0);
-        if !(stall.is_finite() && stall > 0.0 && stall <= 3600.0) {
+        if !(stall.is_finite() && (MIN_STALL..=3600.0).contains(&stall)) {
             return Err(format!(
-                "config key `stall_timeout`: {stall} s is not allowed; use seconds above 0 and up to 3600"
+                "config key `stall_timeout`: {stall} s is not allowed; use seconds from {MIN_STALL} to 3600"
             ));
         }
         let labels =
@@ -112,7 +152,7 @@ impl BrainFlowConfig {
         }
         for key in NUMBER_PARAMS {
             if let Some(v) = config_f64(config, key)? {
-                let most = if *key == "timeout" { 3600.0 } else { 65535.0 };
+                let most = if *key == "timeout" { MAX_BOARD_TIMEOUT } else { 65535.0 };
                 if !(v.fract() == 0.0 && (0.0..=most).contains(&v)) {
                     return Err(format!("config key `{key}`: {v} is not a whole number from 0 to {most}"));
                 }
@@ -128,22 +168,17 @@ impl BrainFlowConfig {
             };
             params.insert("ip_protocol".into(), p.into());
         }
-        let mut port = None;
-        if let Some(p) = config_string(config, "serial_port")? {
-            let checked = checked_port(std::path::Path::new(&p), allow_pty)
-                .map_err(|e| format!("config key `serial_port`: {e}"))?;
-            params.insert("serial_port".into(), checked.to_string_lossy().into_owned().into());
-            port = Some(PathBuf::from(p));
-        }
+        let port = config_string(config, "serial_port")?.map(PathBuf::from);
         let mut files = Vec::new();
         for key in FILE_PARAMS {
             if let Some(f) = config_file(config, key)? {
                 use std::os::fd::AsRawFd;
-                params.insert((*key).into(), format!("/proc/self/fd/{}", f.file.as_raw_fd()).into());
-                files.push(f.file);
+                let copy = in_memory(f).map_err(|e| format!("config key `{key}`: {e}"))?;
+                params.insert((*key).into(), format!("/proc/self/fd/{}", copy.as_raw_fd()).into());
+                files.push(copy);
             }
         }
-        Ok(BrainFlowConfig {
+        let mut cfg = BrainFlowConfig {
             board,
             master_board: config_string(config, "master_board")?,
             preset: config_string(config, "preset")?.map(|p| crate::boards::preset(&p)).transpose()?.unwrap_or(0),
@@ -155,7 +190,20 @@ impl BrainFlowConfig {
             params,
             files,
             port,
-        })
+            allow_pty,
+        };
+        cfg.check_port()?;
+        Ok(cfg)
+    }
+
+    /// Checks `serial_port` (again: before every prepare, since a name may lead elsewhere by then)
+    /// and puts the device it leads to into BrainFlow's parameters.
+    pub fn check_port(&mut self) -> Result<(), String> {
+        if let Some(p) = &self.port {
+            let checked = checked_port(p, self.allow_pty).map_err(|e| format!("config key `serial_port`: {e}"))?;
+            self.params.insert("serial_port".into(), checked.to_string_lossy().into_owned().into());
+        }
+        Ok(())
     }
 
     /// BrainFlow's input parameters as its JSON, for `master_board` (or BrainFlow's NO_BOARD).

@@ -80,8 +80,15 @@ impl Driver for BrainFlowDriver {
         let lib = BoardController::load(cfg.library.as_deref())?;
         let catalogue = boards::catalogue(lib).map_err(|e| e.to_string())?;
         let board = boards::resolve(&catalogue, "board", &cfg.board)?;
+        // BrainFlow writes the master board's rows for these two boards only, and the board's own
+        // rows for every other: a master for another board would size the buffer wrongly.
         let master = match (&cfg.master_board, board) {
-            (Some(m), _) => Some(boards::resolve(&catalogue, "master_board", m)?),
+            (Some(m), boards::PLAYBACK | boards::STREAMING) => Some(boards::resolve(&catalogue, "master_board", m)?),
+            (Some(_), _) => {
+                return Err("config key `master_board` is for BrainFlow's PlayBack (-3) and Streaming (-2) boards \
+                            only; leave it out"
+                    .into())
+            }
             (None, boards::PLAYBACK | boards::STREAMING) => {
                 return Err("BrainFlow's playback and streaming boards need `master_board`: the board whose rows the \
                             data has (for example --set master_board=Cyton)"
@@ -136,8 +143,7 @@ impl Driver for BrainFlowDriver {
         if bookkeeping.iter().flatten().any(|&r| r >= rows) {
             return Err(format!("BrainFlow's description of board {layout} names a row beyond its {rows}"));
         }
-        let params = cfg.params_json(master);
-        let session = lib.prepare(board, &params).map_err(|e| prepare_error(&cfg, e))?;
+        let session = lib.prepare(board, &cfg.params_json(master)).map_err(|e| prepare_error(&cfg, e))?;
         let max_block = ((rate / 50.0).ceil() as usize).max(64);
         let name = catalogue.iter().find(|b| b.id == board).map_or("?", |b| b.name.as_str());
         let rows_of = match master {
@@ -155,7 +161,7 @@ impl Driver for BrainFlowDriver {
             lib,
             board,
             playback: board == boards::PLAYBACK,
-            params,
+            master,
             session: Some(session),
             lost: None,
             preset: cfg.preset,
@@ -167,7 +173,7 @@ impl Driver for BrainFlowDriver {
             description,
             stall_timeout: cfg.stall_timeout,
             reconnect: cfg.reconnect,
-            _files: cfg.files,
+            cfg,
             blocks: Blocks::new(channel_rows, descr.package_num_channel, descr.marker_channel, rate, max_block),
             events: VecDeque::new(),
             last_data: Instant::now(),
@@ -198,7 +204,8 @@ pub struct BrainFlowDevice {
     /// BrainFlow's playback board: when its file is played, the stream ends (preparing it again
     /// would play the file from the start).
     playback: bool,
-    params: String,
+    /// The master board of PlayBack or Streaming.
+    master: Option<i32>,
     session: Option<Session>,
     /// The session of a board just lost, released at the first attempt to reconnect.
     lost: Option<Session>,
@@ -212,8 +219,9 @@ pub struct BrainFlowDevice {
     description: String,
     stall_timeout: Duration,
     reconnect: bool,
-    /// The passed files BrainFlow reads through /proc/self/fd: open as long as the device.
-    _files: Vec<std::fs::File>,
+    /// The session's settings, and the memory files BrainFlow reads through /proc/self/fd (after
+    /// the sessions above: released before those close).
+    cfg: BrainFlowConfig,
     /// Samples taken from BrainFlow's ring, on their way to blocks.
     blocks: Blocks,
     events: VecDeque<DriverEvent>,
@@ -255,14 +263,18 @@ impl BrainFlowDevice {
         // Releasing frees the port and BrainFlow's slot for this board.
         self.lost = None;
         std::thread::sleep(wait.saturating_sub(started.elapsed()));
-        let attempt = self.lib.prepare(self.board, &self.params).and_then(|mut s| s.start(self.ring).map(|()| s));
+        let attempt = self.cfg.check_port().and_then(|()| {
+            let params = self.cfg.params_json(self.master);
+            let mut session = self.lib.prepare(self.board, &params).map_err(|e| e.to_string())?;
+            session.start(self.ring).map_err(|e| e.to_string())?;
+            Ok(session)
+        });
         let outage = self.outage.as_mut().expect("still in the outage");
         let session = match attempt {
             Ok(s) => s,
-            Err(e) => {
+            Err(message) => {
                 outage.backoff = (outage.backoff * 2).min(RECONNECT_MAX);
                 outage.next_try = Instant::now() + outage.backoff;
-                let message = e.to_string();
                 if message != outage.last_failure {
                     outage.last_failure = message.clone();
                     return Ok(ReadOutcome::Event(DriverEvent::Warning {

@@ -223,9 +223,10 @@ impl BoardController {
 
     /// The presets the board has (0 default, 1 auxiliary, 2 ancillary).
     pub fn board_presets(&self, board: i32) -> Result<Vec<i32>, BfError> {
-        let mut buf = [0 as c_int; 16];
+        // BrainFlow's call takes no capacity: this is the room its own Python binding gives it.
+        let mut buf = vec![0 as c_int; 512];
         let mut len: c_int = 0;
-        // SAFETY: a board has at most three presets; the buffer holds 16.
+        // SAFETY: a board has three presets at most; the buffer holds 512, as BrainFlow's bindings'.
         check("get_board_presets", unsafe { (self.fns.get_board_presets)(board, buf.as_mut_ptr(), &mut len) })?;
         let n = usize::try_from(len).unwrap_or(0).min(buf.len());
         Ok(buf[..n].to_vec())
