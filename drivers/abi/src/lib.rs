@@ -10,10 +10,12 @@
 //!   [`export_driver!`] macro that generates the `extern "C"` shims, each wrapped in `catch_unwind`.
 //! - [`host`]: the safe wrapper the daemon uses to load plugins with `libloading` and drive devices.
 //! - [`serial`]: which device files are serial lines, and the USB serial ports sysfs shows.
+//! - [`outage`]: a lost device's reconnection attempts and their back-off.
 //! - [`units`]: channel units of LSL/XDF stream descriptions to µV, for the drivers that read them.
 
 pub mod ffi;
 pub mod host;
+pub mod outage;
 pub mod plugin;
 pub mod serial;
 pub mod types;

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::ffi::block_flags;
+use bci2token_driver_abi::outage::Outage;
 use bci2token_driver_abi::plugin::{Config, Device, Driver, ReadOutcome};
 use bci2token_driver_abi::serial::usb_ports;
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
@@ -19,9 +20,6 @@ use crate::library::{BoardController, Session};
 /// How often BrainFlow's ring is looked at while it is empty: it has no call that waits, and 1 ms
 /// keeps a block's latency near the board's own.
 const POLL: Duration = Duration::from_millis(1);
-/// First and longest wait between attempts to prepare a lost board again.
-const RECONNECT_FIRST: Duration = Duration::from_millis(250);
-const RECONNECT_MAX: Duration = Duration::from_secs(4);
 /// BrainFlow's ring, in seconds of samples: reads empty it every few milliseconds, so this only
 /// bridges a stalled consumer (the daemon's own buffers are behind it).
 const RING_SECONDS: f64 = 30.0;
@@ -189,15 +187,6 @@ fn prepare_error(cfg: &BrainFlowConfig, e: crate::library::BfError) -> String {
     format!("cannot open board {:?}{on}: {e}", cfg.board)
 }
 
-/// The board is gone since `since`; preparing it again is next tried at `next_try`.
-struct Outage {
-    since: Instant,
-    t: f64,
-    next_try: Instant,
-    backoff: Duration,
-    last_failure: String,
-}
-
 pub struct BrainFlowDevice {
     lib: &'static BoardController,
     board: i32,
@@ -241,51 +230,29 @@ impl BrainFlowDevice {
             return Err(format!("device lost: {reason} (reconnect is off)"));
         }
         let t = self.blocks.now_t();
-        self.outage = Some(Outage {
-            since: self.last_data,
-            t,
-            next_try: Instant::now() + RECONNECT_FIRST,
-            backoff: RECONNECT_FIRST,
-            last_failure: String::new(),
-        });
+        self.outage = Some(Outage::new(self.last_data, t));
         Ok(ReadOutcome::Event(DriverEvent::Disconnected { t, reason: format!("{reason}; reconnecting") }))
     }
 
     /// One attempt to prepare and start the board again, when it is due.
     fn reconnect(&mut self, timeout: Duration) -> Result<ReadOutcome, String> {
-        let started = Instant::now();
-        let outage = self.outage.as_mut().expect("called during an outage");
-        let wait = outage.next_try.saturating_duration_since(started);
-        if wait > timeout {
-            std::thread::sleep(timeout);
-            return Ok(ReadOutcome::Timeout);
-        }
         // Releasing frees the port and BrainFlow's slot for this board.
         self.lost = None;
-        std::thread::sleep(wait.saturating_sub(started.elapsed()));
+        if !self.outage.as_ref().expect("called during an outage").wait(timeout) {
+            return Ok(ReadOutcome::Timeout);
+        }
         let attempt = self.cfg.check_port().and_then(|()| {
             let params = self.cfg.params_json(self.master);
             let mut session = self.lib.prepare(self.board, &params).map_err(|e| e.to_string())?;
             session.start(self.ring).map_err(|e| e.to_string())?;
             Ok(session)
         });
-        let outage = self.outage.as_mut().expect("still in the outage");
         let session = match attempt {
             Ok(s) => s,
-            Err(message) => {
-                outage.backoff = (outage.backoff * 2).min(RECONNECT_MAX);
-                outage.next_try = Instant::now() + outage.backoff;
-                if message != outage.last_failure {
-                    outage.last_failure = message.clone();
-                    return Ok(ReadOutcome::Event(DriverEvent::Warning {
-                        message: format!("reconnecting: {message}; trying again"),
-                    }));
-                }
-                return Ok(ReadOutcome::Timeout);
-            }
+            Err(message) => return Ok(self.outage.as_mut().expect("still in the outage").failed(message)),
         };
         let outage = self.outage.take().expect("still in the outage");
-        let seconds = outage.since.elapsed().as_secs_f64();
+        let seconds = outage.seconds();
         self.session = Some(session);
         self.last_data = Instant::now();
         // Stream time stays near wall-clock time; how many samples the outage held is not known.

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bci2token_driver_abi::ffi::block_flags;
+use bci2token_driver_abi::outage::Outage;
 use bci2token_driver_abi::plugin::{Config, Device, Driver, ReadOutcome};
 use bci2token_driver_abi::types::{ChannelInfo, DeviceInfo, DriverEvent, StreamInfo};
 
@@ -22,9 +23,6 @@ pub const MAX_BLOCK_FRAMES: usize = 64;
 const READ_CHUNK: usize = 1024;
 /// Packets per second the dongle delivers: 250 rows of 8 channels, or 125 rows of 16.
 const PACKET_RATE: f64 = 250.0;
-/// First and longest wait between attempts to reopen a lost port.
-const RECONNECT_FIRST: Duration = Duration::from_millis(250);
-const RECONNECT_MAX: Duration = Duration::from_secs(4);
 /// ADS1299 output codes at the rails.
 const RAIL_HIGH: i32 = 8_388_607;
 const RAIL_LOW: i32 = -8_388_608;
@@ -57,17 +55,6 @@ impl Driver for OpenBciDriver {
         }
         Ok(OpenBciDevice::new(cfg, setup, labels, port, warnings))
     }
-}
-
-/// The device is gone since `since`; reopening is next tried at `next_try`.
-struct Outage {
-    since: Instant,
-    /// Stream time of the first missing frame.
-    t: f64,
-    next_try: Instant,
-    backoff: Duration,
-    /// The last reason a reconnection attempt failed, reported once per change.
-    last_failure: String,
 }
 
 pub struct OpenBciDevice {
@@ -204,48 +191,26 @@ impl OpenBciDevice {
         if !self.cfg.reconnect {
             return Err(format!("device lost: {reason} (reconnect is off)"));
         }
-        let now = Instant::now();
         let t = self.now_t();
-        self.outage = Some(Outage {
-            // The data stopped with the last byte, not when that was noticed (a stall is noticed
-            // stall_timeout later): the gap and stream time must cover that too.
-            since: self.last_byte,
-            t,
-            next_try: now + RECONNECT_FIRST,
-            backoff: RECONNECT_FIRST,
-            last_failure: String::new(),
-        });
+        // The data stopped with the last byte, not when that was noticed (a stall is noticed
+        // stall_timeout later): the gap and stream time must cover that too.
+        self.outage = Some(Outage::new(self.last_byte, t));
         Ok(ReadOutcome::Event(DriverEvent::Disconnected { t, reason: format!("{reason}; reconnecting") }))
     }
 
     /// One reconnection attempt when it is due.
     fn reconnect(&mut self, timeout: Duration) -> Result<ReadOutcome, String> {
-        let outage = self.outage.as_mut().expect("called during an outage");
-        let wait = outage.next_try.saturating_duration_since(Instant::now());
-        if wait > timeout {
-            std::thread::sleep(timeout);
+        if !self.outage.as_ref().expect("called during an outage").wait(timeout) {
             return Ok(ReadOutcome::Timeout);
         }
-        std::thread::sleep(wait);
         let attempt = Port::open(&self.cfg.port, self.cfg.allow_pty).and_then(|mut port| {
             let setup = board::set_up(&mut port, &self.cfg).map_err(|e| e.message().to_string())?;
             port.write_all(commands::START, WRITE_TIMEOUT).map_err(|PortLost(m)| m)?;
             Ok((port, setup))
         });
-        let outage = self.outage.as_mut().expect("still in the outage");
         let (port, setup) = match attempt {
             Ok(ok) => ok,
-            Err(message) => {
-                outage.backoff = (outage.backoff * 2).min(RECONNECT_MAX);
-                outage.next_try = Instant::now() + outage.backoff;
-                if message != outage.last_failure {
-                    outage.last_failure = message.clone();
-                    return Ok(ReadOutcome::Event(DriverEvent::Warning {
-                        message: format!("reconnecting: {message}; trying again"),
-                    }));
-                }
-                return Ok(ReadOutcome::Timeout);
-            }
+            Err(message) => return Ok(self.outage.as_mut().expect("still in the outage").failed(message)),
         };
         if setup.channels() != self.setup.channels() {
             return Err(format!(
@@ -257,7 +222,7 @@ impl OpenBciDevice {
             ));
         }
         let outage = self.outage.take().expect("still in the outage");
-        let seconds = outage.since.elapsed().as_secs_f64();
+        let seconds = outage.seconds();
         self.scales = setup.gains.iter().map(|&g| scale_uv(g)).collect();
         self.setup = setup;
         self.port = Some(port);
