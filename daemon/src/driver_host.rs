@@ -48,8 +48,9 @@ pub fn host_exe() -> Result<&'static HostExe, String> {
 /// What a driver host may read besides the system's directories
 /// ([`bci2token_driver_host::sandbox`]), and which libraries it loads before it confines itself.
 /// Readable: the plugin's directory and file (the file a link leads to), the driver directories, the libraries and LSL
-/// configuration the admin or the environment name (`$BCI2TOKEN_LIBLSL` for `lsl`'s hosts,
-/// `$BCI2TOKEN_BRAINFLOW_LIB` for `brainflow`'s), string settings of the admin's that are
+/// configuration the admin or the environment name (a driver's library for its own hosts only:
+/// `[drivers.NAME] library`, else `$BCI2TOKEN_LIBLSL` or `lsl_library` for `lsl`,
+/// `$BCI2TOKEN_BRAINFLOW_LIB` for `brainflow`), string settings of the admin's that are
 /// absolute paths (host keys `_…`), in `--user` mode the caller's file keys (the caller is the
 /// daemon's user), and the directory of each file named; as canonical paths. Preloaded: the
 /// libraries among what the admin or the environment name (never a caller's file). Never
@@ -59,14 +60,17 @@ pub fn readable_paths(
     (plugin, driver): (&Path, &str),
     config: &serde_json::Map<String, serde_json::Value>,
 ) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let mut admin: Vec<PathBuf> = cfg.lsl_library.iter().cloned().collect();
-    // A library the environment names goes to the hosts of the driver that loads it only.
-    let env_library = match driver {
-        "lsl" => Some("BCI2TOKEN_LIBLSL"),
-        "brainflow" => Some("BCI2TOKEN_BRAINFLOW_LIB"),
-        _ => None,
+    // A driver's library goes to its own hosts only: the admin's `[drivers.NAME] library` (host
+    // key `_library`, below) or, where there is none, the one the environment names (for lsl,
+    // else the outlets' `lsl_library`), never both (the driver looks its library up by name,
+    // and finds the one loaded).
+    let env = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut admin: Vec<PathBuf> = match (driver, config.contains_key("_library")) {
+        (_, true) => Vec::new(),
+        ("lsl", false) => env("BCI2TOKEN_LIBLSL").or_else(|| cfg.lsl_library.clone()).into_iter().collect(),
+        ("brainflow", false) => env("BCI2TOKEN_BRAINFLOW_LIB").into_iter().collect(),
+        _ => Vec::new(),
     };
-    admin.extend(env_library.and_then(std::env::var_os).filter(|v| !v.is_empty()).map(PathBuf::from));
     for (key, value) in config {
         if let (true, Some(p)) = (key.starts_with('_'), value.as_str()) {
             admin.push(PathBuf::from(p));

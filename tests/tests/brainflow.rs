@@ -328,13 +328,18 @@ fn bad_input_gives_clear_errors_and_a_silent_board_reconnects() {
     let e = failure(&start(&["board=Synthetic", "master_board=Cyton"]));
     assert!(e.contains("`master_board` is for BrainFlow's PlayBack"), "{e}");
     let e = failure(&start(&["board=Synthetic", "timeout=600"]));
-    assert!(e.contains("`timeout`") && e.contains("60"), "{e}");
+    assert!(e.contains("`timeout`") && e.contains("from 0 to 60"), "{e}");
     let e = failure(&start(&["board=Synthetic", "stall_timeout=0.001"]));
     assert!(e.contains("`stall_timeout`") && e.contains("0.1"), "{e}");
     let e = failure(&start(&["board=Synthetic", "library=/tmp/evil.so"]));
     assert!(e.contains("no config key `library`"), "{e}");
-    // A Cyton that does not answer: BrainFlow's error, named.
     let dir = TempDir::new("brainflow-bad");
+    // A file beyond what the driver copies into memory: refused from its size, before a copy.
+    let big = dir.path().join("big.csv");
+    std::fs::File::create(&big).unwrap().set_len(300 << 20).unwrap();
+    let e = failure(&start(&["board=PlayBack", "master_board=Cyton", &format!("file={}", big.display())]));
+    assert!(e.contains("`file`") && e.contains("big.csv") && e.contains("256 MiB at most"), "{e}");
+    // A Cyton that does not answer: BrainFlow's error, named.
     let silent = Emulator::start(dir.path(), EmulatorConfig::default());
     silent.stall(Duration::from_secs(30));
     let e = failure(&start(&["board=Cyton", &format!("serial_port={}", silent.path().display())]));

@@ -11,18 +11,26 @@ use bci2token_driver_abi::plugin::ReadOutcome;
 use bci2token_driver_abi::types::DriverEvent;
 
 /// The board's package counter: how many samples are missing before each one. BrainFlow's
-/// counters wrap (at 256 on OpenBCI boards, elsewhere on others) and step by 1, or by 2 where a
-/// sample is made of two packets (Cyton + Daisy), so both are learnt: the step is the smallest
-/// rise seen, the top the highest value. A loss that straddles the first wrap is counted from 0
-/// only, and one before the step is known is not seen; a value that is not a whole number turns
-/// the count off.
+/// counters step by 1, or by 2 where a sample is made of two packets (Cyton + Daisy), and wrap
+/// between a bottom and a top that differ by board (0 and 255 on OpenBCI boards; 1 and 100 on a
+/// Ganglion), so all three are learnt from the counter: the first rise is the step, and a smaller
+/// rise replaces it only once it has come [`STEP_PROOF`] times in a row (one corrupted value must
+/// not halve it for good); the top and bottom are the highest value seen and the lowest seen just
+/// after a wrap. Until they are known, a loss across a wrap is counted short; a value that is not a
+/// whole number turns the count off.
 #[derive(Debug, Default)]
 struct Counter {
     prev: Option<u64>,
     top: u64,
+    bottom: Option<u64>,
     step: Option<u64>,
+    /// A rise smaller than the step, and how many times in a row it came.
+    smaller: Option<(u64, u32)>,
     off: bool,
 }
+
+/// Times in a row a smaller rise must come to become the step.
+const STEP_PROOF: u32 = 16;
 
 impl Counter {
     fn step(&mut self, value: f64) -> u64 {
@@ -42,14 +50,26 @@ impl Counter {
                 let rise = k - p;
                 let step = *self.step.get_or_insert(rise);
                 if rise < step {
-                    self.step = Some(rise);
+                    let seen = match self.smaller {
+                        Some((r, n)) if r == rise => n + 1,
+                        _ => 1,
+                    };
+                    self.smaller = Some((rise, seen));
+                    if seen >= STEP_PROOF {
+                        self.step = Some(rise);
+                        self.smaller = None;
+                    }
+                } else {
+                    self.smaller = None;
                 }
                 (rise / self.step.unwrap_or(1)).saturating_sub(1)
             }
-            // A wrap: the values above `p` up to the top, and those below `k`, are missing.
+            // A wrap: the values above `p` up to the top, and those from the bottom below `k`,
+            // are missing.
             Some(p) => {
-                let step = self.step.unwrap_or(1);
-                (self.top.saturating_sub(p) + k) / step
+                let bottom = self.bottom.map_or(k, |b| b.min(k));
+                self.bottom = Some(bottom);
+                (self.top.saturating_sub(p) + (k - bottom)) / self.step.unwrap_or(1)
             }
         };
         self.top = self.top.max(k);
@@ -301,6 +321,11 @@ mod tests {
             assert_eq!(c.step(f64::from(k)), 0);
         }
         assert_eq!(c.step(1.0), 2 + 1, "254, 255 and 0 are missing");
+        // A Ganglion-like counter: 0 once, then 1..=100 round and round; a wrap is not a gap.
+        let mut c = Counter::default();
+        let values = std::iter::once(0).chain((0..4).flat_map(|_| 1..=100));
+        assert_eq!(values.map(|k| c.step(f64::from(k))).sum::<u64>(), 0);
+        assert_eq!(c.step(3.0), 2, "after 100: 1 and 2 are missing");
         // A counter with another top (Ganglion-like, 0..=200) wraps without an invented gap.
         let mut c = Counter::default();
         let total: u64 = (0..3).flat_map(|_| 0..=200).map(|k| c.step(f64::from(k))).sum();
@@ -313,6 +338,12 @@ mod tests {
         assert_eq!(c.step(8.0), 2, "4 and 6 are missing");
         assert_eq!(c.step(252.0), 121);
         assert_eq!(c.step(2.0), 2, "254 and 0 are missing");
+        // One corrupted value (a rise of 1) does not make a Daisy's step 1; sixteen in a row would.
+        let mut c = Counter::default();
+        for k in [0.0, 2.0, 4.0, 5.0, 6.0, 8.0, 10.0] {
+            assert_eq!(c.step(k), 0, "at {k}");
+        }
+        assert_eq!(c.step(14.0), 1, "12 is missing: the step is still 2");
         // A value that is not a counter turns it off.
         let mut c = Counter::default();
         c.step(1.0);

@@ -7,7 +7,7 @@
 //! the caller passes (bci2tokenctl opens them with the caller's rights). BrainFlow takes a file
 //! by name only, and reopening a passed file through `/proc/self/fd` would check the daemon's
 //! rights on it (and the driver host's sandbox does not let it read the caller's directories), so
-//! the driver copies a passed file into a memory file of its own ([`MAX_FILE`] at most) and gives
+//! the driver copies a passed file into a memory file of its own ([`MemoryFile`]) and gives
 //! BrainFlow that one's `/proc/self/fd/N`. The library to load is the admin's
 //! (`[drivers.brainflow] library`): a session that could name one would run its code as the
 //! daemon.
@@ -15,10 +15,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bci2token_driver_abi::plugin::{config_bool, config_f64, config_file, config_string, reject_unknown_keys, Config};
+use bci2token_driver_abi::plugin::{
+    config_bool, config_f64, config_file, config_string, reject_unknown_keys, Config, ConfigFile,
+};
 use bci2token_driver_abi::serial::checked_port;
 
 use crate::boards::Rows;
+use crate::memory_file::MemoryFile;
 
 /// BrainFlow's text parameters, passed through (but `serial_port` and the files, checked first).
 const TEXT_PARAMS: &[&str] =
@@ -56,9 +59,6 @@ pub const KEYS: &[&str] = &[
 
 /// Longest text parameter taken (BrainFlow's own are short: addresses, names).
 const MAX_TEXT: usize = 1024;
-/// Largest passed file taken: it is copied into memory (a BrainFlow CSV of 24 rows at 250 Hz is
-/// about 200 MB an hour).
-pub const MAX_FILE: u64 = 1 << 30;
 /// BrainFlow's `timeout` runs inside `open` and each reconnection, which the daemon allows 180 s
 /// and `driver_hang_timeout` (90 s by default) beyond a read's own.
 const MAX_BOARD_TIMEOUT: f64 = 60.0;
@@ -80,38 +80,14 @@ pub struct BrainFlowConfig {
     pub library: Option<PathBuf>,
     /// BrainFlow's input parameters but `master_board` (set once the board is resolved).
     pub params: serde_json::Map<String, serde_json::Value>,
-    /// Memory copies of the files passed for BrainFlow's file parameters, open for the device's life.
-    pub files: Vec<std::fs::File>,
+    /// The files passed for BrainFlow's file parameters, until [`BrainFlowConfig::copy_files`].
+    passed: Vec<(&'static str, ConfigFile)>,
+    /// Their memory copies, which BrainFlow reads: kept for the device's life.
+    pub files: Vec<MemoryFile>,
     /// `serial_port` as given (a name such as /dev/serial/by-id/… may lead to another device
     /// after a replug).
     pub port: Option<PathBuf>,
     pub allow_pty: bool,
-}
-
-/// A copy of a passed file in a memory file of this process, which BrainFlow can open by name.
-fn in_memory(f: bci2token_driver_abi::plugin::ConfigFile) -> Result<std::fs::File, String> {
-    use std::io::{Read, Seek};
-    use std::os::fd::FromRawFd;
-    let name = f.name.display().to_string();
-    // SAFETY: memfd_create with a static NUL-terminated name; the descriptor is owned below.
-    let fd = unsafe { libc::memfd_create(c"bci2token-brainflow".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!("cannot make a memory file for {name}: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
-    let mut source = f.file;
-    let _ = source.rewind();
-    let n =
-        std::io::copy(&mut (&mut source).take(MAX_FILE + 1), &mut copy).map_err(|e| format!("reading {name}: {e}"))?;
-    if n > MAX_FILE {
-        return Err(format!(
-            "{name} is larger than {} MiB, which the brainflow driver copies into memory at most; play a part of it",
-            MAX_FILE >> 20
-        ));
-    }
-    copy.rewind().map_err(|e| format!("{name}: {e}"))?;
-    Ok(copy)
 }
 
 impl BrainFlowConfig {
@@ -169,13 +145,10 @@ impl BrainFlowConfig {
             params.insert("ip_protocol".into(), p.into());
         }
         let port = config_string(config, "serial_port")?.map(PathBuf::from);
-        let mut files = Vec::new();
+        let mut passed = Vec::new();
         for key in FILE_PARAMS {
             if let Some(f) = config_file(config, key)? {
-                use std::os::fd::AsRawFd;
-                let copy = in_memory(f).map_err(|e| format!("config key `{key}`: {e}"))?;
-                params.insert((*key).into(), format!("/proc/self/fd/{}", copy.as_raw_fd()).into());
-                files.push(copy);
+                passed.push((*key, f));
             }
         }
         let mut cfg = BrainFlowConfig {
@@ -188,7 +161,8 @@ impl BrainFlowConfig {
             reconnect: config_bool(config, "reconnect")?.unwrap_or(true),
             library: config_string(config, "_library")?.map(PathBuf::from),
             params,
-            files,
+            passed,
+            files: Vec::new(),
             port,
             allow_pty,
         };
@@ -202,6 +176,19 @@ impl BrainFlowConfig {
         if let Some(p) = &self.port {
             let checked = checked_port(p, self.allow_pty).map_err(|e| format!("config key `serial_port`: {e}"))?;
             self.params.insert("serial_port".into(), checked.to_string_lossy().into_owned().into());
+        }
+        Ok(())
+    }
+
+    /// Copies the passed files into memory and names the copies in BrainFlow's parameters; once
+    /// the cheaper checks of the session are done.
+    pub fn copy_files(&mut self) -> Result<(), String> {
+        let mut used = 0;
+        for (key, f) in std::mem::take(&mut self.passed) {
+            let copy = MemoryFile::copy(&f, used).map_err(|e| format!("config key `{key}`: {e}"))?;
+            used += copy.len();
+            self.params.insert(key.into(), copy.path().into());
+            self.files.push(copy);
         }
         Ok(())
     }

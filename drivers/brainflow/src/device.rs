@@ -74,7 +74,7 @@ impl Driver for BrainFlowDriver {
     }
 
     fn open(config: &Config) -> Result<BrainFlowDevice, String> {
-        let cfg = BrainFlowConfig::from_config(config)?;
+        let mut cfg = BrainFlowConfig::from_config(config)?;
         let lib = BoardController::load(cfg.library.as_deref())?;
         let catalogue = boards::catalogue(lib).map_err(|e| e.to_string())?;
         let board = boards::resolve(&catalogue, "board", &cfg.board)?;
@@ -141,6 +141,7 @@ impl Driver for BrainFlowDriver {
         if bookkeeping.iter().flatten().any(|&r| r >= rows) {
             return Err(format!("BrainFlow's description of board {layout} names a row beyond its {rows}"));
         }
+        cfg.copy_files()?;
         let session = lib.prepare(board, &cfg.params_json(master)).map_err(|e| prepare_error(&cfg, e))?;
         let max_block = ((rate / 50.0).ceil() as usize).max(64);
         let name = catalogue.iter().find(|b| b.id == board).map_or("?", |b| b.name.as_str());

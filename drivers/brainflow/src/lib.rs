@@ -7,6 +7,7 @@
 //! - [`boards`]: the boards the library knows (`get_board_descr`) and which of a board's rows
 //!   become a session's channels.
 //! - [`config`]: the session keys, and BrainFlow's input parameters built from them.
+//! - [`memory_file`]: a passed file copied into memory, for BrainFlow to open by name.
 //! - [`device`]: the plugin's device: streaming, gaps from the package counter, markers, stalls
 //!   and reconnection.
 
@@ -15,5 +16,6 @@ pub mod boards;
 pub mod config;
 pub mod device;
 pub mod library;
+pub mod memory_file;
 
 bci2token_driver_abi::export_driver!(device::BrainFlowDriver);

@@ -126,11 +126,18 @@ const LOG_LEVEL_WARN: c_int = 3;
 const DESCR_MAX: usize = 64 * 1024;
 
 impl BoardController {
-    /// Loads the library: `configured` if given, else `$BCI2TOKEN_BRAINFLOW_LIB`, else
-    /// [`LIBRARY_NAME`] through the search path. The same file is loaded once per process.
+    /// Loads the library: `configured` if given; else the one this process has loaded already
+    /// (a driver host preloads the admin's `[drivers.brainflow] library`, or the environment's,
+    /// before its sandbox: a probe, which gets no configuration, finds that one by name); else
+    /// `$BCI2TOKEN_BRAINFLOW_LIB`, else [`LIBRARY_NAME`] through the search path. The same file is
+    /// loaded once per process.
     pub fn load(configured: Option<&Path>) -> Result<&'static BoardController, String> {
         let env = std::env::var_os(LIBRARY_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let explicit = configured.map(Path::to_path_buf).or(env);
+        let explicit = match configured {
+            Some(path) => Some(path.to_path_buf()),
+            None if already_loaded() => None,
+            None => env,
+        };
         let wanted = explicit.clone().unwrap_or_else(|| PathBuf::from(LIBRARY_NAME));
         static LOADED: Mutex<Vec<&'static BoardController>> = Mutex::new(Vec::new());
         let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,6 +247,12 @@ impl BoardController {
         check("prepare_session", unsafe { (self.fns.prepare_session)(board, params.as_ptr()) })?;
         Ok(Session { lib: self, board, params, streaming: false })
     }
+}
+
+/// Whether a library named [`LIBRARY_NAME`] (by file or SONAME) is loaded in this process.
+fn already_loaded() -> bool {
+    // SAFETY: RTLD_NOLOAD loads nothing (no initialiser runs); the handle is closed at once.
+    unsafe { libloading::os::unix::Library::open(Some(LIBRARY_NAME), libc::RTLD_NOW | libc::RTLD_NOLOAD) }.is_ok()
 }
 
 /// Text of `len` bytes BrainFlow wrote into `buf`.
