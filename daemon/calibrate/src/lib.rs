@@ -1,0 +1,36 @@
+//! Fitting per-person decoders from a person's own recorded trials (issue 17), with no I/O: the
+//! daemon cuts the epochs, this crate fits, the model package is written elsewhere.
+//!
+//! - [`linalg`]: the symmetric and generalised symmetric eigenproblems (nalgebra) and the matrix
+//!   functions of symmetric positive-definite matrices built on them.
+//! - [`covariance`]: covariance estimates of epochs.
+//! - [`csp`]: common spatial patterns for two classes (Koles 1990; Ramoser et al. 2000), as MNE
+//!   computes them.
+//! - [`lda`]: linear discriminant analysis with Ledoit–Wolf shrinkage, as scikit-learn's.
+//! - [`riemann`]: the affine-invariant Riemannian mean of covariance matrices and the tangent space
+//!   at a reference (Barachant et al. 2012), as pyriemann computes them.
+//! - [`trca`]: task-related component analysis (Nakanishi et al. 2018), the SSVEP spatial filter.
+//!
+//! Epochs are `channels × samples` matrices of f64.
+
+pub mod covariance;
+pub mod csp;
+pub mod lda;
+pub mod linalg;
+pub mod riemann;
+pub mod trca;
+
+pub use nalgebra::{DMatrix, DVector};
+
+/// Why a fit could not be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    #[error("{0}")]
+    Shape(String),
+    #[error("too few trials: {0}")]
+    TooFew(String),
+    #[error("the covariance is not positive definite ({0}): a flat or duplicated channel, or too few samples")]
+    NotPositiveDefinite(&'static str),
+    #[error("{0} did not converge")]
+    NoConvergence(&'static str),
+}
