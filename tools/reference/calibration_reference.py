@@ -12,7 +12,8 @@ shapes.json, in DIR.
       filters.f64, patterns.f64 (rows are components).
   calibration_reference.py riemann DIR
       covs.f64: each epoch's covariance, X X^T / times (pyriemann's 'scm'); mean.f64: pyriemann's
-      mean_riemann of them; tangent.f64: TangentSpace(metric='riemann') of them at that mean.
+      mean_riemann of them; tangent.f64: TangentSpace(metric='riemann') of them at that mean;
+      mdm_distances.f64: each epoch's distances to the class means of MDM(metric='riemann').
   calibration_reference.py trca DIR
       trca.f64: the TRCA spatial filter of each class's epochs (class 0 then 1), from
       scipy.linalg.eigh(S, Q) with S the summed cross-covariances of distinct trials and Q the
@@ -74,6 +75,8 @@ def main():
         save(dir, "covs", covs)
         save(dir, "mean", mean_riemann(covs))
         save(dir, "tangent", TangentSpace(metric="riemann").fit_transform(covs))
+        from pyriemann.classification import MDM
+        save(dir, "mdm_distances", MDM(metric="riemann").fit(covs, load(dir, "labels")).transform(covs))
     elif cmd == "trca":
         import scipy.linalg
         dir = sys.argv[2]

@@ -7,8 +7,10 @@
 //! - [`csp`]: common spatial patterns for two classes (Koles 1990; Ramoser et al. 2000), as MNE
 //!   computes them.
 //! - [`lda`]: linear discriminant analysis with Ledoit–Wolf shrinkage, as scikit-learn's.
+//! - [`metrics`]: stratified k-fold cross-validation and the information transfer rate.
 //! - [`riemann`]: the affine-invariant Riemannian mean of covariance matrices and the tangent space
-//!   at a reference (Barachant et al. 2012), as pyriemann computes them.
+//!   at a reference, and minimum distance to the mean (Barachant et al. 2012), as pyriemann
+//!   computes them.
 //! - [`trca`]: task-related component analysis (Nakanishi et al. 2018), the SSVEP spatial filter.
 //!
 //! Epochs are `channels × samples` matrices of f64.
@@ -17,6 +19,7 @@ pub mod covariance;
 pub mod csp;
 pub mod lda;
 pub mod linalg;
+pub mod metrics;
 pub mod riemann;
 pub mod trca;
 

@@ -90,3 +90,35 @@ mod tests {
         assert!((t.norm() - (2.0 * 4f64.ln().powi(2)).sqrt()).abs() < 1e-12);
     }
 }
+
+/// Minimum distance to the mean (Barachant et al. 2012; pyriemann's `MDM`): each class is its
+/// trials' Riemannian mean, and a trial belongs to the nearest.
+#[derive(Debug, Clone)]
+pub struct Mdm {
+    pub means: Vec<DMatrix<f64>>,
+    /// M^-½ of each mean, for the distances.
+    isqrt: Vec<DMatrix<f64>>,
+}
+
+impl Mdm {
+    /// Fits class means from `covs` with `labels` in `0..classes`.
+    pub fn fit(covs: &[DMatrix<f64>], labels: &[usize], classes: usize) -> Result<Mdm, FitError> {
+        let mut means = Vec::with_capacity(classes);
+        for k in 0..classes {
+            let class: Vec<DMatrix<f64>> =
+                covs.iter().zip(labels).filter(|(_, &l)| l == k).map(|(c, _)| c.clone()).collect();
+            if class.is_empty() {
+                return Err(FitError::TooFew(format!("class {k} has no trials")));
+            }
+            means.push(mean(&class)?);
+        }
+        let isqrt = means.iter().map(inverse_sqrt).collect::<Result<_, _>>()?;
+        Ok(Mdm { means, isqrt })
+    }
+
+    /// The distance of `cov` to each class mean.
+    pub fn distances(&self, cov: &DMatrix<f64>) -> Result<DVector<f64>, FitError> {
+        let d: Vec<f64> = self.isqrt.iter().map(|m| distance(m, cov)).collect::<Result<_, _>>()?;
+        Ok(DVector::from_vec(d))
+    }
+}

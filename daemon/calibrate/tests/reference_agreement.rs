@@ -117,6 +117,16 @@ fn the_riemannian_mean_and_tangent_vectors_are_pyriemann_s() {
         let err = relative(ours.as_slice(), theirs);
         assert!(err < 1e-6, "tangent vector {i} differs by {err:e}");
     }
+    // MDM: the distances of every epoch to the two class means.
+    let (labels, _) = array(e.dir.path(), "labels");
+    let classes: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+    let mdm = riemann::Mdm::fit(&ours_covs, &classes, 2).unwrap();
+    let (d, _) = array(e.dir.path(), "mdm_distances");
+    for (i, cov) in ours_covs.iter().enumerate() {
+        let ours = mdm.distances(cov).unwrap();
+        let err = relative(ours.as_slice(), &d[2 * i..2 * i + 2]);
+        assert!(err < 1e-6, "MDM distances of epoch {i} differ by {err:e}");
+    }
 }
 
 #[test]
