@@ -44,9 +44,156 @@ pub fn csp_linear(filters: &[f32], channels: usize, readout: &Linear, frames: us
     CModule::create_by_tracing("CspLinear", "forward", &[example], &mut forward)
 }
 
+/// The covariance of each window, channels centred, divided by the frames, in float64
+/// (`[batch, channels, channels]`): what [`mdm`] and [`tangent_linear`] are fitted on.
+fn window_covariance(x: &Tensor) -> Tensor {
+    let x = x.to_kind(Kind::Double);
+    let centred = &x - x.mean_dim(-1, true, Kind::Double);
+    let frames = x.size().last().copied().unwrap_or(1);
+    // The frames of the trace are a constant: a window always has the manifest's length.
+    centred.matmul(&centred.transpose(-1, -2)) / frames as f64
+}
+
+/// `V f(Λ) Vᵀ` of a batch of symmetric matrices.
+fn sym_log(m: &Tensor) -> Tensor {
+    let (values, vectors) = m.linalg_eigh("L");
+    vectors.matmul(&values.log().diag_embed(0, -2, -1)).matmul(&vectors.transpose(-1, -2))
+}
+
+fn double_matrix(values: &[f64], rows: usize, cols: usize) -> Result<Tensor, TchError> {
+    if values.len() != rows * cols {
+        return Err(TchError::Shape(format!("{} values for a {rows} × {cols} matrix", values.len())));
+    }
+    Tensor::f_from_slice(values)?.f_reshape([rows as i64, cols as i64])
+}
+
+/// Minimum distance to the mean: `means_isqrt` holds each class mean's M^-½ (`channels ×
+/// channels`, row-major, one a class); the logits are the negated affine-invariant distances of
+/// the window's covariance to the means, times `scale`.
+pub fn mdm(means_isqrt: &[Vec<f64>], channels: usize, frames: usize, scale: f64) -> Result<CModule, TchError> {
+    let isqrt = means_isqrt.iter().map(|m| double_matrix(m, channels, channels)).collect::<Result<Vec<_>, _>>()?;
+    let stacked = Tensor::f_stack(&isqrt, 0)?;
+    let example = Tensor::f_zeros([2, channels as i64, frames as i64], (Kind::Float, tch::Device::Cpu))?;
+    let mut forward = |inputs: &[Tensor]| {
+        // [batch, 1, c, c] against [classes, c, c]: M^-½ C M^-½ for every pair.
+        let c = window_covariance(&inputs[0]).unsqueeze(1);
+        let whitened = stacked.matmul(&c).matmul(&stacked);
+        let d = whitened.linalg_eigvalsh("L").log().square().sum_dim_intlist(-1, false, Kind::Double).sqrt();
+        vec![(d * -scale).to_kind(Kind::Float)]
+    };
+    CModule::create_by_tracing("Mdm", "forward", &[example], &mut forward)
+}
+
+/// Tangent space at a reference (its R^-½, row-major) and a linear read-out of the tangent
+/// vector: the upper triangle of log(R^-½ C R^-½), row by row, off-diagonal entries × √2.
+pub fn tangent_linear(
+    reference_isqrt: &[f64],
+    channels: usize,
+    readout: &Linear,
+    frames: usize,
+) -> Result<CModule, TchError> {
+    let r = double_matrix(reference_isqrt, channels, channels)?;
+    let features = channels * (channels + 1) / 2;
+    let weight =
+        double_matrix(&readout.weight.iter().map(|&w| f64::from(w)).collect::<Vec<_>>(), readout.classes(), features)?;
+    let bias = Tensor::f_from_slice(&readout.bias.iter().map(|&b| f64::from(b)).collect::<Vec<_>>())?;
+    let (mut index, mut coef) = (Vec::with_capacity(features), Vec::with_capacity(features));
+    for i in 0..channels {
+        for j in i..channels {
+            index.push((i * channels + j) as i64);
+            coef.push(if i == j { 1.0 } else { std::f64::consts::SQRT_2 });
+        }
+    }
+    let index = Tensor::f_from_slice(&index)?;
+    let coef = Tensor::f_from_slice(&coef)?;
+    let example = Tensor::f_zeros([2, channels as i64, frames as i64], (Kind::Float, tch::Device::Cpu))?;
+    let mut forward = |inputs: &[Tensor]| {
+        let c = window_covariance(&inputs[0]);
+        let log = sym_log(&r.matmul(&c).matmul(&r));
+        let t = log.flatten(1, 2).index_select(1, &index) * &coef;
+        vec![(t.matmul(&weight.tr()) + &bias).to_kind(Kind::Float)]
+    };
+    CModule::create_by_tracing("TangentLinear", "forward", &[example], &mut forward)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bci2token_calibrate::{riemann, DMatrix};
+
+    /// A trained module saved and loaded again, run on `x` as `[batch, channels, frames]`.
+    fn run_saved(module: &CModule, x: &[f32], batch: usize, channels: usize, frames: usize) -> Vec<f32> {
+        let dir = std::env::temp_dir().join(format!("bci2token-traced-{}-{batch}-{channels}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.pt");
+        module.save(&path).unwrap();
+        let loaded = CModule::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let input = Tensor::from_slice(x).reshape([batch as i64, channels as i64, frames as i64]);
+        let out = loaded.forward_ts(&[input]).unwrap();
+        let n = out.numel();
+        let mut got = vec![0f32; n];
+        out.copy_data(&mut got, n);
+        got
+    }
+
+    /// `batch` windows with channels of different scales, so that their covariances differ.
+    fn windows(batch: usize, channels: usize, frames: usize, seed: u64) -> (Vec<f32>, Vec<DMatrix<f64>>) {
+        let mut x = values(batch * channels * frames, seed);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v *= 1.0 + ((i / frames) % channels) as f32;
+        }
+        let covs = (0..batch)
+            .map(|b| {
+                let w = DMatrix::from_row_slice(
+                    channels,
+                    frames,
+                    &x[b * channels * frames..(b + 1) * channels * frames]
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .collect::<Vec<_>>(),
+                );
+                bci2token_calibrate::covariance::sample(&w)
+            })
+            .collect();
+        (x, covs)
+    }
+
+    #[test]
+    fn traced_mdm_and_tangent_space_modules_compute_what_the_fitting_code_computes() {
+        let (channels, frames) = (4, 64);
+        let (_, covs) = windows(6, channels, frames, 11);
+        let labels = [0, 1, 0, 1, 0, 1];
+        let fitted = riemann::Mdm::fit(&covs, &labels, 2).unwrap();
+        let isqrt: Vec<Vec<f64>> =
+            fitted.means.iter().map(|m| riemann::inverse_sqrt(m).unwrap().transpose().as_slice().to_vec()).collect();
+        let module = mdm(&isqrt, channels, frames, 2.0).unwrap();
+        let (x, test_covs) = windows(3, channels, frames, 12);
+        let got = run_saved(&module, &x, 3, channels, frames);
+        for (b, cov) in test_covs.iter().enumerate() {
+            let d = fitted.distances(cov).unwrap();
+            for k in 0..2 {
+                let want = -2.0 * d[k];
+                let g = f64::from(got[b * 2 + k]);
+                assert!((g - want).abs() < 1e-5 * want.abs().max(1.0), "window {b} class {k}: {g} against {want}");
+            }
+        }
+        // Tangent space at the mean of all, read out by a linear map of the 10 coordinates.
+        let reference = riemann::mean(&covs).unwrap();
+        let r = riemann::inverse_sqrt(&reference).unwrap();
+        let readout = Linear { weight: values(2 * 10, 13), bias: vec![0.1, -0.2] };
+        let module = tangent_linear(r.transpose().as_slice(), channels, &readout, frames).unwrap();
+        let got = run_saved(&module, &x, 3, channels, frames);
+        for (b, cov) in test_covs.iter().enumerate() {
+            let t = riemann::tangent_vector(cov, &r).unwrap();
+            for k in 0..2 {
+                let want = f64::from(readout.bias[k])
+                    + (0..10).map(|j| f64::from(readout.weight[k * 10 + j]) * t[j]).sum::<f64>();
+                let g = f64::from(got[b * 2 + k]);
+                assert!((g - want).abs() < 1e-5 * want.abs().max(1.0), "window {b} class {k}: {g} against {want}");
+            }
+        }
+    }
 
     /// A deterministic sequence in [-1, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
