@@ -18,7 +18,15 @@ shapes.json, in DIR.
       trca.f64: the TRCA spatial filter of each class's epochs (class 0 then 1), from
       scipy.linalg.eigh(S, Q) with S the summed cross-covariances of distinct trials and Q the
       covariance of the concatenated trials (each trial's channels centred), the eigenvector of
-      the largest eigenvalue, scaled so that w^T Q w = 1.
+      the largest eigenvalue, scaled so that w^T Q w = 1 and signed so that its entry of largest
+      magnitude is positive.
+  calibration_reference.py ssvep-epochs EDF DIR
+      SSVEP epochs of a recording of the ssvep set (MNE): band-pass 6-90 Hz, the 2 s after the
+      stim_start that follows each 13Hz/17Hz/21Hz cue: epochs.f64, labels.f64 (0, 1, 2).
+  calibration_reference.py trca-classify DIR
+      Ensemble TRCA fitted on the first half of DIR's epochs (each class's filter side by side,
+      templates the class means), then each later epoch's correlation with each template after the
+      filters: trca_rho.f64 (test epochs, classes).
   calibration_reference.py lda DIR
       scikit-learn's LinearDiscriminantAnalysis(solver='lsqr', shrinkage='auto') on DIR's
       features.f64 (trials, features) and labels: lda_coef.f64, lda_intercept.f64 (two classes:
@@ -43,6 +51,11 @@ def save(dir, name, array):
 def load(dir, name):
     shapes = json.load(open(os.path.join(dir, "shapes.json")))
     return np.fromfile(os.path.join(dir, name + ".f64"), dtype="<f8").reshape(shapes[name])
+
+
+def signed(w):
+    """The filter with its entry of largest magnitude positive (an eigenvector's sign is free)."""
+    return w if w[np.argmax(np.abs(w))] > 0 else -w
 
 
 def main():
@@ -90,8 +103,44 @@ def main():
             u = np.concatenate(list(trials), axis=1)
             q = u @ u.T
             vals, vecs = scipy.linalg.eigh(s, q)
-            out.append(vecs[:, -1])
+            out.append(signed(vecs[:, -1]))
         save(dir, "trca", np.array(out))
+    elif cmd == "ssvep-epochs":
+        import mne
+        mne.set_log_level("ERROR")
+        edf, dir = sys.argv[2], sys.argv[3]
+        raw = mne.io.read_raw_edf(edf, preload=True)
+        raw.filter(6.0, 90.0)
+        classes = ["13Hz", "17Hz", "21Hz"]
+        starts = [a["onset"] for a in raw.annotations if a["description"] == "stim_start"]
+        x, y = [], []
+        for a in raw.annotations:
+            if a["description"] in classes:
+                onset = min(s for s in starts if s > a["onset"])
+                first = int(round(onset * raw.info["sfreq"]))
+                x.append(raw.get_data(start=first, stop=first + int(2 * raw.info["sfreq"])))
+                y.append(classes.index(a["description"]))
+        save(dir, "epochs", np.array(x))
+        save(dir, "labels", np.array(y, dtype=float))
+    elif cmd == "trca-classify":
+        import scipy.linalg
+        dir = sys.argv[2]
+        x, y = load(dir, "epochs"), load(dir, "labels")
+        half = len(y) // 2
+        train, test, ytrain = x[:half], x[half:], y[:half]
+        filters, templates = [], []
+        for c in range(int(y.max()) + 1):
+            trials = train[ytrain == c]
+            centred = trials - trials.mean(axis=2, keepdims=True)
+            total = centred.sum(axis=0)
+            s = total @ total.T - sum(t @ t.T for t in centred)
+            q = np.concatenate(list(centred), axis=1)
+            vals, vecs = scipy.linalg.eigh(s, q @ q.T)
+            filters.append(signed(vecs[:, -1]))
+            templates.append(trials.mean(axis=0))
+        w = np.array(filters).T
+        rho = [[np.corrcoef((w.T @ t).ravel(), (w.T @ tpl).ravel())[0, 1] for tpl in templates] for t in test]
+        save(dir, "trca_rho", np.array(rho))
     elif cmd == "lda":
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
         dir = sys.argv[2]
