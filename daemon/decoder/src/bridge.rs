@@ -251,6 +251,7 @@ mod tests {
             provenance: Default::default(),
             test_vectors: None,
             speller: None,
+            training: None,
             path: "model.toml".into(),
         };
         TokenBridge::new(&m).unwrap()

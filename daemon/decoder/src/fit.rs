@@ -76,6 +76,7 @@ mod tests {
             provenance: Default::default(),
             test_vectors: None,
             speller: None,
+            training: None,
             path: "model.toml".into(),
         }
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bci2token_dsp::pipeline::PreprocessConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const MANIFEST_FILE: &str = "model.toml";
 pub const MODEL_FILE: &str = "model.pt";
@@ -53,7 +53,7 @@ pub enum ManifestError {
     Invalid { path: PathBuf, key: &'static str, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// Channel labels in the order the model expects them.
@@ -63,7 +63,7 @@ pub struct Input {
     pub hop_seconds: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     /// Logits `[batch, labels]`; the daemon applies softmax.
@@ -72,7 +72,7 @@ pub enum OutputKind {
     Ctc,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     pub kind: OutputKind,
@@ -92,7 +92,7 @@ fn one_usize() -> usize {
     1
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tokens {
     pub tokenizer: String,
@@ -101,7 +101,7 @@ pub struct Tokens {
     pub text: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     pub confidence_threshold: f64,
@@ -115,7 +115,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
     #[serde(default)]
@@ -127,14 +127,36 @@ pub struct Provenance {
     pub notes: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `[training]`: how the daemon fitted a person's model (`bci2tokenctl model train`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// `trca`, `fbtrca`, `csp-lda`, `riemann-mdm`, `riemann-ts`.
+    pub method: String,
+    /// The recordings trained on: stored session ids or file names.
+    pub sources: Vec<String>,
+    pub trials: usize,
+    /// The method's settings (components, shrinkage, sub-bands, window…).
+    #[serde(default)]
+    pub parameters: toml::Table,
+    /// k-fold cross-validated accuracy on the training trials, and k.
+    pub cv_accuracy: f64,
+    pub cv_folds: usize,
+    /// Wolpaw's information transfer rate at that accuracy, one decision a window.
+    pub itr_bits_per_minute: f64,
+    /// When it was trained (seconds since the epoch), and for whom (the owner's uid).
+    pub trained_at: f64,
+    pub owner_uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestVectors {
     pub file: String,
     pub tolerance: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub name: String,
@@ -150,16 +172,25 @@ pub struct Manifest {
     pub policy: Policy,
     #[serde(default)]
     pub provenance: Provenance,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_vectors: Option<TestVectors>,
     /// Speller layout (label → stimulus frequency) for models that drive a speller.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speller: Option<toml::Table>,
+    /// How a model the daemon fitted was trained (absent from shipped models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
     /// Where the manifest was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
 }
 
 impl Manifest {
+    /// The manifest as `model.toml` text (what [`Manifest::parse`] reads back as this manifest).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("the manifest of {:?} cannot be written: {e}", self.name))
+    }
+
     /// Reads and validates `DIR/model.toml`.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
@@ -305,6 +336,42 @@ fn duplicate(items: &[String]) -> Option<&String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every shipped manifest, written by `to_toml` and read again, is the same manifest; and a
+    /// `[training]` table survives the trip.
+    #[test]
+    fn manifests_written_read_back_the_same() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&models).unwrap() {
+            let dir = entry.unwrap().path();
+            if !dir.join(MANIFEST_FILE).exists() {
+                continue;
+            }
+            let m = Manifest::load(&dir).unwrap();
+            let again = Manifest::parse(&m.to_toml().unwrap(), m.path.clone()).unwrap();
+            assert_eq!(again, m, "{}", dir.display());
+            seen += 1;
+        }
+        assert!(seen >= 3, "{seen} shipped models");
+        let mut m = Manifest::parse(GOOD, PathBuf::from("model.toml")).unwrap();
+        let mut parameters = toml::Table::new();
+        parameters.insert("components".into(), 6.into());
+        m.training = Some(Training {
+            method: "csp-lda".into(),
+            sources: vec!["0123456789ab".into()],
+            trials: 45,
+            parameters,
+            cv_accuracy: 0.9,
+            cv_folds: 5,
+            itr_bits_per_minute: 7.5,
+            trained_at: 1.8e9,
+            owner_uid: 1000,
+        });
+        let text = m.to_toml().unwrap();
+        assert!(text.contains("[training]") && text.contains("method = \"csp-lda\""), "{text}");
+        assert_eq!(Manifest::parse(&text, m.path.clone()).unwrap(), m);
+    }
 
     pub(crate) const GOOD: &str = r#"
 name = "test-model"
