@@ -54,7 +54,7 @@ const RESERVED: [&str; 2] = ["path", "speed"];
 
 /// Scores one replayed file.
 fn score_file(c: replay::Collected, a: &Alignment) -> Result<FileScore, CtlError> {
-    let trials = score::form_trials(&c.annotations, a).map_err(|m| CtlError::new(Kind::Usage, m))?;
+    let trials = score::form_trials(&c.annotations, &a.rules).map_err(|m| CtlError::new(Kind::Usage, m))?;
     let results = score::decide_all(&trials.trials, &c.tokens, a.decision, a.token_delay);
     let score = score::score(&results, a);
     let mut notes = trials.notes;

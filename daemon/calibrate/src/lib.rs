@@ -11,6 +11,7 @@
 //! - [`riemann`]: the affine-invariant Riemannian mean of covariance matrices and the tangent space
 //!   at a reference, and minimum distance to the mean (Barachant et al. 2012), as pyriemann
 //!   computes them.
+//! - [`trials`]: trials from cue annotations, the rules `evaluate` and `model train` share.
 //! - [`trca`]: task-related component analysis (Nakanishi et al. 2018), the SSVEP spatial filter.
 //!
 //! Epochs are `channels × samples` matrices of f64.
@@ -22,6 +23,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod riemann;
 pub mod trca;
+pub mod trials;
 
 pub use nalgebra::{DMatrix, DVector};
 

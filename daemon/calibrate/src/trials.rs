@@ -1,0 +1,215 @@
+//! Trials from a recording's cue annotations: the one set of rules by which `bci2tokenctl
+//! evaluate` scores a model and `model train` cuts the epochs it fits (`--classes`, `--map`,
+//! `--trial-start`, `--trial-length`). No I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An annotation of the recording (stream time, seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub onset: f64,
+    pub duration: Option<f64>,
+    pub text: String,
+}
+
+/// How trials are cut out of the annotations.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrialRules {
+    /// Annotation texts that are class cues, in class order.
+    pub classes: Vec<String>,
+    /// Annotation text → model label (texts not in the map are their own label).
+    pub map: BTreeMap<String, String>,
+    /// With `Some(marker)`, a trial starts at the first `marker` annotation after its cue (and
+    /// before the next cue); without, at the cue.
+    pub trial_start: Option<String>,
+    /// Trial length in seconds; `None`: the cue annotation's duration.
+    pub trial_length: Option<f64>,
+    /// Further annotation texts that, like a class cue, end the search for a cue's marker
+    /// (cues of classes not used, e.g. `rest`).
+    pub other_cues: BTreeSet<String>,
+}
+
+impl TrialRules {
+    /// The model label a class's trials are decoded as.
+    pub fn label_of<'a>(&'a self, class: &'a str) -> &'a str {
+        self.map.get(class).map_or(class, String::as_str)
+    }
+
+    fn is_cue(&self, text: &str) -> bool {
+        self.classes.iter().any(|c| c == text) || self.other_cues.contains(text)
+    }
+}
+
+/// One trial: its true class (index into `TrialRules::classes`) and its time span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    pub class: usize,
+    pub cue_onset: f64,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// Trials of one recording, and notes about cues that gave no trial.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Trials {
+    pub trials: Vec<Trial>,
+    pub notes: Vec<String>,
+}
+
+/// Cuts trials out of `annotations` (any order; sorted by onset here, ties kept in arrival order).
+///
+/// A cue is an annotation whose text is one of `classes`. Its trial starts at the cue, or with
+/// `trial_start` at the first marker annotation after the cue that comes before the next cue
+/// (of any class, or one of `other_cues`); a cue without such a marker is skipped with a note.
+/// The trial lasts `trial_length`, or the cue's own duration; a cue with neither is an error.
+pub fn form_trials(annotations: &[Annotation], a: &TrialRules) -> Result<Trials, String> {
+    let mut order: Vec<&Annotation> = annotations.iter().collect();
+    order.sort_by(|x, y| x.onset.total_cmp(&y.onset));
+    let mut out = Trials::default();
+    for (i, cue) in order.iter().enumerate() {
+        let Some(class) = a.classes.iter().position(|c| *c == cue.text) else { continue };
+        let length = match (a.trial_length, cue.duration) {
+            (Some(len), _) => len,
+            (None, Some(d)) if d > 0.0 && d.is_finite() => d,
+            (None, _) => {
+                return Err(format!(
+                    "the cue \"{}\" at {:.3} s has no duration and --trial-length is not given; \
+                     pass --trial-length SECONDS",
+                    cue.text, cue.onset
+                ))
+            }
+        };
+        let start = match &a.trial_start {
+            None => cue.onset,
+            Some(marker) => {
+                let found = order[i + 1..].iter().take_while(|x| !a.is_cue(&x.text)).find(|x| x.text == *marker);
+                match found {
+                    Some(m) => m.onset,
+                    None => {
+                        out.notes.push(format!(
+                            "cue \"{}\" at {:.3} s has no \"{marker}\" before the next cue: trial skipped",
+                            cue.text, cue.onset
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        out.trials.push(Trial { class, cue_onset: cue.onset, start, end: start + length });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(onset: f64, text: &str) -> Annotation {
+        Annotation { onset, duration: None, text: text.into() }
+    }
+
+    fn ann_d(onset: f64, duration: f64, text: &str) -> Annotation {
+        Annotation { onset, duration: Some(duration), text: text.into() }
+    }
+
+    fn ssvep() -> TrialRules {
+        TrialRules {
+            classes: vec!["13Hz".into(), "17Hz".into(), "21Hz".into()],
+            trial_start: Some("stim_start".into()),
+            trial_length: Some(5.0),
+            ..TrialRules::default()
+        }
+    }
+
+    fn mi() -> TrialRules {
+        TrialRules {
+            classes: vec!["T1".into(), "T2".into()],
+            map: [("T1".to_string(), "hands".to_string()), ("T2".to_string(), "feet".to_string())].into(),
+            ..TrialRules::default()
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn ssvep_trials_start_at_the_marker_after_the_cue() {
+        let anns = vec![
+            ann(1.0, "experiment_start"),
+            ann(3.0, "rest"),
+            ann(3.5, "stim_start"),
+            ann(8.5, "stim_stop"),
+            ann(10.0, "17Hz"),
+            ann(13.0, "stim_start"),
+            ann(18.0, "stim_stop"),
+            ann(20.0, "13Hz"),
+            ann(23.0, "stim_start"),
+        ];
+        let t = form_trials(&anns, &ssvep()).unwrap();
+        assert!(t.notes.is_empty(), "{:?}", t.notes);
+        assert_eq!(
+            t.trials,
+            vec![
+                Trial { class: 1, cue_onset: 10.0, start: 13.0, end: 18.0 },
+                Trial { class: 0, cue_onset: 20.0, start: 23.0, end: 28.0 },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_marker_skips_the_trial_with_a_note() {
+        // 21Hz has no stim_start before the next (class) cue; 13Hz has none before an other cue
+        // (`rest`), whose marker must not be taken; 17Hz has none at all (end of recording).
+        let mut a = ssvep();
+        a.other_cues.insert("rest".into());
+        let anns = vec![
+            ann(0.0, "21Hz"),
+            ann(2.0, "stim_stop"),
+            ann(10.0, "13Hz"),
+            ann(15.0, "rest"),
+            ann(15.5, "stim_start"),
+            ann(30.0, "17Hz"),
+        ];
+        let t = form_trials(&anns, &a).unwrap();
+        assert!(t.trials.is_empty(), "{:?}", t.trials);
+        assert_eq!(t.notes.len(), 3);
+        assert!(t.notes[0].contains("\"21Hz\" at 0.000 s") && t.notes[0].contains("\"stim_start\""), "{:?}", t.notes);
+        assert!(t.notes[1].contains("\"13Hz\" at 10.000 s"), "{:?}", t.notes);
+        assert!(t.notes[2].contains("skipped"), "{:?}", t.notes);
+        // Without `rest` as a cue, the 13Hz cue takes rest's marker.
+        let t = form_trials(&anns, &ssvep()).unwrap();
+        assert_eq!(t.trials, vec![Trial { class: 0, cue_onset: 10.0, start: 15.5, end: 20.5 }]);
+    }
+
+    #[test]
+    fn annotations_are_sorted_by_onset() {
+        let anns = vec![ann(13.0, "stim_start"), ann(10.0, "17Hz")];
+        let t = form_trials(&anns, &ssvep()).unwrap();
+        assert_eq!(t.trials, vec![Trial { class: 1, cue_onset: 10.0, start: 13.0, end: 18.0 }]);
+    }
+
+    #[test]
+    fn mi_trials_take_the_cue_duration_and_ignore_other_texts() {
+        let anns = vec![ann_d(0.0, 4.2, "T0"), ann_d(4.2, 4.1, "T2"), ann_d(8.3, 4.2, "T0"), ann_d(12.5, 4.1, "T1")];
+        let t = form_trials(&anns, &mi()).unwrap();
+        assert_eq!(t.trials.len(), 2);
+        assert_eq!((t.trials[0].class, t.trials[0].start), (1, 4.2));
+        assert!(close(t.trials[0].end, 8.3));
+        assert_eq!((t.trials[1].class, t.trials[1].start), (0, 12.5));
+        // --trial-length wins over the duration.
+        let mut a = mi();
+        a.trial_length = Some(2.0);
+        let t = form_trials(&anns, &a).unwrap();
+        assert_eq!(t.trials[0].end, 6.2);
+    }
+
+    #[test]
+    fn a_cue_without_duration_or_length_is_an_error() {
+        let anns = vec![ann(1.5, "T1")];
+        let e = form_trials(&anns, &mi()).unwrap_err();
+        assert!(e.contains("\"T1\" at 1.500 s") && e.contains("--trial-length"), "{e}");
+        let e = form_trials(&[ann_d(1.5, 0.0, "T1")], &mi()).unwrap_err();
+        assert!(e.contains("no duration"), "{e}");
+    }
+}
