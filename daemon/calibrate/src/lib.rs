@@ -6,6 +6,7 @@
 //! - [`covariance`]: covariance estimates of epochs.
 //! - [`csp`]: common spatial patterns for two classes (Koles 1990; Ramoser et al. 2000), as MNE
 //!   computes them.
+//! - [`epochs`]: training windows cut out of a preprocessed recording by its trials.
 //! - [`lda`]: linear discriminant analysis with Ledoit–Wolf shrinkage, as scikit-learn's.
 //! - [`metrics`]: stratified k-fold cross-validation and the information transfer rate.
 //! - [`riemann`]: the affine-invariant Riemannian mean of covariance matrices and the tangent space
@@ -18,6 +19,7 @@
 
 pub mod covariance;
 pub mod csp;
+pub mod epochs;
 pub mod lda;
 pub mod linalg;
 pub mod metrics;
