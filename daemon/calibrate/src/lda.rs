@@ -63,9 +63,7 @@ impl Lda {
     /// Fits `features` (one row a trial) with `labels` in `0..classes`; each class needs two trials.
     pub fn fit(features: &DMatrix<f64>, labels: &[usize], classes: usize) -> Result<Lda, FitError> {
         let (n, p) = (features.nrows(), features.ncols());
-        if labels.len() != n {
-            return Err(FitError::Shape(format!("{n} trials with {} labels", labels.len())));
-        }
+        crate::check_labels(labels, n, classes)?;
         let mut means = DMatrix::<f64>::zeros(classes, p);
         let mut pooled = DMatrix::<f64>::zeros(p, p);
         let mut priors = DVector::<f64>::zeros(classes);
@@ -86,7 +84,10 @@ impl Lda {
     }
 
     /// Each class's score for one trial's features; the largest wins.
-    pub fn scores(&self, x: &DVector<f64>) -> DVector<f64> {
-        &self.coef * x + &self.intercept
+    pub fn scores(&self, x: &DVector<f64>) -> Result<DVector<f64>, FitError> {
+        if x.len() != self.coef.ncols() {
+            return Err(FitError::Shape(format!("{} features for an LDA of {}", x.len(), self.coef.ncols())));
+        }
+        Ok(&self.coef * x + &self.intercept)
     }
 }

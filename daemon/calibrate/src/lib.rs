@@ -41,3 +41,14 @@ pub enum FitError {
     #[error("{0} did not converge")]
     NoConvergence(&'static str),
 }
+
+/// `labels` has one label a trial, each in `0..classes`.
+pub(crate) fn check_labels(labels: &[usize], trials: usize, classes: usize) -> Result<(), FitError> {
+    if labels.len() != trials {
+        return Err(FitError::Shape(format!("{trials} trials with {} labels", labels.len())));
+    }
+    match labels.iter().find(|&&l| l >= classes) {
+        Some(l) => Err(FitError::Shape(format!("a label {l} beyond the {classes} classes"))),
+        None => Ok(()),
+    }
+}

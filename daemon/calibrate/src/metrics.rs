@@ -22,6 +22,32 @@ pub fn stratified_folds(labels: &[usize], k: usize) -> Vec<Vec<usize>> {
     folds
 }
 
+/// Checks that `k` folds of `labels` leave every class at least `min_train` trials to train on
+/// in each fold (a fold holds out up to ⌈count/k⌉ of a class).
+pub fn check_folds(labels: &[usize], k: usize, min_train: usize) -> Result<(), String> {
+    let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+    for class in 0..classes {
+        let count = labels.iter().filter(|&&l| l == class).count();
+        if count < min_train + count.div_ceil(k.max(2)) {
+            return Err(format!(
+                "class {class} has {count} trials, too few for {k}-fold cross-validation with {min_train} left to \
+                 train on in every fold: record more trials of it, or use fewer folds"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The folds of windows from folds of trials: every window of a held-out trial is held out with
+/// it (windows of one trial overlap and are alike; splitting them would inflate the accuracy).
+/// `window_trial` gives each window's trial.
+pub fn window_folds(trial_folds: &[Vec<usize>], window_trial: &[usize]) -> Vec<Vec<usize>> {
+    trial_folds
+        .iter()
+        .map(|trials| (0..window_trial.len()).filter(|&w| trials.contains(&window_trial[w])).collect())
+        .collect()
+}
+
 /// Accuracy of `predict(train, test)` (the labels it gives the test trials) over `folds`.
 pub fn cross_validate<E>(
     labels: &[usize],
@@ -42,7 +68,8 @@ pub fn cross_validate<E>(
 /// every `seconds`. Below chance it is 0.
 pub fn itr_bits_per_minute(classes: usize, accuracy: f64, seconds: f64) -> f64 {
     let n = classes as f64;
-    if classes < 2 || seconds <= 0.0 || accuracy <= 1.0 / n {
+    // NaN fails every comparison, so it is tested for: it gives 0, not the most bits.
+    if classes < 2 || !(seconds > 0.0 && seconds.is_finite()) || accuracy.is_nan() || accuracy <= 1.0 / n {
         return 0.0;
     }
     let p = accuracy.min(1.0);
@@ -79,6 +106,18 @@ mod tests {
     }
 
     #[test]
+    fn windows_follow_their_trials_and_too_few_trials_are_refused() {
+        // Trials 0..4 (classes 0 1 0 1), two windows each.
+        let trial_folds = stratified_folds(&[0, 1, 0, 1], 2);
+        let window_trial = [0, 0, 1, 1, 2, 2, 3, 3];
+        let folds = window_folds(&trial_folds, &window_trial);
+        assert_eq!(folds, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+        assert!(check_folds(&[0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 5, 2).is_ok());
+        let e = check_folds(&[0, 1, 0, 1, 1, 1], 5, 2).unwrap_err();
+        assert!(e.contains("class 0 has 2 trials"), "{e}");
+    }
+
+    #[test]
     fn itr_matches_wolpaw_s_formula() {
         // 2 classes, always right, one decision a second: 1 bit/s.
         assert!((itr_bits_per_minute(2, 1.0, 1.0) - 60.0).abs() < 1e-12);
@@ -86,5 +125,7 @@ mod tests {
         let want = (2.0 + 0.85 * 0.85f64.log2() + 0.15 * (0.05f64).log2()) * 30.0;
         assert!((itr_bits_per_minute(4, 0.85, 2.0) - want).abs() < 1e-12);
         assert_eq!(itr_bits_per_minute(3, 0.3, 1.0), 0.0);
+        assert_eq!(itr_bits_per_minute(3, f64::NAN, 1.0), 0.0);
+        assert_eq!(itr_bits_per_minute(3, 0.9, f64::NAN), 0.0);
     }
 }

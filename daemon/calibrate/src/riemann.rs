@@ -12,9 +12,13 @@ const TOLERANCE: f64 = 1e-8;
 
 /// The affine-invariant mean of `covs`: the SPD matrix M minimising Σ δ²(M, Cᵢ), by the gradient
 /// iteration M ← M^½ exp(ν Σ log(M^-½ Cᵢ M^-½) / n) M^½ from the arithmetic mean, with pyriemann's
-/// step control (ν halves when the step grows, stops under 1e-8 of the step's norm).
+/// step control (ν halves when the step grows, stops under 1e-8 of the step's norm, or after 50
+/// iterations with the estimate reached).
 pub fn mean(covs: &[DMatrix<f64>]) -> Result<DMatrix<f64>, FitError> {
     let first = covs.first().ok_or_else(|| FitError::TooFew("a Riemannian mean of no matrices".into()))?;
+    if let Some(bad) = covs.iter().find(|c| c.shape() != first.shape() || !c.is_square()) {
+        return Err(FitError::Shape(format!("covariances of {:?} and {:?}", first.shape(), bad.shape())));
+    }
     let n = covs.len() as f64;
     let mut m = covs.iter().fold(DMatrix::zeros(first.nrows(), first.ncols()), |acc, c| acc + c) / n;
     let mut nu = 1.0;
@@ -38,10 +42,16 @@ pub fn mean(covs: &[DMatrix<f64>]) -> Result<DMatrix<f64>, FitError> {
             nu *= 0.5;
         }
         if crit <= TOLERANCE || nu <= TOLERANCE {
-            return Ok(m);
+            break;
         }
     }
-    Err(FitError::NoConvergence("the Riemannian mean"))
+    // Not converged within the iterations is still the best estimate (pyriemann warns and
+    // returns it too); a mean that is not SPD any more is an error.
+    if m.iter().all(|v| v.is_finite()) {
+        Ok(m)
+    } else {
+        Err(FitError::NoConvergence("the Riemannian mean"))
+    }
 }
 
 /// The tangent vector of `c` at `reference`: the upper triangle (row by row) of
@@ -103,6 +113,7 @@ pub struct Mdm {
 impl Mdm {
     /// Fits class means from `covs` with `labels` in `0..classes`.
     pub fn fit(covs: &[DMatrix<f64>], labels: &[usize], classes: usize) -> Result<Mdm, FitError> {
+        crate::check_labels(labels, covs.len(), classes)?;
         let mut means = Vec::with_capacity(classes);
         for k in 0..classes {
             let class: Vec<DMatrix<f64>> =
@@ -118,6 +129,13 @@ impl Mdm {
 
     /// The distance of `cov` to each class mean.
     pub fn distances(&self, cov: &DMatrix<f64>) -> Result<DVector<f64>, FitError> {
+        if self.means.first().is_some_and(|m| m.shape() != cov.shape()) {
+            return Err(FitError::Shape(format!(
+                "a covariance of {:?} for means of {:?}",
+                cov.shape(),
+                self.means[0].shape()
+            )));
+        }
         let d: Vec<f64> = self.isqrt.iter().map(|m| distance(m, cov)).collect::<Result<_, _>>()?;
         Ok(DVector::from_vec(d))
     }

@@ -11,6 +11,9 @@ use crate::{covariance, linalg, FitError};
 /// The TRCA filter of one class's trials (at least two, of equal channels).
 pub fn filter(trials: &[DMatrix<f64>]) -> Result<DVector<f64>, FitError> {
     let channels = covariance::check(trials, "a class")?;
+    if channels == 0 {
+        return Err(FitError::Shape("TRCA needs channels".into()));
+    }
     if trials.len() < 2 {
         return Err(FitError::TooFew(format!("TRCA needs at least 2 trials of a class, got {}", trials.len())));
     }
@@ -70,6 +73,7 @@ impl Ensemble {
     /// at least.
     pub fn fit(trials: &[DMatrix<f64>], labels: &[usize], classes: usize) -> Result<Ensemble, FitError> {
         covariance::check(trials, "TRCA")?;
+        crate::check_labels(labels, trials.len(), classes)?;
         let mut filters = Vec::with_capacity(classes);
         let mut templates = Vec::with_capacity(classes);
         for k in 0..classes {
@@ -86,14 +90,21 @@ impl Ensemble {
     }
 
     /// Each class's correlation for one window.
-    pub fn correlations(&self, x: &DMatrix<f64>) -> DVector<f64> {
+    pub fn correlations(&self, x: &DMatrix<f64>) -> Result<DVector<f64>, FitError> {
+        if self.templates.first().is_some_and(|t| t.shape() != x.shape()) {
+            return Err(FitError::Shape(format!(
+                "a window of {:?} for templates of {:?}",
+                x.shape(),
+                self.templates[0].shape()
+            )));
+        }
         let wt = self.filters.transpose();
         // Row-major flattening, as numpy's.
         let flat = |m: DMatrix<f64>| m.transpose().as_slice().to_vec();
         let projected = flat(&wt * x);
-        DVector::from_iterator(
+        Ok(DVector::from_iterator(
             self.templates.len(),
             self.templates.iter().map(|t| correlation(&projected, &flat(&wt * t))),
-        )
+        ))
     }
 }

@@ -52,8 +52,7 @@ fn csp_lda_and_riemannian_methods_trained_on_r06_classify_r10() {
     let by_class = |c: usize| -> Vec<DMatrix<f64>> {
         train.iter().zip(&ytrain).filter(|(_, &l)| l == c).map(|(x, _)| x.clone()).collect()
     };
-    // CSP + LDA: the three most discriminative filters of each class's end (MNE's ordering gives
-    // them first: |λ − ½| descending, so take the first six).
+    // CSP + LDA on the six filters of largest |λ − ½| (MNE's order, as its example takes them).
     let csp = Csp::fit(&by_class(0), &by_class(1)).unwrap();
     let picks: Vec<usize> = (0..6).collect();
     let features = |xs: &[DMatrix<f64>]| {
@@ -63,7 +62,7 @@ fn csp_lda_and_riemannian_methods_trained_on_r06_classify_r10() {
     let lda = Lda::fit(&features(&train), &ytrain, 2).unwrap();
     let ftest = features(&test);
     let predicted: Vec<usize> = (0..test.len())
-        .map(|i| lda.scores(&DVector::from_iterator(6, ftest.row(i).iter().copied())).argmax().0)
+        .map(|i| lda.scores(&DVector::from_iterator(6, ftest.row(i).iter().copied())).unwrap().argmax().0)
         .collect();
     let csp_lda = accuracy(&predicted, &ytest);
 
@@ -83,7 +82,9 @@ fn csp_lda_and_riemannian_methods_trained_on_r06_classify_r10() {
     let ts_lda = Lda::fit(&tangent(&covs), &ytrain, 2).unwrap();
     let ttest = tangent(&tcovs);
     let predicted: Vec<usize> = (0..test.len())
-        .map(|i| ts_lda.scores(&DVector::from_iterator(ttest.ncols(), ttest.row(i).iter().copied())).argmax().0)
+        .map(|i| {
+            ts_lda.scores(&DVector::from_iterator(ttest.ncols(), ttest.row(i).iter().copied())).unwrap().argmax().0
+        })
         .collect();
     let ts_acc = accuracy(&predicted, &ytest);
     eprintln!(

@@ -89,9 +89,6 @@ fn csp_filters_and_patterns_are_mne_s() {
     let theirs_p = DMatrix::from_row_slice(ps[0], ps[1], &p);
     same_rows_up_to_sign_and_order(&csp.filters, &theirs_f, 1e-6, "CSP filters");
     same_rows_up_to_sign_and_order(&csp.patterns.transpose(), &theirs_p, 1e-6, "CSP patterns");
-    // The most discriminative first.
-    let d: Vec<f64> = csp.eigenvalues.iter().map(|l| (l - 0.5).abs()).collect();
-    assert!(d.windows(2).all(|w| w[0] >= w[1]), "{d:?}");
 }
 
 #[test]
@@ -185,7 +182,7 @@ fn shrinkage_lda_is_scikit_learn_s() {
     assert!((ours - intercept[0]).abs() < 1e-6 * intercept[0].abs().max(1.0), "{ours} against {}", intercept[0]);
     let (decision, _) = array(e.dir.path(), "lda_decision");
     for (i, want) in decision.iter().enumerate() {
-        let s = lda.scores(&DVector::from_row_slice(&flat[i * p..(i + 1) * p]));
+        let s = lda.scores(&DVector::from_row_slice(&flat[i * p..(i + 1) * p])).unwrap();
         let got = s[1] - s[0];
         assert!((got - want).abs() < 1e-6 * want.abs().max(1.0), "trial {i}: {got} against {want}");
     }
@@ -209,7 +206,7 @@ fn ensemble_trca_correlations_are_the_reference_s() {
     let (rho, _) = array(dir.path(), "trca_rho");
     assert_eq!(rho.len(), 3 * (all.len() - half));
     for (i, x) in all[half..].iter().enumerate() {
-        let ours = ensemble.correlations(x);
+        let ours = ensemble.correlations(x).unwrap();
         let theirs = &rho[3 * i..3 * i + 3];
         for k in 0..3 {
             assert!((ours[k] - theirs[k]).abs() < 1e-6, "trial {i} class {k}: {} against {}", ours[k], theirs[k]);

@@ -8,6 +8,10 @@
 
 use tch::{CModule, Kind, TchError, Tensor};
 
+/// The least variance or eigenvalue taken before a logarithm: a flat window or a rank-deficient
+/// covariance (a channel no longer connected) gives finite logits rather than -inf or NaN.
+const FLOOR: f64 = 1e-30;
+
 /// A linear read-out: `classes × features` weights (row-major) and one bias a class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Linear {
@@ -38,7 +42,9 @@ pub fn csp_linear(filters: &[f32], channels: usize, readout: &Linear, frames: us
     let example = Tensor::f_zeros([2, channels as i64, frames as i64], (Kind::Float, tch::Device::Cpu))?;
     let mut forward = |inputs: &[Tensor]| {
         let y = w.matmul(&inputs[0]);
-        let features = y.square().mean_dim(-1, false, Kind::Float).log();
+        // A flat window (the loader's warm-up of zeros, a disconnected lead) has no variance:
+        // clamped, its logits stay finite.
+        let features = y.square().mean_dim(-1, false, Kind::Float).clamp_min(FLOOR).log();
         vec![features.matmul(&weight.tr()) + &bias]
     };
     CModule::create_by_tracing("CspLinear", "forward", &[example], &mut forward)
@@ -57,7 +63,7 @@ fn window_covariance(x: &Tensor) -> Tensor {
 /// `V f(Λ) Vᵀ` of a batch of symmetric matrices.
 fn sym_log(m: &Tensor) -> Tensor {
     let (values, vectors) = m.linalg_eigh("L");
-    vectors.matmul(&values.log().diag_embed(0, -2, -1)).matmul(&vectors.transpose(-1, -2))
+    vectors.matmul(&values.clamp_min(FLOOR).log().diag_embed(0, -2, -1)).matmul(&vectors.transpose(-1, -2))
 }
 
 fn double_matrix(values: &[f64], rows: usize, cols: usize) -> Result<Tensor, TchError> {
@@ -78,7 +84,13 @@ pub fn mdm(means_isqrt: &[Vec<f64>], channels: usize, frames: usize, scale: f64)
         // [batch, 1, c, c] against [classes, c, c]: M^-½ C M^-½ for every pair.
         let c = window_covariance(&inputs[0]).unsqueeze(1);
         let whitened = stacked.matmul(&c).matmul(&stacked);
-        let d = whitened.linalg_eigvalsh("L").log().square().sum_dim_intlist(-1, false, Kind::Double).sqrt();
+        let d = whitened
+            .linalg_eigvalsh("L")
+            .clamp_min(FLOOR)
+            .log()
+            .square()
+            .sum_dim_intlist(-1, false, Kind::Double)
+            .sqrt();
         vec![(d * -scale).to_kind(Kind::Float)]
     };
     CModule::create_by_tracing("Mdm", "forward", &[example], &mut forward)
@@ -157,6 +169,23 @@ mod tests {
             })
             .collect();
         (x, covs)
+    }
+
+    #[test]
+    fn a_flat_window_gives_finite_logits_in_every_traced_module() {
+        let (channels, frames) = (3, 32);
+        let eye: Vec<f64> = DMatrix::<f64>::identity(channels, channels).as_slice().to_vec();
+        let readout = |features: usize| Linear { weight: values(2 * features, 22), bias: vec![0.0, 0.0] };
+        let modules = [
+            csp_linear(&values(2 * channels, 23), channels, &readout(2), frames).unwrap(),
+            mdm(&[eye.clone(), eye.clone()], channels, frames, 1.0).unwrap(),
+            tangent_linear(&eye, channels, &readout(6), frames).unwrap(),
+        ];
+        let zeros = vec![0f32; channels * frames];
+        for m in &modules {
+            let got = run_saved(m, &zeros, 1, channels, frames);
+            assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
+        }
     }
 
     #[test]
