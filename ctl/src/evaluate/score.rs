@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use bci2token_calibrate::trials::{form_trials, Annotation, Trial, TrialRules};
+pub use bci2token_calibrate::trials::{build_rules, form_trials, Annotation, ModelLabels, Trial, TrialRules};
 
 /// A decoded token: `t` is the stream time of the last sample of the window it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,17 +60,6 @@ impl std::ops::DerefMut for Alignment {
     }
 }
 
-/// What the evaluation needs to know about the model.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ModelLabels {
-    pub name: String,
-    pub labels: Vec<String>,
-    /// The label that emits no token (rest), if any.
-    pub null_label: Option<String>,
-    /// Length of the windows the model decodes, seconds.
-    pub window_seconds: Option<f64>,
-}
-
 /// Builds the [`Alignment`] from the command line and the model, checking that every class maps
 /// to a label the model can emit. `classes: None` means the model's labels except its null label,
 /// each written as the annotation text that `map` maps to it (or as itself). Returns notes
@@ -95,89 +84,8 @@ pub fn build_alignment(
     } else {
         0.0
     };
-    let map: BTreeMap<String, String> = map.iter().cloned().collect(); // a later --map of a text wins
-    let given = classes.is_some();
-    let classes: Vec<String> = match (classes, model) {
-        (Some(c), _) => c.to_vec(),
-        (None, None) => return Err("the model's labels are not known: pass --classes".into()),
-        (None, Some(m)) => {
-            let mut out = Vec::new();
-            for label in m.labels.iter().filter(|l| Some(*l) != m.null_label.as_ref()) {
-                let texts: Vec<&String> = map.iter().filter(|(_, v)| *v == label).map(|(k, _)| k).collect();
-                match texts.as_slice() {
-                    [] => out.push(label.clone()),
-                    [one] => out.push((*one).clone()),
-                    many => {
-                        let many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
-                        return Err(format!(
-                            "--map maps {} to the label \"{label}\": pass --classes to say which are the cues",
-                            many.join(", ")
-                        ));
-                    }
-                }
-            }
-            out
-        }
-    };
-    if classes.is_empty() {
-        return Err(match model.filter(|_| !given) {
-            Some(m) => format!("model `{}` has no labels besides its null label: pass --classes", m.name),
-            None => "--classes is empty".into(),
-        });
-    }
-    let rules = TrialRules { classes, map, trial_start, trial_length, other_cues: BTreeSet::new() };
-    let a = Alignment { rules, decision, token_delay };
-    let mut notes = Vec::new();
-    for (i, c) in a.classes.iter().enumerate() {
-        if c.is_empty() {
-            return Err("--classes has an empty class".into());
-        }
-        if a.classes[..i].contains(c) {
-            return Err(format!("--classes names \"{c}\" twice"));
-        }
-        let label = a.label_of(c);
-        if let Some(j) = a.classes[..i].iter().position(|d| a.label_of(d) == label) {
-            return Err(format!(
-                "the classes \"{}\" and \"{c}\" are both decoded as the label \"{label}\": a trial's \
-                 class could not be told from its token; fix --map or --classes",
-                a.classes[j]
-            ));
-        }
-        if let Some(m) = model {
-            if !m.labels.iter().any(|l| l == label) {
-                let via = if label == c { String::new() } else { format!(" (mapped from \"{c}\")") };
-                return Err(format!(
-                    "model `{}` has no label \"{label}\"{via}; its labels are {}: fix --classes or --map",
-                    m.name,
-                    m.labels.join(", ")
-                ));
-            }
-            if m.null_label.as_deref() == Some(label) {
-                notes.push(format!(
-                    "class \"{c}\" is the model's null label \"{label}\", which emits no tokens: its trials \
-                     can only be undecided (wrong) or show false detections"
-                ));
-            }
-        }
-    }
-    // Cues of classes not evaluated (e.g. `rest`) also end the search for a cue's marker.
-    let mut other: BTreeSet<String> = a.map.keys().cloned().collect();
-    if let Some(m) = model {
-        other.extend(m.labels.iter().cloned());
-        other.extend(m.null_label.iter().cloned());
-    }
-    if let Some(marker) = &a.trial_start {
-        other.remove(marker);
-        if a.classes.contains(marker) {
-            return Err(format!("--trial-start \"{marker}\" is also a class"));
-        }
-    }
-    for c in &a.classes {
-        other.remove(c);
-    }
-    let mut a = a;
-    a.rules.other_cues = other;
-    Ok((a, notes))
+    let (rules, notes) = build_rules(classes, map, model, trial_start, trial_length)?;
+    Ok((Alignment { rules, decision, token_delay }, notes))
 }
 
 /// The decision for one trial: the label and the time it was made (stream time).

@@ -1,6 +1,6 @@
 //! Trials from a recording's cue annotations: the one set of rules by which `bci2tokenctl
 //! evaluate` scores a model and `model train` cuts the epochs it fits (`--classes`, `--map`,
-//! `--trial-start`, `--trial-length`). No I/O.
+//! `--trial-start`, `--trial-length`), built and checked by [`build_rules`]. No I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,6 +38,112 @@ impl TrialRules {
     fn is_cue(&self, text: &str) -> bool {
         self.classes.iter().any(|c| c == text) || self.other_cues.contains(text)
     }
+}
+
+/// What the evaluation needs to know about the model.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelLabels {
+    pub name: String,
+    pub labels: Vec<String>,
+    /// The label that emits no token (rest), if any.
+    pub null_label: Option<String>,
+    /// Length of the windows the model decodes, seconds.
+    pub window_seconds: Option<f64>,
+}
+
+/// Builds the [`TrialRules`] from the command line (`--classes`, `--map`, `--trial-start`,
+/// `--trial-length`) and, where there is one, the model's labels, checking that every class maps
+/// to a label the model can emit. `classes: None` means the model's labels except its null label,
+/// each written as the annotation text that `map` maps to it (or as itself). Other cues (the map's
+/// texts and the model's labels that are not classes: `rest`) end a cue's marker search. Returns
+/// notes (warnings) beside it.
+pub fn build_rules(
+    classes: Option<&[String]>,
+    map: &[(String, String)],
+    model: Option<&ModelLabels>,
+    trial_start: Option<String>,
+    trial_length: Option<f64>,
+) -> Result<(TrialRules, Vec<String>), String> {
+    let map: BTreeMap<String, String> = map.iter().cloned().collect(); // a later --map of a text wins
+    let given = classes.is_some();
+    let classes: Vec<String> = match (classes, model) {
+        (Some(c), _) => c.to_vec(),
+        (None, None) => return Err("the model's labels are not known: pass --classes".into()),
+        (None, Some(m)) => {
+            let mut out = Vec::new();
+            for label in m.labels.iter().filter(|l| Some(*l) != m.null_label.as_ref()) {
+                let texts: Vec<&String> = map.iter().filter(|(_, v)| *v == label).map(|(k, _)| k).collect();
+                match texts.as_slice() {
+                    [] => out.push(label.clone()),
+                    [one] => out.push((*one).clone()),
+                    many => {
+                        let many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+                        return Err(format!(
+                            "--map maps {} to the label \"{label}\": pass --classes to say which are the cues",
+                            many.join(", ")
+                        ));
+                    }
+                }
+            }
+            out
+        }
+    };
+    if classes.is_empty() {
+        return Err(match model.filter(|_| !given) {
+            Some(m) => format!("model `{}` has no labels besides its null label: pass --classes", m.name),
+            None => "--classes is empty".into(),
+        });
+    }
+    let a = TrialRules { classes, map, trial_start, trial_length, other_cues: BTreeSet::new() };
+    let mut notes = Vec::new();
+    for (i, c) in a.classes.iter().enumerate() {
+        if c.is_empty() {
+            return Err("--classes has an empty class".into());
+        }
+        if a.classes[..i].contains(c) {
+            return Err(format!("--classes names \"{c}\" twice"));
+        }
+        let label = a.label_of(c);
+        if let Some(j) = a.classes[..i].iter().position(|d| a.label_of(d) == label) {
+            return Err(format!(
+                "the classes \"{}\" and \"{c}\" are both decoded as the label \"{label}\": a trial's \
+                 class could not be told from its token; fix --map or --classes",
+                a.classes[j]
+            ));
+        }
+        if let Some(m) = model {
+            if !m.labels.iter().any(|l| l == label) {
+                let via = if label == c { String::new() } else { format!(" (mapped from \"{c}\")") };
+                return Err(format!(
+                    "model `{}` has no label \"{label}\"{via}; its labels are {}: fix --classes or --map",
+                    m.name,
+                    m.labels.join(", ")
+                ));
+            }
+            if m.null_label.as_deref() == Some(label) {
+                notes.push(format!(
+                    "class \"{c}\" is the model's null label \"{label}\", which emits no tokens: its trials \
+                     can only be undecided (wrong) or show false detections"
+                ));
+            }
+        }
+    }
+    // Cues of classes not evaluated (e.g. `rest`) also end the search for a cue's marker.
+    let mut other: BTreeSet<String> = a.map.keys().cloned().collect();
+    if let Some(m) = model {
+        other.extend(m.labels.iter().cloned());
+        other.extend(m.null_label.iter().cloned());
+    }
+    if let Some(marker) = &a.trial_start {
+        other.remove(marker);
+        if a.classes.contains(marker) {
+            return Err(format!("--trial-start \"{marker}\" is also a class"));
+        }
+    }
+    for c in &a.classes {
+        other.remove(c);
+    }
+    Ok((TrialRules { other_cues: other, ..a }, notes))
 }
 
 /// One trial: its true class (index into `TrialRules::classes`) and its time span.
@@ -127,6 +233,26 @@ mod tests {
             map: [("T1".to_string(), "hands".to_string()), ("T2".to_string(), "feet".to_string())].into(),
             ..TrialRules::default()
         }
+    }
+
+    #[test]
+    fn rules_without_a_model_take_the_classes_and_stop_a_marker_search_at_the_map_s_other_cues() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let map = vec![("T0".to_string(), "rest".to_string()), ("T1".to_string(), "hands".to_string())];
+        let (rules, notes) =
+            build_rules(Some(&strings(&["T1", "T2"])), &map, None, Some("go".into()), Some(2.0)).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(rules.label_of("T1"), "hands");
+        assert_eq!(rules.other_cues.iter().cloned().collect::<Vec<_>>(), ["T0"], "T0 is a cue, not a class");
+        // A T1 cue whose marker comes only after a T0 cue gives no trial (it would take T0's).
+        let anns = [ann(0.0, "T1"), ann(1.0, "T0"), ann(1.5, "go")];
+        let t = form_trials(&anns, &rules).unwrap();
+        assert!(t.trials.is_empty() && t.notes.len() == 1, "{t:?}");
+        assert!(build_rules(Some(&strings(&["T1", "T1"])), &[], None, None, None).unwrap_err().contains("twice"));
+        assert!(build_rules(Some(&strings(&["T1", "go"])), &[], None, Some("go".into()), None)
+            .unwrap_err()
+            .contains("also a class"));
+        assert!(build_rules(None, &[], None, None, None).unwrap_err().contains("pass --classes"));
     }
 
     fn close(a: f64, b: f64) -> bool {
