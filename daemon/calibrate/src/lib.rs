@@ -52,3 +52,8 @@ pub(crate) fn check_labels(labels: &[usize], trials: usize, classes: usize) -> R
         None => Ok(()),
     }
 }
+
+/// The items whose label is `class`.
+pub(crate) fn of_class<T: Clone>(items: &[T], labels: &[usize], class: usize) -> Vec<T> {
+    items.iter().zip(labels).filter(|(_, &l)| l == class).map(|(x, _)| x.clone()).collect()
+}

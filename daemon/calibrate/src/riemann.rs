@@ -116,8 +116,7 @@ impl Mdm {
         crate::check_labels(labels, covs.len(), classes)?;
         let mut means = Vec::with_capacity(classes);
         for k in 0..classes {
-            let class: Vec<DMatrix<f64>> =
-                covs.iter().zip(labels).filter(|(_, &l)| l == k).map(|(c, _)| c.clone()).collect();
+            let class = crate::of_class(covs, labels, k);
             if class.is_empty() {
                 return Err(FitError::TooFew(format!("class {k} has no trials")));
             }

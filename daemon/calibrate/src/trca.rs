@@ -77,8 +77,7 @@ impl Ensemble {
         let mut filters = Vec::with_capacity(classes);
         let mut templates = Vec::with_capacity(classes);
         for k in 0..classes {
-            let class: Vec<DMatrix<f64>> =
-                trials.iter().zip(labels).filter(|(_, &l)| l == k).map(|(t, _)| t.clone()).collect();
+            let class = crate::of_class(trials, labels, k);
             if class.len() < 2 {
                 return Err(FitError::TooFew(format!("class {k} has {} trials; TRCA needs at least 2", class.len())));
             }

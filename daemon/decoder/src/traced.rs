@@ -25,11 +25,23 @@ impl Linear {
     }
 }
 
-fn matrix(values: &[f32], rows: usize, cols: usize) -> Result<Tensor, TchError> {
+/// `values` (row-major) as a `rows × cols` tensor of their kind.
+fn matrix<T: tch::kind::Element>(values: &[T], rows: usize, cols: usize) -> Result<Tensor, TchError> {
     if values.len() != rows * cols {
         return Err(TchError::Shape(format!("{} values for a {rows} × {cols} matrix", values.len())));
     }
     Tensor::f_from_slice(values)?.f_reshape([rows as i64, cols as i64])
+}
+
+/// Traces `forward` on a batch of two windows of `channels × frames` (float32).
+fn trace(
+    name: &str,
+    channels: usize,
+    frames: usize,
+    mut forward: impl FnMut(&Tensor) -> Tensor,
+) -> Result<CModule, TchError> {
+    let example = Tensor::f_zeros([2, channels as i64, frames as i64], (Kind::Float, tch::Device::Cpu))?;
+    CModule::create_by_tracing(name, "forward", &[example], &mut |inputs: &[Tensor]| vec![forward(&inputs[0])])
 }
 
 /// CSP log-variance features, then a linear read-out: `filters` holds `components × channels`
@@ -39,15 +51,13 @@ pub fn csp_linear(filters: &[f32], channels: usize, readout: &Linear, frames: us
     let w = matrix(filters, components, channels)?;
     let weight = matrix(&readout.weight, readout.classes(), components)?;
     let bias = Tensor::f_from_slice(&readout.bias)?;
-    let example = Tensor::f_zeros([2, channels as i64, frames as i64], (Kind::Float, tch::Device::Cpu))?;
-    let mut forward = |inputs: &[Tensor]| {
-        let y = w.matmul(&inputs[0]);
+    trace("CspLinear", channels, frames, |x| {
+        let y = w.matmul(x);
         // A flat window (the loader's warm-up of zeros, a disconnected lead) has no variance:
         // clamped, its logits stay finite.
         let features = y.square().mean_dim(-1, false, Kind::Float).clamp_min(FLOOR).log();
-        vec![features.matmul(&weight.tr()) + &bias]
-    };
-    CModule::create_by_tracing("CspLinear", "forward", &[example], &mut forward)
+        features.matmul(&weight.tr()) + &bias
+    })
 }
 
 /// The covariance of each window, channels centred, divided by the frames, in float64
@@ -66,23 +76,15 @@ fn sym_log(m: &Tensor) -> Tensor {
     vectors.matmul(&values.clamp_min(FLOOR).log().diag_embed(0, -2, -1)).matmul(&vectors.transpose(-1, -2))
 }
 
-fn double_matrix(values: &[f64], rows: usize, cols: usize) -> Result<Tensor, TchError> {
-    if values.len() != rows * cols {
-        return Err(TchError::Shape(format!("{} values for a {rows} × {cols} matrix", values.len())));
-    }
-    Tensor::f_from_slice(values)?.f_reshape([rows as i64, cols as i64])
-}
-
 /// Minimum distance to the mean: `means_isqrt` holds each class mean's M^-½ (`channels ×
 /// channels`, row-major, one a class); the logits are the negated affine-invariant distances of
 /// the window's covariance to the means, times `scale`.
 pub fn mdm(means_isqrt: &[Vec<f64>], channels: usize, frames: usize, scale: f64) -> Result<CModule, TchError> {
-    let isqrt = means_isqrt.iter().map(|m| double_matrix(m, channels, channels)).collect::<Result<Vec<_>, _>>()?;
+    let isqrt = means_isqrt.iter().map(|m| matrix(m, channels, channels)).collect::<Result<Vec<_>, _>>()?;
     let stacked = Tensor::f_stack(&isqrt, 0)?;
-    let example = Tensor::f_zeros([2, channels as i64, frames as i64], (Kind::Float, tch::Device::Cpu))?;
-    let mut forward = |inputs: &[Tensor]| {
+    trace("Mdm", channels, frames, |x| {
         // [batch, 1, c, c] against [classes, c, c]: M^-½ C M^-½ for every pair.
-        let c = window_covariance(&inputs[0]).unsqueeze(1);
+        let c = window_covariance(x).unsqueeze(1);
         let whitened = stacked.matmul(&c).matmul(&stacked);
         let d = whitened
             .linalg_eigvalsh("L")
@@ -91,9 +93,8 @@ pub fn mdm(means_isqrt: &[Vec<f64>], channels: usize, frames: usize, scale: f64)
             .square()
             .sum_dim_intlist(-1, false, Kind::Double)
             .sqrt();
-        vec![(d * -scale).to_kind(Kind::Float)]
-    };
-    CModule::create_by_tracing("Mdm", "forward", &[example], &mut forward)
+        (d * -scale).to_kind(Kind::Float)
+    })
 }
 
 /// Tangent space at a reference (its R^-½, row-major) and a linear read-out of the tangent
@@ -104,10 +105,10 @@ pub fn tangent_linear(
     readout: &Linear,
     frames: usize,
 ) -> Result<CModule, TchError> {
-    let r = double_matrix(reference_isqrt, channels, channels)?;
+    let r = matrix(reference_isqrt, channels, channels)?;
     let features = channels * (channels + 1) / 2;
     let weight =
-        double_matrix(&readout.weight.iter().map(|&w| f64::from(w)).collect::<Vec<_>>(), readout.classes(), features)?;
+        matrix(&readout.weight.iter().map(|&w| f64::from(w)).collect::<Vec<_>>(), readout.classes(), features)?;
     let bias = Tensor::f_from_slice(&readout.bias.iter().map(|&b| f64::from(b)).collect::<Vec<_>>())?;
     let (mut index, mut coef) = (Vec::with_capacity(features), Vec::with_capacity(features));
     for i in 0..channels {
@@ -118,14 +119,12 @@ pub fn tangent_linear(
     }
     let index = Tensor::f_from_slice(&index)?;
     let coef = Tensor::f_from_slice(&coef)?;
-    let example = Tensor::f_zeros([2, channels as i64, frames as i64], (Kind::Float, tch::Device::Cpu))?;
-    let mut forward = |inputs: &[Tensor]| {
-        let c = window_covariance(&inputs[0]);
+    trace("TangentLinear", channels, frames, |x| {
+        let c = window_covariance(x);
         let log = sym_log(&r.matmul(&c).matmul(&r));
         let t = log.flatten(1, 2).index_select(1, &index) * &coef;
-        vec![(t.matmul(&weight.tr()) + &bias).to_kind(Kind::Float)]
-    };
-    CModule::create_by_tracing("TangentLinear", "forward", &[example], &mut forward)
+        (t.matmul(&weight.tr()) + &bias).to_kind(Kind::Float)
+    })
 }
 
 #[cfg(test)]

@@ -176,7 +176,6 @@ impl Driver for BrainFlowDriver {
             blocks: Blocks::new(channel_rows, descr.package_num_channel, descr.marker_channel, rate, max_block),
             events: VecDeque::new(),
             last_data: Instant::now(),
-            streaming: false,
             outage: None,
         })
     }
@@ -216,7 +215,6 @@ pub struct BrainFlowDevice {
     blocks: Blocks,
     events: VecDeque<DriverEvent>,
     last_data: Instant,
-    streaming: bool,
     outage: Option<Outage>,
 }
 
@@ -282,7 +280,6 @@ impl Device for BrainFlowDevice {
     fn start(&mut self) -> Result<(), String> {
         let session = self.session.as_mut().ok_or("the board is not connected")?;
         session.start(self.ring).map_err(|e| e.to_string())?;
-        self.streaming = true;
         self.last_data = Instant::now();
         Ok(())
     }
@@ -334,7 +331,6 @@ impl Device for BrainFlowDevice {
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        self.streaming = false;
         if let Some(s) = self.session.as_mut() {
             // The board may be gone already; stopping still succeeds, and the release follows.
             let _ = s.stop();
