@@ -142,6 +142,26 @@ async fn run(
                 passed.iter().map(|(n, f)| (n.as_str(), f.try_clone().unwrap())).collect();
             plain(reply::<ModelInfo>(object(&daemon.install_model(&passed, *replace).await?), "model_install"))
         }
+        Request::ModelTrain(t) => {
+            // The options as TrainModel takes them: every field but the three arguments, `map` as
+            // a dictionary.
+            let mut o = serde_json::to_value(t).map_err(|e| zbus::Error::Failure(e.to_string()))?;
+            let o = o.as_object_mut().expect("a request is an object");
+            for k in ["name", "method", "sessions"] {
+                o.remove(k);
+            }
+            let map: serde_json::Map<String, serde_json::Value> =
+                t.map.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            o.insert("map".into(), serde_json::Value::Object(map));
+            let opts: HashMap<&str, Value<'_>> =
+                o.iter().filter_map(|(k, v)| Some((k.as_str(), dbus::to_value(v)?))).collect();
+            let trained = daemon.train_model(&t.name, &t.method, &t.sessions, opts).await?;
+            plain(reply::<bci2token_api::Trained>(object(&trained), "model_train"))
+        }
+        Request::ModelDelete { model, owner } => {
+            let owner = owner.map_or(-1, i64::from);
+            plain(reply::<ModelInfo>(object(&daemon.delete_model(model, owner).await?), "model_delete"))
+        }
         Request::SessionStart { driver, config, model, follow, lsl_outlets, subject } => {
             let names: Vec<(String, serde_json::Value)> = config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let mut dict: HashMap<&str, Value<'_>> = HashMap::new();

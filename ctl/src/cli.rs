@@ -186,6 +186,77 @@ pub enum ModelCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// Train a model of your own on your recorded sessions: trials cut from their cue
+    /// annotations (as `evaluate` cuts them), fitted by the daemon, kept as yours (`--model NAME`
+    /// finds it; `models` lists it); prints the cross-validated accuracy and ITR
+    Train(Box<TrainArgs>),
+    /// Delete one of your trained models (an admin: anyone's, with --owner)
+    Delete {
+        /// The trained model's name
+        name: String,
+        /// Whose model (uid; admin) [default: yours]
+        #[arg(long, value_name = "UID")]
+        owner: Option<u32>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The new model's name (letters, digits, `.`, `-`, `_`)
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// csp-lda (two classes), riemann-mdm or riemann-ts
+    #[arg(long, value_name = "METHOD")]
+    pub method: String,
+
+    /// Recorded sessions to train on (ids from `session list`); repeatable
+    #[arg(long = "from", value_name = "SESSION_ID,...", value_delimiter = ',', required = true)]
+    pub from: Vec<String>,
+
+    /// Annotation texts that are class cues [default: the texts --map names, in its order]
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+
+    /// Annotation text → the model's label for it (e.g. T1=hands,T2=feet); repeatable
+    #[arg(long = "map", value_name = "TEXT=LABEL,...", value_delimiter = ',', value_parser = parse_map)]
+    pub map: Vec<(String, String)>,
+
+    /// A trial starts at the first MARKER annotation after its cue instead of at the cue
+    #[arg(long, value_name = "MARKER")]
+    pub trial_start: Option<String>,
+
+    /// Trial length in seconds [default: the cue annotation's duration]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub trial_length: Option<f64>,
+
+    /// The model's window, seconds [default: 2]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub window: Option<f64>,
+
+    /// Seconds after a trial's start before its first training window [default: 0.5]
+    #[arg(long, value_name = "SECONDS")]
+    pub offset: Option<f64>,
+
+    /// Seconds between windows, in training and when decoding [default: 0.25]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub hop: Option<f64>,
+
+    /// The channels the model reads [default: all of the recording's]
+    #[arg(long, value_name = "LABEL,...", value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+
+    /// Band-pass of the model's preprocessing, Hz [default: 8,30]
+    #[arg(long, value_name = "LOW,HIGH", value_delimiter = ',', num_args = 1)]
+    pub bandpass: Option<Vec<f64>>,
+
+    /// Folds of the cross-validation (whole trials held out) [default: 5]
+    #[arg(long, value_name = "K")]
+    pub folds: Option<usize>,
+
+    /// Replace your trained model of the same name
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Subcommand)]

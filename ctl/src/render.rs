@@ -266,6 +266,30 @@ pub fn drivers(d: &DriverList) -> String {
     out
 }
 
+/// What `model train` made, and how well it cross-validated.
+pub fn trained(t: &bci2token_api::Trained) -> String {
+    let trials: Vec<String> = t.trials.iter().map(|(label, n)| format!("{n} {label}")).collect();
+    let mut out = format!(
+        "Trained model `{}` ({}) on {} trial(s) ({}), {} window(s).\n\
+         Cross-validated window accuracy {:.3} ({} folds of whole trials), ITR {:.1} bits/min at one decision a {} s window.\n\
+         Use it with --model {}.\n",
+        t.model.name,
+        t.method,
+        t.trials.iter().map(|(_, n)| n).sum::<usize>(),
+        trials.join(", "),
+        t.windows,
+        t.cv_accuracy,
+        t.cv_folds,
+        t.itr_bits_per_minute,
+        fmt_num(t.model.window_seconds),
+        t.model.name
+    );
+    for note in &t.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out
+}
+
 pub fn models(m: &ModelList) -> String {
     let mut out = String::new();
     if m.models.is_empty() {
@@ -273,6 +297,7 @@ pub fn models(m: &ModelList) -> String {
     } else {
         let mut t = Table::new(&[
             ("NAME", Align::Left),
+            ("OWNER", Align::Left),
             ("VERSION", Align::Left),
             ("CHANNELS", Align::Right),
             ("RATE", Align::Right),
@@ -284,6 +309,7 @@ pub fn models(m: &ModelList) -> String {
         for model in &m.models {
             t.row(vec![
                 model.name.clone(),
+                model.owner.map_or_else(|| "shared".to_string(), |uid| format!("uid {uid}")),
                 model.version.clone(),
                 model.channels.len().to_string(),
                 format!("{} Hz", fmt_num(model.sample_rate)),

@@ -504,6 +504,8 @@ fn dispatch(service: &Service, caller: &Caller, request: Request, fds: Passed) -
         Request::Models => reply(service.models(c)),
         Request::ModelShow { model } => reply(service.model_show(c, &model)),
         Request::ModelInstall { files, replace } => reply(service.model_install(c, &files, replace, fds)),
+        Request::ModelTrain(train) => reply(service.model_train(c, train)),
+        Request::ModelDelete { model, owner } => reply(service.model_delete(c, &model, owner)),
         Request::SessionStart { driver, config, model, follow, lsl_outlets, subject } => {
             let start = StartRequest { driver, config, model, follow, lsl_outlets, subject };
             match service.session_start(c, start, fds) {

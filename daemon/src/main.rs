@@ -23,6 +23,7 @@ mod recorder;
 mod service;
 mod session;
 mod token_bucket;
+mod training;
 mod wall_clock;
 
 use std::path::PathBuf;

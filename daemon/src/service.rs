@@ -37,6 +37,8 @@ use crate::token_bucket::TokenBucket;
 use bci2token_driver_abi::host::DriverError;
 use bci2token_driver_host::client::Limits;
 use bci2token_store::seal::Kind;
+
+mod personal;
 use bci2token_store::StoreReader;
 
 /// The most a session's settings may take (serialised): scripts and channel lists fit easily.
@@ -98,6 +100,8 @@ pub enum Op {
     Models,
     ModelShow,
     ModelInstall,
+    ModelTrain,
+    ModelDelete,
     SessionStart,
     SessionList,
     SessionShow,
@@ -119,13 +123,15 @@ pub enum Op {
 
 impl Op {
     #[cfg(test)]
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 23] = [
         Op::Status,
         Op::Drivers,
         Op::Devices,
         Op::Models,
         Op::ModelShow,
         Op::ModelInstall,
+        Op::ModelTrain,
+        Op::ModelDelete,
         Op::SessionStart,
         Op::SessionList,
         Op::SessionShow,
@@ -151,6 +157,8 @@ impl Op {
             Op::Models => "models",
             Op::ModelShow => "model_show",
             Op::ModelInstall => "model_install",
+            Op::ModelTrain => "model_train",
+            Op::ModelDelete => "model_delete",
             Op::SessionStart => "session_start",
             Op::SessionList => "session_list",
             Op::SessionShow => "session_show",
@@ -184,6 +192,8 @@ impl Op {
             | Op::Devices
             | Op::Models
             | Op::ModelShow
+            | Op::ModelTrain
+            | Op::ModelDelete
             | Op::SessionStart
             | Op::SessionList
             | Op::SessionShow
@@ -255,6 +265,7 @@ impl Audited for DriverList {}
 impl Audited for DeviceList {}
 impl Audited for ModelList {}
 impl Audited for ModelInfo {}
+impl Audited for bci2token_api::Trained {}
 impl Audited for Deleted {}
 impl Audited for KeyRotation {}
 impl Audited for AuditVerification {}
@@ -482,7 +493,16 @@ impl Service {
     }
 
     pub fn models(&self, caller: &Caller) -> Result<ModelList, ApiError> {
-        self.guarded(caller, Op::Models, "", || Ok(self.list_models()))
+        self.guarded(caller, Op::Models, "", || {
+            let mut list = self.list_models();
+            for (uid, dir) in self.personal_models(caller) {
+                match Manifest::load(&dir) {
+                    Ok(m) => list.models.push(ModelInfo { owner: Some(uid), ..model_info(&dir, m) }),
+                    Err(e) => list.errors.push(PluginFailure { file: dir.display().to_string(), error: e.to_string() }),
+                }
+            }
+            Ok(list)
+        })
     }
 
     pub fn model_show(&self, caller: &Caller, model: &str) -> Result<ModelInfo, ApiError> {
@@ -499,6 +519,23 @@ impl Service {
     ) -> Result<ModelInfo, ApiError> {
         let object = files.iter().map(|f| bounded(f.display())).collect::<Vec<_>>().join(" ");
         self.guarded(caller, Op::ModelInstall, &object, || self.install_model(caller, files, replace, &mut fds))
+    }
+
+    /// Fits a model to the caller's stored sessions and keeps it as theirs (see training).
+    pub fn model_train(
+        &self,
+        caller: &Caller,
+        request: bci2token_api::TrainRequest,
+    ) -> Result<bci2token_api::Trained, ApiError> {
+        let sources: Vec<String> = request.sessions.iter().take(8).map(|s| bounded(s)).collect();
+        let object = format!("{} ({}) from {}", bounded(&request.name), bounded(&request.method), sources.join(" "));
+        self.guarded(caller, Op::ModelTrain, &object, || self.train_model(caller, request))
+    }
+
+    /// Deletes a trained model: the caller's own, or (an admin) `owner`'s.
+    pub fn model_delete(&self, caller: &Caller, model: &str, owner: Option<u32>) -> Result<ModelInfo, ApiError> {
+        let object = format!("{} of uid {}", bounded(model), owner.unwrap_or(caller.uid));
+        self.guarded(caller, Op::ModelDelete, &object, || self.delete_model(caller, model, owner))
     }
 
     pub fn session_start(&self, caller: &Caller, start: StartRequest, mut fds: Passed) -> Result<Started, ApiError> {
@@ -1341,46 +1378,7 @@ impl Service {
                 format!("no export format `{format}`; use edf, bdf, csv or events"),
             ));
         }
-        if let Ok(live) = self.find(id) {
-            self.owner_or_admin(caller, live.started_by.uid, id, "export")?;
-            if live.is_active() {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("session `{id}` is still running; stop it first"),
-                ));
-            }
-        }
-        // The owner first, from the session's sealed metadata: nothing else is read for a stranger.
-        // Everything is read on this (the request's) thread through a reader of its own; a key
-        // rotation committed between taking the key and the reader's snapshot is retried once.
-        // (Locals drop in reverse order: the reader closes before its count does.)
-        let _counted = ReaderCount::new(self);
-        let (mut reader, meta) = {
-            let mut reader = self.store_reader()?;
-            match reader.read_all(id, Kind::Meta) {
-                Err(bci2token_store::StoreError::Key { .. }) => {
-                    reader = self.store_reader()?;
-                    let meta = reader.read_all(id, Kind::Meta).map_err(store_error)?;
-                    (reader, meta)
-                }
-                meta => (reader, meta.map_err(store_error)?),
-            }
-        };
-        let info: Option<Result<SessionInfo, String>> = match meta.first().map(|(_, r)| r) {
-            Some(Ok(plain)) => Some(serde_json::from_slice::<SessionInfo>(plain).map_err(|e| e.to_string())),
-            _ => None,
-        };
-        let owner = info.as_ref().and_then(|i| i.as_ref().ok()).map(|i| i.started_by.uid);
-        match owner {
-            Some(uid) => self.owner_or_admin(caller, uid, id, "export")?,
-            None if self.admin_by_group(caller) => {}
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::PermissionDenied,
-                    format!("the owner of session `{id}` cannot be read; only an admin may export it"),
-                ))
-            }
-        }
+        let (_counted, mut reader, meta, info) = self.open_stored(caller, id, "export")?;
         // Pass 1: every chunk authenticated (nothing is written when one fails), and the blocks'
         // index, ranges and notes gathered, one chunk at a time.
         let mut damaged: Vec<String> =
@@ -1490,6 +1488,67 @@ impl Service {
         }
         log::info!("session {id}: exported as {format} to {}", output.shown);
         Ok(ExportDone::Recording(Exported { id: id.to_string(), format: format.to_string(), path: output.shown }))
+    }
+
+    /// A stored session opened for its owner or an admin (`verb` names the operation in a
+    /// refusal): the reader holding its snapshot (counted, so that the WAL is not truncated under
+    /// it), its metadata chunks and the parsed metadata. A session still running is refused.
+    #[allow(clippy::type_complexity)]
+    fn open_stored(
+        &self,
+        caller: &Caller,
+        id: &str,
+        verb: &str,
+    ) -> Result<
+        (
+            ReaderCount<'_>,
+            bci2token_store::StoreReader,
+            bci2token_store::store::Chunks,
+            Option<Result<SessionInfo, String>>,
+        ),
+        ApiError,
+    > {
+        if let Ok(live) = self.find(id) {
+            self.owner_or_admin(caller, live.started_by.uid, id, verb)?;
+            if live.is_active() {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("session `{id}` is still running; stop it first"),
+                ));
+            }
+        }
+        // The owner first, from the session's sealed metadata: nothing else is read for a stranger.
+        // Everything is read on this (the request's) thread through a reader of its own; a key
+        // rotation committed between taking the key and the reader's snapshot is retried once.
+        // (Locals drop in reverse order: the reader closes before its count does.)
+        let counted = ReaderCount::new(self);
+        let (reader, meta) = {
+            let mut reader = self.store_reader()?;
+            match reader.read_all(id, Kind::Meta) {
+                Err(bci2token_store::StoreError::Key { .. }) => {
+                    reader = self.store_reader()?;
+                    let meta = reader.read_all(id, Kind::Meta).map_err(store_error)?;
+                    (reader, meta)
+                }
+                meta => (reader, meta.map_err(store_error)?),
+            }
+        };
+        let info: Option<Result<SessionInfo, String>> = match meta.first().map(|(_, r)| r) {
+            Some(Ok(plain)) => Some(serde_json::from_slice::<SessionInfo>(plain).map_err(|e| e.to_string())),
+            _ => None,
+        };
+        let owner = info.as_ref().and_then(|i| i.as_ref().ok()).map(|i| i.started_by.uid);
+        match owner {
+            Some(uid) => self.owner_or_admin(caller, uid, id, verb)?,
+            None if self.admin_by_group(caller) => {}
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("the owner of session `{id}` cannot be read; only an admin may {verb} it"),
+                ))
+            }
+        }
+        Ok((counted, reader, meta, info))
     }
 
     /// A differentially private release of per-window band powers (see private_release), charged
@@ -1677,6 +1736,10 @@ impl Service {
     /// whether it exists.
     fn find_model(&self, caller: &Caller, spec: &str) -> Result<PathBuf, ApiError> {
         if is_model_name(spec) {
+            // The caller's own trained model of that name first (`model train` refuses a shared name).
+            if let Some(dir) = self.find_personal(caller, spec) {
+                return Ok(dir);
+            }
             return self.find_model_trusted(spec);
         }
         let mode = self.config.read().unwrap().mode;
@@ -1833,31 +1896,8 @@ impl Service {
         }
         Model::load(scratch.path(), tch::Device::Cpu).map_err(|e| invalid(e.to_string()))?;
         let dest = root.join(&manifest.name);
-        let internal = |e: std::io::Error| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dest.display()));
-        // The old package steps aside (a rename) until the new one is in place, and comes back if
-        // it cannot be.
-        let old = if dest.exists() {
-            if !replace {
-                return Err(bad(format!("a model `{}` is installed already; --replace replaces it", manifest.name)));
-            }
-            let aside = crate::caller_files::ScratchDir::adopt(&dest, &root, "replaced").map_err(internal)?;
-            Some(aside)
-        } else {
-            None
-        };
-        if let Err(e) = scratch.keep_as(&dest) {
-            if let Some(aside) = old {
-                // Back where it was; if even that fails it stays aside (never removed).
-                let aside = aside.release();
-                if let Err(back) = std::fs::rename(&aside, &dest) {
-                    log::error!("model `{}`: the old package stays in {}: {back}", manifest.name, aside.display());
-                }
-            }
-            return Err(internal(e));
-        }
-        // Sessions started from now on load the new package (the cache is keyed by canonical path).
-        let canonical = dest.canonicalize().unwrap_or_else(|_| dest.clone());
-        self.models.lock().unwrap().retain(|dir, _| !dir.starts_with(&canonical));
+        put_in_place(scratch, &dest, &root, replace, &manifest.name)?;
+        self.forget_loaded(&dest);
         log::info!(
             "model `{}` {} installed in {} by uid {}",
             manifest.name,
@@ -1866,6 +1906,13 @@ impl Service {
             caller.uid
         );
         Ok(model_info(&dest, manifest))
+    }
+
+    /// Sessions started from now on load the package in `dir` afresh (the cache is keyed by
+    /// canonical path).
+    fn forget_loaded(&self, dir: &Path) {
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        self.models.lock().unwrap().retain(|loaded, _| !loaded.starts_with(&canonical));
     }
 
     fn show_model(&self, caller: &Caller, spec: &str) -> Result<ModelInfo, ApiError> {
@@ -1972,6 +2019,41 @@ fn unknown_driver(name: &str, reg: &Registry) -> ApiError {
     )
 }
 
+/// Moves a checked package from its scratch directory to `dest` (inside `root`) in one rename;
+/// with `replace`, an old package there steps aside first and comes back if the new one cannot
+/// be put in place.
+fn put_in_place(
+    scratch: crate::caller_files::ScratchDir,
+    dest: &Path,
+    root: &Path,
+    replace: bool,
+    name: &str,
+) -> Result<(), ApiError> {
+    let internal = |e: std::io::Error| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dest.display()));
+    let old = if dest.exists() {
+        if !replace {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("a model `{name}` is installed already; --replace replaces it"),
+            ));
+        }
+        Some(crate::caller_files::ScratchDir::adopt(dest, root, "replaced").map_err(internal)?)
+    } else {
+        None
+    };
+    if let Err(e) = scratch.keep_as(dest) {
+        if let Some(aside) = old {
+            // Back where it was; if even that fails it stays aside (never removed).
+            let aside = aside.release();
+            if let Err(back) = std::fs::rename(&aside, dest) {
+                log::error!("model `{name}`: the old package stays in {}: {back}", aside.display());
+            }
+        }
+        return Err(internal(e));
+    }
+    Ok(())
+}
+
 fn model_info(dir: &Path, m: Manifest) -> ModelInfo {
     ModelInfo {
         dir: dir.display().to_string(),
@@ -1986,6 +2068,7 @@ fn model_info(dir: &Path, m: Manifest) -> ModelInfo {
         null_label: m.output.null_label,
         tokenizer: m.tokens.tokenizer,
         trained_on: m.provenance.trained_on,
+        owner: None,
     }
 }
 

@@ -153,6 +153,14 @@ pub trait Daemon1 {
     fn models(&self) -> zbus::Result<Dict>;
     fn show_model(&self, model: &str) -> zbus::Result<Dict>;
     fn install_model(&self, files: &[(&str, zvariant::Fd<'_>)], replace: bool) -> zbus::Result<Dict>;
+    fn train_model(
+        &self,
+        name: &str,
+        method: &str,
+        sessions: &[String],
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<Dict>;
+    fn delete_model(&self, model: &str, owner: i64) -> zbus::Result<Dict>;
     fn start_session(
         &self,
         driver: &str,

@@ -38,6 +38,47 @@ pub struct ExportOptions {
     pub dp_clip: Option<f64>,
 }
 
+/// `TrainModel`'s options (see [`crate::TrainRequest`]; `map` as a dictionary of strings).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    pub classes: Option<Vec<String>>,
+    #[serde(default)]
+    pub map: std::collections::BTreeMap<String, String>,
+    pub trial_start: Option<String>,
+    pub trial_length: Option<f64>,
+    pub window_seconds: Option<f64>,
+    pub offset_seconds: Option<f64>,
+    pub hop_seconds: Option<f64>,
+    pub channels: Option<Vec<String>>,
+    pub bandpass_hz: Option<[f64; 2]>,
+    pub folds: Option<usize>,
+    #[serde(default)]
+    pub replace: bool,
+}
+
+impl TrainOptions {
+    /// The socket's request for these options.
+    pub fn into_request(self, name: String, method: String, sessions: Vec<String>) -> crate::TrainRequest {
+        crate::TrainRequest {
+            name,
+            method,
+            sessions,
+            classes: self.classes,
+            map: self.map.into_iter().collect(),
+            trial_start: self.trial_start,
+            trial_length: self.trial_length,
+            window_seconds: self.window_seconds,
+            offset_seconds: self.offset_seconds,
+            hop_seconds: self.hop_seconds,
+            channels: self.channels,
+            bandpass_hz: self.bandpass_hz,
+            folds: self.folds,
+            replace: self.replace,
+        }
+    }
+}
+
 /// `OpenStream`'s (and `StartSessionWithStream`'s stream) options.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -70,6 +70,15 @@ pub enum Request {
         #[serde(default)]
         replace: bool,
     },
+    /// Fits a per-person model to stored sessions of the caller's (see [`TrainRequest`]) and keeps
+    /// it as the caller's own, under `data_dir/personal-models/UID/NAME`.
+    ModelTrain(TrainRequest),
+    /// Deletes one of the caller's own trained models (an admin: anyone's, with `owner`).
+    ModelDelete {
+        model: String,
+        #[serde(default)]
+        owner: Option<u32>,
+    },
     /// Starts a session. With `follow`, the reply is followed on the same connection by the
     /// session's events from its very first block (see [`crate::Event`]).
     SessionStart {
@@ -158,6 +167,8 @@ impl Request {
             Request::Models => "models",
             Request::ModelShow { .. } => "model_show",
             Request::ModelInstall { .. } => "model_install",
+            Request::ModelTrain(_) => "model_train",
+            Request::ModelDelete { .. } => "model_delete",
             Request::SessionStart { .. } => "session_start",
             Request::SessionList => "session_list",
             Request::SessionShow { .. } => "session_show",
@@ -349,6 +360,72 @@ pub struct ModelInfo {
     pub tokenizer: String,
     /// Data a learned model was trained on (empty for analytic models).
     pub trained_on: Vec<String>,
+    /// The uid whose trained model this is (`model train`); none for the shared models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
+}
+
+/// `model_train`: what to fit, to which of the caller's stored sessions, cut into trials by the
+/// same rules as `bci2tokenctl evaluate`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// The model's name (letters, digits, `.`, `-`, `_`).
+    pub name: String,
+    /// `csp-lda`, `riemann-mdm` or `riemann-ts`.
+    pub method: String,
+    /// Stored sessions (ids) to train on: the caller's own, ended.
+    pub sessions: Vec<String>,
+    /// Annotation texts that are class cues [default: every text `map` maps].
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// Annotation text → the model's label for it (e.g. T1 → hands).
+    #[serde(default)]
+    pub map: Vec<(String, String)>,
+    #[serde(default)]
+    pub trial_start: Option<String>,
+    /// Seconds [default: the cue annotation's duration].
+    #[serde(default)]
+    pub trial_length: Option<f64>,
+    /// The model's window, seconds [default: the method's].
+    #[serde(default)]
+    pub window_seconds: Option<f64>,
+    /// Seconds after a trial's start before the first training window [default: the method's].
+    #[serde(default)]
+    pub offset_seconds: Option<f64>,
+    /// Seconds between training windows in a trial, and between the model's windows when it
+    /// decodes [default: 0.25].
+    #[serde(default)]
+    pub hop_seconds: Option<f64>,
+    /// The channels the model reads, by label [default: all of the recording's].
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Band-pass of the model's preprocessing, Hz [default: the method's].
+    #[serde(default)]
+    pub bandpass_hz: Option<[f64; 2]>,
+    /// Folds of the cross-validation [default: 5].
+    #[serde(default)]
+    pub folds: Option<usize>,
+    /// Replace the caller's trained model of the same name.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Reply to `model_train`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trained {
+    pub model: ModelInfo,
+    pub method: String,
+    /// Trials per class (the model's labels, in order).
+    pub trials: Vec<(String, usize)>,
+    pub windows: usize,
+    /// Window accuracy, cross-validated by folds of whole trials.
+    pub cv_accuracy: f64,
+    pub cv_folds: usize,
+    /// Wolpaw's ITR at one decision a window.
+    pub itr_bits_per_minute: f64,
+    /// Cues that gave no trial, windows refused, and the like.
+    pub notes: Vec<String>,
 }
 
 /// Reply to `models`.

@@ -61,6 +61,13 @@ pub fn cut(signal: &DMatrix<f64>, rate: f64, t0: f64, trials: &[Trial], spec: Wi
     Ok(out)
 }
 
+/// The trial that a window from `start` to `end` (stream seconds) lies wholly inside, at least
+/// `offset` seconds after the trial's start (half a frame's tolerance: `frame` seconds).
+pub fn trial_containing(trials: &[Trial], offset: f64, (start, end): (f64, f64), frame: f64) -> Option<usize> {
+    let tolerance = frame / 2.0;
+    trials.iter().position(|t| start + tolerance >= t.start + offset && end <= t.end + tolerance)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

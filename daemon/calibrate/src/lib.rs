@@ -8,6 +8,7 @@
 //!   computes them.
 //! - [`epochs`]: training windows cut out of a preprocessed recording by its trials.
 //! - [`lda`]: linear discriminant analysis with Ledoit–Wolf shrinkage, as scikit-learn's.
+//! - [`method`]: the methods `model train` offers (fit, scores, cross-validation), one place.
 //! - [`metrics`]: stratified k-fold cross-validation and the information transfer rate.
 //! - [`riemann`]: the affine-invariant Riemannian mean of covariance matrices and the tangent space
 //!   at a reference, and minimum distance to the mean (Barachant et al. 2012), as pyriemann
@@ -22,6 +23,7 @@ pub mod csp;
 pub mod epochs;
 pub mod lda;
 pub mod linalg;
+pub mod method;
 pub mod metrics;
 pub mod riemann;
 pub mod trca;

@@ -126,6 +126,11 @@ impl Mdm {
         Ok(Mdm { means, isqrt })
     }
 
+    /// M^-½ of each class mean (what the traced model measures distances with).
+    pub fn means_isqrt(&self) -> &[DMatrix<f64>] {
+        &self.isqrt
+    }
+
     /// The distance of `cov` to each class mean.
     pub fn distances(&self, cov: &DMatrix<f64>) -> Result<DVector<f64>, FitError> {
         if self.means.first().is_some_and(|m| m.shape() != cov.shape()) {

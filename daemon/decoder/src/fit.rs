@@ -3,7 +3,7 @@
 use crate::manifest::Manifest;
 
 /// Rates closer than this are the same rate (headers round, e.g. 255.99 Hz).
-const RATE_TOLERANCE: f64 = 1e-6;
+pub const RATE_TOLERANCE: f64 = 1e-6;
 
 /// For each model input channel, the index of the device channel that feeds it.
 pub type ChannelMap = Vec<usize>;
@@ -17,19 +17,7 @@ pub fn fit(manifest: &Manifest, device_labels: &[String], device_rate: f64) -> R
     if (want_rate - device_rate).abs() > RATE_TOLERANCE * want_rate.max(1.0) {
         problems.push(format!("the model needs {want_rate} Hz, the device delivers {device_rate} Hz"));
     }
-    let normal = |s: &str| s.trim().trim_end_matches('.').to_ascii_lowercase();
-    let mut map = Vec::with_capacity(manifest.input.channels.len());
-    let mut missing = Vec::new();
-    for label in &manifest.input.channels {
-        let found = device_labels
-            .iter()
-            .position(|d| d == label)
-            .or_else(|| device_labels.iter().position(|d| normal(d) == normal(label)));
-        match found {
-            Some(i) => map.push(i),
-            None => missing.push(label.as_str()),
-        }
-    }
+    let (map, missing) = match_labels(&manifest.input.channels, device_labels);
     if !missing.is_empty() {
         problems.push(format!(
             "the model needs {} channels ({}), the device has {} ({}); missing: {}",
@@ -45,6 +33,24 @@ pub fn fit(manifest: &Manifest, device_labels: &[String], device_rate: f64) -> R
     } else {
         Err(format!("model `{}` does not fit this device: {}", manifest.name, problems.join("; ")))
     }
+}
+
+/// For each of `wanted`, the index of the label in `labels` that names it (exact, then
+/// case-insensitive with trailing dots and spaces ignored, as EDF labels often carry them);
+/// those not found are returned beside.
+pub fn match_labels<'w>(wanted: &'w [String], labels: &[String]) -> (ChannelMap, Vec<&'w str>) {
+    let normal = |s: &str| s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let mut map = Vec::with_capacity(wanted.len());
+    let mut missing = Vec::new();
+    for label in wanted {
+        let found =
+            labels.iter().position(|d| d == label).or_else(|| labels.iter().position(|d| normal(d) == normal(label)));
+        match found {
+            Some(i) => map.push(i),
+            None => missing.push(label.as_str()),
+        }
+    }
+    (map, missing)
 }
 
 #[cfg(test)]

@@ -156,6 +156,30 @@ impl DaemonObject {
         self.ctx.serve(caller, move |s, c| s.model_install(c, &args, replace, passed)).await.map(|v| record(&v))
     }
 
+    /// Trains a model of the caller's own on their stored `sessions` (`method`: csp-lda,
+    /// riemann-mdm, riemann-ts); `options` as `bci2tokenctl model train`'s (docs/dbus.md).
+    /// Returns the training's record (the model, trials, cross-validated accuracy, notes).
+    #[zbus(out_args("trained"))]
+    async fn train_model(
+        &self,
+        name: String,
+        method: String,
+        sessions: Vec<String>,
+        options: Dict,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Dict, BusError> {
+        let o: dbus_args::TrainOptions = dbus_args::options("TrainModel", &options)?;
+        let request = o.into_request(name, method, sessions);
+        self.ctx.run(&h, move |s, c| s.model_train(c, request)).await.map(|v| record(&v))
+    }
+
+    /// Deletes one of the caller's trained models (an admin: `owner`'s; -1 for the caller).
+    #[zbus(out_args("model"))]
+    async fn delete_model(&self, model: String, owner: i64, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
+        let owner = u32::try_from(owner).ok();
+        self.ctx.run(&h, move |s, c| s.model_delete(c, &model, owner)).await.map(|v| record(&v))
+    }
+
     /// Starts a session: `config` is the driver's settings (a file as `h` or `(sh)`), `options`
     /// `model` (s), `lsl_outlets` (b), `subject` (s). Returns the session's object and record.
     #[zbus(out_args("session", "info"))]

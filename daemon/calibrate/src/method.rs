@@ -1,0 +1,199 @@
+//! The per-person methods `model train` offers, each a fit from labelled windows and a decision
+//! per window, so that training, cross-validation and the traced model compute the same thing:
+//!
+//! - `csp-lda`: CSP (two classes; the [`CSP_COMPONENTS`] filters of largest |λ − ½|), the log of
+//!   each component's mean power, shrinkage LDA.
+//! - `riemann-mdm`: each window's covariance, minimum distance to the class means.
+//! - `riemann-ts`: each window's covariance, its tangent vector at the training windows' mean,
+//!   shrinkage LDA.
+
+use nalgebra::{DMatrix, DVector};
+
+use crate::{covariance, csp::Csp, lda::Lda, metrics, riemann, FitError};
+
+/// CSP filters kept: three from each end, as MNE's motor-imagery example does.
+pub const CSP_COMPONENTS: usize = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    CspLda,
+    RiemannMdm,
+    RiemannTs,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::CspLda, Method::RiemannMdm, Method::RiemannTs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::CspLda => "csp-lda",
+            Method::RiemannMdm => "riemann-mdm",
+            Method::RiemannTs => "riemann-ts",
+        }
+    }
+
+    /// The method of a name, or an error that lists the names.
+    pub fn parse(name: &str) -> Result<Method, String> {
+        Method::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+            format!("no method `{name}`; the methods are {}", names.join(", "))
+        })
+    }
+}
+
+/// A fitted decoder: what the traced model is built from.
+#[derive(Debug, Clone)]
+pub enum Fitted {
+    /// `filters`: [`CSP_COMPONENTS`] rows of `channels`; `lda` reads their log-powers.
+    CspLda {
+        filters: DMatrix<f64>,
+        lda: Lda,
+    },
+    Mdm(riemann::Mdm),
+    /// `reference_isqrt`: R^-½ of the training windows' mean covariance; `lda` reads the tangent
+    /// vectors at R.
+    TangentLda {
+        reference_isqrt: DMatrix<f64>,
+        lda: Lda,
+    },
+}
+
+/// The log of the mean power of each CSP component of `x` (MNE's `log=True` features).
+fn csp_features(filters: &DMatrix<f64>, x: &DMatrix<f64>) -> DVector<f64> {
+    let y = filters * x;
+    DVector::from_iterator(y.nrows(), y.row_iter().map(|r| (r.map(|v| v * v).sum() / r.len() as f64).ln()))
+}
+
+/// Rows of `features` stacked into a matrix.
+fn rows(features: &[DVector<f64>]) -> DMatrix<f64> {
+    let width = features.first().map_or(0, |f| f.len());
+    DMatrix::from_fn(features.len(), width, |i, j| features[i][j])
+}
+
+impl Fitted {
+    /// Fits `method` to `windows` (`channels × frames` each) with `labels` in `0..classes`.
+    pub fn fit(method: Method, windows: &[DMatrix<f64>], labels: &[usize], classes: usize) -> Result<Fitted, FitError> {
+        crate::check_labels(labels, windows.len(), classes)?;
+        covariance::check(windows, "training windows")?;
+        match method {
+            Method::CspLda => {
+                if classes != 2 {
+                    return Err(FitError::Shape(format!(
+                        "csp-lda separates two classes, not {classes}: use riemann-mdm or riemann-ts"
+                    )));
+                }
+                let channels = windows[0].nrows();
+                if channels < CSP_COMPONENTS {
+                    return Err(FitError::Shape(format!(
+                        "csp-lda needs at least {CSP_COMPONENTS} channels, the recording has {channels}"
+                    )));
+                }
+                let csp = Csp::fit(&crate::of_class(windows, labels, 0), &crate::of_class(windows, labels, 1))?;
+                let filters = csp.filters.rows(0, CSP_COMPONENTS).into_owned();
+                let features: Vec<DVector<f64>> = windows.iter().map(|x| csp_features(&filters, x)).collect();
+                let lda = Lda::fit(&rows(&features), labels, classes)?;
+                Ok(Fitted::CspLda { filters, lda })
+            }
+            Method::RiemannMdm => {
+                let covs: Vec<DMatrix<f64>> = windows.iter().map(covariance::sample).collect();
+                Ok(Fitted::Mdm(riemann::Mdm::fit(&covs, labels, classes)?))
+            }
+            Method::RiemannTs => {
+                let covs: Vec<DMatrix<f64>> = windows.iter().map(covariance::sample).collect();
+                let reference_isqrt = riemann::inverse_sqrt(&riemann::mean(&covs)?)?;
+                let tangents: Vec<DVector<f64>> =
+                    covs.iter().map(|c| riemann::tangent_vector(c, &reference_isqrt)).collect::<Result<_, _>>()?;
+                let lda = Lda::fit(&rows(&tangents), labels, classes)?;
+                Ok(Fitted::TangentLda { reference_isqrt, lda })
+            }
+        }
+    }
+
+    /// Each class's score for one window, the largest the decision: what the traced model's
+    /// logits are (MDM: the negated distances).
+    pub fn scores(&self, x: &DMatrix<f64>) -> Result<DVector<f64>, FitError> {
+        match self {
+            Fitted::CspLda { filters, lda } => {
+                if x.nrows() != filters.ncols() {
+                    return Err(FitError::Shape(format!("a window of {} channels for {}", x.nrows(), filters.ncols())));
+                }
+                lda.scores(&csp_features(filters, x))
+            }
+            Fitted::Mdm(mdm) => Ok(-mdm.distances(&covariance::sample(x))?),
+            Fitted::TangentLda { reference_isqrt, lda } => {
+                lda.scores(&riemann::tangent_vector(&covariance::sample(x), reference_isqrt)?)
+            }
+        }
+    }
+
+    pub fn predict(&self, x: &DMatrix<f64>) -> Result<usize, FitError> {
+        Ok(self.scores(x)?.argmax().0)
+    }
+}
+
+/// The cross-validated window accuracy of `method`: folds of trials (`trial_labels`, one class a
+/// trial, stratified, `k` folds), each trial's windows (`window_trial`) held out together.
+pub fn cross_validate(
+    method: Method,
+    windows: &[DMatrix<f64>],
+    labels: &[usize],
+    window_trial: &[usize],
+    trial_labels: &[usize],
+    k: usize,
+) -> Result<f64, FitError> {
+    let classes = trial_labels.iter().copied().max().map_or(0, |m| m + 1);
+    let folds = metrics::window_folds(&metrics::stratified_folds(trial_labels, k), window_trial);
+    metrics::cross_validate(labels, &folds, |train, test| {
+        let xs: Vec<DMatrix<f64>> = train.iter().map(|&i| windows[i].clone()).collect();
+        let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
+        let fitted = Fitted::fit(method, &xs, &ys, classes)?;
+        test.iter().map(|&i| fitted.predict(&windows[i])).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Windows of two classes that differ in which channel carries the power.
+    fn windows(n: usize, channels: usize, frames: usize) -> (Vec<DMatrix<f64>>, Vec<usize>) {
+        let mut state = 12345u64;
+        let mut noise = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        };
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let class = i % 2;
+            xs.push(DMatrix::from_fn(channels, frames, |c, _| noise() * if c == class { 3.0 } else { 1.0 }));
+            ys.push(class);
+        }
+        (xs, ys)
+    }
+
+    #[test]
+    fn every_method_separates_two_classes_by_where_the_power_is() {
+        let (xs, ys) = windows(40, 6, 100);
+        let (test, truth) = windows(20, 6, 100);
+        for method in Method::ALL {
+            let fitted = Fitted::fit(method, &xs, &ys, 2).unwrap();
+            let right = test.iter().zip(&truth).filter(|(x, &y)| fitted.predict(x).unwrap() == y).count();
+            assert!(right >= 19, "{}: {right} of 20", method.name());
+            let trials: Vec<usize> = (0..xs.len()).collect();
+            let cv = cross_validate(method, &xs, &ys, &trials, &ys, 5).unwrap();
+            assert!(cv >= 0.9, "{}: cross-validated {cv}", method.name());
+        }
+    }
+
+    #[test]
+    fn methods_refuse_what_they_cannot_fit() {
+        let (xs, ys) = windows(12, 6, 100);
+        let three: Vec<usize> = (0..12).map(|i| i % 3).collect();
+        assert!(Fitted::fit(Method::CspLda, &xs, &three, 3).unwrap_err().to_string().contains("two classes"));
+        let (narrow, ys4) = windows(12, 4, 100);
+        assert!(Fitted::fit(Method::CspLda, &narrow, &ys4, 2).unwrap_err().to_string().contains("6 channels"));
+        assert!(Fitted::fit(Method::RiemannMdm, &xs, &ys[..5], 2).is_err());
+        assert_eq!(Method::parse("riemann-ts"), Ok(Method::RiemannTs));
+        assert!(Method::parse("trca-x").unwrap_err().contains("csp-lda, riemann-mdm, riemann-ts"));
+    }
+}

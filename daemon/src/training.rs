@@ -1,0 +1,377 @@
+//! `model train`: a person's stored sessions → their own model package.
+//!
+//! The training windows are made the way the decoder will make them: each session's stored
+//! blocks go through a [`Windower`] with the model's preprocessing (filters primed on the first
+//! block, restarted after a gap), and a window is kept when it lies wholly inside a trial (cut by
+//! the same rules as `evaluate`) at least the offset after the trial's start. The fit and its
+//! cross-validation are bci2token-calibrate's; the fitted parameters become a traced TorchScript
+//! module (bci2token-decoder's `traced`), so a trained model decodes through the one path every
+//! model takes. Nothing here reads a caller's file: the sessions are the store's.
+
+use bci2token_calibrate::epochs::trial_containing;
+use bci2token_calibrate::method::{self, Fitted, Method};
+use bci2token_calibrate::trials::{form_trials, Annotation, Trial, TrialRules};
+use bci2token_calibrate::{metrics, DMatrix};
+use bci2token_decoder::manifest::{Input, Manifest, Output, OutputKind, Policy, Provenance, Tokens, Training};
+use bci2token_decoder::traced;
+use bci2token_dsp::pipeline::{PreprocessConfig, Windower};
+
+use crate::export::Block;
+
+/// The most window values (f64) one training holds: 128 MiB.
+pub const MAX_WINDOW_VALUES: usize = 16 << 20;
+
+/// What `model train` fits, checked and with the method's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub method: Method,
+    pub rules: TrialRules,
+    pub window_seconds: f64,
+    pub offset_seconds: f64,
+    pub hop_seconds: f64,
+    pub preprocessing: PreprocessConfig,
+    pub folds: usize,
+}
+
+/// The motor-imagery methods' defaults: 2 s windows from 0.5 s after the cue (the
+/// desynchronisation builds up), every 0.25 s, 8–30 Hz (mu and beta), order 4, no CAR (the
+/// spatial filters and covariances take its place, and it would leave the covariances singular).
+const MI_WINDOW: f64 = 2.0;
+const MI_OFFSET: f64 = 0.5;
+const MI_BAND: [f64; 2] = [8.0, 30.0];
+const DEFAULT_HOP: f64 = 0.25;
+const DEFAULT_FOLDS: usize = 5;
+/// Trials of each class that every fold must leave to train on.
+const MIN_TRAIN_TRIALS: usize = 3;
+
+impl Plan {
+    pub fn new(
+        method: Method,
+        rules: TrialRules,
+        (window, offset, hop): (Option<f64>, Option<f64>, Option<f64>),
+        bandpass: Option<[f64; 2]>,
+        folds: Option<usize>,
+    ) -> Result<Plan, String> {
+        let window_seconds = window.unwrap_or(MI_WINDOW);
+        let offset_seconds = offset.unwrap_or(MI_OFFSET);
+        let hop_seconds = hop.unwrap_or(DEFAULT_HOP);
+        if !(window_seconds.is_finite() && (0.1..=30.0).contains(&window_seconds)) {
+            return Err(format!("--window {window_seconds}: give 0.1 to 30 seconds"));
+        }
+        if !(offset_seconds.is_finite() && (0.0..=30.0).contains(&offset_seconds)) {
+            return Err(format!("--offset {offset_seconds}: give 0 to 30 seconds"));
+        }
+        if !(hop_seconds.is_finite() && (0.01..=30.0).contains(&hop_seconds)) {
+            return Err(format!("--hop {hop_seconds}: give 0.01 to 30 seconds"));
+        }
+        let folds = folds.unwrap_or(DEFAULT_FOLDS);
+        if !(2..=20).contains(&folds) {
+            return Err(format!("--folds {folds}: give 2 to 20"));
+        }
+        let band = bandpass.unwrap_or(MI_BAND);
+        let preprocessing =
+            PreprocessConfig { bandpass_hz: Some(band), filter_order: 4, car: false, ..Default::default() };
+        Ok(Plan { method, rules, window_seconds, offset_seconds, hop_seconds, preprocessing, folds })
+    }
+}
+
+/// The training windows of every session, with their classes and trials.
+pub struct Gathered {
+    pub windows: Vec<DMatrix<f64>>,
+    pub labels: Vec<usize>,
+    pub window_trial: Vec<usize>,
+    /// The class of every trial (of every session), in order.
+    pub trial_labels: Vec<usize>,
+    pub notes: Vec<String>,
+}
+
+/// Feeds one session after another through the model's windower.
+pub struct Gatherer<'p> {
+    plan: &'p Plan,
+    rate: f64,
+    /// Channels the model reads.
+    channels: usize,
+    window_frames: usize,
+    out: Gathered,
+    session: Option<SessionState>,
+}
+
+struct SessionState {
+    id: String,
+    windower: Windower,
+    trials: Vec<Trial>,
+    /// Index of this session's first trial among all.
+    first_trial: usize,
+    /// Stream time the next block should start at (a later one is a gap).
+    next_t: Option<f64>,
+    /// Stream time of the stream's first frame as the windower counts it (after a restart, the
+    /// restart's block).
+    origin: f64,
+    /// Frames pushed since `origin`.
+    pushed: u64,
+    /// Which of the session's channels the model reads, in the model's order.
+    picks: Vec<usize>,
+    picked: Vec<f32>,
+}
+
+impl<'p> Gatherer<'p> {
+    pub fn new(plan: &'p Plan, rate: f64, channels: usize) -> Result<Gatherer<'p>, String> {
+        let window_frames = (plan.window_seconds * rate).round() as usize;
+        if window_frames < channels.max(8) {
+            return Err(format!(
+                "a {} s window at {rate} Hz has {window_frames} frames, fewer than the {} channels: give a longer --window",
+                plan.window_seconds,
+                channels.max(8)
+            ));
+        }
+        plan.preprocessing.validate(rate).map_err(|e| format!("--bandpass at {rate} Hz: {e}"))?;
+        let out = Gathered {
+            windows: Vec::new(),
+            labels: Vec::new(),
+            window_trial: Vec::new(),
+            trial_labels: Vec::new(),
+            notes: Vec::new(),
+        };
+        Ok(Gatherer { plan, rate, channels, window_frames, out, session: None })
+    }
+
+    pub fn window_frames(&self) -> usize {
+        self.window_frames
+    }
+
+    pub fn hop_frames(&self) -> usize {
+        ((self.plan.hop_seconds * self.rate).round() as usize).max(1)
+    }
+
+    /// Starts a session: its trials from its annotations; `picks` are the session's channels the
+    /// model reads, in the model's order.
+    pub fn begin(&mut self, id: &str, annotations: &[Annotation], picks: Vec<usize>) -> Result<(), String> {
+        assert_eq!(picks.len(), self.channels, "one pick a model channel");
+        let trials = form_trials(annotations, &self.plan.rules).map_err(|e| format!("session `{id}`: {e}"))?;
+        self.out.notes.extend(trials.notes.into_iter().map(|n| format!("session `{id}`: {n}")));
+        let windower =
+            Windower::new(&self.plan.preprocessing, self.rate, self.channels, self.window_frames, self.hop_frames())
+                .map_err(|e| e.to_string())?;
+        let first_trial = self.out.trial_labels.len();
+        self.out.trial_labels.extend(trials.trials.iter().map(|t| t.class));
+        self.session = Some(SessionState {
+            id: id.to_string(),
+            windower,
+            trials: trials.trials,
+            first_trial,
+            next_t: None,
+            origin: 0.0,
+            pushed: 0,
+            picks,
+            picked: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// One stored block of the session begun last, in stream order.
+    pub fn block(&mut self, block: &Block) -> Result<(), String> {
+        let s = self.session.as_mut().expect("a session begun");
+        if block.frames == 0 {
+            return Ok(());
+        }
+        let frame = 1.0 / self.rate;
+        // A block that does not start where the last ended follows a gap (or the stream's clock
+        // stepped): nothing on either side of it is mixed into one window.
+        if s.next_t.is_none_or(|t| (block.t - t).abs() > 1.5 * frame) {
+            s.windower.restart();
+            s.origin = block.t;
+            s.pushed = 0;
+        }
+        s.next_t = Some(block.t + block.frames as f64 * frame);
+        s.picked.clear();
+        for &c in &s.picks {
+            if (c + 1) * block.frames > block.data.len() {
+                return Err(format!("a stored block has {} channels, the session's metadata more", block.channels));
+            }
+            s.picked.extend_from_slice(&block.data[c * block.frames..(c + 1) * block.frames]);
+        }
+        let (origin, pushed) = (s.origin, s.pushed);
+        let (trials, offset, first_trial) = (&s.trials, self.plan.offset_seconds, s.first_trial);
+        let window_seconds = self.window_frames as f64 * frame;
+        let out = &mut self.out;
+        let mut too_many = false;
+        let mut picked = std::mem::take(&mut s.picked);
+        s.windower.push(&mut picked, block.frames, |info, window| {
+            // The window's first frame, counted from the last restart.
+            let start = origin + (pushed + info.frames_into_block as u64) as f64 * frame - window_seconds;
+            if let Some(k) = trial_containing(trials, offset, (start, start + window_seconds), frame) {
+                if (out.windows.len() + 1) * window.len() > MAX_WINDOW_VALUES {
+                    too_many = true;
+                    return;
+                }
+                out.windows.push(DMatrix::from_fn(window.nrows(), window.ncols(), |i, j| f64::from(window[(i, j)])));
+                out.labels.push(trials[k].class);
+                out.window_trial.push(first_trial + k);
+            }
+        });
+        s.picked = picked;
+        s.pushed += block.frames as u64;
+        if too_many {
+            return Err(format!(
+                "more than {} MiB of training windows: give a longer --hop, fewer --channels or fewer sessions",
+                (MAX_WINDOW_VALUES * 8) >> 20
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ends the session begun last; a trial that gave no window is noted.
+    pub fn end(&mut self) {
+        let s = self.session.take().expect("a session begun");
+        for (k, t) in s.trials.iter().enumerate() {
+            if !self.out.window_trial.contains(&(s.first_trial + k)) {
+                self.out.notes.push(format!(
+                    "session `{}`: the trial at {:.2} s gave no whole window (shorter than offset + window, or a gap)",
+                    s.id, t.cue_onset
+                ));
+            }
+        }
+    }
+
+    pub fn finish(self) -> Gathered {
+        self.out
+    }
+}
+
+/// The result of a fit: the model and how well it cross-validated.
+pub struct Fit {
+    pub fitted: Fitted,
+    pub cv_accuracy: f64,
+    pub itr_bits_per_minute: f64,
+    /// Trials per class that gave windows.
+    pub trials: Vec<usize>,
+}
+
+/// Refuses too few trials, cross-validates, then fits on everything.
+pub fn fit(plan: &Plan, g: &Gathered) -> Result<Fit, String> {
+    let classes = plan.rules.classes.len();
+    // Only trials with windows count.
+    let mut used: Vec<usize> = g.window_trial.clone();
+    used.dedup();
+    let trial_labels: Vec<usize> = used.iter().map(|&t| g.trial_labels[t]).collect();
+    let trials: Vec<usize> = (0..classes).map(|k| trial_labels.iter().filter(|&&l| l == k).count()).collect();
+    for (k, &n) in trials.iter().enumerate() {
+        if n == 0 {
+            return Err(format!(
+                "no trial of class \"{}\" gave a training window: check --classes/--map against the sessions' \
+                 annotations, and that trials last at least offset + window ({} s)",
+                plan.rules.classes[k],
+                plan.offset_seconds + plan.window_seconds
+            ));
+        }
+    }
+    metrics::check_folds(&trial_labels, plan.folds, MIN_TRAIN_TRIALS)?;
+    // Windows renumbered to the trials that have them.
+    let window_trial: Vec<usize> =
+        g.window_trial.iter().map(|t| used.iter().position(|u| u == t).expect("a used trial")).collect();
+    let cv_accuracy =
+        method::cross_validate(plan.method, &g.windows, &g.labels, &window_trial, &trial_labels, plan.folds)
+            .map_err(|e| format!("cross-validating {}: {e}", plan.method.name()))?;
+    let fitted = Fitted::fit(plan.method, &g.windows, &g.labels, classes)
+        .map_err(|e| format!("fitting {}: {e}", plan.method.name()))?;
+    let itr_bits_per_minute = metrics::itr_bits_per_minute(classes, cv_accuracy, plan.window_seconds);
+    Ok(Fit { fitted, cv_accuracy, itr_bits_per_minute, trials })
+}
+
+/// The fitted decoder as a TorchScript module taking `[batch, channels, frames]` windows.
+pub fn module(fitted: &Fitted, channels: usize, frames: usize) -> Result<tch::CModule, String> {
+    let f32s = |m: &DMatrix<f64>| -> Vec<f32> { m.transpose().iter().map(|&v| v as f32).collect() };
+    let f64s = |m: &DMatrix<f64>| -> Vec<f64> { m.transpose().iter().copied().collect() };
+    let linear = |lda: &bci2token_calibrate::lda::Lda| traced::Linear {
+        weight: f32s(&lda.coef),
+        bias: lda.intercept.iter().map(|&v| v as f32).collect(),
+    };
+    match fitted {
+        Fitted::CspLda { filters, lda } => traced::csp_linear(&f32s(filters), channels, &linear(lda), frames),
+        Fitted::Mdm(mdm) => traced::mdm(&mdm.means_isqrt().iter().map(f64s).collect::<Vec<_>>(), channels, frames, 1.0),
+        Fitted::TangentLda { reference_isqrt, lda } => {
+            traced::tangent_linear(&f64s(reference_isqrt), channels, &linear(lda), frames)
+        }
+    }
+    .map_err(|e| format!("tracing the model: {e}"))
+}
+
+/// What the manifest of a trained model says besides its numbers.
+pub struct Described<'a> {
+    pub name: &'a str,
+    pub channels: Vec<String>,
+    pub rate: f64,
+    pub sources: Vec<String>,
+    pub owner_uid: u32,
+    pub trained_at: f64,
+}
+
+/// The manifest of a trained model: labels are the classes' labels (after `--map`), each emitting
+/// itself as a token (" label"), one decision a window.
+pub fn manifest(plan: &Plan, fit: &Fit, d: Described<'_>) -> Manifest {
+    let labels: Vec<String> = plan.rules.classes.iter().map(|c| plan.rules.label_of(c).to_string()).collect();
+    let mut parameters = toml::Table::new();
+    parameters.insert("window_seconds".into(), plan.window_seconds.into());
+    parameters.insert("offset_seconds".into(), plan.offset_seconds.into());
+    parameters.insert("hop_seconds".into(), plan.hop_seconds.into());
+    parameters
+        .insert("classes".into(), toml::Value::Array(plan.rules.classes.iter().map(|c| c.clone().into()).collect()));
+    if let Some(marker) = &plan.rules.trial_start {
+        parameters.insert("trial_start".into(), marker.clone().into());
+    }
+    if let Some(length) = plan.rules.trial_length {
+        parameters.insert("trial_length".into(), length.into());
+    }
+    if plan.method == Method::CspLda {
+        parameters.insert("csp_components".into(), (method::CSP_COMPONENTS as i64).into());
+    }
+    let trials: usize = fit.trials.iter().sum();
+    let description = format!(
+        "{} trained by bci2tokend on {} trial(s) of {} session(s) for uid {}: {} (cross-validated window accuracy {:.3})",
+        plan.method.name(),
+        trials,
+        d.sources.len(),
+        d.owner_uid,
+        labels.join(" vs "),
+        fit.cv_accuracy
+    );
+    Manifest {
+        name: d.name.to_string(),
+        version: "1.0.0".into(),
+        description,
+        input: Input {
+            channels: d.channels,
+            sample_rate: d.rate,
+            window_seconds: plan.window_seconds,
+            hop_seconds: plan.hop_seconds,
+        },
+        preprocessing: plan.preprocessing.clone(),
+        output: Output {
+            kind: OutputKind::Classes,
+            labels: labels.clone(),
+            null_label: String::new(),
+            blank_label: String::new(),
+            beam_width: 1,
+        },
+        tokens: Tokens {
+            tokenizer: "gpt2".into(),
+            text: labels.iter().map(|l| (l.clone(), format!(" {l}"))).collect(),
+        },
+        policy: Policy { confidence_threshold: 0.5, consecutive: 1, refractory_seconds: 0.0 },
+        provenance: Provenance { script: String::new(), trained_on: d.sources.clone(), notes: String::new() },
+        test_vectors: None,
+        speller: None,
+        training: Some(Training {
+            method: plan.method.name().into(),
+            sources: d.sources,
+            trials,
+            parameters,
+            cv_accuracy: fit.cv_accuracy,
+            cv_folds: plan.folds,
+            itr_bits_per_minute: fit.itr_bits_per_minute,
+            trained_at: d.trained_at,
+            owner_uid: d.owner_uid,
+        }),
+        path: Default::default(),
+    }
+}
