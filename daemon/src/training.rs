@@ -83,6 +83,8 @@ pub struct Gathered {
     /// The class of every trial (of every session), in order.
     pub trial_labels: Vec<usize>,
     pub notes: Vec<String>,
+    /// The annotation texts the sessions hold (for an error that finds no trial).
+    pub texts: std::collections::BTreeSet<String>,
 }
 
 /// Feeds one session after another through the model's windower.
@@ -131,6 +133,7 @@ impl<'p> Gatherer<'p> {
             window_trial: Vec::new(),
             trial_labels: Vec::new(),
             notes: Vec::new(),
+            texts: Default::default(),
         };
         Ok(Gatherer { plan, rate, channels, window_frames, out, session: None })
     }
@@ -147,6 +150,7 @@ impl<'p> Gatherer<'p> {
     /// model reads, in the model's order.
     pub fn begin(&mut self, id: &str, annotations: &[Annotation], picks: Vec<usize>) -> Result<(), String> {
         assert_eq!(picks.len(), self.channels, "one pick a model channel");
+        self.out.texts.extend(annotations.iter().take(10_000).map(|a| a.text.clone()));
         let trials = form_trials(annotations, &self.plan.rules).map_err(|e| format!("session `{id}`: {e}"))?;
         self.out.notes.extend(trials.notes.into_iter().map(|n| format!("session `{id}`: {n}")));
         let windower =
@@ -257,15 +261,17 @@ pub fn fit(plan: &Plan, g: &Gathered) -> Result<Fit, String> {
     let trials: Vec<usize> = (0..classes).map(|k| trial_labels.iter().filter(|&&l| l == k).count()).collect();
     for (k, &n) in trials.iter().enumerate() {
         if n == 0 {
+            let texts: Vec<String> = g.texts.iter().take(20).map(|t| crate::caller_files::bounded(t)).collect();
             return Err(format!(
                 "no trial of class \"{}\" gave a training window: check --classes/--map against the sessions' \
-                 annotations, and that trials last at least offset + window ({} s)",
+                 annotations ({}), and that trials last at least offset + window ({} s)",
                 plan.rules.classes[k],
+                if texts.is_empty() { "none".to_string() } else { texts.join(", ") },
                 plan.offset_seconds + plan.window_seconds
             ));
         }
     }
-    metrics::check_folds(&trial_labels, plan.folds, MIN_TRAIN_TRIALS)?;
+    metrics::check_folds(&trial_labels, plan.folds, MIN_TRAIN_TRIALS, &plan.rules.classes)?;
     // Windows renumbered to the trials that have them.
     let window_trial: Vec<usize> =
         g.window_trial.iter().map(|t| used.iter().position(|u| u == t).expect("a used trial")).collect();

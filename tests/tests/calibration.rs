@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use bci2token_tests::{data_dir, start_daemon, Daemon, DaemonOptions};
+use bci2token_tests::{data_dir, ssvep_files, start_daemon, Daemon, DaemonOptions};
 
 /// Replays `file` at full speed into a recorded session and waits until it has ended.
 fn record(daemon: &Daemon, file: &str) -> String {
@@ -71,4 +71,262 @@ fn motor_imagery_models_trained_on_one_run_classify_the_next() {
         best = best.max(accuracy);
     }
     assert!(best >= 0.85, "best accuracy {best}");
+}
+
+/// Starts replaying `file` at `speed` (recorded), returning the session's id.
+fn start_replay(daemon: &Daemon, file: &str, speed: &str) -> String {
+    let path = format!("path={}", data_dir().join(file).display());
+    let speed = format!("speed={speed}");
+    daemon.ctl_json(&["session", "start", "--driver", "replay", "--set", &path, "--set", &speed])["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// What cannot be trained is refused with what to do, and leaves nothing behind; a trained model
+/// is its owner's files (0700/0600), listed with its owner, used by name, and deleted.
+#[test]
+fn training_refuses_what_it_cannot_fit_and_a_trained_model_can_be_listed_used_and_deleted() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let r06 = record(&daemon, "eegmmidb/S001R06.edf");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["model", "train", "--name", "mine", "--method", "csp-lda", "--from", &r06];
+        args.extend_from_slice(extra);
+        daemon.ctl(&args)
+    };
+    let refused = |extra: &[&str], wanted: &[&str]| {
+        let o = train(extra);
+        assert!(!o.status.success(), "{extra:?} was trained: {}", text(&o));
+        for w in wanted {
+            assert!(text(&o).contains(w), "{extra:?}: no `{w}` in: {}", text(&o));
+        }
+    };
+    // Cues the session does not have: the texts it has are named.
+    refused(&["--map", "T7=left,T8=right"], &["no trial of class \"T7\"", "T0, T1, T2"]);
+    // Trials shorter than offset + window give no window.
+    refused(&["--map", "T1=hands,T2=feet", "--window", "4", "--offset", "0.5"], &["4.5 s"]);
+    // Channels the session lacks; a method that takes two classes given three.
+    refused(&["--map", "T1=hands,T2=feet", "--channels", "C3..,Xx9"], &["no channel Xx9"]);
+    refused(&["--map", "T0=rest,T1=hands,T2=feet"], &["two classes, not 3", "riemann-mdm"]);
+    // A shared model's name; an unknown method; one class.
+    let o = daemon.ctl(&[
+        "model",
+        "train",
+        "--name",
+        "mi-eegnet",
+        "--method",
+        "csp-lda",
+        "--from",
+        &r06,
+        "--map",
+        "T1=a,T2=b",
+    ]);
+    assert!(text(&o).contains("shared model"), "{}", text(&o));
+    let o = daemon.ctl(&["model", "train", "--name", "m", "--method", "trca-x", "--from", &r06, "--map", "T1=a,T2=b"]);
+    assert!(text(&o).contains("no method `trca-x`"), "{}", text(&o));
+    refused(&["--map", "T1=hands"], &["two classes or more"]);
+    // Sessions of another rate (the SSVEP recordings are at 256 Hz).
+    let ssvep = record(&daemon, &ssvep_files()[0]);
+    refused(&["--from", &ssvep, "--map", "T1=hands,T2=feet"], &["256 Hz, the first at 160 Hz"]);
+    // A session cut short after about 25 s of the run: too few trials for five folds.
+    let short = start_replay(&daemon, "eegmmidb/S001R06.edf", "5");
+    std::thread::sleep(Duration::from_secs(5));
+    daemon.ctl_json(&["session", "stop", &short]);
+    let o = daemon.ctl(&[
+        "model",
+        "train",
+        "--name",
+        "short",
+        "--method",
+        "riemann-mdm",
+        "--from",
+        &short,
+        "--map",
+        "T1=hands,T2=feet",
+    ]);
+    assert!(
+        text(&o).contains("too few for 5-fold cross-validation") && text(&o).contains("record more trials"),
+        "{}",
+        text(&o)
+    );
+    // A session still running.
+    let running = start_replay(&daemon, "eegmmidb/S001R06.edf", "1");
+    let o =
+        daemon.ctl(&["model", "train", "--name", "x", "--method", "csp-lda", "--from", &running, "--map", "T1=a,T2=b"]);
+    assert!(text(&o).contains("still running; stop it first"), "{}", text(&o));
+    daemon.ctl_json(&["session", "stop", &running]);
+
+    let personal = daemon.dir.path().join("data/personal-models");
+    let uid = nix::unistd::getuid().as_raw();
+    let leftovers = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir).map_or(Vec::new(), |d| {
+            d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        })
+    };
+    assert!(
+        leftovers(&personal.join(uid.to_string())).is_empty(),
+        "refusals left {:?}",
+        leftovers(&personal.join(uid.to_string()))
+    );
+
+    // Trained: the files are the daemon's, private; the manifest records how.
+    let t = daemon.ctl_json(&[
+        "model",
+        "train",
+        "--name",
+        "mine",
+        "--method",
+        "riemann-mdm",
+        "--from",
+        &r06,
+        "--map",
+        "T1=hands,T2=feet",
+    ]);
+    assert_eq!(t["model"]["owner"], uid, "{t}");
+    let dir = personal.join(uid.to_string()).join("mine");
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(dir.clone(), 0o700), (dir.join("model.toml"), 0o600), (dir.join("model.pt"), 0o600)] {
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, mode, "{}", path.display());
+    }
+    assert_eq!(std::fs::metadata(personal.join(uid.to_string())).unwrap().permissions().mode() & 0o777, 0o700);
+    let manifest = std::fs::read_to_string(dir.join("model.toml")).unwrap();
+    for needle in [
+        "[training]",
+        "method = \"riemann-mdm\"",
+        &format!("owner_uid = {uid}"),
+        &format!("sources = [\"{r06}\"]"),
+        "cv_folds = 5",
+    ] {
+        assert!(manifest.contains(needle), "no `{needle}` in\n{manifest}");
+    }
+    // Again without --replace: refused; with it: replaced.
+    let o = daemon.ctl(&[
+        "model",
+        "train",
+        "--name",
+        "mine",
+        "--method",
+        "csp-lda",
+        "--from",
+        &r06,
+        "--map",
+        "T1=hands,T2=feet",
+    ]);
+    assert!(text(&o).contains("--replace"), "{}", text(&o));
+    let t = daemon.ctl_json(&[
+        "model",
+        "train",
+        "--name",
+        "mine",
+        "--method",
+        "csp-lda",
+        "--from",
+        &r06,
+        "--map",
+        "T1=hands,T2=feet",
+        "--replace",
+    ]);
+    assert_eq!(t["method"], "csp-lda");
+    assert!(std::fs::read_to_string(dir.join("model.toml")).unwrap().contains("method = \"csp-lda\""));
+    // Listed with its owner beside the shared models; a session decodes with it by name.
+    let models = daemon.ctl_json(&["models"]);
+    let mine: Vec<&serde_json::Value> =
+        models["models"].as_array().unwrap().iter().filter(|m| m["name"] == "mine").collect();
+    assert_eq!(mine.len(), 1, "{models}");
+    assert_eq!(mine[0]["owner"], uid);
+    assert!(models["models"].as_array().unwrap().iter().any(|m| m["name"] == "mi-eegnet" && m["owner"].is_null()));
+    let human = text(&daemon.ctl(&["models"]));
+    assert!(human.contains("OWNER") && human.contains(&format!("uid {uid}")) && human.contains("shared"), "{human}");
+    let path = format!("path={}", data_dir().join("eegmmidb/S001R10.edf").display());
+    let decoding = daemon.ctl_json(&["session", "start", "--driver", "replay", "--set", &path, "--model", "mine"]);
+    assert_eq!(decoding["model"], "mine", "{decoding}");
+    daemon.ctl_json(&["session", "stop", decoding["id"].as_str().unwrap()]);
+    // Deleted: gone from the list and from --model.
+    let d = daemon.ctl_json(&["model", "delete", "mine"]);
+    assert_eq!(d["name"], "mine");
+    assert!(!dir.exists() && leftovers(&personal.join(uid.to_string())).is_empty());
+    let o = daemon.ctl(&["session", "start", "--driver", "synthetic", "--model", "mine"]);
+    assert!(text(&o).contains("no model `mine`"), "{}", text(&o));
+    let o = daemon.ctl(&["model", "delete", "mine"]);
+    assert!(text(&o).contains("no trained model `mine`"), "{}", text(&o));
+}
+
+/// In a system daemon a trained model is its trainer's alone: another operator can neither train
+/// on her sessions, nor see, use or delete her model; an admin sees and deletes it; every
+/// training and refusal is audited.
+#[test]
+fn a_system_daemon_keeps_each_person_s_trained_models_to_themselves() {
+    use bci2token_tests::system_users::{system_daemon, text, world};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(w) = world() else { return };
+    let d = system_daemon("");
+    let path = format!("path={}", w.recording().display());
+    let id = w.alice.ctl_json(&d, &["session", "start", "--driver", "replay", "--set", &path, "--set", "speed=0"])
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.alice.ctl_json(&d, &["session", "show", &id])["state"] != "finished" {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // S001R04: imagined left (T1) and right (T2) fist.
+    let train =
+        ["model", "train", "--name", "alice-mi", "--method", "csp-lda", "--from", &id, "--map", "T1=left,T2=right"];
+    let t = w.alice.ctl_json(&d, &train);
+    assert_eq!(t["model"]["owner"], w.alice.uid, "{t}");
+    let dir = std::path::PathBuf::from(t["model"]["dir"].as_str().unwrap());
+    for (path, mode) in [(dir.parent().unwrap().to_path_buf(), 0o700), (dir.join("model.pt"), 0o600)] {
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!((m.permissions().mode() & 0o777, m.uid()), (mode, 0), "{}: the daemon's, private", path.display());
+    }
+    // Bob: not on her session, not her model by name, not in his list, not deleted.
+    let o = w.bob.ctl(
+        &d,
+        &["model", "train", "--name", "bob-mi", "--method", "csp-lda", "--from", &id, "--map", "T1=left,T2=right"],
+    );
+    assert!(text(&o).contains("belongs to another user"), "{}", text(&o));
+    let o = w.bob.ctl(&d, &["session", "start", "--driver", "synthetic", "--model", "alice-mi"]);
+    assert!(text(&o).contains("no model `alice-mi`"), "{}", text(&o));
+    let listed = |u: &bci2token_tests::system_users::User| -> Vec<serde_json::Value> {
+        u.ctl_json(&d, &["models"])["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"] == "alice-mi")
+            .cloned()
+            .collect()
+    };
+    assert!(listed(&w.bob).is_empty());
+    assert_eq!(listed(&w.alice).len(), 1);
+    assert_eq!(listed(&w.admin)[0]["owner"], w.alice.uid);
+    let o = w.bob.ctl(&d, &["model", "delete", "alice-mi"]);
+    assert!(text(&o).contains("no trained model `alice-mi`"), "{}", text(&o));
+    let alice_uid = w.alice.uid.to_string();
+    let o = w.bob.ctl(&d, &["model", "delete", "alice-mi", "--owner", &alice_uid]);
+    assert!(text(&o).contains("only an admin"), "{}", text(&o));
+    assert!(dir.join("model.pt").exists());
+    // Alice decodes with it; the admin deletes it.
+    let decoding =
+        w.alice.ctl_json(&d, &["session", "start", "--driver", "replay", "--set", &path, "--model", "alice-mi"]);
+    assert_eq!(decoding["model"], "alice-mi");
+    w.alice.ctl_json(&d, &["session", "stop", decoding["id"].as_str().unwrap()]);
+    w.admin.ctl_json(&d, &["model", "delete", "alice-mi", "--owner", &alice_uid]);
+    assert!(!dir.exists() && listed(&w.alice).is_empty());
+    let audit = w.admin.ctl_json(&d, &["audit", "list"]);
+    let entries = audit.as_array().unwrap();
+    let has = |uid: u32, action: &str, outcome: &str| {
+        entries
+            .iter()
+            .any(|e| e["uid"] == uid && e["action"] == action && e["outcome"].as_str().unwrap().starts_with(outcome))
+    };
+    assert!(has(w.alice.uid, "model_train", "ok"), "{audit:#}");
+    assert!(has(w.bob.uid, "model_train", "refused"), "{audit:#}");
+    assert!(has(w.bob.uid, "model_delete", "refused"), "{audit:#}");
+    assert!(has(w.admin.uid, "model_delete", "ok"), "{audit:#}");
 }

@@ -23,15 +23,17 @@ pub fn stratified_folds(labels: &[usize], k: usize) -> Vec<Vec<usize>> {
 }
 
 /// Checks that `k` folds of `labels` leave every class at least `min_train` trials to train on
-/// in each fold (a fold holds out up to ⌈count/k⌉ of a class).
-pub fn check_folds(labels: &[usize], k: usize, min_train: usize) -> Result<(), String> {
+/// in each fold (a fold holds out up to ⌈count/k⌉ of a class); `names` names the classes.
+pub fn check_folds(labels: &[usize], k: usize, min_train: usize, names: &[String]) -> Result<(), String> {
     let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
     for class in 0..classes {
         let count = labels.iter().filter(|&&l| l == class).count();
-        if count < min_train + count.div_ceil(k.max(2)) {
+        let need = min_train + count.div_ceil(k.max(2));
+        if count < need {
+            let name = names.get(class).map_or_else(|| class.to_string(), |n| format!("\"{n}\""));
             return Err(format!(
-                "class {class} has {count} trials, too few for {k}-fold cross-validation with {min_train} left to \
-                 train on in every fold: record more trials of it, or use fewer folds"
+                "class {name} has {count} trial(s), too few for {k}-fold cross-validation with {min_train} left to \
+                 train on in every fold (it needs {need}): record more trials of it, or use fewer folds"
             ));
         }
     }
@@ -112,9 +114,10 @@ mod tests {
         let window_trial = [0, 0, 1, 1, 2, 2, 3, 3];
         let folds = window_folds(&trial_folds, &window_trial);
         assert_eq!(folds, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
-        assert!(check_folds(&[0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 5, 2).is_ok());
-        let e = check_folds(&[0, 1, 0, 1, 1, 1], 5, 2).unwrap_err();
-        assert!(e.contains("class 0 has 2 trials"), "{e}");
+        let names = ["left".to_string(), "right".to_string()];
+        assert!(check_folds(&[0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 5, 2, &names).is_ok());
+        let e = check_folds(&[0, 1, 0, 1, 1, 1], 5, 2, &names).unwrap_err();
+        assert!(e.contains("class \"left\" has 2 trial(s)") && e.contains("needs 3"), "{e}");
     }
 
     #[test]
