@@ -330,3 +330,60 @@ fn a_system_daemon_keeps_each_person_s_trained_models_to_themselves() {
     assert!(has(w.bob.uid, "model_delete", "refused"), "{audit:#}");
     assert!(has(w.admin.uid, "model_delete", "ok"), "{audit:#}");
 }
+
+/// `TrainModel` and `DeleteModel` over the bus give what the socket gives: the same model, the
+/// same refusals.
+#[test]
+fn training_over_the_bus_is_training_over_the_socket() {
+    use bci2token_tests::private_bus::PrivateBus;
+    if !bci2token_tests::system_users::as_root("the D-Bus tests (the bus policy lets root own the name)") {
+        return;
+    }
+    let bus = PrivateBus::system_like("bci2token", "bci2token-admin");
+    let d =
+        start_daemon(DaemonOptions { env: vec![("BCI2TOKEN_BUS".into(), bus.address.clone())], ..Default::default() });
+    assert!(d.wait_log("D-Bus: org.bci2token.Daemon1 on", Duration::from_secs(10)), "{}", d.log());
+    let r06 = record(&d, "eegmmidb/S001R06.edf");
+    let flag = format!("--bus={}", bus.address);
+    let door = |bus: bool, args: &[&str]| {
+        if bus {
+            let ctl = bci2token_tests::bin_dir().join("bci2tokenctl");
+            std::process::Command::new(ctl).arg(&flag).args(args).output().unwrap()
+        } else {
+            d.ctl(args)
+        }
+    };
+    let train = |bus: bool, name: &str, extra: &[&str]| {
+        let mut args = vec!["--json", "model", "train", "--name", name, "--method", "riemann-ts", "--from", &r06];
+        args.extend_from_slice(extra);
+        door(bus, &args)
+    };
+    let options = [
+        "--map",
+        "T1=hands,T2=feet",
+        "--channels",
+        "C3..,Cz..,C4..,Fc3.,Fc4.,Cp3.,Cp4.",
+        "--window",
+        "1.5",
+        "--folds",
+        "4",
+    ];
+    let by_socket = train(false, "by-socket", &options);
+    let by_bus = train(true, "by-bus", &options);
+    assert!(by_socket.status.success() && by_bus.status.success(), "{}\n{}", text(&by_socket), text(&by_bus));
+    let parse = |o: &std::process::Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).unwrap() };
+    let (s, b) = (parse(&by_socket), parse(&by_bus));
+    assert_eq!(s["cv_accuracy"], b["cv_accuracy"]);
+    assert_eq!(s["trials"], b["trials"]);
+    assert_eq!(b["model"]["channels"].as_array().unwrap().len(), 7);
+    assert_eq!(b["model"]["window_seconds"], 1.5);
+    let pt = |name: &str| {
+        std::fs::read(std::path::Path::new(b["model"]["dir"].as_str().unwrap()).with_file_name(name).join("model.pt"))
+            .unwrap()
+    };
+    assert_eq!(pt("by-socket").len(), pt("by-bus").len(), "the same module");
+    let refused = |bus: bool| text(&train(bus, "x", &["--map", "T7=a,T8=b"]));
+    assert_eq!(refused(false), refused(true));
+    assert!(door(true, &["model", "delete", "by-bus"]).status.success());
+    assert!(text(&door(true, &["model", "delete", "by-bus"])).contains("no trained model `by-bus`"));
+}
