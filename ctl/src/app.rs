@@ -26,31 +26,6 @@ fn write_out<W: Write>(out: &mut W, bytes: &[u8]) -> Result<(), CtlError> {
     out.write_all(bytes).map_err(CtlError::from_stdout)
 }
 
-/// `model train`'s request from its arguments.
-fn train_request(a: &crate::cli::TrainArgs) -> Result<bci2token_api::TrainRequest, CtlError> {
-    let bandpass_hz = match a.bandpass.as_deref() {
-        None => None,
-        Some(&[low, high]) => Some([low, high]),
-        Some(_) => return Err(CtlError::new(Kind::Usage, "--bandpass takes LOW,HIGH in Hz (e.g. 8,30)")),
-    };
-    Ok(bci2token_api::TrainRequest {
-        name: a.name.clone(),
-        method: a.method.clone(),
-        sessions: a.from.clone(),
-        classes: a.classes.clone(),
-        map: a.map.clone(),
-        trial_start: a.trial_start.clone(),
-        trial_length: a.trial_length,
-        window_seconds: a.window,
-        offset_seconds: a.offset,
-        hop_seconds: a.hop,
-        channels: a.channels.clone(),
-        bandpass_hz,
-        folds: a.folds,
-        replace: a.replace,
-    })
-}
-
 /// Builds the `session_start` request from the command line; file-valued `--set`s are opened here
 /// and go with it as descriptors.
 pub fn start_request(a: &StartArgs, files: &mut Files) -> Result<Request, CtlError> {
@@ -121,7 +96,9 @@ pub fn run<W: Write>(cli: &Cli, env: &Env, out: &mut W) -> Result<(), CtlError> 
         Command::Model(ModelCommand::Install { dir, replace }) => {
             (Request::ModelInstall { files: files.package(dir)?, replace: *replace }, None)
         }
-        Command::Model(ModelCommand::Train(a)) => (Request::ModelTrain(train_request(a)?), None),
+        Command::Model(ModelCommand::Train(a)) => {
+            (Request::ModelTrain(crate::train::request(a, &transport, cli.json)?), None)
+        }
         Command::Model(ModelCommand::Delete { name, owner }) => {
             (Request::ModelDelete { model: name.clone(), owner: *owner }, None)
         }

@@ -230,6 +230,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub trial_length: Option<f64>,
 
+    /// Only trials FIRST to LAST (numbered from 1 in time order, in each recording), e.g. 1-12
+    #[arg(long, value_name = "FIRST-LAST", value_parser = bci2token_calibrate::trials::parse_trial_range)]
+    pub trials: Option<(usize, usize)>,
+
     /// The model's window, seconds [default: 2]
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub window: Option<f64>,
@@ -374,6 +378,10 @@ pub struct EvaluateArgs {
     /// Trial length in seconds [default: the cue annotation's duration]
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub trial_length: Option<f64>,
+
+    /// Only trials FIRST to LAST (numbered from 1 in time order, in each recording), e.g. 1-12
+    #[arg(long, value_name = "FIRST-LAST", value_parser = bci2token_calibrate::trials::parse_trial_range)]
+    pub trials: Option<(usize, usize)>,
 
     /// Which token decides a trial: the first in it, or the most frequent label (ties: the earliest)
     #[arg(long, value_enum, value_name = "HOW", default_value_t = Decision::First)]

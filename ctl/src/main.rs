@@ -17,6 +17,7 @@ mod render;
 mod socket;
 mod stream;
 mod table;
+mod train;
 mod transport;
 
 use std::io::{self, BufWriter, Write};

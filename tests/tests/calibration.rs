@@ -30,7 +30,9 @@ fn record(daemon: &Daemon, file: &str) -> String {
 #[test]
 fn motor_imagery_models_trained_on_one_run_classify_the_next() {
     let daemon = start_daemon(DaemonOptions::default());
-    let r06 = record(&daemon, "eegmmidb/S001R06.edf");
+    // The first training names the recording (bci2tokenctl replays it into a session), the others
+    // that session.
+    let mut source = data_dir().join("eegmmidb/S001R06.edf").display().to_string();
     let r10 = data_dir().join("eegmmidb/S001R10.edf").display().to_string();
     let mut best = 0.0f64;
     for method in ["csp-lda", "riemann-mdm", "riemann-ts"] {
@@ -44,10 +46,13 @@ fn motor_imagery_models_trained_on_one_run_classify_the_next() {
             "--method",
             method,
             "--from",
-            &r06,
+            &source,
             "--map",
             "T1=hands,T2=feet",
         ]);
+        let session = trained["model"]["trained_on"][0].as_str().unwrap().to_string();
+        assert_eq!(daemon.ctl_json(&["session", "show", &session])["state"], "finished", "a recorded session");
+        source = session;
         let seconds = started.elapsed().as_secs_f64();
         assert_eq!(trained["trials"], serde_json::json!([["hands", 7], ["feet", 8]]), "{trained}");
         let cv = trained["cv_accuracy"].as_f64().unwrap();
@@ -203,6 +208,26 @@ fn training_refuses_what_it_cannot_fit_and_a_trained_model_can_be_listed_used_an
     ] {
         assert!(manifest.contains(needle), "no `{needle}` in\n{manifest}");
     }
+    // Only some trials: the first ten of the run.
+    let t = daemon.ctl_json(&[
+        "model",
+        "train",
+        "--name",
+        "ten",
+        "--method",
+        "riemann-mdm",
+        "--from",
+        &r06,
+        "--map",
+        "T1=hands,T2=feet",
+        "--trials",
+        "1-10",
+        "--folds",
+        "5",
+    ]);
+    let counts: Vec<u64> = t["trials"].as_array().unwrap().iter().map(|p| p[1].as_u64().unwrap()).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 10, "{t}");
+    daemon.ctl_json(&["model", "delete", "ten"]);
     // Again without --replace: refused; with it: replaced.
     let o = daemon.ctl(&[
         "model",

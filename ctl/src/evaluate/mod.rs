@@ -4,7 +4,7 @@
 //! [`score`] is the pure part (trials, decisions, confusion, Wolpaw ITR); [`replay`] talks to the
 //! daemon, one file at a time; [`report`] prints.
 
-mod replay;
+pub mod replay;
 mod report;
 pub mod score;
 
@@ -114,7 +114,7 @@ pub fn run<W: Write>(args: &EvaluateArgs, json: bool, socket: &Transport, out: &
         sets.insert(k.clone(), v.clone());
     }
     let model = replay::resolve_model(socket, &args.model)?;
-    let (alignment, notes) = score::build_alignment(
+    let (mut alignment, notes) = score::build_alignment(
         args.classes.as_deref(),
         &args.map,
         Some(&model.labels),
@@ -124,13 +124,14 @@ pub fn run<W: Write>(args: &EvaluateArgs, json: bool, socket: &Transport, out: &
         !args.partial_windows,
     )
     .map_err(|m| CtlError::new(Kind::Usage, m))?;
+    alignment.trials = args.trials;
 
     let mut files = Vec::new();
     let bar = crate::progress::FilesBar::new(json, args.files.len());
     for file in &args.files {
         let name = file.display().to_string();
         bar.file(&name);
-        let result = match replay::replay_file(socket, file, &sets, &model.request, &|t| bar.at(&name, t)) {
+        let result = match replay::replay_file(socket, file, &sets, Some(&model.request), &|t| bar.at(&name, t)) {
             // Without a daemon no other file can do better.
             Err(e) if matches!(e.kind, Kind::NotRunning | Kind::SocketPermission) => return Err(e),
             Err(e) => Err(e),

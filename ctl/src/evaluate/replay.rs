@@ -74,10 +74,15 @@ struct Ev {
     error: Option<LooseErrorBody>,
 }
 
-/// The `session_start` request for one file: the replay driver at full speed, `--set`s, the model,
-/// and follow (without sample blocks).
+/// The `session_start` request for one file: the replay driver at full speed, `--set`s, the model
+/// (if any), and follow (without sample blocks).
 /// The file goes with the request as a descriptor (`files`), opened here with the caller's rights.
-pub fn start_request(file: &Path, sets: &ConfigMap, model: &str, files: &mut Files) -> Result<Request, CtlError> {
+pub fn start_request(
+    file: &Path,
+    sets: &ConfigMap,
+    model: Option<&str>,
+    files: &mut Files,
+) -> Result<Request, CtlError> {
     let mut config = sets.clone();
     let path = files.input(file)?;
     config.insert("path".into(), serde_json::to_value(path).expect("a file argument serialises"));
@@ -85,7 +90,7 @@ pub fn start_request(file: &Path, sets: &ConfigMap, model: &str, files: &mut Fil
     Ok(Request::SessionStart {
         driver: "replay".into(),
         config,
-        model: Some(model.to_string()),
+        model: model.map(str::to_string),
         follow: Some(FollowOptions { samples: false }),
         lsl_outlets: false,
         subject: None,
@@ -98,7 +103,7 @@ pub fn replay_file(
     socket: &Transport,
     file: &Path,
     sets: &ConfigMap,
-    model: &str,
+    model: Option<&str>,
     at: &dyn Fn(f64),
 ) -> Result<Collected, CtlError> {
     if !file.is_file() {
@@ -306,8 +311,8 @@ mod tests {
         let file = std::env::temp_dir().join(format!("bci2tokenctl-eval-{}.edf", std::process::id()));
         std::fs::write(&file, b"0       ").unwrap();
         let mut files = Files::default();
-        let r = start_request(&file, &sets, "/m/ssvep", &mut files).unwrap();
-        assert!(start_request(Path::new("/no/such.edf"), &sets, "m", &mut Files::default()).is_err());
+        let r = start_request(&file, &sets, Some("/m/ssvep"), &mut files).unwrap();
+        assert!(start_request(Path::new("/no/such.edf"), &sets, Some("m"), &mut Files::default()).is_err());
         std::fs::remove_file(&file).unwrap();
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["method"], "session_start");

@@ -387,6 +387,9 @@ pub struct TrainRequest {
     /// Seconds [default: the cue annotation's duration].
     #[serde(default)]
     pub trial_length: Option<f64>,
+    /// Only trials FIRST to LAST (from 1, in time order) of each session.
+    #[serde(default)]
+    pub trials: Option<(usize, usize)>,
     /// The model's window, seconds [default: the method's].
     #[serde(default)]
     pub window_seconds: Option<f64>,

@@ -33,7 +33,7 @@ pub fn check_folds(labels: &[usize], k: usize, min_train: usize, names: &[String
             let name = names.get(class).map_or_else(|| class.to_string(), |n| format!("\"{n}\""));
             return Err(format!(
                 "class {name} has {count} trial(s), too few for {k}-fold cross-validation with {min_train} left to \
-                 train on in every fold (it needs {need}): record more trials of it, or use fewer folds"
+                 train on in every fold (it needs {need}): record more trials of it, or use more folds (fewer held out at once)"
             ));
         }
     }

@@ -27,6 +27,9 @@ pub struct TrialRules {
     /// Further annotation texts that, like a class cue, end the search for a cue's marker
     /// (cues of classes not used, e.g. `rest`).
     pub other_cues: BTreeSet<String>,
+    /// With `Some((first, last))`, only the trials numbered `first` to `last` (from 1, in time
+    /// order, of each recording): the first half of a session to train on, the second to test.
+    pub trials: Option<(usize, usize)>,
 }
 
 impl TrialRules {
@@ -94,7 +97,7 @@ pub fn build_rules(
             None => "--classes is empty".into(),
         });
     }
-    let a = TrialRules { classes, map, trial_start, trial_length, other_cues: BTreeSet::new() };
+    let a = TrialRules { classes, map, trial_start, trial_length, other_cues: BTreeSet::new(), trials: None };
     let mut notes = Vec::new();
     for (i, c) in a.classes.iter().enumerate() {
         if c.is_empty() {
@@ -203,7 +206,24 @@ pub fn form_trials(annotations: &[Annotation], a: &TrialRules) -> Result<Trials,
         };
         out.trials.push(Trial { class, cue_onset: cue.onset, start, end: start + length });
     }
+    if let Some((first, last)) = a.trials {
+        let count = out.trials.len();
+        if last > count {
+            out.notes.push(format!("trials {first}-{last} asked for, the recording has {count}"));
+        }
+        out.trials =
+            out.trials.into_iter().skip(first.saturating_sub(1)).take((last + 1).saturating_sub(first)).collect();
+    }
     Ok(out)
+}
+
+/// Parses `FIRST-LAST` (trial numbers from 1, inclusive).
+pub fn parse_trial_range(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text.split_once('-').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    match parsed {
+        Some((first, last)) if first >= 1 && last >= first => Ok((first, last)),
+        _ => Err(format!("'{text}' is not FIRST-LAST, trial numbers from 1 (e.g. 1-12)")),
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +252,24 @@ mod tests {
             classes: vec!["T1".into(), "T2".into()],
             map: [("T1".to_string(), "hands".to_string()), ("T2".to_string(), "feet".to_string())].into(),
             ..TrialRules::default()
+        }
+    }
+
+    #[test]
+    fn a_trial_range_keeps_those_trials_in_time_order() {
+        let anns: Vec<Annotation> =
+            (0..6).map(|i| ann_d(i as f64 * 10.0, 4.0, if i % 2 == 0 { "T1" } else { "T2" })).collect();
+        let rules = TrialRules { trials: Some((2, 4)), ..mi() };
+        let t = form_trials(&anns, &rules).unwrap();
+        let starts: Vec<f64> = t.trials.iter().map(|t| t.start).collect();
+        assert_eq!(starts, [10.0, 20.0, 30.0]);
+        assert!(t.notes.is_empty());
+        let t = form_trials(&anns, &TrialRules { trials: Some((5, 9)), ..mi() }).unwrap();
+        assert_eq!(t.trials.len(), 2);
+        assert!(t.notes[0].contains("the recording has 6"), "{:?}", t.notes);
+        assert_eq!(parse_trial_range("13-24"), Ok((13, 24)));
+        for bad in ["0-3", "4-3", "3", "a-b", "-2"] {
+            assert!(parse_trial_range(bad).is_err(), "{bad}");
         }
     }
 

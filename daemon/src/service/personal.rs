@@ -88,8 +88,14 @@ impl Service {
                     .into(),
             ));
         }
-        let (rules, notes) =
+        let (mut rules, notes) =
             build_rules(Some(&classes), &r.map, None, r.trial_start.clone(), r.trial_length).map_err(bad)?;
+        if let Some((first, last)) = r.trials {
+            if first == 0 || last < first {
+                return Err(bad(format!("--trials {first}-{last}: give FIRST-LAST, trial numbers from 1")));
+            }
+            rules.trials = Some((first, last));
+        }
         let plan =
             Plan::new(method, rules, (r.window_seconds, r.offset_seconds, r.hop_seconds), r.bandpass_hz, r.folds)
                 .map_err(bad)?;

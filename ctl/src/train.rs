@@ -1,0 +1,60 @@
+//! `bci2tokenctl model train`: the request, and the recordings named in `--from` recorded as
+//! sessions first (replayed through the daemon at full speed, as `evaluate` replays them: the
+//! daemon parses a caller's file only in a driver host), so that the daemon trains on sessions of
+//! its store only.
+
+use std::path::Path;
+
+use bci2token_api::{ConfigMap, TrainRequest};
+
+use crate::cli::TrainArgs;
+use crate::error::{CtlError, Kind};
+use crate::evaluate::replay;
+use crate::transport::Transport;
+
+/// `--from`: each an existing file (replayed into a session, whose id takes its place) or a
+/// session id.
+fn sessions(from: &[String], socket: &Transport, json: bool) -> Result<Vec<String>, CtlError> {
+    let mut ids = Vec::with_capacity(from.len());
+    for source in from {
+        let path = Path::new(source);
+        if !path.is_file() {
+            ids.push(source.clone());
+            continue;
+        }
+        let collected = replay::replay_file(socket, path, &ConfigMap::new(), None, &|_| {})
+            .map_err(|e| CtlError::new(e.kind, format!("--from {source}: {}", e.message)))?;
+        if !json {
+            eprintln!("Recorded {source} as session {}.", collected.session);
+        }
+        ids.push(collected.session);
+    }
+    Ok(ids)
+}
+
+/// `model train`'s request from its arguments; recordings among `--from` are replayed into
+/// sessions first.
+pub fn request(a: &TrainArgs, socket: &Transport, json: bool) -> Result<TrainRequest, CtlError> {
+    let bandpass_hz = match a.bandpass.as_deref() {
+        None => None,
+        Some(&[low, high]) => Some([low, high]),
+        Some(_) => return Err(CtlError::new(Kind::Usage, "--bandpass takes LOW,HIGH in Hz (e.g. 8,30)")),
+    };
+    Ok(TrainRequest {
+        name: a.name.clone(),
+        method: a.method.clone(),
+        sessions: sessions(&a.from, socket, json)?,
+        classes: a.classes.clone(),
+        map: a.map.clone(),
+        trial_start: a.trial_start.clone(),
+        trial_length: a.trial_length,
+        trials: a.trials,
+        window_seconds: a.window,
+        offset_seconds: a.offset,
+        hop_seconds: a.hop,
+        channels: a.channels.clone(),
+        bandpass_hz,
+        folds: a.folds,
+        replace: a.replace,
+    })
+}
