@@ -676,12 +676,13 @@ print(json.dumps(labels))
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-/// Python: `write(dst, labels, fs, rows)` writes an EDF+ of rows in µV.
+/// Python: `write(dst, labels, fs, rows, annotations=())` writes an EDF+ of rows in µV, with
+/// `(onset, duration, text)` annotations.
 pub const WRITE_EDF: &str = r#"
 import json, sys
 import numpy as np
 import pyedflib
-def write(dst, labels, fs, rows):
+def write(dst, labels, fs, rows, annotations=()):
   headers = []
   for i, l in enumerate(labels):
     lo, hi = float(np.min(rows[i])), float(np.max(rows[i]))
@@ -692,5 +693,7 @@ def write(dst, labels, fs, rows):
   w = pyedflib.EdfWriter(dst, len(labels), file_type=pyedflib.FILETYPE_EDFPLUS)
   w.setSignalHeaders(headers)
   w.writeSamples(rows)
+  for onset, duration, text in annotations:
+    w.writeAnnotation(onset, duration, text)
   w.close()
 "#;

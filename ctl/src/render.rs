@@ -281,7 +281,7 @@ pub fn trained(t: &bci2token_api::Trained) -> String {
         t.cv_accuracy,
         t.cv_folds,
         t.itr_bits_per_minute,
-        fmt_num(t.model.window_seconds),
+        t.model.window_seconds,
         t.model.name
     );
     for note in &t.notes {

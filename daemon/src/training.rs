@@ -20,6 +20,10 @@ use crate::export::Block;
 
 /// The most window values (f64) one training holds: 128 MiB.
 pub const MAX_WINDOW_VALUES: usize = 16 << 20;
+/// The most channels a model reads; the tangent space's LDA, whose covariance has (n(n+1)/2)²
+/// entries, fewer (64: 2080 features, 35 MB a matrix).
+const MAX_CHANNELS: usize = 256;
+const MAX_TANGENT_CHANNELS: usize = 64;
 
 /// What `model train` fits, checked and with the method's defaults filled in.
 #[derive(Debug, Clone)]
@@ -118,6 +122,13 @@ struct SessionState {
 
 impl<'p> Gatherer<'p> {
     pub fn new(plan: &'p Plan, rate: f64, channels: usize) -> Result<Gatherer<'p>, String> {
+        let most = if plan.method == Method::RiemannTs { MAX_TANGENT_CHANNELS } else { MAX_CHANNELS };
+        if channels > most {
+            return Err(format!(
+                "{} reads at most {most} channels, the model would read {channels}: choose some with --channels",
+                plan.method.name()
+            ));
+        }
         let window_frames = (plan.window_seconds * rate).round() as usize;
         if window_frames < channels.max(8) {
             return Err(format!(
@@ -251,9 +262,31 @@ pub struct Fit {
     pub trials: Vec<usize>,
 }
 
-/// Refuses too few trials, cross-validates, then fits on everything.
-pub fn fit(plan: &Plan, g: &Gathered) -> Result<Fit, String> {
+/// A channel whose power over every training window is below this share of the median channel's
+/// is flat (disconnected, or a reference): its covariances would be singular.
+const FLAT: f64 = 1e-10;
+
+/// Refuses a flat channel (by `labels`) and too few trials, cross-validates, then fits on
+/// everything.
+pub fn fit(plan: &Plan, g: &Gathered, labels: &[String]) -> Result<Fit, String> {
     let classes = plan.rules.classes.len();
+    if let Some(first) = g.windows.first() {
+        let power: Vec<f64> = (0..first.nrows())
+            .map(|c| g.windows.iter().map(|w| w.row(c).iter().map(|v| v * v).sum::<f64>()).sum::<f64>())
+            .collect();
+        let mut sorted = power.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let flat: Vec<&str> =
+            power.iter().zip(labels).filter(|(p, _)| **p <= FLAT * median).map(|(_, l)| l.as_str()).collect();
+        if !flat.is_empty() {
+            return Err(format!(
+                "channel(s) {} carry no signal in the training windows (disconnected, or a reference): leave them out \
+                 with --channels",
+                flat.join(", ")
+            ));
+        }
+    }
     // Only trials with windows count.
     let mut used: Vec<usize> = g.window_trial.clone();
     used.dedup();

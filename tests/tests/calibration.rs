@@ -137,6 +137,26 @@ fn training_refuses_what_it_cannot_fit_and_a_trained_model_can_be_listed_used_an
     // Sessions of another rate (the SSVEP recordings are at 256 Hz).
     let ssvep = record(&daemon, &ssvep_files()[0]);
     refused(&["--from", &ssvep, "--map", "T1=hands,T2=feet"], &["256 Hz, the first at 160 Hz"]);
+    // A channel with no signal (R06 with Cz zeroed, its annotations kept): named.
+    let tmp = bci2token_tests::TempDir::new("flat-channel");
+    let flat = tmp.path().join("flat.edf");
+    let script = format!(
+        "{}\nr = pyedflib.EdfReader(sys.argv[1])\nlabels = r.getSignalLabels()\n\
+         rows = [r.readSignal(i) for i in range(len(labels))]\n\
+         rows[labels.index('Cz..')] = np.zeros(len(rows[0]))\n\
+         on, du, tx = r.readAnnotations()\n\
+         write(sys.argv[2], labels, r.getSampleFrequency(0), rows, list(zip(on, du, tx)))\n",
+        bci2token_tests::WRITE_EDF
+    );
+    let o = std::process::Command::new(bci2token_tests::reference_python(&["pyedflib", "numpy"]))
+        .args(["-c", &script, data_dir().join("eegmmidb/S001R06.edf").to_str().unwrap(), flat.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let flat_id = record(&daemon, flat.to_str().unwrap());
+    let o =
+        daemon.ctl(&["model", "train", "--name", "f", "--method", "csp-lda", "--from", &flat_id, "--map", "T1=a,T2=b"]);
+    assert!(text(&o).contains("Cz.. carry no signal") && text(&o).contains("--channels"), "{}", text(&o));
     // A session cut short after about 25 s of the run: too few trials for five folds.
     let short = start_replay(&daemon, "eegmmidb/S001R06.edf", "5");
     std::thread::sleep(Duration::from_secs(5));

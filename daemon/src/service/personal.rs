@@ -206,7 +206,7 @@ impl Service {
         let (g, channels, rate) = gatherer.expect("at least one session");
         let (window_frames, hop_frames) = (g.window_frames(), g.hop_frames());
         let gathered = g.finish();
-        let fit = training::fit(plan, &gathered).map_err(invalid)?;
+        let fit = training::fit(plan, &gathered, &channels).map_err(invalid)?;
         let module = training::module(&fit.fitted, channels.len(), window_frames).map_err(invalid)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let mut manifest = training::manifest(
