@@ -206,12 +206,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAME")]
     pub name: String,
 
-    /// csp-lda (two classes), riemann-mdm or riemann-ts
+    /// csp-lda (two classes), riemann-mdm, riemann-ts (motor imagery); fbtrca (SSVEP)
     #[arg(long, value_name = "METHOD")]
     pub method: String,
 
-    /// Recorded sessions to train on (ids from `session list`); repeatable
-    #[arg(long = "from", value_name = "SESSION_ID,...", value_delimiter = ',', required = true)]
+    /// A recorded session to train on (an id from `session list`), or a recording (a file, which
+    /// is replayed into a session first); repeatable
+    #[arg(long = "from", value_name = "SESSION_ID|FILE", required = true)]
     pub from: Vec<String>,
 
     /// Annotation texts that are class cues [default: the texts --map names, in its order]
@@ -238,7 +239,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub window: Option<f64>,
 
-    /// Seconds after a trial's start before its first training window [default: 0.5]
+    /// Seconds after a trial's start before its first training window [default: 0.5; fbtrca: 0]
     #[arg(long, value_name = "SECONDS")]
     pub offset: Option<f64>,
 
@@ -250,9 +251,18 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LABEL,...", value_delimiter = ',')]
     pub channels: Option<Vec<String>>,
 
-    /// Band-pass of the model's preprocessing, Hz [default: 8,30]
+    /// Band-pass of the model's preprocessing, Hz [default: 8,30; fbtrca: 6,90]
     #[arg(long, value_name = "LOW,HIGH", value_delimiter = ',', num_args = 1)]
     pub bandpass: Option<Vec<f64>>,
+
+    /// Mains notch of the model's preprocessing: 50 or 60 (Hz) [default: none]
+    #[arg(long, value_name = "HZ")]
+    pub notch: Option<f64>,
+
+    /// fbtrca: each class's stimulus frequency in Hz, in the order of the classes [default: read
+    /// from the labels, e.g. 13Hz]
+    #[arg(long, value_name = "HZ,...", value_delimiter = ',')]
+    pub frequencies: Option<Vec<f64>>,
 
     /// Folds of the cross-validation (whole trials held out) [default: 5]
     #[arg(long, value_name = "K")]

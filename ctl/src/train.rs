@@ -19,6 +19,9 @@ fn sessions(from: &[String], socket: &Transport, json: bool) -> Result<Vec<Strin
     for source in from {
         let path = Path::new(source);
         if !path.is_file() {
+            if source.contains('/') {
+                return Err(CtlError::new(Kind::Usage, format!("--from {source}: no such file")));
+            }
             ids.push(source.clone());
             continue;
         }
@@ -54,6 +57,8 @@ pub fn request(a: &TrainArgs, socket: &Transport, json: bool) -> Result<TrainReq
         hop_seconds: a.hop,
         channels: a.channels.clone(),
         bandpass_hz,
+        notch_hz: a.notch,
+        frequencies: a.frequencies.clone(),
         folds: a.folds,
         replace: a.replace,
     })

@@ -215,7 +215,8 @@ impl ScratchDir {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = parent.join(format!(".{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir)?;
+        // The daemon's alone whatever the umask (a package may be a person's model).
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir)?;
         Ok(ScratchDir(Some(dir)))
     }
 

@@ -46,6 +46,8 @@ const CSV_ROWS: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Block {
     pub t: f64,
+    /// The driver's flags (`GAP`, `RECONNECTED`, ...).
+    pub flags: u32,
     pub channels: usize,
     pub frames: usize,
     /// Channel-major µV.
@@ -58,6 +60,7 @@ pub fn decode_block(bytes: &[u8]) -> Result<Block, String> {
         return Err(format!("a stored block of {} bytes is too short", bytes.len()));
     }
     let t = f64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+    let flags = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let channels = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
     let frames = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) as usize;
     let values = &bytes[24..];
@@ -65,7 +68,7 @@ pub fn decode_block(bytes: &[u8]) -> Result<Block, String> {
         return Err(format!("a stored block says {channels} × {frames} values but holds {} bytes", values.len()));
     }
     let data = values.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
-    Ok(Block { t, channels, frames, data })
+    Ok(Block { t, flags, channels, frames, data })
 }
 
 /// What goes into the annotation signal.
@@ -854,7 +857,7 @@ pub(crate) mod tests {
         let mut seed = 42;
         placed
             .iter()
-            .map(|&(t, frames)| Block { t, channels, frames, data: values(&mut seed, channels * frames) })
+            .map(|&(t, frames)| Block { t, flags: 0, channels, frames, data: values(&mut seed, channels * frames) })
             .collect()
     }
 
@@ -924,8 +927,8 @@ pub(crate) mod tests {
                 "hidden extreme",
                 info(10.0, 1),
                 vec![
-                    Block { t, channels: 1, frames: 5, data: vec![1.0, 2.0, 1000.0, 3.0, 4.0] },
-                    Block { t: t + 0.1, channels: 1, frames: 3, data: vec![5.0, 6.0, 7.0] },
+                    Block { t, flags: 0, channels: 1, frames: 5, data: vec![1.0, 2.0, 1000.0, 3.0, 4.0] },
+                    Block { t: t + 0.1, flags: 0, channels: 1, frames: 3, data: vec![5.0, 6.0, 7.0] },
                 ],
                 Vec::new(),
             ),
@@ -948,6 +951,7 @@ pub(crate) mod tests {
                 info(10.0, 2),
                 vec![Block {
                     t,
+                    flags: 0,
                     channels: 2,
                     frames: 4,
                     data: vec![7.5, 7.5, 7.5, 7.5, -12345.678, 0.001, 99999.5, -0.25],
@@ -1005,10 +1009,10 @@ pub(crate) mod tests {
     fn later_blocks_win_where_blocks_overlap() {
         let info = info(10.0, 1);
         let blocks = vec![
-            Block { t: 0.0, channels: 1, frames: 6, data: vec![1.0; 6] },
-            Block { t: 0.2, channels: 1, frames: 2, data: vec![2.0; 2] },
-            Block { t: 0.1, channels: 1, frames: 2, data: vec![3.0; 2] },
-            Block { t: 0.9, channels: 1, frames: 1, data: vec![4.0] },
+            Block { t: 0.0, flags: 0, channels: 1, frames: 6, data: vec![1.0; 6] },
+            Block { t: 0.2, flags: 0, channels: 1, frames: 2, data: vec![2.0; 2] },
+            Block { t: 0.1, flags: 0, channels: 1, frames: 2, data: vec![3.0; 2] },
+            Block { t: 0.9, flags: 0, channels: 1, frames: 1, data: vec![4.0] },
         ];
         let layout = scan(&info, &blocks, &[], false).unwrap();
         let mut frames = Frames::new(&layout, Memory { blocks: &blocks, reads: 0 });

@@ -310,6 +310,8 @@ pub struct Service {
     changes: tokio::sync::broadcast::Sender<SessionChange>,
     /// Set when the daemon stops: no session starts any more.
     closing: std::sync::atomic::AtomicBool,
+    /// Held by the one `model_train` that may run at a time.
+    training: Mutex<()>,
     /// Held by the `devices` request that probes ([`Service::probe_devices`]).
     probing: Mutex<()>,
     /// Exports reading the store through readers of their own ([`Service::store_reader`]).
@@ -366,6 +368,7 @@ impl Service {
             torch_device: OnceLock::new(),
             changes: tokio::sync::broadcast::channel(SESSION_CHANGES_QUEUE).0,
             closing: std::sync::atomic::AtomicBool::new(false),
+            training: Mutex::new(()),
             probing: Mutex::new(()),
             readers: Arc::default(),
         })
@@ -1896,8 +1899,9 @@ impl Service {
         }
         Model::load(scratch.path(), tch::Device::Cpu).map_err(|e| invalid(e.to_string()))?;
         let dest = root.join(&manifest.name);
+        let loaded = loaded_key(&dest);
         put_in_place(scratch, &dest, &root, replace, &manifest.name)?;
-        self.forget_loaded(&dest);
+        self.forget_loaded(&loaded);
         log::info!(
             "model `{}` {} installed in {} by uid {}",
             manifest.name,
@@ -1908,11 +1912,9 @@ impl Service {
         Ok(model_info(&dest, manifest))
     }
 
-    /// Sessions started from now on load the package in `dir` afresh (the cache is keyed by
-    /// canonical path).
-    fn forget_loaded(&self, dir: &Path) {
-        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        self.models.lock().unwrap().retain(|loaded, _| !loaded.starts_with(&canonical));
+    /// Sessions started from now on load the package whose [`loaded_key`] this is afresh.
+    fn forget_loaded(&self, key: &Path) {
+        self.models.lock().unwrap().retain(|loaded, _| !loaded.starts_with(key));
     }
 
     fn show_model(&self, caller: &Caller, spec: &str) -> Result<ModelInfo, ApiError> {
@@ -2052,6 +2054,12 @@ fn put_in_place(
         return Err(internal(e));
     }
     Ok(())
+}
+
+/// The key of a package directory in the cache of loaded models: its canonical path (taken
+/// before the directory is renamed away, while it still resolves).
+fn loaded_key(dir: &Path) -> PathBuf {
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }
 
 fn model_info(dir: &Path, m: Manifest) -> ModelInfo {

@@ -586,17 +586,17 @@ impl Session {
 /// event (counted where it is published) before the block they flag GAP; a flagged block counts
 /// only when no event announced its outage, for drivers that only flag.
 #[derive(Debug, Default)]
-struct Outages {
+pub(crate) struct Outages {
     announced: bool,
 }
 
 /// What one block says about an outage before it.
 #[derive(Debug, PartialEq)]
-struct BlockOutage {
+pub(crate) struct BlockOutage {
     /// An outage no event counted.
     count: bool,
     /// Processing starts again at this block (`gap` or `reconnected`).
-    restart: Option<&'static str>,
+    pub(crate) restart: Option<&'static str>,
 }
 
 impl Outages {
@@ -606,7 +606,7 @@ impl Outages {
 
     /// What a block with these flags says about an outage before it (an announcement is for the
     /// next block only).
-    fn block(&mut self, flags: u32) -> BlockOutage {
+    pub(crate) fn block(&mut self, flags: u32) -> BlockOutage {
         let gap = flags & block_flags::GAP != 0;
         let reconnected = flags & block_flags::RECONNECTED != 0;
         let restart = if reconnected {

@@ -8,8 +8,9 @@
 //! module (bci2token-decoder's `traced`), so a trained model decodes through the one path every
 //! model takes. Nothing here reads a caller's file: the sessions are the store's.
 
+use bci2token_api::TrainRequest;
 use bci2token_calibrate::epochs::trial_containing;
-use bci2token_calibrate::method::{self, Fitted, Method};
+use bci2token_calibrate::method::{self, Fitted, Method, Setting};
 use bci2token_calibrate::trials::{form_trials, Annotation, Trial, TrialRules};
 use bci2token_calibrate::{metrics, DMatrix};
 use bci2token_decoder::manifest::{Input, Manifest, Output, OutputKind, Policy, Provenance, Tokens, Training};
@@ -23,6 +24,17 @@ pub const MAX_WINDOW_VALUES: usize = 16 << 20;
 /// The most channels a model reads; the tangent space's LDA, whose covariance has (n(n+1)/2)²
 /// entries, fewer (64: 2080 features, 35 MB a matrix).
 const MAX_CHANNELS: usize = 256;
+/// The most training windows, and trials (the cross-validation's folds are built over both).
+const MAX_WINDOWS: usize = 50_000;
+const MAX_TRIALS: usize = 10_000;
+/// Notes in a reply (cues without trials, trials without windows); the rest are counted.
+const MAX_NOTES: usize = 50;
+/// Annotations read from one session.
+pub const MAX_ANNOTATIONS: usize = 100_000;
+/// The highest sample rate trained at, and the most values one window may hold (a window is
+/// allocated before the first is cut: a recording that claims a huge rate is refused first).
+const MAX_RATE: f64 = 100_000.0;
+const MAX_VALUES_PER_WINDOW: usize = 1 << 22;
 const MAX_TANGENT_CHANNELS: usize = 64;
 
 /// What `model train` fits, checked and with the method's defaults filled in.
@@ -35,6 +47,8 @@ pub struct Plan {
     pub hop_seconds: f64,
     pub preprocessing: PreprocessConfig,
     pub folds: usize,
+    /// Each class's stimulus frequency (SSVEP methods; empty for the others).
+    pub frequencies: Vec<f64>,
 }
 
 /// The motor-imagery methods' defaults: 2 s windows from 0.5 s after the cue (the
@@ -43,22 +57,24 @@ pub struct Plan {
 const MI_WINDOW: f64 = 2.0;
 const MI_OFFSET: f64 = 0.5;
 const MI_BAND: [f64; 2] = [8.0, 30.0];
+/// The SSVEP method's: windows from the trial's start (the response settles within about 0.2 s,
+/// and FBCCA's windows count from there too), 6–90 Hz (the sub-bands run 8–88 Hz), as the shipped
+/// `ssvep-fbcca-3`.
+const SSVEP_WINDOW: f64 = 2.0;
+const SSVEP_OFFSET: f64 = 0.0;
+const SSVEP_BAND: [f64; 2] = [6.0, 90.0];
 const DEFAULT_HOP: f64 = 0.25;
 const DEFAULT_FOLDS: usize = 5;
 /// Trials of each class that every fold must leave to train on.
 const MIN_TRAIN_TRIALS: usize = 3;
 
 impl Plan {
-    pub fn new(
-        method: Method,
-        rules: TrialRules,
-        (window, offset, hop): (Option<f64>, Option<f64>, Option<f64>),
-        bandpass: Option<[f64; 2]>,
-        folds: Option<usize>,
-    ) -> Result<Plan, String> {
-        let window_seconds = window.unwrap_or(MI_WINDOW);
-        let offset_seconds = offset.unwrap_or(MI_OFFSET);
-        let hop_seconds = hop.unwrap_or(DEFAULT_HOP);
+    /// The plan of request `r` for `method`, its trials cut by `rules`.
+    pub fn new(method: Method, rules: TrialRules, r: &TrainRequest) -> Result<Plan, String> {
+        let ssvep = method.is_ssvep();
+        let window_seconds = r.window_seconds.unwrap_or(if ssvep { SSVEP_WINDOW } else { MI_WINDOW });
+        let offset_seconds = r.offset_seconds.unwrap_or(if ssvep { SSVEP_OFFSET } else { MI_OFFSET });
+        let hop_seconds = r.hop_seconds.unwrap_or(DEFAULT_HOP);
         if !(window_seconds.is_finite() && (0.1..=30.0).contains(&window_seconds)) {
             return Err(format!("--window {window_seconds}: give 0.1 to 30 seconds"));
         }
@@ -68,15 +84,38 @@ impl Plan {
         if !(hop_seconds.is_finite() && (0.01..=30.0).contains(&hop_seconds)) {
             return Err(format!("--hop {hop_seconds}: give 0.01 to 30 seconds"));
         }
-        let folds = folds.unwrap_or(DEFAULT_FOLDS);
+        let folds = r.folds.unwrap_or(DEFAULT_FOLDS);
         if !(2..=20).contains(&folds) {
             return Err(format!("--folds {folds}: give 2 to 20"));
         }
-        let band = bandpass.unwrap_or(MI_BAND);
+        let band = r.bandpass_hz.unwrap_or(if ssvep { SSVEP_BAND } else { MI_BAND });
+        let notch_hz = r.notch_hz.unwrap_or(0.0);
         let preprocessing =
-            PreprocessConfig { bandpass_hz: Some(band), filter_order: 4, car: false, ..Default::default() };
-        Ok(Plan { method, rules, window_seconds, offset_seconds, hop_seconds, preprocessing, folds })
+            PreprocessConfig { bandpass_hz: Some(band), notch_hz, filter_order: 4, car: false, ..Default::default() };
+        let frequencies = if ssvep { frequencies(&rules, r.frequencies.as_deref())? } else { Vec::new() };
+        Ok(Plan { method, rules, window_seconds, offset_seconds, hop_seconds, preprocessing, folds, frequencies })
     }
+}
+
+/// Each class's stimulus frequency: `given` (in class order), else read from the classes' labels
+/// ("13Hz").
+fn frequencies(rules: &TrialRules, given: Option<&[f64]>) -> Result<Vec<f64>, String> {
+    let labels: Vec<&str> = rules.classes.iter().map(|c| rules.label_of(c)).collect();
+    let found: Vec<f64> = match given {
+        Some(f) if f.len() == labels.len() => f.to_vec(),
+        Some(f) => {
+            return Err(format!("--frequencies gives {} frequencies for the {} classes", f.len(), labels.len()));
+        }
+        None => labels.iter().filter_map(|l| bci2token_calibrate::ssvep::frequency_of(l)).collect(),
+    };
+    if found.len() != labels.len() || found.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+        return Err(format!(
+            "an SSVEP model needs each class's stimulus frequency: pass --frequencies (in the order of the classes: {}), \
+             or map the cues to labels such as 13Hz",
+            labels.join(", ")
+        ));
+    }
+    Ok(found)
 }
 
 /// The training windows of every session, with their classes and trials.
@@ -99,6 +138,7 @@ pub struct Gatherer<'p> {
     channels: usize,
     window_frames: usize,
     out: Gathered,
+    notes_left_out: usize,
     session: Option<SessionState>,
 }
 
@@ -108,13 +148,11 @@ struct SessionState {
     trials: Vec<Trial>,
     /// Index of this session's first trial among all.
     first_trial: usize,
-    /// Stream time the next block should start at (a later one is a gap).
-    next_t: Option<f64>,
-    /// Stream time of the stream's first frame as the windower counts it (after a restart, the
-    /// restart's block).
-    origin: f64,
-    /// Frames pushed since `origin`.
-    pushed: u64,
+    /// The live session's outage rule, fed the stored blocks' flags: the windower restarts
+    /// where the decoder's did.
+    outages: crate::session::Outages,
+    /// Trials that gave a window.
+    used: Vec<bool>,
     /// Which of the session's channels the model reads, in the model's order.
     picks: Vec<usize>,
     picked: Vec<f32>,
@@ -129,7 +167,16 @@ impl<'p> Gatherer<'p> {
                 plan.method.name()
             ));
         }
+        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+            return Err(format!("a session at {rate} Hz: model train takes up to {MAX_RATE} Hz"));
+        }
         let window_frames = (plan.window_seconds * rate).round() as usize;
+        if channels.saturating_mul(window_frames) > MAX_VALUES_PER_WINDOW {
+            return Err(format!(
+                "a {} s window of {channels} channels at {rate} Hz is too large: give a shorter --window or fewer --channels",
+                plan.window_seconds
+            ));
+        }
         if window_frames < channels.max(8) {
             return Err(format!(
                 "a {} s window at {rate} Hz has {window_frames} frames, fewer than the {} channels: give a longer --window",
@@ -146,7 +193,7 @@ impl<'p> Gatherer<'p> {
             notes: Vec::new(),
             texts: Default::default(),
         };
-        Ok(Gatherer { plan, rate, channels, window_frames, out, session: None })
+        Ok(Gatherer { plan, rate, channels, window_frames, out, notes_left_out: 0, session: None })
     }
 
     pub fn window_frames(&self) -> usize {
@@ -163,20 +210,25 @@ impl<'p> Gatherer<'p> {
         assert_eq!(picks.len(), self.channels, "one pick a model channel");
         self.out.texts.extend(annotations.iter().take(10_000).map(|a| a.text.clone()));
         let trials = form_trials(annotations, &self.plan.rules).map_err(|e| format!("session `{id}`: {e}"))?;
-        self.out.notes.extend(trials.notes.into_iter().map(|n| format!("session `{id}`: {n}")));
+        for n in trials.notes {
+            self.note(format!("session `{id}`: {n}"));
+        }
         let windower =
             Windower::new(&self.plan.preprocessing, self.rate, self.channels, self.window_frames, self.hop_frames())
                 .map_err(|e| e.to_string())?;
         let first_trial = self.out.trial_labels.len();
+        if first_trial + trials.trials.len() > MAX_TRIALS {
+            return Err(format!("more than {MAX_TRIALS} trials: train on fewer sessions, or fewer --trials"));
+        }
         self.out.trial_labels.extend(trials.trials.iter().map(|t| t.class));
+        let used = vec![false; trials.trials.len()];
         self.session = Some(SessionState {
             id: id.to_string(),
             windower,
             trials: trials.trials,
             first_trial,
-            next_t: None,
-            origin: 0.0,
-            pushed: 0,
+            outages: Default::default(),
+            used,
             picks,
             picked: Vec::new(),
         });
@@ -190,14 +242,11 @@ impl<'p> Gatherer<'p> {
             return Ok(());
         }
         let frame = 1.0 / self.rate;
-        // A block that does not start where the last ended follows a gap (or the stream's clock
-        // stepped): nothing on either side of it is mixed into one window.
-        if s.next_t.is_none_or(|t| (block.t - t).abs() > 1.5 * frame) {
+        // After an outage the decoder restarts its windower (nothing on either side of a gap in
+        // one window); so does training, by the same rule on the same flags.
+        if s.outages.block(block.flags).restart.is_some() {
             s.windower.restart();
-            s.origin = block.t;
-            s.pushed = 0;
         }
-        s.next_t = Some(block.t + block.frames as f64 * frame);
         s.picked.clear();
         for &c in &s.picks {
             if (c + 1) * block.frames > block.data.len() {
@@ -205,30 +254,34 @@ impl<'p> Gatherer<'p> {
             }
             s.picked.extend_from_slice(&block.data[c * block.frames..(c + 1) * block.frames]);
         }
-        let (origin, pushed) = (s.origin, s.pushed);
         let (trials, offset, first_trial) = (&s.trials, self.plan.offset_seconds, s.first_trial);
         let window_seconds = self.window_frames as f64 * frame;
         let out = &mut self.out;
+        let used = &mut s.used;
         let mut too_many = false;
         let mut picked = std::mem::take(&mut s.picked);
+        let t0 = block.t;
         s.windower.push(&mut picked, block.frames, |info, window| {
-            // The window's first frame, counted from the last restart.
-            let start = origin + (pushed + info.frames_into_block as u64) as f64 * frame - window_seconds;
-            if let Some(k) = trial_containing(trials, offset, (start, start + window_seconds), frame) {
-                if (out.windows.len() + 1) * window.len() > MAX_WINDOW_VALUES {
+            // Stamped as the decoder stamps its windows (the last frame's time in the block's
+            // clock), and counted for a trial as `evaluate` counts a token: t − W at or after the
+            // trial's start (plus the offset), t at or before its end.
+            let last = t0 + (info.frames_into_block as f64 - 1.0) * frame;
+            if let Some(k) = trial_containing(trials, offset, (last - window_seconds, last), frame) {
+                if (out.windows.len() + 1) * window.len() > MAX_WINDOW_VALUES || out.windows.len() >= MAX_WINDOWS {
                     too_many = true;
                     return;
                 }
                 out.windows.push(DMatrix::from_fn(window.nrows(), window.ncols(), |i, j| f64::from(window[(i, j)])));
                 out.labels.push(trials[k].class);
                 out.window_trial.push(first_trial + k);
+                used[k] = true;
             }
         });
         s.picked = picked;
-        s.pushed += block.frames as u64;
         if too_many {
             return Err(format!(
-                "more than {} MiB of training windows: give a longer --hop, fewer --channels or fewer sessions",
+                "more than {MAX_WINDOWS} training windows or {} MiB of them: give a longer --hop, fewer --channels or \
+                 fewer sessions",
                 (MAX_WINDOW_VALUES * 8) >> 20
             ));
         }
@@ -238,17 +291,27 @@ impl<'p> Gatherer<'p> {
     /// Ends the session begun last; a trial that gave no window is noted.
     pub fn end(&mut self) {
         let s = self.session.take().expect("a session begun");
-        for (k, t) in s.trials.iter().enumerate() {
-            if !self.out.window_trial.contains(&(s.first_trial + k)) {
-                self.out.notes.push(format!(
-                    "session `{}`: the trial at {:.2} s gave no whole window (shorter than offset + window, or a gap)",
-                    s.id, t.cue_onset
-                ));
-            }
+        for (t, _) in s.trials.iter().zip(&s.used).filter(|(_, used)| !**used) {
+            self.note(format!(
+                "session `{}`: the trial at {:.2} s gave no whole window (shorter than offset + window, or a gap)",
+                s.id, t.cue_onset
+            ));
         }
     }
 
-    pub fn finish(self) -> Gathered {
+    /// A note for the reply, up to [`MAX_NOTES`]; the rest are counted.
+    fn note(&mut self, text: String) {
+        if self.out.notes.len() < MAX_NOTES {
+            self.out.notes.push(crate::caller_files::bounded(&text));
+        } else {
+            self.notes_left_out += 1;
+        }
+    }
+
+    pub fn finish(mut self) -> Gathered {
+        if self.notes_left_out > 0 {
+            self.out.notes.push(format!("and {} more notes like these", self.notes_left_out));
+        }
         self.out
     }
 }
@@ -256,6 +319,8 @@ impl<'p> Gatherer<'p> {
 /// The result of a fit: the model and how well it cross-validated.
 pub struct Fit {
     pub fitted: Fitted,
+    /// The folds the cross-validation had (fewer than asked when a class has fewer trials).
+    pub folds: usize,
     pub cv_accuracy: f64,
     pub itr_bits_per_minute: f64,
     /// Trials per class that gave windows.
@@ -267,9 +332,10 @@ pub struct Fit {
 const FLAT: f64 = 1e-10;
 
 /// Refuses a flat channel (by `labels`) and too few trials, cross-validates, then fits on
-/// everything.
-pub fn fit(plan: &Plan, g: &Gathered, labels: &[String]) -> Result<Fit, String> {
+/// everything; `rate` is the sessions'.
+pub fn fit(plan: &Plan, g: &Gathered, labels: &[String], rate: f64) -> Result<Fit, String> {
     let classes = plan.rules.classes.len();
+    let setting = Setting { classes, rate, frequencies: plan.frequencies.clone() };
     if let Some(first) = g.windows.first() {
         let power: Vec<f64> = (0..first.nrows())
             .map(|c| g.windows.iter().map(|w| w.row(c).iter().map(|v| v * v).sum::<f64>()).sum::<f64>())
@@ -287,10 +353,14 @@ pub fn fit(plan: &Plan, g: &Gathered, labels: &[String]) -> Result<Fit, String> 
             ));
         }
     }
-    // Only trials with windows count.
+    // Only trials with windows count (windows come in trial order), renumbered.
     let mut used: Vec<usize> = g.window_trial.clone();
     used.dedup();
     let trial_labels: Vec<usize> = used.iter().map(|&t| g.trial_labels[t]).collect();
+    let mut renumbered = vec![0usize; g.trial_labels.len()];
+    for (i, &t) in used.iter().enumerate() {
+        renumbered[t] = i;
+    }
     let trials: Vec<usize> = (0..classes).map(|k| trial_labels.iter().filter(|&&l| l == k).count()).collect();
     for (k, &n) in trials.iter().enumerate() {
         if n == 0 {
@@ -305,16 +375,15 @@ pub fn fit(plan: &Plan, g: &Gathered, labels: &[String]) -> Result<Fit, String> 
         }
     }
     metrics::check_folds(&trial_labels, plan.folds, MIN_TRAIN_TRIALS, &plan.rules.classes)?;
-    // Windows renumbered to the trials that have them.
-    let window_trial: Vec<usize> =
-        g.window_trial.iter().map(|t| used.iter().position(|u| u == t).expect("a used trial")).collect();
+    let window_trial: Vec<usize> = g.window_trial.iter().map(|&t| renumbered[t]).collect();
     let cv_accuracy =
-        method::cross_validate(plan.method, &g.windows, &g.labels, &window_trial, &trial_labels, plan.folds)
+        method::cross_validate(plan.method, &g.windows, &g.labels, &window_trial, &trial_labels, plan.folds, &setting)
             .map_err(|e| format!("cross-validating {}: {e}", plan.method.name()))?;
-    let fitted = Fitted::fit(plan.method, &g.windows, &g.labels, classes)
+    let fitted = Fitted::fit(plan.method, &g.windows, &g.labels, &setting)
         .map_err(|e| format!("fitting {}: {e}", plan.method.name()))?;
     let itr_bits_per_minute = metrics::itr_bits_per_minute(classes, cv_accuracy, plan.window_seconds);
-    Ok(Fit { fitted, cv_accuracy, itr_bits_per_minute, trials })
+    let folds = metrics::stratified_folds(&trial_labels, plan.folds).len();
+    Ok(Fit { fitted, folds, cv_accuracy, itr_bits_per_minute, trials })
 }
 
 /// The fitted decoder as a TorchScript module taking `[batch, channels, frames]` windows.
@@ -330,6 +399,9 @@ pub fn module(fitted: &Fitted, channels: usize, frames: usize) -> Result<tch::CM
         Fitted::Mdm(mdm) => traced::mdm(&mdm.means_isqrt().iter().map(f64s).collect::<Vec<_>>(), channels, frames, 1.0),
         Fitted::TangentLda { reference_isqrt, lda } => {
             traced::tangent_linear(&f64s(reference_isqrt), channels, &linear(lda), frames)
+        }
+        Fitted::FbTrca(m) => {
+            traced::ssvep(&traced::Ssvep::from_bank(&m.bank, &m.filters, m.bias.as_slice()), channels, frames)
         }
     }
     .map_err(|e| format!("tracing the model: {e}"))
@@ -363,6 +435,10 @@ pub fn manifest(plan: &Plan, fit: &Fit, d: Described<'_>) -> Manifest {
     }
     if plan.method == Method::CspLda {
         parameters.insert("csp_components".into(), (method::CSP_COMPONENTS as i64).into());
+    }
+    if !plan.frequencies.is_empty() {
+        parameters
+            .insert("frequencies".into(), toml::Value::Array(plan.frequencies.iter().map(|&f| f.into()).collect()));
     }
     let trials: usize = fit.trials.iter().sum();
     let description = format!(
@@ -406,7 +482,7 @@ pub fn manifest(plan: &Plan, fit: &Fit, d: Described<'_>) -> Manifest {
             trials,
             parameters,
             cv_accuracy: fit.cv_accuracy,
-            cv_folds: plan.folds,
+            cv_folds: fit.folds,
             itr_bits_per_minute: fit.itr_bits_per_minute,
             trained_at: d.trained_at,
             owner_uid: d.owner_uid,

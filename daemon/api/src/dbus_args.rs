@@ -53,6 +53,8 @@ pub struct TrainOptions {
     pub hop_seconds: Option<f64>,
     pub channels: Option<Vec<String>>,
     pub bandpass_hz: Option<[f64; 2]>,
+    pub notch_hz: Option<f64>,
+    pub frequencies: Option<Vec<f64>>,
     pub folds: Option<usize>,
     #[serde(default)]
     pub replace: bool,
@@ -75,6 +77,8 @@ impl TrainOptions {
             hop_seconds: self.hop_seconds,
             channels: self.channels,
             bandpass_hz: self.bandpass_hz,
+            notch_hz: self.notch_hz,
+            frequencies: self.frequencies,
             folds: self.folds,
             replace: self.replace,
         }

@@ -372,7 +372,7 @@ pub struct ModelInfo {
 pub struct TrainRequest {
     /// The model's name (letters, digits, `.`, `-`, `_`).
     pub name: String,
-    /// `csp-lda`, `riemann-mdm` or `riemann-ts`.
+    /// `csp-lda`, `riemann-mdm`, `riemann-ts` (motor imagery) or `fbtrca` (SSVEP).
     pub method: String,
     /// Stored sessions (ids) to train on: the caller's own, ended.
     pub sessions: Vec<String>,
@@ -406,6 +406,12 @@ pub struct TrainRequest {
     /// Band-pass of the model's preprocessing, Hz [default: the method's].
     #[serde(default)]
     pub bandpass_hz: Option<[f64; 2]>,
+    /// Mains notch of the model's preprocessing: 50 or 60 Hz, 0 for none [default: none].
+    #[serde(default)]
+    pub notch_hz: Option<f64>,
+    /// SSVEP: each class's stimulus frequency, in class order [default: read from the labels, e.g. 13Hz].
+    #[serde(default)]
+    pub frequencies: Option<Vec<f64>>,
     /// Folds of the cross-validation [default: 5].
     #[serde(default)]
     pub folds: Option<usize>,

@@ -13,6 +13,7 @@
 //! - [`riemann`]: the affine-invariant Riemannian mean of covariance matrices and the tangent space
 //!   at a reference, and minimum distance to the mean (Barachant et al. 2012), as pyriemann
 //!   computes them.
+//! - [`ssvep`]: FBCCA's filter bank and correlations, and `fbtrca`, the per-person SSVEP method.
 //! - [`trials`]: trials from cue annotations, the rules `evaluate` and `model train` share.
 //! - [`trca`]: task-related component analysis (Nakanishi et al. 2018), the SSVEP spatial filter.
 //!
@@ -26,6 +27,7 @@ pub mod linalg;
 pub mod method;
 pub mod metrics;
 pub mod riemann;
+pub mod ssvep;
 pub mod trca;
 pub mod trials;
 

@@ -6,10 +6,12 @@
 //! - `riemann-mdm`: each window's covariance, minimum distance to the class means.
 //! - `riemann-ts`: each window's covariance, its tangent vector at the training windows' mean,
 //!   shrinkage LDA.
+//! - `fbtrca` (SSVEP): FBCCA's filter bank and correlations on per-person spatial filters, with
+//!   a bias a class ([`crate::ssvep`]).
 
 use nalgebra::{DMatrix, DVector};
 
-use crate::{covariance, csp::Csp, lda::Lda, metrics, riemann, FitError};
+use crate::{covariance, csp::Csp, lda::Lda, metrics, riemann, ssvep, FitError};
 
 /// CSP filters kept: three from each end, as MNE's motor-imagery example does.
 pub const CSP_COMPONENTS: usize = 6;
@@ -19,17 +21,24 @@ pub enum Method {
     CspLda,
     RiemannMdm,
     RiemannTs,
+    FbTrca,
 }
 
 impl Method {
-    pub const ALL: [Method; 3] = [Method::CspLda, Method::RiemannMdm, Method::RiemannTs];
+    pub const ALL: [Method; 4] = [Method::CspLda, Method::RiemannMdm, Method::RiemannTs, Method::FbTrca];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::CspLda => "csp-lda",
             Method::RiemannMdm => "riemann-mdm",
             Method::RiemannTs => "riemann-ts",
+            Method::FbTrca => "fbtrca",
         }
+    }
+
+    /// Whether the method decodes SSVEP (it needs each class's stimulus frequency).
+    pub fn is_ssvep(self) -> bool {
+        self == Method::FbTrca
     }
 
     /// The method of a name, or an error that lists the names.
@@ -39,6 +48,15 @@ impl Method {
             format!("no method `{name}`; the methods are {}", names.join(", "))
         })
     }
+}
+
+/// What a fit needs besides the windows: the classes, the sample rate, and (SSVEP) each class's
+/// stimulus frequency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub classes: usize,
+    pub rate: f64,
+    pub frequencies: Vec<f64>,
 }
 
 /// A fitted decoder: what the traced model is built from.
@@ -56,6 +74,7 @@ pub enum Fitted {
         reference_isqrt: DMatrix<f64>,
         lda: Lda,
     },
+    FbTrca(ssvep::FbTrca),
 }
 
 /// The log of the mean power of each CSP component of `x` (MNE's `log=True` features).
@@ -72,7 +91,13 @@ fn rows(features: &[DVector<f64>]) -> DMatrix<f64> {
 
 impl Fitted {
     /// Fits `method` to `windows` (`channels × frames` each) with `labels` in `0..classes`.
-    pub fn fit(method: Method, windows: &[DMatrix<f64>], labels: &[usize], classes: usize) -> Result<Fitted, FitError> {
+    pub fn fit(
+        method: Method,
+        windows: &[DMatrix<f64>],
+        labels: &[usize],
+        setting: &Setting,
+    ) -> Result<Fitted, FitError> {
+        let classes = setting.classes;
         crate::check_labels(labels, windows.len(), classes)?;
         covariance::check(windows, "training windows")?;
         match method {
@@ -106,6 +131,15 @@ impl Fitted {
                 let lda = Lda::fit(&rows(&tangents), labels, classes)?;
                 Ok(Fitted::TangentLda { reference_isqrt, lda })
             }
+            Method::FbTrca => {
+                if setting.frequencies.len() != classes {
+                    return Err(FitError::Shape(format!(
+                        "fbtrca needs a stimulus frequency for each of the {classes} classes, not {}",
+                        setting.frequencies.len()
+                    )));
+                }
+                Ok(Fitted::FbTrca(ssvep::FbTrca::fit(windows, labels, &setting.frequencies, setting.rate)?))
+            }
         }
     }
 
@@ -123,6 +157,7 @@ impl Fitted {
             Fitted::TangentLda { reference_isqrt, lda } => {
                 lda.scores(&riemann::tangent_vector(&covariance::sample(x), reference_isqrt)?)
             }
+            Fitted::FbTrca(m) => m.scores(x),
         }
     }
 
@@ -140,13 +175,13 @@ pub fn cross_validate(
     window_trial: &[usize],
     trial_labels: &[usize],
     k: usize,
+    setting: &Setting,
 ) -> Result<f64, FitError> {
-    let classes = trial_labels.iter().copied().max().map_or(0, |m| m + 1);
     let folds = metrics::window_folds(&metrics::stratified_folds(trial_labels, k), window_trial);
     metrics::cross_validate(labels, &folds, |train, test| {
         let xs: Vec<DMatrix<f64>> = train.iter().map(|&i| windows[i].clone()).collect();
         let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
-        let fitted = Fitted::fit(method, &xs, &ys, classes)?;
+        let fitted = Fitted::fit(method, &xs, &ys, setting)?;
         test.iter().map(|&i| fitted.predict(&windows[i])).collect()
     })
 }
@@ -175,12 +210,13 @@ mod tests {
     fn every_method_separates_two_classes_by_where_the_power_is() {
         let (xs, ys) = windows(40, 6, 100);
         let (test, truth) = windows(20, 6, 100);
-        for method in Method::ALL {
-            let fitted = Fitted::fit(method, &xs, &ys, 2).unwrap();
+        let setting = Setting { classes: 2, rate: 100.0, frequencies: Vec::new() };
+        for method in [Method::CspLda, Method::RiemannMdm, Method::RiemannTs] {
+            let fitted = Fitted::fit(method, &xs, &ys, &setting).unwrap();
             let right = test.iter().zip(&truth).filter(|(x, &y)| fitted.predict(x).unwrap() == y).count();
             assert!(right >= 19, "{}: {right} of 20", method.name());
             let trials: Vec<usize> = (0..xs.len()).collect();
-            let cv = cross_validate(method, &xs, &ys, &trials, &ys, 5).unwrap();
+            let cv = cross_validate(method, &xs, &ys, &trials, &ys, 5, &setting).unwrap();
             assert!(cv >= 0.9, "{}: cross-validated {cv}", method.name());
         }
     }
@@ -189,11 +225,16 @@ mod tests {
     fn methods_refuse_what_they_cannot_fit() {
         let (xs, ys) = windows(12, 6, 100);
         let three: Vec<usize> = (0..12).map(|i| i % 3).collect();
-        assert!(Fitted::fit(Method::CspLda, &xs, &three, 3).unwrap_err().to_string().contains("two classes"));
+        let setting = |classes| Setting { classes, rate: 100.0, frequencies: Vec::new() };
+        let refused = |m, xs: &[DMatrix<f64>], ys: &[usize], classes| {
+            Fitted::fit(m, xs, ys, &setting(classes)).unwrap_err().to_string()
+        };
+        assert!(refused(Method::CspLda, &xs, &three, 3).contains("two classes"));
         let (narrow, ys4) = windows(12, 4, 100);
-        assert!(Fitted::fit(Method::CspLda, &narrow, &ys4, 2).unwrap_err().to_string().contains("6 channels"));
-        assert!(Fitted::fit(Method::RiemannMdm, &xs, &ys[..5], 2).is_err());
+        assert!(refused(Method::CspLda, &narrow, &ys4, 2).contains("6 channels"));
+        assert!(Fitted::fit(Method::RiemannMdm, &xs, &ys[..5], &setting(2)).is_err());
+        assert!(refused(Method::FbTrca, &xs, &ys, 2).contains("stimulus frequency"));
         assert_eq!(Method::parse("riemann-ts"), Ok(Method::RiemannTs));
-        assert!(Method::parse("trca-x").unwrap_err().contains("csp-lda, riemann-mdm, riemann-ts"));
+        assert!(Method::parse("trca-x").unwrap_err().contains("csp-lda, riemann-mdm, riemann-ts, fbtrca"));
     }
 }

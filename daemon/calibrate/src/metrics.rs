@@ -44,10 +44,20 @@ pub fn check_folds(labels: &[usize], k: usize, min_train: usize, names: &[String
 /// it (windows of one trial overlap and are alike; splitting them would inflate the accuracy).
 /// `window_trial` gives each window's trial.
 pub fn window_folds(trial_folds: &[Vec<usize>], window_trial: &[usize]) -> Vec<Vec<usize>> {
-    trial_folds
-        .iter()
-        .map(|trials| (0..window_trial.len()).filter(|&w| trials.contains(&window_trial[w])).collect())
-        .collect()
+    let trials = window_trial.iter().copied().max().map_or(0, |m| m + 1);
+    let mut fold_of = vec![usize::MAX; trials];
+    for (f, fold) in trial_folds.iter().enumerate() {
+        for &t in fold.iter().filter(|&&t| t < trials) {
+            fold_of[t] = f;
+        }
+    }
+    let mut out = vec![Vec::new(); trial_folds.len()];
+    for (w, &t) in window_trial.iter().enumerate() {
+        if let Some(fold) = out.get_mut(fold_of[t]) {
+            fold.push(w);
+        }
+    }
+    out
 }
 
 /// Accuracy of `predict(train, test)` (the labels it gives the test trials) over `folds`.
@@ -58,7 +68,11 @@ pub fn cross_validate<E>(
 ) -> Result<f64, E> {
     let (mut right, mut total) = (0usize, 0usize);
     for test in folds {
-        let train: Vec<usize> = (0..labels.len()).filter(|i| !test.contains(i)).collect();
+        let mut held_out = vec![false; labels.len()];
+        for &i in test.iter().filter(|&&i| i < labels.len()) {
+            held_out[i] = true;
+        }
+        let train: Vec<usize> = (0..labels.len()).filter(|&i| !held_out[i]).collect();
         let predicted = predict(&train, test)?;
         right += test.iter().zip(&predicted).filter(|(&t, &p)| labels[t] == p).count();
         total += test.len();

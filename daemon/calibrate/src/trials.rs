@@ -211,8 +211,8 @@ pub fn form_trials(annotations: &[Annotation], a: &TrialRules) -> Result<Trials,
         if last > count {
             out.notes.push(format!("trials {first}-{last} asked for, the recording has {count}"));
         }
-        out.trials =
-            out.trials.into_iter().skip(first.saturating_sub(1)).take((last + 1).saturating_sub(first)).collect();
+        let kept = last.saturating_sub(first).saturating_add(1);
+        out.trials = out.trials.into_iter().skip(first.saturating_sub(1)).take(kept).collect();
     }
     Ok(out)
 }

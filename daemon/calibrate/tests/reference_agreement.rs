@@ -217,3 +217,31 @@ fn ensemble_trca_correlations_are_the_reference_s() {
     // phase-locked to `stim_start`: inter-trial coherence 0.35–0.67 on Oz); the daemon-level
     // evaluation decides the method.
 }
+
+/// FBCCA's filter bank, references and correlations here are the shipped `ssvep-fbcca-3`'s
+/// (written by tools/models/fbcca.py in Python torch): its test vectors' logits,
+/// 30 × (Σ wₙ ρ²ₙ − ½), to 1e-6.
+#[test]
+fn fbcca_scores_equal_the_shipped_ssvep_model_s_test_vectors() {
+    use bci2token_calibrate::ssvep::{fbcca_scores, Bank};
+    let root = bci2token_tests::workspace_root();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("models/ssvep-fbcca-3/test_vectors.json")).unwrap())
+            .unwrap();
+    let shape: Vec<usize> = v["input_shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let bits = |key: &str| -> Vec<f32> {
+        v[key].as_array().unwrap().iter().map(|b| f32::from_bits(b.as_u64().unwrap() as u32)).collect()
+    };
+    let (input, output) = (bits("input_bits"), bits("output_bits"));
+    let (channels, samples) = (shape[1], shape[2]);
+    let bank = Bank::new(256.0, samples, &[13.0, 17.0, 21.0]).unwrap();
+    for w in 0..shape[0] {
+        let x = DMatrix::from_fn(channels, samples, |c, i| f64::from(input[(w * channels + c) * samples + i]));
+        let scores = fbcca_scores(&bank, &x).unwrap();
+        for k in 0..3 {
+            let logit = 30.0 * (scores[k] - 0.5);
+            let want = f64::from(output[w * 3 + k]);
+            assert!((logit - want).abs() < 1e-6 * want.abs().max(1.0), "window {w} class {k}: {logit} vs {want}");
+        }
+    }
+}

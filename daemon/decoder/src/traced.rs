@@ -6,6 +6,8 @@
 //! Input, as for every model: `[batch, channels, frames]` of preprocessed µV (float32); output:
 //! `[batch, classes]` logits.
 
+use bci2token_calibrate::ssvep::Bank;
+use bci2token_calibrate::DMatrix;
 use tch::{CModule, Kind, TchError, Tensor};
 
 /// The least variance or eigenvalue taken before a logarithm: a flat window or a rank-deficient
@@ -127,6 +129,99 @@ pub fn tangent_linear(
     })
 }
 
+/// An SSVEP scorer as FBCCA's (Chen et al. 2015): the filter bank (zero-phase masks on the
+/// zero-padded spectrum), per sub-band a spatial projection to `signals` signals, the largest
+/// squared canonical correlation of those with each class's sine/cosine references, weighted
+/// over the sub-bands, minus a bias a class, times `scale`. With identity projections and no
+/// bias it is FBCCA itself; with `fbtrca`'s filters and bias, that method
+/// (bci2token-calibrate's `ssvep`). All in float64; a window with a NaN or infinite sample gets
+/// NaN logits (the others of its batch are unaffected).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ssvep {
+    /// FFT length (zero padding), and `bands × (nfft / 2 + 1)` masks, row-major.
+    pub nfft: usize,
+    pub masks: Vec<f64>,
+    /// `frames × (classes · refdim)`, row-major: each class's orthonormal reference basis side by side.
+    pub refs: Vec<f64>,
+    pub refdim: usize,
+    /// `bands × channels × signals`, row-major: each sub-band's projection.
+    pub projections: Vec<f64>,
+    pub signals: usize,
+    pub weights: Vec<f64>,
+    pub bias: Vec<f64>,
+    pub scale: f64,
+    /// The whitening's ridge, times the mean variance (FBCCA's 1e-9).
+    pub ridge: f64,
+}
+
+impl Ssvep {
+    /// The scorer of `bank` with one projection a sub-band (`channels × signals`) and a bias a
+    /// class; FBCCA's logits scale (30: the score lies in [-1, 1] around the bias).
+    pub fn from_bank(bank: &Bank, projections: &[DMatrix<f64>], bias: &[f64]) -> Ssvep {
+        let frames = bank.samples;
+        let refdim = bank.refs.first().map_or(0, |q| q.ncols());
+        let refs =
+            (0..frames).flat_map(|i| bank.refs.iter().flat_map(move |q| (0..refdim).map(move |j| q[(i, j)]))).collect();
+        Ssvep {
+            nfft: bank.nfft,
+            masks: bank.masks.transpose().as_slice().to_vec(),
+            refs,
+            refdim,
+            projections: projections.iter().flat_map(|v| v.transpose().as_slice().to_vec()).collect(),
+            signals: projections.first().map_or(0, |v| v.ncols()),
+            weights: bank.weights.as_slice().to_vec(),
+            bias: bias.to_vec(),
+            scale: SSVEP_SCALE,
+            ridge: bci2token_calibrate::ssvep::CCA_RIDGE,
+        }
+    }
+}
+
+/// The logits per unit of score of the SSVEP scorers (as `ssvep-fbcca-3`'s).
+pub const SSVEP_SCALE: f64 = 30.0;
+
+pub fn ssvep(p: &Ssvep, channels: usize, frames: usize) -> Result<CModule, TchError> {
+    let bands = p.weights.len();
+    let classes = p.bias.len();
+    let bins = p.nfft / 2 + 1;
+    let masks = matrix(&p.masks, bands, bins)?.f_unsqueeze(0)?.f_unsqueeze(2)?; // [1, N, 1, F]
+    let refs = matrix(&p.refs, frames, classes * p.refdim)?;
+    let projections = matrix(&p.projections, bands * channels, p.signals)?.f_reshape([
+        bands as i64,
+        channels as i64,
+        p.signals as i64,
+    ])?;
+    let projections_t = projections.f_transpose(-1, -2)?; // [N, S, C]
+    let weights = Tensor::f_from_slice(&p.weights)?.f_view([1, bands as i64, 1])?;
+    let bias = Tensor::f_from_slice(&p.bias)?;
+    let eye = Tensor::f_eye(p.signals as i64, (Kind::Double, tch::Device::Cpu))?;
+    let (nfft, signals, refdim, ridge, scale) = (p.nfft as i64, p.signals as i64, p.refdim as i64, p.ridge, p.scale);
+    trace("Ssvep", channels, frames, |x| {
+        let x = x.to_kind(Kind::Double);
+        let finite = x.isfinite().flatten(1, -1).all_dim(1, false); // [B]
+        let x = x.where_self(&finite.view([-1, 1, 1]), &x.zeros_like());
+        let x = &x - x.mean_dim(-1, true, Kind::Double);
+        let spectrum = x.fft_rfft(nfft, -1, "backward").unsqueeze(1); // [B, 1, C, F]
+        let bands = (spectrum * &masks).fft_irfft(nfft, -1, "backward").narrow(-1, 0, frames as i64); // [B, N, C, T]
+        let bands = &bands - bands.mean_dim(-1, true, Kind::Double);
+        let y = projections_t.matmul(&bands); // [B, N, S, T]
+        let y = &y - y.mean_dim(-1, true, Kind::Double);
+        let cov = y.matmul(&y.transpose(-1, -2)); // [B, N, S, S]
+        let trace = cov.diagonal(0, -2, -1).sum_dim_intlist(-1, false, Kind::Double);
+        let r = (trace / p.signals as f64 * ridge + 1e-30).unsqueeze(-1).unsqueeze(-1);
+        let chol = (cov + r * &eye).linalg_cholesky(false);
+        let a = chol.linalg_solve_triangular(&y.matmul(&refs), false, true, false); // [B, N, S, K·R]
+        let a = a.reshape([-1, p.weights.len() as i64, signals, classes as i64, refdim]).permute([0, 1, 3, 2, 4]);
+        let gram = if refdim <= signals { a.transpose(-1, -2).matmul(&a) } else { a.matmul(&a.transpose(-1, -2)) };
+        let last = refdim.min(signals) - 1;
+        let rho2 = gram.linalg_eigvalsh("L").narrow(-1, last, 1).squeeze_dim(-1).clamp(0.0, 1.0); // [B, N, K]
+        let score = (rho2 * &weights).sum_dim_intlist(1, false, Kind::Double) - &bias;
+        let logits = score * scale;
+        let nan = logits.full_like(f64::NAN);
+        logits.where_self(&finite.view([-1, 1]), &nan).to_kind(Kind::Float)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +263,51 @@ mod tests {
             })
             .collect();
         (x, covs)
+    }
+
+    #[test]
+    fn the_traced_ssvep_scorer_computes_what_the_fitting_code_computes() {
+        use bci2token_calibrate::ssvep::{fbcca_scores, FbTrca};
+        let (channels, frames, rate) = (4, 128, 128.0);
+        let freqs = [11.0, 15.0];
+        // Windows whose first two channels carry each class's frequency.
+        let window = |k: usize, seed: u64| {
+            let noise = values(channels * frames, seed);
+            DMatrix::from_fn(channels, frames, |c, i| {
+                let s = (2.0 * std::f64::consts::PI * freqs[k] * i as f64 / rate + seed as f64).sin();
+                f64::from(noise[c * frames + i]) + if c < 2 { s } else { 0.0 }
+            })
+        };
+        let xs: Vec<DMatrix<f64>> = (0..12).map(|i| window(i % 2, 40 + i as u64)).collect();
+        let ys: Vec<usize> = (0..12).map(|i| i % 2).collect();
+        let fitted = FbTrca::fit(&xs, &ys, &freqs, rate).unwrap();
+        let trained =
+            ssvep(&Ssvep::from_bank(&fitted.bank, &fitted.filters, fitted.bias.as_slice()), channels, frames).unwrap();
+        let eye = vec![DMatrix::identity(channels, channels); fitted.bank.bands()];
+        let fbcca = ssvep(&Ssvep::from_bank(&fitted.bank, &eye, &[0.0, 0.0]), channels, frames).unwrap();
+        let tests: Vec<DMatrix<f64>> = (0..3).map(|i| window(i % 2, 90 + i as u64)).collect();
+        let flat: Vec<f32> =
+            tests.iter().flat_map(|w| w.transpose().as_slice().iter().map(|&v| v as f32).collect::<Vec<_>>()).collect();
+        let got = run_saved(&trained, &flat, 3, channels, frames);
+        let got_fbcca = run_saved(&fbcca, &flat, 3, channels, frames);
+        for (b, w) in tests.iter().enumerate() {
+            // The fitting code on the same float32 values.
+            let w32 = w.map(|v| f64::from(v as f32));
+            let want = fitted.scores(&w32).unwrap() * SSVEP_SCALE;
+            let want_fbcca = fbcca_scores(&fitted.bank, &w32).unwrap() * SSVEP_SCALE;
+            for k in 0..2 {
+                let (g, f) = (f64::from(got[b * 2 + k]), f64::from(got_fbcca[b * 2 + k]));
+                assert!((g - want[k]).abs() < 1e-4, "window {b} class {k}: {g} against {}", want[k]);
+                assert!((f - want_fbcca[k]).abs() < 1e-4, "fbcca window {b} class {k}: {f} against {}", want_fbcca[k]);
+            }
+        }
+        // A window with a NaN gets NaN logits, the other window of its batch its own.
+        let mut two = flat[..2 * channels * frames].to_vec();
+        two[5] = f32::NAN;
+        let got = run_saved(&trained, &two, 2, channels, frames);
+        assert!(got[0].is_nan() && got[1].is_nan() && got[2].is_finite() && got[3].is_finite(), "{got:?}");
+        let zeros = run_saved(&trained, &vec![0f32; channels * frames], 1, channels, frames);
+        assert!(zeros.iter().all(|v| v.is_finite()), "{zeros:?}");
     }
 
     #[test]

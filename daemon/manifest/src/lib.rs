@@ -185,6 +185,18 @@ pub struct Manifest {
     pub path: PathBuf,
 }
 
+/// A model's name: lower-case letters, digits and '-', at most 128.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} must be lower-case letters, digits and '-' (at most 128)"))
+    }
+}
+
 impl Manifest {
     /// The manifest as `model.toml` text (what [`Manifest::parse`] reads back as this manifest).
     pub fn to_toml(&self) -> Result<String, String> {
@@ -213,11 +225,7 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), ManifestError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !name_ok {
-            return Err(self.invalid("name", format!("{:?} must be lower-case letters, digits and '-'", self.name)));
-        }
+        check_name(&self.name).map_err(|m| self.invalid("name", m))?;
         let i = &self.input;
         if i.channels.is_empty() {
             return Err(self.invalid("input.channels", "lists no channels"));

@@ -176,7 +176,15 @@ impl DaemonObject {
     /// Deletes one of the caller's trained models (an admin: `owner`'s; -1 for the caller).
     #[zbus(out_args("model"))]
     async fn delete_model(&self, model: String, owner: i64, #[zbus(header)] h: Header<'_>) -> Result<Dict, BusError> {
-        let owner = u32::try_from(owner).ok();
+        let owner = match owner {
+            -1 => None,
+            uid => Some(u32::try_from(uid).map_err(|_| {
+                BusError::from(bci2token_api::ApiError::new(
+                    bci2token_api::ErrorCode::BadRequest,
+                    format!("DeleteModel: owner {uid} is not a uid (give -1 for yourself)"),
+                ))
+            })?),
+        };
         self.ctx.run(&h, move |s, c| s.model_delete(c, &model, owner)).await.map(|v| record(&v))
     }
 

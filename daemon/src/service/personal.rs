@@ -54,20 +54,33 @@ impl Service {
     }
 
     pub(super) fn train_model(&self, caller: &Caller, r: TrainRequest) -> Result<Trained, ApiError> {
-        if !is_model_name(&r.name) {
-            return Err(bad(format!("`{}` is not a model name (letters, digits, `.`, `-`, `_`)", bounded(&r.name))));
-        }
+        // The name as a manifest takes it, checked before anything is read.
+        bci2token_decoder::manifest::check_name(&r.name).map_err(|e| bad(format!("--name: {}", bounded(&e))))?;
         if self.find_model_trusted(&r.name).is_ok() {
             return Err(bad(format!(
                 "`{}` is the name of a shared model (`bci2tokenctl models`); give yours another name",
                 r.name
             )));
         }
-        let method = Method::parse(&r.method).map_err(bad)?;
+        let method = Method::parse(&r.method).map_err(|e| bad(bounded(&e)))?;
         if r.sessions.is_empty() || r.sessions.len() > MAX_SOURCES {
             return Err(bad(format!(
                 "name 1 to {MAX_SOURCES} stored sessions to train on (`bci2tokenctl session list` lists yours)"
             )));
+        }
+        if let Some(twice) = r.sessions.iter().enumerate().find(|(i, s)| r.sessions[..*i].contains(s)).map(|(_, s)| s) {
+            // The same windows in two folds would inflate the cross-validated accuracy.
+            return Err(bad(format!("session `{}` is named twice", bounded(twice))));
+        }
+        if let Some(channels) = &r.channels {
+            if channels.is_empty()
+                || channels.iter().enumerate().any(|(i, c)| c.is_empty() || channels[..i].contains(c))
+            {
+                return Err(bad("--channels: name each channel once".into()));
+            }
+        }
+        if r.map.iter().any(|(text, label)| text.is_empty() || label.trim().is_empty()) {
+            return Err(bad("--map: an annotation text or a label is empty".into()));
         }
         let classes: Vec<String> = match &r.classes {
             Some(c) => c.clone(),
@@ -88,31 +101,38 @@ impl Service {
                     .into(),
             ));
         }
-        let (mut rules, notes) =
-            build_rules(Some(&classes), &r.map, None, r.trial_start.clone(), r.trial_length).map_err(bad)?;
+        let (mut rules, notes) = build_rules(Some(&classes), &r.map, None, r.trial_start.clone(), r.trial_length)
+            .map_err(|e| bad(bounded(&e)))?;
         if let Some((first, last)) = r.trials {
             if first == 0 || last < first {
                 return Err(bad(format!("--trials {first}-{last}: give FIRST-LAST, trial numbers from 1")));
             }
             rules.trials = Some((first, last));
         }
-        let plan =
-            Plan::new(method, rules, (r.window_seconds, r.offset_seconds, r.hop_seconds), r.bandpass_hz, r.folds)
-                .map_err(bad)?;
+        let plan = Plan::new(method, rules, &r).map_err(|e| bad(bounded(&e)))?;
         let root = self.personal_root().join(caller.uid.to_string());
         let dest = root.join(&r.name);
         if dest.exists() && !r.replace {
             return Err(bad(format!("you have a trained model `{}` already; --replace replaces it", r.name)));
         }
-        // The reading and fitting take seconds of CPU: on a thread of their own at the lowest
-        // priority, so that live sessions keep theirs.
+        // One training at a time: each holds up to a few hundred MiB while it fits.
+        let Ok(_one) = self.training.try_lock() else {
+            return Err(ApiError::new(
+                ErrorCode::LimitReached,
+                "another model is being trained; try again when it is done (trainings run one at a time)",
+            ));
+        };
+        // Reading runs here, at the request's priority, so that the store's snapshot is let go
+        // soon (a reader holds the WAL); the fit, seconds of CPU, on a thread of its own at the
+        // lowest priority, so that live sessions keep theirs.
+        let (gathered, channels, rate, window_frames, hop_frames) = self.gather(caller, &r, &plan)?;
         let trained = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     if let Err(e) = bci2token_sched::priority::run_in_background() {
                         log::warn!("model training runs at normal priority: {e}");
                     }
-                    self.fit_and_write(caller, &r, &plan, &dest)
+                    self.fit_and_write(caller, &r, &plan, (&gathered, channels, rate, window_frames, hop_frames), &dest)
                 })
                 .join()
         })
@@ -122,14 +142,29 @@ impl Service {
         Ok(Trained { notes: notes.into_iter().chain(trained.notes).collect(), ..trained })
     }
 
-    fn fit_and_write(&self, caller: &Caller, r: &TrainRequest, plan: &Plan, dest: &Path) -> Result<Trained, ApiError> {
+    /// The training windows of the request's sessions, with the model's channels, the rate, the
+    /// window's and hop's frames.
+    #[allow(clippy::type_complexity)]
+    fn gather(
+        &self,
+        caller: &Caller,
+        r: &TrainRequest,
+        plan: &Plan,
+    ) -> Result<(training::Gathered, Vec<String>, f64, usize, usize), ApiError> {
         let invalid = |m: String| ApiError::new(ErrorCode::InvalidConfig, m);
+        let stopping = || ApiError::new(ErrorCode::Internal, "bci2tokend is stopping; train after it restarts");
         let mut gatherer: Option<(Gatherer<'_>, Vec<String>, f64)> = None;
         for id in &r.sessions {
             let (_counted, mut reader, meta, info) = self.open_stored(caller, id, "train on")?;
             let info = match info {
                 Some(Ok(info)) => info,
-                _ => return Err(invalid(format!("session `{}` has no readable metadata in the store", bounded(id)))),
+                _ => {
+                    return Err(invalid(format!(
+                        "session `{}` is not in the store, or its metadata cannot be read (the daemon stores \
+                         sessions unless `record = false`)",
+                        bounded(id)
+                    )))
+                }
             };
             if meta.iter().any(|(_, c)| c.is_err()) {
                 return Err(invalid(format!("session `{id}`: its metadata fails authentication")));
@@ -140,7 +175,7 @@ impl Service {
                 None => {
                     let channels = r.channels.clone().unwrap_or_else(|| labels.clone());
                     let g = Gatherer::new(plan, info.sample_rate, channels.len())
-                        .map_err(|e| bad(format!("session `{id}`: {e}")))?;
+                        .map_err(|e| invalid(format!("session `{id}`: {e}")))?;
                     gatherer.insert((g, channels, info.sample_rate))
                 }
             };
@@ -152,31 +187,45 @@ impl Service {
             }
             let (picks, missing) = match_labels(channels, &labels);
             if !missing.is_empty() {
-                return Err(invalid(format!(
+                return Err(invalid(bounded(&format!(
                     "session `{id}` has no channel {} (its channels: {}); pass --channels with labels every session has",
                     missing.join(", "),
                     labels.join(", ")
-                )));
+                ))));
+            }
+            if picks.iter().enumerate().any(|(i, p)| picks[..i].contains(p)) {
+                return Err(invalid(format!("session `{id}`: two of --channels name the same channel")));
             }
             // The annotations first (the trials), then the blocks in order.
             let mut annotations = Vec::new();
             let mut damaged = 0usize;
-            reader
+            let too_many = reader
                 .for_each(id, Kind::Event, |_, chunk| {
                     match chunk.map(|plain| serde_json::from_slice::<Event>(&plain)) {
                         Ok(Ok(Event::Annotation { onset, duration, text, .. })) => {
+                            if annotations.len() == training::MAX_ANNOTATIONS {
+                                return std::ops::ControlFlow::Break(());
+                            }
                             annotations.push(Annotation { onset, duration, text })
                         }
                         Ok(_) => {}
                         Err(_) => damaged += 1,
                     }
-                    std::ops::ControlFlow::<()>::Continue(())
+                    std::ops::ControlFlow::Continue(())
                 })
                 .map_err(store_error)?;
-            g.begin(id, &annotations, picks).map_err(invalid)?;
-            let mut failed: Option<String> = None;
+            if too_many.is_some() {
+                return Err(invalid(format!("session `{id}` has more than {} annotations", training::MAX_ANNOTATIONS)));
+            }
+            g.begin(id, &annotations, picks).map_err(|e| invalid(bounded(&e)))?;
+            drop(annotations);
+            let mut failed: Option<ApiError> = None;
             reader
                 .for_each(id, Kind::Block, |_, chunk| {
+                    if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                        failed = Some(stopping());
+                        return std::ops::ControlFlow::Break(());
+                    }
                     let step = match chunk {
                         Err(_) => {
                             damaged += 1;
@@ -187,14 +236,14 @@ impl Service {
                     match step {
                         Ok(()) => std::ops::ControlFlow::Continue(()),
                         Err(e) => {
-                            failed = Some(e);
+                            failed = Some(invalid(format!("session `{id}`: {e}")));
                             std::ops::ControlFlow::Break(())
                         }
                     }
                 })
                 .map_err(store_error)?;
             if let Some(e) = failed {
-                return Err(invalid(format!("session `{id}`: {e}")));
+                return Err(e);
             }
             if damaged > 0 {
                 return Err(invalid(format!(
@@ -205,8 +254,19 @@ impl Service {
         }
         let (g, channels, rate) = gatherer.expect("at least one session");
         let (window_frames, hop_frames) = (g.window_frames(), g.hop_frames());
-        let gathered = g.finish();
-        let fit = training::fit(plan, &gathered, &channels).map_err(invalid)?;
+        Ok((g.finish(), channels, rate, window_frames, hop_frames))
+    }
+
+    fn fit_and_write(
+        &self,
+        caller: &Caller,
+        r: &TrainRequest,
+        plan: &Plan,
+        (gathered, channels, rate, window_frames, hop_frames): (&training::Gathered, Vec<String>, f64, usize, usize),
+        dest: &Path,
+    ) -> Result<Trained, ApiError> {
+        let invalid = |m: String| ApiError::new(ErrorCode::InvalidConfig, m);
+        let fit = training::fit(plan, gathered, &channels, rate).map_err(invalid)?;
         let module = training::module(&fit.fitted, channels.len(), window_frames).map_err(invalid)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let mut manifest = training::manifest(
@@ -243,8 +303,9 @@ impl Service {
         }
         // What the decoder will load, loaded once here: a package that does not load is not kept.
         Model::load(scratch.path(), tch::Device::Cpu).map_err(|e| internal(format!("the trained model: {e}")))?;
+        let loaded = loaded_key(dest);
         put_in_place(scratch, dest, root, r.replace, &r.name)?;
-        self.forget_loaded(dest);
+        self.forget_loaded(&loaded);
         log::info!(
             "model `{}` ({}) trained for uid {} on {} window(s) of {} session(s): cross-validated accuracy {:.3}",
             r.name,
@@ -261,9 +322,9 @@ impl Service {
             trials: labels.into_iter().zip(fit.trials.iter().copied()).collect(),
             windows: gathered.windows.len(),
             cv_accuracy: fit.cv_accuracy,
-            cv_folds: plan.folds,
+            cv_folds: fit.folds,
             itr_bits_per_minute: fit.itr_bits_per_minute,
-            notes: gathered.notes,
+            notes: gathered.notes.clone(),
         })
     }
 
@@ -283,12 +344,33 @@ impl Service {
                 format!("no trained model `{}` of uid {uid} (`bci2tokenctl models` lists them)", bounded(name)),
             ));
         }
-        let manifest = Manifest::load(&dir).map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        let info = ModelInfo { owner: Some(uid), ..model_info(&dir, manifest) };
+        // A package whose manifest no longer loads (an older schema) is deleted all the same.
+        let info = match Manifest::load(&dir) {
+            Ok(manifest) => ModelInfo { owner: Some(uid), ..model_info(&dir, manifest) },
+            Err(e) => {
+                log::warn!("trained model `{name}` of uid {uid}: {e}; deleted all the same");
+                ModelInfo {
+                    name: name.to_string(),
+                    version: String::new(),
+                    description: String::new(),
+                    dir: dir.display().to_string(),
+                    channels: Vec::new(),
+                    sample_rate: 0.0,
+                    window_seconds: 0.0,
+                    hop_seconds: 0.0,
+                    labels: Vec::new(),
+                    null_label: String::new(),
+                    tokenizer: String::new(),
+                    trained_on: Vec::new(),
+                    owner: Some(uid),
+                }
+            }
+        };
         // Out of sight in one rename, then removed; sessions running with it keep their copy in memory.
+        let loaded = loaded_key(&dir);
         let aside = crate::caller_files::ScratchDir::adopt(&dir, &root, "deleted")
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{}: {e}", dir.display())))?;
-        self.forget_loaded(&dir);
+        self.forget_loaded(&loaded);
         drop(aside);
         log::info!("trained model `{name}` of uid {uid} deleted by uid {}", caller.uid);
         Ok(info)
