@@ -452,3 +452,83 @@ fn training_over_the_bus_is_training_over_the_socket() {
     assert!(door(true, &["model", "delete", "by-bus"]).status.success());
     assert!(text(&door(true, &["model", "delete", "by-bus"])).contains("no trained model `by-bus`"));
 }
+
+/// FBCCA (ssvep-fbcca-3's, computed in Rust: its logits equal the shipped package's test vectors)
+/// as a package of `seconds`-long windows with the trained models' emission policy, so that both
+/// are scored alike.
+fn fbcca_package(dir: &std::path::Path, seconds: f64) {
+    use bci2token_calibrate::ssvep::Bank;
+    use bci2token_decoder::traced::{ssvep, Ssvep};
+    let frames = (seconds * 256.0) as usize;
+    let bank = Bank::new(256.0, frames, &[13.0, 17.0, 21.0]).unwrap();
+    let eye = vec![bci2token_calibrate::DMatrix::identity(8, 8); bank.bands()];
+    let mut parts = Ssvep::from_bank(&bank, &eye, &[0.5, 0.5, 0.5]);
+    parts.scale = 30.0;
+    ssvep(&parts, 8, frames).unwrap().save(dir.join("model.pt")).unwrap();
+    let shipped =
+        std::fs::read_to_string(bci2token_tests::workspace_root().join("models/ssvep-fbcca-3/model.toml")).unwrap();
+    let mut manifest: toml::Table = shipped.parse().unwrap();
+    manifest.insert("name".into(), format!("fbcca-{}", seconds as u32).into());
+    manifest.remove("test_vectors");
+    manifest["input"].as_table_mut().unwrap().insert("window_seconds".into(), seconds.into());
+    let policy = manifest["policy"].as_table_mut().unwrap();
+    policy.insert("confidence_threshold".into(), 0.5.into());
+    policy.insert("consecutive".into(), 1.into());
+    policy.insert("refractory_seconds".into(), 0.0.into());
+    std::fs::write(dir.join("model.toml"), toml::to_string(&manifest).unwrap()).unwrap();
+}
+
+/// The SSVEP bar: each subject's session split in time, the first 12 trials train
+/// `fbtrca`, the last 12 test it, beside FBCCA on the same test trials, at 1 s and 2 s windows.
+/// Same decision rule for both: the most frequent label among the tokens of windows wholly inside
+/// the trial (5 s from `stim_start`), the same emission policy.
+#[test]
+fn fbtrca_trained_on_the_first_half_of_each_ssvep_session_beats_fbcca_on_the_second() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let tmp = bci2token_tests::TempDir::new("fbcca");
+    let trials = ["--classes", "13Hz,17Hz,21Hz", "--trial-start", "stim_start", "--trial-length", "5"];
+    let mut table = Vec::new();
+    for seconds in [1.0, 2.0] {
+        let fbcca = tmp.path().join(format!("fbcca-{seconds}"));
+        std::fs::create_dir_all(&fbcca).unwrap();
+        fbcca_package(&fbcca, seconds);
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for (s, file) in ssvep_files().iter().enumerate() {
+            let name = format!("ssvep-{}-{}", s + 1, seconds as u32);
+            let window = seconds.to_string();
+            let mut args = vec!["model", "train", "--name", &name, "--method", "fbtrca", "--from", file];
+            args.extend_from_slice(&trials);
+            args.extend_from_slice(&["--trials", "1-12", "--notch", "50", "--window", &window]);
+            let t = daemon.ctl_json(&args);
+            let score = |model: &str| {
+                let mut args = vec!["evaluate", "--model", model, "--trials", "13-24", "--decision", "majority"];
+                args.extend_from_slice(&trials);
+                args.push(file);
+                let r = daemon.ctl_json(&args);
+                assert_eq!(r["files"][0]["trials"], 12, "{r}");
+                r["files"][0]["accuracy"].as_f64().unwrap()
+            };
+            mine.push(score(&name));
+            theirs.push(score(fbcca.to_str().unwrap()));
+            if seconds == 2.0 {
+                // The shipped package itself, with its own emission policy (for the record).
+                eprintln!("subject {} at 2 s: ssvep-fbcca-3 as shipped {:.3}", s + 1, score("ssvep-fbcca-3"));
+            }
+            eprintln!(
+                "subject {} at {seconds} s: fbtrca {:.3} (cross-validated {:.3}), FBCCA {:.3}",
+                s + 1,
+                mine[s],
+                t["cv_accuracy"].as_f64().unwrap(),
+                theirs[s]
+            );
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        table.push((seconds, mean(&mine), mean(&theirs)));
+    }
+    for (seconds, mine, theirs) in &table {
+        eprintln!("{seconds} s windows: fbtrca mean {mine:.3}, FBCCA mean {theirs:.3}");
+    }
+    for (seconds, mine, theirs) in table {
+        assert!(mine > theirs, "at {seconds} s fbtrca {mine:.3} does not beat FBCCA {theirs:.3}");
+    }
+}
