@@ -2,9 +2,10 @@
 //! models it makes, beside the shipped ones, in one run.
 //!
 //! - Training: `bci2tokenctl model train` on eegmmidb S001R06 (hands vs feet imagery, 64 channels
-//!   at 160 Hz, 15 trials), each method three times; the median wall time of the request (reading
-//!   the session, filtering, cutting, 5-fold cross-validation, the final fit, tracing, the load
-//!   check).
+//!   at 160 Hz, 15 trials) for the motor-imagery methods, on the first 12 trials of SSVEP subject01
+//!   (8 channels at 256 Hz) for fbtrca, each three times; the median wall time of the request
+//!   (reading the session, filtering, cutting, 5-fold cross-validation, the final fit, tracing, the
+//!   load check).
 //! - Decoding: every trained model and the shipped `mi-eegnet` (the learned model for the same
 //!   task) and `ssvep-fbcca-3`, loaded as the daemon loads them, one thread, batch 1: p50 and p99
 //!   of a forward pass, and each against `mi-eegnet` (the ratio).
@@ -94,6 +95,51 @@ fn main() {
         );
         dirs.push((format!("{method} (trained)"), PathBuf::from(last["model"]["dir"].as_str().unwrap())));
     }
+    // SSVEP: fbtrca on the first 12 trials of subject01 (8 channels at 256 Hz, 2 s windows).
+    let ssvep = bci2token_tests::ssvep_files()[0].clone();
+    let mut times = Vec::new();
+    let mut last = serde_json::Value::Null;
+    let mut source = ssvep;
+    for run in 0..TRAININGS {
+        let mut args = vec![
+            "model",
+            "train",
+            "--name",
+            "bench-fbtrca",
+            "--method",
+            "fbtrca",
+            "--from",
+            &source,
+            "--classes",
+            "13Hz,17Hz,21Hz",
+            "--trial-start",
+            "stim_start",
+            "--trial-length",
+            "5",
+            "--trials",
+            "1-12",
+            "--notch",
+            "50",
+        ];
+        if run > 0 {
+            args.push("--replace");
+        }
+        let start = Instant::now();
+        last = daemon.ctl_json(&args);
+        times.push(start.elapsed().as_secs_f64());
+        source = last["model"]["trained_on"][0].as_str().unwrap().to_string();
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "  {:12} median {:6.2} s (min {:.2}, max {:.2})   {} windows, cross-validated {:.3}   (ssvep subject01, trials 1-12)",
+        "fbtrca",
+        times[TRAININGS / 2],
+        times[0],
+        times[TRAININGS - 1],
+        last["windows"],
+        last["cv_accuracy"].as_f64().unwrap()
+    );
+    dirs.push(("fbtrca (trained)".into(), PathBuf::from(last["model"]["dir"].as_str().unwrap())));
     for shipped in ["mi-eegnet", "ssvep-fbcca-3"] {
         dirs.push((format!("{shipped} (shipped)"), workspace_root().join("models").join(shipped)));
     }
