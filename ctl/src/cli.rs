@@ -215,25 +215,8 @@ pub struct TrainArgs {
     #[arg(long = "from", value_name = "SESSION_ID|FILE", required = true)]
     pub from: Vec<String>,
 
-    /// Annotation texts that are class cues [default: the texts --map names, in its order]
-    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
-    pub classes: Option<Vec<String>>,
-
-    /// Annotation text → the model's label for it (e.g. T1=hands,T2=feet); repeatable
-    #[arg(long = "map", value_name = "TEXT=LABEL,...", value_delimiter = ',', value_parser = parse_map)]
-    pub map: Vec<(String, String)>,
-
-    /// A trial starts at the first MARKER annotation after its cue instead of at the cue
-    #[arg(long, value_name = "MARKER")]
-    pub trial_start: Option<String>,
-
-    /// Trial length in seconds [default: the cue annotation's duration]
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    pub trial_length: Option<f64>,
-
-    /// Only trials FIRST to LAST (numbered from 1 in time order, in each recording), e.g. 1-12
-    #[arg(long, value_name = "FIRST-LAST", value_parser = bci2token_calibrate::trials::parse_trial_range)]
-    pub trials: Option<(usize, usize)>,
+    #[command(flatten)]
+    pub trial: TrialArgs,
 
     /// The model's window, seconds [default: 2]
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -371,27 +354,8 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "NAME|DIR")]
     pub model: String,
 
-    /// Annotation texts that are class cues, in the order of the confusion matrix
-    /// [default: the model's labels except its null label, as the texts --map maps to them]
-    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
-    pub classes: Option<Vec<String>>,
-
-    /// Annotation text → model label (e.g. T1=hands,T2=feet); repeatable; texts not mapped are
-    /// their own label
-    #[arg(long = "map", value_name = "TEXT=LABEL,...", value_delimiter = ',', value_parser = parse_map)]
-    pub map: Vec<(String, String)>,
-
-    /// A trial starts at the first MARKER annotation after its cue (e.g. stim_start) instead of at the cue
-    #[arg(long, value_name = "MARKER")]
-    pub trial_start: Option<String>,
-
-    /// Trial length in seconds [default: the cue annotation's duration]
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    pub trial_length: Option<f64>,
-
-    /// Only trials FIRST to LAST (numbered from 1 in time order, in each recording), e.g. 1-12
-    #[arg(long, value_name = "FIRST-LAST", value_parser = bci2token_calibrate::trials::parse_trial_range)]
-    pub trials: Option<(usize, usize)>,
+    #[command(flatten)]
+    pub trial: TrialArgs,
 
     /// Which token decides a trial: the first in it, or the most frequent label (ties: the earliest)
     #[arg(long, value_enum, value_name = "HOW", default_value_t = Decision::First)]
@@ -411,6 +375,34 @@ pub struct EvaluateArgs {
     /// Annotated recordings (EDF+, BDF, ... as the replay driver reads them)
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// How trials are cut from a recording's annotations: the rules `evaluate` scores by and `model
+/// train` fits by (bci2token-calibrate's `trials`).
+#[derive(Debug, Args)]
+pub struct TrialArgs {
+    /// Annotation texts that are class cues, in class order [default: evaluate: the model's
+    /// labels except its null label, as the texts --map maps to them; model train: the texts
+    /// --map names, in its order]
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+
+    /// Annotation text → model label (e.g. T1=hands,T2=feet); repeatable; texts not mapped are
+    /// their own label
+    #[arg(long = "map", value_name = "TEXT=LABEL,...", value_delimiter = ',', value_parser = parse_map)]
+    pub map: Vec<(String, String)>,
+
+    /// A trial starts at the first MARKER annotation after its cue (e.g. stim_start) instead of at the cue
+    #[arg(long, value_name = "MARKER")]
+    pub trial_start: Option<String>,
+
+    /// Trial length in seconds [default: the cue annotation's duration]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub trial_length: Option<f64>,
+
+    /// Only trials FIRST to LAST (numbered from 1 in time order, in each recording), e.g. 1-12
+    #[arg(long, value_name = "FIRST-LAST", value_parser = bci2token_calibrate::trials::parse_trial_range)]
+    pub trials: Option<(usize, usize)>,
 }
 
 /// Parses one `TEXT=LABEL` of `--map`.
@@ -561,17 +553,17 @@ mod tests {
         let Command::Evaluate(e) = cli.command else { panic!() };
         assert_eq!(e.model, "mi");
         assert_eq!(
-            e.map,
+            e.trial.map,
             vec![("T1".into(), "hands".into()), ("T2".into(), "feet".into()), ("T0".into(), "rest".into())]
         );
-        assert_eq!(e.classes, Some(vec!["T1".to_string(), "T2".to_string()]));
-        assert_eq!((e.trial_length, e.decision, e.trial_start), (Some(4.0), Decision::Majority, None));
+        assert_eq!(e.trial.classes, Some(vec!["T1".to_string(), "T2".to_string()]));
+        assert_eq!((e.trial.trial_length, e.decision, e.trial.trial_start), (Some(4.0), Decision::Majority, None));
         assert_eq!(e.set, vec![("channels".into(), json!("C3,C4"))]);
         assert_eq!(e.files, vec![PathBuf::from("a.edf"), PathBuf::from("b.edf")]);
 
         let cli = Cli::try_parse_from(["bci2tokenctl", "evaluate", "--model", "m", "x.edf"]).unwrap();
         let Command::Evaluate(e) = cli.command else { panic!() };
-        assert_eq!((e.classes, e.decision, e.map.len()), (None, Decision::First, 0));
+        assert_eq!((e.trial.classes, e.decision, e.trial.map.len()), (None, Decision::First, 0));
 
         for bad in [
             &["evaluate", "--model", "m"][..],

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bci2token_decoder::Model;
-use bci2token_tests::{data_dir, start_daemon, workspace_root, DaemonOptions};
+use bci2token_tests::{data_dir, start_daemon, workspace_root, Daemon, DaemonOptions};
 
 const METHODS: [&str; 3] = ["csp-lda", "riemann-mdm", "riemann-ts"];
 const TRAININGS: usize = 3;
@@ -52,75 +52,16 @@ fn latency(model: &Model) -> (f64, f64) {
     (lat[WINDOWS / 2], lat[WINDOWS * 99 / 100])
 }
 
-fn main() {
-    let daemon = start_daemon(DaemonOptions::default());
-    let file = data_dir().join("eegmmidb/S001R06.edf").display().to_string();
-    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
-    let mut source = file;
-    println!("training on eegmmidb S001R06 (64 channels, 160 Hz, 15 trials; 2 s windows every 0.25 s, 5 folds), {TRAININGS} runs each:");
-    for method in METHODS {
-        let mut times = Vec::new();
-        let mut last = serde_json::Value::Null;
-        for run in 0..TRAININGS {
-            let name = format!("bench-{method}");
-            let mut args = vec![
-                "model",
-                "train",
-                "--name",
-                &name,
-                "--method",
-                method,
-                "--from",
-                &source,
-                "--map",
-                "T1=hands,T2=feet",
-            ];
-            if run > 0 {
-                args.push("--replace");
-            }
-            let start = Instant::now();
-            last = daemon.ctl_json(&args);
-            times.push(start.elapsed().as_secs_f64());
-            // The first run recorded the file; the others train on that session.
-            source = last["model"]["trained_on"][0].as_str().unwrap().to_string();
-        }
-        times.sort_by(f64::total_cmp);
-        println!(
-            "  {method:12} median {:6.2} s (min {:.2}, max {:.2})   {} windows, cross-validated {:.3}",
-            times[TRAININGS / 2],
-            times[0],
-            times[TRAININGS - 1],
-            last["windows"],
-            last["cv_accuracy"].as_f64().unwrap()
-        );
-        dirs.push((format!("{method} (trained)"), PathBuf::from(last["model"]["dir"].as_str().unwrap())));
-    }
-    // SSVEP: fbtrca on the first 12 trials of subject01 (8 channels at 256 Hz, 2 s windows).
-    let ssvep = bci2token_tests::ssvep_files()[0].clone();
+/// Trains `method` on `file` [`TRAININGS`] times (the first run records the file, the others
+/// train on that session), prints the times, and returns the model's directory.
+fn time_trainings(daemon: &Daemon, method: &str, file: &str, options: &[&str], what: &str) -> PathBuf {
+    let name = format!("bench-{method}");
+    let mut source = file.to_string();
     let mut times = Vec::new();
     let mut last = serde_json::Value::Null;
-    let mut source = ssvep;
     for run in 0..TRAININGS {
-        let mut args = vec![
-            "model",
-            "train",
-            "--name",
-            "bench-fbtrca",
-            "--method",
-            "fbtrca",
-            "--from",
-            &source,
-            "--classes",
-            "13Hz,17Hz,21Hz",
-            "--trial-start",
-            "stim_start",
-            "--trial-length",
-            "5",
-            "--trials",
-            "1-12",
-            "--notch",
-            "50",
-        ];
+        let mut args = vec!["model", "train", "--name", &name, "--method", method, "--from", &source];
+        args.extend_from_slice(options);
         if run > 0 {
             args.push("--replace");
         }
@@ -131,15 +72,41 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "  {:12} median {:6.2} s (min {:.2}, max {:.2})   {} windows, cross-validated {:.3}   (ssvep subject01, trials 1-12)",
-        "fbtrca",
+        "  {method:12} median {:6.2} s (min {:.2}, max {:.2})   {} windows, cross-validated {:.3}{what}",
         times[TRAININGS / 2],
         times[0],
         times[TRAININGS - 1],
         last["windows"],
         last["cv_accuracy"].as_f64().unwrap()
     );
-    dirs.push(("fbtrca (trained)".into(), PathBuf::from(last["model"]["dir"].as_str().unwrap())));
+    PathBuf::from(last["model"]["dir"].as_str().unwrap())
+}
+
+fn main() {
+    let daemon = start_daemon(DaemonOptions::default());
+    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+    println!("training on eegmmidb S001R06 (64 channels, 160 Hz, 15 trials; 2 s windows every 0.25 s, 5 folds), {TRAININGS} runs each:");
+    let mi = data_dir().join("eegmmidb/S001R06.edf").display().to_string();
+    for method in METHODS {
+        let dir = time_trainings(&daemon, method, &mi, &["--map", "T1=hands,T2=feet"], "");
+        dirs.push((format!("{method} (trained)"), dir));
+    }
+    // SSVEP: fbtrca on the first 12 trials of subject01 (8 channels at 256 Hz, 2 s windows).
+    let ssvep = bci2token_tests::ssvep_files()[0].clone();
+    let options = [
+        "--classes",
+        "13Hz,17Hz,21Hz",
+        "--trial-start",
+        "stim_start",
+        "--trial-length",
+        "5",
+        "--trials",
+        "1-12",
+        "--notch",
+        "50",
+    ];
+    let dir = time_trainings(&daemon, "fbtrca", &ssvep, &options, "   (ssvep subject01, trials 1-12)");
+    dirs.push(("fbtrca (trained)".into(), dir));
     for shipped in ["mi-eegnet", "ssvep-fbcca-3"] {
         dirs.push((format!("{shipped} (shipped)"), workspace_root().join("models").join(shipped)));
     }

@@ -262,18 +262,7 @@ fn training_refuses_what_it_cannot_fit_and_a_trained_model_can_be_listed_used_an
     assert_eq!(counts.iter().sum::<u64>(), 10, "{t}");
     daemon.ctl_json(&["model", "delete", "ten"]);
     // Again without --replace: refused; with it: replaced.
-    let o = daemon.ctl(&[
-        "model",
-        "train",
-        "--name",
-        "mine",
-        "--method",
-        "csp-lda",
-        "--from",
-        &r06,
-        "--map",
-        "T1=hands,T2=feet",
-    ]);
+    let o = train(&["--map", "T1=hands,T2=feet"]);
     assert!(text(&o).contains("--replace"), "{}", text(&o));
     let t = daemon.ctl_json(&[
         "model",

@@ -115,16 +115,16 @@ pub fn run<W: Write>(args: &EvaluateArgs, json: bool, socket: &Transport, out: &
     }
     let model = replay::resolve_model(socket, &args.model)?;
     let (mut alignment, notes) = score::build_alignment(
-        args.classes.as_deref(),
-        &args.map,
+        args.trial.classes.as_deref(),
+        &args.trial.map,
         Some(&model.labels),
-        args.trial_start.clone(),
-        args.trial_length,
+        args.trial.trial_start.clone(),
+        args.trial.trial_length,
         args.decision,
         !args.partial_windows,
     )
     .map_err(|m| CtlError::new(Kind::Usage, m))?;
-    alignment.trials = args.trials;
+    alignment.trials = args.trial.trials;
 
     let mut files = Vec::new();
     let bar = crate::progress::FilesBar::new(json, args.files.len());
