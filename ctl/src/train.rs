@@ -16,6 +16,13 @@ use crate::transport::Transport;
 /// session id.
 fn sessions(from: &[String], socket: &Transport, json: bool) -> Result<Vec<String>, CtlError> {
     let mut ids = Vec::with_capacity(from.len());
+    let recorded = |ids: &[String]| {
+        if ids.is_empty() {
+            String::new()
+        } else {
+            format!(" (sessions recorded so far: {})", ids.join(", "))
+        }
+    };
     for source in from {
         let path = Path::new(source);
         if !path.is_file() {
@@ -26,7 +33,7 @@ fn sessions(from: &[String], socket: &Transport, json: bool) -> Result<Vec<Strin
             continue;
         }
         let collected = replay::replay_file(socket, path, &ConfigMap::new(), None, &|_| {})
-            .map_err(|e| CtlError::new(e.kind, format!("--from {source}: {}", e.message)))?;
+            .map_err(|e| CtlError::new(e.kind, format!("--from {source}: {}{}", e.message, recorded(&ids))))?;
         if !json {
             eprintln!("Recorded {source} as session {}.", collected.session);
         }
@@ -38,6 +45,10 @@ fn sessions(from: &[String], socket: &Transport, json: bool) -> Result<Vec<Strin
 /// `model train`'s request from its arguments; recordings among `--from` are replayed into
 /// sessions first.
 pub fn request(a: &TrainArgs, socket: &Transport, json: bool) -> Result<TrainRequest, CtlError> {
+    // What can be checked here is, before any recording is replayed into a session.
+    bci2token_manifest::check_name(&a.name).map_err(|e| CtlError::new(Kind::Usage, format!("--name: {e}")))?;
+    bci2token_calibrate::method::Method::parse(&a.method)
+        .map_err(|e| CtlError::new(Kind::Usage, format!("--method: {e}")))?;
     let bandpass_hz = match a.bandpass.as_deref() {
         None => None,
         Some(&[low, high]) => Some([low, high]),

@@ -289,6 +289,8 @@ pub struct Service {
     engine: Arc<Engine>,
     /// Loaded models by package directory: sessions with the same model share it.
     models: Mutex<HashMap<PathBuf, Arc<Model>>>,
+    /// Bumped when installed or trained packages change: a load that began before is not cached.
+    models_generation: std::sync::atomic::AtomicU64,
     /// liblsl for the sessions' outlets, once one asked for them.
     lsl: Mutex<Option<Arc<Lsl>>>,
     /// The session store's writer: the audit log always, sessions when `record` is on.
@@ -346,6 +348,7 @@ impl Service {
             heartbeats.register(beat);
         }
         heartbeats.register(store.heartbeat());
+        personal::sweep_leftovers(&config.data_dir);
         Ok(Service {
             heartbeats,
             stuck_after: crate::notify::watchdog_interval()
@@ -358,6 +361,7 @@ impl Service {
             started: Instant::now(),
             engine,
             models: Mutex::new(HashMap::new()),
+            models_generation: std::sync::atomic::AtomicU64::new(0),
             lsl: Mutex::new(None),
             store,
             starting: Mutex::new(HashMap::new()),
@@ -1821,6 +1825,7 @@ impl Service {
         if let Some(m) = self.models.lock().unwrap().get(&key) {
             return Ok(Arc::clone(m));
         }
+        let generation = self.models_generation.load(std::sync::atomic::Ordering::SeqCst);
         let cfg = self.config();
         let device = self
             .torch_device
@@ -1840,7 +1845,13 @@ impl Service {
             started.elapsed().as_secs_f64() * 1e3
         );
         let model = Arc::new(model);
-        self.models.lock().unwrap().insert(key, Arc::clone(&model));
+        // A package replaced or deleted while this one loaded is not cached (this session keeps
+        // what it loaded; the next loads afresh).
+        let mut models = self.models.lock().unwrap();
+        if self.models_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            models.insert(key, Arc::clone(&model));
+        }
+        drop(models);
         Ok(model)
     }
 
@@ -1914,7 +1925,9 @@ impl Service {
 
     /// Sessions started from now on load the package whose [`loaded_key`] this is afresh.
     fn forget_loaded(&self, key: &Path) {
-        self.models.lock().unwrap().retain(|loaded, _| !loaded.starts_with(key));
+        let mut models = self.models.lock().unwrap();
+        self.models_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        models.retain(|loaded, _| !loaded.starts_with(key));
     }
 
     fn show_model(&self, caller: &Caller, spec: &str) -> Result<ModelInfo, ApiError> {

@@ -19,8 +19,9 @@ use bci2token_dsp::pipeline::{PreprocessConfig, Windower};
 
 use crate::export::Block;
 
-/// The most window values (f64) one training holds: 128 MiB.
-pub const MAX_WINDOW_VALUES: usize = 16 << 20;
+/// The most window values (f64) one training holds: 64 MiB (the cross-validation copies most of
+/// them once more).
+pub const MAX_WINDOW_VALUES: usize = 8 << 20;
 /// The most channels a model reads; the tangent space's LDA, whose covariance has (n(n+1)/2)²
 /// entries, fewer (64: 2080 features, 35 MB a matrix).
 const MAX_CHANNELS: usize = 256;
@@ -92,7 +93,11 @@ impl Plan {
         let notch_hz = r.notch_hz.unwrap_or(0.0);
         let preprocessing =
             PreprocessConfig { bandpass_hz: Some(band), notch_hz, filter_order: 4, car: false, ..Default::default() };
-        let frequencies = if ssvep { frequencies(&rules, r.frequencies.as_deref())? } else { Vec::new() };
+        let frequencies = match (ssvep, &r.frequencies) {
+            (true, given) => frequencies(&rules, given.as_deref())?,
+            (false, None) => Vec::new(),
+            (false, Some(_)) => return Err(format!("--frequencies is for fbtrca, not {}", method.name())),
+        };
         Ok(Plan { method, rules, window_seconds, offset_seconds, hop_seconds, preprocessing, folds, frequencies })
     }
 }
@@ -153,6 +158,10 @@ struct SessionState {
     outages: crate::session::Outages,
     /// Trials that gave a window.
     used: Vec<bool>,
+    /// The store's sequence number of the last block.
+    last_seq: Option<u64>,
+    /// Windows left out for a NaN or infinite value.
+    non_finite: usize,
     /// Which of the session's channels the model reads, in the model's order.
     picks: Vec<usize>,
     picked: Vec<f32>,
@@ -184,7 +193,18 @@ impl<'p> Gatherer<'p> {
                 channels.max(8)
             ));
         }
-        plan.preprocessing.validate(rate).map_err(|e| format!("--bandpass at {rate} Hz: {e}"))?;
+        plan.preprocessing.validate(rate).map_err(|e| {
+            let band = plan.preprocessing.bandpass_hz.unwrap_or_default();
+            format!(
+                "the band-pass {}–{} Hz (--bandpass; the method's default unless given) at {rate} Hz: {e}",
+                band[0], band[1]
+            )
+        })?;
+        if plan.method.is_ssvep() {
+            // The filter bank and references for these windows: the frequencies below Nyquist,
+            // the window long enough for the references.
+            bci2token_calibrate::ssvep::Bank::new(rate, window_frames, &plan.frequencies).map_err(|e| e.to_string())?;
+        }
         let out = Gathered {
             windows: Vec::new(),
             labels: Vec::new(),
@@ -228,6 +248,8 @@ impl<'p> Gatherer<'p> {
             trials: trials.trials,
             first_trial,
             outages: Default::default(),
+            last_seq: None,
+            non_finite: 0,
             used,
             picks,
             picked: Vec::new(),
@@ -235,18 +257,22 @@ impl<'p> Gatherer<'p> {
         Ok(())
     }
 
-    /// One stored block of the session begun last, in stream order.
-    pub fn block(&mut self, block: &Block) -> Result<(), String> {
+    /// One stored block (its sequence number in the store, and the block) of the session begun
+    /// last, in stream order.
+    pub fn block(&mut self, seq: u64, block: &Block) -> Result<(), String> {
         let s = self.session.as_mut().expect("a session begun");
+        // After an outage the decoder restarts its windower (nothing on either side of a gap in
+        // one window); so does training, by the same rule on the same flags, and also where the
+        // store lacks blocks (a write the recorder had to drop).
+        let missing = s.last_seq.is_some_and(|last| seq != last + 1);
+        s.last_seq = Some(seq);
+        if s.outages.block(block.flags).restart.is_some() || missing {
+            s.windower.restart();
+        }
         if block.frames == 0 {
             return Ok(());
         }
         let frame = 1.0 / self.rate;
-        // After an outage the decoder restarts its windower (nothing on either side of a gap in
-        // one window); so does training, by the same rule on the same flags.
-        if s.outages.block(block.flags).restart.is_some() {
-            s.windower.restart();
-        }
         s.picked.clear();
         for &c in &s.picks {
             if (c + 1) * block.frames > block.data.len() {
@@ -258,6 +284,7 @@ impl<'p> Gatherer<'p> {
         let window_seconds = self.window_frames as f64 * frame;
         let out = &mut self.out;
         let used = &mut s.used;
+        let non_finite = &mut s.non_finite;
         let mut too_many = false;
         let mut picked = std::mem::take(&mut s.picked);
         let t0 = block.t;
@@ -267,6 +294,11 @@ impl<'p> Gatherer<'p> {
             // trial's start (plus the offset), t at or before its end.
             let last = t0 + (info.frames_into_block as f64 - 1.0) * frame;
             if let Some(k) = trial_containing(trials, offset, (last - window_seconds, last), frame) {
+                // The decoder emits nothing for a window with a NaN or infinite sample.
+                if window.iter().any(|v| !v.is_finite()) {
+                    *non_finite += 1;
+                    return;
+                }
                 if (out.windows.len() + 1) * window.len() > MAX_WINDOW_VALUES || out.windows.len() >= MAX_WINDOWS {
                     too_many = true;
                     return;
@@ -291,6 +323,9 @@ impl<'p> Gatherer<'p> {
     /// Ends the session begun last; a trial that gave no window is noted.
     pub fn end(&mut self) {
         let s = self.session.take().expect("a session begun");
+        if s.non_finite > 0 {
+            self.note(format!("session `{}`: {} window(s) with a NaN or infinite value left out", s.id, s.non_finite));
+        }
         for (t, _) in s.trials.iter().zip(&s.used).filter(|(_, used)| !**used) {
             self.note(format!(
                 "session `{}`: the trial at {:.2} s gave no whole window (shorter than offset + window, or a gap)",
@@ -355,6 +390,7 @@ pub fn fit(plan: &Plan, g: &Gathered, labels: &[String], rate: f64) -> Result<Fi
     }
     // Only trials with windows count (windows come in trial order), renumbered.
     let mut used: Vec<usize> = g.window_trial.clone();
+    used.sort_unstable();
     used.dedup();
     let trial_labels: Vec<usize> = used.iter().map(|&t| g.trial_labels[t]).collect();
     let mut renumbered = vec![0usize; g.trial_labels.len()];

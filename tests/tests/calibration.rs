@@ -150,6 +150,32 @@ fn training_refuses_what_it_cannot_fit_and_a_trained_model_can_be_listed_used_an
     // Sessions of another rate (the SSVEP recordings are at 256 Hz).
     let ssvep = record(&daemon, &ssvep_files()[0]);
     refused(&["--from", &ssvep, "--map", "T1=hands,T2=feet"], &["256 Hz, the first at 160 Hz"]);
+    // fbtrca needs each class's flicker frequency, below Nyquist; other methods take none.
+    let fbtrca = |extra: &[&str]| {
+        let mut args = vec![
+            "model",
+            "train",
+            "--name",
+            "f",
+            "--method",
+            "fbtrca",
+            "--from",
+            &ssvep,
+            "--trial-start",
+            "stim_start",
+            "--trial-length",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        text(&daemon.ctl(&args))
+    };
+    let o = fbtrca(&["--map", "13Hz=a,17Hz=b,21Hz=c"]);
+    assert!(o.contains("needs each class's stimulus frequency") && o.contains("--frequencies"), "{o}");
+    let o = fbtrca(&["--classes", "13Hz,17Hz,21Hz", "--frequencies", "13,17"]);
+    assert!(o.contains("gives 2 frequencies for the 3 classes"), "{o}");
+    let o = fbtrca(&["--classes", "13Hz,17Hz,21Hz", "--frequencies", "13,17,200"]);
+    assert!(o.contains("a stimulus frequency of 200 Hz at 256 Hz"), "{o}");
+    refused(&["--map", "T1=hands,T2=feet", "--frequencies", "1,2"], &["--frequencies is for fbtrca"]);
     // A channel with no signal (R06 with Cz zeroed, its annotations kept): named.
     let tmp = bci2token_tests::TempDir::new("flat-channel");
     let flat = tmp.path().join("flat.edf");

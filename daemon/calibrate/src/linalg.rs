@@ -8,7 +8,12 @@ use crate::FitError;
 /// The eigenvalues (ascending) and eigenvectors (columns, in the same order) of symmetric `a`.
 pub fn eigh(a: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
     let sym = (a + a.transpose()) * 0.5;
-    let e = SymmetricEigen::new(sym);
+    // Bounded iterations: a matrix with a NaN would otherwise never converge. One that does not
+    // converge gives NaN eigenvalues, which every caller refuses (not positive definite).
+    let n = sym.nrows();
+    let Some(e) = SymmetricEigen::try_new(sym, f64::EPSILON, 1000 * n.max(1)) else {
+        return (DVector::from_element(n, f64::NAN), DMatrix::from_element(n, n, f64::NAN));
+    };
     let mut order: Vec<usize> = (0..e.eigenvalues.len()).collect();
     order.sort_by(|&i, &j| e.eigenvalues[i].total_cmp(&e.eigenvalues[j]));
     let values = DVector::from_iterator(order.len(), order.iter().map(|&i| e.eigenvalues[i]));

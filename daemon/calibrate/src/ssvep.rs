@@ -75,6 +75,12 @@ impl Bank {
             raised_cosine_edge(f, lows[n] - TRANSITION_HZ, TRANSITION_HZ)
                 * (1.0 - raised_cosine_edge(f, high, TRANSITION_HZ))
         });
+        if samples < 4 * 2 * HARMONICS {
+            return Err(FitError::Shape(format!(
+                "a window of {samples} samples is too short for {} sine/cosine references: give a longer window",
+                2 * HARMONICS
+            )));
+        }
         let refs = freqs.iter().map(|&f| reference_basis(f, samples, rate)).collect();
         let raw = DVector::from_fn(lows.len(), |n, _| ((n + 1) as f64).powf(-WEIGHT_A) + WEIGHT_B);
         let weights = &raw / raw.sum();
@@ -144,9 +150,12 @@ impl Bank {
 }
 
 /// The orthonormal basis (QR, signs fixed so that R's diagonal is positive) of the centred
-/// sin/cos of `f` and its harmonics over `samples` at `rate`.
+/// sin/cos of `f` and its harmonics over `samples` at `rate`. Harmonics within 0.5 Hz of Nyquist
+/// or above it (which would alias onto other frequencies) are left out: their columns are zero,
+/// so that every class has `2 × HARMONICS` columns.
 pub fn reference_basis(f: f64, samples: usize, rate: f64) -> DMatrix<f64> {
-    let mut y = DMatrix::from_fn(samples, 2 * HARMONICS, |i, j| {
+    let usable = (1..=HARMONICS).take_while(|&h| h as f64 * f < rate / 2.0 - 0.5).count();
+    let mut y = DMatrix::from_fn(samples, 2 * usable, |i, j| {
         let phase = 2.0 * std::f64::consts::PI * (j / 2 + 1) as f64 * f * i as f64 / rate;
         if j % 2 == 0 {
             phase.sin()
@@ -165,7 +174,9 @@ pub fn reference_basis(f: f64, samples: usize, rate: f64) -> DMatrix<f64> {
             q.column_mut(j).neg_mut();
         }
     }
-    q
+    let mut basis = DMatrix::zeros(samples, 2 * HARMONICS);
+    basis.columns_mut(0, 2 * usable).copy_from(&q);
+    basis
 }
 
 /// A fitted `fbtrca`: per sub-band, one spatial filter a class (`channels × classes`), and the
@@ -185,31 +196,34 @@ impl FbTrca {
         crate::check_labels(labels, windows.len(), classes)?;
         let (channels, samples) = windows.first().map(|w| w.shape()).ok_or(FitError::TooFew("no windows".into()))?;
         let bank = Bank::new(rate, samples, freqs)?;
-        let banded: Vec<Vec<DMatrix<f64>>> = windows.iter().map(|w| bank.filter(w)).collect();
-        let mut filters = Vec::with_capacity(bank.bands());
-        for n in 0..bank.bands() {
-            let mut broad = DMatrix::zeros(channels, channels);
-            for b in &banded {
-                broad += &b[n] * b[n].transpose();
+        if let Some(k) = (0..classes).find(|k| !labels.contains(k)) {
+            return Err(FitError::TooFew(format!("class {k} has no windows")));
+        }
+        // Sums over the windows, one window's sub-bands at a time (never all of them at once:
+        // they would take the bands' count times the windows' memory).
+        let bands = bank.bands();
+        let mut broad = vec![DMatrix::zeros(channels, channels); bands];
+        let mut task = vec![vec![DMatrix::zeros(channels, channels); classes]; bands];
+        for (w, &l) in windows.iter().zip(labels) {
+            for (n, xn) in bank.filter(w).iter().enumerate() {
+                broad[n] += xn * xn.transpose();
+                let p = xn * &bank.refs[l];
+                task[n][l] += &p * p.transpose();
             }
-            let ridge = FILTER_RIDGE * broad.trace() / channels as f64;
+        }
+        let mut filters = Vec::with_capacity(bands);
+        for (broad, task) in broad.iter_mut().zip(&task) {
+            let ridge = FILTER_RIDGE * broad.trace() / channels as f64 + 1e-30;
             for i in 0..channels {
                 broad[(i, i)] += ridge;
             }
             let mut v = DMatrix::zeros(channels, classes);
-            for (k, q) in bank.refs.iter().enumerate() {
-                let mut task = DMatrix::zeros(channels, channels);
-                let mut seen = false;
-                for (b, _) in banded.iter().zip(labels).filter(|(_, &l)| l == k) {
-                    let p = &b[n] * q;
-                    task += &p * p.transpose();
-                    seen = true;
-                }
-                if !seen {
-                    return Err(FitError::TooFew(format!("class {k} has no windows")));
-                }
-                let (values, w) = linalg::generalized_eigh(&task, &broad)?;
+            for (k, task) in task.iter().enumerate() {
+                let (values, w) = linalg::generalized_eigh(task, broad)?;
                 v.set_column(k, &w.column(values.len() - 1));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(FitError::NotPositiveDefinite("a sub-band's broadband covariance"));
             }
             filters.push(v);
         }
@@ -217,8 +231,8 @@ impl FbTrca {
         // The bias: each class's mean score on the other classes' windows.
         let mut sums: DVector<f64> = DVector::zeros(classes);
         let mut counts = vec![0usize; classes];
-        for (b, &l) in banded.iter().zip(labels) {
-            let s = model.scores_banded(b)?;
+        for (w, &l) in windows.iter().zip(labels) {
+            let s = model.scores_banded(&model.bank.filter(w))?;
             for k in (0..classes).filter(|&k| k != l) {
                 sums[k] += s[k];
                 counts[k] += 1;

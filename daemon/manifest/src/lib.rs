@@ -185,15 +185,13 @@ pub struct Manifest {
     pub path: PathBuf,
 }
 
-/// A model's name: lower-case letters, digits and '-', at most 128.
+/// A model's name: lower-case letters, digits and '-'.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} must be lower-case letters, digits and '-' (at most 128)"))
+        Err(format!("{name:?} must be lower-case letters, digits and '-'"))
     }
 }
 

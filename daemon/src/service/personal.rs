@@ -19,6 +19,24 @@ const PERSONAL_DIR: &str = "personal-models";
 /// Sessions one training may read.
 const MAX_SOURCES: usize = 64;
 
+/// Removes what a daemon that stopped mid-way left under `data_dir/personal-models/UID`: the
+/// hidden scratch directories of a training, a replaced model set aside, a deletion not finished
+/// (a person's model must not outlive its deletion). Called at start, before any request.
+pub(super) fn sweep_leftovers(data_dir: &Path) {
+    let Ok(users) = std::fs::read_dir(data_dir.join(PERSONAL_DIR)) else { return };
+    for user in users.filter_map(Result::ok) {
+        let Ok(entries) = std::fs::read_dir(user.path()) else { continue };
+        for e in entries.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with('.')) {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    log::info!("removed {}, left by a training or deletion that did not finish", e.path().display())
+                }
+                Err(err) => log::warn!("{}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 fn bad(message: String) -> ApiError {
     ApiError::new(ErrorCode::BadRequest, message)
 }
@@ -56,6 +74,9 @@ impl Service {
     pub(super) fn train_model(&self, caller: &Caller, r: TrainRequest) -> Result<Trained, ApiError> {
         // The name as a manifest takes it, checked before anything is read.
         bci2token_decoder::manifest::check_name(&r.name).map_err(|e| bad(format!("--name: {}", bounded(&e))))?;
+        if r.name.len() > 128 {
+            return Err(bad("--name: at most 128 characters".into()));
+        }
         if self.find_model_trusted(&r.name).is_ok() {
             return Err(bad(format!(
                 "`{}` is the name of a shared model (`bci2tokenctl models`); give yours another name",
@@ -116,11 +137,16 @@ impl Service {
             return Err(bad(format!("you have a trained model `{}` already; --replace replaces it", r.name)));
         }
         // One training at a time: each holds up to a few hundred MiB while it fits.
-        let Ok(_one) = self.training.try_lock() else {
-            return Err(ApiError::new(
-                ErrorCode::LimitReached,
-                "another model is being trained; try again when it is done (trainings run one at a time)",
-            ));
+        // (A training that panicked left the lock poisoned, not held: it is free.)
+        let _one = match self.training.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(ApiError::new(
+                    ErrorCode::LimitReached,
+                    "another model is being trained; try again when it is done (trainings run one at a time)",
+                ))
+            }
         };
         // Reading runs here, at the request's priority, so that the store's snapshot is let go
         // soon (a reader holds the WAL); the fit, seconds of CPU, on a thread of its own at the
@@ -221,7 +247,7 @@ impl Service {
             drop(annotations);
             let mut failed: Option<ApiError> = None;
             reader
-                .for_each(id, Kind::Block, |_, chunk| {
+                .for_each(id, Kind::Block, |seq, chunk| {
                     if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
                         failed = Some(stopping());
                         return std::ops::ControlFlow::Break(());
@@ -231,7 +257,7 @@ impl Service {
                             damaged += 1;
                             Ok(())
                         }
-                        Ok(plain) => crate::export::decode_block(&plain).and_then(|b| g.block(&b)),
+                        Ok(plain) => crate::export::decode_block(&plain).and_then(|b| g.block(seq, &b)),
                     };
                     match step {
                         Ok(()) => std::ops::ControlFlow::Continue(()),
