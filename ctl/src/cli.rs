@@ -206,7 +206,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAME")]
     pub name: String,
 
-    /// csp-lda (two classes), riemann-mdm, riemann-ts (motor imagery); fbtrca (SSVEP)
+    /// csp-lda (two classes), riemann-mdm, riemann-ts (motor imagery); trca, fbtrca (SSVEP)
     #[arg(long, value_name = "METHOD")]
     pub method: String,
 

@@ -96,7 +96,7 @@ impl Plan {
         let frequencies = match (ssvep, &r.frequencies) {
             (true, given) => frequencies(&rules, given.as_deref())?,
             (false, None) => Vec::new(),
-            (false, Some(_)) => return Err(format!("--frequencies is for fbtrca, not {}", method.name())),
+            (false, Some(_)) => return Err(format!("--frequencies is for trca and fbtrca, not {}", method.name())),
         };
         Ok(Plan { method, rules, window_seconds, offset_seconds, hop_seconds, preprocessing, folds, frequencies })
     }

@@ -372,7 +372,7 @@ pub struct ModelInfo {
 pub struct TrainRequest {
     /// The model's name (letters, digits, `.`, `-`, `_`).
     pub name: String,
-    /// `csp-lda`, `riemann-mdm`, `riemann-ts` (motor imagery) or `fbtrca` (SSVEP).
+    /// `csp-lda`, `riemann-mdm`, `riemann-ts` (motor imagery), `trca` or `fbtrca` (SSVEP).
     pub method: String,
     /// Stored sessions (ids) to train on: the caller's own, ended.
     pub sessions: Vec<String>,

@@ -7,7 +7,7 @@
 //! - `riemann-ts`: each window's covariance, its tangent vector at the training windows' mean,
 //!   shrinkage LDA.
 //! - `fbtrca` (SSVEP): FBCCA's filter bank and correlations on per-person spatial filters, with
-//!   a bias a class ([`crate::ssvep`]).
+//!   a bias a class ([`crate::ssvep`]); `trca` the same on one band (8–88 Hz).
 
 use nalgebra::{DMatrix, DVector};
 
@@ -21,24 +21,26 @@ pub enum Method {
     CspLda,
     RiemannMdm,
     RiemannTs,
+    Trca,
     FbTrca,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::CspLda, Method::RiemannMdm, Method::RiemannTs, Method::FbTrca];
+    pub const ALL: [Method; 5] = [Method::CspLda, Method::RiemannMdm, Method::RiemannTs, Method::Trca, Method::FbTrca];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::CspLda => "csp-lda",
             Method::RiemannMdm => "riemann-mdm",
             Method::RiemannTs => "riemann-ts",
+            Method::Trca => "trca",
             Method::FbTrca => "fbtrca",
         }
     }
 
     /// Whether the method decodes SSVEP (it needs each class's stimulus frequency).
     pub fn is_ssvep(self) -> bool {
-        self == Method::FbTrca
+        matches!(self, Method::Trca | Method::FbTrca)
     }
 
     /// The method of a name, or an error that lists the names.
@@ -131,14 +133,22 @@ impl Fitted {
                 let lda = Lda::fit(&rows(&tangents), labels, classes)?;
                 Ok(Fitted::TangentLda { reference_isqrt, lda })
             }
-            Method::FbTrca => {
+            Method::Trca | Method::FbTrca => {
                 if setting.frequencies.len() != classes {
                     return Err(FitError::Shape(format!(
-                        "fbtrca needs a stimulus frequency for each of the {classes} classes, not {}",
+                        "{} needs a stimulus frequency for each of the {classes} classes, not {}",
+                        method.name(),
                         setting.frequencies.len()
                     )));
                 }
-                Ok(Fitted::FbTrca(ssvep::FbTrca::fit(windows, labels, &setting.frequencies, setting.rate)?))
+                let filter_bank = method == Method::FbTrca;
+                Ok(Fitted::FbTrca(ssvep::FbTrca::fit(
+                    windows,
+                    labels,
+                    &setting.frequencies,
+                    setting.rate,
+                    filter_bank,
+                )?))
             }
         }
     }
@@ -235,6 +245,6 @@ mod tests {
         assert!(Fitted::fit(Method::RiemannMdm, &xs, &ys[..5], &setting(2)).is_err());
         assert!(refused(Method::FbTrca, &xs, &ys, 2).contains("stimulus frequency"));
         assert_eq!(Method::parse("riemann-ts"), Ok(Method::RiemannTs));
-        assert!(Method::parse("trca-x").unwrap_err().contains("csp-lda, riemann-mdm, riemann-ts, fbtrca"));
+        assert!(Method::parse("trca-x").unwrap_err().contains("csp-lda, riemann-mdm, riemann-ts, trca, fbtrca"));
     }
 }

@@ -91,6 +91,12 @@ impl Bank {
         self.masks.nrows()
     }
 
+    /// The first sub-band (8–88 Hz) alone, weighted 1: no filter bank.
+    pub fn first_band_only(self) -> Bank {
+        let masks = self.masks.rows(0, 1).into_owned();
+        Bank { masks, weights: DVector::from_element(1, 1.0), ..self }
+    }
+
     /// The sub-bands of `x` (`channels × samples`): the channels' means removed, each filtered by
     /// its mask in the frequency domain (zero-padded FFT, cropped back), means removed again.
     pub fn filter(&self, x: &DMatrix<f64>) -> Vec<DMatrix<f64>> {
@@ -190,12 +196,20 @@ pub struct FbTrca {
 
 impl FbTrca {
     /// Fits to `windows` (`channels × samples`, preprocessed) of classes `labels` (in
-    /// `0..freqs.len()`), at `rate` Hz.
-    pub fn fit(windows: &[DMatrix<f64>], labels: &[usize], freqs: &[f64], rate: f64) -> Result<FbTrca, FitError> {
+    /// `0..freqs.len()`), at `rate` Hz; over FBCCA's filter bank, or (`filter_bank` false, the
+    /// method `trca`) over its first sub-band alone.
+    pub fn fit(
+        windows: &[DMatrix<f64>],
+        labels: &[usize],
+        freqs: &[f64],
+        rate: f64,
+        filter_bank: bool,
+    ) -> Result<FbTrca, FitError> {
         let classes = freqs.len();
         crate::check_labels(labels, windows.len(), classes)?;
         let (channels, samples) = windows.first().map(|w| w.shape()).ok_or(FitError::TooFew("no windows".into()))?;
         let bank = Bank::new(rate, samples, freqs)?;
+        let bank = if filter_bank { bank } else { bank.first_band_only() };
         if let Some(k) = (0..classes).find(|k| !labels.contains(k)) {
             return Err(FitError::TooFew(format!("class {k} has no windows")));
         }
@@ -343,18 +357,21 @@ mod tests {
             xs.push(window(freqs[i % 3], rate, samples, &mut seed));
             ys.push(i % 3);
         }
-        let model = FbTrca::fit(&xs, &ys, &freqs, rate).unwrap();
+        let model = FbTrca::fit(&xs, &ys, &freqs, rate, true).unwrap();
+        let single = FbTrca::fit(&xs, &ys, &freqs, rate, false).unwrap();
+        assert_eq!((single.bank.bands(), single.filters.len(), single.bank.weights[0]), (1, 1, 1.0));
         // The filters weigh the two flickering channels, in opposition, above the noise channels.
         let v = model.filters[0].column(0);
         assert!(v[0] * v[1] < 0.0 && v[0].abs() > 2.0 * v[2].abs() && v[1].abs() > 2.0 * v[3].abs(), "{v}");
         let bank = Bank::new(rate, samples, &freqs).unwrap();
-        let (mut right, mut fbcca_right) = (0, 0);
+        let (mut right, mut fbcca_right, mut single_right) = (0, 0, 0);
         for i in 0..30 {
             let x = window(freqs[i % 3], rate, samples, &mut seed);
             right += usize::from(model.scores(&x).unwrap().argmax().0 == i % 3);
+            single_right += usize::from(single.scores(&x).unwrap().argmax().0 == i % 3);
             fbcca_right += usize::from(fbcca_scores(&bank, &x).unwrap().argmax().0 == i % 3);
         }
-        assert!(right >= 28, "fbtrca {right} of 30");
+        assert!(right >= 28 && single_right >= 27, "fbtrca {right}, trca {single_right} of 30");
         assert!(right >= fbcca_right, "fbtrca {right}, fbcca {fbcca_right}");
         assert!(model.scores(&DMatrix::zeros(4, 100)).is_err());
     }

@@ -280,7 +280,7 @@ mod tests {
         };
         let xs: Vec<DMatrix<f64>> = (0..12).map(|i| window(i % 2, 40 + i as u64)).collect();
         let ys: Vec<usize> = (0..12).map(|i| i % 2).collect();
-        let fitted = FbTrca::fit(&xs, &ys, &freqs, rate).unwrap();
+        let fitted = FbTrca::fit(&xs, &ys, &freqs, rate, true).unwrap();
         let trained =
             ssvep(&Ssvep::from_bank(&fitted.bank, &fitted.filters, fitted.bias.as_slice()), channels, frames).unwrap();
         let eye = vec![DMatrix::identity(channels, channels); fitted.bank.bands()];

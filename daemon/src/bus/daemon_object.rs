@@ -157,7 +157,7 @@ impl DaemonObject {
     }
 
     /// Trains a model of the caller's own on their stored `sessions` (`method`: csp-lda,
-    /// riemann-mdm, riemann-ts, fbtrca); `options` as `bci2tokenctl model train`'s (docs/dbus.md).
+    /// riemann-mdm, riemann-ts, trca, fbtrca); `options` as `bci2tokenctl model train`'s (docs/dbus.md).
     /// Returns the training's record (the model, trials, cross-validated accuracy, notes).
     #[zbus(out_args("trained"))]
     async fn train_model(
