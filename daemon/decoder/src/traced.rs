@@ -229,7 +229,10 @@ mod tests {
 
     /// A trained module saved and loaded again, run on `x` as `[batch, channels, frames]`.
     fn run_saved(module: &CModule, x: &[f32], batch: usize, channels: usize, frames: usize) -> Vec<f32> {
-        let dir = std::env::temp_dir().join(format!("bci2token-traced-{}-{batch}-{channels}", std::process::id()));
+        // One directory a call: the tests of this module run at once in one process.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("bci2token-traced-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("model.pt");
         module.save(&path).unwrap();
