@@ -342,7 +342,7 @@ pub struct DeviceList {
 }
 
 /// A model package.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,

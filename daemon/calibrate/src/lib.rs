@@ -6,7 +6,7 @@
 //! - [`covariance`]: covariance estimates of epochs.
 //! - [`csp`]: common spatial patterns for two classes (Koles 1990; Ramoser et al. 2000), as MNE
 //!   computes them.
-//! - [`epochs`]: training windows cut out of a preprocessed recording by its trials.
+//! - [`epochs`]: which trial a training window belongs to.
 //! - [`lda`]: linear discriminant analysis with Ledoit–Wolf shrinkage, as scikit-learn's.
 //! - [`method`]: the methods `model train` offers (fit, scores, cross-validation), one place.
 //! - [`metrics`]: stratified k-fold cross-validation and the information transfer rate.

@@ -377,18 +377,9 @@ impl Service {
                 log::warn!("trained model `{name}` of uid {uid}: {e}; deleted all the same");
                 ModelInfo {
                     name: name.to_string(),
-                    version: String::new(),
-                    description: String::new(),
                     dir: dir.display().to_string(),
-                    channels: Vec::new(),
-                    sample_rate: 0.0,
-                    window_seconds: 0.0,
-                    hop_seconds: 0.0,
-                    labels: Vec::new(),
-                    null_label: String::new(),
-                    tokenizer: String::new(),
-                    trained_on: Vec::new(),
                     owner: Some(uid),
+                    ..Default::default()
                 }
             }
         };
